@@ -1,0 +1,132 @@
+// The decision core: recipients in, decisions out, independent of any protocol. This file and bloom.ts/key.ts are
+// the hot path. Per recipient: normalise → hash (no allocation) → bloom; only bloom "maybe" keys build their key
+// text and go to the exact store, all in one batch (one Redis pipeline).
+
+import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
+import { checkTypeFit, normalizeRecipient } from '../domain/normalize.js'
+import { formatIysDate } from '../domain/time.js'
+import { bucketOf, hashKey, keyCode, keyHash } from '../filter/key.js'
+import { decodeState, type ConsentState } from '../filter/state.js'
+import type { FilterView } from '../filter/view.js'
+import { ALLOWED_BY_REASON, decide, type PolicyOptions, type Reason } from '../policy/decide.js'
+
+export interface CheckQuery {
+  brandCode: string
+  type: ConsentType
+  recipientType: RecipientType
+  commercial: boolean
+  recipients: readonly unknown[]
+}
+
+export interface CheckResult {
+  recipient: unknown
+  normalized: string | null
+  allowed: boolean
+  reason: Reason
+  consent?: { status: string, source: string, consentDate: string }
+  error?: { code: string, message: string }
+  /** The state the decision relied on (for the decision log); not serialised. */
+  state?: ConsentState
+}
+
+export interface CheckerOptions extends PolicyOptions {
+  /** 'open' lets commercial messages through when the store cannot answer; the default 'closed' blocks them. */
+  readonly storeFailureMode: 'closed' | 'open'
+}
+
+export interface CheckObserver {
+  storeError (err: unknown): void
+}
+
+export class Checker {
+  private readonly getView: () => FilterView | null
+  private readonly opts: CheckerOptions
+  private readonly observer: CheckObserver | null
+
+  constructor (getView: () => FilterView | null, opts: CheckerOptions, observer: CheckObserver | null = null) {
+    this.getView = getView
+    this.opts = opts
+    this.observer = observer
+  }
+
+  async check (q: CheckQuery): Promise<CheckResult[]> {
+    const n = q.recipients.length
+    const results = new Array<CheckResult>(n)
+    // One version for the whole batch: a flip in the middle must not mix bloom of one with buckets of another.
+    const view = q.commercial ? this.getView() : null
+    const code = keyCode(q.type, q.recipientType)
+    let fields: string[] | null = null
+    let buckets: number[] | null = null
+    let pending: number[] | null = null
+
+    for (let i = 0; i < n; i++) {
+      const raw = q.recipients[i]
+      const norm = normalizeRecipient(raw)
+      if (typeof norm !== 'string') {
+        results[i] = invalid(raw, null, norm)
+        continue
+      }
+      const misfit = checkTypeFit(norm, q.type)
+      if (misfit !== null) {
+        results[i] = invalid(raw, norm, misfit)
+        continue
+      }
+      if (!q.commercial) {
+        results[i] = { recipient: raw, normalized: norm, allowed: true, reason: 'INFORMATIONAL' }
+        continue
+      }
+      if (view === null) {
+        results[i] = this.unavailable(raw, norm)
+        continue
+      }
+      hashKey(q.brandCode, code, norm)
+      if (!view.bloom.has(keyHash[0]!, keyHash[1]!)) {
+        results[i] = this.decided(raw, norm, q.recipientType, null)
+        continue
+      }
+      if (fields === null) { fields = []; buckets = []; pending = [] }
+      fields.push(q.brandCode + code + norm)
+      buckets!.push(bucketOf(view.buckets))
+      pending!.push(i)
+      results[i] = { recipient: raw, normalized: norm, allowed: false, reason: 'STORE_UNAVAILABLE' } // filled below
+    }
+
+    if (fields !== null) {
+      let states: (string | null)[] | null = null
+      try {
+        states = await view!.lookup(fields, buckets!)
+      } catch (err) {
+        this.observer?.storeError(err)
+      }
+      for (let j = 0; j < pending!.length; j++) {
+        const i = pending![j]!
+        const r = results[i]!
+        if (states === null) {
+          results[i] = this.unavailable(r.recipient, r.normalized!)
+        } else {
+          const enc = states[j]
+          results[i] = this.decided(r.recipient, r.normalized!, q.recipientType, enc == null ? null : decodeState(enc))
+        }
+      }
+    }
+    return results
+  }
+
+  private decided (raw: unknown, norm: string, rt: RecipientType, state: ConsentState | null): CheckResult {
+    const reason = decide(rt, state, this.opts)
+    const r: CheckResult = { recipient: raw, normalized: norm, allowed: ALLOWED_BY_REASON[reason], reason }
+    if (state !== null) {
+      r.consent = { status: state.status, source: state.source, consentDate: formatIysDate(state.consentDate) }
+      r.state = state
+    }
+    return r
+  }
+
+  private unavailable (raw: unknown, norm: string): CheckResult {
+    return { recipient: raw, normalized: norm, allowed: this.opts.storeFailureMode === 'open', reason: 'STORE_UNAVAILABLE' }
+  }
+}
+
+function invalid (raw: unknown, norm: string | null, e: { code: string, message: string }): CheckResult {
+  return { recipient: raw, normalized: norm, allowed: false, reason: 'INVALID_RECIPIENT', error: { code: e.code, message: e.message } }
+}

@@ -1,0 +1,132 @@
+// `iys-gateway <command>`: serve · migrate · import FILE · load · generate. Exit codes: 0 ok, 1 failure,
+// 2 usage or configuration error. Errors are one clear line on stderr; details go to the log.
+
+import { createWriteStream } from 'node:fs'
+import { once } from 'node:events'
+import { parseArgs } from 'node:util'
+import { ConfigError, loadConfig, type Config } from './config.js'
+import { layout } from './filter/layout.js'
+import { importConsents } from './loaders/import.js'
+import { generateConsents } from './loaders/generate.js'
+import { loadFilter } from './loaders/load.js'
+import { createLogger } from './log.js'
+import { startGateway } from './server.js'
+import { migrate } from './store/migrate.js'
+import { createPool } from './store/pg.js'
+import { createRedis, waitReady } from './store/redis.js'
+
+const USAGE = `usage: iys-gateway <command> [options]
+
+commands:
+  serve                         run the gateway (embedded store unless REDIS_URL is set)
+  migrate                       create or upgrade the Postgres schema (needs DATABASE_URL)
+  import FILE [--rejects FILE]  bulk-load a consent CSV into Postgres (needs DATABASE_URL)
+  load                          rebuild the filter from Postgres into Redis and flip to it (DATABASE_URL, REDIS_URL)
+  generate --rows N [--brands B] [--ret-share 0.2] [--seed S] [--out FILE]
+                                write a synthetic consent CSV (stdout unless --out)
+
+configuration comes from the environment: see README.md`
+
+class UsageError extends Error {}
+
+function need (value: string | null, name: string): string {
+  if (value === null) throw new ConfigError(`${name} must be set for this command`)
+  return value
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  let config: Config
+  try {
+    config = loadConfig()
+  } catch (err) {
+    process.stderr.write(`iys-gateway: configuration error: ${(err as Error).message}\n`)
+    return 2
+  }
+  const log = createLogger(config.logLevel)
+  try {
+    switch (command) {
+      case 'serve': return await serve(config, log)
+      case 'migrate': {
+        const pool = createPool(need(config.databaseUrl, 'DATABASE_URL'), 1)
+        try {
+          const r = await migrate(pool)
+          process.stdout.write(`schema at version ${r.version} (${r.applied} migration${r.applied === 1 ? '' : 's'} applied)\n`)
+        } finally { await pool.end() }
+        return 0
+      }
+      case 'import': {
+        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { rejects: { type: 'string' }, actor: { type: 'string' } } })
+        if (positionals.length !== 1) throw new UsageError('import takes exactly one FILE')
+        const pool = createPool(need(config.databaseUrl, 'DATABASE_URL'), 1)
+        try {
+          const r = await importConsents(pool, { file: positionals[0]!, rejectFile: values.rejects, actor: values.actor })
+          process.stdout.write(JSON.stringify(r) + '\n')
+          return 0
+        } finally { await pool.end() }
+      }
+      case 'load': {
+        parseArgs({ args: rest, options: {} })
+        const pool = createPool(need(config.databaseUrl, 'DATABASE_URL'), 1)
+        const redis = createRedis(need(config.redisUrl, 'REDIS_URL'), { timeoutMs: config.redisTimeoutMs, name: 'iys-load', failFast: false })
+        try {
+          await waitReady(redis, 10_000)
+          const r = await loadFilter({ pool, redis, layout: layout(config.redisPrefix), fpr: config.bloomFpr, log })
+          process.stdout.write(JSON.stringify(r) + '\n')
+          return 0
+        } finally {
+          await pool.end()
+          redis.disconnect()
+        }
+      }
+      case 'generate': {
+        const { values } = parseArgs({
+          args: rest,
+          options: { rows: { type: 'string' }, brands: { type: 'string', default: '5' }, 'ret-share': { type: 'string', default: '0.2' }, seed: { type: 'string', default: '1' }, out: { type: 'string' } }
+        })
+        const rows = Number(values.rows)
+        const brands = Number(values.brands)
+        const retShare = Number(values['ret-share'])
+        const seed = Number(values.seed)
+        if (!Number.isInteger(rows) || rows < 1) throw new UsageError('--rows must be a positive integer')
+        if (!Number.isInteger(brands) || brands < 1) throw new UsageError('--brands must be a positive integer')
+        if (!(retShare >= 0 && retShare <= 1)) throw new UsageError('--ret-share must be between 0 and 1')
+        if (!Number.isInteger(seed)) throw new UsageError('--seed must be an integer')
+        const out = values.out !== undefined ? createWriteStream(values.out) : process.stdout
+        await generateConsents({ rows, brands, retShare, seed }, out)
+        if (out !== process.stdout) { out.end(); await once(out, 'close') }
+        return 0
+      }
+      case undefined: case '-h': case '--help': case 'help':
+        process.stdout.write(USAGE + '\n')
+        return command === undefined ? 2 : 0
+      default:
+        throw new UsageError(`unknown command "${command}"`)
+    }
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
+      process.stderr.write(`iys-gateway: ${(err as Error).message}\n${USAGE}\n`)
+      return 2
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`iys-gateway: configuration error: ${err.message}\n`)
+      return 2
+    }
+    log.debug({ err }, 'command failed')
+    process.stderr.write(`iys-gateway ${command}: ${(err as Error).message}\n`)
+    return 1
+  }
+}
+
+async function serve (config: Config, log: ReturnType<typeof createLogger>): Promise<number> {
+  const gw = await startGateway(config, log)
+  await new Promise<void>(resolve => {
+    const stop = (signal: string): void => {
+      log.info({ signal }, 'shutting down')
+      gw.close().then(resolve, resolve)
+    }
+    process.once('SIGTERM', () => stop('SIGTERM'))
+    process.once('SIGINT', () => stop('SIGINT'))
+  })
+  return 0
+}

@@ -1,0 +1,138 @@
+// Configuration is read from the environment once, validated, and frozen. A bad value stops start-up with one
+// line that names the variable; a misspelt variable in our namespaces is an error with a hint, not ignored.
+
+export interface Config {
+  readonly host: string
+  readonly port: number
+  readonly redisUrl: string | null
+  readonly redisPrefix: string
+  readonly databaseUrl: string | null
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  readonly maxBodyBytes: number
+  readonly bloomFpr: number
+  readonly filterPollMs: number
+  readonly redisTimeoutMs: number
+  readonly tacirAllowedWithoutRecord: boolean
+  readonly storeFailureMode: 'closed' | 'open'
+  readonly embeddedSeedFile: string
+  readonly upstreams: Readonly<{ MESAJ: string | null, EPOSTA: string | null, ARAMA: string | null }>
+  readonly iysPushUser: string | null
+  readonly iysPushPassword: string | null
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+type Env = Record<string, string | undefined>
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+/** Every variable we read; the README's configuration table lists the same names and defaults. */
+export const KNOWN_VARIABLES = [
+  'HOST', 'PORT', 'REDIS_URL', 'REDIS_PREFIX', 'REDIS_CLUSTER_NODES', 'REDIS_TIMEOUT_MS', 'DATABASE_URL', 'LOG_LEVEL',
+  'MAX_BODY_BYTES', 'BLOOM_FPR', 'FILTER_POLL_MS', 'TACIR_ALLOW_WITHOUT_RECORD', 'STORE_FAILURE_MODE',
+  'EMBEDDED_SEED_FILE', 'UPSTREAM_MESAJ_URL', 'UPSTREAM_EPOSTA_URL', 'UPSTREAM_ARAMA_URL', 'IYS_PUSH_USER',
+  'IYS_PUSH_PASSWORD'
+] as const
+
+// Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
+const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY']
+
+function closest (name: string): string | null {
+  let best: string | null = null
+  let bestD = 4
+  for (const k of KNOWN_VARIABLES) {
+    const d = editDistance(name, k)
+    if (d < bestD) { bestD = d; best = k }
+  }
+  return best
+}
+
+function editDistance (a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!
+    row[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j]!
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
+      prev = cur
+    }
+  }
+  return row[b.length]!
+}
+
+function int (env: Env, name: string, def: number, min: number, max: number): number {
+  const v = env[name]
+  if (v === undefined || v === '') return def
+  if (!/^\d+$/.test(v) || +v < min || +v > max) throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${v}"`)
+  return +v
+}
+
+function bool (env: Env, name: string, def: boolean): boolean {
+  const v = env[name]
+  if (v === undefined || v === '') return def
+  if (v === 'true' || v === '1') return true
+  if (v === 'false' || v === '0') return false
+  throw new ConfigError(`${name} must be true or false, got "${v}"`)
+}
+
+function url (env: Env, name: string, protocols: readonly string[]): string | null {
+  const v = env[name]
+  if (v === undefined || v === '') return null
+  let u: URL
+  try { u = new URL(v) } catch { throw new ConfigError(`${name} is not a URL`) }
+  if (!protocols.includes(u.protocol)) throw new ConfigError(`${name} must use ${protocols.join(' or ')}, got ${u.protocol}`)
+  return v
+}
+
+function oneOf<T extends string> (env: Env, name: string, values: readonly T[], def: T): T {
+  const v = env[name]
+  if (v === undefined || v === '') return def
+  if (!(values as readonly string[]).includes(v)) throw new ConfigError(`${name} must be one of ${values.join(', ')}, got "${v}"`)
+  return v as T
+}
+
+export function loadConfig (env: Env = process.env): Config {
+  for (const name of Object.keys(env)) {
+    if (!OUR_PREFIXES.some(p => name.startsWith(p)) || (KNOWN_VARIABLES as readonly string[]).includes(name)) continue
+    const hint = closest(name)
+    throw new ConfigError(`unknown setting ${name}${hint !== null ? ` (did you mean ${hint}?)` : ''}`)
+  }
+  if (env.REDIS_CLUSTER_NODES !== undefined && env.REDIS_CLUSTER_NODES !== '') {
+    throw new ConfigError('REDIS_CLUSTER_NODES: Redis Cluster is not supported by this version yet; use REDIS_URL')
+  }
+  const fprText = env.BLOOM_FPR
+  const bloomFpr = fprText === undefined || fprText === '' ? 0.001 : Number(fprText)
+  if (!(bloomFpr > 0 && bloomFpr <= 0.5)) throw new ConfigError(`BLOOM_FPR must be a number in (0, 0.5], got "${fprText}"`)
+  const redisPrefix = env.REDIS_PREFIX ?? 'iys:'
+  if (redisPrefix.length === 0 || redisPrefix.length > 64 || /[\s{}]/.test(redisPrefix)) {
+    throw new ConfigError('REDIS_PREFIX must be 1 to 64 characters without spaces or braces')
+  }
+  const user = env.IYS_PUSH_USER ?? null
+  const password = env.IYS_PUSH_PASSWORD ?? null
+  if ((user === null) !== (password === null)) throw new ConfigError('IYS_PUSH_USER and IYS_PUSH_PASSWORD must be set together')
+  return Object.freeze({
+    host: env.HOST ?? '127.0.0.1',
+    port: int(env, 'PORT', 8080, 0, 65535),
+    redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    redisPrefix,
+    databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
+    logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
+    maxBodyBytes: int(env, 'MAX_BODY_BYTES', 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    bloomFpr,
+    filterPollMs: int(env, 'FILTER_POLL_MS', 250, 10, 60_000),
+    redisTimeoutMs: int(env, 'REDIS_TIMEOUT_MS', 500, 10, 60_000),
+    tacirAllowedWithoutRecord: bool(env, 'TACIR_ALLOW_WITHOUT_RECORD', true),
+    storeFailureMode: oneOf(env, 'STORE_FAILURE_MODE', ['closed', 'open'] as const, 'closed'),
+    embeddedSeedFile: env.EMBEDDED_SEED_FILE ?? new URL('../data/sample-consents.csv', import.meta.url).pathname,
+    upstreams: Object.freeze({
+      MESAJ: url(env, 'UPSTREAM_MESAJ_URL', ['http:', 'https:']),
+      EPOSTA: url(env, 'UPSTREAM_EPOSTA_URL', ['http:', 'https:']),
+      ARAMA: url(env, 'UPSTREAM_ARAMA_URL', ['http:', 'https:'])
+    }),
+    iysPushUser: user,
+    iysPushPassword: password
+  })
+}

@@ -1,0 +1,79 @@
+// Every error the gateway can answer with, in one list. İYS codes (Hxxx) keep İYS's HTTP status and Turkish
+// message so that payloads written for İYS get the same answers here; gateway-only codes are plain words.
+// test/errors.test.ts checks every İYS code here against the specification's error table.
+
+export const ERRORS = {
+  // İYS codes
+  H014: { status: 400, message: 'Gönderilen istek JSON formatına uygun olmalıdır.' },
+  H015: { status: 500, message: 'Beklenmedik bir hata oluştu.' },
+  H1042: { status: 400, message: 'POST isteği için gövde boş olamaz.' },
+  H110: { status: 422, message: 'Durum (status) bulunamadı.' },
+  H111: { status: 422, message: 'İzin tipi (type) bulunamadı.' },
+  H112: { status: 422, message: 'İzin tarihi (consentDate) bulunamadı.' },
+  H113: { status: 422, message: 'İzin kaynağı (source) bulunamadı.' },
+  H114: { status: 422, message: 'Alıcı (recipient) bulunamadı.' },
+  H115: { status: 422, message: 'Durum (status) için uygun değerler: ONAY, RET' },
+  H116: { status: 422, message: 'Alıcı tipi (recipientType) için uygun değerler: BIREYSEL, TACIR' },
+  H117: { status: 422, message: 'İzin tipi (type) için uygun değerler: ARAMA, MESAJ, EPOSTA' },
+  H119: { status: 422, message: 'İzin kaynağı (source) için uygun değerler: HS_FIZIKSEL_ORTAM, HS_ISLAK_IMZA, HS_WEB, HS_CAGRI_MERKEZI, HS_SOSYAL_MEDYA, HS_EPOSTA, HS_MESAJ, HS_MOBIL, HS_EORTAM, HS_ETKINLIK, HS_2015, HS_ATM, HS_KARAR' },
+  H120: { status: 422, message: 'Alıcı (recipient) kabul edilemedi. Geçerli bir eposta adresi giriniz.' },
+  H121: { status: 422, message: 'Alıcı (recipient) için E164 uluslararası([+][country code][area code][local phone number]) formatına uygun bir telefon numarası girilmelidir. (örn. +905992000000)' },
+  H122: { status: 422, message: 'Alıcı (recipient) için E164 uluslararası ([+][country code][area code][local phone number]) formatına uygun bir telefon numarası (örn. +905992000000) ya da geçerli bir e-posta adresi girilmelidir.' },
+  H155: { status: 422, message: 'İzin kaynağı “1 Mayıs 2015 öncesi” olan izinler için, izin tarihi sadece 2015-05-01 00:00:00 olabilir.' },
+  H156: { status: 422, message: 'İzinler için 1 Mayıs 2015’den önceki tarihler kabul edilmemektedir.' },
+  H157: { status: 422, message: 'Geçerli bir tarih girilmelidir.' },
+  H158: { status: 422, message: 'İzin tarihi yyyy-mm-dd hh:mm:ss formatında olmalıdır.' },
+  H160: { status: 422, message: 'Alıcı için telefon numaraları 15 karakterden uzun olmamalıdır.' },
+  H162: { status: 422, message: 'Mevcut tarih ve saatten ileri bir tarih ve saat girilmemelidir.' },
+  H174: { status: 400, message: 'İzin durumu (status) güncellemesi için farklı bir durum girilmelidir.' },
+  H175: { status: 400, message: 'İlk defa kaydedilen bir iznin durum (status) bilgisi RET olmamalıdır.' },
+  H178: { status: 400, message: 'Sistemdeki iznin tarihinden önceki tarihli izinlerle güncelleme yapılamaz.' },
+  H408: { status: 422, message: 'HS_KARAR kaynağından iletilen izinler için durum bilgisi RET olmalıdır.' },
+  H464: { status: 422, message: 'İzin tipi (type) MESAJ için, alıcı (recipient) telefon formatında olmalıdır.' },
+  // Gateway codes
+  BODY_TOO_LARGE: { status: 413, message: 'Request body is larger than the configured limit.' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Content-Type must be application/json.' },
+  NOT_FOUND: { status: 404, message: 'No such route.' },
+  METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed on this route.' },
+  MISSING_FIELD: { status: 422, message: 'A required field is missing.' },
+  INVALID_FIELD: { status: 422, message: 'A field has the wrong type or value.' },
+  INVALID_BRAND_CODE: { status: 422, message: 'brandCode must be a positive integer (İYS brand code).' },
+  TOO_MANY_RECIPIENTS: { status: 422, message: 'At most 1000 recipients may be checked in one request.' },
+  SERVICE_UNAVAILABLE: { status: 503, message: 'The consent store is not available.' }
+} as const satisfies Record<string, { status: number, message: string }>
+
+export type ErrorCode = keyof typeof ERRORS
+
+export interface ErrorItem {
+  code: ErrorCode
+  message: string
+  location?: string[]
+  value?: unknown
+}
+
+/** The one error type the gateway throws on purpose; `toBody()` gives İYS's `{"errors":[...]}` shape. */
+export class GatewayError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly items: ErrorItem[]
+
+  constructor (code: ErrorCode, opts: { message?: string, location?: string, value?: unknown, cause?: unknown, items?: ErrorItem[] } = {}) {
+    const message = opts.message ?? ERRORS[code].message
+    super(message, { cause: opts.cause })
+    this.name = 'GatewayError'
+    this.code = code
+    this.status = ERRORS[code].status
+    this.items = opts.items ?? [errorItem(code, opts.location, opts.value, message)]
+  }
+
+  toBody (): { errors: ErrorItem[] } {
+    return { errors: this.items }
+  }
+}
+
+export function errorItem (code: ErrorCode, location?: string, value?: unknown, message: string = ERRORS[code].message): ErrorItem {
+  const item: ErrorItem = { code, message }
+  if (location !== undefined) item.location = [location]
+  if (value !== undefined) item.value = value
+  return item
+}

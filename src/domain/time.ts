@@ -1,0 +1,32 @@
+// İYS dates are `YYYY-MM-DD HH:mm:ss` in Turkey time, which is UTC+3 all year (no DST since 2016).
+// We keep them as epoch seconds internally: compact in Redis and trivially comparable.
+
+const TR_OFFSET_S = 3 * 3600
+const DATE_RE = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})$/
+
+/** 2015-05-01 00:00:00 Turkey time: the earliest consentDate İYS accepts (H156) and the only one for HS_2015 (H155). */
+export const IYS_EPOCH_S = Date.UTC(2015, 4, 1) / 1000 - TR_OFFSET_S
+
+export type ParsedDate = { ok: true, seconds: number } | { ok: false, code: 'H158' | 'H157' }
+
+/** Parses an İYS date. H158: not in the `yyyy-mm-dd hh:mm:ss` shape; H157: shaped right but no such moment. */
+export function parseIysDate (text: string): ParsedDate {
+  const m = DATE_RE.exec(text)
+  if (m === null) return { ok: false, code: 'H158' }
+  const y = +m[1]!; const mo = +m[2]!; const d = +m[3]!; const h = +m[4]!; const mi = +m[5]!; const s = +m[6]!
+  const ms = Date.UTC(y, mo - 1, d, h, mi, s)
+  const back = new Date(ms)
+  if (mo < 1 || mo > 12 || h > 23 || mi > 59 || s > 59 || back.getUTCDate() !== d || back.getUTCMonth() !== mo - 1) {
+    return { ok: false, code: 'H157' }
+  }
+  return { ok: true, seconds: ms / 1000 - TR_OFFSET_S }
+}
+
+const pad2 = (n: number): string => (n < 10 ? '0' : '') + n
+
+/** Formats epoch seconds as an İYS date in Turkey time. */
+export function formatIysDate (seconds: number): string {
+  const d = new Date((seconds + TR_OFFSET_S) * 1000)
+  return d.getUTCFullYear() + '-' + pad2(d.getUTCMonth() + 1) + '-' + pad2(d.getUTCDate()) + ' ' +
+    pad2(d.getUTCHours()) + ':' + pad2(d.getUTCMinutes()) + ':' + pad2(d.getUTCSeconds())
+}

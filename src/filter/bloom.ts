@@ -1,0 +1,101 @@
+// Split-block bloom filter (Putze, Sanders & Singler; the layout Parquet and Impala use): every key maps to one
+// 256-bit block (32 bytes, inside one cache line) and sets one bit in each of the block's eight 32-bit words.
+// A lookup touches one cache line and does no allocation.
+//
+// The bits live in a SharedArrayBuffer so that worker threads (bulk scrub) read the very same memory with no copy.
+// There is one writer (the thread that applies changes); bits are only ever set, so readers need no lock: a
+// reader sees a bit either before or after it is set, and a key is inserted before it is reported as stored.
+
+// Odd constants from the Parquet specification: multiply-shift takes each word's bit from a different hash.
+const S0 = 0x47b6137b; const S1 = 0x44974d91; const S2 = 0x8824ad5b; const S3 = 0xa2b7289d
+const S4 = 0x705495c7; const S5 = 0x2df1424b; const S6 = 0x9efc4947; const S7 = 0x5c6bfb31
+
+export const BLOCK_BYTES = 32
+const TWO_32 = 4294967296
+
+/** Expected false-positive rate of a split-block filter with `blocks` blocks holding `n` keys. */
+export function expectedFpr (n: number, blocks: number): number {
+  // Keys per block are Poisson(λ); a block with j keys answers a foreign key "maybe" with (1 - (31/32)^j)^8.
+  const lambda = n / blocks
+  let p = Math.exp(-lambda) // P(j = 0)
+  let fpr = 0
+  const jMax = Math.ceil(lambda + 12 * Math.sqrt(lambda + 1) + 20)
+  for (let j = 0; j <= jMax; j++) {
+    if (j > 0) p *= lambda / j
+    fpr += p * Math.pow(1 - Math.pow(31 / 32, j), 8)
+  }
+  return fpr
+}
+
+/** The fewest blocks that keep the expected false-positive rate at or below `fpr` for `n` keys. */
+export function blocksFor (n: number, fpr: number): number {
+  if (!(fpr > 0 && fpr < 1)) throw new RangeError(`false-positive rate must be in (0, 1), got ${fpr}`)
+  const count = Math.max(1, Math.ceil(n))
+  let lo = 1
+  let hi = Math.max(1, Math.ceil(count / 2))
+  while (expectedFpr(count, hi) > fpr) hi *= 2
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2)
+    if (expectedFpr(count, mid) <= fpr) hi = mid
+    else lo = mid + 1
+  }
+  return lo
+}
+
+export class BloomFilter {
+  readonly blocks: number
+  readonly words: Uint32Array
+  readonly buffer: SharedArrayBuffer | ArrayBuffer
+
+  constructor (buffer: SharedArrayBuffer | ArrayBuffer) {
+    if (buffer.byteLength === 0 || buffer.byteLength % BLOCK_BYTES !== 0) {
+      throw new RangeError(`bloom buffer must be a positive multiple of ${BLOCK_BYTES} bytes, got ${buffer.byteLength}`)
+    }
+    this.buffer = buffer
+    this.words = new Uint32Array(buffer)
+    this.blocks = buffer.byteLength / BLOCK_BYTES
+  }
+
+  /** An empty filter sized for `n` keys at false-positive rate `fpr`, over a SharedArrayBuffer. */
+  static forCapacity (n: number, fpr: number): BloomFilter {
+    return new BloomFilter(new SharedArrayBuffer(blocksFor(n, fpr) * BLOCK_BYTES))
+  }
+
+  /** A filter over a copy of serialised bits (little-endian words, as `bytes()` gives them). */
+  static fromBytes (bytes: Uint8Array): BloomFilter {
+    const sab = new SharedArrayBuffer(bytes.byteLength)
+    new Uint8Array(sab).set(bytes)
+    return new BloomFilter(sab)
+  }
+
+  bytes (): Uint8Array {
+    return new Uint8Array(this.buffer)
+  }
+
+  add (h1: number, h2: number): void {
+    const w = this.words
+    const o = ((h1 * this.blocks) / TWO_32) << 3 // multiply-shift: block index without a modulo
+    w[o] |= 1 << (Math.imul(h2, S0) >>> 27)
+    w[o + 1] |= 1 << (Math.imul(h2, S1) >>> 27)
+    w[o + 2] |= 1 << (Math.imul(h2, S2) >>> 27)
+    w[o + 3] |= 1 << (Math.imul(h2, S3) >>> 27)
+    w[o + 4] |= 1 << (Math.imul(h2, S4) >>> 27)
+    w[o + 5] |= 1 << (Math.imul(h2, S5) >>> 27)
+    w[o + 6] |= 1 << (Math.imul(h2, S6) >>> 27)
+    w[o + 7] |= 1 << (Math.imul(h2, S7) >>> 27)
+  }
+
+  /** false: certainly absent. true: maybe present (ask the exact store). */
+  has (h1: number, h2: number): boolean {
+    const w = this.words
+    const o = ((h1 * this.blocks) / TWO_32) << 3
+    return (w[o]! & (1 << (Math.imul(h2, S0) >>> 27))) !== 0 &&
+      (w[o + 1]! & (1 << (Math.imul(h2, S1) >>> 27))) !== 0 &&
+      (w[o + 2]! & (1 << (Math.imul(h2, S2) >>> 27))) !== 0 &&
+      (w[o + 3]! & (1 << (Math.imul(h2, S3) >>> 27))) !== 0 &&
+      (w[o + 4]! & (1 << (Math.imul(h2, S4) >>> 27))) !== 0 &&
+      (w[o + 5]! & (1 << (Math.imul(h2, S5) >>> 27))) !== 0 &&
+      (w[o + 6]! & (1 << (Math.imul(h2, S6) >>> 27))) !== 0 &&
+      (w[o + 7]! & (1 << (Math.imul(h2, S7) >>> 27))) !== 0
+  }
+}

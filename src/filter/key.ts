@@ -1,0 +1,83 @@
+// A consent key is (brandCode, type, recipientType, recipient). Its canonical text is
+//   brandCode + typeCode + recipientTypeCode + recipient        e.g. "654321MB+905321234567"
+// (brand codes are digits and the two codes are letters, so the text is unambiguous). That text is the Redis
+// hash field, the embedded map key, and what the 64-bit hash is computed over.
+//
+// Hand-written on purpose: the check path hashes every recipient, and the hash must be computed over the parts
+// without first concatenating them (no string allocation when the bloom filter answers "absent"). A two-lane
+// Murmur3-style mix over UTF-16 code units does that in a few ns; library hashers want a Buffer per call.
+
+import { RECIPIENT_TYPE_CODE, TYPE_CODE, type ConsentType, type RecipientType } from '../domain/vocabulary.js'
+
+/** [h1, h2] written by the last hashKey/hashText call. Read both before hashing again. */
+export const keyHash = new Uint32Array(2)
+
+let a = 0
+let b = 0
+
+function mixPart (s: string): void {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    let k = Math.imul(c, 0xcc9e2d51)
+    k = (k << 15) | (k >>> 17)
+    a ^= Math.imul(k, 0x1b873593)
+    a = (a << 13) | (a >>> 19)
+    a = (Math.imul(a, 5) + 0xe6546b64) | 0
+    let j = Math.imul(c ^ 0x5bd1, 0x85ebca6b)
+    j = (j << 17) | (j >>> 15)
+    b ^= Math.imul(j, 0xc2b2ae35)
+    b = (b << 11) | (b >>> 21)
+    b = (Math.imul(b, 9) + 0x52dce729) | 0
+  }
+}
+
+function fmix (h: number): number {
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  return (h ^ (h >>> 16)) >>> 0
+}
+
+function finish (len: number): void {
+  a ^= len; b ^= len
+  a = fmix(a); b = fmix(b)
+  // Cross the lanes so that neither output depends on one lane alone.
+  keyHash[0] = (a + b) >>> 0
+  keyHash[1] = (b ^ Math.imul(a, 0x27d4eb2f)) >>> 0
+}
+
+/** Hashes the key text without building it: brandCode, the two-letter code (see keyCode) and the recipient. */
+export function hashKey (brandCode: string, code: string, recipient: string): void {
+  a = 0x3c6ef372; b = 0x1f83d9ab
+  mixPart(brandCode); mixPart(code); mixPart(recipient)
+  finish(brandCode.length + code.length + recipient.length)
+}
+
+/** Hashes an already built key text; equal to hashKey over its parts. */
+export function hashText (text: string): void {
+  a = 0x3c6ef372; b = 0x1f83d9ab
+  mixPart(text)
+  finish(text.length)
+}
+
+const CODES: Readonly<Record<string, string>> = (() => {
+  const m: Record<string, string> = {}
+  for (const [t, tc] of Object.entries(TYPE_CODE)) for (const [r, rc] of Object.entries(RECIPIENT_TYPE_CODE)) m[t + '/' + r] = tc + rc
+  return Object.freeze(m)
+})()
+
+/** The two-letter code for (type, recipientType), e.g. MESAJ/BIREYSEL → "MB". Built once, never per call. */
+export function keyCode (type: ConsentType, recipientType: RecipientType): string {
+  return CODES[type + '/' + recipientType] as string
+}
+
+export function keyText (brandCode: string, code: string, recipient: string): string {
+  return brandCode + code + recipient
+}
+
+/** The Redis bucket of a key, from the hash already in keyHash. Independent of the bloom block (which uses h1). */
+export function bucketOf (buckets: number): number {
+  const h = (keyHash[1]! ^ ((keyHash[0]! << 16) | (keyHash[0]! >>> 16))) >>> 0
+  return h % buckets
+}

@@ -1,0 +1,37 @@
+// Where the derived index lives in Redis. Every key starts with REDIS_PREFIX, so deployments and test runs
+// can share one Redis. A filter version N is a set of keys beside the others; `filter:current` points at one.
+//
+//   {P}filter:current        string  N of the version gateways serve
+//   {P}filter:next           string  counter: INCR gives the next version number
+//   {P}gw                    hash    gatewayId -> "N|unix ms": which version each live gateway serves
+//   {P}v{N}:meta             hash    buckets, blocks, count, seq (highest change seq in the snapshot), builtAt
+//   {P}v{N}:bloom            string  the bloom filter bits (little-endian 32-bit words)
+//   {P}v{N}:b:{bucket}       hash    key text -> encoded state (state.ts); ~64 keys a bucket so Redis keeps each
+//                                    bucket as a compact listpack (hash-max-listpack-entries defaults to 128)
+
+export interface Layout {
+  readonly current: string
+  readonly next: string
+  readonly gateways: string
+  meta (version: number): string
+  bloom (version: number): string
+  bucketPrefix (version: number): string
+  versionPattern (version: number): string
+}
+
+export function layout (prefix: string): Layout {
+  return Object.freeze({
+    current: prefix + 'filter:current',
+    next: prefix + 'filter:next',
+    gateways: prefix + 'gw',
+    meta: (v: number) => `${prefix}v${v}:meta`,
+    bloom: (v: number) => `${prefix}v${v}:bloom`,
+    bucketPrefix: (v: number) => `${prefix}v${v}:b:`,
+    versionPattern: (v: number) => `${prefix}v${v}:*`
+  })
+}
+
+/** Keys per bucket at the filter's capacity; stays well under Redis's listpack threshold of 128 entries. */
+export const KEYS_PER_BUCKET = 64
+/** A version is sized for this many times the rows it starts with, leaving room for changes until the next load. */
+export const GROWTH_HEADROOM = 1.25

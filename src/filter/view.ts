@@ -1,0 +1,66 @@
+// A FilterView is one immutable version of the filter as a gateway sees it: the local bloom mirror and a way to
+// fetch exact states for the keys the bloom says may be present. Redis and the embedded map implement the same
+// interface, so the check path has one shape whatever the deployment.
+
+import type { Redis } from 'ioredis'
+import type { BloomFilter } from './bloom.js'
+
+export interface FilterView {
+  readonly version: number
+  readonly bloom: BloomFilter
+  readonly buckets: number
+  /** Exact encoded states for `fields` (key texts) in `buckets`; null where absent. Rejects if the store fails. */
+  lookup (fields: string[], buckets: number[]): Promise<(string | null)[]>
+}
+
+export class MemoryView implements FilterView {
+  readonly version: number
+  readonly bloom: BloomFilter
+  readonly buckets = 1
+  readonly states: Map<string, string>
+
+  constructor (version: number, bloom: BloomFilter, states: Map<string, string>) {
+    this.version = version
+    this.bloom = bloom
+    this.states = states
+  }
+
+  lookup (fields: string[]): Promise<(string | null)[]> {
+    const out = new Array<string | null>(fields.length)
+    for (let i = 0; i < fields.length; i++) out[i] = this.states.get(fields[i]!) ?? null
+    return Promise.resolve(out)
+  }
+}
+
+export class RedisView implements FilterView {
+  readonly version: number
+  readonly bloom: BloomFilter
+  readonly buckets: number
+  private readonly redis: Redis
+  private readonly bucketPrefix: string
+
+  constructor (redis: Redis, version: number, bloom: BloomFilter, buckets: number, bucketPrefix: string) {
+    this.redis = redis
+    this.version = version
+    this.bloom = bloom
+    this.buckets = buckets
+    this.bucketPrefix = bucketPrefix
+  }
+
+  /** One pipeline for the whole batch: one round trip however many keys the bloom let through. */
+  async lookup (fields: string[], buckets: number[]): Promise<(string | null)[]> {
+    const n = fields.length
+    if (n === 1) return [await this.redis.hget(this.bucketPrefix + buckets[0], fields[0]!)]
+    const p = this.redis.pipeline()
+    for (let i = 0; i < n; i++) p.hget(this.bucketPrefix + buckets[i], fields[i]!)
+    const replies = await p.exec()
+    const out = new Array<string | null>(n)
+    if (replies === null) throw new Error('redis pipeline was discarded')
+    for (let i = 0; i < n; i++) {
+      const [err, v] = replies[i]!
+      if (err !== null) throw err
+      out[i] = v as string | null
+    }
+    return out
+  }
+}

@@ -1,0 +1,42 @@
+// Turns a parsed /v1/check body into a CheckQuery, or throws a GatewayError naming the field. Per-recipient
+// problems (a bad phone number) are not request errors: they come back as INVALID_RECIPIENT items.
+
+import { GatewayError } from '../domain/errors.js'
+import { canonicalCode, isConsentType, isRecipientType } from '../domain/vocabulary.js'
+import type { CheckQuery } from '../check/checker.js'
+
+export const MAX_RECIPIENTS = 1000
+
+const KNOWN_FIELDS = new Set(['brandCode', 'type', 'recipientType', 'commercial', 'recipient', 'recipients'])
+
+export function parseCheckRequest (body: unknown): CheckQuery {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new GatewayError('INVALID_FIELD', { message: 'The request body must be a JSON object.' })
+  }
+  const b = body as Record<string, unknown>
+  for (const k in b) {
+    if (!KNOWN_FIELDS.has(k)) throw new GatewayError('INVALID_FIELD', { location: k, message: `Unknown field "${k}"; allowed: ${[...KNOWN_FIELDS].join(', ')}.` })
+  }
+  if (b.brandCode === undefined) throw new GatewayError('MISSING_FIELD', { location: 'brandCode', message: 'brandCode is required.' })
+  const brandCode = canonicalCode(b.brandCode)
+  if (brandCode === null) throw new GatewayError('INVALID_BRAND_CODE', { location: 'brandCode', value: b.brandCode })
+  if (b.type === undefined) throw new GatewayError('H111', { location: 'type' })
+  if (!isConsentType(b.type)) throw new GatewayError('H117', { location: 'type', value: b.type })
+  const recipientType = b.recipientType ?? 'BIREYSEL'
+  if (!isRecipientType(recipientType)) throw new GatewayError('H116', { location: 'recipientType', value: b.recipientType })
+  const commercial = b.commercial ?? true
+  if (typeof commercial !== 'boolean') throw new GatewayError('INVALID_FIELD', { location: 'commercial', value: b.commercial, message: 'commercial must be true or false.' })
+
+  let recipients: readonly unknown[]
+  if (b.recipients !== undefined) {
+    if (b.recipient !== undefined) throw new GatewayError('INVALID_FIELD', { location: 'recipient', message: 'Send either recipient or recipients, not both.' })
+    if (!Array.isArray(b.recipients)) throw new GatewayError('INVALID_FIELD', { location: 'recipients', message: 'recipients must be an array.' })
+    if (b.recipients.length === 0) throw new GatewayError('INVALID_FIELD', { location: 'recipients', message: 'recipients must not be empty.' })
+    if (b.recipients.length > MAX_RECIPIENTS) throw new GatewayError('TOO_MANY_RECIPIENTS', { location: 'recipients', value: b.recipients.length })
+    recipients = b.recipients
+  } else {
+    if (b.recipient === undefined) throw new GatewayError('H114', { location: 'recipient' })
+    recipients = [b.recipient]
+  }
+  return { brandCode, type: b.type, recipientType, commercial, recipients }
+}

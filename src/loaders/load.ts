@@ -1,0 +1,170 @@
+// `iys-gateway load`: a full rebuild of the derived index. Postgres → (COPY TO, streamed) → a new filter version in
+// Redis beside the current one → atomic flip of the pointer → the old version is removed once every live gateway
+// serves the new one. A load that fails removes what it wrote and leaves the current version serving, untouched.
+
+import type { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import copyStreams from 'pg-copy-streams'
+import { SOURCES } from '../domain/vocabulary.js'
+import { BloomFilter } from '../filter/bloom.js'
+import { bucketOf, hashText, keyHash } from '../filter/key.js'
+import { GROWTH_HEADROOM, KEYS_PER_BUCKET, type Layout } from '../filter/layout.js'
+import type { Pool } from '../store/pg.js'
+import { unlinkPattern } from '../store/redis.js'
+import { readLineBatches } from './csv.js'
+import { Progress } from './progress.js'
+
+export interface LoadOptions {
+  pool: Pool
+  redis: Redis
+  layout: Layout
+  fpr: number
+  log: Logger
+  progress?: boolean
+  /** How long to wait for live gateways to move to the new version before removing the old (ms). */
+  drainTimeoutMs?: number
+  /** A gateway whose heartbeat is older than this is considered gone (ms). */
+  heartbeatStaleMs?: number
+}
+
+export interface LoadResult {
+  version: number
+  previous: number | null
+  rows: number
+  seq: number
+  seconds: number
+}
+
+// The key text and the pieces of the encoded state, computed by Postgres so that Node only splits on tabs.
+const SOURCE_ARRAY = `ARRAY[${SOURCES.map(s => `'${s}'`).join(',')}]`
+const COPY_SQL = `COPY (
+  SELECT brand_code::text
+         || CASE type WHEN 'MESAJ' THEN 'M' WHEN 'ARAMA' THEN 'A' ELSE 'E' END
+         || CASE recipient_type WHEN 'BIREYSEL' THEN 'B' ELSE 'T' END
+         || recipient,
+         CASE status WHEN 'RET' THEN 'R' ELSE 'O' END || to_hex(array_position(${SOURCE_ARRAY}, source) - 1),
+         extract(epoch FROM consent_date)::bigint,
+         seq
+  FROM consents
+) TO STDOUT`
+
+// Flip the pointer only if the new version is complete: its meta hash exists.
+// KEYS[1] = current pointer, KEYS[2] = meta of the new version; ARGV[1] = new version. Returns the old version or false.
+const FLIP_LUA = `
+if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('new version has no meta') end
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+return old`
+
+const PIPELINE_ROWS = 10_000
+
+export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
+  const { pool, redis, layout, log } = opts
+  const started = Date.now()
+  const version = await redis.incr(layout.next)
+  const progress = opts.progress === false ? null : new Progress({ label: `load v${version}` })
+  const client = await pool.connect()
+  let rows = 0
+  let seq = 0
+  try {
+    // One snapshot for the count, the highest seq and the rows: changes committed later are replayed by seq.
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+    const stats = await client.query<{ n: string, seq: string }>('SELECT count(*) AS n, coalesce(max(seq), 0) AS seq FROM consents')
+    const n = Number(stats.rows[0]!.n)
+    seq = Number(stats.rows[0]!.seq)
+    const capacity = Math.max(1000, Math.ceil(n * GROWTH_HEADROOM))
+    const bloom = BloomFilter.forCapacity(capacity, opts.fpr)
+    const buckets = Math.max(1, Math.ceil(capacity / KEYS_PER_BUCKET))
+    const bucketPrefix = layout.bucketPrefix(version)
+    log.info({ version, rows: n, buckets, bloomBytes: bloom.buffer.byteLength }, 'building filter version')
+
+    let pipe = redis.pipeline()
+    let inPipe = 0
+    let inflight: Promise<unknown> | null = null
+    const flush = async (): Promise<void> => {
+      const p = pipe.exec().then(checkReplies)
+      pipe = redis.pipeline()
+      inPipe = 0
+      // Keep one batch on the wire while the next is built: Redis and Node work at the same time.
+      if (inflight !== null) await inflight
+      inflight = p
+    }
+
+    const copy = client.query(copyStreams.to(COPY_SQL))
+    for await (const { lines } of readLineBatches(copy)) {
+      for (let i = 0; i < lines.length; i++) {
+        const line = lines[i]!
+        const t1 = line.indexOf('\t')
+        const t2 = line.indexOf('\t', t1 + 1)
+        const t3 = line.indexOf('\t', t2 + 1)
+        const key = line.slice(0, t1)
+        // status letter + source index (hex from Postgres; one base36 digit in the encoded state, see state.ts)
+        const head = line.slice(t1 + 1, t2)
+        const srcIndex = parseInt(head.slice(1), 16)
+        const value = head[0]! + srcIndex.toString(36) + Number(line.slice(t2 + 1, t3)).toString(36) + '.' + Number(line.slice(t3 + 1)).toString(36)
+        hashText(key)
+        bloom.add(keyHash[0]!, keyHash[1]!)
+        pipe.hset(bucketPrefix + bucketOf(buckets), key, value)
+        if (++inPipe === PIPELINE_ROWS) await flush()
+      }
+      rows += lines.length
+      progress?.update(rows)
+    }
+    await client.query('COMMIT')
+    if (inPipe > 0) await flush()
+    if (inflight !== null) await inflight
+
+    await redis.set(layout.bloom(version), Buffer.from(bloom.buffer as ArrayBuffer))
+    await redis.hset(layout.meta(version), {
+      buckets, blocks: bloom.blocks, count: rows, seq, capacity, builtAt: new Date().toISOString()
+    })
+    const old = await redis.eval(FLIP_LUA, 2, layout.current, layout.meta(version), String(version)) as string | null
+    const previous = old === null ? null : Number(old)
+    progress?.done(`version ${version} is current`)
+    log.info({ version, previous, rows, seq }, 'flipped to new filter version')
+
+    if (previous !== null && previous !== version) {
+      await waitForGateways(redis, layout, version, opts.drainTimeoutMs ?? 30_000, opts.heartbeatStaleMs ?? 5_000, log)
+      const removed = await unlinkPattern(redis, layout.versionPattern(previous))
+      log.info({ version: previous, keys: removed }, 'removed previous filter version')
+    }
+    return { version, previous, rows, seq, seconds: (Date.now() - started) / 1000 }
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {})
+    // Nothing points at the new version unless the flip ran, and the flip is the last step that can fail.
+    const cur = await redis.get(layout.current).catch(() => null)
+    if (cur !== String(version)) await unlinkPattern(redis, layout.versionPattern(version)).catch(() => 0)
+    throw err
+  } finally {
+    client.release()
+  }
+}
+
+function checkReplies (replies: [Error | null, unknown][] | null): void {
+  if (replies === null) throw new Error('redis pipeline was discarded')
+  for (const [err] of replies) if (err !== null) throw err
+}
+
+/** Waits until every live gateway reports serving `version` (or the timeout passes). */
+async function waitForGateways (redis: Redis, layout: Layout, version: number, timeoutMs: number, staleMs: number, log: Logger): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (true) {
+    const beats = await redis.hgetall(layout.gateways)
+    const now = Date.now()
+    let behind = 0
+    for (const [id, v] of Object.entries(beats)) {
+      const [served, at] = v.split('|')
+      if (now - Number(at) > staleMs) {
+        await redis.hdel(layout.gateways, id) // gone: it will re-register on its next poll if it comes back
+        continue
+      }
+      if (Number(served) < version) behind++
+    }
+    if (behind === 0) return
+    if (now > deadline) {
+      log.warn({ behind, version }, 'some gateways have not moved to the new version; removing the old one anyway')
+      return
+    }
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}

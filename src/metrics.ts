@@ -1,0 +1,55 @@
+// Prometheus metrics, all prefixed iys_. Label sets are small and fixed (route, status class, reason, type): no
+// recipient, brand or free text ever becomes a label. Children are bound once here, not looked up per request.
+
+import client from 'prom-client'
+import { CONSENT_TYPES, type ConsentType } from './domain/vocabulary.js'
+import { REASONS, type Reason } from './policy/decide.js'
+
+export const ROUTES = ['check', 'health', 'ready', 'metrics', 'other'] as const
+export type Route = (typeof ROUTES)[number]
+
+export class Metrics {
+  readonly registry = new client.Registry()
+  private readonly requests: client.Counter<'route' | 'status'>
+  private readonly duration: client.Histogram<'route'>
+  private readonly durationByRoute: Record<Route, client.Histogram.Internal<'route'>>
+  private readonly decisionsBound: Record<string, client.Counter.Internal>
+  readonly bloomMaybe: client.Counter<string>
+  readonly bloomAbsent: client.Counter<string>
+  readonly storeErrors: client.Counter<string>
+  readonly filterVersion: client.Gauge<string>
+  readonly filterKeys: client.Gauge<string>
+  readonly uwsNative: client.Gauge<string>
+
+  constructor () {
+    const r = this.registry
+    client.collectDefaultMetrics({ register: r, prefix: 'iys_' })
+    this.requests = new client.Counter({ name: 'iys_http_requests_total', help: 'HTTP requests by route and status code', labelNames: ['route', 'status'], registers: [r] })
+    this.duration = new client.Histogram({
+      name: 'iys_http_request_duration_seconds',
+      help: 'HTTP request latency by route',
+      labelNames: ['route'],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [r]
+    })
+    this.durationByRoute = Object.fromEntries(ROUTES.map(route => [route, this.duration.labels(route)])) as Record<Route, client.Histogram.Internal<'route'>>
+    const decisions = new client.Counter({ name: 'iys_decisions_total', help: 'Check decisions by reason and channel type', labelNames: ['reason', 'type'], registers: [r] })
+    this.decisionsBound = {}
+    for (const reason of REASONS) for (const type of CONSENT_TYPES) this.decisionsBound[reason + type] = decisions.labels(reason, type)
+    this.bloomMaybe = new client.Counter({ name: 'iys_bloom_maybe_total', help: 'Lookups the bloom filter passed to the exact store', registers: [r] })
+    this.bloomAbsent = new client.Counter({ name: 'iys_bloom_absent_total', help: 'Lookups the bloom filter answered as absent', registers: [r] })
+    this.storeErrors = new client.Counter({ name: 'iys_store_errors_total', help: 'Exact-store lookups that failed (answered STORE_UNAVAILABLE or per STORE_FAILURE_MODE)', registers: [r] })
+    this.filterVersion = new client.Gauge({ name: 'iys_filter_version', help: 'Filter version this process serves (0: none)', registers: [r] })
+    this.filterKeys = new client.Gauge({ name: 'iys_filter_keys', help: 'Consent keys in the served filter version', registers: [r] })
+    this.uwsNative = new client.Gauge({ name: 'iys_uws_native', help: '1 if the native uWebSockets.js binding is loaded, 0 on the slow pure-JS fallback', registers: [r] })
+  }
+
+  request (route: Route, status: number, seconds: number): void {
+    this.requests.inc({ route, status: String(status) })
+    this.durationByRoute[route].observe(seconds)
+  }
+
+  decision (reason: Reason, type: ConsentType): void {
+    this.decisionsBound[reason + type]!.inc()
+  }
+}

@@ -1,0 +1,100 @@
+// Wires a gateway process together: the filter source (Redis mirror, or the embedded map when REDIS_URL is unset),
+// the checker, metrics and the HTTP app. Used by `iys-gateway serve` and by the tests (port 0).
+
+import type { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import { Checker } from './check/checker.js'
+import type { Config } from './config.js'
+import { buildEmbeddedView } from './filter/embedded.js'
+import { layout } from './filter/layout.js'
+import { FilterMirror } from './filter/mirror.js'
+import type { FilterView } from './filter/view.js'
+import { createApp, type Readiness } from './http/app.js'
+import { uWS, uwsNative } from './http/uws.js'
+import { Metrics } from './metrics.js'
+import { createRedis } from './store/redis.js'
+
+export interface Gateway {
+  readonly port: number
+  readonly metrics: Metrics
+  readonly mode: 'redis' | 'embedded'
+  /** The filter version served right now (0: none). */
+  version (): number
+  close (): Promise<void>
+}
+
+export const UWS_FALLBACK_WARNING = 'uWebSockets.js native binding did not load: running on its slow pure-JS fallback server'
+
+export async function startGateway (config: Config, log: Logger): Promise<Gateway> {
+  const metrics = new Metrics()
+  metrics.uwsNative.set(uwsNative ? 1 : 0)
+  if (!uwsNative) log.error(UWS_FALLBACK_WARNING + ' — throughput will be a fraction of normal; check the Node.js version and platform')
+
+  let redis: Redis | null = null
+  let mirror: FilterMirror | null = null
+  let getView: () => FilterView | null
+  let readiness: () => Readiness
+
+  const warnings = uwsNative ? [] : [UWS_FALLBACK_WARNING]
+  const uwsState = uwsNative ? 'native' : 'fallback'
+
+  if (config.redisUrl !== null) {
+    redis = createRedis(config.redisUrl, { timeoutMs: config.redisTimeoutMs, name: 'iys-gateway' })
+    redis.on('error', () => {}) // reported through the mirror and the checks; ioredis reconnects by itself
+    mirror = new FilterMirror(redis, layout(config.redisPrefix), {
+      pollMs: config.filterPollMs,
+      log,
+      onSwitch: (view) => { metrics.filterVersion.set(view.version) }
+    })
+    await mirror.start()
+    const m = mirror
+    const r = redis
+    getView = () => m.view
+    readiness = () => {
+      const redisReady = r.status === 'ready'
+      const version = m.view?.version ?? 0
+      return {
+        ready: redisReady && version > 0,
+        mode: 'redis',
+        filterVersion: version,
+        redis: redisReady ? 'ok' : r.status,
+        lastSync: m.lastSyncAt > 0 ? new Date(m.lastSyncAt).toISOString() : null,
+        ...(version === 0 ? { problem: 'no filter version in Redis yet: run `iys-gateway load`' } : {}),
+        uws: uwsState,
+        warnings
+      }
+    }
+  } else {
+    const seed = await buildEmbeddedView(config.embeddedSeedFile, config.bloomFpr)
+    log.warn({ seedFile: config.embeddedSeedFile, keys: seed.view.states.size, rejects: seed.rejects },
+      'REDIS_URL is not set: serving the embedded in-process store (for trials and development, not production)')
+    metrics.filterVersion.set(seed.view.version)
+    metrics.filterKeys.set(seed.view.states.size)
+    getView = () => seed.view
+    readiness = () => ({ ready: true, mode: 'embedded', filterVersion: seed.view.version, keys: seed.view.states.size, uws: uwsState, warnings })
+  }
+
+  const checker = new Checker(getView, config, { storeError: () => { metrics.storeErrors.inc() } })
+  const app = createApp({ checker, metrics, log, maxBodyBytes: config.maxBodyBytes, readiness })
+
+  const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
+    app.listen(config.host, config.port, (token) => {
+      if (token === false) reject(new Error(`cannot listen on ${config.host}:${config.port} (address in use or not available)`))
+      else resolve(token)
+    })
+  })
+  const port = uWS.us_socket_local_port(listenSocket)
+  log.info({ host: config.host, port, mode: redis !== null ? 'redis' : 'embedded', uws: uwsState }, 'iys-gateway listening')
+
+  return {
+    port,
+    metrics,
+    mode: redis !== null ? 'redis' : 'embedded',
+    version: () => getView()?.version ?? 0,
+    async close () {
+      uWS.us_listen_socket_close(listenSocket)
+      if (mirror !== null) await mirror.stop()
+      if (redis !== null) redis.disconnect()
+    }
+  }
+}

@@ -1,0 +1,69 @@
+// Schema migrations: an ordered list, applied once each inside one transaction under an advisory lock, so running
+// `migrate` twice, or from two processes at once, is safe. Append new migrations; never edit an applied one.
+
+import type { Pool } from './pg.js'
+
+const MIGRATIONS: readonly string[] = [
+  // 1: current consent state, the append-only evidence ledger, and the change sequence both share.
+  `
+  CREATE SEQUENCE consent_seq;
+
+  CREATE TABLE consents (
+    brand_code      bigint      NOT NULL,
+    type            text        NOT NULL CHECK (type IN ('MESAJ', 'ARAMA', 'EPOSTA')),
+    recipient_type  text        NOT NULL CHECK (recipient_type IN ('BIREYSEL', 'TACIR')),
+    recipient       text        NOT NULL,
+    iys_code        bigint      NOT NULL,
+    status          text        NOT NULL CHECK (status IN ('ONAY', 'RET')),
+    source          text        NOT NULL,
+    consent_date    timestamptz NOT NULL,
+    seq             bigint      NOT NULL,
+    transaction_id  text,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (brand_code, type, recipient_type, recipient)
+  );
+  CREATE INDEX consents_seq_idx ON consents (seq);
+
+  -- Every accepted change, never updated or deleted except by the retention job.
+  CREATE TABLE consent_history (
+    seq             bigint      PRIMARY KEY,
+    brand_code      bigint      NOT NULL,
+    type            text        NOT NULL,
+    recipient_type  text        NOT NULL,
+    recipient       text        NOT NULL,
+    iys_code        bigint      NOT NULL,
+    status          text        NOT NULL,
+    source          text        NOT NULL,
+    consent_date    timestamptz NOT NULL,
+    transaction_id  text,
+    via             text        NOT NULL CHECK (via IN ('import', 'api', 'push', 'pull')),
+    actor           text,
+    received_at     timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE INDEX consent_history_key_idx ON consent_history (brand_code, type, recipient_type, recipient, seq);
+  `
+]
+
+const LOCK_ID = 0x1f5a7e01 // advisory lock: one migrator at a time
+
+export async function migrate (pool: Pool): Promise<{ applied: number, version: number }> {
+  const client = await pool.connect()
+  try {
+    await client.query('BEGIN')
+    await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ID])
+    await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())')
+    const { rows } = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations')
+    const from = rows[0]?.v ?? 0
+    for (let v = from + 1; v <= MIGRATIONS.length; v++) {
+      await client.query(MIGRATIONS[v - 1]!)
+      await client.query('INSERT INTO schema_migrations (version) VALUES ($1)', [v])
+    }
+    await client.query('COMMIT')
+    return { applied: MIGRATIONS.length - from, version: MIGRATIONS.length }
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw err
+  } finally {
+    client.release()
+  }
+}

@@ -1,0 +1,40 @@
+// Redis connections. Commands fail fast instead of queueing while the connection is down (enableOfflineQueue:
+// false) and time out after REDIS_TIMEOUT_MS, so a check that needs Redis answers STORE_UNAVAILABLE quickly
+// rather than hanging; ioredis keeps reconnecting in the background, so recovery needs nobody.
+
+import { Redis } from 'ioredis'
+
+export function createRedis (url: string, opts: { timeoutMs: number, name: string, failFast?: boolean }): Redis {
+  const failFast = opts.failFast ?? true
+  return new Redis(url, {
+    connectionName: opts.name,
+    enableOfflineQueue: !failFast,
+    commandTimeout: failFast ? opts.timeoutMs : undefined,
+    maxRetriesPerRequest: failFast ? 0 : 20,
+    retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    lazyConnect: false
+  })
+}
+
+/** Waits until the client is ready, or fails after `ms` with a clear message (used by CLI commands). */
+export async function waitReady (redis: Redis, ms: number): Promise<void> {
+  if (redis.status === 'ready') return
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => { cleanup(); reject(new Error(`Redis is not reachable after ${ms} ms`)) }, ms)
+    const onReady = (): void => { cleanup(); resolve() }
+    const cleanup = (): void => { clearTimeout(t); redis.off('ready', onReady) }
+    redis.on('ready', onReady)
+  })
+}
+
+/** Deletes every key matching `pattern` with SCAN + UNLINK, in batches (never KEYS: it blocks Redis). */
+export async function unlinkPattern (redis: Redis, pattern: string): Promise<number> {
+  let cursor = '0'
+  let deleted = 0
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+    cursor = next
+    if (keys.length > 0) deleted += await redis.unlink(...keys)
+  } while (cursor !== '0')
+  return deleted
+}
