@@ -12,7 +12,7 @@ import type { FilterView } from './filter/view.js'
 import { createApp, type Readiness } from './http/app.js'
 import { uWS, uwsNative } from './http/uws.js'
 import { Metrics } from './metrics.js'
-import { createRedis } from './store/redis.js'
+import { createRedis, waitReady } from './store/redis.js'
 
 export interface Gateway {
   readonly port: number
@@ -44,8 +44,10 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     mirror = new FilterMirror(redis, layout(config.redisPrefix), {
       pollMs: config.filterPollMs,
       log,
-      onSwitch: (view) => { metrics.filterVersion.set(view.version) }
+      onSwitch: (view, keys) => { metrics.filterVersion.set(view.version); metrics.filterKeys.set(keys) }
     })
+    // Serve the current version from the first request when Redis is there; start anyway (not ready) when not.
+    await waitReady(redis, 5000).catch(err => { log.error({ err: (err as Error).message }, 'Redis is not reachable at start-up; retrying in the background') })
     await mirror.start()
     const m = mirror
     const r = redis
@@ -54,12 +56,13 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       const redisReady = r.status === 'ready'
       const version = m.view?.version ?? 0
       return {
-        ready: redisReady && version > 0,
+        ready: redisReady && version > 0 && !m.pointerMissing,
         mode: 'redis',
         filterVersion: version,
         redis: redisReady ? 'ok' : r.status,
         lastSync: m.lastSyncAt > 0 ? new Date(m.lastSyncAt).toISOString() : null,
         ...(version === 0 ? { problem: 'no filter version in Redis yet: run `iys-gateway load`' } : {}),
+        ...(m.pointerMissing ? { problem: 'the served filter version is gone from Redis: run `iys-gateway load`' } : {}),
         uws: uwsState,
         warnings
       }

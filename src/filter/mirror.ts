@@ -13,7 +13,7 @@ import { RedisView } from './view.js'
 export interface MirrorOptions {
   pollMs: number
   log: Logger
-  onSwitch?: (view: RedisView, previous: RedisView | null) => void
+  onSwitch?: (view: RedisView, keys: number) => void
 }
 
 export class FilterMirror {
@@ -22,6 +22,8 @@ export class FilterMirror {
   /** Last time the pointer was read successfully (ms), for /readyz. */
   lastSyncAt = 0
   lastError: string | null = null
+  /** Redis answers but has no current version although we serve one: it restarted empty or was flushed. */
+  pointerMissing = false
   private readonly redis: Redis
   private readonly layout: Layout
   private readonly opts: MirrorOptions
@@ -49,11 +51,15 @@ export class FilterMirror {
   async poll (): Promise<void> {
     try {
       const cur = await this.redis.get(this.layout.current)
+      this.pointerMissing = cur === null && this.view !== null
+      if (this.pointerMissing && this.lastError !== 'pointer missing') {
+        this.opts.log.error('the filter version pointer is gone from Redis (restarted empty?): commercial checks fail closed until `iys-gateway load` runs')
+      }
       if (cur !== null && +cur !== this.view?.version) await this.switchTo(+cur)
       const serving = this.view?.version ?? 0
       await this.redis.hset(this.layout.gateways, this.gatewayId, `${serving}|${Date.now()}`)
       this.lastSyncAt = Date.now()
-      this.lastError = null
+      this.lastError = this.pointerMissing ? 'pointer missing' : null
     } catch (err) {
       const msg = (err as Error).message
       if (msg !== this.lastError) this.opts.log.warn({ err: msg }, 'filter mirror cannot reach Redis; serving the version it has')
@@ -68,11 +74,10 @@ export class FilterMirror {
     ])
     const buckets = Number(meta.buckets)
     if (bits === null || !(buckets > 0)) throw new Error(`filter version ${version} is incomplete in Redis`)
-    const previous = this.view
-    const view = new RedisView(this.redis, version, BloomFilter.fromBytes(bits), buckets, this.layout.bucketPrefix(version))
+    const view = new RedisView(this.redis, version, BloomFilter.fromBytes(bits), buckets, this.layout)
     this.view = view
     this.opts.log.info({ version, keys: Number(meta.count), buckets, bloomBytes: bits.byteLength }, 'serving filter version')
-    this.opts.onSwitch?.(view, previous)
+    this.opts.onSwitch?.(view, Number(meta.count))
   }
 
   async stop (): Promise<void> {

@@ -4,6 +4,7 @@
 
 import type { Redis } from 'ioredis'
 import type { BloomFilter } from './bloom.js'
+import type { Layout } from './layout.js'
 
 export interface FilterView {
   readonly version: number
@@ -38,29 +39,45 @@ export class RedisView implements FilterView {
   readonly buckets: number
   private readonly redis: Redis
   private readonly bucketPrefix: string
+  private readonly metaKey: string
 
-  constructor (redis: Redis, version: number, bloom: BloomFilter, buckets: number, bucketPrefix: string) {
+  constructor (redis: Redis, version: number, bloom: BloomFilter, buckets: number, layout: Layout) {
     this.redis = redis
     this.version = version
     this.bloom = bloom
     this.buckets = buckets
-    this.bucketPrefix = bucketPrefix
+    this.bucketPrefix = layout.bucketPrefix(version)
+    this.metaKey = layout.meta(version)
   }
 
-  /** One pipeline for the whole batch: one round trip however many keys the bloom let through. */
+  /**
+   * One pipeline for the whole batch: one round trip however many keys the bloom let through. The pipeline also
+   * asks whether this version still exists: a Redis that restarted empty (or a version removed under us) must not
+   * answer "no record", which for a TACIR recipient would mean "allowed". Then the lookup fails (fail closed).
+   */
   async lookup (fields: string[], buckets: number[]): Promise<(string | null)[]> {
     const n = fields.length
-    if (n === 1) return [await this.redis.hget(this.bucketPrefix + buckets[0], fields[0]!)]
     const p = this.redis.pipeline()
+    p.exists(this.metaKey)
     for (let i = 0; i < n; i++) p.hget(this.bucketPrefix + buckets[i], fields[i]!)
     const replies = await p.exec()
-    const out = new Array<string | null>(n)
     if (replies === null) throw new Error('redis pipeline was discarded')
+    const [metaErr, exists] = replies[0]!
+    if (metaErr !== null) throw metaErr
+    if (exists !== 1) throw new VersionGoneError(this.version)
+    const out = new Array<string | null>(n)
     for (let i = 0; i < n; i++) {
-      const [err, v] = replies[i]!
+      const [err, v] = replies[i + 1]!
       if (err !== null) throw err
       out[i] = v as string | null
     }
     return out
+  }
+}
+
+export class VersionGoneError extends Error {
+  override name = 'VersionGoneError'
+  constructor (version: number) {
+    super(`filter version ${version} is no longer in Redis (Redis restarted empty, or the version was removed)`)
   }
 }

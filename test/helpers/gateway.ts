@@ -1,0 +1,38 @@
+// Starts a gateway in this process on a free port (port 0), configured as `serve` would be from the environment.
+
+import { loadConfig } from '../../src/config.js'
+import { createLogger } from '../../src/log.js'
+import { startGateway, type Gateway } from '../../src/server.js'
+
+export interface RunningGateway {
+  gw: Gateway
+  url: string
+  close (): Promise<void>
+}
+
+export async function startTestGateway (env: Record<string, string>): Promise<RunningGateway> {
+  const config = loadConfig({ PORT: '0', LOG_LEVEL: 'silent', FILTER_POLL_MS: '50', ...env })
+  const gw = await startGateway(config, createLogger(config.logLevel))
+  return { gw, url: `http://127.0.0.1:${gw.port}`, close: () => gw.close() }
+}
+
+export interface CheckResultJson {
+  recipient: unknown
+  normalized: string | null
+  allowed: boolean
+  reason: string
+  consent?: { status: string, source: string, consentDate: string }
+  error?: { code: string, message: string }
+}
+
+export async function postJson (url: string, body: unknown): Promise<{ status: number, json: any }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body) })
+  const text = await res.text()
+  return { status: res.status, json: text === '' ? null : JSON.parse(text) }
+}
+
+export async function check (base: string, body: Record<string, unknown>): Promise<CheckResultJson[]> {
+  const { status, json } = await postJson(base + '/v1/check', body)
+  if (status !== 200) throw new Error(`check answered ${status}: ${JSON.stringify(json)}`)
+  return json.results
+}

@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config'
+
+// Two cores: two test files at a time. Integration tests start real servers and talk to the machine's Postgres
+// and Redis, each in its own database and key prefix (test/helpers/services.ts).
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    pool: 'forks',
+    maxWorkers: 2,
+    testTimeout: 60_000,
+    hookTimeout: 60_000
+  }
+})
