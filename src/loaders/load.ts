@@ -101,6 +101,9 @@ export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
         // status letter + source index (hex from Postgres; one base36 digit in the encoded state, see state.ts)
         const head = line.slice(t1 + 1, t2)
         const srcIndex = parseInt(head.slice(1), 16)
+        // Postgres is the truth, but a row written around our code (a manual UPDATE) could hold a source we do
+        // not know; refuse the whole load rather than publish a state we cannot encode. No key in the message.
+        if (!(srcIndex >= 0) || t3 === -1) throw new Error(`consents row ${rows + i + 1} of the snapshot has an unknown status or source; fix it in Postgres and run load again`)
         const value = head[0]! + srcIndex.toString(36) + Number(line.slice(t2 + 1, t3)).toString(36) + '.' + Number(line.slice(t3 + 1)).toString(36)
         hashText(key)
         bloom.add(keyHash[0]!, keyHash[1]!)
