@@ -1,0 +1,110 @@
+// When Redis cannot answer, commercial checks that need it fail closed (STORE_UNAVAILABLE, allowed:false, HTTP 200),
+// the process stays up, and it recovers by itself. A Redis that comes back empty never turns into "no record".
+
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runCli } from './helpers/cli.js'
+import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
+import { PrivateRedis, until } from './helpers/redis-server.js'
+import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+
+const CSV = `iysCode,brandCode,recipient,recipientType,type,status,source,consentDate
+700001,600001,+905321110001,BIREYSEL,MESAJ,ONAY,HS_WEB,2024-01-01 10:00:00
+700001,600001,+905321110002,TACIR,MESAJ,ONAY,HS_WEB,2023-01-01 10:00:00
+700001,600001,+905321110002,TACIR,MESAJ,RET,HS_WEB,2024-01-01 10:00:00
+`
+
+describe('fail closed when Redis is unavailable', () => {
+  let db: TestDatabase
+  let redis: PrivateRedis
+  let gateway: RunningGateway
+  let env: Record<string, string>
+  let dir: string
+
+  beforeAll(async () => {
+    db = await createTestDatabase()
+    redis = await PrivateRedis.start()
+    dir = mkdtempSync(join(tmpdir(), 'iys-fc-'))
+    writeFileSync(join(dir, 'c.csv'), CSV)
+    env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: 'fc:' }
+    for (const args of [['migrate'], ['import', join(dir, 'c.csv')], ['load']]) {
+      const r = await runCli(args, env)
+      if (r.code !== 0) throw new Error(`${args[0]} failed: ${r.stderr}`)
+    }
+    gateway = await startTestGateway({ ...env, REDIS_TIMEOUT_MS: '200' })
+  }, 60_000)
+
+  afterAll(async () => {
+    await gateway?.close()
+    await redis?.stop()
+    await db?.drop()
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+  })
+
+  const ask = (recipient: string, more: Record<string, unknown> = {}): Promise<any> =>
+    check(gateway.url, { brandCode: 600001, type: 'MESAJ', recipient, ...more }).then(r => r[0])
+  const ready = async (): Promise<number> => (await fetch(gateway.url + '/readyz')).status
+
+  it('answers from Redis while it is up', async () => {
+    expect(await ask('+905321110001')).toMatchObject({ allowed: true, reason: 'CONSENT' })
+    expect(await ask('+905321110002', { recipientType: 'TACIR' })).toMatchObject({ allowed: false, reason: 'REJECTED' })
+    expect(await ready()).toBe(200)
+  })
+
+  it('blocks commercial checks with STORE_UNAVAILABLE while Redis is down, and stays up', async () => {
+    await redis.stop()
+    expect(await ask('+905321110001')).toMatchObject({ allowed: false, reason: 'STORE_UNAVAILABLE' })
+    expect(await ask('+905321110002', { recipientType: 'TACIR' })).toMatchObject({ allowed: false, reason: 'STORE_UNAVAILABLE' })
+    // Informational messages need no consent, and an invalid recipient needs no store.
+    expect(await ask('+905321110001', { commercial: false })).toMatchObject({ allowed: true, reason: 'INFORMATIONAL' })
+    expect(await ask('123')).toMatchObject({ allowed: false, reason: 'INVALID_RECIPIENT' })
+    await until(async () => (await ready()) === 503, 5000, 'readyz to report 503')
+    const metrics = await (await fetch(gateway.url + '/metrics')).text()
+    expect(metrics).toMatch(/iys_store_errors_total [1-9]/)
+  })
+
+  it('never answers "no record" from a Redis that came back empty', async () => {
+    await redis.start()
+    const readyBody = async (): Promise<any> => (await fetch(gateway.url + '/readyz')).json()
+    await until(async () => (await readyBody()).redis === 'ok', 10_000, 'the gateway to reconnect to Redis')
+    // Reconnected, but the version the gateway serves is gone: still closed, including the TACIR rejection that
+    // an empty store would otherwise turn into TACIR_NO_RECORD (allowed).
+    expect(await ask('+905321110001')).toMatchObject({ allowed: false, reason: 'STORE_UNAVAILABLE' })
+    expect(await ask('+905321110002', { recipientType: 'TACIR' })).toMatchObject({ allowed: false, reason: 'STORE_UNAVAILABLE' })
+    await until(async () => /gone from Redis/.test((await readyBody()).problem ?? ''), 5000, 'readyz to report the missing version')
+    expect(await ready()).toBe(503)
+  })
+
+  it('recovers by itself once the filter is loaded again', async () => {
+    const r = await runCli(['load'], env)
+    expect(r.code).toBe(0)
+    await until(async () => (await ready()) === 200, 10_000, 'readyz to recover')
+    expect(await ask('+905321110001')).toMatchObject({ allowed: true, reason: 'CONSENT' })
+    expect(await ask('+905321110002', { recipientType: 'TACIR' })).toMatchObject({ allowed: false, reason: 'REJECTED' })
+  })
+})
+
+describe('STORE_FAILURE_MODE=open', () => {
+  it('lets commercial checks through when the store cannot answer, saying why', async () => {
+    const redis = await PrivateRedis.start()
+    const db = await createTestDatabase()
+    const dir = mkdtempSync(join(tmpdir(), 'iys-fo-'))
+    writeFileSync(join(dir, 'c.csv'), CSV)
+    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: 'fo:' }
+    try {
+      for (const args of [['migrate'], ['import', join(dir, 'c.csv')], ['load']]) expect((await runCli(args, env)).code).toBe(0)
+      const gw = await startTestGateway({ ...env, STORE_FAILURE_MODE: 'open', REDIS_TIMEOUT_MS: '200' })
+      try {
+        await redis.stop()
+        const [r] = await check(gw.url, { brandCode: 600001, type: 'MESAJ', recipient: '+905321110001' })
+        expect(r).toMatchObject({ allowed: true, reason: 'STORE_UNAVAILABLE' })
+      } finally { await gw.close() }
+    } finally {
+      await redis.stop()
+      await db.drop()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
