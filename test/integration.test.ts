@@ -76,7 +76,7 @@ describe('generate → import → load → serve → check', () => {
   it('answers from Redis what Postgres holds: consent, rejection, no record, TACIR, informational, invalid', async () => {
     const pick = async (where: string): Promise<any> => (await pool.query(
       `SELECT brand_code::text AS brand, type, recipient_type AS rt, recipient, status, source,
-              to_char(consent_date AT TIME ZONE 'Europe/Istanbul', 'YYYY-MM-DD HH24:MI:SS') AS date
+              to_char(consent_date AT TIME ZONE INTERVAL '+03:00', 'YYYY-MM-DD HH24:MI:SS') AS date
        FROM consents WHERE ${where} ORDER BY seq LIMIT 1`)).rows[0]
     const onay = await pick("status = 'ONAY' AND recipient_type = 'BIREYSEL' AND type = 'MESAJ'")
     const ret = await pick("status = 'RET' AND type = 'EPOSTA'")

@@ -32,7 +32,7 @@ const CANONICAL_TR = /^\+90[2-58]\d{9}$/
 // Turkish national significant numbers: 10 digits, mobile 5xx, geographic 2xx/3xx/4xx, 850 and the like 8xx.
 const TR_NSN = /^[2-58]\d{9}$/
 const E164 = /^\+[1-9]\d{6,14}$/
-const PHONE_CHARS = /^\+?[\d\s().-]+$/
+const PHONE_CHARS = /^(?:\+|\(?\d)[\d\s().-]*$/ // starts with +, a digit or (digit; a leading - is not a number
 const SEPARATORS = /[\s().-]/g
 const EMAIL = /^[a-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$/
 

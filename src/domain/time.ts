@@ -16,7 +16,8 @@ export function parseIysDate (text: string): ParsedDate {
   const y = +m[1]!; const mo = +m[2]!; const d = +m[3]!; const h = +m[4]!; const mi = +m[5]!; const s = +m[6]!
   const ms = Date.UTC(y, mo - 1, d, h, mi, s)
   const back = new Date(ms)
-  if (mo < 1 || mo > 12 || h > 23 || mi > 59 || s > 59 || back.getUTCDate() !== d || back.getUTCMonth() !== mo - 1) {
+  // Date.UTC reads years 0-99 as 1900-1999; no İYS date is that old, so such a year is simply not a valid date.
+  if (y < 1000 || mo < 1 || mo > 12 || h > 23 || mi > 59 || s > 59 || back.getUTCDate() !== d || back.getUTCMonth() !== mo - 1) {
     return { ok: false, code: 'H157' }
   }
   return { ok: true, seconds: ms / 1000 - TR_OFFSET_S }

@@ -12,23 +12,36 @@ import { RECIPIENT_TYPE_CODE, TYPE_CODE, type ConsentType, type RecipientType } 
 /** [h1, h2] written by the last hashKey/hashText call. Read both before hashing again. */
 export const keyHash = new Uint32Array(2)
 
-let a = 0
-let b = 0
-
-function mixPart (s: string): void {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i)
-    let k = Math.imul(c, 0xcc9e2d51)
-    k = (k << 15) | (k >>> 17)
-    a ^= Math.imul(k, 0x1b873593)
-    a = (a << 13) | (a >>> 19)
-    a = (Math.imul(a, 5) + 0xe6546b64) | 0
-    let j = Math.imul(c ^ 0x5bd1, 0x85ebca6b)
-    j = (j << 17) | (j >>> 15)
-    b ^= Math.imul(j, 0xc2b2ae35)
-    b = (b << 11) | (b >>> 21)
-    b = (Math.imul(b, 9) + 0x52dce729) | 0
+/**
+ * Hashes the key text without building it: hashKey(brandCode, keyCode(type, recipientType), recipient).
+ * Two Murmur3-style lanes over UTF-16 code units. State stays in locals (module-level state measured ~1.8× slower),
+ * so the key's parts are walked by one loop that switches strings instead of one helper call per part.
+ */
+export function hashKey (p0: string, p1: string, p2: string): void {
+  let a = 0x3c6ef372
+  let b = 0x1f83d9ab
+  let s = p0
+  for (let part = 0; part < 3; part++, s = part === 1 ? p1 : p2) {
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i)
+      let k = Math.imul(c, 0xcc9e2d51)
+      k = (k << 15) | (k >>> 17)
+      a ^= Math.imul(k, 0x1b873593)
+      a = (a << 13) | (a >>> 19)
+      a = (Math.imul(a, 5) + 0xe6546b64) | 0
+      let j = Math.imul(c ^ 0x5bd1, 0x85ebca6b)
+      j = (j << 17) | (j >>> 15)
+      b ^= Math.imul(j, 0xc2b2ae35)
+      b = (b << 11) | (b >>> 21)
+      b = (Math.imul(b, 9) + 0x52dce729) | 0
+    }
   }
+  const len = p0.length + p1.length + p2.length
+  a = fmix(a ^ len)
+  b = fmix(b ^ len)
+  // Cross the lanes so that neither output depends on one lane alone.
+  keyHash[0] = (a + b) >>> 0
+  keyHash[1] = (b ^ Math.imul(a, 0x27d4eb2f)) >>> 0
 }
 
 function fmix (h: number): number {
@@ -39,26 +52,9 @@ function fmix (h: number): number {
   return (h ^ (h >>> 16)) >>> 0
 }
 
-function finish (len: number): void {
-  a ^= len; b ^= len
-  a = fmix(a); b = fmix(b)
-  // Cross the lanes so that neither output depends on one lane alone.
-  keyHash[0] = (a + b) >>> 0
-  keyHash[1] = (b ^ Math.imul(a, 0x27d4eb2f)) >>> 0
-}
-
-/** Hashes the key text without building it: brandCode, the two-letter code (see keyCode) and the recipient. */
-export function hashKey (brandCode: string, code: string, recipient: string): void {
-  a = 0x3c6ef372; b = 0x1f83d9ab
-  mixPart(brandCode); mixPart(code); mixPart(recipient)
-  finish(brandCode.length + code.length + recipient.length)
-}
-
 /** Hashes an already built key text; equal to hashKey over its parts. */
 export function hashText (text: string): void {
-  a = 0x3c6ef372; b = 0x1f83d9ab
-  mixPart(text)
-  finish(text.length)
+  hashKey(text, '', '')
 }
 
 const CODES: Readonly<Record<string, string>> = (() => {

@@ -1,0 +1,111 @@
+// `iys-gateway import`: bad rows go to a reject file with their line numbers and İYS codes while every good row
+// is imported; per key the latest consentDate wins whatever the order of the rows or files.
+
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runCli } from './helpers/cli.js'
+import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+
+// Columns in another order than the documented one, and no recipientType column (defaults to BIREYSEL).
+const HEADER = 'consentDate,status,type,source,recipient,brandCode,iysCode'
+const ROWS: [string, string | null][] = [
+  // [row, expected reject code or null]
+  ['2024-02-01 10:00:00,RET,MESAJ,HS_WEB,05321230001,600001,700001', null], // newer RET first ...
+  ['2023-02-01 10:00:00,ONAY,MESAJ,HS_WEB,+905321230001,600001,700001', null], // ... older ONAY later loses
+  ['2023-05-05 10:00:00,ONAY,EPOSTA,HS_WEB," Mixed.Case@Example.COM ",600001,700001', null],
+  ['2023-05-05 10:00:00,ONAY,MESAJ,HS_WEB,0532 123,600001,700001', 'H121'],
+  ['2023-05-05 10:00:00,ONAY,EPOSTA,HS_WEB,örnek@mail.com,600001,700001', 'H120'],
+  ['2023-05-05 10:00:00,ONAY,FAX,HS_WEB,05321230002,600001,700001', 'H117'],
+  ['2023-05-05 10:00:00,EVET,MESAJ,HS_WEB,05321230002,600001,700001', 'H115'],
+  ['2023-05-05 10:00:00,ONAY,MESAJ,HS_TELGRAF,05321230002,600001,700001', 'H119'],
+  ['05.05.2023 10:00,ONAY,MESAJ,HS_WEB,05321230002,600001,700001', 'H158'],
+  ['2023-02-30 10:00:00,ONAY,MESAJ,HS_WEB,05321230002,600001,700001', 'H157'],
+  ['2015-04-30 23:59:59,ONAY,MESAJ,HS_WEB,05321230002,600001,700001', 'H156'],
+  ['2099-01-01 00:00:00,ONAY,MESAJ,HS_WEB,05321230002,600001,700001', 'H162'],
+  ['2016-01-01 00:00:00,ONAY,MESAJ,HS_2015,05321230002,600001,700001', 'H155'],
+  ['2023-05-05 10:00:00,ONAY,MESAJ,HS_KARAR,05321230002,600001,700001', 'H408'],
+  ['2023-05-05 10:00:00,ONAY,MESAJ,HS_WEB,ali@example.com,600001,700001', 'H464'],
+  ['2023-05-05 10:00:00,ONAY,MESAJ,HS_WEB,,600001,700001', 'H114'],
+  ['2023-05-05 10:00:00,ONAY,MESAJ,HS_WEB,"05321230002,600001,700001', 'INVALID_FIELD'],
+  ['2023-05-05 10:00:00,ONAY,MESAJ,HS_WEB,05321230002,brand,700001', 'INVALID_BRAND_CODE'],
+  ['2015-05-01 00:00:00,ONAY,ARAMA,HS_2015,(0532) 123 00 03,600001,700001', null]
+]
+
+describe('import', () => {
+  let db: TestDatabase
+  let env: Record<string, string>
+  let pool: pg.Pool
+  let dir: string
+
+  beforeAll(async () => {
+    db = await createTestDatabase()
+    env = { DATABASE_URL: db.url }
+    dir = mkdtempSync(join(tmpdir(), 'iys-imp-'))
+    expect((await runCli(['migrate'], env)).code).toBe(0)
+    pool = new pg.Pool({ connectionString: db.url, max: 1 })
+  })
+
+  afterAll(async () => {
+    await pool?.end()
+    await db?.drop()
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('reports each bad row with its line number and İYS code and imports every good row', async () => {
+    const file = join(dir, 'mixed.csv')
+    writeFileSync(file, [HEADER, ...ROWS.map(r => r[0])].join('\r\n') + '\r\n')
+    const res = await runCli(['import', file], env)
+    expect(res.code).toBe(0)
+    const summary = JSON.parse(res.stdout.trim())
+    const bad = ROWS.filter(r => r[1] !== null)
+    expect(summary).toMatchObject({ rows: ROWS.length, rejected: bad.length, valid: ROWS.length - bad.length, applied: 3, superseded: 1 })
+
+    const rejects = readFileSync(summary.rejectFile, 'utf8').trim().split('\n')
+    expect(rejects[0]).toBe('line,code,location,message')
+    const got = rejects.slice(1).map(l => l.split(',').slice(0, 2).join(','))
+    const want = ROWS.flatMap((r, i) => (r[1] === null ? [] : [`${i + 2},${r[1]}`]))
+    expect(got).toEqual(want)
+    // The reject file never repeats a recipient.
+    expect(readFileSync(summary.rejectFile, 'utf8')).not.toMatch(/0532|@/)
+
+    const { rows } = await pool.query('SELECT recipient, recipient_type, type, status, source FROM consents ORDER BY recipient, type')
+    expect(rows).toEqual([
+      { recipient: '+905321230001', recipient_type: 'BIREYSEL', type: 'MESAJ', status: 'RET', source: 'HS_WEB' },
+      { recipient: '+905321230003', recipient_type: 'BIREYSEL', type: 'ARAMA', status: 'ONAY', source: 'HS_2015' },
+      { recipient: 'mixed.case@example.com', recipient_type: 'BIREYSEL', type: 'EPOSTA', status: 'ONAY', source: 'HS_WEB' }
+    ])
+  })
+
+  it('keeps a stored record that is newer than the file and applies one that is older, with a ledger entry each', async () => {
+    const file = join(dir, 'second.csv')
+    writeFileSync(file, [
+      'iysCode,brandCode,recipient,recipientType,type,status,source,consentDate',
+      '700001,600001,+905321230001,BIREYSEL,MESAJ,ONAY,HS_WEB,2023-12-31 23:59:59', // older than the stored RET
+      '700001,600001,mixed.case@example.com,BIREYSEL,EPOSTA,RET,IYS_WEB,2025-01-01 00:00:00' // newer
+    ].join('\n'))
+    const res = await runCli(['import', file], env)
+    expect(res.code).toBe(0)
+    expect(JSON.parse(res.stdout)).toMatchObject({ rows: 2, applied: 1, superseded: 1, rejected: 0, rejectFile: null })
+    expect(existsSync(file + '.rejects.csv')).toBe(false)
+    const state = await pool.query("SELECT recipient, status FROM consents WHERE recipient IN ('+905321230001', 'mixed.case@example.com') ORDER BY recipient")
+    expect(state.rows).toEqual([{ recipient: '+905321230001', status: 'RET' }, { recipient: 'mixed.case@example.com', status: 'RET' }])
+    const history = await pool.query("SELECT status, via FROM consent_history WHERE recipient = 'mixed.case@example.com' ORDER BY seq")
+    expect(history.rows).toEqual([{ status: 'ONAY', via: 'import' }, { status: 'RET', via: 'import' }])
+    const seqs = await pool.query('SELECT c.seq = h.seq AS same FROM consents c JOIN consent_history h USING (seq)')
+    expect(seqs.rows.every(r => r.same)).toBe(true)
+  })
+
+  it('refuses a file whose header lacks a required column, importing nothing', async () => {
+    const file = join(dir, 'noheader.csv')
+    writeFileSync(file, 'iysCode,brandCode,recipient,type,status,consentDate\n700001,600001,+905321239999,MESAJ,ONAY,2024-01-01 00:00:00\n')
+    const before = await pool.query('SELECT count(*)::int AS n FROM consents')
+    const res = await runCli(['import', file], env)
+    expect(res.code).toBe(1)
+    expect(res.stderr).toMatch(/line 1: the header row lacks source/)
+    const after = await pool.query('SELECT count(*)::int AS n FROM consents')
+    expect(after.rows[0].n).toBe(before.rows[0].n)
+  })
+})
