@@ -71,7 +71,7 @@ export async function main (argv: string[]): Promise<number> {
         const redis = createRedis(need(config.redisUrl, 'REDIS_URL'), { timeoutMs: config.redisTimeoutMs, name: 'iys-load', failFast: false })
         try {
           await waitReady(redis, 10_000)
-          const r = await loadFilter({ pool, redis, layout: layout(config.redisPrefix), fpr: config.bloomFpr, log })
+          const r = await loadFilter({ pool, redis, redisUrl: config.redisUrl!, layout: layout(config.redisPrefix), fpr: config.bloomFpr, log })
           process.stdout.write(JSON.stringify(r) + '\n')
           return 0
         } finally {

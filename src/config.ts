@@ -1,4 +1,6 @@
 // Configuration is read from the environment once, validated, and frozen. A bad value stops start-up with one
+
+import { fileURLToPath } from 'node:url'
 // line that names the variable; a misspelt variable in our namespaces is an error with a hint, not ignored.
 
 export interface Config {
@@ -107,8 +109,10 @@ export function loadConfig (env: Env = process.env): Config {
   const bloomFpr = fprText === undefined || fprText === '' ? 0.001 : Number(fprText)
   if (!(bloomFpr > 0 && bloomFpr <= 0.5)) throw new ConfigError(`BLOOM_FPR must be a number in (0, 0.5], got "${fprText}"`)
   const redisPrefix = env.REDIS_PREFIX ?? 'iys:'
-  if (redisPrefix.length === 0 || redisPrefix.length > 64 || /[\s{}]/.test(redisPrefix)) {
-    throw new ConfigError('REDIS_PREFIX must be 1 to 64 characters without spaces or braces')
+  // Printable ASCII: key names are then byte-for-byte their text (the bulk loader writes RESP by hand), and no
+  // braces, which Redis Cluster reads as hash tags.
+  if (!/^[\x21-\x7a\x7c\x7e]{1,64}$/.test(redisPrefix)) {
+    throw new ConfigError('REDIS_PREFIX must be 1 to 64 printable ASCII characters without spaces or braces')
   }
   const user = env.IYS_PUSH_USER ?? null
   const password = env.IYS_PUSH_PASSWORD ?? null
@@ -126,7 +130,7 @@ export function loadConfig (env: Env = process.env): Config {
     redisTimeoutMs: int(env, 'REDIS_TIMEOUT_MS', 500, 10, 60_000),
     tacirAllowedWithoutRecord: bool(env, 'TACIR_ALLOW_WITHOUT_RECORD', true),
     storeFailureMode: oneOf(env, 'STORE_FAILURE_MODE', ['closed', 'open'] as const, 'closed'),
-    embeddedSeedFile: env.EMBEDDED_SEED_FILE ?? new URL('../data/sample-consents.csv', import.meta.url).pathname,
+    embeddedSeedFile: env.EMBEDDED_SEED_FILE ?? fileURLToPath(new URL('../data/sample-consents.csv', import.meta.url)),
     upstreams: Object.freeze({
       MESAJ: url(env, 'UPSTREAM_MESAJ_URL', ['http:', 'https:']),
       EPOSTA: url(env, 'UPSTREAM_EPOSTA_URL', ['http:', 'https:']),

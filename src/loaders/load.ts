@@ -7,16 +7,18 @@ import type { Logger } from 'pino'
 import copyStreams from 'pg-copy-streams'
 import { SOURCES } from '../domain/vocabulary.js'
 import { BloomFilter } from '../filter/bloom.js'
-import { bucketOf, hashText, keyHash } from '../filter/key.js'
+import { bucketOf, hashBytes, keyHash } from '../filter/key.js'
 import { GROWTH_HEADROOM, KEYS_PER_BUCKET, type Layout } from '../filter/layout.js'
 import type { Pool } from '../store/pg.js'
 import { unlinkPattern } from '../store/redis.js'
-import { readLineBatches } from './csv.js'
+import { RespBulkWriter } from '../store/resp-bulk.js'
 import { Progress } from './progress.js'
 
 export interface LoadOptions {
   pool: Pool
   redis: Redis
+  /** The same Redis as `redis`: bucket writes go over a bulk RESP connection of their own (resp-bulk.ts). */
+  redisUrl: string
   layout: Layout
   fpr: number
   log: Logger
@@ -35,14 +37,16 @@ export interface LoadResult {
   seconds: number
 }
 
-// The key text and the pieces of the encoded state, computed by Postgres so that Node only splits on tabs.
+// The key text and the pieces of the encoded state, computed by Postgres so that Node only splits on tabs:
+//   key \t O|R \t source index \t consentDate epoch seconds \t seq
 const SOURCE_ARRAY = `ARRAY[${SOURCES.map(s => `'${s}'`).join(',')}]`
 const COPY_SQL = `COPY (
   SELECT brand_code::text
          || CASE type WHEN 'MESAJ' THEN 'M' WHEN 'ARAMA' THEN 'A' ELSE 'E' END
          || CASE recipient_type WHEN 'BIREYSEL' THEN 'B' ELSE 'T' END
          || recipient,
-         CASE status WHEN 'RET' THEN 'R' ELSE 'O' END || to_hex(array_position(${SOURCE_ARRAY}, source) - 1),
+         CASE status WHEN 'RET' THEN 'R' ELSE 'O' END,
+         array_position(${SOURCE_ARRAY}, source) - 1,
          extract(epoch FROM consent_date)::bigint,
          seq
   FROM consents
@@ -55,8 +59,6 @@ if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('new version
 local old = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1])
 return old`
-
-const PIPELINE_ROWS = 10_000
 
 export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
   const { pool, redis, layout, log } = opts
@@ -78,44 +80,29 @@ export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
     const bucketPrefix = layout.bucketPrefix(version)
     log.info({ version, rows: n, buckets, bloomBytes: bloom.buffer.byteLength }, 'building filter version')
 
-    let pipe = redis.pipeline()
-    let inPipe = 0
-    let inflight: Promise<unknown> | null = null
-    const flush = async (): Promise<void> => {
-      const p = pipe.exec().then(checkReplies)
-      pipe = redis.pipeline()
-      inPipe = 0
-      // Keep one batch on the wire while the next is built: Redis and Node work at the same time.
-      if (inflight !== null) await inflight
-      inflight = p
-    }
-
-    const copy = client.query(copyStreams.to(COPY_SQL))
-    for await (const { lines } of readLineBatches(copy)) {
-      for (let i = 0; i < lines.length; i++) {
-        const line = lines[i]!
-        const t1 = line.indexOf('\t')
-        const t2 = line.indexOf('\t', t1 + 1)
-        const t3 = line.indexOf('\t', t2 + 1)
-        const key = line.slice(0, t1)
-        // status letter + source index (hex from Postgres; one base36 digit in the encoded state, see state.ts)
-        const head = line.slice(t1 + 1, t2)
-        const srcIndex = parseInt(head.slice(1), 16)
-        // Postgres is the truth, but a row written around our code (a manual UPDATE) could hold a source we do
-        // not know; refuse the whole load rather than publish a state we cannot encode. No key in the message.
-        if (!(srcIndex >= 0) || t3 === -1) throw new Error(`consents row ${rows + i + 1} of the snapshot has an unknown status or source; fix it in Postgres and run load again`)
-        const value = head[0]! + srcIndex.toString(36) + Number(line.slice(t2 + 1, t3)).toString(36) + '.' + Number(line.slice(t3 + 1)).toString(36)
-        hashText(key)
-        bloom.add(keyHash[0]!, keyHash[1]!)
-        pipe.hset(bucketPrefix + bucketOf(buckets), key, value)
-        if (++inPipe === PIPELINE_ROWS) await flush()
+    const writer = await RespBulkWriter.connect(opts.redisUrl)
+    try {
+      const copy = client.query(copyStreams.to(COPY_SQL))
+      let carry: Buffer | null = null
+      for await (const chunk of copy as AsyncIterable<Buffer>) {
+        const buf: Buffer = carry === null ? chunk : Buffer.concat([carry, chunk])
+        let start = 0
+        let nl: number
+        while ((nl = buf.indexOf(10, start)) !== -1) {
+          writeRow(buf, start, nl, writer, bloom, buckets, bucketPrefix, rows)
+          rows++
+          start = nl + 1
+        }
+        carry = start < buf.length ? buf.subarray(start) : null
+        if (writer.congested) await writer.backpressure()
+        progress?.update(rows)
       }
-      rows += lines.length
-      progress?.update(rows)
+      if (carry !== null) throw new Error('COPY output ended in the middle of a row')
+      await client.query('COMMIT')
+      await writer.drain()
+    } finally {
+      writer.close()
     }
-    await client.query('COMMIT')
-    if (inPipe > 0) await flush()
-    if (inflight !== null) await inflight
 
     await redis.set(layout.bloom(version), Buffer.from(bloom.buffer as ArrayBuffer))
     await redis.hset(layout.meta(version), {
@@ -143,11 +130,6 @@ export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
   }
 }
 
-function checkReplies (replies: [Error | null, unknown][] | null): void {
-  if (replies === null) throw new Error('redis pipeline was discarded')
-  for (const [err] of replies) if (err !== null) throw err
-}
-
 /** Waits until every live gateway reports serving `version` (or the timeout passes). */
 async function waitForGateways (redis: Redis, layout: Layout, version: number, timeoutMs: number, staleMs: number, log: Logger): Promise<void> {
   const deadline = Date.now() + timeoutMs
@@ -170,4 +152,48 @@ async function waitForGateways (redis: Redis, layout: Layout, version: number, t
     }
     await new Promise(resolve => setTimeout(resolve, 100))
   }
+}
+
+/**
+ * One COPY row buf[start, end) → bloom bit + `HSET {bucketPrefix}{bucket} key value`, composed straight from the
+ * bytes Postgres sent: the key is never decoded to a string. Row layout: see COPY_SQL.
+ */
+function writeRow (buf: Buffer, start: number, end: number, w: RespBulkWriter, bloom: BloomFilter, buckets: number, bucketPrefix: string, rowIndex: number): void {
+  const t1 = buf.indexOf(9, start)
+  const t2 = t1 + 2
+  const t3 = buf.indexOf(9, t2 + 1)
+  const t4 = buf.indexOf(9, t3 + 1)
+  const status = buf[t1 + 1]
+  const source = readInt(buf, t2 + 1, t3)
+  // Postgres is the truth, but a row written around our code (a manual UPDATE) could hold a source we do not know;
+  // refuse the whole load rather than publish a state we cannot encode. No key in the message.
+  if (t1 === -1 || t4 === -1 || t4 > end || buf[t2] !== 9 || (status !== 79 && status !== 82) || !(source >= 0 && source < SOURCES.length)) {
+    throw new Error(`consents row ${rowIndex + 1} of the snapshot has an unknown status or source; fix it in Postgres and run load again`)
+  }
+  const value = (status === 82 ? 'R' : 'O') + source.toString(36) + readInt(buf, t3 + 1, t4).toString(36) + '.' + readInt(buf, t4 + 1, end).toString(36)
+  hashBytes(buf, start, t1)
+  bloom.add(keyHash[0]!, keyHash[1]!)
+  const bucket = String(bucketOf(buckets))
+  w.reserve(96 + bucketPrefix.length + (t1 - start) + value.length)
+  w.arrayHeader(4)
+  w.bulkString('HSET')
+  w.bulkHeader(bucketPrefix.length + bucket.length)
+  w.raw(bucketPrefix)
+  w.raw(bucket)
+  w.crlf()
+  w.bulkBytes(buf, start, t1)
+  w.bulkString(value)
+  w.end()
+}
+
+/** A non-negative decimal integer from ASCII bytes; NaN when empty or not digits (NULL is \\N in COPY text). */
+function readInt (buf: Buffer, start: number, end: number): number {
+  if (end <= start) return NaN
+  let n = 0
+  for (let i = start; i < end; i++) {
+    const d = buf[i]! - 48
+    if (d < 0 || d > 9) return NaN
+    n = n * 10 + d
+  }
+  return n
 }

@@ -1,0 +1,135 @@
+// Every İYS code the gateway answers with must carry İYS's own HTTP status and Turkish message, as the İYS
+// specification's error table (tag "HATA KODLARI" in iys-openapi-3.2.0.json) gives them, so that a payload written
+// for İYS gets the same answer here. Gateway-only codes are plain English. Error bodies have İYS's shape.
+
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { describe, expect, it } from 'vitest'
+import { ERRORS, GatewayError, errorItem, type ErrorCode } from '../src/domain/errors.js'
+
+// The specification lives beside the repository, where DESIGN.md points (`../shared/reference/`).
+const SPEC_PATH = fileURLToPath(new URL('../../shared/reference/iys-openapi-3.2.0.json', import.meta.url))
+
+interface SpecRow { status: number, message: string }
+
+const squash = (s: string): string => s.trim().replace(/\s+/g, ' ')
+
+/** Every `| Hxxx | status | message |` row of every tag description, by code (a code may appear more than once). */
+function specErrorTable (): Map<string, SpecRow[]> {
+  const spec = JSON.parse(readFileSync(SPEC_PATH, 'utf8')) as { tags?: { description?: string }[] }
+  const table = new Map<string, SpecRow[]>()
+  for (const tag of spec.tags ?? []) {
+    for (const line of (tag.description ?? '').split('\n')) {
+      const m = /^\s*\|\s*(H\d+)\s*\|\s*(\d{3})\s*\|(.*)$/.exec(line)
+      if (m === null) continue
+      // Some rows lack the closing pipe, and some messages contain a pipe themselves: drop one trailing pipe only.
+      const message = squash(m[3]!.replace(/\|\s*$/, ''))
+      const rows = table.get(m[1]!) ?? []
+      rows.push({ status: Number(m[2]), message })
+      table.set(m[1]!, rows)
+    }
+  }
+  return table
+}
+
+// Where the table's message is a template or names variants, our message may be a prefix of it. Keep this short.
+const PREFIX_ALLOWED: Readonly<Record<string, string>> = {
+  // The table says "... farklı bir durum girilmelidir. İzin durumu: ONAY / RET": the trailing sentence names the
+  // current status as a variant; our fixed message stops before it.
+  H174: 'the table appends "İzin durumu: ONAY / RET", a variant naming the current status'
+}
+
+const table = specErrorTable()
+const codes = Object.keys(ERRORS) as ErrorCode[]
+const iysCodes = codes.filter(c => /^H\d+$/.test(c))
+const gatewayCodes = codes.filter(c => !/^H\d+$/.test(c))
+
+describe('the İYS specification error table', () => {
+  it('is found and parsed (hundreds of rows, including well-known codes)', () => {
+    expect(table.size).toBeGreaterThan(100)
+    expect(table.get('H014')).toEqual([{ status: 400, message: 'Gönderilen istek JSON formatına uygun olmalıdır.' }])
+  })
+
+  it('has only prefix allowances for codes we actually use', () => {
+    for (const code of Object.keys(PREFIX_ALLOWED)) expect(iysCodes).toContain(code)
+  })
+})
+
+describe('İYS error codes in ERRORS', () => {
+  it('include the codes the check and consent paths rely on', () => {
+    expect(iysCodes).toEqual(expect.arrayContaining(['H014', 'H1042', 'H111', 'H114', 'H116', 'H117', 'H121', 'H174', 'H175', 'H178', 'H464']))
+  })
+
+  it.each(iysCodes)('%s exists in the specification with the same HTTP status and Turkish message', (code) => {
+    const rows = table.get(code)
+    expect(rows, `${code} is not in the specification's error table`).toBeDefined()
+    const ours = squash(ERRORS[code].message)
+    for (const row of rows!) {
+      expect(ERRORS[code].status, `${code} status`).toBe(row.status)
+      if (code in PREFIX_ALLOWED) {
+        expect(ours.length).toBeGreaterThan(0)
+        expect(row.message.startsWith(ours), `${code}: "${ours}" should start "${row.message}"`).toBe(true)
+      } else {
+        expect(ours, `${code} message`).toBe(row.message)
+      }
+    }
+  })
+})
+
+describe('gateway-only error codes', () => {
+  it('exist alongside the İYS codes', () => {
+    expect(gatewayCodes).toEqual(expect.arrayContaining(['BODY_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'NOT_FOUND', 'METHOD_NOT_ALLOWED', 'INVALID_FIELD', 'TOO_MANY_RECIPIENTS']))
+  })
+
+  it.each(gatewayCodes)('%s is an upper-case word with a 4xx/5xx status and a non-empty English message', (code) => {
+    expect(code).toMatch(/^[A-Z][A-Z_]*[A-Z]$/)
+    expect(table.has(code)).toBe(false)
+    const { status, message } = ERRORS[code]
+    expect(status).toBeGreaterThanOrEqual(400)
+    expect(status).toBeLessThan(600)
+    expect(message.trim().length).toBeGreaterThan(0)
+    // English: printable ASCII, except that the proper name İYS may appear.
+    expect(message.replace(/İYS/g, 'IYS')).toMatch(/^[\x20-\x7e]+$/)
+  })
+})
+
+describe('GatewayError', () => {
+  it('takes its status and message from ERRORS', () => {
+    const e = new GatewayError('H117')
+    expect(e).toBeInstanceOf(Error)
+    expect(e.code).toBe('H117')
+    expect(e.status).toBe(422)
+    expect(e.message).toBe(ERRORS.H117.message)
+  })
+
+  it('gives İYS\'s body with location as an array and the offending value', () => {
+    const e = new GatewayError('H117', { location: 'type', value: 'FAX' })
+    expect(e.toBody()).toEqual({ errors: [{ code: 'H117', message: ERRORS.H117.message, location: ['type'], value: 'FAX' }] })
+    // The body survives JSON unchanged (what the client receives).
+    expect(JSON.parse(JSON.stringify(e.toBody()))).toEqual(e.toBody())
+  })
+
+  it('leaves location and value out of the body when there are none', () => {
+    const body = new GatewayError('H014').toBody()
+    expect(body).toEqual({ errors: [{ code: 'H014', message: ERRORS.H014.message }] })
+    expect(Object.keys(body.errors[0]!).sort()).toEqual(['code', 'message'])
+  })
+
+  it('keeps a falsy value such as 0 or an empty string in the body', () => {
+    expect(new GatewayError('INVALID_BRAND_CODE', { location: 'brandCode', value: 0 }).toBody().errors[0]).toMatchObject({ value: 0, location: ['brandCode'] })
+    expect(new GatewayError('H114', { location: 'recipient', value: '' }).toBody().errors[0]).toMatchObject({ value: '' })
+  })
+
+  it('uses a custom message in both the error and its body, keeping the code and status', () => {
+    const e = new GatewayError('INVALID_FIELD', { location: 'commercial', message: 'commercial must be true or false.' })
+    expect(e.message).toBe('commercial must be true or false.')
+    expect(e.status).toBe(422)
+    expect(e.toBody().errors[0]).toEqual({ code: 'INVALID_FIELD', message: 'commercial must be true or false.', location: ['commercial'] })
+  })
+
+  it('carries several items when given them', () => {
+    const items = [errorItem('H111', 'type'), errorItem('H114', 'recipient')]
+    const body = new GatewayError('H111', { items }).toBody()
+    expect(body.errors.map(i => [i.code, i.location])).toEqual([['H111', ['type']], ['H114', ['recipient']]])
+  })
+})
