@@ -1,7 +1,7 @@
 // Configuration is read from the environment once, validated, and frozen. A bad value stops start-up with one
+// line that names the variable; a misspelt variable in our namespaces is an error with a hint, not ignored.
 
 import { fileURLToPath } from 'node:url'
-// line that names the variable; a misspelt variable in our namespaces is an error with a hint, not ignored.
 
 export interface Config {
   readonly host: string

@@ -11,7 +11,7 @@ import { bucketOf, hashBytes, keyHash } from '../filter/key.js'
 import { GROWTH_HEADROOM, KEYS_PER_BUCKET, type Layout } from '../filter/layout.js'
 import type { Pool } from '../store/pg.js'
 import { unlinkPattern } from '../store/redis.js'
-import { RespBulkWriter } from '../store/resp-bulk.js'
+import { digitCount, RespBulkWriter } from '../store/resp-bulk.js'
 import { Progress } from './progress.js'
 
 export interface LoadOptions {
@@ -77,7 +77,7 @@ export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
     const capacity = Math.max(1000, Math.ceil(n * GROWTH_HEADROOM))
     const bloom = BloomFilter.forCapacity(capacity, opts.fpr)
     const buckets = Math.max(1, Math.ceil(capacity / KEYS_PER_BUCKET))
-    const bucketPrefix = layout.bucketPrefix(version)
+    const bucketPrefix = Buffer.from(layout.bucketPrefix(version), 'latin1')
     log.info({ version, rows: n, buckets, bloomBytes: bloom.buffer.byteLength }, 'building filter version')
 
     const writer = await RespBulkWriter.connect(opts.redisUrl)
@@ -154,35 +154,45 @@ async function waitForGateways (redis: Redis, layout: Layout, version: number, t
   }
 }
 
+const HSET_HEAD = Buffer.from('*4\r\n$4\r\nHSET\r\n', 'latin1')
+
 /**
  * One COPY row buf[start, end) → bloom bit + `HSET {bucketPrefix}{bucket} key value`, composed straight from the
- * bytes Postgres sent: the key is never decoded to a string. Row layout: see COPY_SQL.
+ * bytes Postgres sent into the writer's buffer: no string is built per row. Row layout: see COPY_SQL; the value
+ * is the encoding of state.ts (status letter, source and dates in base 36).
  */
-function writeRow (buf: Buffer, start: number, end: number, w: RespBulkWriter, bloom: BloomFilter, buckets: number, bucketPrefix: string, rowIndex: number): void {
+function writeRow (buf: Buffer, start: number, end: number, w: RespBulkWriter, bloom: BloomFilter, buckets: number, bucketPrefix: Buffer, rowIndex: number): void {
   const t1 = buf.indexOf(9, start)
   const t2 = t1 + 2
   const t3 = buf.indexOf(9, t2 + 1)
   const t4 = buf.indexOf(9, t3 + 1)
   const status = buf[t1 + 1]
   const source = readInt(buf, t2 + 1, t3)
+  const date = readInt(buf, t3 + 1, t4)
+  const seq = readInt(buf, t4 + 1, end)
   // Postgres is the truth, but a row written around our code (a manual UPDATE) could hold a source we do not know;
   // refuse the whole load rather than publish a state we cannot encode. No key in the message.
-  if (t1 === -1 || t4 === -1 || t4 > end || buf[t2] !== 9 || (status !== 79 && status !== 82) || !(source >= 0 && source < SOURCES.length)) {
+  if (t1 === -1 || t4 === -1 || t4 > end || buf[t2] !== 9 || (status !== 79 && status !== 82) ||
+      !(source >= 0 && source < SOURCES.length) || !(date >= 0) || !(seq >= 0)) {
     throw new Error(`consents row ${rowIndex + 1} of the snapshot has an unknown status or source; fix it in Postgres and run load again`)
   }
-  const value = (status === 82 ? 'R' : 'O') + source.toString(36) + readInt(buf, t3 + 1, t4).toString(36) + '.' + readInt(buf, t4 + 1, end).toString(36)
   hashBytes(buf, start, t1)
   bloom.add(keyHash[0]!, keyHash[1]!)
-  const bucket = String(bucketOf(buckets))
-  w.reserve(96 + bucketPrefix.length + (t1 - start) + value.length)
-  w.arrayHeader(4)
-  w.bulkString('HSET')
-  w.bulkHeader(bucketPrefix.length + bucket.length)
-  w.raw(bucketPrefix)
-  w.raw(bucket)
+  const bucket = bucketOf(buckets)
+  w.reserve(128 + bucketPrefix.length + (t1 - start))
+  w.bytes(HSET_HEAD)
+  w.bulkHeader(bucketPrefix.length + digitCount(bucket, 10))
+  w.bytes(bucketPrefix)
+  w.int(bucket)
   w.crlf()
   w.bulkBytes(buf, start, t1)
-  w.bulkString(value)
+  w.bulkHeader(2 + digitCount(source, 36) + digitCount(date, 36) + digitCount(seq, 36))
+  w.byte(status)
+  w.base36(source)
+  w.base36(date)
+  w.byte(46 /* . */)
+  w.base36(seq)
+  w.crlf()
   w.end()
 }
 

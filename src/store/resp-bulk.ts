@@ -65,43 +65,66 @@ export class RespBulkWriter {
 
   arrayHeader (n: number): void {
     this.out[this.pos++] = 42 /* * */
-    this.pos += this.out.write(String(n), this.pos, 'latin1')
+    this.int(n)
     this.crlf()
   }
 
   /** A bulk string of ASCII text. */
   bulkString (s: string): void {
-    this.out[this.pos++] = 36 /* $ */
-    this.pos += this.out.write(String(s.length), this.pos, 'latin1')
-    this.crlf()
+    this.bulkHeader(s.length)
     this.pos += this.out.write(s, this.pos, 'latin1')
     this.crlf()
   }
 
   /** A bulk string copied from bytes src[start, end). */
   bulkBytes (src: Uint8Array, start: number, end: number): void {
-    this.out[this.pos++] = 36
-    this.pos += this.out.write(String(end - start), this.pos, 'latin1')
-    this.crlf()
+    this.bulkHeader(end - start)
     this.out.set(src.subarray(start, end), this.pos)
     this.pos += end - start
     this.crlf()
   }
 
-  /** Raw bytes inside a bulk string being composed by the caller (see bulkHeader). */
-  raw (s: string): void {
-    this.pos += this.out.write(s, this.pos, 'latin1')
+  /** `$<length>\r\n`: the caller then writes exactly `length` bytes and a crlf(). */
+  bulkHeader (length: number): void {
+    this.out[this.pos++] = 36 /* $ */
+    this.int(length)
+    this.crlf()
   }
 
-  bulkHeader (length: number): void {
-    this.out[this.pos++] = 36
-    this.pos += this.out.write(String(length), this.pos, 'latin1')
-    this.crlf()
+  /** Pre-encoded bytes (a constant command head, a key prefix). */
+  bytes (b: Uint8Array): void {
+    this.out.set(b, this.pos)
+    this.pos += b.length
+  }
+
+  byte (c: number): void {
+    this.out[this.pos++] = c
+  }
+
+  /** A non-negative integer in decimal, without building a string. */
+  int (n: number): void {
+    this.digits(n, 10)
+  }
+
+  /** A non-negative integer in base 36 (lower case), as Number#toString(36) would write it. */
+  base36 (n: number): void {
+    this.digits(n, 36)
   }
 
   crlf (): void {
     this.out[this.pos++] = 13
     this.out[this.pos++] = 10
+  }
+
+  private digits (n: number, base: number): void {
+    const len = digitCount(n, base)
+    let p = this.pos + len
+    this.pos = p
+    do {
+      const d = n % base
+      this.out[--p] = d < 10 ? 48 + d : 87 + d
+      n = (n - d) / base
+    } while (n > 0)
   }
 
   /** Marks the end of one command; waits for Redis when too many are unanswered. */
@@ -171,4 +194,11 @@ export class RespBulkWriter {
     if (this.error === null) this.error = err
     if (this.waiter !== null) { const w = this.waiter; this.waiter = null; w() }
   }
+}
+
+/** How many digits `n` (a non-negative integer) has in `base`. */
+export function digitCount (n: number, base: number): number {
+  let len = 1
+  while (n >= base) { n = Math.floor(n / base); len++ }
+  return len
 }
