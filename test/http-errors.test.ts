@@ -88,14 +88,14 @@ describe('POST /v1/check: fields', () => {
     expect(item.location).toEqual(['brandCode'])
   })
 
-  it.each(['abc', -5, 1.5, 0, '0600001', '', null, true])('answers brandCode %j with 422 INVALID_BRAND_CODE', async (brandCode) => {
+  it.each(['abc', -5, 1.5, 0, '000', '', null, true])('answers brandCode %j with 422 INVALID_BRAND_CODE', async (brandCode) => {
     const item = errorOf(await post({ ...VALID, brandCode }), 422, 'INVALID_BRAND_CODE')
     expect(item.location).toEqual(['brandCode'])
     expect(item.value).toEqual(brandCode)
   })
 
-  it('accepts brandCode as a number or as a string of digits', async () => {
-    for (const brandCode of [600001, '600001']) {
+  it('accepts brandCode as a number or as a string of digits, zero-padded as İYS tokens write it', async () => {
+    for (const brandCode of [600001, '600001', '0600001']) {
       const a = await post({ ...VALID, brandCode })
       expect(a.status).toBe(200)
       expect(a.json.results[0].reason).toBe('CONSENT')

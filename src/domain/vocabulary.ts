@@ -37,12 +37,16 @@ export const isStatus = (v: unknown): v is ConsentStatus => typeof v === 'string
 export const isSource = (v: unknown): v is ConsentSource => typeof v === 'string' && sourceIndex.has(v)
 export const sourceToIndex = (s: ConsentSource): number => sourceIndex.get(s) as number
 
-/** Brand and service-provider codes are integers in İYS; we keep their canonical decimal text. */
-const CODE_RE = /^[1-9][0-9]{0,14}$/
+/**
+ * Brand and service-provider codes are integers in İYS (path parameters are `integer`), though tokens and files
+ * sometimes write them zero-padded ("000100"). We keep the canonical decimal text: "000100" and 100 are one brand.
+ */
+const CODE_RE = /^\d{1,15}$/
 export function canonicalCode (v: unknown): string | null {
   if (typeof v === 'number') return Number.isSafeInteger(v) && v > 0 ? String(v) : null
-  if (typeof v === 'string') return CODE_RE.test(v) ? v : null
-  return null
+  if (typeof v !== 'string' || !CODE_RE.test(v)) return null
+  const n = Number(v)
+  return n > 0 ? String(n) : null
 }
 
 /** The channel a recipient kind may use: phones for MESAJ/ARAMA, e-mail for EPOSTA. */
