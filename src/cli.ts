@@ -20,7 +20,8 @@ const USAGE = `usage: iys-gateway <command> [options]
 commands:
   serve                         run the gateway (embedded store unless REDIS_URL is set)
   migrate                       create or upgrade the Postgres schema (needs DATABASE_URL)
-  import FILE [--rejects FILE]  bulk-load a consent CSV into Postgres (needs DATABASE_URL)
+  import FILE [--rules iys|provider] [--rejects FILE] [--actor NAME]
+                                bulk-load a consent file into Postgres (needs DATABASE_URL)
   load                          rebuild the filter from Postgres into Redis and flip to it (DATABASE_URL, REDIS_URL)
   generate --rows N [--brands B] [--ret-share 0.2] [--seed S] [--out FILE]
                                 write a synthetic consent CSV (stdout unless --out)
@@ -56,18 +57,19 @@ export async function main (argv: string[]): Promise<number> {
         return 0
       }
       case 'import': {
-        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { rejects: { type: 'string' }, actor: { type: 'string' } } })
+        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { rejects: { type: 'string' }, actor: { type: 'string' }, rules: { type: 'string', default: 'iys' } } })
         if (positionals.length !== 1) throw new UsageError('import takes exactly one FILE')
+        if (values.rules !== 'iys' && values.rules !== 'provider') throw new UsageError('--rules must be iys or provider')
         const pool = createPool(need(config.databaseUrl, 'DATABASE_URL'), 1)
         try {
-          const r = await importConsents(pool, { file: positionals[0]!, rejectFile: values.rejects, actor: values.actor })
+          const r = await importConsents(pool, { file: positionals[0]!, rejectFile: values.rejects, actor: values.actor, rules: values.rules })
           process.stdout.write(JSON.stringify(r) + '\n')
           return 0
         } finally { await pool.end() }
       }
       case 'load': {
         parseArgs({ args: rest, options: {} })
-        const pool = createPool(need(config.databaseUrl, 'DATABASE_URL'), 1)
+        const pool = createPool(need(config.databaseUrl, 'DATABASE_URL'), 2) // the snapshot, and the replay of changes after it
         const redis = createRedis(need(config.redisUrl, 'REDIS_URL'), { timeoutMs: config.redisTimeoutMs, name: 'iys-load', failFast: false })
         try {
           await waitReady(redis, 10_000)

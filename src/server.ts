@@ -13,6 +13,8 @@ import { createApp, type Readiness } from './http/app.js'
 import { uWS, uwsNative } from './http/uws.js'
 import { Metrics } from './metrics.js'
 import { createRedis, waitReady } from './store/redis.js'
+import { createPool, type Pool } from './store/pg.js'
+import { ChangeApplier } from './filter/changes.js'
 
 export interface Gateway {
   readonly port: number
@@ -32,6 +34,8 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
 
   let redis: Redis | null = null
   let mirror: FilterMirror | null = null
+  let pool: Pool | null = null
+  let applier: ChangeApplier | null = null
   let getView: () => FilterView | null
   let readiness: () => Readiness
 
@@ -49,6 +53,13 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     // Serve the current version from the first request when Redis is there; start anyway (not ready) when not.
     await waitReady(redis, 5000).catch(err => { log.error({ err: (err as Error).message }, 'Redis is not reachable at start-up; retrying in the background') })
     await mirror.start()
+    if (config.databaseUrl !== null) {
+      // Changes committed in Postgres (API, push, pull, import) reach Redis and, through the change stream, every
+      // gateway's bloom. Every gateway with a database runs an applier: they are idempotent, so more is only redundancy.
+      pool = createPool(config.databaseUrl, 4)
+      applier = new ChangeApplier({ pool, redis, layout: layout(config.redisPrefix), log })
+      await applier.start()
+    }
     const m = mirror
     const r = redis
     getView = () => m.view
@@ -96,7 +107,9 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     version: () => getView()?.version ?? 0,
     async close () {
       uWS.us_listen_socket_close(listenSocket)
+      if (applier !== null) await applier.stop()
       if (mirror !== null) await mirror.stop()
+      if (pool !== null) await pool.end()
       if (redis !== null) redis.disconnect()
     }
   }

@@ -1,5 +1,5 @@
 // `iys-gateway import`: bad rows go to a reject file with their line numbers and İYS codes while every good row
-// is imported; per key the latest consentDate wins whatever the order of the rows or files.
+// is imported; İYS's rules apply row by row in consentDate order per key, whatever the order of the rows.
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -61,7 +61,8 @@ describe('import', () => {
     expect(res.code).toBe(0)
     const summary = JSON.parse(res.stdout.trim())
     const bad = ROWS.filter(r => r[1] !== null)
-    expect(summary).toMatchObject({ rows: ROWS.length, rejected: bad.length, valid: ROWS.length - bad.length, applied: 3, superseded: 1 })
+    // Both rows of +905321230001 apply: sorted by date, the older ONAY comes first and the newer RET changes it.
+    expect(summary).toMatchObject({ rows: ROWS.length, rejected: bad.length, valid: ROWS.length - bad.length, applied: 4, superseded: 0 })
 
     const rejects = readFileSync(summary.rejectFile, 'utf8').trim().split('\n')
     expect(rejects[0]).toBe('line,code,location,message')
@@ -79,7 +80,7 @@ describe('import', () => {
     ])
   })
 
-  it('keeps a stored record that is newer than the file and applies one that is older, with a ledger entry each', async () => {
+  it('refuses a row older than the stored record (H178, superseded) and applies a newer one, with a ledger entry each', async () => {
     const file = join(dir, 'second.csv')
     writeFileSync(file, [
       'iysCode,brandCode,recipient,recipientType,type,status,source,consentDate',
@@ -88,14 +89,55 @@ describe('import', () => {
     ].join('\n'))
     const res = await runCli(['import', file], env)
     expect(res.code).toBe(0)
-    expect(JSON.parse(res.stdout)).toMatchObject({ rows: 2, applied: 1, superseded: 1, rejected: 0, rejectFile: null })
-    expect(existsSync(file + '.rejects.csv')).toBe(false)
+    expect(JSON.parse(res.stdout)).toMatchObject({ rows: 2, applied: 1, superseded: 1, rejected: 1, rejectsByCode: { H178: 1 } })
+    expect(readFileSync(file + '.rejects.csv', 'utf8').trim().split('\n').slice(1).map(l => l.split(',').slice(0, 2).join(','))).toEqual(['2,H178'])
     const state = await pool.query("SELECT recipient, status FROM consents WHERE recipient IN ('+905321230001', 'mixed.case@example.com') ORDER BY recipient")
     expect(state.rows).toEqual([{ recipient: '+905321230001', status: 'RET' }, { recipient: 'mixed.case@example.com', status: 'RET' }])
     const history = await pool.query("SELECT status, via FROM consent_history WHERE recipient = 'mixed.case@example.com' ORDER BY seq")
     expect(history.rows).toEqual([{ status: 'ONAY', via: 'import' }, { status: 'RET', via: 'import' }])
     const seqs = await pool.query('SELECT c.seq = h.seq AS same FROM consents c JOIN consent_history h USING (seq)')
     expect(seqs.rows.every(r => r.same)).toBe(true)
+  })
+
+  it('with --rules provider applies H175 (first record RET) and H174 (same status) per key in date order, whatever the row order', async () => {
+    const file = join(dir, 'rules.csv')
+    const rows = [
+      // key A (no record yet): RET first is H175; then ONAY, ONAY again (H174), RET — written out of order
+      ['2024-03-01 00:00:00', 'RET', '+905321240001'], // 4th by date → applied
+      ['2024-01-01 00:00:00', 'RET', '+905321240001'], // 1st → H175
+      ['2024-02-15 00:00:00', 'ONAY', '+905321240001'], // 3rd → H174
+      ['2024-02-01 00:00:00', 'ONAY', '+905321240001'], // 2nd → applied
+      // key B: RET, RET — both H175 (no record ever)
+      ['2024-01-01 00:00:00', 'RET', '+905321240002'],
+      ['2024-01-02 00:00:00', 'RET', '+905321240002']
+    ]
+    writeFileSync(file, 'iysCode,brandCode,recipient,type,status,source,consentDate\n' +
+      rows.map(([d, st, r]) => `700001,600009,${r},MESAJ,${st},HS_WEB,${d}`).join('\n') + '\n')
+    const res = await runCli(['import', file, '--rules', 'provider'], env)
+    expect(res.code).toBe(0)
+    expect(JSON.parse(res.stdout)).toMatchObject({ rows: 6, applied: 2, rejected: 4, rejectsByCode: { H175: 3, H174: 1 } })
+    const rejects = readFileSync(file + '.rejects.csv', 'utf8').trim().split('\n').slice(1).map(l => l.split(',').slice(0, 2).join(','))
+    expect(rejects).toEqual(['3,H175', '4,H174', '6,H175', '7,H175'])
+    const history = await pool.query("SELECT status, to_char(consent_date AT TIME ZONE INTERVAL '+03:00', 'YYYY-MM-DD') AS d FROM consent_history WHERE brand_code = 600009 ORDER BY seq")
+    expect(history.rows).toEqual([{ status: 'ONAY', d: '2024-02-01' }, { status: 'RET', d: '2024-03-01' }])
+  })
+
+  it('with İYS rules (the default) keeps a RET that has no ONAY before it, and refuses only exact duplicates', async () => {
+    const file = join(dir, 'iys-rules.csv')
+    writeFileSync(file, 'iysCode,brandCode,recipient,type,status,source,consentDate\n' + [
+      '700001,600010,+905321250001,MESAJ,RET,IYS_KISAMESAJ,2024-01-01 00:00:00',
+      '700001,600010,+905321250001,MESAJ,RET,IYS_KISAMESAJ,2024-01-01 00:00:00', // the same record twice
+      '700001,600010,+905321250002,MESAJ,ONAY,HS_WEB,2024-01-01 00:00:00',
+      '700001,600010,+905321250002,MESAJ,ONAY,HS_MOBIL,2024-06-01 00:00:00' // renewed consent: applies
+    ].join('\n') + '\n')
+    const res = await runCli(['import', file], env)
+    expect(res.code).toBe(0)
+    expect(JSON.parse(res.stdout)).toMatchObject({ rows: 4, applied: 3, rejected: 1, rejectsByCode: { H174: 1 } })
+    const { rows } = await pool.query("SELECT recipient, status, source FROM consents WHERE brand_code = 600010 ORDER BY recipient")
+    expect(rows).toEqual([
+      { recipient: '+905321250001', status: 'RET', source: 'IYS_KISAMESAJ' },
+      { recipient: '+905321250002', status: 'ONAY', source: 'HS_MOBIL' }
+    ])
   })
 
   it('refuses a file whose header lacks a required column, importing nothing', async () => {

@@ -10,6 +10,8 @@
 const S0 = 0x47b6137b; const S1 = 0x44974d91; const S2 = 0x8824ad5b; const S3 = 0xa2b7289d
 const S4 = 0x705495c7; const S5 = 0x2df1424b; const S6 = 0x9efc4947; const S7 = 0x5c6bfb31
 
+const SALTS = [S0, S1, S2, S3, S4, S5, S6, S7]
+
 export const BLOCK_BYTES = 32
 const TWO_32 = 4294967296
 
@@ -97,5 +99,19 @@ export class BloomFilter {
       (w[o + 5]! & (1 << (Math.imul(h2, S5) >>> 27))) !== 0 &&
       (w[o + 6]! & (1 << (Math.imul(h2, S6) >>> 27))) !== 0 &&
       (w[o + 7]! & (1 << (Math.imul(h2, S7) >>> 27))) !== 0
+  }
+}
+
+/**
+ * The 8 bits BloomFilter#add sets for (h1, h2) in a filter of `blocks` blocks, as Redis SETBIT offsets into the
+ * serialised filter (bytes() layout: little-endian words; SETBIT counts from the most significant bit of a byte).
+ * This is how Redis's copy of a filter version follows changes without being downloaded.
+ */
+export function redisBitOffsets (blocks: number, h1: number, h2: number, out: number[]): void {
+  const o = ((h1 * blocks) / TWO_32) << 3
+  for (let i = 0; i < 8; i++) {
+    const bit = Math.imul(h2, SALTS[i]!) >>> 27
+    const byte = (o + i) * 4 + (bit >> 3)
+    out[i] = byte * 8 + (7 - (bit & 7))
   }
 }

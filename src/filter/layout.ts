@@ -3,6 +3,10 @@
 //
 //   {P}filter:current        string  N of the version gateways serve
 //   {P}filter:next           string  counter: INCR gives the next version number
+//   {P}filter:building       string  N+1 while `load` builds it: changes are applied to it as well as to N
+//   {P}applied               string  highest change seq applied to Redis (the change applier resumes after it)
+//   {P}changes               stream  one entry per applied change (field k = key text), trimmed to ~100k; gateways
+//                                    follow it to set bloom bits in their local mirrors
 //   {P}gw                    hash    gatewayId -> "N|unix ms": which version each live gateway serves
 //   {P}v{N}:meta             hash    buckets, blocks, count, seq (highest change seq in the snapshot), builtAt
 //   {P}v{N}:bloom            string  the bloom filter bits (little-endian 32-bit words)
@@ -12,7 +16,11 @@
 export interface Layout {
   readonly current: string
   readonly next: string
+  readonly building: string
+  readonly applied: string
+  readonly changes: string
   readonly gateways: string
+  readonly prefix: string
   meta (version: number): string
   bloom (version: number): string
   bucketPrefix (version: number): string
@@ -23,7 +31,11 @@ export function layout (prefix: string): Layout {
   return Object.freeze({
     current: prefix + 'filter:current',
     next: prefix + 'filter:next',
+    building: prefix + 'filter:building',
+    applied: prefix + 'applied',
+    changes: prefix + 'changes',
     gateways: prefix + 'gw',
+    prefix,
     meta: (v: number) => `${prefix}v${v}:meta`,
     bloom: (v: number) => `${prefix}v${v}:bloom`,
     bucketPrefix: (v: number) => `${prefix}v${v}:b:`,

@@ -20,6 +20,10 @@ export interface ConsentBatch {
   /** line number of each consent */
   lines: number[]
   rejects: Reject[]
+  /** İYS's transactionId per consent where the file carries one (İYS exports do), else null */
+  transactionIds: (string | null)[]
+  /** İYS's creationDate per consent (epoch seconds) where the file carries one, else null */
+  creationDates: (number | null)[]
   /** bytes of the file read so far (for progress) */
   bytesRead: number
 }
@@ -33,7 +37,7 @@ export async function * readConsentFile (path: string, nowSeconds: number): Asyn
   let columns: number[] | null = null
   const row: Record<string, string | undefined> = {}
   for await (const { lines, numbers } of readLineBatches(stream)) {
-    const batch: ConsentBatch = { consents: [], lines: [], rejects: [], bytesRead: stream.bytesRead }
+    const batch: ConsentBatch = { consents: [], lines: [], rejects: [], transactionIds: [], creationDates: [], bytesRead: stream.bytesRead }
     for (let i = 0; i < lines.length; i++) {
       const fields = splitCsvLine(lines[i]!)
       const line = numbers[i]!
@@ -50,7 +54,7 @@ export async function * readConsentFile (path: string, nowSeconds: number): Asyn
         row[CONSENT_COLUMNS[c]!] = idx === -1 ? undefined : fields[idx]
       }
       const v = validateConsent(row, nowSeconds)
-      if (isValidConsent(v)) { batch.consents.push(v); batch.lines.push(line) } else batch.rejects.push({ line, error: v })
+      if (isValidConsent(v)) { batch.consents.push(v); batch.lines.push(line); batch.transactionIds.push(null); batch.creationDates.push(null) } else batch.rejects.push({ line, error: v })
     }
     yield batch
   }

@@ -1,15 +1,28 @@
-// `iys-gateway import FILE`: bulk-loads consents into Postgres. Rows are validated and normalised in Node, streamed
-// into a temporary staging table with COPY, then merged in one statement: per key the latest consentDate wins
-// (on a tie the later line), a stored record that is newer is kept, and every applied change gets a seq and an
-// evidence-ledger row. Invalid rows go to a reject file with their line numbers; the good rows still count.
+// `iys-gateway import FILE`: bulk-loads consents into Postgres.
+//
+// Rows are validated and normalised in Node and streamed with COPY into a temporary staging table (invalid rows
+// too, carrying their error). Then, under the consent write lock, one set-based pass judges every row per key in
+// consentDate order (ties: file order), whatever the order of the rows in the file, with the rules of
+// domain/rules.ts for the chosen authority:
+//   'iys' (default): the file holds İYS's records (an export, a migration): a RET is a fact even without an ONAY
+//         before it. A row older than the stored record is H178 ("superseded"); a row equal in date and status
+//         to the record before it is a duplicate (H174). Everything else applies.
+//   'provider': İYS's checks for a provider's own writes, as our API applies them: H178 older than stored,
+//         H175 a RET before the key has any record, H174 the same status as the record before it.
+// Every accepted row becomes a change with its own seq in the evidence ledger; the last one per key is the current
+// state. The reject file lists every refused row in line order with its code. The good rows still count.
 
 import { createWriteStream, statSync } from 'node:fs'
 import { once } from 'node:events'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import copyStreams from 'pg-copy-streams'
+import { ERRORS, type ErrorCode } from '../domain/errors.js'
+import type { Authority } from '../domain/rules.js'
+import { CONSENT_WRITE_LOCK } from '../store/migrate.js'
+import { CHANGES_CHANNEL } from '../store/consent-store.js'
 import type { Pool } from '../store/pg.js'
-import { readConsentFile, type Reject } from './consent-file.js'
+import { readConsentFile } from './consent-file.js'
 import { Progress } from './progress.js'
 
 export interface ImportOptions {
@@ -17,110 +30,182 @@ export interface ImportOptions {
   rejectFile?: string
   actor?: string
   progress?: boolean
+  /** Which rules judge the rows: see the header. Default 'iys'. */
+  rules?: Authority
 }
 
 export interface ImportResult {
   /** rows read (header excluded) */
   rows: number
-  /** valid rows staged */
+  /** rows that passed field validation */
   valid: number
+  /** rows refused, by field validation or by a rule */
   rejected: number
-  /** changes applied to the current state (and written to the ledger) */
+  /** changes applied (each is a ledger entry with its own seq) */
   applied: number
-  /** valid rows that lost to a newer record for the same key, in the file or already stored */
+  /** rows older than the record already stored (H178): they lost to a newer record */
   superseded: number
+  /** refused rows per error code */
+  rejectsByCode: Record<string, number>
   rejectFile: string | null
+  /** highest seq assigned (0 when nothing was applied) */
+  lastSeq: number
 }
 
-// COPY text format escapes: none of our fields can contain tab, newline or backslash after validation (codes are
-// digits, enums are fixed, recipients are E.164 or ASCII e-mail without those characters).
+// COPY text format: no field can contain tab, newline or backslash after validation (codes are digits, enums are
+// fixed, recipients are E.164 or ASCII e-mail, transaction ids are checked); a reject's message is escaped below.
 const STAGING = `CREATE TEMP TABLE import_staging (
   line bigint, brand_code bigint, type text, recipient_type text, recipient text,
-  iys_code bigint, status text, source text, consent_epoch bigint
+  iys_code bigint, status text, source text, consent_epoch bigint, transaction_id text, creation_epoch bigint,
+  code text, location text, message text
 ) ON COMMIT DROP`
 
-const MERGE = `
-WITH latest AS (
-  SELECT DISTINCT ON (brand_code, type, recipient_type, recipient) *
-  FROM import_staging
-  ORDER BY brand_code, type, recipient_type, recipient, consent_epoch DESC, line DESC
-), applied AS (
-  INSERT INTO consents AS c (brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, seq)
-  SELECT brand_code, type, recipient_type, recipient, iys_code, status, source, to_timestamp(consent_epoch), nextval('consent_seq')
-  FROM latest
-  ON CONFLICT (brand_code, type, recipient_type, recipient) DO UPDATE
-    SET iys_code = EXCLUDED.iys_code, status = EXCLUDED.status, source = EXCLUDED.source,
-        consent_date = EXCLUDED.consent_date, seq = EXCLUDED.seq, transaction_id = NULL, updated_at = now()
-    WHERE c.consent_date < EXCLUDED.consent_date
-  RETURNING c.*
+// Rules per key in (consentDate, line) order; see the header. `prev` is the status of the row before (the stored
+// one for the first row): while a key has a record, the state before a row is always the previous row's status
+// (an accepted row set it, a refused H174 row equalled it). $1 is the authority.
+const JUDGE = `
+CREATE TEMP TABLE import_judged ON COMMIT DROP AS
+WITH s AS (
+  SELECT st.*, c.status AS stored_status, extract(epoch FROM c.consent_date)::bigint AS stored_epoch
+  FROM import_staging st
+  LEFT JOIN consents c USING (brand_code, type, recipient_type, recipient)
+  WHERE st.code IS NULL
+), w AS (
+  SELECT s.*,
+         coalesce(lag(status) OVER k, stored_status) AS prev,
+         coalesce(lag(consent_epoch) OVER k, stored_epoch) AS prev_epoch,
+         stored_status IS NOT NULL OR coalesce(bool_or(status = 'ONAY') OVER (k ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS has_prev
+  FROM s
+  WHERE stored_epoch IS NULL OR consent_epoch >= stored_epoch
+  WINDOW k AS (PARTITION BY brand_code, type, recipient_type, recipient ORDER BY consent_epoch, line)
+)
+SELECT w.*,
+       CASE WHEN $1 = 'iys' THEN CASE WHEN status = prev AND consent_epoch = prev_epoch THEN 'H174' END
+            ELSE CASE WHEN NOT has_prev AND status = 'RET' THEN 'H175' WHEN has_prev AND status = prev THEN 'H174' END
+       END AS verdict
+FROM w`
+
+const MARK_REJECTS = `
+UPDATE import_staging st SET code = j.verdict FROM import_judged j WHERE j.line = st.line AND j.verdict IS NOT NULL;
+UPDATE import_staging st SET code = 'H178'
+FROM consents c
+WHERE st.code IS NULL AND c.brand_code = st.brand_code AND c.type = st.type AND c.recipient_type = st.recipient_type
+  AND c.recipient = st.recipient AND st.consent_epoch < extract(epoch FROM c.consent_date)::bigint`
+
+// Accepted rows get consecutive seqs from a block reserved under the write lock, in per-key order.
+const APPLY = `
+WITH acc AS (
+  SELECT j.*, $1::bigint - 1 + row_number() OVER (ORDER BY brand_code, type, recipient_type, recipient, consent_epoch, line) AS seq
+  FROM import_judged j WHERE verdict IS NULL
 ), ledger AS (
-  INSERT INTO consent_history (seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, via, actor)
-  SELECT seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, 'import', $1 FROM applied
+  INSERT INTO consent_history (seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date,
+                               transaction_id, via, actor, creation_date)
+  SELECT seq, brand_code, type, recipient_type, recipient, iys_code, status, source, to_timestamp(consent_epoch),
+         coalesce(transaction_id, md5(random()::text || seq::text) || md5(seq::text || clock_timestamp()::text)),
+         'import', $2, to_timestamp(coalesce(creation_epoch, extract(epoch FROM now())::bigint))
+  FROM acc
+  RETURNING seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, transaction_id, creation_date
+), upsert AS (
+  INSERT INTO consents AS c (brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, seq, transaction_id, creation_date)
+  SELECT DISTINCT ON (brand_code, type, recipient_type, recipient)
+         brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, seq, transaction_id, creation_date
+  FROM ledger ORDER BY brand_code, type, recipient_type, recipient, seq DESC
+  ON CONFLICT (brand_code, type, recipient_type, recipient) DO UPDATE
+    SET iys_code = EXCLUDED.iys_code, status = EXCLUDED.status, source = EXCLUDED.source, consent_date = EXCLUDED.consent_date,
+        seq = EXCLUDED.seq, transaction_id = EXCLUDED.transaction_id, creation_date = EXCLUDED.creation_date, updated_at = now()
   RETURNING 1
 )
-SELECT count(*)::bigint AS applied FROM ledger`
+SELECT (SELECT count(*) FROM ledger)::bigint AS applied`
+
+const escapeCopy = (s: string): string => s.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n')
 
 export async function importConsents (pool: Pool, opts: ImportOptions): Promise<ImportResult> {
   const totalBytes = statSync(opts.file).size
   const progress = opts.progress === false ? null : new Progress({ label: 'import', totalBytes })
   const rejectPath = opts.rejectFile ?? opts.file + '.rejects.csv'
-  let rejectOut: ReturnType<typeof createWriteStream> | null = null
   let rows = 0
-  let valid = 0
-  let rejected = 0
-
-  const writeRejects = async (rejects: Reject[]): Promise<void> => {
-    if (rejectOut === null) {
-      rejectOut = createWriteStream(rejectPath)
-      rejectOut.write('line,code,location,message\n')
-    }
-    let text = ''
-    for (const r of rejects) {
-      text += `${r.line},${r.error.code},${r.error.location?.join('.') ?? ''},"${r.error.message.replace(/"/g, '""')}"\n`
-    }
-    if (!rejectOut.write(text)) await once(rejectOut, 'drain')
-  }
+  let invalid = 0
 
   const nowSeconds = Math.floor(Date.now() / 1000)
   async function * tsv (): AsyncGenerator<string> {
     for await (const batch of readConsentFile(opts.file, nowSeconds)) {
       rows += batch.consents.length + batch.rejects.length
-      rejected += batch.rejects.length
-      valid += batch.consents.length
-      if (batch.rejects.length > 0) await writeRejects(batch.rejects)
+      invalid += batch.rejects.length
       let out = ''
       const cs = batch.consents
       for (let i = 0; i < cs.length; i++) {
         const c = cs[i]!
-        out += `${batch.lines[i]}\t${c.brandCode}\t${c.type}\t${c.recipientType}\t${c.recipient}\t${c.iysCode}\t${c.status}\t${c.source}\t${c.consentDate}\n`
+        const tx = batch.transactionIds[i] ?? '\\N'
+        const cd = batch.creationDates[i] ?? '\\N'
+        out += `${batch.lines[i]}\t${c.brandCode}\t${c.type}\t${c.recipientType}\t${c.recipient}\t${c.iysCode}\t${c.status}\t${c.source}\t${c.consentDate}\t${tx}\t${cd}\t\\N\t\\N\t\\N\n`
       }
-      progress?.update(rows, batch.bytesRead, rejected)
+      for (const r of batch.rejects) {
+        out += `${r.line}\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t${r.error.code}\t${escapeCopy(r.error.location?.join('.') ?? '')}\t${escapeCopy(r.error.message)}\n`
+      }
+      progress?.update(rows, batch.bytesRead, invalid)
       if (out.length > 0) yield out
     }
   }
 
   const client = await pool.connect()
   let applied = 0
+  let lastSeq = 0
+  const rejectsByCode: Record<string, number> = {}
+  let rejected = 0
   try {
     await client.query('BEGIN')
+    await client.query('SET LOCAL work_mem = \'256MB\'')
     await client.query(STAGING)
     await pipeline(Readable.from(tsv()), client.query(copyStreams.from('COPY import_staging FROM STDIN')))
-    progress?.setPhase('merging into consents')
-    const res = await client.query<{ applied: string }>(MERGE, [opts.actor ?? null])
-    applied = Number(res.rows[0]!.applied)
+    progress?.setPhase('applying İYS rules')
+    await client.query('ANALYZE import_staging')
+    // From here on this transaction assigns seqs: hold the write lock so that seq order is commit order.
+    await client.query('SELECT pg_advisory_xact_lock($1)', [CONSENT_WRITE_LOCK])
+    await client.query(JUDGE, [opts.rules ?? 'iys'])
+    await client.query(MARK_REJECTS)
+    const count = await client.query<{ n: string }>('SELECT count(*) AS n FROM import_judged WHERE verdict IS NULL')
+    const accepted = Number(count.rows[0]!.n)
+    if (accepted > 0) {
+      const base = Number((await client.query<{ v: string }>('SELECT nextval(\'consent_seq\') AS v')).rows[0]!.v)
+      await client.query('SELECT setval(\'consent_seq\', $1)', [base + accepted - 1])
+      const res = await client.query<{ applied: string }>(APPLY, [base, opts.actor ?? null])
+      applied = Number(res.rows[0]!.applied)
+      lastSeq = base + accepted - 1
+      await client.query(`SELECT pg_notify('${CHANGES_CHANNEL}', $1)`, [String(lastSeq)])
+    }
+    const byCode = await client.query<{ code: string, n: string }>('SELECT code, count(*) AS n FROM import_staging WHERE code IS NOT NULL GROUP BY code')
+    for (const r of byCode.rows) { rejectsByCode[r.code] = Number(r.n); rejected += Number(r.n) }
+    if (rejected > 0) await writeRejectFile(client, rejectPath)
     await client.query('COMMIT')
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {})
     throw err
   } finally {
     client.release()
-    if (rejectOut !== null) {
-      const out: ReturnType<typeof createWriteStream> = rejectOut
-      out.end()
-      await once(out, 'close')
-    }
   }
-  const result: ImportResult = { rows, valid, rejected, applied, superseded: valid - applied, rejectFile: rejected > 0 ? rejectPath : null }
-  progress?.done(`${applied} applied, ${result.superseded} superseded, ${rejected} rejected${rejected > 0 ? ` (see ${rejectPath})` : ''}`)
+  const superseded = rejectsByCode.H178 ?? 0
+  const result: ImportResult = { rows, valid: rows - invalid, rejected, applied, superseded, rejectsByCode, rejectFile: rejected > 0 ? rejectPath : null, lastSeq }
+  progress?.done(`${applied} applied, ${superseded} superseded, ${rejected} rejected${rejected > 0 ? ` (see ${rejectPath})` : ''}`)
   return result
+}
+
+/** Every refused row, in line order: `line,code,location,message`. Recipients are never written to it. */
+async function writeRejectFile (client: import('../store/pg.js').PoolClient, path: string): Promise<void> {
+  const out = createWriteStream(path)
+  out.write('line,code,location,message\n')
+  const copy = client.query(copyStreams.to(`COPY (SELECT line, code, coalesce(location, ''), message FROM import_staging WHERE code IS NOT NULL ORDER BY line) TO STDOUT`))
+  let rest = ''
+  for await (const chunk of copy as AsyncIterable<Buffer>) {
+    const lines = (rest + chunk.toString('utf8')).split('\n')
+    rest = lines.pop()!
+    let text = ''
+    for (const l of lines) {
+      const [line, code, location, message] = l.split('\t') as [string, string, string, string]
+      const msg = message === '\\N' ? ERRORS[code as ErrorCode]?.message ?? code : message.replace(/\\t/g, '\t').replace(/\\n/g, ' ').replace(/\\\\/g, '\\')
+      text += `${line},${code},${location},"${msg.replace(/"/g, '""')}"\n`
+    }
+    if (!out.write(text)) await once(out, 'drain')
+  }
+  out.end()
+  await once(out, 'close')
 }

@@ -8,6 +8,7 @@ import copyStreams from 'pg-copy-streams'
 import { SOURCES } from '../domain/vocabulary.js'
 import { BloomFilter } from '../filter/bloom.js'
 import { bucketOf, hashBytes, keyHash } from '../filter/key.js'
+import { ChangeApplier } from '../filter/changes.js'
 import { GROWTH_HEADROOM, KEYS_PER_BUCKET, type Layout } from '../filter/layout.js'
 import type { Pool } from '../store/pg.js'
 import { unlinkPattern } from '../store/redis.js'
@@ -52,12 +53,16 @@ const COPY_SQL = `COPY (
   FROM consents
 ) TO STDOUT`
 
-// Flip the pointer only if the new version is complete: its meta hash exists.
-// KEYS[1] = current pointer, KEYS[2] = meta of the new version; ARGV[1] = new version. Returns the old version or false.
+// Flip the pointer only if the new version is complete, stop building it, and raise the applied watermark to the
+// snapshot (everything up to it is in the version).
+// KEYS[1] current pointer, KEYS[2] meta of the new version, KEYS[3] building pointer, KEYS[4] applied watermark
+// ARGV[1] new version, ARGV[2] snapshot seq. Returns the previous version or false.
 const FLIP_LUA = `
-if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('new version has no meta') end
+if redis.call('HGET', KEYS[2], 'complete') ~= '1' then return redis.error_reply('new version is not complete') end
 local old = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1])
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[2]) then redis.call('SET', KEYS[4], ARGV[2]) end
 return old`
 
 export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
@@ -79,6 +84,10 @@ export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
     const buckets = Math.max(1, Math.ceil(capacity / KEYS_PER_BUCKET))
     const bucketPrefix = Buffer.from(layout.bucketPrefix(version), 'latin1')
     log.info({ version, rows: n, buckets, bloomBytes: bloom.buffer.byteLength }, 'building filter version')
+    // Announce the version being built (its shape first): from now on the change applier writes every change to
+    // it as well as to the current version, so nothing committed during the build is missing after the flip.
+    await redis.hset(layout.meta(version), { buckets, blocks: bloom.blocks, capacity })
+    await redis.set(layout.building, String(version))
 
     const writer = await RespBulkWriter.connect(opts.redisUrl)
     try {
@@ -105,10 +114,16 @@ export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
     }
 
     await redis.set(layout.bloom(version), Buffer.from(bloom.buffer as ArrayBuffer))
-    await redis.hset(layout.meta(version), {
-      buckets, blocks: bloom.blocks, count: rows, seq, capacity, builtAt: new Date().toISOString()
-    })
-    const old = await redis.eval(FLIP_LUA, 2, layout.current, layout.meta(version), String(version)) as string | null
+    // Changes committed after the snapshot: the bulk write above may have overwritten the applier's newer states
+    // with the snapshot's, and the SET the applier's bloom bits. Replaying them by seq (Lua keeps the newest) fixes both.
+    progress?.setPhase('replaying changes since the snapshot')
+    const applier = new ChangeApplier({ pool, redis, layout, log })
+    for (let from = seq, next = -1; next !== from;) {
+      if (next !== -1) from = next
+      next = await applier.applyFrom(from)
+    }
+    await redis.hset(layout.meta(version), { count: rows, seq, builtAt: new Date().toISOString(), complete: 1 })
+    const old = await redis.eval(FLIP_LUA, 4, layout.current, layout.meta(version), layout.building, layout.applied, String(version), String(seq)) as string | null
     const previous = old === null ? null : Number(old)
     progress?.done(`version ${version} is current`)
     log.info({ version, previous, rows, seq }, 'flipped to new filter version')
@@ -123,7 +138,10 @@ export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
     await client.query('ROLLBACK').catch(() => {})
     // Nothing points at the new version unless the flip ran, and the flip is the last step that can fail.
     const cur = await redis.get(layout.current).catch(() => null)
-    if (cur !== String(version)) await unlinkPattern(redis, layout.versionPattern(version)).catch(() => 0)
+    if (cur !== String(version)) {
+      await redis.eval(UNBUILD_LUA, 1, layout.building, String(version)).catch(() => 0)
+      await unlinkPattern(redis, layout.versionPattern(version)).catch(() => 0)
+    }
     throw err
   } finally {
     client.release()
@@ -153,6 +171,9 @@ async function waitForGateways (redis: Redis, layout: Layout, version: number, t
     await new Promise(resolve => setTimeout(resolve, 100))
   }
 }
+
+// KEYS[1] building pointer; ARGV[1] the failed version: stop announcing it (if nobody started another since).
+const UNBUILD_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1`
 
 const HSET_HEAD = Buffer.from('*4\r\n$4\r\nHSET\r\n', 'latin1')
 

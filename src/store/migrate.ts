@@ -41,8 +41,51 @@ const MIGRATIONS: readonly string[] = [
     received_at     timestamptz NOT NULL DEFAULT now()
   );
   CREATE INDEX consent_history_key_idx ON consent_history (brand_code, type, recipient_type, recipient, seq);
+  `,
+  // 2: İYS-shaped writes: creation dates, asynchronous requests, the push inbox, pull cursors.
+  `
+  ALTER TABLE consent_history ADD COLUMN creation_date timestamptz;
+  ALTER TABLE consents ADD COLUMN creation_date timestamptz;
+
+  -- POST .../consents/request: accepted at once, processed in the background, answered by GET .../request/{id}.
+  CREATE TABLE consent_requests (
+    request_id   text        PRIMARY KEY,
+    iys_code     bigint      NOT NULL,
+    brand_code   bigint      NOT NULL,
+    actor        text,
+    items        jsonb       NOT NULL,
+    results      jsonb,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    done_at      timestamptz
+  );
+  CREATE INDEX consent_requests_pending_idx ON consent_requests (created_at) WHERE done_at IS NULL;
+
+  -- İYS push notifications are stored here before they are answered, then applied: nothing accepted is lost.
+  CREATE TABLE iys_push_inbox (
+    id           bigserial   PRIMARY KEY,
+    received_at  timestamptz NOT NULL DEFAULT now(),
+    payload      jsonb       NOT NULL,
+    processed_at timestamptz,
+    outcome      jsonb
+  );
+  CREATE INDEX iys_push_inbox_pending_idx ON iys_push_inbox (id) WHERE processed_at IS NULL;
+
+  -- Where \`sync-iys\` stopped, per (iysCode, brandCode): the İYS \`after\` token.
+  CREATE TABLE iys_sync_cursors (
+    iys_code     bigint      NOT NULL,
+    brand_code   bigint      NOT NULL,
+    after_token  text,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (iys_code, brand_code)
+  );
   `
 ]
+
+/**
+ * Every transaction that assigns change sequence numbers takes this lock first, so seq order is commit order.
+ * The change applier (filter/changes.ts) relies on it: once it has seen seq N, no smaller seq can commit later.
+ */
+export const CONSENT_WRITE_LOCK = 0x1f5a7e02
 
 const LOCK_ID = 0x1f5a7e01 // advisory lock: one migrator at a time
 

@@ -1,0 +1,201 @@
+// The change applier: follows the evidence ledger in Postgres by seq and applies every change to Redis — the exact
+// state in the current filter version (and in the version `load` is building), that version's bloom bits, the
+// `applied` watermark and the change stream gateways follow. It wakes on NOTIFY and also polls, so a change whose
+// NOTIFY was missed, or that was committed while Redis was down, is applied when the next pass runs.
+//
+// Correctness rests on two things: seq order is commit order (every seq-assigning transaction holds
+// CONSENT_WRITE_LOCK), so reading `seq > applied` never skips a change; and the Lua script only writes a state
+// whose seq is newer than the stored one, so any number of appliers, replays and retries are harmless.
+
+import type { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import { SOURCES } from '../domain/vocabulary.js'
+import type { Pool, PoolClient } from '../store/pg.js'
+import { CHANGES_CHANNEL } from '../store/consent-store.js'
+import { redisBitOffsets } from './bloom.js'
+import { bucketOf, hashText, keyHash } from './key.js'
+import type { Layout } from './layout.js'
+import { encodeState } from './state.js'
+
+const BATCH = 2000
+const STREAM_MAXLEN = 100_000
+
+// KEYS[1] current pointer, KEYS[2] building pointer, KEYS[3] applied watermark, KEYS[4] change stream
+// ARGV[1] current version the caller computed for or "0", ARGV[2] building version or "0", ARGV[3] key prefix,
+// ARGV[4] number of changes, ARGV[5] stream max length, then per change: seq, field, value, and for each version
+//   (current first, then building; only those that exist): bucket, 8 bloom bit offsets
+// Returns the number of states written, or -1 when the pointers moved (recompute and retry), or -2 when there is
+// no version at all (nothing to apply to until `load` runs; the changes wait in Postgres).
+const APPLY_LUA = `
+local cur = redis.call('GET', KEYS[1]) or '0'
+local bld = redis.call('GET', KEYS[2]) or '0'
+if cur ~= ARGV[1] or bld ~= ARGV[2] then return -1 end
+if cur == '0' and bld == '0' then return -2 end
+local prefix = ARGV[3]
+local versions = {}
+if cur ~= '0' then versions[#versions + 1] = cur end
+if bld ~= '0' and bld ~= cur then versions[#versions + 1] = bld end
+local n = tonumber(ARGV[4])
+local i = 6
+local written = 0
+local maxseq = tonumber(redis.call('GET', KEYS[3]) or '0')
+for c = 1, n do
+  local seq = tonumber(ARGV[i]); local field = ARGV[i + 1]; local value = ARGV[i + 2]
+  i = i + 3
+  for _, v in ipairs(versions) do
+    local bucket = prefix .. 'v' .. v .. ':b:' .. ARGV[i]
+    local old = redis.call('HGET', bucket, field)
+    local oldseq = -1
+    if old then oldseq = tonumber(string.match(old, '%.(%w+)$'), 36) end
+    if oldseq < seq then
+      redis.call('HSET', bucket, field, value)
+      written = written + 1
+    end
+    local bloom = prefix .. 'v' .. v .. ':bloom'
+    for b = 1, 8 do redis.call('SETBIT', bloom, ARGV[i + b], 1) end
+    i = i + 9
+  end
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'k', field, 's', seq)
+  if seq > maxseq then maxseq = seq end
+end
+redis.call('SET', KEYS[3], maxseq)
+return written`
+
+interface VersionGeometry { buckets: number, blocks: number }
+interface ChangeRow { k: string, s: string, src: number, d: string, seq: string }
+
+export interface ApplierOptions {
+  pool: Pool
+  redis: Redis
+  layout: Layout
+  log: Logger
+  /** Backstop poll interval (ms) in case a NOTIFY is missed. */
+  pollMs?: number
+}
+
+export class ChangeApplier {
+  private readonly opts: ApplierOptions
+  private readonly geometry = new Map<number, VersionGeometry>()
+  private listener: PoolClient | null = null
+  private timer: NodeJS.Timeout | null = null
+  private running: Promise<void> | null = null
+  private again = false
+  private stopped = false
+  private lastProblem = ''
+  /** Highest seq this applier has seen applied (for readiness and tests). */
+  appliedSeq = 0
+
+  constructor (opts: ApplierOptions) {
+    this.opts = opts
+  }
+
+  async start (): Promise<void> {
+    try {
+      this.listener = await this.opts.pool.connect()
+      this.listener.on('notification', () => { this.kick() })
+      this.listener.on('error', () => { this.listener = null }) // the poll keeps working; reconnect on next start
+      await this.listener.query(`LISTEN ${CHANGES_CHANNEL}`)
+    } catch (err) {
+      this.opts.log.warn({ err: (err as Error).message }, 'change applier cannot LISTEN; falling back to polling')
+    }
+    const tick = (): void => {
+      if (this.stopped) return
+      this.kick()
+      this.timer = setTimeout(tick, this.opts.pollMs ?? 1000)
+      this.timer.unref()
+    }
+    tick()
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    if (this.timer !== null) clearTimeout(this.timer)
+    if (this.running !== null) await this.running.catch(() => {})
+    if (this.listener !== null) {
+      await this.listener.query(`UNLISTEN ${CHANGES_CHANNEL}`).catch(() => {})
+      this.listener.release()
+      this.listener = null
+    }
+  }
+
+  /** Runs a pass now, or right after the one in progress. */
+  kick (): void {
+    if (this.running !== null) { this.again = true; return }
+    this.running = this.catchUp().catch((err: Error) => {
+      if (err.message !== this.lastProblem) this.opts.log.warn({ err: err.message }, 'change applier: pass failed; will retry')
+      this.lastProblem = err.message
+    }).finally(() => {
+      this.running = null
+      if (this.again && !this.stopped) { this.again = false; this.kick() }
+    })
+  }
+
+  /** Applies every change after Redis's watermark. Resolves when Redis has caught up with Postgres. */
+  async catchUp (): Promise<void> {
+    let from = Number(await this.opts.redis.get(this.opts.layout.applied) ?? '0')
+    while (true) {
+      const next = await this.applyFrom(from)
+      if (next === from) return
+      from = next
+    }
+  }
+
+  /** Applies one batch of changes with seq > from; returns the highest seq applied (`from` when none). */
+  async applyFrom (from: number): Promise<number> {
+    const { rows } = await this.opts.pool.query<ChangeRow>(
+      `SELECT brand_code::text
+              || CASE type WHEN 'MESAJ' THEN 'M' WHEN 'ARAMA' THEN 'A' ELSE 'E' END
+              || CASE recipient_type WHEN 'BIREYSEL' THEN 'B' ELSE 'T' END
+              || recipient AS k,
+              status AS s, array_position($2::text[], source) - 1 AS src,
+              extract(epoch FROM consent_date)::bigint AS d, seq
+       FROM consent_history WHERE seq > $1 ORDER BY seq LIMIT ${BATCH}`, [from, SOURCES])
+    if (rows.length === 0) return from
+    for (let attempt = 0; ; attempt++) {
+      if (await this.applyRows(rows) !== -1) break
+      if (attempt > 20) throw new Error('filter version pointers keep moving; giving up this pass')
+    }
+    const last = Number(rows[rows.length - 1]!.seq)
+    this.appliedSeq = Math.max(this.appliedSeq, last)
+    this.lastProblem = ''
+    return last
+  }
+
+  private async applyRows (rows: ChangeRow[]): Promise<number> {
+    const { redis, layout } = this.opts
+    const [cur, bld] = await redis.mget(layout.current, layout.building)
+    if (cur === null && bld === null) throw new Error('no filter version in Redis yet: changes wait in Postgres until `iys-gateway load` runs')
+    const versions: VersionGeometry[] = []
+    if (cur !== null) versions.push(await this.geometryOf(Number(cur)))
+    if (bld !== null && bld !== cur) versions.push(await this.geometryOf(Number(bld)))
+    const argv: (string | number)[] = [cur ?? '0', bld ?? '0', layout.prefix, rows.length, STREAM_MAXLEN]
+    const offsets = new Array<number>(8)
+    for (const row of rows) {
+      const seq = Number(row.seq)
+      argv.push(seq, row.k, encodeState(row.s === 'RET' ? 'RET' : 'ONAY', row.src, Number(row.d), seq))
+      hashText(row.k)
+      const h1 = keyHash[0]!; const h2 = keyHash[1]!
+      for (const g of versions) {
+        argv.push(bucketOf(g.buckets))
+        redisBitOffsets(g.blocks, h1, h2, offsets)
+        argv.push(...offsets)
+      }
+    }
+    const result = await redis.eval(APPLY_LUA, 4, layout.current, layout.building, layout.applied, layout.changes, ...argv) as number
+    if (result === -2) throw new Error('no filter version in Redis: changes wait in Postgres until `iys-gateway load` runs')
+    return result
+  }
+
+  /** Bucket count and bloom size of a version (from its meta; cached, versions never change shape). */
+  private async geometryOf (version: number): Promise<VersionGeometry> {
+    const cached = this.geometry.get(version)
+    if (cached !== undefined) return cached
+    const meta = await this.opts.redis.hgetall(this.opts.layout.meta(version))
+    const buckets = Number(meta.buckets)
+    const blocks = Number(meta.blocks)
+    if (!(buckets > 0 && blocks > 0)) throw new Error(`filter version ${version} has no meta yet`)
+    const g = { buckets, blocks }
+    this.geometry.set(version, g)
+    return g
+  }
+}
