@@ -20,6 +20,12 @@ export interface Config {
   readonly upstreams: Readonly<{ MESAJ: string | null, EPOSTA: string | null, ARAMA: string | null }>
   readonly iysPushUser: string | null
   readonly iysPushPassword: string | null
+  /** İYS API for `sync-iys`: base URL, credentials, the service provider and the brands to follow. */
+  readonly iys: Readonly<{ apiUrl: string, username: string | null, password: string | null, iysCode: string | null, brandCodes: readonly string[], pollMs: number }>
+  /** Evidence ledger retention: a change is kept this many days after a later change replaced it. */
+  readonly historyRetentionDays: number
+  /** How often the retention job runs (ms); 0 disables it in this process. */
+  readonly retentionIntervalMs: number
 }
 
 export class ConfigError extends Error {
@@ -35,11 +41,12 @@ export const KNOWN_VARIABLES = [
   'HOST', 'PORT', 'REDIS_URL', 'REDIS_PREFIX', 'REDIS_CLUSTER_NODES', 'REDIS_TIMEOUT_MS', 'DATABASE_URL', 'LOG_LEVEL',
   'MAX_BODY_BYTES', 'BLOOM_FPR', 'FILTER_POLL_MS', 'TACIR_ALLOW_WITHOUT_RECORD', 'STORE_FAILURE_MODE',
   'EMBEDDED_SEED_FILE', 'UPSTREAM_MESAJ_URL', 'UPSTREAM_EPOSTA_URL', 'UPSTREAM_ARAMA_URL', 'IYS_PUSH_USER',
-  'IYS_PUSH_PASSWORD'
+  'IYS_PUSH_PASSWORD', 'IYS_API_URL', 'IYS_USERNAME', 'IYS_PASSWORD', 'IYS_CODE', 'IYS_BRAND_CODES', 'IYS_SYNC_INTERVAL_MS',
+  'HISTORY_RETENTION_DAYS', 'RETENTION_INTERVAL_MS'
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
-const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY']
+const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_']
 
 function closest (name: string): string | null {
   let best: string | null = null
@@ -117,6 +124,11 @@ export function loadConfig (env: Env = process.env): Config {
   const user = env.IYS_PUSH_USER ?? null
   const password = env.IYS_PUSH_PASSWORD ?? null
   if ((user === null) !== (password === null)) throw new ConfigError('IYS_PUSH_USER and IYS_PUSH_PASSWORD must be set together')
+  const brandCodes = (env.IYS_BRAND_CODES ?? '').split(',').map(s => s.trim()).filter(s => s !== '')
+  const canonical = brandCodes.map(b => (/^\d{1,15}$/.test(b) && Number(b) > 0 ? String(Number(b)) : null))
+  if (canonical.includes(null)) throw new ConfigError('IYS_BRAND_CODES must be a comma-separated list of İYS brand codes')
+  const iysCode = env.IYS_CODE === undefined || env.IYS_CODE === '' ? null : env.IYS_CODE
+  if (iysCode !== null && !(/^\d{1,15}$/.test(iysCode) && Number(iysCode) > 0)) throw new ConfigError('IYS_CODE must be an İYS code (digits)')
   return Object.freeze({
     host: env.HOST ?? '127.0.0.1',
     port: int(env, 'PORT', 8080, 0, 65535),
@@ -137,6 +149,16 @@ export function loadConfig (env: Env = process.env): Config {
       ARAMA: url(env, 'UPSTREAM_ARAMA_URL', ['http:', 'https:'])
     }),
     iysPushUser: user,
-    iysPushPassword: password
+    iysPushPassword: password,
+    iys: Object.freeze({
+      apiUrl: url(env, 'IYS_API_URL', ['http:', 'https:']) ?? 'https://api.iys.org.tr',
+      username: env.IYS_USERNAME ?? null,
+      password: env.IYS_PASSWORD ?? null,
+      iysCode: iysCode === null ? null : String(Number(iysCode)),
+      brandCodes: Object.freeze(canonical as string[]),
+      pollMs: int(env, 'IYS_SYNC_INTERVAL_MS', 60_000, 1000, 86_400_000)
+    }),
+    historyRetentionDays: int(env, 'HISTORY_RETENTION_DAYS', 400, 366, 36_500),
+    retentionIntervalMs: int(env, 'RETENTION_INTERVAL_MS', 3_600_000, 0, 86_400_000)
   })
 }
