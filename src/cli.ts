@@ -9,6 +9,7 @@ import { layout } from './filter/layout.js'
 import { importConsents } from './loaders/import.js'
 import { generateConsents } from './loaders/generate.js'
 import { loadFilter } from './loaders/load.js'
+import { syncIysCommand } from './loaders/sync-iys.js'
 import { createLogger } from './log.js'
 import { startGateway } from './server.js'
 import { migrate } from './store/migrate.js'
@@ -25,6 +26,8 @@ commands:
   load                          rebuild the filter from Postgres into Redis and flip to it (DATABASE_URL, REDIS_URL)
   generate --rows N [--brands B] [--ret-share 0.2] [--seed S] [--out FILE]
                                 write a synthetic consent CSV (stdout unless --out)
+  sync-iys [--once] [--brand-code B]
+                                pull İYS consent changes into Postgres (DATABASE_URL, IYS_*); --once: until none is new
 
 configuration comes from the environment: see README.md`
 
@@ -98,6 +101,12 @@ export async function main (argv: string[]): Promise<number> {
         await generateConsents({ rows, brands, retShare, seed }, out)
         if (out !== process.stdout) { out.end(); await once(out, 'close') }
         return 0
+      }
+      case 'sync-iys': {
+        const { values } = parseArgs({ args: rest, options: { once: { type: 'boolean', default: false }, 'brand-code': { type: 'string' } } })
+        const b = values['brand-code']
+        if (b !== undefined && !(/^\d{1,15}$/.test(b) && Number(b) > 0)) throw new UsageError('--brand-code must be an İYS brand code (digits)')
+        return await syncIysCommand(config, log, { once: values.once, brandCode: b === undefined ? null : String(Number(b)) })
       }
       case undefined: case '-h': case '--help': case 'help':
         process.stdout.write(USAGE + '\n')

@@ -15,6 +15,10 @@ import { Metrics } from './metrics.js'
 import { createRedis, waitReady } from './store/redis.js'
 import { createPool, type Pool } from './store/pg.js'
 import { ChangeApplier } from './filter/changes.js'
+import { consentRoutes, notConfiguredRoutes } from './http/consent-routes.js'
+import { RequestProcessor } from './store/consent-requests.js'
+import { pruneHistory } from './store/consent-queries.js'
+import { PushProcessor } from './store/push-inbox.js'
 
 export interface Gateway {
   readonly port: number
@@ -34,8 +38,23 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
 
   let redis: Redis | null = null
   let mirror: FilterMirror | null = null
-  let pool: Pool | null = null
   let applier: ChangeApplier | null = null
+  // Postgres: the consent API, İYS push, the evidence ledger and the change applier. Checks never touch it.
+  const pool: Pool | null = config.databaseUrl !== null ? createPool(config.databaseUrl, 8) : null
+  const requests = pool !== null ? new RequestProcessor(pool, log) : null
+  const push = pool !== null ? new PushProcessor(pool, log) : null
+  requests?.drainer.kick() // requests and notifications left pending by a previous run
+  push?.drainer.kick()
+  let retentionTimer: NodeJS.Timeout | null = null
+  if (pool !== null && config.retentionIntervalMs > 0) {
+    const prune = (): void => {
+      pruneHistory(pool, config.historyRetentionDays)
+        .then(n => { if (n > 0) log.info({ deleted: n, days: config.historyRetentionDays }, 'evidence ledger retention') })
+        .catch((err: Error) => { log.warn({ err: err.message }, 'evidence ledger retention failed; retried next interval') })
+    }
+    retentionTimer = setInterval(prune, config.retentionIntervalMs)
+    retentionTimer.unref()
+  }
   let getView: () => FilterView | null
   let readiness: () => Readiness
 
@@ -53,10 +72,9 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     // Serve the current version from the first request when Redis is there; start anyway (not ready) when not.
     await waitReady(redis, 5000).catch(err => { log.error({ err: (err as Error).message }, 'Redis is not reachable at start-up; retrying in the background') })
     await mirror.start()
-    if (config.databaseUrl !== null) {
+    if (pool !== null) {
       // Changes committed in Postgres (API, push, pull, import) reach Redis and, through the change stream, every
       // gateway's bloom. Every gateway with a database runs an applier: they are idempotent, so more is only redundancy.
-      pool = createPool(config.databaseUrl, 4)
       applier = new ChangeApplier({ pool, redis, layout: layout(config.redisPrefix), log })
       await applier.start()
     }
@@ -89,7 +107,18 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   }
 
   const checker = new Checker(getView, config, { storeError: () => { metrics.storeErrors.inc() } })
-  const app = createApp({ checker, metrics, log, maxBodyBytes: config.maxBodyBytes, readiness })
+  const pushCredentials = config.iysPushUser !== null ? { user: config.iysPushUser, password: config.iysPushPassword! } : null
+  const app = createApp({
+    checker,
+    metrics,
+    log,
+    maxBodyBytes: config.maxBodyBytes,
+    readiness,
+    routes: (router) => {
+      if (pool !== null) consentRoutes(router, { pool, log, requests: requests!, push: push!, pushCredentials })
+      else notConfiguredRoutes(router)
+    }
+  })
 
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
     app.listen(config.host, config.port, (token) => {
@@ -107,7 +136,10 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     version: () => getView()?.version ?? 0,
     async close () {
       uWS.us_listen_socket_close(listenSocket)
+      if (retentionTimer !== null) clearInterval(retentionTimer)
       if (applier !== null) await applier.stop()
+      await requests?.drainer.idle()
+      await push?.drainer.idle()
       if (mirror !== null) await mirror.stop()
       if (pool !== null) await pool.end()
       if (redis !== null) redis.disconnect()

@@ -7,6 +7,10 @@ export const ERRORS = {
   H014: { status: 400, message: 'Gönderilen istek JSON formatına uygun olmalıdır.' },
   H015: { status: 500, message: 'Beklenmedik bir hata oluştu.' },
   H1042: { status: 400, message: 'POST isteği için gövde boş olamaz.' },
+  H085: { status: 400, message: 'İzin ekleme isteği geçerli olmalıdır.' },
+  H091: { status: 422, message: 'İzin ekleme sayısı en fazla 1000 olmalıdır.' },
+  H092: { status: 400, message: 'Çoklu izin ekleme isteği geçerli olmalıdır.' },
+  H097: { status: 400, message: 'İzin sorgulama isteği geçerli olmalıdır.' },
   H110: { status: 422, message: 'Durum (status) bulunamadı.' },
   H111: { status: 422, message: 'İzin tipi (type) bulunamadı.' },
   H112: { status: 422, message: 'İzin tarihi (consentDate) bulunamadı.' },
@@ -15,6 +19,7 @@ export const ERRORS = {
   H115: { status: 422, message: 'Durum (status) için uygun değerler: ONAY, RET' },
   H116: { status: 422, message: 'Alıcı tipi (recipientType) için uygun değerler: BIREYSEL, TACIR' },
   H117: { status: 422, message: 'İzin tipi (type) için uygun değerler: ARAMA, MESAJ, EPOSTA' },
+  H118: { status: 422, message: 'Alan değeri kabul edilemedi. İstek gövdesinde bulunabilecek değerler: recipientType, retailerAccess, recipient, retailerCode, source, type, consentDate, status olmalıdır.' },
   H119: { status: 422, message: 'İzin kaynağı (source) için uygun değerler: HS_FIZIKSEL_ORTAM, HS_ISLAK_IMZA, HS_WEB, HS_CAGRI_MERKEZI, HS_SOSYAL_MEDYA, HS_EPOSTA, HS_MESAJ, HS_MOBIL, HS_EORTAM, HS_ETKINLIK, HS_2015, HS_ATM, HS_KARAR' },
   H120: { status: 422, message: 'Alıcı (recipient) kabul edilemedi. Geçerli bir eposta adresi giriniz.' },
   H121: { status: 422, message: 'Alıcı (recipient) için E164 uluslararası([+][country code][area code][local phone number]) formatına uygun bir telefon numarası girilmelidir. (örn. +905992000000)' },
@@ -24,11 +29,22 @@ export const ERRORS = {
   H157: { status: 422, message: 'Geçerli bir tarih girilmelidir.' },
   H158: { status: 422, message: 'İzin tarihi yyyy-mm-dd hh:mm:ss formatında olmalıdır.' },
   H160: { status: 422, message: 'Alıcı için telefon numaraları 15 karakterden uzun olmamalıdır.' },
+  H164: { status: 422, message: 'Alıcı listesi (recipients) kabul edilemedi. Liste boş olmamalıdır.' },
+  H166: { status: 422, message: 'Alıcı (recipient) kabul edilemedi. Telefon numaraları 15 karakterden uzun olamaz.' },
+  H168: { status: 422, message: 'Alıcı listesi (recipients) bulunamadı.' },
+  H170: { status: 422, message: 'Alıcı tipi (recipientType) bulunamadı.' },
   H162: { status: 422, message: 'Mevcut tarih ve saatten ileri bir tarih ve saat girilmemelidir.' },
   H174: { status: 400, message: 'İzin durumu (status) güncellemesi için farklı bir durum girilmelidir.' },
   H175: { status: 400, message: 'İlk defa kaydedilen bir iznin durum (status) bilgisi RET olmamalıdır.' },
   H178: { status: 400, message: 'Sistemdeki iznin tarihinden önceki tarihli izinlerle güncelleme yapılamaz.' },
+  H193: { status: 422, message: 'Bayi İYS numarası ve alıcı değeri liste içinde tekrarlanamaz.' },
+  H194: { status: 422, message: 'İzin listede daha önce tanımlandı. Liste içinde izinler alıcı tipi (recipientType), tip (type) ve alıcı (recipient) değerleri için tekrarlanamaz.' },
+  H198: { status: 422, message: 'requestId 36 karakterden daha uzun olamaz.' },
+  H199: { status: 422, message: 'requestId sadece harflerden meydana gelemez.' },
+  H351: { status: 401, message: 'Eksik veya geçersiz jeton!' },
+  H400: { status: 422, message: 'requestId sadece sayılardan meydana gelemez.' },
   H408: { status: 422, message: 'HS_KARAR kaynağından iletilen izinler için durum bilgisi RET olmalıdır.' },
+  H478: { status: 422, message: 'Alıcı listesi (recipients) liste olmalıdır.' },
   H464: { status: 422, message: 'İzin tipi (type) MESAJ için, alıcı (recipient) telefon formatında olmalıdır.' },
   // Gateway codes
   BODY_TOO_LARGE: { status: 413, message: 'Request body is larger than the configured limit.' },
@@ -39,7 +55,10 @@ export const ERRORS = {
   INVALID_FIELD: { status: 422, message: 'A field has the wrong type or value.' },
   INVALID_BRAND_CODE: { status: 422, message: 'brandCode must be a positive integer (İYS brand code).' },
   TOO_MANY_RECIPIENTS: { status: 422, message: 'At most 1000 recipients may be checked in one request.' },
-  SERVICE_UNAVAILABLE: { status: 503, message: 'The consent store is not available.' }
+  SERVICE_UNAVAILABLE: { status: 503, message: 'The consent store is not available.' },
+  CONSENT_NOT_FOUND: { status: 404, message: 'No consent is recorded for this recipient, type and recipient type.' },
+  UNAUTHORIZED: { status: 401, message: 'Missing or wrong credentials.' },
+  NOT_CONFIGURED: { status: 503, message: 'This endpoint needs DATABASE_URL (and, for İYS push, IYS_PUSH_USER/IYS_PUSH_PASSWORD).' }
 } as const satisfies Record<string, { status: number, message: string }>
 
 export type ErrorCode = keyof typeof ERRORS

@@ -2,12 +2,11 @@
 // logic lives in check/ and policy/, so other front ends (SMPP, SMTP) reuse it unchanged.
 
 import type { Logger } from 'pino'
-import { ERRORS, GatewayError } from '../domain/errors.js'
+import { GatewayError } from '../domain/errors.js'
 import type { Checker, CheckResult } from '../check/checker.js'
-import type { Metrics, Route } from '../metrics.js'
-import { readBody } from './body.js'
+import type { Metrics } from '../metrics.js'
 import { parseCheckRequest } from './check-request.js'
-import { send, sendError, type Exchange } from './respond.js'
+import { Router } from './router.js'
 import { uWS } from './uws.js'
 
 export interface Readiness {
@@ -21,83 +20,41 @@ export interface AppDeps {
   log: Logger
   maxBodyBytes: number
   readiness: () => Readiness
-  /** Called with every batch of decisions after the answer is sent (decision log, later). */
+  /** Called with every batch of decisions after the answer is computed (decision log, later). */
   onDecisions?: (type: string, results: CheckResult[]) => void
+  /** Registers further routes (consent API, push, history) on the same router. */
+  routes?: (router: Router) => void
 }
 
 export function createApp (deps: AppDeps): uWS.TemplatedApp {
-  const { checker, metrics, log } = deps
+  const { checker, metrics } = deps
   const app = uWS.App()
+  const router = new Router(app, deps)
 
-  const begin = (res: uWS.HttpResponse): Exchange => {
-    const ex: Exchange = { res, aborted: false, startedAt: performance.now() }
-    res.onAborted(() => { ex.aborted = true })
-    return ex
-  }
-  const finish = (ex: Exchange, route: Route, status: number): void => {
-    metrics.request(route, status, (performance.now() - ex.startedAt) / 1000)
-  }
-  const fail = (ex: Exchange, route: Route, err: unknown): void => {
-    const ge = err instanceof GatewayError ? err : new GatewayError('H015', { cause: err })
-    if (ge.code === 'H015') log.error({ err }, 'unexpected error')
-    sendError(ex, ge, ge.code === 'BODY_TOO_LARGE')
-    finish(ex, route, ge.status)
-  }
-
-  app.post('/v1/check', (res, req) => {
-    const ex = begin(res)
-    const contentType = req.getHeader('content-type')
-    if (contentType !== '' && !contentType.startsWith('application/json')) {
-      fail(ex, 'check', new GatewayError('UNSUPPORTED_MEDIA_TYPE'))
-      return
-    }
-    readBody(ex, req, deps.maxBodyBytes, (err, body) => {
-      if (err !== null) { fail(ex, 'check', err); return }
-      if (body!.length === 0) { fail(ex, 'check', new GatewayError('H1042')); return }
-      let parsed: unknown
-      try {
-        parsed = JSON.parse(body!.toString('utf8'))
-      } catch (e) {
-        fail(ex, 'check', new GatewayError('H014', { message: `${ERRORS.H014.message} (${(e as Error).message})` }))
-        return
-      }
-      let query
-      try { query = parseCheckRequest(parsed) } catch (e) { fail(ex, 'check', e); return }
-      checker.check(query).then(results => {
-        send(ex, 200, serializeResults(results))
-        finish(ex, 'check', 200)
-        for (let i = 0; i < results.length; i++) metrics.decision(results[i]!.reason, query.type)
-        deps.onDecisions?.(query.type, results)
-      }, e => fail(ex, 'check', e))
-    })
+  router.post('/v1/check', 'check', async (body) => {
+    const query = parseCheckRequest(body)
+    const results = await checker.check(query)
+    for (let i = 0; i < results.length; i++) metrics.decision(results[i]!.reason, query.type)
+    deps.onDecisions?.(query.type, results)
+    return { status: 200, body: serializeResults(results) }
   })
 
-  app.get('/healthz', (res) => {
-    const ex = begin(res)
-    send(ex, 200, '{"status":"ok"}')
-    finish(ex, 'health', 200)
-  })
+  router.get('/healthz', 'health', () => ({ status: 200, body: '{"status":"ok"}' }))
 
-  app.get('/readyz', (res) => {
-    const ex = begin(res)
+  router.get('/readyz', 'ready', () => {
     const r = deps.readiness()
-    const status = r.ready ? 200 : 503
-    send(ex, status, JSON.stringify(r))
-    finish(ex, 'ready', status)
+    return { status: r.ready ? 200 : 503, body: JSON.stringify(r) }
   })
 
-  app.get('/metrics', (res) => {
-    const ex = begin(res)
-    metrics.registry.metrics().then(text => {
-      send(ex, 200, text, metrics.registry.contentType)
-      finish(ex, 'metrics', 200)
-    }, e => fail(ex, 'metrics', e))
-  })
+  router.get('/metrics', 'metrics', async () => ({ status: 200, body: await metrics.registry.metrics(), contentType: metrics.registry.contentType }))
+
+  deps.routes?.(router)
 
   app.any('/*', (res, req) => {
-    const ex = begin(res)
-    const known = ['/v1/check', '/healthz', '/readyz', '/metrics'].includes(req.getUrl())
-    fail(ex, 'other', new GatewayError(known ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', { value: req.getMethod().toUpperCase() + ' ' + req.getUrl() }))
+    const ex = router.begin(res)
+    const url = req.getUrl()
+    const known = ['/v1/check', '/healthz', '/readyz', '/metrics'].includes(url)
+    router.fail(ex, 'other', new GatewayError(known ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', { value: req.getMethod().toUpperCase() + ' ' + url }))
   })
 
   return app

@@ -8,7 +8,7 @@ import { errorItem, type ErrorItem } from '../domain/errors.js'
 import type { ValidConsent } from '../domain/consent.js'
 import { judge, type Authority, type StoredState } from '../domain/rules.js'
 import { CONSENT_WRITE_LOCK } from './migrate.js'
-import type { Pool } from './pg.js'
+import type { Pool, PoolClient } from './pg.js'
 
 export type WriteVia = 'api' | 'push' | 'pull'
 
@@ -35,76 +35,20 @@ const keyOf = (c: ValidConsent): string => `${c.brandCode}|${c.type}|${c.recipie
 /** A new İYS-style transaction id: 64 hex characters. */
 export const newTransactionId = (): string => randomBytes(32).toString('hex')
 
+/** Writes a batch in its own transaction. */
 export async function writeConsents (pool: Pool, writes: readonly ConsentWrite[]): Promise<WriteOutcome[]> {
   if (writes.length === 0) return []
+  return inTransaction(pool, client => writeConsentsTx(client, writes))
+}
+
+/** Runs `fn` in a transaction on one pooled connection: COMMIT when it resolves, ROLLBACK when it throws. */
+export async function inTransaction<T> (pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect()
   try {
     await client.query('BEGIN')
-    await client.query('SELECT pg_advisory_xact_lock($1)', [CONSENT_WRITE_LOCK])
-    const cols = { b: [] as string[], t: [] as string[], r: [] as string[], rc: [] as string[] }
-    for (const w of writes) { cols.b.push(w.consent.brandCode); cols.t.push(w.consent.type); cols.r.push(w.consent.recipientType); cols.rc.push(w.consent.recipient) }
-    const stored = await client.query<{ k: string, status: 'ONAY' | 'RET', d: string }>(
-      `SELECT c.brand_code || '|' || c.type || '|' || c.recipient_type || '|' || c.recipient AS k, c.status,
-              extract(epoch FROM c.consent_date)::bigint AS d
-       FROM consents c
-       JOIN unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS w(b, t, r, rc)
-         ON c.brand_code = w.b AND c.type = w.t AND c.recipient_type = w.r AND c.recipient = w.rc`,
-      [cols.b, cols.t, cols.r, cols.rc])
-    const state = new Map<string, StoredState>()
-    for (const row of stored.rows) state.set(row.k, { status: row.status, consentDate: Number(row.d) })
-
-    const outcomes: WriteOutcome[] = []
-    const applied: { w: ConsentWrite, i: number }[] = []
-    for (const w of writes) {
-      const c = w.consent
-      const k = keyOf(c)
-      const verdict = judge(state.get(k) ?? null, c.status, c.consentDate, w.authority)
-      if (verdict === 'stale') { outcomes.push({ status: 'stale' }); continue }
-      if (verdict !== 'apply') {
-        const cur = state.get(k)
-        const message = verdict === 'H174' && cur !== undefined ? `İzin durumu (status) güncellemesi için farklı bir durum girilmelidir. İzin durumu: ${cur.status}` : undefined
-        outcomes.push({ status: 'rejected', error: errorItem(verdict, undefined, undefined, message) })
-        continue
-      }
-      state.set(k, { status: c.status, consentDate: c.consentDate })
-      applied.push({ w, i: outcomes.length })
-      outcomes.push({ status: 'stale' }) // replaced below once the seq is known
-    }
-
-    if (applied.length > 0) {
-      const seqs = await client.query<{ seq: string }>('SELECT nextval(\'consent_seq\') AS seq FROM generate_series(1, $1)', [applied.length])
-      const now = Math.floor(Date.now() / 1000)
-      const h = { seq: [] as string[], b: [] as string[], t: [] as string[], r: [] as string[], rc: [] as string[], iys: [] as string[], s: [] as string[], src: [] as string[], d: [] as number[], tx: [] as string[], via: [] as string[], actor: [] as (string | null)[], cd: [] as number[] }
-      applied.forEach(({ w, i }, j) => {
-        const c = w.consent
-        const seq = seqs.rows[j]!.seq
-        const transactionId = w.transactionId ?? newTransactionId()
-        const creationDate = w.creationDate ?? now
-        h.seq.push(seq); h.b.push(c.brandCode); h.t.push(c.type); h.r.push(c.recipientType); h.rc.push(c.recipient)
-        h.iys.push(c.iysCode); h.s.push(c.status); h.src.push(c.source); h.d.push(c.consentDate); h.tx.push(transactionId)
-        h.via.push(w.via); h.actor.push(w.actor ?? null); h.cd.push(creationDate)
-        outcomes[i] = { status: 'applied', seq: Number(seq), transactionId, creationDate }
-      })
-      const args = [h.seq, h.b, h.t, h.r, h.rc, h.iys, h.s, h.src, h.d, h.tx, h.via, h.actor, h.cd]
-      const UNNEST = `unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
-                              $9::bigint[], $10::text[], $11::text[], $12::text[], $13::bigint[])
-                       AS x(seq, b, t, r, rc, iys, s, src, d, tx, via, actor, cd)`
-      await client.query(
-        `INSERT INTO consent_history (seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date,
-                                      transaction_id, via, actor, creation_date)
-         SELECT seq, b, t, r, rc, iys, s, src, to_timestamp(d), tx, via, actor, to_timestamp(cd) FROM ${UNNEST}`, args)
-      // The current state is the last applied change per key (highest seq).
-      await client.query(
-        `INSERT INTO consents AS c (brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, seq, transaction_id, creation_date)
-         SELECT DISTINCT ON (b, t, r, rc) b, t, r, rc, iys, s, src, to_timestamp(d), seq, tx, to_timestamp(cd)
-         FROM ${UNNEST} ORDER BY b, t, r, rc, seq DESC
-         ON CONFLICT (brand_code, type, recipient_type, recipient) DO UPDATE
-           SET iys_code = EXCLUDED.iys_code, status = EXCLUDED.status, source = EXCLUDED.source, consent_date = EXCLUDED.consent_date,
-               seq = EXCLUDED.seq, transaction_id = EXCLUDED.transaction_id, creation_date = EXCLUDED.creation_date, updated_at = now()`, args)
-      await client.query(`SELECT pg_notify('${CHANGES_CHANNEL}', $1)`, [h.seq[h.seq.length - 1]])
-    }
+    const result = await fn(client)
     await client.query('COMMIT')
-    return outcomes
+    return result
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {})
     throw err
@@ -112,3 +56,76 @@ export async function writeConsents (pool: Pool, writes: readonly ConsentWrite[]
     client.release()
   }
 }
+
+/**
+ * Writes a batch inside the caller's transaction (so that claiming an async request or a push-inbox row, or moving
+ * a pull cursor, commits together with the changes it caused). Takes the write lock; the caller commits.
+ */
+export async function writeConsentsTx (client: PoolClient, writes: readonly ConsentWrite[]): Promise<WriteOutcome[]> {
+  if (writes.length === 0) return []
+  await client.query('SELECT pg_advisory_xact_lock($1)', [CONSENT_WRITE_LOCK])
+  const cols = { b: [] as string[], t: [] as string[], r: [] as string[], rc: [] as string[] }
+  for (const w of writes) { cols.b.push(w.consent.brandCode); cols.t.push(w.consent.type); cols.r.push(w.consent.recipientType); cols.rc.push(w.consent.recipient) }
+  const stored = await client.query<{ k: string, status: 'ONAY' | 'RET', d: string }>(
+    `SELECT c.brand_code || '|' || c.type || '|' || c.recipient_type || '|' || c.recipient AS k, c.status,
+            extract(epoch FROM c.consent_date)::bigint AS d
+     FROM consents c
+     JOIN unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS w(b, t, r, rc)
+       ON c.brand_code = w.b AND c.type = w.t AND c.recipient_type = w.r AND c.recipient = w.rc`,
+    [cols.b, cols.t, cols.r, cols.rc])
+  const state = new Map<string, StoredState>()
+  for (const row of stored.rows) state.set(row.k, { status: row.status, consentDate: Number(row.d) })
+
+  const outcomes: WriteOutcome[] = []
+  const applied: { w: ConsentWrite, i: number }[] = []
+  for (const w of writes) {
+    const c = w.consent
+    const k = keyOf(c)
+    const verdict = judge(state.get(k) ?? null, c.status, c.consentDate, w.authority)
+    if (verdict === 'stale') { outcomes.push({ status: 'stale' }); continue }
+    if (verdict !== 'apply') {
+      const cur = state.get(k)
+      const message = verdict === 'H174' && cur !== undefined ? `İzin durumu (status) güncellemesi için farklı bir durum girilmelidir. İzin durumu: ${cur.status}` : undefined
+      outcomes.push({ status: 'rejected', error: errorItem(verdict, undefined, undefined, message) })
+      continue
+    }
+    state.set(k, { status: c.status, consentDate: c.consentDate })
+    applied.push({ w, i: outcomes.length })
+    outcomes.push({ status: 'stale' }) // replaced below once the seq is known
+  }
+
+  if (applied.length > 0) {
+    const seqs = await client.query<{ seq: string }>('SELECT nextval(\'consent_seq\') AS seq FROM generate_series(1, $1)', [applied.length])
+    const now = Math.floor(Date.now() / 1000)
+    const h = { seq: [] as string[], b: [] as string[], t: [] as string[], r: [] as string[], rc: [] as string[], iys: [] as string[], s: [] as string[], src: [] as string[], d: [] as number[], tx: [] as string[], via: [] as string[], actor: [] as (string | null)[], cd: [] as number[] }
+    applied.forEach(({ w, i }, j) => {
+      const c = w.consent
+      const seq = seqs.rows[j]!.seq
+      const transactionId = w.transactionId ?? newTransactionId()
+      const creationDate = w.creationDate ?? now
+      h.seq.push(seq); h.b.push(c.brandCode); h.t.push(c.type); h.r.push(c.recipientType); h.rc.push(c.recipient)
+      h.iys.push(c.iysCode); h.s.push(c.status); h.src.push(c.source); h.d.push(c.consentDate); h.tx.push(transactionId)
+      h.via.push(w.via); h.actor.push(w.actor ?? null); h.cd.push(creationDate)
+      outcomes[i] = { status: 'applied', seq: Number(seq), transactionId, creationDate }
+    })
+    const args = [h.seq, h.b, h.t, h.r, h.rc, h.iys, h.s, h.src, h.d, h.tx, h.via, h.actor, h.cd]
+    const UNNEST = `unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
+                            $9::bigint[], $10::text[], $11::text[], $12::text[], $13::bigint[])
+                     AS x(seq, b, t, r, rc, iys, s, src, d, tx, via, actor, cd)`
+    await client.query(
+      `INSERT INTO consent_history (seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date,
+                                    transaction_id, via, actor, creation_date)
+       SELECT seq, b, t, r, rc, iys, s, src, to_timestamp(d), tx, via, actor, to_timestamp(cd) FROM ${UNNEST}`, args)
+    // The current state is the last applied change per key (highest seq).
+    await client.query(
+      `INSERT INTO consents AS c (brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, seq, transaction_id, creation_date)
+       SELECT DISTINCT ON (b, t, r, rc) b, t, r, rc, iys, s, src, to_timestamp(d), seq, tx, to_timestamp(cd)
+       FROM ${UNNEST} ORDER BY b, t, r, rc, seq DESC
+       ON CONFLICT (brand_code, type, recipient_type, recipient) DO UPDATE
+         SET iys_code = EXCLUDED.iys_code, status = EXCLUDED.status, source = EXCLUDED.source, consent_date = EXCLUDED.consent_date,
+             seq = EXCLUDED.seq, transaction_id = EXCLUDED.transaction_id, creation_date = EXCLUDED.creation_date, updated_at = now()`, args)
+    await client.query(`SELECT pg_notify('${CHANGES_CHANNEL}', $1)`, [h.seq[h.seq.length - 1]])
+  }
+  return outcomes
+}
+

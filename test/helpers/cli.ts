@@ -24,3 +24,29 @@ export function runCli (args: string[], env: Record<string, string>, timeoutMs =
     child.on('close', (code) => { clearTimeout(t); resolve({ code: code ?? -1, stdout, stderr }) })
   })
 }
+
+export interface ServeProcess { url: string, stop (): Promise<void> }
+
+/** Starts `iys-gateway serve` as its own process on a free port and waits until /readyz answers 200. */
+export async function startServeProcess (env: Record<string, string>, port: number, timeoutMs = 20_000): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [BIN, 'serve'], { env: cliEnv({ ...env, PORT: String(port), FILTER_POLL_MS: '50' }), stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const url = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + timeoutMs
+  while (true) {
+    if (child.exitCode !== null) throw new Error(`serve exited with ${child.exitCode}: ${stderr}`)
+    try { if ((await fetch(url + '/readyz')).status === 200) break } catch { /* not listening yet */ }
+    if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`serve did not become ready: ${stderr}`) }
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  return {
+    url,
+    async stop () {
+      if (child.exitCode !== null) return
+      const exited = new Promise(resolve => child.once('exit', resolve))
+      child.kill('SIGTERM')
+      await exited
+    }
+  }
+}

@@ -1,0 +1,207 @@
+// The İYS-shaped consent API, the İYS push receiver and the evidence ledger, over the Router. Payloads, answers and
+// error codes follow the İYS specification so that a provider's İYS integration can point at the gateway.
+
+import { randomUUID, timingSafeEqual } from 'node:crypto'
+import type { Logger } from 'pino'
+import { isValidConsent, validateConsent, type ValidConsent } from '../domain/consent.js'
+import { errorItem, GatewayError, type ErrorItem } from '../domain/errors.js'
+import { checkTypeFit, normalizeRecipient } from '../domain/normalize.js'
+import { formatIysDate } from '../domain/time.js'
+import { canonicalCode, isConsentType, isRecipientType, type ConsentType, type RecipientType } from '../domain/vocabulary.js'
+import { createRequest, requestResults, type RequestProcessor } from '../store/consent-requests.js'
+import { approvedAmong, consentHistory, consentStateAt, consentStatus } from '../store/consent-queries.js'
+import { writeConsents } from '../store/consent-store.js'
+import type { Pool } from '../store/pg.js'
+import { storePush, type PushProcessor } from '../store/push-inbox.js'
+import { json, type Reply, type RequestFacts, type Router } from './router.js'
+
+export interface ConsentRouteDeps {
+  pool: Pool
+  log: Logger
+  requests: RequestProcessor
+  push: PushProcessor
+  pushCredentials: { user: string, password: string } | null
+}
+
+const MAX_BATCH = 1000
+// İYS's H118 list: the fields a consent object may carry (retailer fields are accepted and ignored: no retailers here).
+const CONSENT_FIELDS = new Set(['recipientType', 'retailerAccess', 'recipient', 'retailerCode', 'source', 'type', 'consentDate', 'status'])
+const SP = '/sps/:iysCode/brands/:brandCode'
+
+const fail = (status: number, errors: ErrorItem[]): Reply => json(status, { errors })
+
+function codesFrom (req: RequestFacts): { iysCode: string, brandCode: string } {
+  const iysCode = canonicalCode(req.params[0])
+  if (iysCode === null) throw new GatewayError('INVALID_FIELD', { location: 'iysCode', value: req.params[0], message: 'iysCode must be a positive integer (İYS code).' })
+  const brandCode = canonicalCode(req.params[1])
+  if (brandCode === null) throw new GatewayError('INVALID_BRAND_CODE', { location: 'brandCode', value: req.params[1] })
+  return { iysCode, brandCode }
+}
+
+/** Field checks of one consent object, İYS's way: unknown properties are H118; TACIR may omit consentDate. */
+function checkConsent (item: unknown, iysCode: string, brandCode: string, now: number): ValidConsent | ErrorItem {
+  if (typeof item !== 'object' || item === null || Array.isArray(item)) return errorItem('H085')
+  const o = item as Record<string, unknown>
+  for (const k of Object.keys(o)) if (!CONSENT_FIELDS.has(k)) return errorItem('H118', k, o[k])
+  // İYS: "Alıcı tipi TACIR ise consentDate eklenmesi zorunlu değildir" — we take the moment of receipt.
+  const consentDate = o.consentDate === undefined && o.recipientType === 'TACIR' ? formatIysDate(now) : o.consentDate
+  return validateConsent({ ...o, consentDate, iysCode, brandCode }, now)
+}
+
+const consentKey = (c: ValidConsent): string => `${c.recipientType}|${c.type}|${c.recipient}`
+
+export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
+  const { pool } = deps
+  const P = { params: 2 }
+
+  // Tekil izin ekleme
+  router.post(`${SP}/consents`, 'consents', async (body, req) => {
+    const { iysCode, brandCode } = codesFrom(req)
+    const now = Math.floor(Date.now() / 1000)
+    const v = checkConsent(body, iysCode, brandCode, now)
+    if (!isValidConsent(v)) return fail(v.code === 'H085' ? 400 : 422, [v])
+    const [out] = await writeConsents(pool, [{ consent: v, authority: 'provider', via: 'api' }])
+    if (out!.status === 'applied') return json(200, { transactionId: out!.transactionId, creationDate: formatIysDate(out!.creationDate) })
+    if (out!.status === 'rejected') return fail(400, [out!.error])
+    throw new Error('a provider write cannot be stale')
+  }, P)
+
+  // Asenkron çoklu izin ekleme
+  router.post(`${SP}/consents/request`, 'consents', async (body, req) => {
+    const { iysCode, brandCode } = codesFrom(req)
+    if (!Array.isArray(body) || body.length === 0) return fail(400, [errorItem('H092')])
+    if (body.length > MAX_BATCH) return fail(422, [errorItem('H091', undefined, body.length)])
+    const now = Math.floor(Date.now() / 1000)
+    const errors: (ErrorItem & { index: number })[] = []
+    const consents: ValidConsent[] = []
+    const seen = new Set<string>()
+    body.forEach((item, index) => {
+      const v = checkConsent(item, iysCode, brandCode, now)
+      if (!isValidConsent(v)) { errors.push({ index, ...v }); return }
+      const k = consentKey(v)
+      if (seen.has(k)) { errors.push({ index, ...errorItem('H194') }); return }
+      seen.add(k)
+      consents.push(v)
+    })
+    if (errors.length > 0) return fail(422, errors)
+    const created = await createRequest(pool, iysCode, brandCode, consents, null)
+    deps.requests.drainer.kick()
+    return json(202, created)
+  }, P)
+
+  // Çoklu izin ekleme isteği sorgulama
+  router.get(`${SP}/consents/request/:requestId`, 'consents', async (_, req) => {
+    const { iysCode, brandCode } = codesFrom(req)
+    const id = req.params[2]!
+    if (id.length > 36) return fail(422, [errorItem('H198', 'requestId', id)])
+    if (/^[A-Za-z]+$/.test(id)) return fail(422, [errorItem('H199', 'requestId', id)])
+    if (/^\d+$/.test(id)) return fail(422, [errorItem('H400', 'requestId', id)])
+    return json(200, await requestResults(pool, iysCode, brandCode, id))
+  }, { params: 3 })
+
+  // Tekil izin durumu sorgulama
+  router.post(`${SP}/consents/status`, 'consents', async (body, req) => {
+    const { brandCode } = codesFrom(req)
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) return fail(400, [errorItem('H097')])
+    const b = body as Record<string, unknown>
+    if (b.type === undefined) return fail(422, [errorItem('H111', 'type')])
+    if (!isConsentType(b.type)) return fail(422, [errorItem('H117', 'type', b.type)])
+    if (b.recipientType === undefined) return fail(422, [errorItem('H170', 'recipientType')])
+    if (!isRecipientType(b.recipientType)) return fail(422, [errorItem('H116', 'recipientType', b.recipientType)])
+    const recipient = recipientFor(b.recipient, b.type)
+    if (typeof recipient !== 'string') return fail(422, [recipient])
+    const rec = await consentStatus(pool, brandCode, b.type, b.recipientType, recipient)
+    if (rec === null) return fail(404, [errorItem('CONSENT_NOT_FOUND')])
+    return json(200, rec)
+  }, P)
+
+  // Alıcı listesinin izin durumu sorgulama: answers the recipients whose consent is ONAY
+  router.post(`${SP}/consents/:recipientType/status/:type`, 'consents', async (body, req) => {
+    const { brandCode } = codesFrom(req)
+    const recipientType = req.params[2]
+    const type = req.params[3]
+    if (!isRecipientType(recipientType)) return fail(422, [errorItem('H116', 'recipientType', recipientType)])
+    if (!isConsentType(type)) return fail(422, [errorItem('H117', 'type', type)])
+    const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>
+    if (b.recipients === undefined) return fail(422, [errorItem('H168', 'recipients')])
+    if (!Array.isArray(b.recipients)) return fail(422, [errorItem('H478', 'recipients', b.recipients)])
+    if (b.recipients.length === 0) return fail(422, [errorItem('H164', 'recipients', [])])
+    if (b.recipients.length > MAX_BATCH) return fail(422, [errorItem('H091', 'recipients', b.recipients.length, `Tek sorguda en fazla ${MAX_BATCH} alıcı sorgulanabilir.`)])
+    const list: string[] = []
+    const seen = new Set<string>()
+    for (let i = 0; i < b.recipients.length; i++) {
+      const r = recipientFor(b.recipients[i], type)
+      if (typeof r !== 'string') return fail(422, [{ ...r, location: ['recipients', String(i)] }])
+      if (seen.has(r)) return fail(422, [errorItem('H193', undefined, undefined, 'Alıcı (recipient) değeri liste içinde tekrarlanamaz.')])
+      seen.add(r)
+      list.push(r)
+    }
+    return json(200, { requestId: randomUUID(), list: await approvedAmong(pool, brandCode, type, recipientType, list) })
+  }, { params: 4 })
+
+  // İYS push receiver
+  router.post('/iys/push', 'push', async (body, req) => {
+    if (deps.pushCredentials === null) throw new GatewayError('NOT_CONFIGURED')
+    if (!basicAuthMatches(req.headers.authorization ?? '', deps.pushCredentials)) return fail(401, [errorItem('UNAUTHORIZED')])
+    const list = (body as { list?: unknown } | null)?.list
+    if (typeof body !== 'object' || body === null || !Array.isArray(list)) return fail(400, [errorItem('INVALID_FIELD', 'list', undefined, 'The body must be İYS\'s push payload: {"list":[...]}.')])
+    const id = await storePush(pool, body)
+    deps.push.drainer.kick()
+    return json(200, { received: list.length, id })
+  }, { headers: ['authorization'] })
+
+  // Evidence ledger
+  router.get('/v1/consents/history', 'history', async (_, req) => {
+    const q = ledgerQuery(req.query)
+    return json(200, { ...q.echo, history: await consentHistory(pool, q.brandCode, q.type, q.recipientType, q.recipient) })
+  })
+
+  router.get('/v1/consents/state', 'history', async (_, req) => {
+    const q = ledgerQuery(req.query)
+    const atText = new URLSearchParams(req.query).get('at')
+    const at = atText === null ? new Date() : new Date(atText)
+    if (atText !== null && (Number.isNaN(at.getTime()) || !/\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/.test(atText))) {
+      throw new GatewayError('INVALID_FIELD', { location: 'at', value: atText, message: 'at must be an ISO 8601 date-time, e.g. 2026-03-01T10:00:00+03:00.' })
+    }
+    const entry = await consentStateAt(pool, q.brandCode, q.type, q.recipientType, q.recipient, at)
+    return json(200, { ...q.echo, at: at.toISOString(), state: entry })
+  })
+}
+
+/** Without DATABASE_URL these endpoints exist but say what they need, instead of a bare 404. */
+export function notConfiguredRoutes (router: Router): void {
+  const reply = (): Reply => { throw new GatewayError('NOT_CONFIGURED') }
+  router.post('/sps/*', 'consents', reply)
+  router.get('/sps/*', 'consents', reply)
+  router.post('/iys/push', 'push', reply)
+  router.get('/v1/consents/*', 'history', reply)
+}
+
+function recipientFor (raw: unknown, type: ConsentType): string | ErrorItem {
+  if (raw === undefined || raw === null || raw === '') return errorItem('H114', 'recipient')
+  const r = normalizeRecipient(raw)
+  if (typeof r !== 'string') return errorItem(r.code === 'H160' ? 'H166' : r.code, 'recipient', undefined, r.code === 'H160' ? undefined : r.message)
+  const misfit = checkTypeFit(r, type)
+  return misfit === null ? r : errorItem('H464', 'recipient', undefined, misfit.message)
+}
+
+function ledgerQuery (query: string): { brandCode: string, type: ConsentType, recipientType: RecipientType, recipient: string, echo: Record<string, string> } {
+  const p = new URLSearchParams(query)
+  const brandCode = canonicalCode(p.get('brandCode'))
+  if (brandCode === null) throw new GatewayError('INVALID_BRAND_CODE', { location: 'brandCode', value: p.get('brandCode') })
+  const type = p.get('type')
+  if (type === null) throw new GatewayError('H111', { location: 'type' })
+  if (!isConsentType(type)) throw new GatewayError('H117', { location: 'type', value: type })
+  const recipientType = p.get('recipientType') ?? 'BIREYSEL'
+  if (!isRecipientType(recipientType)) throw new GatewayError('H116', { location: 'recipientType', value: recipientType })
+  const recipient = recipientFor(p.get('recipient') ?? undefined, type)
+  if (typeof recipient !== 'string') throw new GatewayError(recipient.code, { location: 'recipient', message: recipient.message })
+  return { brandCode, type, recipientType, recipient, echo: { brandCode, type, recipientType, recipient } }
+}
+
+function basicAuthMatches (header: string, creds: { user: string, password: string }): boolean {
+  if (!header.startsWith('Basic ')) return false
+  const given = Buffer.from(header.slice(6), 'base64')
+  const expected = Buffer.from(`${creds.user}:${creds.password}`)
+  return given.length === expected.length && timingSafeEqual(given, expected)
+}
