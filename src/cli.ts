@@ -1,4 +1,4 @@
-// `iys-gateway <command>`: serve · migrate · import FILE · load · generate. Exit codes: 0 ok, 1 failure,
+// `iys-gateway <command>`: serve · migrate · import FILE · load · sync-iys · generate. Exit codes: 0 ok, 1 failure,
 // 2 usage or configuration error. Errors are one clear line on stderr; details go to the log.
 
 import { createWriteStream } from 'node:fs'

@@ -66,7 +66,6 @@ export class JsonListScanner {
   /** inside the top-level wrapper object (false: the document is the list itself) */
   private wrapped = false
   private seenList = false
-  private afterComma = false
   private missingComma = false
   private key = ''
   private keyEscape = false
@@ -82,6 +81,9 @@ export class JsonListScanner {
   /** its text from earlier chunks */
   private carry = ''
   private atLineStart = false
+  /** in the current chunk: where the next backslash and newline are (n: none; -1: not searched yet) */
+  private nextBackslash = -1
+  private nextNewline = -1
   private batch: JsonItemBatch = { lines: [], values: [], problems: [] }
 
   take (): JsonItemBatch {
@@ -92,6 +94,8 @@ export class JsonListScanner {
 
   feed (text: string): void {
     const n = text.length
+    this.nextBackslash = -1
+    this.nextNewline = -1
     let i = 0
     let valueStart = this.state === VALUE ? 0 : -1
     while (i < n) {
@@ -123,7 +127,7 @@ export class JsonListScanner {
       if (state === RESYNC) {
         if (c === 10) { this.line++; this.atLineStart = true } else if (this.atLineStart && !isSpace(c)) {
           this.atLineStart = false
-          if (c === 123 /* { */) { this.state = LIST_ITEM; this.afterComma = true; continue }
+          if (c === 123 /* { */) { this.state = LIST_ITEM; continue }
           if (c === 93 /* ] */) { this.endList(); i++; continue }
         }
         i++
@@ -136,7 +140,7 @@ export class JsonListScanner {
       }
       switch (state) {
         case TOP:
-          if (c === 91 /* [ */) { this.state = LIST_ITEM; this.afterComma = false } else if (c === 123 /* { */) { this.wrapped = true; this.state = OBJ_KEY; this.afterComma = false } else {
+          if (c === 91 /* [ */) { this.state = LIST_ITEM } else if (c === 123 /* { */) { this.wrapped = true; this.state = OBJ_KEY } else {
             throw this.error(this.line, 'a JSON consent file must hold an array of consents or an object with a "list" array of consents')
           }
           i++
@@ -157,7 +161,6 @@ export class JsonListScanner {
             if (this.seenList) throw this.error(this.line, 'the top-level object has more than one "list"')
             this.seenList = true
             this.state = LIST_ITEM
-            this.afterComma = false
             i++
           } else {
             if (c === 44 || c === 125 || c === 93) throw this.error(this.line, `the key ${JSON.stringify(this.key)} of the top-level object has no value`)
@@ -166,7 +169,7 @@ export class JsonListScanner {
           }
           break
         case OBJ_NEXT:
-          if (c === 44 /* , */) { this.state = OBJ_KEY; this.afterComma = true } else if (c === 125 /* } */) this.endObject()
+          if (c === 44 /* , */) { this.state = OBJ_KEY } else if (c === 125 /* } */) this.endObject()
           else throw this.error(this.line, 'expected \',\' or \'}\' in the top-level object')
           i++
           break
@@ -176,7 +179,6 @@ export class JsonListScanner {
             i++
           } else if (c === 44 /* , */) {
             this.addItem(this.line, null, 'an empty item (two commas in a row)')
-            this.afterComma = true
             i++
           } else if (c === 125 /* } */) {
             this.missingComma = false
@@ -189,11 +191,10 @@ export class JsonListScanner {
           }
           break
         case LIST_NEXT:
-          if (c === 44 /* , */) { this.state = LIST_ITEM; this.afterComma = true; i++ } else if (c === 93 /* ] */) { this.endList(); i++ } else {
+          if (c === 44 /* , */) { this.state = LIST_ITEM; i++ } else if (c === 93 /* ] */) { this.endList(); i++ } else {
             // Two items without a comma between them: the second one is refused, then the list goes on.
             this.missingComma = true
             this.state = LIST_ITEM
-            this.afterComma = false
           }
           break
         case DONE:
@@ -252,6 +253,16 @@ export class JsonListScanner {
     let end = -1
     let i = from
     for (; i < n; i++) {
+      if (inString && !escape) {
+        // Fast path: jump to the closing quote when no backslash or newline comes before it. The positions of
+        // the next backslash and newline are kept per chunk, so each is searched for once per occurrence.
+        const q = text.indexOf('"', i)
+        if (q !== -1) {
+          if (this.nextBackslash < i) { const b = text.indexOf('\\', i); this.nextBackslash = b === -1 ? n : b }
+          if (this.nextNewline < i) { const l = text.indexOf('\n', i); this.nextNewline = l === -1 ? n : l }
+          if (q < this.nextBackslash && q < this.nextNewline) { i = q; inString = false; continue }
+        }
+      }
       const c = text.charCodeAt(i)
       if (inString) {
         if (c === 34 /* " */) {

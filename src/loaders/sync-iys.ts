@@ -1,9 +1,9 @@
 // `iys-gateway sync-iys`: pull consent changes from İYS (GET …/consents/changes) into Postgres, brand by brand.
 //
-// Each page is validated item by item (domain/consent.ts), written with İYS as the authority (a change not newer
-// than what we hold is 'stale', anything else is applied, a first RET included), and only then is the page's
-// `after` token stored as the brand's cursor. So a crash can make us pull a page again, which is harmless (its
-// changes come back 'stale'), but never skip one: a cursor is never ahead of the changes written.
+// Each page is validated item by item (domain/consent.ts) and written with İYS as the authority (a change not newer
+// than what we hold is 'stale', anything else is applied, a first RET included); the page's `after` token is stored
+// as the brand's cursor in the same transaction. So the cursor and the changes it covers commit together: a crash
+// or a failed request neither skips a change nor pulls one twice, and a restart resumes from the stored cursor.
 //
 // İYS lists a brand's changes of the last 7 days, oldest first, except the last hour. Run it continuously (the
 // default: a round every IYS_SYNC_INTERVAL_MS) or from a scheduler with --once, at least daily.
@@ -13,8 +13,8 @@ import type { Logger } from '../log.js'
 import { ConfigError, type Config } from '../config.js'
 import { isValidConsent, validateConsent } from '../domain/consent.js'
 import { parseIysDate } from '../domain/time.js'
-import { writeConsents, type ConsentWrite } from '../store/consent-store.js'
-import { createPool, type Pool } from '../store/pg.js'
+import { inTransaction, writeConsentsTx, type ConsentWrite } from '../store/consent-store.js'
+import { createPool, type Pool, type PoolClient } from '../store/pg.js'
 import { IysApiError, IysClient, type IysApi, type IysChange } from './iys-client.js'
 import { Progress } from './progress.js'
 
@@ -74,8 +74,8 @@ export async function readCursor (pool: Pool, iysCode: string, brandCode: string
   return rows[0]?.after_token ?? null
 }
 
-async function storeCursor (pool: Pool, iysCode: string, brandCode: string, after: string): Promise<void> {
-  await pool.query(
+async function storeCursor (tx: PoolClient, iysCode: string, brandCode: string, after: string): Promise<void> {
+  await tx.query(
     `INSERT INTO iys_sync_cursors (iys_code, brand_code, after_token, updated_at) VALUES ($1, $2, $3, now())
      ON CONFLICT (iys_code, brand_code) DO UPDATE SET after_token = EXCLUDED.after_token, updated_at = now()`,
     [iysCode, brandCode, after])
@@ -106,7 +106,7 @@ export async function runSyncIys (opts: SyncIysOptions): Promise<SyncIysSummary>
   const progress = opts.progress ?? null
   const summary: SyncIysSummary = { complete: false, pages: 0, pulled: 0, applied: 0, stale: 0, invalid: 0, invalidByCode: {}, errors: 0, brands: [] }
   const brands = new Map<string, BrandSummary>()
-  for (const brandCode of opts.brandCodes) {
+  for (const brandCode of new Set(opts.brandCodes)) {
     const b: BrandSummary = { brandCode, pages: 0, pulled: 0, applied: 0, stale: 0, invalid: 0, after: null }
     brands.set(brandCode, b)
     summary.brands.push(b)
@@ -135,19 +135,18 @@ export async function runSyncIys (opts: SyncIysOptions): Promise<SyncIysSummary>
       }
       // By code only, once a page: the items themselves carry recipients.
       if (invalidByCode !== null) log.warn({ brandCode: b.brandCode, invalidByCode }, 'İYS changes skipped: invalid')
-      // Writes first, cursor second: never a cursor past changes that are not stored. (Storing it inside the same
-      // transaction would also make the re-pull after a crash disappear; writeConsents owns that transaction.)
-      const outcomes = await writeConsents(pool, writes)
+      // The changes and the cursor past them commit together, or neither does.
+      const moved = page.after !== after
+      const outcomes = await inTransaction(pool, async tx => {
+        const o = await writeConsentsTx(tx, writes)
+        if (moved) await storeCursor(tx, iysCode, b.brandCode, page.after)
+        return o
+      })
       for (const o of outcomes) {
         if (o.status === 'applied') { b.applied++; summary.applied++ } else { b.stale++; summary.stale++ }
       }
       b.pulled += page.list.length; summary.pulled += page.list.length
-      const moved = page.after !== after
-      if (moved) {
-        await storeCursor(pool, iysCode, b.brandCode, page.after)
-        after = page.after
-        b.after = after
-      }
+      if (moved) { after = page.after; b.after = after }
       progress?.update(summary.pulled, 0, summary.invalid)
       // An empty page or one that does not move the cursor would be asked for again forever: treat it as the end.
       if (page.list.length === 0 || !moved) return true
