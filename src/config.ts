@@ -1,6 +1,8 @@
 // Configuration is read from the environment once, validated, and frozen. A bad value stops start-up with one
 // line that names the variable; a misspelt variable in our namespaces is an error with a hint, not ignored.
 
+import { availableParallelism, tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export interface Config {
@@ -26,6 +28,8 @@ export interface Config {
   readonly historyRetentionDays: number
   /** How often the retention job runs (ms); 0 disables it in this process. */
   readonly retentionIntervalMs: number
+  /** Bulk scrubbing: where jobs keep their input and results, how long results stay, limits and threads. */
+  readonly scrub: Readonly<{ dir: string, retentionHours: number, maxBytes: number, threads: number, chunkLines: number }>
 }
 
 export class ConfigError extends Error {
@@ -42,11 +46,12 @@ export const KNOWN_VARIABLES = [
   'MAX_BODY_BYTES', 'BLOOM_FPR', 'FILTER_POLL_MS', 'TACIR_ALLOW_WITHOUT_RECORD', 'STORE_FAILURE_MODE',
   'EMBEDDED_SEED_FILE', 'UPSTREAM_MESAJ_URL', 'UPSTREAM_EPOSTA_URL', 'UPSTREAM_ARAMA_URL', 'IYS_PUSH_USER',
   'IYS_PUSH_PASSWORD', 'IYS_API_URL', 'IYS_USERNAME', 'IYS_PASSWORD', 'IYS_CODE', 'IYS_BRAND_CODES', 'IYS_SYNC_INTERVAL_MS',
-  'HISTORY_RETENTION_DAYS', 'RETENTION_INTERVAL_MS'
+  'HISTORY_RETENTION_DAYS', 'RETENTION_INTERVAL_MS', 'SCRUB_DIR', 'SCRUB_RETENTION_HOURS', 'SCRUB_MAX_BYTES', 'SCRUB_THREADS',
+  'SCRUB_CHUNK_LINES'
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
-const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_']
+const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_']
 
 function closest (name: string): string | null {
   let best: string | null = null
@@ -159,6 +164,13 @@ export function loadConfig (env: Env = process.env): Config {
       pollMs: int(env, 'IYS_SYNC_INTERVAL_MS', 60_000, 1000, 86_400_000)
     }),
     historyRetentionDays: int(env, 'HISTORY_RETENTION_DAYS', 400, 366, 36_500),
-    retentionIntervalMs: int(env, 'RETENTION_INTERVAL_MS', 3_600_000, 0, 86_400_000)
+    retentionIntervalMs: int(env, 'RETENTION_INTERVAL_MS', 3_600_000, 0, 86_400_000),
+    scrub: Object.freeze({
+      dir: env.SCRUB_DIR ?? join(tmpdir(), 'iys-gateway', 'scrub'),
+      retentionHours: int(env, 'SCRUB_RETENTION_HOURS', 72, 1, 24 * 365),
+      maxBytes: int(env, 'SCRUB_MAX_BYTES', 16 * 1024 ** 3, 1024, 2 ** 50),
+      threads: int(env, 'SCRUB_THREADS', Math.max(1, availableParallelism() - 1), 1, 256),
+      chunkLines: int(env, 'SCRUB_CHUNK_LINES', 8192, 100, 1_000_000)
+    })
   })
 }

@@ -5,7 +5,7 @@ import client from 'prom-client'
 import { CONSENT_TYPES, type ConsentType } from './domain/vocabulary.js'
 import { REASONS, type Reason } from './policy/decide.js'
 
-export const ROUTES = ['check', 'consents', 'push', 'history', 'health', 'ready', 'metrics', 'other'] as const
+export const ROUTES = ['check', 'consents', 'push', 'history', 'scrub', 'health', 'ready', 'metrics', 'other'] as const
 export type Route = (typeof ROUTES)[number]
 
 export class Metrics {

@@ -19,6 +19,10 @@ import { consentRoutes, notConfiguredRoutes } from './http/consent-routes.js'
 import { RequestProcessor } from './store/consent-requests.js'
 import { pruneHistory } from './store/consent-queries.js'
 import { PushProcessor } from './store/push-inbox.js'
+import { scrubRoutes } from './http/scrub-routes.js'
+import { ScrubQueue } from './scrub/engine.js'
+import { ScrubJobs } from './scrub/jobs.js'
+import { createScrubPool } from './scrub/pool.js'
 
 export interface Gateway {
   readonly port: number
@@ -106,7 +110,21 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     readiness = () => ({ ready: true, mode: 'embedded', filterVersion: seed.view.version, keys: seed.view.states.size, uws: uwsState, warnings })
   }
 
-  const checker = new Checker(getView, config, { storeError: () => { metrics.storeErrors.inc() } })
+  const policy = { tacirAllowedWithoutRecord: config.tacirAllowedWithoutRecord, storeFailureMode: config.storeFailureMode }
+  const checker = new Checker(getView, policy, { storeError: () => { metrics.storeErrors.inc() } })
+
+  // Bulk scrubbing: jobs on local disk, chunks on a worker pool over the same SharedArrayBuffer bloom (Redis mode).
+  const jobs = new ScrubJobs(config.scrub.dir, config.scrub.retentionHours, log)
+  const unfinished = await jobs.init()
+  const scrubPool = config.redisUrl !== null
+    ? createScrubPool({ redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, redisTimeoutMs: config.redisTimeoutMs, policy }, config.scrub.threads)
+    : null
+  const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, log })
+  for (const job of unfinished) queue.enqueue(job)
+  const sweepJobs = (): void => { jobs.sweep().catch((err: Error) => { log.warn({ err: err.message }, 'scrub job retention failed') }) }
+  sweepJobs()
+  const sweepTimer = setInterval(sweepJobs, 10 * 60_000)
+  sweepTimer.unref()
   const pushCredentials = config.iysPushUser !== null ? { user: config.iysPushUser, password: config.iysPushPassword! } : null
   const app = createApp({
     checker,
@@ -114,9 +132,10 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     log,
     maxBodyBytes: config.maxBodyBytes,
     readiness,
-    routes: (router) => {
+    routes: (router, app) => {
       if (pool !== null) consentRoutes(router, { pool, log, requests: requests!, push: push!, pushCredentials })
       else notConfiguredRoutes(router)
+      scrubRoutes(router, app, { jobs, queue, maxBytes: config.scrub.maxBytes })
     }
   })
 
@@ -137,6 +156,10 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     async close () {
       uWS.us_listen_socket_close(listenSocket)
       if (retentionTimer !== null) clearInterval(retentionTimer)
+      clearInterval(sweepTimer)
+      // A running scrub is not waited for: its job stays 'running' on disk and runs again at the next start.
+      queue.stop()
+      await scrubPool?.destroy()
       if (applier !== null) await applier.stop()
       await requests?.drainer.idle()
       await push?.drainer.idle()

@@ -23,7 +23,7 @@ export interface AppDeps {
   /** Called with every batch of decisions after the answer is computed (decision log, later). */
   onDecisions?: (type: string, results: CheckResult[]) => void
   /** Registers further routes (consent API, push, history) on the same router. */
-  routes?: (router: Router) => void
+  routes?: (router: Router, app: uWS.TemplatedApp) => void
 }
 
 export function createApp (deps: AppDeps): uWS.TemplatedApp {
@@ -48,7 +48,7 @@ export function createApp (deps: AppDeps): uWS.TemplatedApp {
 
   router.get('/metrics', 'metrics', async () => ({ status: 200, body: await metrics.registry.metrics(), contentType: metrics.registry.contentType }))
 
-  deps.routes?.(router)
+  deps.routes?.(router, app)
 
   app.any('/*', (res, req) => {
     const ex = router.begin(res)

@@ -5,7 +5,7 @@ import type { GatewayError } from '../domain/errors.js'
 
 const STATUS_TEXT: Record<number, string> = {
   200: '200 OK', 202: '202 Accepted', 400: '400 Bad Request', 401: '401 Unauthorized', 404: '404 Not Found',
-  405: '405 Method Not Allowed', 413: '413 Payload Too Large', 415: '415 Unsupported Media Type',
+  405: '405 Method Not Allowed', 409: '409 Conflict', 413: '413 Payload Too Large', 415: '415 Unsupported Media Type',
   422: '422 Unprocessable Entity', 500: '500 Internal Server Error', 503: '503 Service Unavailable'
 }
 

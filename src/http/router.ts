@@ -90,7 +90,7 @@ export class Router {
     else this.reply(ex, route, result)
   }
 
-  private reply (ex: Exchange, route: Route, r: Reply): void {
+  reply (ex: Exchange, route: Route, r: Reply): void {
     send(ex, r.status, r.body, r.contentType ?? JSON_TYPE)
     this.deps.metrics.request(route, r.status, (performance.now() - ex.startedAt) / 1000)
   }

@@ -75,3 +75,12 @@ export async function * readLineBatches (input: AsyncIterable<Buffer | string>):
     if (end > 0) yield { lines: [rest.slice(0, end)], numbers: [line] }
   }
 }
+
+/** RFC 4180 field: quoted when it holds a comma, quote or line break, or starts/ends with a space. */
+export function csvField (s: string): string {
+  if (s.length === 0) return s
+  const c0 = s.charCodeAt(0)
+  const cl = s.charCodeAt(s.length - 1)
+  if (!/[",\r\n]/.test(s) && c0 !== 32 && c0 !== 9 && cl !== 32 && cl !== 9) return s
+  return '"' + s.replace(/"/g, '""') + '"'
+}

@@ -7,6 +7,7 @@
 // key with the other status and a consentDate outside every date that key already has, so "latest consentDate wins"
 // and out-of-order files are exercised, but two rows of one key never carry the same consentDate.
 
+import { csvField } from './csv.js'
 import { once } from 'node:events'
 import { IYS_EPOCH_S, formatIysDate } from '../domain/time.js'
 
@@ -61,14 +62,6 @@ export function messyPhone (canonical: string, rnd: () => number): string {
   }
 }
 
-/** RFC 4180 field: quoted when it holds a comma, quote or line break, or starts/ends with a space. */
-export function csvField (s: string): string {
-  if (s.length === 0) return s
-  const c0 = s.charCodeAt(0)
-  const cl = s.charCodeAt(s.length - 1)
-  if (!/[",\r\n]/.test(s) && c0 !== 32 && c0 !== 9 && cl !== 32 && cl !== 9) return s
-  return '"' + s.replace(/"/g, '""') + '"'
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Keyed permutation of [0, size): a 4-round balanced Feistel network over the smallest even power of two that

@@ -1,0 +1,183 @@
+// Runs scrub jobs: reads the input file in line batches, sends chunks of thousands of lines to the worker pool (or,
+// in embedded mode, checks them inline), and writes the result in input order:
+//   recipient,normalized,allowed,reason,line,duplicateOf
+// A recipient seen before is reported once more as DUPLICATE with the line of its first occurrence (and is not
+// allowed: the first occurrence carries the decision). A malformed line is INVALID_RECIPIENT with its line number.
+// Jobs run one at a time per process, each using every scrub thread; a few chunks are in flight so that the
+// workers, Redis and the writer overlap, and the bounded window keeps memory flat whatever the file size.
+
+import { once } from 'node:events'
+import { createReadStream, createWriteStream } from 'node:fs'
+import { rename, stat } from 'node:fs/promises'
+import type { Logger } from 'pino'
+import type { Piscina } from 'piscina'
+import type { CheckerOptions } from '../check/checker.js'
+import { RedisView, VersionGoneError, type FilterView } from '../filter/view.js'
+import { readLineBatches, splitCsvLine } from '../loaders/csv.js'
+import { REASONS } from '../policy/decide.js'
+import { checkChunk, type ChunkInput, type ChunkOutput, type InputFormat } from './chunk.js'
+import { FirstSeen } from './dedup.js'
+import type { JobRecord, ScrubJobs, ScrubParams } from './jobs.js'
+import type { ScrubTask } from './pool.js'
+
+export const RESULT_HEADER = 'recipient,normalized,allowed,reason,line,duplicateOf\n'
+
+export interface EngineDeps {
+  jobs: ScrubJobs
+  getView: () => FilterView | null
+  /** Policy for chunks decided inline (embedded mode, or when there is no pool). */
+  policy: CheckerOptions
+  pool: Piscina<ScrubTask, ChunkOutput> | null
+  chunkLines: number
+  threads: number
+  log: Logger
+}
+
+/** Reads `path` and writes the result file; the progress callback sees the totals as they grow. */
+export async function scrubFile (deps: EngineDeps, input: string, output: string, params: ScrubParams, format: InputFormat, totals: JobRecord['totals'], onProgress?: (bytesRead: number) => void): Promise<void> {
+  const stream = createReadStream(input, { highWaterMark: 1 << 20 })
+  const out = createWriteStream(output)
+  out.write(RESULT_HEADER)
+  const seen = new FirstSeen(Math.min(64_000_000, Math.ceil((await stat(input)).size / 14)))
+  const window = Math.max(2, deps.threads * 2)
+  const inflight: Promise<ChunkOutput>[] = []
+  const pendingLines: number[][] = []
+  let column = 0
+  let headerChecked = format !== 'csv'
+  let lines: string[] = []
+  let numbers: number[] = []
+
+  const dispatch = (): void => {
+    const chunk: ChunkInput = { lines, format, column }
+    inflight.push(runChunk(deps, params, chunk))
+    pendingLines.push(numbers)
+    lines = []
+    numbers = []
+  }
+
+  const writeOldest = async (): Promise<void> => {
+    const res = await inflight.shift()!
+    const nums = pendingLines.shift()!
+    let text = ''
+    for (let i = 0; i < nums.length; i++) {
+      const line = nums[i]!
+      let first = 0
+      if (res.valid[i] === 1) first = seen.firstLine(res.h1[i]!, res.h2[i]!, line)
+      if (first !== 0) {
+        totals.duplicates++
+        totals.blocked++
+        totals.blockedByReason.DUPLICATE = (totals.blockedByReason.DUPLICATE ?? 0) + 1
+        text += res.prefixes[i]! + 'false,DUPLICATE,' + line + ',' + first + '\n'
+        continue
+      }
+      const reason = REASONS[res.reasons[i]!]!
+      if (reason === 'INVALID_RECIPIENT') totals.invalid++
+      if (res.allowed[i] === 1) totals.allowed++
+      else { totals.blocked++; totals.blockedByReason[reason] = (totals.blockedByReason[reason] ?? 0) + 1 }
+      text += res.prefixes[i]! + res.suffixes[i]! + ',' + line + ',\n'
+    }
+    totals.checked += nums.length
+    if (!out.write(text)) await once(out, 'drain')
+  }
+
+  try {
+    for await (const batch of readLineBatches(stream)) {
+      for (let i = 0; i < batch.lines.length; i++) {
+        const line = batch.lines[i]!
+        if (!headerChecked) {
+          headerChecked = true
+          const fields = splitCsvLine(line)
+          const idx = fields === null ? -1 : fields.findIndex(f => f.trim().replace(/^\uFEFF/, '').toLowerCase() === 'recipient')
+          if (idx !== -1) { column = idx; continue } // a header row naming the recipient column
+        }
+        lines.push(line)
+        numbers.push(batch.numbers[i]!)
+        totals.read++
+        if (lines.length === deps.chunkLines) {
+          dispatch()
+          if (inflight.length >= window) await writeOldest()
+        }
+      }
+      onProgress?.(stream.bytesRead)
+    }
+    if (lines.length > 0) dispatch()
+    while (inflight.length > 0) await writeOldest()
+    out.end()
+    await once(out, 'close')
+  } catch (err) {
+    // Let chunks already sent settle before the caller cleans up.
+    await Promise.allSettled(inflight)
+    out.destroy()
+    throw err
+  }
+}
+
+/**
+ * One chunk through the pool (Redis mode) or inline. A filter version removed while the job ran (a `load` flipped
+ * and the old version was dropped) fails the chunk's lookups; it is then run again on the version served now.
+ */
+async function runChunk (deps: EngineDeps, params: ScrubParams, input: ChunkInput): Promise<ChunkOutput> {
+  for (let attempt = 0; ; attempt++) {
+    const view = deps.getView()
+    const out = deps.pool !== null && view instanceof RedisView
+      ? await deps.pool.run({ input, query: params, view: { version: view.version, sab: view.bloom.buffer as SharedArrayBuffer, buckets: view.buckets } })
+      : await checkChunk(deps.getView, deps.policy, params, input)
+    if (out.storeError !== VersionGoneError.name || attempt === 3) return out
+  }
+}
+
+/** Runs queued jobs one after another. */
+export class ScrubQueue {
+  private readonly deps: EngineDeps
+  private readonly queue: JobRecord[] = []
+  private running: Promise<void> | null = null
+  private stopping = false
+
+  constructor (deps: EngineDeps) {
+    this.deps = deps
+  }
+
+  enqueue (job: JobRecord): void {
+    this.queue.push(job)
+    if (this.running === null) this.running = this.drain().finally(() => { this.running = null })
+  }
+
+  async idle (): Promise<void> {
+    while (this.running !== null) await this.running
+  }
+
+  /** Shutting down: a job that fails from here on stays 'running' on disk and runs again at the next start. */
+  stop (): void {
+    this.stopping = true
+    this.queue.length = 0
+  }
+
+  private async drain (): Promise<void> {
+    const { jobs, log } = this.deps
+    for (let job = this.queue.shift(); job !== undefined; job = this.queue.shift()) {
+      job.state = 'running'
+      job.startedAt = new Date().toISOString()
+      await jobs.save(job)
+      const started = Date.now()
+      let lastSave = started
+      try {
+        await scrubFile(this.deps, jobs.inputPath(job.jobId), jobs.tmpResultPath(job.jobId), job.params, job.format, job.totals, (bytesRead) => {
+          const secs = (Date.now() - started) / 1000
+          job.rate = secs > 0 ? Math.round(job.totals.read / secs) : 0
+          job.etaSeconds = bytesRead > 0 ? Math.max(0, Math.round(secs * (job.bytes - bytesRead) / bytesRead)) : undefined
+          if (Date.now() - lastSave > 2000) { lastSave = Date.now(); void jobs.save(job) }
+        })
+        await rename(jobs.tmpResultPath(job.jobId), jobs.resultPath(job.jobId))
+        job.resultBytes = (await stat(jobs.resultPath(job.jobId))).size
+        const secs = (Date.now() - started) / 1000
+        job.rate = secs > 0 ? Math.round(job.totals.read / secs) : 0
+        await jobs.finish(job, 'done')
+        log.info({ jobId: job.jobId, lines: job.totals.read, seconds: secs }, 'scrub job done')
+      } catch (err) {
+        if (this.stopping) return
+        log.warn({ jobId: job.jobId, err: (err as Error).message }, 'scrub job failed')
+        await jobs.finish(job, 'failed', `the job stopped: ${(err as Error).message}`)
+      }
+    }
+  }
+}

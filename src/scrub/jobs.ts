@@ -1,0 +1,141 @@
+// Scrub jobs on local disk: one folder per job with job.json (state and totals), the uploaded input, and the
+// result. A result is written to result.tmp and renamed to result.csv only when complete, so nothing half-written is
+// ever served. Jobs survive a gateway restart; a job whose upload was cut off by the restart is failed, one that
+// was queued or running is run again from its complete input. Finished jobs are deleted after the retention.
+
+import { randomUUID } from 'node:crypto'
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Logger } from 'pino'
+import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
+import type { InputFormat } from './chunk.js'
+
+export type JobState = 'uploading' | 'queued' | 'running' | 'done' | 'failed'
+
+export interface ScrubParams {
+  brandCode: string
+  type: ConsentType
+  recipientType: RecipientType
+  commercial: boolean
+}
+
+export interface ScrubTotals {
+  /** lines read from the input (blank lines and a header excluded) */
+  read: number
+  /** lines decided */
+  checked: number
+  allowed: number
+  blocked: number
+  invalid: number
+  duplicates: number
+  blockedByReason: Record<string, number>
+}
+
+export interface JobRecord {
+  jobId: string
+  state: JobState
+  reason?: string
+  params: ScrubParams
+  format: InputFormat
+  createdAt: string
+  uploadedAt?: string
+  startedAt?: string
+  finishedAt?: string
+  expiresAt?: string
+  bytes: number
+  totals: ScrubTotals
+  /** lines per second over the run so far, and the estimated seconds left (while running) */
+  rate?: number
+  etaSeconds?: number
+  resultBytes?: number
+}
+
+export const JOB_ID = /^[A-Za-z0-9_-]{1,64}$/
+
+export const emptyTotals = (): ScrubTotals => ({ read: 0, checked: 0, allowed: 0, blocked: 0, invalid: 0, duplicates: 0, blockedByReason: {} })
+
+export class ScrubJobs {
+  readonly dir: string
+  private readonly retentionMs: number
+  private readonly log: Logger
+  private readonly jobs = new Map<string, JobRecord>()
+
+  constructor (dir: string, retentionHours: number, log: Logger) {
+    this.dir = dir
+    this.retentionMs = retentionHours * 3_600_000
+    this.log = log
+  }
+
+  inputPath (id: string): string { return join(this.dir, id, 'input') }
+  resultPath (id: string): string { return join(this.dir, id, 'result.csv') }
+  tmpResultPath (id: string): string { return join(this.dir, id, 'result.tmp') }
+
+  /** Loads the jobs a previous run left; returns those to run again. */
+  async init (): Promise<JobRecord[]> {
+    await mkdir(this.dir, { recursive: true })
+    const again: JobRecord[] = []
+    for (const id of await readdir(this.dir)) {
+      if (!JOB_ID.test(id)) continue
+      let job: JobRecord
+      try { job = JSON.parse(await readFile(join(this.dir, id, 'job.json'), 'utf8')) as JobRecord } catch { continue }
+      if (job.state === 'uploading') {
+        job.state = 'failed'
+        job.reason = 'the upload did not complete before the gateway stopped'
+        job.finishedAt = new Date().toISOString()
+        job.expiresAt = new Date(Date.now() + this.retentionMs).toISOString()
+        await this.save(job)
+      } else if (job.state === 'queued' || job.state === 'running') {
+        job.state = 'queued'
+        job.totals = emptyTotals()
+        again.push(job)
+      }
+      this.jobs.set(id, job)
+    }
+    return again
+  }
+
+  async create (params: ScrubParams, format: InputFormat, jobId?: string): Promise<JobRecord> {
+    const id = jobId ?? randomUUID()
+    if (this.jobs.has(id)) throw new Error(`scrub job ${id} exists already`)
+    await mkdir(join(this.dir, id), { recursive: true })
+    const job: JobRecord = { jobId: id, state: 'uploading', params, format, createdAt: new Date().toISOString(), bytes: 0, totals: emptyTotals() }
+    this.jobs.set(id, job)
+    await this.save(job)
+    return job
+  }
+
+  get (id: string): JobRecord | undefined { return this.jobs.get(id) }
+
+  list (): JobRecord[] { return [...this.jobs.values()].sort((a, b) => b.createdAt.localeCompare(a.createdAt)) }
+
+  has (id: string): boolean { return this.jobs.has(id) }
+
+  /** Writes job.json atomically (write + rename). */
+  async save (job: JobRecord): Promise<void> {
+    const file = join(this.dir, job.jobId, 'job.json')
+    await writeFile(file + '.tmp', JSON.stringify(job))
+    await rename(file + '.tmp', file)
+  }
+
+  async finish (job: JobRecord, state: 'done' | 'failed', reason?: string): Promise<void> {
+    job.state = state
+    if (reason !== undefined) job.reason = reason
+    job.finishedAt = new Date().toISOString()
+    job.expiresAt = new Date(Date.now() + this.retentionMs).toISOString()
+    delete job.etaSeconds
+    await this.save(job)
+  }
+
+  /** Deletes finished jobs past their retention. */
+  async sweep (now = Date.now()): Promise<number> {
+    let n = 0
+    for (const job of [...this.jobs.values()]) {
+      if (job.expiresAt === undefined || Date.parse(job.expiresAt) > now) continue
+      await rm(join(this.dir, job.jobId), { recursive: true, force: true })
+      this.jobs.delete(job.jobId)
+      n++
+    }
+    if (n > 0) this.log.info({ deleted: n }, 'scrub job retention')
+    return n
+  }
+}

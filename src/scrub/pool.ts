@@ -1,0 +1,27 @@
+// The piscina pool that runs scrub chunks in worker threads, and the shapes passed to it.
+
+import { fileURLToPath } from 'node:url'
+import { Piscina } from 'piscina'
+import type { CheckQuery, CheckerOptions } from '../check/checker.js'
+import type { ChunkInput, ChunkOutput } from './chunk.js'
+
+export interface ScrubWorkerData {
+  redisUrl: string
+  redisPrefix: string
+  redisTimeoutMs: number
+  policy: CheckerOptions
+}
+
+export interface ScrubTask {
+  input: ChunkInput
+  query: Omit<CheckQuery, 'recipients'>
+  view: { version: number, sab: SharedArrayBuffer, buckets: number }
+}
+
+// The worker is compiled JavaScript; when this module runs from src/ under the test runner, use the built one.
+const here = import.meta.url
+const workerFile = fileURLToPath(here.endsWith('.ts') ? new URL('../../dist/scrub/worker.js', here) : new URL('./worker.js', here))
+
+export function createScrubPool (data: ScrubWorkerData, threads: number): Piscina<ScrubTask, ChunkOutput> {
+  return new Piscina<ScrubTask, ChunkOutput>({ filename: workerFile, workerData: data, minThreads: 1, maxThreads: threads, idleTimeout: 60_000 })
+}
