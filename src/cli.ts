@@ -1,4 +1,4 @@
-// `iys-gateway <command>`: serve · migrate · import FILE · load · sync-iys · generate. Exit codes: 0 ok, 1 failure,
+// `iys-gateway <command>`: serve · migrate · import FILE · load · sync-iys · scrub FILE · generate. Exit codes: 0 ok, 1 failure,
 // 2 usage or configuration error. Errors are one clear line on stderr; details go to the log.
 
 import { createWriteStream } from 'node:fs'
@@ -11,6 +11,8 @@ import { generateConsents } from './loaders/generate.js'
 import { loadFilter } from './loaders/load.js'
 import { syncIysCommand } from './loaders/sync-iys.js'
 import { createLogger } from './log.js'
+import { parseScrubParams } from './http/scrub-routes.js'
+import { scrubCommand } from './scrub/command.js'
 import { startGateway } from './server.js'
 import { migrate } from './store/migrate.js'
 import { createPool } from './store/pg.js'
@@ -24,6 +26,8 @@ commands:
   import FILE [--rules iys|provider] [--rejects FILE] [--actor NAME]
                                 bulk-load a consent file into Postgres (needs DATABASE_URL)
   load                          rebuild the filter from Postgres into Redis and flip to it (DATABASE_URL, REDIS_URL)
+  scrub FILE --brand-code B --type T [--recipient-type R] [--informational] [--out FILE]
+                                scrub a recipient list locally (CSV or NDJSON) against the same stores
   generate --rows N [--brands B] [--ret-share 0.2] [--seed S] [--out FILE]
                                 write a synthetic consent CSV (stdout unless --out)
   sync-iys [--once] [--brand-code B]
@@ -83,6 +87,22 @@ export async function main (argv: string[]): Promise<number> {
           await pool.end()
           redis.disconnect()
         }
+      }
+      case 'scrub': {
+        const { values, positionals } = parseArgs({
+          args: rest,
+          allowPositionals: true,
+          options: { 'brand-code': { type: 'string' }, type: { type: 'string' }, 'recipient-type': { type: 'string', default: 'BIREYSEL' }, informational: { type: 'boolean', default: false }, out: { type: 'string' } }
+        })
+        if (positionals.length !== 1) throw new UsageError('scrub takes exactly one FILE')
+        const q = new URLSearchParams({ type: values.type ?? '', recipientType: values['recipient-type']!, commercial: String(!values.informational) })
+        if (values['brand-code'] !== undefined) q.set('brandCode', values['brand-code'])
+        let params
+        try { params = parseScrubParams(q) } catch (err) { throw new UsageError((err as Error).message + ' (--brand-code, --type, --recipient-type)') }
+        const file = positionals[0]!
+        const summary = await scrubCommand(config, log, file, params, values.out ?? file + '.result.csv')
+        process.stdout.write(JSON.stringify(summary) + '\n')
+        return 0
       }
       case 'generate': {
         const { values } = parseArgs({

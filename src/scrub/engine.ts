@@ -23,7 +23,6 @@ import type { ScrubTask } from './pool.js'
 export const RESULT_HEADER = 'recipient,normalized,allowed,reason,line,duplicateOf\n'
 
 export interface EngineDeps {
-  jobs: ScrubJobs
   getView: () => FilterView | null
   /** Policy for chunks decided inline (embedded mode, or when there is no pool). */
   policy: CheckerOptions
@@ -128,12 +127,12 @@ async function runChunk (deps: EngineDeps, params: ScrubParams, input: ChunkInpu
 
 /** Runs queued jobs one after another. */
 export class ScrubQueue {
-  private readonly deps: EngineDeps
+  private readonly deps: EngineDeps & { jobs: ScrubJobs }
   private readonly queue: JobRecord[] = []
   private running: Promise<void> | null = null
   private stopping = false
 
-  constructor (deps: EngineDeps) {
+  constructor (deps: EngineDeps & { jobs: ScrubJobs }) {
     this.deps = deps
   }
 
