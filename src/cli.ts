@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig, type Config } from './config.js'
 import { layout } from './filter/layout.js'
 import { importConsents } from './loaders/import.js'
+import { canonicalCode } from './domain/vocabulary.js'
 import { generateConsents } from './loaders/generate.js'
 import { loadFilter } from './loaders/load.js'
 import { syncIysCommand } from './loaders/sync-iys.js'
@@ -23,8 +24,8 @@ const USAGE = `usage: iys-gateway <command> [options]
 commands:
   serve                         run the gateway (embedded store unless REDIS_URL is set)
   migrate                       create or upgrade the Postgres schema (needs DATABASE_URL)
-  import FILE [--rules iys|provider] [--rejects FILE] [--actor NAME]
-                                bulk-load a consent file into Postgres (needs DATABASE_URL)
+  import FILE [--rules iys|provider] [--iys-code C] [--brand-code B] [--rejects FILE] [--actor NAME]
+                                bulk-load a consent file (.csv, .json, .ndjson/.jsonl) into Postgres (DATABASE_URL)
   load                          rebuild the filter from Postgres into Redis and flip to it (DATABASE_URL, REDIS_URL)
   scrub FILE --brand-code B --type T [--recipient-type R] [--informational] [--out FILE]
                                 scrub a recipient list locally (CSV or NDJSON) against the same stores
@@ -64,12 +65,24 @@ export async function main (argv: string[]): Promise<number> {
         return 0
       }
       case 'import': {
-        const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { rejects: { type: 'string' }, actor: { type: 'string' }, rules: { type: 'string', default: 'iys' } } })
+        const { values, positionals } = parseArgs({
+          args: rest,
+          allowPositionals: true,
+          options: { rejects: { type: 'string' }, actor: { type: 'string' }, rules: { type: 'string', default: 'iys' }, 'iys-code': { type: 'string' }, 'brand-code': { type: 'string' } }
+        })
         if (positionals.length !== 1) throw new UsageError('import takes exactly one FILE')
         if (values.rules !== 'iys' && values.rules !== 'provider') throw new UsageError('--rules must be iys or provider')
+        const defaults: { iysCode?: string, brandCode?: string } = {}
+        for (const [flag, key] of [['iys-code', 'iysCode'], ['brand-code', 'brandCode']] as const) {
+          const v = values[flag]
+          if (v === undefined) continue
+          const code = canonicalCode(v)
+          if (code === null) throw new UsageError(`--${flag} must be a positive integer`)
+          defaults[key] = code
+        }
         const pool = createPool(need(config.databaseUrl, 'DATABASE_URL'), 1)
         try {
-          const r = await importConsents(pool, { file: positionals[0]!, rejectFile: values.rejects, actor: values.actor, rules: values.rules })
+          const r = await importConsents(pool, { file: positionals[0]!, rejectFile: values.rejects, actor: values.actor, rules: values.rules, defaults })
           process.stdout.write(JSON.stringify(r) + '\n')
           return 0
         } finally { await pool.end() }

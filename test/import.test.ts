@@ -140,6 +140,23 @@ describe('import', () => {
     ])
   })
 
+  it('imports an İYS list without codes in its items when --iys-code and --brand-code give them', async () => {
+    const file = join(dir, 'iys-export.json')
+    writeFileSync(file, JSON.stringify({ list: [
+      { recipient: '+905321260001', recipientType: 'BIREYSEL', type: 'MESAJ', status: 'ONAY', source: 'HS_WEB', consentDate: '2024-01-01 10:00:00', creationDate: '2024-01-01 10:00:03', transactionId: 'b'.repeat(64), citizenName: 'never stored' }
+    ] }, null, 2))
+    const without = await runCli(['import', file], env)
+    expect(without.code).toBe(0)
+    expect(JSON.parse(without.stdout)).toMatchObject({ applied: 0, rejected: 1 })
+    const res = await runCli(['import', file, '--iys-code', '700001', '--brand-code', '600011'], env)
+    expect(res.code).toBe(0)
+    expect(JSON.parse(res.stdout)).toMatchObject({ rows: 1, applied: 1, rejected: 0 })
+    const { rows } = await pool.query("SELECT iys_code::text, transaction_id FROM consent_history WHERE brand_code = 600011")
+    expect(rows).toEqual([{ iys_code: '700001', transaction_id: 'b'.repeat(64) }])
+    const bad = await runCli(['import', file, '--brand-code', 'x'], env)
+    expect(bad.code).toBe(2)
+  })
+
   it('refuses a file whose header lacks a required column, importing nothing', async () => {
     const file = join(dir, 'noheader.csv')
     writeFileSync(file, 'iysCode,brandCode,recipient,type,status,consentDate\n700001,600001,+905321239999,MESAJ,ONAY,2024-01-01 00:00:00\n')

@@ -2,9 +2,9 @@
 // (loaders/import.ts); test/rules.test.ts checks that both agree.
 //
 // Who is the authority decides which rules apply:
-// - 'provider' writes (our İYS-shaped API, file import) follow İYS's checks for a service provider's write:
+// - 'provider' writes (our İYS-shaped API, `import --rules provider`) follow İYS's checks for a provider's write:
 //   H175 a first record cannot be RET, H174 the status must change, H178 the date cannot be older than the stored one.
-// - 'iys' writes (push notifications and pulled changes) already passed İYS: they are facts. One that is not newer
+// - 'iys' writes (push notifications, pulled changes, `import` by default) already passed İYS: they are facts. One that is not newer
 //   than what we hold is stale (we have it, or something later), anything else is applied, even a first RET
 //   (a citizen can reject through İYS a brand that never told us about the consent).
 

@@ -16,7 +16,8 @@ export interface EmbeddedSeed {
 }
 
 export async function buildEmbeddedView (seedFile: string, fpr: number, nowSeconds = Date.now() / 1000): Promise<EmbeddedSeed> {
-  // Latest consentDate wins per key; on a tie the later line wins (the same rule as `import`).
+  // Latest consentDate wins per key, on a tie the later line: the state `import` (İYS rules) ends in, except that
+  // of two rows equal in date and status `import` keeps the first row's source (the second is a duplicate, H174).
   const latest = new Map<string, { date: number, value: string }>()
   let rows = 0
   let rejects = 0

@@ -109,10 +109,12 @@ function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, para
     if (!file!.write(chunk) && !paused && !isLast) {
       paused = true
       res.pause()
-      file!.once('drain', () => { paused = false; if (!ex.aborted) res.resume() })
+      file!.once('drain', () => { if (paused && !done && !ex.aborted) { paused = false; res.resume() } })
     }
     if (isLast) {
       done = true
+      // Never leave the socket paused: the answer goes out on it, and keep-alive requests follow on it.
+      if (paused && !ex.aborted) { paused = false; res.resume() }
       file!.end()
       once(file!, 'close').then(async () => {
         job!.bytes = bytes

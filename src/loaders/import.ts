@@ -22,7 +22,7 @@ import type { Authority } from '../domain/rules.js'
 import { CONSENT_WRITE_LOCK } from '../store/migrate.js'
 import { CHANGES_CHANNEL } from '../store/consent-store.js'
 import type { Pool } from '../store/pg.js'
-import { readConsentFile } from './consent-file.js'
+import { readConsentFile, type ConsentDefaults } from './consent-file.js'
 import { Progress } from './progress.js'
 
 export interface ImportOptions {
@@ -32,6 +32,8 @@ export interface ImportOptions {
   progress?: boolean
   /** Which rules judge the rows: see the header. Default 'iys'. */
   rules?: Authority
+  /** iysCode/brandCode for items that do not carry them (İYS lists are per brand). */
+  defaults?: ConsentDefaults
 }
 
 export interface ImportResult {
@@ -128,7 +130,7 @@ export async function importConsents (pool: Pool, opts: ImportOptions): Promise<
 
   const nowSeconds = Math.floor(Date.now() / 1000)
   async function * tsv (): AsyncGenerator<string> {
-    for await (const batch of readConsentFile(opts.file, nowSeconds)) {
+    for await (const batch of readConsentFile(opts.file, nowSeconds, opts.defaults)) {
       rows += batch.consents.length + batch.rejects.length
       invalid += batch.rejects.length
       let out = ''

@@ -18,7 +18,8 @@
 // - anything that leaves the list itself unreadable is a FileFormatError with one line saying where: a document
 //   that is not an array or an object with a "list" array, a file that ends inside the list (truncated), text after
 //   the document, an item longer than MAX_ITEM_CHARS (a bracket is missing, so the item would swallow the file).
-// Messages never quote the input: items carry recipients, and V8's JSON.parse messages echo the text they failed on.
+// Messages never quote the input (not even the wrapper's keys): items carry recipients, and V8's JSON.parse messages
+// echo the text they failed on, so they are not passed on either.
 
 import { StringDecoder } from 'node:string_decoder'
 import { readLineBatches } from './csv.js'
@@ -151,7 +152,7 @@ export class JsonListScanner {
           }
           break
         case OBJ_COLON:
-          if (c !== 58 /* : */) throw this.error(this.line, `expected ':' after the key ${JSON.stringify(this.key)} of the top-level object`)
+          if (c !== 58 /* : */) throw this.error(this.line, 'expected \':\' after a key of the top-level object')
           this.state = OBJ_VALUE
           i++
           break
@@ -163,7 +164,7 @@ export class JsonListScanner {
             this.state = LIST_ITEM
             i++
           } else {
-            if (c === 44 || c === 125 || c === 93) throw this.error(this.line, `the key ${JSON.stringify(this.key)} of the top-level object has no value`)
+            if (c === 44 || c === 125 || c === 93) throw this.error(this.line, 'a key of the top-level object has no value')
             this.startValue(c, true)
             valueStart = i
           }
@@ -214,7 +215,7 @@ export class JsonListScanner {
       case DONE: return
       case TOP: throw new FileFormatError('the file is empty; expected a JSON array of consents or an object with a "list" array')
       case VALUE:
-        if (this.skip) throw this.error(this.startLine, `the value of ${JSON.stringify(this.key)} starting here is not closed at the end of the file (truncated?)`)
+        if (this.skip) throw this.error(this.startLine, 'a value of the top-level object starting here is not closed at the end of the file (truncated?)')
         throw this.error(this.startLine, 'the item starting here is not closed at the end of the file (truncated?)')
       case LIST_ITEM: case LIST_NEXT: case RESYNC:
         throw this.error(this.line, 'the file ends before the list of consents is closed with \']\' (truncated?)')
@@ -273,7 +274,7 @@ export class JsonListScanner {
           line++
           if (this.skip) {
             this.line = line
-            throw this.error(line - 1, `a string in the value of ${JSON.stringify(this.key)} is not closed on its line`)
+            throw this.error(line - 1, 'a string in a value of the top-level object is not closed on its line')
           }
           this.line = line
           this.addItem(this.startLine, null, 'a string is not closed on its line')
@@ -327,7 +328,9 @@ export class JsonListScanner {
   }
 
   private endObject (): void {
-    if (!this.seenList) throw this.error(this.line, 'the top-level object has no "list" array of consents')
+    if (!this.seenList) {
+      throw this.error(this.line, 'the top-level object has no "list" array of consents (one consent object per line is NDJSON: name the file .ndjson)')
+    }
     this.state = DONE
   }
 
