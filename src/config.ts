@@ -30,6 +30,8 @@ export interface Config {
   readonly retentionIntervalMs: number
   /** Bulk scrubbing: where jobs keep their input and results, how long results stay, limits and threads. */
   readonly scrub: Readonly<{ dir: string, retentionHours: number, maxBytes: number, threads: number, chunkLines: number }>
+  /** Decision log (needs DATABASE_URL): on/off, spool folder for Postgres outages, flush interval, retention. */
+  readonly decisions: Readonly<{ enabled: boolean, spoolDir: string, flushMs: number, retentionDays: number }>
 }
 
 export class ConfigError extends Error {
@@ -47,11 +49,11 @@ export const KNOWN_VARIABLES = [
   'EMBEDDED_SEED_FILE', 'UPSTREAM_MESAJ_URL', 'UPSTREAM_EPOSTA_URL', 'UPSTREAM_ARAMA_URL', 'IYS_PUSH_USER',
   'IYS_PUSH_PASSWORD', 'IYS_API_URL', 'IYS_USERNAME', 'IYS_PASSWORD', 'IYS_CODE', 'IYS_BRAND_CODES', 'IYS_SYNC_INTERVAL_MS',
   'HISTORY_RETENTION_DAYS', 'RETENTION_INTERVAL_MS', 'SCRUB_DIR', 'SCRUB_RETENTION_HOURS', 'SCRUB_MAX_BYTES', 'SCRUB_THREADS',
-  'SCRUB_CHUNK_LINES'
+  'SCRUB_CHUNK_LINES', 'DECISION_LOG', 'DECISION_SPOOL_DIR', 'DECISION_FLUSH_MS', 'DECISION_RETENTION_DAYS'
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
-const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_']
+const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_']
 
 function closest (name: string): string | null {
   let best: string | null = null
@@ -171,6 +173,12 @@ export function loadConfig (env: Env = process.env): Config {
       maxBytes: int(env, 'SCRUB_MAX_BYTES', 16 * 1024 ** 3, 1024, 2 ** 50),
       threads: int(env, 'SCRUB_THREADS', Math.max(1, availableParallelism() - 1), 1, 256),
       chunkLines: int(env, 'SCRUB_CHUNK_LINES', 8192, 100, 1_000_000)
+    }),
+    decisions: Object.freeze({
+      enabled: bool(env, 'DECISION_LOG', true),
+      spoolDir: env.DECISION_SPOOL_DIR ?? join(tmpdir(), 'iys-gateway', 'spool'),
+      flushMs: int(env, 'DECISION_FLUSH_MS', 200, 10, 60_000),
+      retentionDays: int(env, 'DECISION_RETENTION_DAYS', 400, 1, 36_500)
     })
   })
 }

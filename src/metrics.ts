@@ -20,6 +20,8 @@ export class Metrics {
   readonly filterVersion: client.Gauge<string>
   readonly filterKeys: client.Gauge<string>
   readonly uwsNative: client.Gauge<string>
+  readonly decisionsWritten: client.Counter<string>
+  readonly decisionsSpooled: client.Counter<string>
 
   constructor () {
     const r = this.registry
@@ -41,6 +43,8 @@ export class Metrics {
     this.storeErrors = new client.Counter({ name: 'iys_store_errors_total', help: 'Exact-store lookups that failed (answered STORE_UNAVAILABLE or per STORE_FAILURE_MODE)', registers: [r] })
     this.filterVersion = new client.Gauge({ name: 'iys_filter_version', help: 'Filter version this process serves (0: none)', registers: [r] })
     this.filterKeys = new client.Gauge({ name: 'iys_filter_keys', help: 'Consent keys in the served filter version', registers: [r] })
+    this.decisionsWritten = new client.Counter({ name: 'iys_decision_log_written_total', help: 'Decision records written to Postgres', registers: [r] })
+    this.decisionsSpooled = new client.Counter({ name: 'iys_decision_log_spooled_total', help: 'Decision records spooled to disk because Postgres could not take them', registers: [r] })
     this.uwsNative = new client.Gauge({ name: 'iys_uws_native', help: '1 if the native uWebSockets.js binding is loaded, 0 on the slow pure-JS fallback', registers: [r] })
   }
 

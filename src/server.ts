@@ -19,6 +19,7 @@ import { consentRoutes, notConfiguredRoutes } from './http/consent-routes.js'
 import { RequestProcessor } from './store/consent-requests.js'
 import { pruneHistory } from './store/consent-queries.js'
 import { PushProcessor } from './store/push-inbox.js'
+import { DecisionLog, logDecisions } from './audit/decision-log.js'
 import { scrubRoutes } from './http/scrub-routes.js'
 import { ScrubQueue } from './scrub/engine.js'
 import { ScrubJobs } from './scrub/jobs.js'
@@ -45,6 +46,18 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   let applier: ChangeApplier | null = null
   // Postgres: the consent API, İYS push, the evidence ledger and the change applier. Checks never touch it.
   const pool: Pool | null = config.databaseUrl !== null ? createPool(config.databaseUrl, 8) : null
+  const decisionLog = pool !== null && config.decisions.enabled
+    ? new DecisionLog({
+      pool,
+      spoolDir: config.decisions.spoolDir,
+      flushMs: config.decisions.flushMs,
+      retentionDays: config.decisions.retentionDays,
+      log,
+      onWritten: n => { metrics.decisionsWritten.inc(n) },
+      onSpooled: n => { metrics.decisionsSpooled.inc(n) }
+    })
+    : null
+  await decisionLog?.start()
   const requests = pool !== null ? new RequestProcessor(pool, log) : null
   const push = pool !== null ? new PushProcessor(pool, log) : null
   requests?.drainer.kick() // requests and notifications left pending by a previous run
@@ -132,6 +145,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     log,
     maxBodyBytes: config.maxBodyBytes,
     readiness,
+    onDecisions: decisionLog === null ? undefined : (query, results) => { logDecisions(decisionLog, 'check', null, query, results) },
     routes: (router, app) => {
       if (pool !== null) consentRoutes(router, { pool, log, requests: requests!, push: push!, pushCredentials })
       else notConfiguredRoutes(router)
@@ -162,6 +176,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       await scrubPool?.destroy()
       if (applier !== null) await applier.stop()
       await requests?.drainer.idle()
+      await decisionLog?.close() // everything to Postgres, or to the spool when it is away
       await push?.drainer.idle()
       if (mirror !== null) await mirror.stop()
       if (pool !== null) await pool.end()

@@ -3,7 +3,7 @@
 
 import type { Logger } from 'pino'
 import { GatewayError } from '../domain/errors.js'
-import type { Checker, CheckResult } from '../check/checker.js'
+import type { Checker, CheckQuery, CheckResult } from '../check/checker.js'
 import type { Metrics } from '../metrics.js'
 import { parseCheckRequest } from './check-request.js'
 import { Router } from './router.js'
@@ -20,8 +20,8 @@ export interface AppDeps {
   log: Logger
   maxBodyBytes: number
   readiness: () => Readiness
-  /** Called with every batch of decisions after the answer is computed (decision log, later). */
-  onDecisions?: (type: string, results: CheckResult[]) => void
+  /** Called with every batch of decisions once they are made (the decision log). */
+  onDecisions?: (query: CheckQuery, results: CheckResult[]) => void
   /** Registers further routes (consent API, push, history) on the same router. */
   routes?: (router: Router, app: uWS.TemplatedApp) => void
 }
@@ -35,7 +35,7 @@ export function createApp (deps: AppDeps): uWS.TemplatedApp {
     const query = parseCheckRequest(body)
     const results = await checker.check(query)
     for (let i = 0; i < results.length; i++) metrics.decision(results[i]!.reason, query.type)
-    deps.onDecisions?.(query.type, results)
+    deps.onDecisions?.(query, results)
     return { status: 200, body: serializeResults(results) }
   })
 

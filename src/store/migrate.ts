@@ -78,6 +78,35 @@ const MIGRATIONS: readonly string[] = [
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (iys_code, brand_code)
   );
+  `,
+  // 3: the decision log, partitioned by day (partitions are created ahead and dropped by retention, see
+  // audit/decision-log.ts). A batch of decisions commits with its id in decision_batches, so a batch replayed from
+  // the spool after an outage whose first attempt did commit is recognised and skipped: each record exactly once.
+  `
+  CREATE TABLE decisions (
+    decided_at      timestamptz NOT NULL,
+    source          text        NOT NULL,
+    iys_code        bigint,
+    brand_code      bigint      NOT NULL,
+    type            text        NOT NULL,
+    recipient_type  text        NOT NULL,
+    recipient       text        NOT NULL,
+    normalized      text,
+    commercial      boolean     NOT NULL,
+    allowed         boolean     NOT NULL,
+    reason          text        NOT NULL,
+    consent_seq     bigint,
+    message_id      text,
+    upstream_status text,
+    carrier_id      text
+  ) PARTITION BY RANGE (decided_at);
+  CREATE INDEX decisions_recipient_idx ON decisions (brand_code, type, normalized, decided_at);
+
+  CREATE TABLE decision_batches (
+    batch_id    text        PRIMARY KEY,
+    rows        int         NOT NULL,
+    written_at  timestamptz NOT NULL DEFAULT now()
+  );
   `
 ]
 

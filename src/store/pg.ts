@@ -6,8 +6,11 @@ export type Pool = pg.Pool
 export type PoolClient = pg.PoolClient
 
 export function createPool (url: string, max = 4): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max, application_name: 'iys-gateway' })
-  // An idle client losing its connection must not crash the process; the pool replaces it.
+  // A Postgres that does not answer must fail a connection attempt, not hang it: the decision log then spools.
+  const pool = new pg.Pool({ connectionString: url, max, application_name: 'iys-gateway', connectionTimeoutMillis: 5000 })
+  // A client losing its connection must not crash the process: idle ones are dropped by the pool ('error'), and
+  // one that is checked out reports the loss through its failing query, so its own 'error' event is only noise.
   pool.on('error', () => {})
+  pool.on('connect', (client) => { client.on('error', () => {}) })
   return pool
 }
