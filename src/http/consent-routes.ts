@@ -13,6 +13,7 @@ import { approvedAmong, consentHistory, consentStateAt, consentStatus } from '..
 import { writeConsents } from '../store/consent-store.js'
 import type { Pool } from '../store/pg.js'
 import { storePush, type PushProcessor } from '../store/push-inbox.js'
+import { evidenceHtml, findEvidence } from '../audit/evidence.js'
 import { json, type Reply, type RequestFacts, type Router } from './router.js'
 
 export interface ConsentRouteDeps {
@@ -156,13 +157,19 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
     return json(200, { ...q.echo, history: await consentHistory(pool, q.brandCode, q.type, q.recipientType, q.recipient) })
   })
 
+  router.get('/v1/evidence', 'history', async (_, req) => {
+    const q = ledgerQuery(req.query)
+    const p = new URLSearchParams(req.query)
+    const window = { from: dateParam(p, 'from', new Date(0)), to: dateParam(p, 'to', new Date()) }
+    const query = { brandCode: q.brandCode, type: q.type, recipientType: p.get('recipientType'), recipient: q.recipient, ...window }
+    const entries = await findEvidence(pool, query)
+    if ((req.headers.accept ?? '').includes('text/html')) return { status: 200, body: evidenceHtml(query, entries, new Date()), contentType: 'text/html; charset=utf-8' }
+    return json(200, { ...q.echo, from: window.from.toISOString(), to: window.to.toISOString(), decisions: entries })
+  }, { headers: ['accept'] })
+
   router.get('/v1/consents/state', 'history', async (_, req) => {
     const q = ledgerQuery(req.query)
-    const atText = new URLSearchParams(req.query).get('at')
-    const at = atText === null ? new Date() : new Date(atText)
-    if (atText !== null && (Number.isNaN(at.getTime()) || !/\d{4}-\d{2}-\d{2}T\d{2}:\d{2}/.test(atText))) {
-      throw new GatewayError('INVALID_FIELD', { location: 'at', value: atText, message: 'at must be an ISO 8601 date-time, e.g. 2026-03-01T10:00:00+03:00.' })
-    }
+    const at = dateParam(new URLSearchParams(req.query), 'at', new Date())
     const entry = await consentStateAt(pool, q.brandCode, q.type, q.recipientType, q.recipient, at)
     return json(200, { ...q.echo, at: at.toISOString(), state: entry })
   })
@@ -175,6 +182,16 @@ export function notConfiguredRoutes (router: Router): void {
   router.get('/sps/*', 'consents', reply)
   router.post('/iys/push', 'push', reply)
   router.get('/v1/consents/*', 'history', reply)
+}
+
+function dateParam (p: URLSearchParams, name: string, def: Date): Date {
+  const text = p.get(name)
+  if (text === null) return def
+  const d = new Date(text)
+  if (Number.isNaN(d.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(text)) {
+    throw new GatewayError('INVALID_FIELD', { location: name, value: text, message: `${name} must be an ISO 8601 date or date-time, e.g. 2026-03-01T10:00:00+03:00.` })
+  }
+  return d
 }
 
 function recipientFor (raw: unknown, type: ConsentType): string | ErrorItem {
