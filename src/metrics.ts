@@ -5,6 +5,8 @@ import client from 'prom-client'
 import { CONSENT_TYPES, type ConsentType } from './domain/vocabulary.js'
 import { REASONS, type Reason } from './policy/decide.js'
 
+const REASON_INDEX = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>
+
 export const ROUTES = ['check', 'consents', 'push', 'history', 'scrub', 'health', 'ready', 'metrics', 'other'] as const
 export type Route = (typeof ROUTES)[number]
 
@@ -14,6 +16,7 @@ export class Metrics {
   private readonly duration: client.Histogram<'route'>
   private readonly durationByRoute: Record<Route, client.Histogram.Internal<'route'>>
   private readonly decisionsBound: Record<string, client.Counter.Internal>
+  private readonly scratch = new Uint32Array(REASONS.length)
   readonly bloomMaybe: client.Counter<string>
   readonly bloomAbsent: client.Counter<string>
   readonly storeErrors: client.Counter<string>
@@ -53,7 +56,11 @@ export class Metrics {
     this.durationByRoute[route].observe(seconds)
   }
 
-  decision (reason: Reason, type: ConsentType): void {
-    this.decisionsBound[reason + type]!.inc()
+  /** Counts a batch of decisions: one inc() per reason present (prom-client hashes labels on every call). */
+  decisions (type: ConsentType, reasons: ArrayLike<Reason>): void {
+    const counts = this.scratch
+    counts.fill(0)
+    for (let i = 0; i < reasons.length; i++) counts[REASON_INDEX[reasons[i]!]]++
+    for (let r = 0; r < REASONS.length; r++) if (counts[r]! > 0) this.decisionsBound[REASONS[r]! + type]!.inc(counts[r])
   }
 }

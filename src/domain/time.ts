@@ -25,9 +25,23 @@ export function parseIysDate (text: string): ParsedDate {
 
 const pad2 = (n: number): string => (n < 10 ? '0' : '') + n
 
+// Every answer with a consent formats its date: the date part is cached per day (İYS dates start in 2015, so a
+// small array covers them all), leaving a few integer operations per call and no Date object.
+const DAY_S = 86_400
+const prefixByDay: string[] = []
+
 /** Formats epoch seconds as an İYS date in Turkey time. */
 export function formatIysDate (seconds: number): string {
-  const d = new Date((seconds + TR_OFFSET_S) * 1000)
-  return d.getUTCFullYear() + '-' + pad2(d.getUTCMonth() + 1) + '-' + pad2(d.getUTCDate()) + ' ' +
-    pad2(d.getUTCHours()) + ':' + pad2(d.getUTCMinutes()) + ':' + pad2(d.getUTCSeconds())
+  const local = seconds + TR_OFFSET_S
+  const day = Math.floor(local / DAY_S)
+  let prefix = day >= 0 && day < 100_000 ? prefixByDay[day] : undefined
+  if (prefix === undefined) {
+    const d = new Date(day * DAY_S * 1000)
+    prefix = d.getUTCFullYear() + '-' + pad2(d.getUTCMonth() + 1) + '-' + pad2(d.getUTCDate()) + ' '
+    if (day >= 0 && day < 100_000) prefixByDay[day] = prefix
+  }
+  const rem = local - day * DAY_S
+  const h = (rem / 3600) | 0
+  const m = ((rem % 3600) / 60) | 0
+  return prefix + pad2(h) + ':' + pad2(m) + ':' + pad2(rem % 60)
 }

@@ -11,6 +11,8 @@ export function createRedis (url: string, opts: { timeoutMs: number, name: strin
     enableOfflineQueue: !failFast,
     commandTimeout: failFast ? opts.timeoutMs : undefined,
     maxRetriesPerRequest: failFast ? 0 : 20,
+    // Commands issued in the same tick (concurrent checks) go out in one write.
+    enableAutoPipelining: failFast,
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
     lazyConnect: false
   })
