@@ -55,7 +55,7 @@ export interface AcceptedMessage {
 }
 
 export interface FakeCarrierStats {
-  /** Every HTTP request that arrived, duplicates, failures and dropped ones included. */
+  /** Message requests (POST …/messages) that arrived, duplicates, failures and dropped ones included. */
   requests: number
   /** Distinct messages accepted (sent on, as a real carrier would). */
   sent: number
@@ -211,13 +211,13 @@ class FakeCarrierServer implements FakeCarrier {
   }
 
   #onRequest (req: IncomingMessage, res: ServerResponse): void {
-    this.#st.requests++
-    if (this.#down()) {
-      this.#st.dropped++
-      req.socket.destroy()
-      return
-    }
     if (req.method === 'POST' && req.url!.endsWith('/messages')) {
+      this.#st.requests++
+      if (this.#down()) {
+        this.#st.dropped++
+        req.socket.destroy()
+        return
+      }
       const key = req.headers['idempotency-key']
       let body = ''
       req.setEncoding('utf8')
@@ -225,6 +225,7 @@ class FakeCarrierServer implements FakeCarrier {
       req.on('end', () => this.#message(res, typeof key === 'string' && key !== '' ? key : undefined, body))
       return
     }
+    if (this.#reset) { req.socket.destroy(); return }
     req.resume()
     if (req.method === 'GET' && req.url === '/stats') {
       const { accepted: _, ...counts } = this.stats()

@@ -28,7 +28,7 @@
 // | `2xx` with `{"id":"…"}` (or `{"messageId":"…"}`) | accepted; the id is the carrier's reference | `forwarded: true`, `carrierId` |
 // | `2xx` without either | cannot tell | not forwarded, `status: "unknown"`, `maybeDelivered: true`, no retry |
 // | `4xx` (not 408/409/429) | refused for good; the error text is taken from `errors[0].message`, `error`, `message` or the raw body | `status: "rejected"`, no retry |
-// | `408`, `429`, `503` | not taken, try later (`Retry-After` honoured up to the back-off cap) | retried; certainly not delivered |
+// | `408`, `429`, `503` | not taken, try later (a `Retry-After` up to the longest back-off is waited for; a longer one ends the retries) | retried; certainly not delivered |
 // | `409` | the same idempotency key is still being processed | retried; maybe delivered |
 // | other `5xx` (`500`, `502`, `504`…) | failed somewhere, possibly after the carrier took it (e.g. a proxy timing out) | retried; maybe delivered |
 // | `1xx`/`3xx` | not followed | `status: "rejected"` (a misconfigured URL) |

@@ -291,13 +291,6 @@ export class Upstream {
     this.#random = init.random ?? Math.random
     this.#basePath = u.pathname.replace(/\/+$/, '')
     this.#timeoutText = `no answer within ${this.timeoutMs} ms`
-    if (init.dispatcher !== undefined) {
-      this.#dispatcher = init.dispatcher
-      this.#ownsDispatcher = false
-    } else {
-      this.#dispatcher = createCarrierPool(u.origin, init)
-      this.#ownsDispatcher = true
-    }
     const { log, onBreakerChange } = init
     const name = this.name
     this.breaker = new CircuitBreaker({
@@ -310,6 +303,14 @@ export class Upstream {
         onBreakerChange?.(name, from, to)
       }
     })
+    // Last, once every option has been checked: nothing to close if the constructor threw.
+    if (init.dispatcher !== undefined) {
+      this.#dispatcher = init.dispatcher
+      this.#ownsDispatcher = false
+    } else {
+      this.#dispatcher = createCarrierPool(u.origin, init)
+      this.#ownsDispatcher = true
+    }
   }
 
   /** Sends one message; never throws. See the top of this file for what the outcome promises. */
@@ -332,11 +333,13 @@ export class Upstream {
     let attempts = 0
     let maybeDelivered = false
     let httpStatus: number | undefined
+    let lastError = ''
     for (;;) {
       const ticket = this.breaker.acquire()
       if (ticket === DENIED) {
         const wait = Math.ceil(this.breaker.retryInMs())
-        return { forwarded: false, status: 'circuit_open', error: `carrier ${this.name} is failing; circuit open, next try in ${wait} ms`, attempts, maybeDelivered, ...(httpStatus !== undefined ? { httpStatus } : {}) }
+        const error = `carrier ${this.name} is failing; circuit open, next try in ${wait} ms${lastError !== '' ? ` (this message: ${lastError})` : ''}`
+        return { forwarded: false, status: 'circuit_open', error, attempts, maybeDelivered, ...(httpStatus !== undefined ? { httpStatus } : {}) }
       }
       attempts++
       const raw = await this.#attempt(opts)
@@ -345,6 +348,7 @@ export class Upstream {
       this.breaker.record(ticket, v.kind !== 'retry')
       if (v.kind === 'accepted') return { forwarded: true, status: 'accepted', carrierId: v.carrierId, attempts }
       maybeDelivered ||= v.maybeDelivered
+      lastError = v.error
       const done = (status: NotForwardedOutcome['status'], error: string): NotForwardedOutcome =>
         ({ forwarded: false, status, error, attempts, maybeDelivered, ...(httpStatus !== undefined ? { httpStatus } : {}) })
       if (v.kind === 'final') return done(v.status, v.error)
