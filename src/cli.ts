@@ -1,4 +1,4 @@
-// `iys-gateway <command>`: serve · migrate · import FILE · load · sync-iys · scrub FILE · generate. Exit codes: 0 ok, 1 failure,
+// `iys-gateway <command>`: serve · migrate · import FILE · load · sync-iys · scrub FILE · fake-carrier · generate. Exit codes: 0 ok, 1 failure,
 // 2 usage or configuration error. Errors are one clear line on stderr; details go to the log.
 
 import { createWriteStream } from 'node:fs'
@@ -15,6 +15,7 @@ import { createLogger } from './log.js'
 import { parseScrubParams } from './http/scrub-routes.js'
 import { scrubCommand } from './scrub/command.js'
 import { startGateway } from './server.js'
+import { fakeCarrierCommand } from './proxy/fake-carrier.js'
 import { migrate } from './store/migrate.js'
 import { createPool } from './store/pg.js'
 import { createRedis, waitReady } from './store/redis.js'
@@ -29,6 +30,8 @@ commands:
   load                          rebuild the filter from Postgres into Redis and flip to it (DATABASE_URL, REDIS_URL)
   scrub FILE --brand-code B --type T [--recipient-type R] [--informational] [--out FILE]
                                 scrub a recipient list locally (CSV or NDJSON) against the same stores
+  fake-carrier [--port 8081] [--latency-ms 0] [--failure-rate 0]
+                                a fake carrier (the generic JSON wire format) for tests, benchmarks and docker-compose
   generate --rows N [--brands B] [--ret-share 0.2] [--seed S] [--out FILE]
                                 write a synthetic consent CSV (stdout unless --out)
   sync-iys [--once] [--brand-code B]
@@ -117,6 +120,8 @@ export async function main (argv: string[]): Promise<number> {
         process.stdout.write(JSON.stringify(summary) + '\n')
         return 0
       }
+      case 'fake-carrier':
+        return await fakeCarrierCommand(rest)
       case 'generate': {
         const { values } = parseArgs({
           args: rest,

@@ -20,6 +20,11 @@ export interface Config {
   readonly storeFailureMode: 'closed' | 'open'
   readonly embeddedSeedFile: string
   readonly upstreams: Readonly<{ MESAJ: string | null, EPOSTA: string | null, ARAMA: string | null }>
+  /** Carrier calls: per-attempt timeout, retries, back-off, connections, circuit breaker. */
+  readonly upstream: Readonly<{
+    timeoutMs: number, retries: number, backoffMs: number, backoffMaxMs: number, connections: number
+    breaker: Readonly<{ failureRatio: number, minCalls: number, windowMs: number, cooldownMs: number }>
+  }>
   readonly iysPushUser: string | null
   readonly iysPushPassword: string | null
   /** İYS API for `sync-iys`: base URL, credentials, the service provider and the brands to follow. */
@@ -49,7 +54,9 @@ export const KNOWN_VARIABLES = [
   'EMBEDDED_SEED_FILE', 'UPSTREAM_MESAJ_URL', 'UPSTREAM_EPOSTA_URL', 'UPSTREAM_ARAMA_URL', 'IYS_PUSH_USER',
   'IYS_PUSH_PASSWORD', 'IYS_API_URL', 'IYS_USERNAME', 'IYS_PASSWORD', 'IYS_CODE', 'IYS_BRAND_CODES', 'IYS_SYNC_INTERVAL_MS',
   'HISTORY_RETENTION_DAYS', 'RETENTION_INTERVAL_MS', 'SCRUB_DIR', 'SCRUB_RETENTION_HOURS', 'SCRUB_MAX_BYTES', 'SCRUB_THREADS',
-  'SCRUB_CHUNK_LINES', 'DECISION_LOG', 'DECISION_SPOOL_DIR', 'DECISION_FLUSH_MS', 'DECISION_RETENTION_DAYS'
+  'SCRUB_CHUNK_LINES', 'UPSTREAM_TIMEOUT_MS', 'UPSTREAM_RETRIES', 'UPSTREAM_BACKOFF_MS', 'UPSTREAM_BACKOFF_MAX_MS',
+  'UPSTREAM_CONNECTIONS', 'UPSTREAM_BREAKER_FAILURE_RATIO', 'UPSTREAM_BREAKER_MIN_CALLS', 'UPSTREAM_BREAKER_WINDOW_MS',
+  'UPSTREAM_BREAKER_COOLDOWN_MS', 'DECISION_LOG', 'DECISION_SPOOL_DIR', 'DECISION_FLUSH_MS', 'DECISION_RETENTION_DAYS'
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
@@ -84,6 +91,14 @@ function int (env: Env, name: string, def: number, min: number, max: number): nu
   if (v === undefined || v === '') return def
   if (!/^\d+$/.test(v) || +v < min || +v > max) throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${v}"`)
   return +v
+}
+
+function ratio (env: Env, name: string, def: number): number {
+  const v = env[name]
+  if (v === undefined || v === '') return def
+  const n = Number(v)
+  if (!(n > 0 && n <= 1)) throw new ConfigError(`${name} must be a number in (0, 1], got "${v}"`)
+  return n
 }
 
 function bool (env: Env, name: string, def: boolean): boolean {
@@ -154,6 +169,19 @@ export function loadConfig (env: Env = process.env): Config {
       MESAJ: url(env, 'UPSTREAM_MESAJ_URL', ['http:', 'https:']),
       EPOSTA: url(env, 'UPSTREAM_EPOSTA_URL', ['http:', 'https:']),
       ARAMA: url(env, 'UPSTREAM_ARAMA_URL', ['http:', 'https:'])
+    }),
+    upstream: Object.freeze({
+      timeoutMs: int(env, 'UPSTREAM_TIMEOUT_MS', 2000, 10, 120_000),
+      retries: int(env, 'UPSTREAM_RETRIES', 2, 0, 10),
+      backoffMs: int(env, 'UPSTREAM_BACKOFF_MS', 50, 1, 60_000),
+      backoffMaxMs: int(env, 'UPSTREAM_BACKOFF_MAX_MS', 1000, 1, 600_000),
+      connections: int(env, 'UPSTREAM_CONNECTIONS', 64, 1, 10_000),
+      breaker: Object.freeze({
+        failureRatio: ratio(env, 'UPSTREAM_BREAKER_FAILURE_RATIO', 0.5),
+        minCalls: int(env, 'UPSTREAM_BREAKER_MIN_CALLS', 20, 1, 1_000_000),
+        windowMs: int(env, 'UPSTREAM_BREAKER_WINDOW_MS', 10_000, 100, 3_600_000),
+        cooldownMs: int(env, 'UPSTREAM_BREAKER_COOLDOWN_MS', 5000, 10, 3_600_000)
+      })
     }),
     iysPushUser: user,
     iysPushPassword: password,

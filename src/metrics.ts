@@ -7,7 +7,7 @@ import { REASONS, type Reason } from './policy/decide.js'
 
 const REASON_INDEX = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>
 
-export const ROUTES = ['check', 'consents', 'push', 'history', 'scrub', 'health', 'ready', 'metrics', 'other'] as const
+export const ROUTES = ['check', 'messages', 'consents', 'push', 'history', 'scrub', 'health', 'ready', 'metrics', 'other'] as const
 export type Route = (typeof ROUTES)[number]
 
 export class Metrics {
@@ -25,6 +25,8 @@ export class Metrics {
   readonly uwsNative: client.Gauge<string>
   readonly decisionsWritten: client.Counter<string>
   readonly decisionsSpooled: client.Counter<string>
+  readonly upstreamOutcomes: client.Counter<'type' | 'status'>
+  readonly breakerState: client.Gauge<'upstream'>
 
   constructor () {
     const r = this.registry
@@ -48,6 +50,8 @@ export class Metrics {
     this.filterKeys = new client.Gauge({ name: 'iys_filter_keys', help: 'Consent keys in the served filter version', registers: [r] })
     this.decisionsWritten = new client.Counter({ name: 'iys_decision_log_written_total', help: 'Decision records written to Postgres', registers: [r] })
     this.decisionsSpooled = new client.Counter({ name: 'iys_decision_log_spooled_total', help: 'Decision records spooled to disk because Postgres could not take them', registers: [r] })
+    this.upstreamOutcomes = new client.Counter({ name: 'iys_upstream_messages_total', help: 'Messages sent to carriers by channel and outcome', labelNames: ['type', 'status'], registers: [r] })
+    this.breakerState = new client.Gauge({ name: 'iys_upstream_breaker_open', help: '1 while the carrier circuit breaker of a channel is open (or half open), 0 when closed', labelNames: ['upstream'], registers: [r] })
     this.uwsNative = new client.Gauge({ name: 'iys_uws_native', help: '1 if the native uWebSockets.js binding is loaded, 0 on the slow pure-JS fallback', registers: [r] })
   }
 

@@ -21,6 +21,8 @@ import { pruneHistory } from './store/consent-queries.js'
 import { PushProcessor } from './store/push-inbox.js'
 import { DecisionLog, logDecisions } from './audit/decision-log.js'
 import { scrubRoutes } from './http/scrub-routes.js'
+import { messagesRoute } from './http/messages-route.js'
+import { Upstreams } from './proxy/upstream.js'
 import { ScrubQueue } from './scrub/engine.js'
 import { ScrubJobs } from './scrub/jobs.js'
 import { createScrubPool } from './scrub/pool.js'
@@ -138,6 +140,11 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   sweepJobs()
   const sweepTimer = setInterval(sweepJobs, 10 * 60_000)
   sweepTimer.unref()
+  const upstreams = new Upstreams(config.upstreams, {
+    ...config.upstream,
+    log,
+    onBreakerChange: (upstream, _from, to) => { metrics.breakerState.set({ upstream }, to === 'closed' ? 0 : 1) }
+  })
   const pushCredentials = config.iysPushUser !== null ? { user: config.iysPushUser, password: config.iysPushPassword! } : null
   const app = createApp({
     checker,
@@ -150,6 +157,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       if (pool !== null) consentRoutes(router, { pool, log, requests: requests!, push: push!, pushCredentials })
       else notConfiguredRoutes(router)
       scrubRoutes(router, app, { jobs, queue, maxBytes: config.scrub.maxBytes })
+      messagesRoute(router, { checker, upstreams, metrics, decisionLog })
     }
   })
 
@@ -177,6 +185,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       if (applier !== null) await applier.stop()
       await requests?.drainer.idle()
       await decisionLog?.close() // everything to Postgres, or to the spool when it is away
+      await upstreams.close()
       await push?.drainer.idle()
       if (mirror !== null) await mirror.stop()
       if (pool !== null) await pool.end()

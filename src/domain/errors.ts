@@ -55,6 +55,7 @@ export const ERRORS = {
   INVALID_FIELD: { status: 422, message: 'A field has the wrong type or value.' },
   INVALID_BRAND_CODE: { status: 422, message: 'brandCode must be a positive integer (İYS brand code).' },
   TOO_MANY_RECIPIENTS: { status: 422, message: 'At most 1000 recipients may be checked in one request.' },
+  TOO_MANY_MESSAGES: { status: 422, message: 'At most 1000 messages may be sent in one request.' },
   SERVICE_UNAVAILABLE: { status: 503, message: 'The consent store is not available.' },
   RESULT_NOT_READY: { status: 409, message: 'The scrub job has no result yet.' },
   CONSENT_NOT_FOUND: { status: 404, message: 'No consent is recorded for this recipient, type and recipient type.' },

@@ -106,6 +106,7 @@ WITH acc AS (
          coalesce(transaction_id, md5(random()::text || seq::text) || md5(seq::text || clock_timestamp()::text)),
          'import', $2, to_timestamp(coalesce(creation_epoch, extract(epoch FROM now())::bigint))
   FROM acc
+  ORDER BY seq -- key order: the ledger's and the state's indexes then grow at their right edge, not at random
   RETURNING seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, transaction_id, creation_date
 ), upsert AS (
   INSERT INTO consents AS c (brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, seq, transaction_id, creation_date)

@@ -107,6 +107,10 @@ const MIGRATIONS: readonly string[] = [
     rows        int         NOT NULL,
     written_at  timestamptz NOT NULL DEFAULT now()
   );
+  `,
+  // 4: nothing reads consents by seq (the change applier follows the ledger): its index only slowed bulk writes.
+  `
+  DROP INDEX IF EXISTS consents_seq_idx;
   `
 ]
 
