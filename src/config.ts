@@ -1,6 +1,7 @@
 // Configuration is read from the environment once, validated, and frozen. A bad value stops start-up with one
 // line that names the variable; a misspelt variable in our namespaces is an error with a hint, not ignored.
 
+import { createHash } from 'node:crypto'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -204,7 +205,8 @@ export function loadConfig (env: Env = process.env): Config {
     }),
     decisions: Object.freeze({
       enabled: bool(env, 'DECISION_LOG', true),
-      spoolDir: env.DECISION_SPOOL_DIR ?? join(tmpdir(), 'iys-gateway', 'spool'),
+      // Per database by default: a spool is replayed into the database it was meant for, never another one.
+      spoolDir: env.DECISION_SPOOL_DIR ?? join(tmpdir(), 'iys-gateway', 'spool', createHash('sha256').update(env.DATABASE_URL ?? '').digest('hex').slice(0, 16)),
       flushMs: int(env, 'DECISION_FLUSH_MS', 200, 10, 60_000),
       retentionDays: int(env, 'DECISION_RETENTION_DAYS', 400, 1, 36_500)
     })

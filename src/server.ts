@@ -146,7 +146,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     onBreakerChange: (upstream, _from, to) => { metrics.breakerState.set({ upstream }, to === 'closed' ? 0 : 1) }
   })
   const pushCredentials = config.iysPushUser !== null ? { user: config.iysPushUser, password: config.iysPushPassword! } : null
-  const app = createApp({
+  const { app, router } = createApp({
     checker,
     metrics,
     log,
@@ -177,6 +177,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     version: () => getView()?.version ?? 0,
     async close () {
       uWS.us_listen_socket_close(listenSocket)
+      await router.drain(10_000) // answer what is in flight; later requests on kept-alive connections get 503
       if (retentionTimer !== null) clearInterval(retentionTimer)
       clearInterval(sweepTimer)
       // A running scrub is not waited for: its job stays 'running' on disk and runs again at the next start.
@@ -185,11 +186,22 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       if (applier !== null) await applier.stop()
       await requests?.drainer.idle()
       await decisionLog?.close() // everything to Postgres, or to the spool when it is away
-      await upstreams.close()
+      if (!await within(upstreams.close(), 3000)) await upstreams.destroy() // carriers that never answer
       await push?.drainer.idle()
       if (mirror !== null) await mirror.stop()
-      if (pool !== null) await pool.end()
+      if (pool !== null && !await within(pool.end(), 5000)) log.warn('Postgres connections still busy at shutdown; leaving them to the process exit')
       if (redis !== null) redis.disconnect()
     }
+  }
+}
+
+/** Waits for `p` at most `ms`; true when it settled in time. Shutdown must not hang on a peer that never answers. */
+async function within (p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>(resolve => { timer = setTimeout(() => resolve(false), ms) })
+  try {
+    return await Promise.race([p.then(() => true, () => true), timeout])
+  } finally {
+    clearTimeout(timer)
   }
 }

@@ -26,7 +26,7 @@ export interface AppDeps {
   routes?: (router: Router, app: uWS.TemplatedApp) => void
 }
 
-export function createApp (deps: AppDeps): uWS.TemplatedApp {
+export function createApp (deps: AppDeps): { app: uWS.TemplatedApp, router: Router } {
   const { checker, metrics } = deps
   const app = uWS.App()
   const router = new Router(app, deps)
@@ -57,7 +57,7 @@ export function createApp (deps: AppDeps): uWS.TemplatedApp {
     router.fail(ex, 'other', new GatewayError(known ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', { value: req.getMethod().toUpperCase() + ' ' + url }))
   })
 
-  return app
+  return { app, router }
 }
 
 // Hand-written serialisation of the hot path's answer: the shapes are fixed and only `recipient` (the caller's raw

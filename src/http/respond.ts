@@ -18,6 +18,8 @@ export interface Exchange {
   res: HttpResponse
   aborted: boolean
   startedAt: number
+  /** answered (or abandoned): counted out of the router's in-flight requests */
+  done: boolean
 }
 
 export function send (ex: Exchange, status: number, body: string, contentType = JSON_TYPE, close = false): void {

@@ -39,6 +39,9 @@ export interface RouteOptions {
 export class Router {
   private readonly app: TemplatedApp
   private readonly deps: RouterDeps
+  /** Requests being answered right now (for a graceful shutdown). */
+  inFlight = 0
+  private draining = false
 
   constructor (app: TemplatedApp, deps: RouterDeps) {
     this.app = app
@@ -49,6 +52,7 @@ export class Router {
   post (pattern: string, route: Route, handler: Handler, opts: RouteOptions = {}): void {
     this.app.post(pattern, (res, req) => {
       const ex = this.begin(res)
+      if (this.refuseIfDraining(ex, route)) return
       const facts = this.facts(req, opts)
       const contentType = req.getHeader('content-type')
       if (contentType !== '' && !contentType.startsWith('application/json')) {
@@ -74,6 +78,7 @@ export class Router {
   get (pattern: string, route: Route, handler: Handler, opts: RouteOptions = {}): void {
     this.app.get(pattern, (res, req) => {
       const ex = this.begin(res)
+      if (this.refuseIfDraining(ex, route)) return
       this.run(ex, route, handler, undefined, this.facts(req, opts))
     })
   }
@@ -91,20 +96,47 @@ export class Router {
   }
 
   reply (ex: Exchange, route: Route, r: Reply): void {
-    send(ex, r.status, r.body, r.contentType ?? JSON_TYPE)
+    send(ex, r.status, r.body, r.contentType ?? JSON_TYPE, this.draining)
+    this.settle(ex)
     this.deps.metrics.request(route, r.status, (performance.now() - ex.startedAt) / 1000)
   }
 
   begin (res: HttpResponse): Exchange {
-    const ex: Exchange = { res, aborted: false, startedAt: performance.now() }
-    res.onAborted(() => { ex.aborted = true })
+    const ex: Exchange = { res, aborted: false, startedAt: performance.now(), done: false }
+    this.inFlight++
+    res.onAborted(() => { ex.aborted = true; this.settle(ex) })
     return ex
   }
 
-  fail (ex: Exchange, route: Route, err: unknown): void {
+  /** Marks an exchange answered (or abandoned); counted once. */
+  settle (ex: Exchange): void {
+    if (ex.done) return
+    ex.done = true
+    this.inFlight--
+  }
+
+  /**
+   * Graceful shutdown, step one: requests that arrive from now on (keep-alive connections stay open after the
+   * listen socket closes) get 503 with `Connection: close`; resolves when the requests in flight are answered.
+   */
+  async drain (timeoutMs: number): Promise<void> {
+    this.draining = true
+    const deadline = Date.now() + timeoutMs
+    while (this.inFlight > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
+  }
+
+  /** True (and answered 503) when the gateway is shutting down. */
+  refuseIfDraining (ex: Exchange, route: Route): boolean {
+    if (!this.draining) return false
+    this.fail(ex, route, new GatewayError('SERVICE_UNAVAILABLE', { message: 'The gateway is shutting down; retry on another instance.' }), true)
+    return true
+  }
+
+  fail (ex: Exchange, route: Route, err: unknown, close = false): void {
     const ge = err instanceof GatewayError ? err : new GatewayError('H015', { cause: err })
     if (ge.code === 'H015') this.deps.log.error({ err }, 'unexpected error')
-    sendError(ex, ge, ge.code === 'BODY_TOO_LARGE')
+    sendError(ex, ge, close || ge.code === 'BODY_TOO_LARGE')
+    this.settle(ex)
     this.deps.metrics.request(route, ge.status, (performance.now() - ex.startedAt) / 1000)
   }
 

@@ -79,7 +79,9 @@ export function scrubRoutes (router: Router, app: uWS.TemplatedApp, deps: ScrubR
       router.fail(ex, 'scrub', err)
       return
     }
-    streamResult(ex, jobs.resultPath(id), only as 'allowed' | 'blocked' | null).catch(() => { if (!ex.aborted) ex.res.close() })
+    streamResult(ex, jobs.resultPath(id), only as 'allowed' | 'blocked' | null)
+      .catch(() => { if (!ex.aborted) ex.res.close() })
+      .finally(() => { router.settle(ex) })
   })
 }
 

@@ -452,4 +452,9 @@ export class Upstreams {
   async close (): Promise<void> {
     await Promise.all(this.#pools.map(p => p.close()))
   }
+
+  /** Drops every connection at once (after close() has waited long enough). */
+  async destroy (): Promise<void> {
+    await Promise.all(this.#pools.map(p => p.destroy()))
+  }
 }
