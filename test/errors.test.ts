@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { ERRORS, GatewayError, errorItem, type ErrorCode } from '../src/domain/errors.js'
 
-// The specification lives beside the repository, where DESIGN.md points (`../shared/reference/`).
-const SPEC_PATH = fileURLToPath(new URL('../../shared/reference/iys-openapi-3.2.0.json', import.meta.url))
+// The İYS specification, kept in the repository (reference/) so that the test runs from any clone.
+const SPEC_PATH = fileURLToPath(new URL('../reference/iys-openapi-3.2.0.json', import.meta.url))
 
 interface SpecRow { status: number, message: string }
 
