@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { messyPhone, mulberry32 } from '../src/loaders/generate.js'
-import { runCli } from './helpers/cli.js'
+import { seedGenerated } from './helpers/cli.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
 
@@ -38,10 +38,7 @@ describe('gateway vs SQL, differential', () => {
     dir = mkdtempSync(join(tmpdir(), 'iys-diff-'))
     const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
     const file = join(dir, 'c.csv')
-    for (const args of [['migrate'], ['generate', '--rows', '60000', '--brands', '4', '--ret-share', '0.3', '--seed', '99', '--out', file], ['import', file], ['load']]) {
-      const r = await runCli(args, env)
-      if (r.code !== 0) throw new Error(`${args[0]} failed: ${r.stderr}`)
-    }
+    await seedGenerated(env, file, { rows: 60_000, brands: 4, retShare: 0.3, seed: 99 })
     pool = new pg.Pool({ connectionString: db.url, max: 2 })
     gateway = await startTestGateway(env)
   }, 180_000)

@@ -5,7 +5,7 @@ import { writeFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runCli } from './helpers/cli.js'
+import { runCli, runSteps } from './helpers/cli.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { PrivateRedis, until } from './helpers/redis-server.js'
 import { createTestDatabase, type TestDatabase } from './helpers/services.js'
@@ -29,10 +29,7 @@ describe('fail closed when Redis is unavailable', () => {
     dir = mkdtempSync(join(tmpdir(), 'iys-fc-'))
     writeFileSync(join(dir, 'c.csv'), CSV)
     env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: 'fc:' }
-    for (const args of [['migrate'], ['import', join(dir, 'c.csv')], ['load']]) {
-      const r = await runCli(args, env)
-      if (r.code !== 0) throw new Error(`${args[0]} failed: ${r.stderr}`)
-    }
+    await runSteps([['migrate'], ['import', join(dir, 'c.csv')], ['load']], env)
     gateway = await startTestGateway({ ...env, REDIS_TIMEOUT_MS: '200' })
   }, 60_000)
 
@@ -94,7 +91,7 @@ describe('STORE_FAILURE_MODE=open', () => {
     writeFileSync(join(dir, 'c.csv'), CSV)
     const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: 'fo:' }
     try {
-      for (const args of [['migrate'], ['import', join(dir, 'c.csv')], ['load']]) expect((await runCli(args, env)).code).toBe(0)
+      await runSteps([['migrate'], ['import', join(dir, 'c.csv')], ['load']], env)
       const gw = await startTestGateway({ ...env, STORE_FAILURE_MODE: 'open', REDIS_TIMEOUT_MS: '200' })
       try {
         await redis.stop()

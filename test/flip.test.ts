@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runCli } from './helpers/cli.js'
+import { runCli, seedGenerated } from './helpers/cli.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
 
@@ -23,10 +23,7 @@ describe('filter version flip under load', () => {
     dir = mkdtempSync(join(tmpdir(), 'iys-flip-'))
     env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
     const file = join(dir, 'c.csv')
-    for (const args of [['migrate'], ['generate', '--rows', '30000', '--brands', '2', '--seed', '5', '--out', file], ['import', file], ['load']]) {
-      const r = await runCli(args, env)
-      if (r.code !== 0) throw new Error(`${args[0]} failed: ${r.stderr}`)
-    }
+    await seedGenerated(env, file, { rows: 30_000, brands: 2, seed: 5 })
     gateway = await startTestGateway(env)
   }, 120_000)
 

@@ -1,7 +1,7 @@
 // `iys-gateway import`: bad rows go to a reject file with their line numbers and İYS codes while every good row
 // is imported; İYS's rules apply row by row in consentDate order per key, whatever the order of the rows.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startFakeCarrier, type FakeCarrier } from '../src/proxy/fake-carrier.js'
-import { runCli } from './helpers/cli.js'
+import { runSteps } from './helpers/cli.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
 import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
@@ -42,7 +42,7 @@ describe('POST /v1/messages', () => {
     proxy = await TcpProxy.start({ host: '127.0.0.1', port: 5432 })
     spool = mkdtempSync(join(tmpdir(), 'iys-msg-'))
     const direct = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
-    for (const args of [['migrate'], ['load']]) expect((await runCli(args, direct)).code).toBe(0)
+    await runSteps([['migrate'], ['load']], direct)
     env = { ...direct, DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/${db.name}`, UPSTREAM_MESAJ_URL: carrier.url, DECISION_SPOOL_DIR: spool, DECISION_FLUSH_MS: '50', UPSTREAM_TIMEOUT_MS: '300', UPSTREAM_BREAKER_MIN_CALLS: '5', UPSTREAM_BREAKER_COOLDOWN_MS: '300' }
     gw = await startTestGateway(env)
     pool = new pg.Pool({ connectionString: db.url, max: 2 })

@@ -2,13 +2,13 @@
 // applied to Redis, and blocks the next check on another gateway process; a rebuild that runs while RETs keep
 // arriving loses none of them; a change committed while Redis was down is applied when it comes back.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { formatIysDate } from '../src/domain/time.js'
-import { runCli, startServeProcess, type ServeProcess } from './helpers/cli.js'
+import { runCli, seedGenerated, startServeProcess, type ServeProcess } from './helpers/cli.js'
 import { check, postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { freePort, until } from './helpers/redis-server.js'
 import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
@@ -31,10 +31,7 @@ describe('real-time propagation', () => {
     dir = mkdtempSync(join(tmpdir(), 'iys-prop-'))
     env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
     const file = join(dir, 'c.csv')
-    for (const args of [['migrate'], ['generate', '--rows', '20000', '--brands', '2', '--seed', '3', '--out', file], ['import', file], ['load']]) {
-      const r = await runCli(args, env)
-      if (r.code !== 0) throw new Error(`${args[0]} failed: ${r.stderr}`)
-    }
+    await seedGenerated(env, file, { rows: 20_000, brands: 2, seed: 3 })
     writer = await startTestGateway({ ...env, IYS_PUSH_USER: 'iys', IYS_PUSH_PASSWORD: 's3cret' })
     reader = await startServeProcess({ REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }, await freePort())
     pool = new pg.Pool({ connectionString: db.url, max: 2 })

@@ -50,3 +50,18 @@ export async function startServeProcess (env: Record<string, string>, port: numb
     }
   }
 }
+
+/** Runs CLI commands in order, as a user would set up a deployment; the first failure throws with its stderr. */
+export async function runSteps (steps: string[][], env: Record<string, string>): Promise<void> {
+  for (const args of steps) {
+    const r = await runCli(args, env)
+    if (r.code !== 0) throw new Error(`iys-gateway ${args[0]} failed (${r.code}): ${r.stderr}`)
+  }
+}
+
+/** migrate → generate → import → load: a synthetic data set served from Redis. */
+export function seedGenerated (env: Record<string, string>, file: string, generate: { rows: number, brands: number, seed: number, retShare?: number }): Promise<void> {
+  const gen = ['generate', '--rows', String(generate.rows), '--brands', String(generate.brands), '--seed', String(generate.seed), '--out', file]
+  if (generate.retShare !== undefined) gen.push('--ret-share', String(generate.retShare))
+  return runSteps([['migrate'], gen, ['import', file], ['load']], env)
+}
