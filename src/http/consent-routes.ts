@@ -14,6 +14,7 @@ import { writeConsents } from '../store/consent-store.js'
 import type { Pool } from '../store/pg.js'
 import { storePush, type PushProcessor } from '../store/push-inbox.js'
 import { evidenceHtml, findEvidence } from '../audit/evidence.js'
+import { keyParams } from './params.js'
 import { json, type Reply, type RequestFacts, type Router } from './router.js'
 
 export interface ConsentRouteDeps {
@@ -204,13 +205,7 @@ function recipientFor (raw: unknown, type: ConsentType): string | ErrorItem {
 
 function ledgerQuery (query: string): { brandCode: string, type: ConsentType, recipientType: RecipientType, recipient: string, echo: Record<string, string> } {
   const p = new URLSearchParams(query)
-  const brandCode = canonicalCode(p.get('brandCode'))
-  if (brandCode === null) throw new GatewayError('INVALID_BRAND_CODE', { location: 'brandCode', value: p.get('brandCode') })
-  const type = p.get('type')
-  if (type === null) throw new GatewayError('H111', { location: 'type' })
-  if (!isConsentType(type)) throw new GatewayError('H117', { location: 'type', value: type })
-  const recipientType = p.get('recipientType') ?? 'BIREYSEL'
-  if (!isRecipientType(recipientType)) throw new GatewayError('H116', { location: 'recipientType', value: recipientType })
+  const { brandCode, type, recipientType } = keyParams(p)
   const recipient = recipientFor(p.get('recipient') ?? undefined, type)
   if (typeof recipient !== 'string') throw new GatewayError(recipient.code, { location: 'recipient', message: recipient.message })
   return { brandCode, type, recipientType, recipient, echo: { brandCode, type, recipientType, recipient } }

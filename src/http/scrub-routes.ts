@@ -6,10 +6,10 @@ import { once } from 'node:events'
 import { createReadStream, createWriteStream } from 'node:fs'
 import type { HttpResponse } from 'uWebSockets.js'
 import { GatewayError } from '../domain/errors.js'
-import { canonicalCode, isConsentType, isRecipientType } from '../domain/vocabulary.js'
 import { JOB_ID, type ScrubJobs, type ScrubParams } from '../scrub/jobs.js'
 import type { ScrubQueue } from '../scrub/engine.js'
 import type { InputFormat } from '../scrub/chunk.js'
+import { keyParams } from './params.js'
 import { json, type Router } from './router.js'
 import { statusLine, type Exchange } from './respond.js'
 import { uWS } from './uws.js'
@@ -21,16 +21,10 @@ export interface ScrubRouteDeps {
 }
 
 export function parseScrubParams (query: URLSearchParams): ScrubParams {
-  const brandCode = canonicalCode(query.get('brandCode'))
-  if (brandCode === null) throw new GatewayError('INVALID_BRAND_CODE', { location: 'brandCode', value: query.get('brandCode') })
-  const type = query.get('type')
-  if (type === null) throw new GatewayError('H111', { location: 'type' })
-  if (!isConsentType(type)) throw new GatewayError('H117', { location: 'type', value: type })
-  const recipientType = query.get('recipientType') ?? 'BIREYSEL'
-  if (!isRecipientType(recipientType)) throw new GatewayError('H116', { location: 'recipientType', value: recipientType })
+  const key = keyParams(query)
   const c = query.get('commercial') ?? 'true'
   if (c !== 'true' && c !== 'false') throw new GatewayError('INVALID_FIELD', { location: 'commercial', value: c, message: 'commercial must be true or false.' })
-  return { brandCode, type, recipientType, commercial: c === 'true' }
+  return { ...key, commercial: c === 'true' }
 }
 
 export function scrubRoutes (router: Router, app: uWS.TemplatedApp, deps: ScrubRouteDeps): void {
