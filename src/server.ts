@@ -126,7 +126,10 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   }
 
   const policy = { tacirAllowedWithoutRecord: config.tacirAllowedWithoutRecord, storeFailureMode: config.storeFailureMode }
-  const checker = new Checker(getView, policy, { storeError: () => { metrics.storeErrors.inc() } })
+  const checker = new Checker(getView, policy, {
+    storeError: () => { metrics.storeErrors.inc() },
+    bloom: (maybe, absent) => { if (maybe > 0) metrics.bloomMaybe.inc(maybe); if (absent > 0) metrics.bloomAbsent.inc(absent) }
+  })
 
   // Bulk scrubbing: jobs on local disk, chunks on a worker pool over the same SharedArrayBuffer bloom (Redis mode).
   const jobs = new ScrubJobs(config.scrub.dir, config.scrub.retentionHours, log)

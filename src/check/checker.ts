@@ -36,6 +36,8 @@ export interface CheckerOptions extends PolicyOptions {
 
 export interface CheckObserver {
   storeError (err: unknown): void
+  /** Once per batch: how many lookups the bloom filter let through to the store, and how many it answered. */
+  bloom? (maybe: number, absent: number): void
 }
 
 export class Checker {
@@ -58,6 +60,7 @@ export class Checker {
     let fields: string[] | null = null
     let buckets: number[] | null = null
     let pending: number[] | null = null
+    let absent = 0
 
     for (let i = 0; i < n; i++) {
       const raw = q.recipients[i]
@@ -81,6 +84,7 @@ export class Checker {
       }
       hashKey(q.brandCode, code, norm)
       if (!view.bloom.has(keyHash[0]!, keyHash[1]!)) {
+        absent++
         results[i] = this.decided(raw, norm, q.recipientType, null)
         continue
       }
@@ -91,6 +95,7 @@ export class Checker {
       results[i] = { recipient: raw, normalized: norm, allowed: false, reason: 'STORE_UNAVAILABLE' } // filled below
     }
 
+    if (this.observer?.bloom !== undefined && view !== null) this.observer.bloom(fields?.length ?? 0, absent)
     if (fields !== null) {
       let states: (string | null)[] | null = null
       try {

@@ -1,0 +1,621 @@
+// The operations files (Dockerfile, docker-compose.yml, prometheus/, grafana/) cannot be run here (no Docker engine
+// in CI, no promtool), so they are held to the code by reading them: every environment variable the compose file
+// gives the gateway is one src/config.ts accepts (and the whole environment loads), every service a command or the
+// README names exists, every metric and label value the alerts and the dashboard use is one src/metrics.ts exports,
+// and the image's entry point is the real CLI. promtool checks the PromQL itself (see prometheus/alerts.test.yml).
+//
+// No YAML package is installed: the YAML files are written in a plain block style that the small reader below
+// understands (mappings, sequences, quoted and plain scalars, JSON-style flow collections, block scalars). Every
+// scalar is read as a string.
+
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { describe, expect, it } from 'vitest'
+import { KNOWN_VARIABLES, loadConfig } from '../src/config.js'
+import { CONSENT_TYPES } from '../src/domain/vocabulary.js'
+import { Metrics, ROUTES } from '../src/metrics.js'
+import { REASONS } from '../src/policy/decide.js'
+import { OUTCOME_STATUSES } from '../src/proxy/upstream.js'
+
+const ROOT = new URL('../', import.meta.url)
+const read = (path: string): string => readFileSync(new URL(path, ROOT), 'utf8')
+const exists = (path: string): boolean => existsSync(new URL(path.replace(/^\.\//, ''), ROOT))
+
+// ---- a small YAML reader -------------------------------------------------------------------------------------
+
+type Yaml = string | null | Yaml[] | { [key: string]: Yaml }
+type YamlMap = { [key: string]: Yaml }
+
+function stripComment (text: string): string {
+  let quote: string | null = null
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    if (quote !== null) {
+      if (c === '\\' && quote === '"') i++
+      else if (c === quote) quote = null
+    } else if (c === '"' || c === "'") {
+      if (i === 0 || /[\s[{,:]/.test(text[i - 1]!)) quote = c
+    } else if (c === '#' && (i === 0 || /\s/.test(text[i - 1]!))) {
+      return text.slice(0, i).trimEnd()
+    }
+  }
+  return text
+}
+
+function splitFlow (inner: string): string[] {
+  const parts: string[] = []
+  let depth = 0
+  let quote: string | null = null
+  let start = 0
+  for (let i = 0; i < inner.length; i++) {
+    const c = inner[i]
+    if (quote !== null) {
+      if (c === '\\' && quote === '"') i++
+      else if (c === quote) quote = null
+    } else if (c === '"' || c === "'") quote = c
+    else if (c === '[' || c === '{') depth++
+    else if (c === ']' || c === '}') depth--
+    else if (c === ',' && depth === 0) { parts.push(inner.slice(start, i)); start = i + 1 }
+  }
+  parts.push(inner.slice(start))
+  return parts.map(p => p.trim()).filter(p => p !== '')
+}
+
+const KEY_VALUE = /^("(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^\s"'#:[\]{},-][^:#]*?|-[^\s:#][^:#]*?)\s*:(?:\s+(.*))?$/
+
+function scalar (text: string): Yaml {
+  const t = text.trim()
+  if (t === '' || t === '~' || t === 'null') return null
+  if (t.startsWith('"')) return JSON.parse(t) as string
+  if (t.startsWith("'")) return t.slice(1, -1).replace(/''/g, "'")
+  if (t.startsWith('[')) {
+    try { return (JSON.parse(t) as unknown[]).map(v => (v === null ? null : String(v))) } catch {}
+    return splitFlow(t.slice(1, -1)).map(scalar)
+  }
+  if (t.startsWith('{')) {
+    const out: YamlMap = {}
+    for (const part of splitFlow(t.slice(1, -1))) {
+      const m = KEY_VALUE.exec(part)
+      if (m === null) throw new Error(`YAML: cannot read flow mapping entry "${part}"`)
+      out[String(scalar(m[1]!))] = scalar(m[2] ?? '')
+    }
+    return out
+  }
+  return t
+}
+
+function parseYaml (text: string): Yaml {
+  const raw = text.replace(/\r\n/g, '\n').split('\n')
+  let i = 0
+  interface Line { indent: number, text: string }
+  const peek = (): Line | null => {
+    while (i < raw.length) {
+      const line = raw[i]!
+      const t = line.trim()
+      if (t === '' || t.startsWith('#') || t === '---') { i++; continue }
+      if (/^\t/.test(line)) throw new Error(`YAML: tab indentation on line ${i + 1}`)
+      return { indent: line.length - line.trimStart().length, text: stripComment(t) }
+    }
+    return null
+  }
+  const isItem = (t: string): boolean => t === '-' || t.startsWith('- ')
+  const isKeyValue = (t: string): boolean => KEY_VALUE.test(t)
+
+  function blockScalar (indicator: string, parentIndent: number): string {
+    const lines: string[] = []
+    let contentIndent = -1
+    while (i < raw.length) {
+      const line = raw[i]!
+      if (line.trim() === '') { lines.push(''); i++; continue }
+      const indent = line.length - line.trimStart().length
+      if (indent <= parentIndent) break
+      if (contentIndent < 0) contentIndent = indent
+      lines.push(line.slice(contentIndent))
+      i++
+    }
+    while (lines.length > 0 && lines[lines.length - 1] === '') lines.pop()
+    const body = indicator.startsWith('>') ? lines.join(' ').replace(/ {2,}/g, ' ') : lines.join('\n')
+    return indicator.endsWith('-') ? body : body + '\n'
+  }
+
+  function value (rest: string | undefined, indent: number): Yaml {
+    if (rest !== undefined && rest !== '') {
+      if (/^[|>][+-]?$/.test(rest)) return blockScalar(rest, indent)
+      return scalar(rest)
+    }
+    const next = peek()
+    if (next === null) return null
+    if (next.indent > indent) return block(next.indent)
+    if (next.indent === indent && isItem(next.text)) return sequence(indent)
+    return null
+  }
+
+  function mapping (indent: number, first?: string): YamlMap {
+    const out: YamlMap = {}
+    const entry = (t: string): void => {
+      const m = KEY_VALUE.exec(t)
+      if (m === null) throw new Error(`YAML: expected "key: value" on line ${i}, got "${t}"`)
+      const key = String(scalar(m[1]!))
+      if (key in out) throw new Error(`YAML: duplicate key "${key}" on line ${i}`)
+      out[key] = value(m[2], indent)
+    }
+    if (first !== undefined) entry(first)
+    for (let line = peek(); line !== null && line.indent === indent && !isItem(line.text); line = peek()) {
+      i++
+      entry(line.text)
+    }
+    const after = peek()
+    if (after !== null && after.indent > indent) throw new Error(`YAML: unexpected indentation on line ${i + 1}`)
+    return out
+  }
+
+  function sequence (indent: number): Yaml[] {
+    const out: Yaml[] = []
+    for (let line = peek(); line !== null && line.indent === indent && isItem(line.text); line = peek()) {
+      i++
+      const rest = line.text.slice(1).trimStart()
+      if (rest === '') out.push(value(undefined, indent))
+      else if (isKeyValue(rest)) out.push(mapping(indent + (line.text.length - rest.length), rest))
+      else out.push(scalar(rest))
+    }
+    return out
+  }
+
+  function block (indent: number): Yaml {
+    const line = peek()
+    if (line === null) return null
+    return isItem(line.text) ? sequence(indent) : mapping(indent)
+  }
+
+  const doc = block(0)
+  if (peek() !== null) throw new Error(`YAML: could not read past line ${i + 1}`)
+  return doc
+}
+
+const asMap = (v: Yaml | undefined, what: string): YamlMap => {
+  if (v === null || v === undefined || typeof v === 'string' || Array.isArray(v)) throw new Error(`${what} is not a mapping`)
+  return v
+}
+const asList = (v: Yaml | undefined, what: string): Yaml[] => {
+  if (!Array.isArray(v)) throw new Error(`${what} is not a list`)
+  return v
+}
+const asString = (v: Yaml | undefined, what: string): string => {
+  if (typeof v !== 'string') throw new Error(`${what} is not a string`)
+  return v
+}
+
+/** Compose's interpolation with an empty shell environment: ${X:-default} and ${X-default} give the default. */
+function interpolate (text: string): string {
+  return text.replace(/\$\$|\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}/g, (all, _name: string | undefined, def: string | undefined) => {
+    if (all === '$$') return '$'
+    if (def === undefined) throw new Error(`${all} has no default: docker compose up would need it set`)
+    return def
+  })
+}
+
+describe('the small YAML reader', () => {
+  it('reads the block style the ops files use', () => {
+    const doc = parseYaml([
+      '# comment',
+      'a: 1 # trailing comment',
+      'b:',
+      '  c: "x # not a comment"',
+      '  d: [ "CMD", "node", "-e", "x, y" ]',
+      '  e:',
+      '    - one',
+      '    - k: v',
+      '      l: w',
+      '  f: >-',
+      '    folded',
+      '    text',
+      "g: 'it''s'",
+      'h: { k: v, m: "n" }',
+      'i:',
+      '- at the same indent'
+    ].join('\n'))
+    expect(doc).toEqual({
+      a: '1',
+      b: { c: 'x # not a comment', d: ['CMD', 'node', '-e', 'x, y'], e: ['one', { k: 'v', l: 'w' }], f: 'folded text' },
+      g: "it's",
+      h: { k: 'v', m: 'n' },
+      i: ['at the same indent']
+    })
+  })
+
+  it('refuses what it cannot read instead of guessing', () => {
+    expect(() => parseYaml('a: 1\n   b: 2\n')).toThrow()
+    expect(() => parseYaml('a: 1\na: 2\n')).toThrow(/duplicate/)
+  })
+})
+
+// ---- the files -----------------------------------------------------------------------------------------------
+
+const CLI = read('src/cli.ts')
+const CLI_COMMANDS = new Set([...CLI.matchAll(/case '([a-z][a-z-]*)'/g)].map(m => m[1]!).filter(c => c !== 'help'))
+
+const compose = asMap(parseYaml(read('docker-compose.yml')), 'docker-compose.yml')
+const services = asMap(compose.services, 'services')
+const serviceNames = Object.keys(services)
+const service = (name: string): YamlMap => asMap(services[name], `service ${name}`)
+const builtFromDockerfile = serviceNames.filter(n => service(n).build !== undefined)
+
+function environment (name: string): Record<string, string> {
+  const env = service(name).environment
+  if (env === undefined) return {}
+  if (Array.isArray(env)) {
+    return Object.fromEntries(env.map(e => { const s = asString(e, 'environment entry'); const k = s.indexOf('='); return [s.slice(0, k), interpolate(s.slice(k + 1))] }))
+  }
+  return Object.fromEntries(Object.entries(asMap(env, `${name}.environment`)).map(([k, v]) => [k, interpolate(v === null ? '' : asString(v, k))]))
+}
+const command = (name: string): string[] => {
+  const c = service(name).command
+  return c === undefined ? [] : Array.isArray(c) ? c.map(x => asString(x, 'command')) : asString(c, 'command').split(/\s+/)
+}
+const mounts = (name: string): Array<{ source: string, target: string }> =>
+  (service(name).volumes === undefined ? [] : asList(service(name).volumes, `${name}.volumes`)).map(v => {
+    const [source, target] = asString(v, 'volume').split(':')
+    return { source: source!, target: target! }
+  })
+
+/** Services named by `docker compose <subcommand> ...` lines in a text (the README, the compose file's notes). */
+function servicesMentioned (text: string): Array<{ line: string, service: string, command?: string }> {
+  const out: Array<{ line: string, service: string, command?: string }> = []
+  for (const m of text.matchAll(/docker compose ((?:run|exec|logs|up|restart|stop|start|ps|cp|rm|pull|build)\b[^\n`|;#]*)/g)) {
+    const [sub, ...args] = m[1]!.trim().split(/\s+/)
+    const positional = args.filter(a => !a.startsWith('-') && !/^[A-Z_]+=/.test(a))
+    if (sub === 'cp') {
+      for (const a of positional) { const s = /^([a-z0-9._-]+):\//.exec(a); if (s !== null) out.push({ line: m[0], service: s[1]! }) }
+    } else if (sub === 'run' || sub === 'exec') {
+      const [svc, cmd] = positional
+      if (svc !== undefined && !svc.startsWith('<')) out.push({ line: m[0], service: svc, ...(cmd !== undefined && !cmd.startsWith('<') ? { command: cmd } : {}) })
+    } else {
+      for (const a of positional) if (/^[a-z0-9._-]+$/.test(a)) out.push({ line: m[0], service: a })
+    }
+  }
+  return out
+}
+
+// prom-client default metrics are collected on scrape: a fresh registry lists them all.
+const metrics = new Metrics()
+const registered = await metrics.registry.getMetricsAsJSON()
+const METRIC_TYPES = new Map(registered.map(m => [m.name, String(m.type)]))
+const METRIC_NAMES = new Set<string>()
+for (const m of registered) {
+  METRIC_NAMES.add(m.name)
+  if (String(m.type) === 'histogram') for (const s of ['_bucket', '_sum', '_count']) METRIC_NAMES.add(m.name + s)
+  if (String(m.type) === 'summary') for (const s of ['_sum', '_count']) METRIC_NAMES.add(m.name + s)
+}
+const labelNamesOf = (name: string): string[] => {
+  const base = name.replace(/_(bucket|sum|count)$/, '')
+  const metric = metrics.registry.getSingleMetric(METRIC_TYPES.has(name) ? name : base)
+  const names = (metric as unknown as { labelNames?: string[] } | undefined)?.labelNames ?? []
+  return name.endsWith('_bucket') ? [...names, 'le'] : names
+}
+/** Label values that are a closed set in the code; a typo there would silently match nothing. */
+const LABEL_VALUES: Record<string, readonly string[]> = {
+  route: ROUTES,
+  reason: REASONS,
+  type: CONSENT_TYPES,
+  upstream: CONSENT_TYPES
+}
+
+const OPS_TEXT_FILES = [
+  'prometheus/prometheus.yml',
+  'prometheus/alerts.yml',
+  'prometheus/alerts.test.yml',
+  ...readdirSync(new URL('grafana/dashboards/', ROOT)).filter(f => f.endsWith('.json')).map(f => `grafana/dashboards/${f}`)
+]
+
+// ---- Dockerfile ----------------------------------------------------------------------------------------------
+
+describe('Dockerfile', () => {
+  const instructions = read('Dockerfile').replace(/\\\n/g, ' ').split('\n')
+    .map(l => l.trim()).filter(l => l !== '' && !l.startsWith('#'))
+    .map(l => { const m = /^(\w+)\s+(.*)$/.exec(l)!; return { op: m[1]!.toUpperCase(), args: m[2]! } })
+  const stages: Array<typeof instructions> = []
+  for (const ins of instructions) {
+    if (ins.op === 'FROM') stages.push([])
+    stages[stages.length - 1]!.push(ins)
+  }
+  const runtime = stages[stages.length - 1]!
+  const last = (op: string): string | undefined => runtime.filter(i => i.op === op).at(-1)?.args
+  const dockerignore = read('.dockerignore').split('\n').map(l => l.trim()).filter(l => l !== '' && !l.startsWith('#'))
+  const ignored = (path: string): boolean => dockerignore.some(p => path === p || path.startsWith(p + '/'))
+
+  it('builds in one stage and runs from a second, both on node:20-bookworm-slim', () => {
+    expect(stages.length).toBeGreaterThanOrEqual(2)
+    for (const s of stages) expect(s[0]!.args).toMatch(/^node:20-bookworm-slim\b/)
+    expect(stages[0]!.some(i => i.op === 'RUN' && /npm run build/.test(i.args))).toBe(true)
+  })
+
+  it('runs bin/iys-gateway.js serve, which exists and loads the compiled dist/ copied from the build stage', () => {
+    expect(JSON.parse(last('ENTRYPOINT')!)).toEqual(['node', 'bin/iys-gateway.js'])
+    expect(JSON.parse(last('CMD')!)).toEqual(['serve'])
+    expect(exists('bin/iys-gateway.js')).toBe(true)
+    expect(read('bin/iys-gateway.js')).toContain('../dist/cli.js')
+    expect(runtime.some(i => i.op === 'COPY' && /--from=\S+\s+\S*\/dist\s+\.?\/?dist/.test(i.args))).toBe(true)
+    expect(CLI_COMMANDS.has('serve')).toBe(true)
+  })
+
+  it('installs production dependencies only, without the tsc `prepare` script (typescript is a devDependency)', () => {
+    const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string>, devDependencies: Record<string, string>, dependencies: Record<string, string> }
+    const install = runtime.find(i => i.op === 'RUN' && /npm ci/.test(i.args))!.args
+    expect(install).toMatch(/--omit=dev/)
+    if (/\btsc\b/.test(pkg.scripts.prepare ?? '')) {
+      expect(pkg.devDependencies.typescript).toBeDefined()
+      expect(install).toMatch(/--ignore-scripts/)
+    }
+  })
+
+  it('runs as a non-root user, listens on all interfaces and checks /healthz without curl', () => {
+    const user = last('USER')
+    expect(user).toBeDefined()
+    expect(user).not.toMatch(/^(root|0)(:|$)/)
+    expect(runtime.filter(i => i.op === 'ENV').map(i => i.args).join(' ')).toMatch(/\bHOST=0\.0\.0\.0\b/)
+    const health = last('HEALTHCHECK')!
+    expect(health).toContain('/healthz')
+    expect(health).toMatch(/"node"/)
+    expect(health).not.toMatch(/curl|wget/)
+  })
+
+  it('copies only files that exist and that .dockerignore lets into the build context', () => {
+    for (const s of stages) {
+      for (const ins of s.filter(i => i.op === 'COPY' && !i.args.includes('--from='))) {
+        const parts = ins.args.replace(/--\S+/g, '').trim().split(/\s+/)
+        for (const src of parts.slice(0, -1)) {
+          expect(exists(src), `COPY ${src}`).toBe(true)
+          expect(ignored(src.replace(/^\.\//, '').replace(/\/$/, '')), `COPY ${src} is excluded by .dockerignore`).toBe(false)
+        }
+      }
+    }
+    for (const heavy of ['node_modules', 'dist', '.git', 'bench']) expect(ignored(heavy), heavy).toBe(true)
+  })
+})
+
+// ---- docker-compose.yml ----------------------------------------------------------------------------------------
+
+describe('docker-compose.yml', () => {
+  it('brings up Postgres 15, Redis 7, migrate, load, the gateway, the fake carrier, Prometheus and Grafana', () => {
+    expect(serviceNames).toEqual(expect.arrayContaining(['postgres', 'redis', 'migrate', 'load', 'gateway', 'fake-carrier', 'prometheus', 'grafana']))
+    expect(asString(service('postgres').image, 'postgres.image')).toMatch(/^postgres:15\b/)
+    expect(asString(service('redis').image, 'redis.image')).toMatch(/^redis:7\b/)
+    expect(command('redis')).toEqual(expect.arrayContaining(['--appendonly', 'no', '--save']))
+  })
+
+  it('gives the gateway image only environment variables src/config.ts knows, and a configuration that loads', () => {
+    const standard = new Set(['NODE_ENV', 'NODE_OPTIONS', 'TZ', 'UV_THREADPOOL_SIZE'])
+    const known = new Set<string>(KNOWN_VARIABLES)
+    for (const name of builtFromDockerfile) {
+      const env = environment(name)
+      for (const key of Object.keys(env)) expect(known.has(key) || standard.has(key), `${name}: ${key} is not in KNOWN_VARIABLES`).toBe(true)
+      expect(() => loadConfig(env), name).not.toThrow()
+    }
+  })
+
+  it('wires the gateway to the stack: Postgres, Redis, the fake carrier, İYS push, volumes for scrub jobs and the spool', () => {
+    const env = environment('gateway')
+    const config = loadConfig(env)
+    expect(command('gateway')).toEqual(['serve'])
+    expect(config.host).toBe('0.0.0.0')
+    expect(new URL(config.databaseUrl!).hostname).toBe('postgres')
+    expect(new URL(config.redisUrl!).hostname).toBe('redis')
+    expect(env.REDIS_PREFIX).toBeDefined()
+    const carrierPort = command('fake-carrier')[command('fake-carrier').indexOf('--port') + 1]
+    expect(command('fake-carrier')[0]).toBe('fake-carrier')
+    expect(command('fake-carrier')).toEqual(expect.arrayContaining(['--host', '0.0.0.0']))
+    for (const type of CONSENT_TYPES) {
+      const u = new URL(config.upstreams[type]!)
+      expect(u.hostname, type).toBe('fake-carrier')
+      expect(u.port, type).toBe(carrierPort)
+    }
+    expect(config.iysPushUser).not.toBeNull()
+    expect(config.iysPushPassword).not.toBeNull()
+    const targets = mounts('gateway').map(m => m.target)
+    for (const dir of [config.scrub.dir, config.decisions.spoolDir]) {
+      expect(targets.some(t => dir === t || dir.startsWith(t + '/')), `${dir} is on a volume`).toBe(true)
+    }
+    const ports = asList(service('gateway').ports, 'gateway.ports').map(p => asString(p, 'port'))
+    expect(ports.some(p => p.endsWith(':' + String(config.port)))).toBe(true)
+  })
+
+  it('starts the gateway after healthy Postgres and Redis and a completed migration', () => {
+    const deps = asMap(service('gateway').depends_on, 'gateway.depends_on')
+    expect(asMap(deps.postgres, 'postgres').condition).toBe('service_healthy')
+    expect(asMap(deps.redis, 'redis').condition).toBe('service_healthy')
+    expect(asMap(deps.migrate, 'migrate').condition).toBe('service_completed_successfully')
+    expect(command('migrate')).toEqual(['migrate'])
+    expect(command('load')).toEqual(['load'])
+  })
+
+  it('has a health check wherever a dependency waits for one, and overrides the image\'s /healthz check where there is no /healthz', () => {
+    const dockerfileHealth = /^\s*HEALTHCHECK\s+(?!NONE)/m.test(read('Dockerfile'))
+    const healthChecked = (name: string): boolean => {
+      const h = service(name).healthcheck
+      if (h === undefined) return builtFromDockerfile.includes(name) && dockerfileHealth
+      const m = asMap(h, `${name}.healthcheck`)
+      return m.disable !== 'true' && m.test !== undefined
+    }
+    for (const name of serviceNames) {
+      const deps = service(name).depends_on
+      if (deps === undefined) continue
+      const list = Array.isArray(deps) ? deps.map(d => [asString(d, 'dependency'), 'service_started'] as const)
+        : Object.entries(asMap(deps, 'depends_on')).map(([d, v]) => [d, asString(asMap(v, d).condition, 'condition')] as const)
+      for (const [dep, condition] of list) {
+        expect(serviceNames, `${name} depends on ${dep}`).toContain(dep)
+        if (condition === 'service_healthy') expect(healthChecked(dep), `${name} waits for ${dep} to be healthy`).toBe(true)
+        if (condition === 'service_completed_successfully') expect(asString(service(dep).restart, `${dep}.restart`)).toBe('no')
+      }
+    }
+    for (const name of builtFromDockerfile) {
+      if (command(name)[0] === 'serve') continue
+      expect(service(name).healthcheck, `${name} runs ${command(name)[0]}, not the HTTP server`).toBeDefined()
+    }
+  })
+
+  it('runs only commands the CLI has, and the services its notes name exist', () => {
+    for (const name of builtFromDockerfile) expect(CLI_COMMANDS, name).toContain(command(name)[0])
+    const notes = read('docker-compose.yml').split('\n').filter(l => l.trimStart().startsWith('#')).join('\n')
+    const mentioned = servicesMentioned(notes)
+    expect(mentioned.length).toBeGreaterThan(3)
+    for (const m of mentioned) {
+      expect(serviceNames, m.line).toContain(m.service)
+      if (m.command !== undefined && builtFromDockerfile.includes(m.service)) expect(CLI_COMMANDS, m.line).toContain(m.command)
+    }
+  })
+
+  it('mounts files that exist and declares its named volumes', () => {
+    const declared = Object.keys(asMap(compose.volumes, 'volumes'))
+    for (const name of serviceNames) {
+      for (const { source } of mounts(name)) {
+        if (source.startsWith('.') || source.startsWith('/')) expect(exists(source), `${name}: ${source}`).toBe(true)
+        else expect(declared, `${name}: volume ${source}`).toContain(source)
+      }
+    }
+  })
+
+  it('points Prometheus at prometheus/ and Grafana at grafana/', () => {
+    const prom = mounts('prometheus').find(m => m.source === './prometheus')!
+    expect(prom).toBeDefined()
+    expect(command('prometheus')).toContain(`--config.file=${prom.target}/prometheus.yml`)
+    const provisioning = mounts('grafana').find(m => m.source === './grafana/provisioning')!
+    expect(provisioning.target).toBe('/etc/grafana/provisioning')
+    const dashboards = mounts('grafana').find(m => m.source === './grafana/dashboards')!
+    const provider = asMap(parseYaml(read('grafana/provisioning/dashboards/iys-gateway.yml')), 'dashboard provider')
+    const options = asMap(asMap(asList(provider.providers, 'providers')[0], 'provider').options, 'options')
+    expect(options.path).toBe(dashboards.target)
+    const home = environment('grafana').GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH
+    if (home !== undefined) expect(exists(home.replace(dashboards.target, 'grafana/dashboards'))).toBe(true)
+  })
+})
+
+describe('README', () => {
+  it('names only services that docker-compose.yml has', () => {
+    for (const m of servicesMentioned(read('README.md'))) {
+      expect(serviceNames, m.line).toContain(m.service)
+      if (m.command !== undefined && builtFromDockerfile.includes(m.service)) expect(CLI_COMMANDS, m.line).toContain(m.command)
+    }
+  })
+})
+
+// ---- Prometheus ----------------------------------------------------------------------------------------------
+
+describe('prometheus/', () => {
+  const config = asMap(parseYaml(read('prometheus/prometheus.yml')), 'prometheus.yml')
+  const groups = asList(asMap(parseYaml(read('prometheus/alerts.yml')), 'alerts.yml').groups, 'groups')
+  const rules = groups.flatMap(g => asList(asMap(g, 'group').rules, 'rules').map(r => asMap(r, 'rule')))
+
+  it('scrapes the gateway service on its port and loads alerts.yml', () => {
+    expect(asList(config.rule_files, 'rule_files')).toContain('alerts.yml')
+    const job = asList(config.scrape_configs, 'scrape_configs').map(j => asMap(j, 'job')).find(j => j.job_name === 'iys-gateway')!
+    expect(job).toBeDefined()
+    const targets = asList(job.static_configs, 'static_configs').flatMap(s => asList(asMap(s, 'static_config').targets, 'targets'))
+    expect(targets).toContain(`gateway:${loadConfig(environment('gateway')).port}`)
+  })
+
+  it('has the alerts an SRE needs, each with for:, a severity and summary/description annotations', () => {
+    const names = rules.map(r => asString(r.alert, 'alert'))
+    expect(new Set(names).size).toBe(names.length)
+    for (const r of rules) {
+      const name = asString(r.alert, 'alert')
+      expect(name).toMatch(/^Iys[A-Z][A-Za-z0-9]+$/)
+      expect(asString(r.for, `${name}.for`)).toMatch(/^\d+[smh]$/)
+      expect(['critical', 'warning'], name).toContain(asMap(r.labels, `${name}.labels`).severity)
+      const annotations = asMap(r.annotations, `${name}.annotations`)
+      expect(asString(annotations.summary, `${name} summary`).length).toBeGreaterThan(10)
+      expect(asString(annotations.description, `${name} description`).length).toBeGreaterThan(20)
+    }
+    const exprs = rules.map(r => asString(r.expr, 'expr').replace(/\s+/g, ' '))
+    for (const needle of [
+      'up{job="iys-gateway"} == 0',
+      'iys_filter_version == 0',
+      'rate(iys_store_errors_total',
+      'iys_http_request_duration_seconds_bucket{route="check"}',
+      'status=~"5.."',
+      'rate(iys_decision_log_spooled_total',
+      'iys_upstream_breaker_open == 1',
+      'iys_uws_native == 0',
+      'iys_nodejs_eventloop_lag_p99_seconds'
+    ]) expect(exprs.some(e => e.includes(needle)), needle).toBe(true)
+  })
+
+  it('has a promtool unit test for every alert', () => {
+    const tests = read('prometheus/alerts.test.yml')
+    expect(tests).toMatch(/rule_files:\s*\n\s*- alerts\.yml/)
+    for (const r of rules) expect(tests, asString(r.alert, 'alert')).toContain(`alertname: ${asString(r.alert, 'alert')}`)
+  })
+})
+
+// ---- Grafana -------------------------------------------------------------------------------------------------
+
+describe('grafana/', () => {
+  interface Panel { id: number, type: string, title: string, gridPos: { x: number, y: number, w: number, h: number }, datasource?: { uid: string }, targets?: Array<{ expr: string, refId: string }> }
+  const dashboard = JSON.parse(read('grafana/dashboards/iys-gateway.json')) as { uid: string, title: string, panels: Panel[], templating: { list: Array<{ name: string, type: string }> } }
+
+  it('provisions the Prometheus of docker-compose.yml as the data source', () => {
+    const ds = asMap(asList(asMap(parseYaml(read('grafana/provisioning/datasources/prometheus.yml')), 'datasources').datasources, 'datasources')[0], 'datasource')
+    expect(ds.type).toBe('prometheus')
+    const url = new URL(asString(ds.url, 'url'))
+    expect(url.href).toBe('http://prometheus:9090/')
+    expect(serviceNames).toContain(url.hostname)
+  })
+
+  it('is one dashboard "iys-gateway" with unique panel ids, on the datasource variable, laid out without overlaps', () => {
+    expect(dashboard.uid).toBe('iys-gateway')
+    expect(dashboard.title).toBe('iys-gateway')
+    expect(dashboard.templating.list.some(v => v.name === 'datasource' && v.type === 'datasource')).toBe(true)
+    const ids = dashboard.panels.map(p => p.id)
+    expect(new Set(ids).size).toBe(ids.length)
+    const cells = new Set<string>()
+    for (const p of dashboard.panels) {
+      expect(p.gridPos.x + p.gridPos.w, p.title).toBeLessThanOrEqual(24)
+      for (let x = p.gridPos.x; x < p.gridPos.x + p.gridPos.w; x++) {
+        for (let y = p.gridPos.y; y < p.gridPos.y + p.gridPos.h; y++) {
+          expect(cells.has(`${x},${y}`), `${p.title} overlaps at ${x},${y}`).toBe(false)
+          cells.add(`${x},${y}`)
+        }
+      }
+      if (p.type === 'row') continue
+      expect(p.datasource?.uid, p.title).toBe('${datasource}')
+      expect(p.targets?.length, p.title).toBeGreaterThan(0)
+      for (const t of p.targets!) expect(t.expr.trim(), `${p.title} ${t.refId}`).not.toBe('')
+    }
+  })
+
+  it('shows traffic, latency, decisions, bloom, store errors, filter, decision log, carriers, event loop and memory', () => {
+    const text = dashboard.panels.flatMap(p => p.targets ?? []).map(t => t.expr).join('\n')
+    for (const name of [
+      'iys_http_requests_total', 'iys_http_request_duration_seconds_bucket', 'iys_decisions_total', 'iys_bloom_maybe_total',
+      'iys_bloom_absent_total', 'iys_store_errors_total', 'iys_filter_version', 'iys_filter_keys', 'iys_decision_log_written_total',
+      'iys_decision_log_spooled_total', 'iys_upstream_messages_total', 'iys_upstream_breaker_open', 'iys_nodejs_eventloop_lag_p99_seconds',
+      'iys_process_resident_memory_bytes', 'iys_nodejs_heap_size_used_bytes'
+    ]) expect(text, name).toContain(name)
+  })
+})
+
+// ---- metric names and labels -----------------------------------------------------------------------------------
+
+describe('metrics named in prometheus/ and grafana/', () => {
+  it.each(OPS_TEXT_FILES)('%s names only metrics src/metrics.ts exports', (file) => {
+    const text = read(file)
+    const used = new Set([...text.matchAll(/\biys_[a-z0-9_]*[a-z0-9]\b/g)].map(m => m[0]))
+    if (!file.endsWith('prometheus.yml')) expect(used.size, file).toBeGreaterThan(0)
+    for (const name of used) expect(METRIC_NAMES.has(name), `${file}: ${name} is not exported`).toBe(true)
+  })
+
+  it.each(OPS_TEXT_FILES)('%s selects only labels (and closed-set label values) those metrics have', (file) => {
+    // JSON escapes the quotes inside expressions; read them back.
+    const text = read(file).replace(/\\"/g, '"')
+    for (const m of text.matchAll(/\b(iys_[a-z0-9_]*[a-z0-9])\{([^}]*)\}/g)) {
+      const name = m[1]!
+      const labels = [...labelNamesOf(name), 'job', 'instance']
+      for (const matcher of m[2]!.matchAll(/([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)"/g)) {
+        const [, label, op, value] = matcher as unknown as [string, string, string, string]
+        expect(labels, `${file}: ${m[0]}`).toContain(label)
+        const closed = name.startsWith('iys_upstream_messages') && label === 'status' ? OUTCOME_STATUSES : LABEL_VALUES[label]
+        if (closed === undefined || value.includes('$')) continue
+        const values = op === '=' || op === '!=' ? [value] : value.split('|')
+        for (const v of values) expect(closed, `${file}: ${m[0]}`).toContain(v)
+      }
+    }
+  })
+})
