@@ -3,7 +3,7 @@
 // and a little statistics and formatting. Plain ESM so that the benchmark runs without a build step of its own.
 
 import { spawn, spawnSync } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -100,11 +100,65 @@ export function hasCommand (cmd, args = ['--version']) {
  * The environment for an iys-gateway child. The gateway refuses unknown variables in its namespaces (a typo guard),
  * so anything of ours that happens to be set in the caller's shell is dropped and only what we choose is passed.
  */
-const GATEWAY_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'DATABASE_URL', 'PORT', 'HOST', 'LOG_LEVEL']
+const GATEWAY_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'DATABASE_URL', 'PORT', 'HOST', 'LOG_LEVEL',
+  'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_']
+// Per-run defaults the runner sets once (setGatewayDefaults): the scrub job folder and the decision spool default to
+// shared folders under $TMPDIR, which a gateway of ours must never read from (it would run other processes' queued
+// scrub jobs or replay their spooled decisions) nor leave files in.
+let gatewayDefaults = {}
+export function setGatewayDefaults (vars) { gatewayDefaults = { ...vars } }
 export function gatewayEnv (vars) {
   const env = {}
   for (const [k, v] of Object.entries(process.env)) if (!GATEWAY_PREFIXES.some(p => k.startsWith(p))) env[k] = v
-  return { ...env, LOG_LEVEL: 'warn', HOST: '127.0.0.1', ...vars }
+  return { ...env, LOG_LEVEL: 'warn', HOST: '127.0.0.1', ...gatewayDefaults, ...vars }
+}
+
+/** Starts `iys-gateway serve` on a free port with `vars` and waits until /readyz answers 200. */
+export async function startGateway (label, vars, timeoutMs = 30_000) {
+  const port = await freePort()
+  const child = spawnTracked(process.execPath, [CLI, 'serve'], { env: gatewayEnv({ ...vars, PORT: String(port) }), label })
+  const url = `http://127.0.0.1:${port}`
+  const ready = await waitReady(url + '/readyz', child, timeoutMs)
+  if (ready?.uws !== undefined && ready.uws !== 'native') log(`WARNING: ${label} runs on the uWebSockets.js pure-JS fallback (${ready.uws}); its figures are not representative`)
+  return { child, url, port, ready }
+}
+
+/** Memory figures of a process from /proc/<pid>/status, in bytes: { rss, hwm } (NaN when gone). */
+export function procMemory (pid) {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, 'utf8')
+    const kb = (name) => { const m = new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(s); return m === null ? NaN : Number(m[1]) * 1024 }
+    return { rss: kb('VmRSS'), hwm: kb('VmHWM') }
+  } catch { return { rss: NaN, hwm: NaN } }
+}
+
+/** Sum of a Prometheus counter/gauge over the series whose labels include every `labels` pair. */
+export function metricSum (text, name, labels = {}) {
+  let sum = 0
+  let found = false
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue
+    const rest = line.slice(name.length)
+    if (rest[0] !== '{' && rest[0] !== ' ') continue
+    let labelText = ''
+    let valueText = rest
+    if (rest[0] === '{') {
+      const end = rest.indexOf('}')
+      labelText = rest.slice(1, end)
+      valueText = rest.slice(end + 1)
+    }
+    if (!Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`))) continue
+    sum += Number(valueText.trim().split(/\s+/)[0])
+    found = true
+  }
+  return found ? sum : 0
+}
+
+/** GET /metrics of a gateway as text. */
+export async function metricsText (baseUrl) {
+  const res = await fetch(baseUrl + '/metrics', { signal: AbortSignal.timeout(5000) })
+  if (res.status !== 200) throw new Error(`GET /metrics: HTTP ${res.status}`)
+  return res.text()
 }
 
 /** A port that was free a moment ago (the gateway CLI does not accept PORT=0). */
@@ -243,6 +297,33 @@ export function cpuSeconds (pid) {
   } catch { return NaN }
 }
 
+/** CPU seconds per thread of a process: [{ tid, name, seconds }] (the main thread has tid === pid). */
+export function threadCpuSeconds (pid) {
+  const out = []
+  let tids = []
+  try { tids = readdirSync(`/proc/${pid}/task`) } catch { return out }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      out.push({ tid: Number(tid), name, seconds: (Number(f[11]) + Number(f[12])) / CLK_TCK })
+    } catch {} // the thread ended meanwhile
+  }
+  return out
+}
+
+/**
+ * Share of a core each thread of `pid` used between two threadCpuSeconds() samples, busiest first, grouped as
+ * "main" (the event loop) and the others by name (e.g. piscina workers, libuv's pool).
+ */
+export function threadShares (before, after, seconds, pid) {
+  const b = new Map(before.map(t => [t.tid, t.seconds]))
+  return after.map(t => ({ tid: t.tid, name: t.tid === pid ? 'main' : t.name, share: (t.seconds - (b.get(t.tid) ?? 0)) / seconds }))
+    .filter(t => t.share >= 0.005)
+    .sort((x, y) => y.share - x.share)
+}
+
 /** Busy CPU seconds of the whole machine so far (all cores), from the first line of /proc/stat. */
 export function machineBusySeconds () {
   try {
@@ -322,17 +403,67 @@ end
 `)
 }
 
+/** The `done` hook every wrk script of ours ends with: one WRKJSON line that runHttpLoad parses. */
+const WRK_DONE = `done = function (summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('\\nWRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+`
+
+/**
+ * A wrk Lua script whose every request is new: `format` is a Lua string.format pattern applied to
+ * (id, row[1], row[2], ...) where `id` is unique per request across threads (`idPrefix` .. thread .. "-" .. n) and
+ * rows cycle. With `idHeader` the id is also sent in that header (an idempotency key). Strings are quoted for Lua.
+ */
+export function writeWrkTemplateScript (file, { path, format, rows, idPrefix, idHeader = null }) {
+  const q = (s) => JSON.stringify(String(s)) // a JSON string literal is a valid Lua string literal for ASCII text
+  for (const r of rows) for (const v of r) if (!/^[\x20-\x7e]*$/.test(String(v))) throw new Error('wrk template rows must be printable ASCII')
+  if (!/^[\x20-\x7e]*$/.test(format)) throw new Error('wrk template format must be printable ASCII')
+  writeFileSync(file, `-- generated by bench/lib.js (writeWrkTemplateScript)
+local rows = {
+${rows.map(r => '{' + r.map(q).join(',') + '}').join(',\n')}
+}
+local fmt = ${q(format)}
+local i = 0
+local n = 0
+local prefix = ""
+local counter = 0
+setup = function (thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+end
+init = function (args)
+  prefix = ${q(idPrefix)} .. (tid or 1) .. "-"
+  i = ((tid or 1) * 7919) % #rows
+end
+request = function ()
+  i = i % #rows + 1
+  n = n + 1
+  local id = prefix .. n
+  local r = rows[i]
+  local headers = { ["Content-Type"] = "application/json" }
+  ${idHeader === null ? '' : `headers[${q(idHeader)}] = id`}
+  return wrk.format("POST", ${q(path)}, headers, string.format(fmt, id, unpack(r)))
+end
+` + WRK_DONE)
+}
+
 /**
  * Drives `url` with `connections` for `seconds`, cycling through `bodies` (JSON strings).
  * Returns { generator, requests, seconds, rps, p50Ms, p99Ms, maxMs, non2xx, errors, generatorCpu }.
  */
-export async function runHttpLoad ({ generator, url, bodies, connections, seconds, tmpDir, label }) {
+export async function runHttpLoad ({ generator, url, bodies, connections, seconds, tmpDir, label, script = null }) {
   const u = new URL(url)
   if (u.hostname !== '127.0.0.1') throw new Error('load is only ever sent to 127.0.0.1')
   const limitMs = (seconds + 30) * 1000 // generous, but a stuck generator is still killed
+  if (script !== null && generator !== 'wrk') throw new Error(`${label}: a Lua script needs wrk`)
   if (generator === 'wrk') {
-    const script = join(tmpDir, `${label}.lua`)
-    writeWrkScript(script, u.pathname, bodies)
+    if (script === null) {
+      script = join(tmpDir, `${label}.lua`)
+      writeWrkScript(script, u.pathname, bodies)
+    }
     const threads = Math.min(WRK_THREADS, connections)
     const child = spawnTracked('wrk', ['-t' + threads, '-c' + connections, '-d' + seconds + 's', '--timeout', '10s', '-s', script, url], { label: `wrk ${label}` })
     const timer = setTimeout(() => killChild(child, 1000), limitMs)

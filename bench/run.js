@@ -1,7 +1,7 @@
 // `npm run bench`: runs the benchmark scenarios in sequence, each beside a baseline measured in the same run, then
 // prints a Markdown table for the README and writes the same as JSON to bench/out/results-<date>.json.
 //
-//   npm run bench [-- --only name[,name]] [--quick] [--size-10m] [--generator wrk|autocannon] [--no-build]
+//   npm run bench [-- --only name[,name]] [--quick] [--size-10m] [--scrub-lines N] [--generator wrk|autocannon] [--no-build]
 //
 // Each run owns a Postgres database (iys_bench_<pid>) and a Redis prefix (bench:<pid>:) and removes both at the end,
 // as well as every child process it started, whatever happens: tests and other deployments are never disturbed.
@@ -14,16 +14,20 @@ import { Redis } from 'ioredis'
 import { checkBatchScenario, checkSingleScenario, stopServers } from './check.js'
 import {
   BENCH_DIR, OUT_DIR, ROOT, abortAll, dropDatabase, isAborting, fmtInt, fmtNum, fmtRatio, hasCommand, killAll, killAllSync, log, print, run,
-  systemInfo, unlinkPrefix
+  setGatewayDefaults, systemInfo, unlinkPrefix
 } from './lib.js'
 import { importScenario, loadScenario, ROWS_MAIN, ROWS_QUICK } from './load.js'
+import { messagesScenario } from './messages.js'
+import { propagationScenario } from './propagation.js'
+import { SCRUB_LINES_MAIN, SCRUB_LINES_QUICK, scrubScenario } from './scrub.js'
 
-const SCENARIOS = ['bloom', 'check-single', 'check-batch', 'load', 'import']
+const SCENARIOS = ['bloom', 'check-single', 'check-batch', 'load', 'import', 'propagation', 'scrub', 'messages']
 
-const USAGE = `usage: npm run bench -- [--only ${SCENARIOS.join(',')}] [--quick] [--size-10m] [--generator wrk|autocannon] [--no-build]
+const USAGE = `usage: npm run bench -- [--only ${SCENARIOS.join(',')}] [--quick] [--size-10m] [--scrub-lines N] [--generator wrk|autocannon] [--no-build]
   --only        run a subset of the scenarios (comma-separated)
-  --quick       small sizes and short runs, to smoke-test the runner (about two minutes)
+  --quick       small sizes and short runs, to smoke-test the runner (about three minutes for every scenario)
   --size-10m    also time import and load on a 10,000,000-row data set (generating and importing it takes a while)
+  --scrub-lines lines of the list the scrub scenario sends (default ${SCRUB_LINES_MAIN.toLocaleString('en')}; --quick ${SCRUB_LINES_QUICK.toLocaleString('en')})
   --generator   force the HTTP load generator (default: wrk when installed, else autocannon in worker processes)
   --no-build    do not compile src/ first (benchmarks the dist/ that is there)
 before each timed step the runner waits (up to 60 s, 3 s with --quick) for the machine to be quiet, and it reports
@@ -40,6 +44,7 @@ function options () {
         only: { type: 'string' },
         quick: { type: 'boolean', default: false },
         'size-10m': { type: 'boolean', default: false },
+        'scrub-lines': { type: 'string' },
         generator: { type: 'string' },
         'no-build': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false }
@@ -60,7 +65,15 @@ function options () {
     process.stderr.write('bench: --generator must be wrk or autocannon\n')
     process.exit(2)
   }
-  return { only: new Set(only), quick: values.quick, size10m: values['size-10m'], generator: values.generator, build: !values['no-build'] }
+  let scrubLines = values.quick ? SCRUB_LINES_QUICK : SCRUB_LINES_MAIN
+  if (values['scrub-lines'] !== undefined) {
+    scrubLines = Number(values['scrub-lines'])
+    if (!/^\d+$/.test(values['scrub-lines']) || scrubLines < 1000 || scrubLines > 20_000_000) {
+      process.stderr.write('bench: --scrub-lines must be an integer from 1000 to 20000000\n')
+      process.exit(2)
+    }
+  }
+  return { only: new Set(only), quick: values.quick, size10m: values['size-10m'], scrubLines, generator: values.generator, build: !values['no-build'] }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -111,6 +124,21 @@ function tableNote (r) {
       return `Redis ${fmtNum(d.bytesPerConsentUsedMemoryDelta, 0)} B/consent (used_memory Δ), ${fmtNum(d.bytesPerConsentMemoryUsage, 0)} B by MEMORY USAGE`
     case 'import': case 'import-10m':
       return `${fmtInt(d.rows)} rows, ${fmtInt(d.applied)} applied; import also writes the ledger`
+    case 'propagation': case 'propagation-new':
+      return `ratio = check RTT ÷ propagation p50; goal p99 < ${d.goalP99Ms} ms ${d.goalMet ? 'met' : 'NOT met'}; from send p99 ${fmtNum(d.fromSend.p99)} ms; ${d.samples} samples` +
+        (d.failed + d.timeouts > 0 ? `, ${d.failed} failed, ${d.timeouts} timed out` : '')
+    case 'scrub':
+      return `peak RSS ${fmtInt(d.peakRssBytes / 1048576)} MiB; upload ${fmtNum(d.uploadSeconds, 1)} s + processing ${fmtNum(d.processSeconds, 1)} s + download ${fmtNum(d.downloadSeconds, 1)} s; ` +
+        (d.verified.wrong === 0 && d.verified.missing === 0 ? 'every line verified' : `${d.verified.wrong} WRONG lines`)
+    case 'scrub-filter':
+      return `${fmtInt(d.lines)} lines; over the gateway's real filter ${d.oursRealFilter !== null ? fmtNum(d.oursRealFilter.nsPerLine, 1) + ' ns/line' : 'n/a'}; normalise alone ${fmtNum(d.normalizeOnly.nsPerLine, 1)} ns`
+    case 'scrub-check-p99':
+      return `ratio = p99 alone ÷ p99 beside the scrub; scrub ran at ${fmtInt(d.concurrentScrubLinesPerSecond)} lines/s meanwhile; ` +
+        `another Redis client's GET p99 ${fmtNum(d.redisWaitMsDuringScrub.p99)} ms (max ${fmtNum(d.redisWaitMsDuringScrub.max)}) during a scrub`
+    case 'messages':
+      return `added p50 ${fmtNum(d.addedP50Ms)} / p99 ${fmtNum(d.addedP99Ms)} ms under load, ${fmtNum(d.added1P50Ms)} / ${fmtNum(d.added1P99Ms)} ms on 1 connection; decision log ${fmtInt(d.decisionLog.writtenPerSecond)}/s`
+    case 'messages-decision-log':
+      return d.keepsUp ? `keeps up: ${fmtInt(d.rowsWritten)} rows for ${fmtInt(d.answered)} answered after the final flush` : `MISMATCH: ${fmtInt(d.rowsWritten)} rows for ${fmtInt(d.answered)} answered`
     default: return ''
   }
 }
@@ -131,12 +159,13 @@ function markdown (results, info, ctx) {
     lines.push(`| ${r.scenario} | ${esc(r.measure)} | ${esc(r.ours.text)} | ${esc(r.baseline?.label ?? 'none')} | ${esc(r.baseline?.text ?? '—')} | ${fmtRatio(r.ratio)} | ${esc(tableNote(r))} |`)
   }
   lines.push('')
-  lines.push('Ratio = iys-gateway ÷ baseline in throughput (higher is better). ' +
+  lines.push('Ratio = iys-gateway ÷ baseline in throughput, or baseline ÷ iys-gateway for latencies (higher is better). ' +
     `HTTP load generator: ${ctx.generatorUsed ?? ctx.generator}. Gateway, Redis, Postgres and the load generator share the machine's ${info.cores} cores ` +
     `(1-min load average at the start of each scenario: ${results.filter(r => r.loadavgAtStart !== undefined).map(r => `${r.scenario} ${r.loadavgAtStart}`).join(', ') || 'n/a'}).`)
   lines.push(ctx.size10m
     ? '10M-row data set: included (load-10m, import-10m).'
     : `Data set: ${fmtInt(ctx.quick ? ROWS_QUICK : ROWS_MAIN)} generated consents; the 10M-row data set is opt-in (\`npm run bench -- --size-10m\`).`)
+  if (results.some(r => r.scenario === 'scrub')) lines.push(`Scrub list: ${fmtInt(ctx.scrubLines)} lines (\`--scrub-lines N\`), with its own consents (half the list's lines have a record).`)
   return lines.join('\n')
 }
 
@@ -150,6 +179,7 @@ async function main () {
     pid,
     quick: opts.quick,
     size10m: opts.size10m,
+    scrubLines: opts.scrubLines,
     adminUrl: process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
     redisUrl: process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379',
     prefix: `bench:${pid}:`,
@@ -163,6 +193,9 @@ async function main () {
     quietWaitMs: opts.quick ? 3000 : 60_000,
     redis: null
   }
+
+  // Gateways of this run keep scrub jobs and spooled decisions in the run's own folder (removed at the end).
+  setGatewayDefaults({ SCRUB_DIR: join(ctx.tmpDir, 'scrub'), DECISION_SPOOL_DIR: join(ctx.tmpDir, 'spool') })
 
   let cleaned = null
   const cleanup = () => {
@@ -214,6 +247,10 @@ async function main () {
     if (opts.only.has('import')) plan.push(['import', () => importScenario(ctx, 'main')])
     if (opts.size10m && opts.only.has('load')) plan.push(['load-10m', () => loadScenario(ctx, '10m')])
     if (opts.size10m && opts.only.has('import')) plan.push(['import-10m', () => importScenario(ctx, '10m')])
+    // These change the data set (rejections, new keys, decisions), so they come after everything that reads it.
+    if (opts.only.has('propagation')) plan.push(['propagation', () => propagationScenario(ctx)])
+    if (opts.only.has('scrub')) plan.push(['scrub', () => scrubScenario(ctx)])
+    if (opts.only.has('messages')) plan.push(['messages', () => messagesScenario(ctx)])
 
     for (const [name, fn] of plan) {
       if (isAborting()) break
@@ -221,10 +258,13 @@ async function main () {
       const started = Date.now()
       const load1 = +loadavg()[0].toFixed(2) // a busy machine (tests, builds) depresses every figure: keep a trace
       try {
-        const r = await fn()
-        r.wallSeconds = (Date.now() - started) / 1000
-        r.loadavgAtStart = load1
-        results.push(r)
+        const out = await fn()
+        // A scenario may report several rows (e.g. scrub: end to end, filter step, check p99 beside it).
+        for (const r of Array.isArray(out) ? out : [out]) {
+          r.wallSeconds = (Date.now() - started) / 1000
+          r.loadavgAtStart = load1
+          results.push(r)
+        }
       } catch (err) {
         process.stdout.write(`\n== ${name}\n   FAILED: ${err.message}\n`)
         results.push({ scenario: name, status: 'failed', reason: err.message })
@@ -244,6 +284,7 @@ async function main () {
     quick: ctx.quick,
     size10m: ctx.size10m,
     rows: ctx.quick ? ROWS_QUICK : ROWS_MAIN,
+    scrubLines: ctx.scrubLines,
     generator: ctx.generatorUsed,
     markdown: md,
     results
