@@ -32,6 +32,8 @@ export interface CheckResult {
 export interface CheckerOptions extends PolicyOptions {
   /** 'open' lets commercial messages through when the store cannot answer; the default 'closed' blocks them. */
   readonly storeFailureMode: 'closed' | 'open'
+  /** false: leave out the formatted `consent` of each result (bulk scrub, which does not show it). Default true. */
+  readonly withConsent?: boolean
 }
 
 export interface CheckObserver {
@@ -121,7 +123,7 @@ export class Checker {
     const reason = decide(rt, state, this.opts)
     const r: CheckResult = { recipient: raw, normalized: norm, allowed: ALLOWED_BY_REASON[reason], reason }
     if (state !== null) {
-      r.consent = { status: state.status, source: state.source, consentDate: formatIysDate(state.consentDate) }
+      if (this.opts.withConsent !== false) r.consent = { status: state.status, source: state.source, consentDate: formatIysDate(state.consentDate) }
       r.state = state
     }
     return r

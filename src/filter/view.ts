@@ -46,6 +46,9 @@ local out = {}
 for i = 1, #ARGV do out[i] = redis.call('HGET', KEYS[i + 1], ARGV[i]) end
 return out`
 
+/** Keys per lookup script: about 0.5 ms of Redis time each. */
+const SCRIPT_KEYS = 256
+
 interface LookupRedis extends Redis {
   iysLookup (numKeys: number, ...args: string[]): Promise<(string | null)[] | null>
 }
@@ -68,13 +71,26 @@ export class RedisView implements FilterView {
     this.metaKey = layout.meta(version)
   }
 
+  /**
+   * Batches of more than SCRIPT_KEYS keys go as several scripts, sent together (auto-pipelining: still one round
+   * trip): Redis runs a script to the end before it serves anyone else, so one huge script would stall every other
+   * client — the checks of all gateways — for milliseconds.
+   */
   async lookup (fields: string[], buckets: number[]): Promise<(string | null)[]> {
     const n = fields.length
+    if (n <= SCRIPT_KEYS) return this.lookupPart(fields, buckets, 0, n)
+    const parts: Promise<(string | null)[]>[] = []
+    for (let from = 0; from < n; from += SCRIPT_KEYS) parts.push(this.lookupPart(fields, buckets, from, Math.min(n, from + SCRIPT_KEYS)))
+    return (await Promise.all(parts)).flat()
+  }
+
+  private async lookupPart (fields: string[], buckets: number[], from: number, to: number): Promise<(string | null)[]> {
+    const n = to - from
     const args = new Array<string>(1 + 2 * n)
     args[0] = this.metaKey
     for (let i = 0; i < n; i++) {
-      args[1 + i] = this.bucketPrefix + buckets[i]
-      args[1 + n + i] = fields[i]!
+      args[1 + i] = this.bucketPrefix + buckets[from + i]
+      args[1 + n + i] = fields[from + i]!
     }
     const values = await this.redis.iysLookup(1 + n, ...args)
     if (values === null) throw new VersionGoneError(this.version)

@@ -55,7 +55,7 @@ export async function checkChunk (getView: () => FilterView | null, policy: Chec
   const recipients = new Array<unknown>(n)
   for (let i = 0; i < n; i++) recipients[i] = recipientOf(input.lines[i]!, input.format, input.column)
   let storeError: string | null = null
-  const checker = new Checker(getView, policy, { storeError: (err) => { storeError = (err as Error).name ?? 'Error' } })
+  const checker = new Checker(getView, { ...policy, withConsent: false }, { storeError: (err) => { storeError = (err as Error).name ?? 'Error' } })
   const results = await checker.check({ ...query, recipients })
   const out: ChunkOutput = {
     prefixes: new Array<string>(n),
@@ -76,7 +76,9 @@ export async function checkChunk (getView: () => FilterView | null, policy: Chec
     out.suffixes[i] = (r.allowed ? 'true,' : 'false,') + r.reason
     out.reasons[i] = REASON_INDEX[r.reason]
     out.allowed[i] = r.allowed ? 1 : 0
-    if (r.normalized !== null) {
+    // Only a recipient that could be sent to takes part in duplicate detection: a repeated invalid one
+    // (an e-mail for MESAJ, say) stays INVALID_RECIPIENT on every line.
+    if (r.normalized !== null && r.reason !== 'INVALID_RECIPIENT') {
       out.valid[i] = 1
       hashText(r.normalized)
       out.h1[i] = keyHash[0]!

@@ -37,8 +37,8 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
   const stream = createReadStream(input, { highWaterMark: 1 << 20 })
   const out = createWriteStream(output)
   out.write(RESULT_HEADER)
-  const seen = new FirstSeen(Math.min(64_000_000, Math.ceil((await stat(input)).size / 14)))
-  const window = Math.max(2, deps.threads * 2)
+  const seen = new FirstSeen(Math.ceil((await stat(input)).size / 14)) // ~14 bytes a line; it grows if needed
+  const window = deps.threads * 4 // two chunks per worker, and as many again being written or read
   const inflight: Promise<ChunkOutput>[] = []
   const pendingLines: number[][] = []
   let column = 0

@@ -23,5 +23,6 @@ const here = import.meta.url
 const workerFile = fileURLToPath(here.endsWith('.ts') ? new URL('../../dist/scrub/worker.js', here) : new URL('./worker.js', here))
 
 export function createScrubPool (data: ScrubWorkerData, threads: number): Piscina<ScrubTask, ChunkOutput> {
-  return new Piscina<ScrubTask, ChunkOutput>({ filename: workerFile, workerData: data, minThreads: 1, maxThreads: threads, idleTimeout: 60_000 })
+  // Two chunks per worker: one is decided while the other waits for Redis.
+  return new Piscina<ScrubTask, ChunkOutput>({ filename: workerFile, workerData: data, minThreads: 1, maxThreads: threads, concurrentTasksPerWorker: 2, idleTimeout: 60_000 })
 }
