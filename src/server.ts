@@ -137,7 +137,9 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   const scrubPool = config.redisUrl !== null
     ? createScrubPool({ redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, redisTimeoutMs: config.redisTimeoutMs, policy }, config.scrub.threads)
     : null
-  const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, log })
+  let lastCheckAt = 0 // when a check was last answered: scrubs yield to live traffic
+  const pauseMs = (): number => (performance.now() - lastCheckAt < 250 ? 15 : 0)
+  const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, log, pauseMs })
   for (const job of unfinished) queue.enqueue(job)
   const sweepJobs = (): void => { jobs.sweep().catch((err: Error) => { log.warn({ err: err.message }, 'scrub job retention failed') }) }
   sweepJobs()
@@ -155,7 +157,10 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     log,
     maxBodyBytes: config.maxBodyBytes,
     readiness,
-    onDecisions: decisionLog === null ? undefined : (query, results) => { logDecisions(decisionLog, 'check', null, query, results) },
+    onDecisions: (query, results) => {
+      lastCheckAt = performance.now()
+      if (decisionLog !== null) logDecisions(decisionLog, 'check', null, query, results)
+    },
     routes: (router, app) => {
       if (pool !== null) consentRoutes(router, { pool, log, requests: requests!, push: push!, pushCredentials })
       else notConfiguredRoutes(router)

@@ -30,11 +30,18 @@ export interface EngineDeps {
   chunkLines: number
   threads: number
   log: Logger
+  /**
+   * Live traffic first: how long to pause between chunks right now (0: run at full speed). The gateway answers a
+   * few ms while checks are being served, so a scrub takes the cores only when the checks leave them free.
+   */
+  pauseMs?: () => number
 }
 
 /** Reads `path` and writes the result file; the progress callback sees the totals as they grow. */
 export async function scrubFile (deps: EngineDeps, input: string, output: string, params: ScrubParams, format: InputFormat, totals: JobRecord['totals'], onProgress?: (bytesRead: number) => void): Promise<void> {
-  const stream = createReadStream(input, { highWaterMark: 1 << 20 })
+  // Small reads and a yield after every chunk: the scrub shares the event loop with the gateway's checks, which must
+  // not wait behind tens of thousands of lines handled in one go.
+  const stream = createReadStream(input, { highWaterMark: 64 * 1024 })
   const out = createWriteStream(output)
   out.write(RESULT_HEADER)
   const seen = new FirstSeen(Math.ceil((await stat(input)).size / 14)) // ~14 bytes a line; it grows if needed
@@ -94,7 +101,12 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
         totals.read++
         if (lines.length === deps.chunkLines) {
           dispatch()
-          if (inflight.length >= window) await writeOldest()
+          const pause = deps.pauseMs?.() ?? 0
+          if (pause > 0) {
+            while (inflight.length > 1) await writeOldest() // one chunk at a time while checks are served
+            await new Promise(resolve => setTimeout(resolve, pause))
+          } else if (inflight.length >= window) await writeOldest()
+          else await new Promise(resolve => setImmediate(resolve))
         }
       }
       onProgress?.(stream.bytesRead)
