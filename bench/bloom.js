@@ -11,6 +11,7 @@
 import { BloomFilter } from '../dist/filter/bloom.js'
 import { hashText, keyHash } from '../dist/filter/key.js'
 import bloomFilters from 'bloom-filters'
+import { mulberry32 } from '../dist/loaders/generate.js'
 
 const Baseline = bloomFilters.BloomFilter
 
@@ -38,17 +39,6 @@ const OURS_OPS = Math.min(2 * n, 2_000_000)
 const THEIRS_OPS = Math.min(2 * n, 200_000)
 const ROUNDS_OURS = 9
 const ROUNDS_THEIRS = 5
-
-// Deterministic PRNG (mulberry32) so runs are comparable.
-function mulberry32 (seed) {
-  let s = seed | 0
-  return () => {
-    s = (s + 0x6d2b79f5) | 0
-    let t = Math.imul(s ^ (s >>> 15), 1 | s)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 // Key i → a distinct key text. 387420489 (3^18) is coprime with 10^9, so i ↦ i·3^18 mod 10^9 is a bijection and the
 // 9-digit subscriber parts are distinct yet scattered; products stay below 2^53 for n ≤ 20M.

@@ -7,6 +7,7 @@
 
 import { join } from 'node:path'
 import { ensureLoaded } from './load.js'
+import { mulberry32 } from '../dist/loaders/generate.js'
 import {
   BENCH_DIR, CLI, cpuSeconds, fmtInt, fmtNum, freePort, gatewayEnv, killChild, log, machineBusySeconds, postJson, print, query, waitQuiet,
   runHttpLoad, spawnTracked, waitReady
@@ -60,16 +61,6 @@ export async function stopServers (ctx) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Request bodies from the data set.
-
-function mulberry32 (seed) {
-  let s = seed | 0
-  return () => {
-    s = (s + 0x6d2b79f5) | 0
-    let t = Math.imul(s ^ (s >>> 15), 1 | s)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** A canonical +905XXXXXXXXX written one of the ways people type it (the gateway must normalise it back). */
 function messy (canonical, rnd) {

@@ -14,6 +14,7 @@
 import { Pool } from 'undici'
 import { ensureLoaded } from './load.js'
 import { fmtInt, fmtNum, killChild, log, percentile, print, query, sleep, startGateway, waitQuiet } from './lib.js'
+import { mulberry32 } from '../dist/loaders/generate.js'
 
 const GOAL_P99_MS = 100
 const HARD_LIMIT_MS = 1000
@@ -24,16 +25,6 @@ const PAUSE_MS = 20 // between samples, so each starts with an idle applier and 
 /** İYS's `YYYY-MM-DD HH:mm:ss`, Turkey time (UTC+3, no DST), for a moment in ms. */
 export function iysDate (ms) {
   return new Date(ms + 3 * 3600_000).toISOString().slice(0, 19).replace('T', ' ')
-}
-
-function mulberry32 (seed) {
-  let s = seed | 0
-  return () => {
-    s = (s + 0x6d2b79f5) | 0
-    let t = Math.imul(s ^ (s >>> 15), 1 | s)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** ONAY keys (MESAJ/BIREYSEL) to reject, and recipients no brand has a record for, to give a first ONAY. */

@@ -21,6 +21,7 @@ import { closeSync, createReadStream, createWriteStream, openSync, rmSync, statS
 import http from 'node:http'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
+import { mulberry32 } from '../dist/loaders/generate.js'
 import {
   BENCH_DIR, CLI, cpuSeconds, createDatabase, dbUrl, dropDatabase, fmtInt, fmtNum, gatewayEnv, killChild, log, machineBusySeconds, percentile, postJson, print, procMemory,
   query, run, runHttpLoad, sleep, startGateway, threadCpuSeconds, threadShares, unlinkPrefix, waitQuiet
@@ -34,16 +35,6 @@ const CHECK_CONNECTIONS = 16
 const REASONS = ['CONSENT', 'REJECTED', 'NO_CONSENT', 'INVALID_RECIPIENT', 'DUPLICATE']
 const [CONSENT, REJECTED, NO_CONSENT, INVALID, DUPLICATE] = [0, 1, 2, 3, 4]
 const INVALID_FORMS = ['0532 12', 'not a phone', 'ali.yilmaz@example.com', '+90 532 123 45 67 89', '12345', '+1 (555) abc']
-
-function mulberry32 (seed) {
-  let s = seed | 0
-  return () => {
-    s = (s + 0x6d2b79f5) | 0
-    let t = Math.imul(s ^ (s >>> 15), 1 | s)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /**
  * Key i → a distinct +905XXXXXXXXX: 387420489 (3^18) is coprime with 10^9, so i ↦ i·3^18 + c mod 10^9 is a
