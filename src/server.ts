@@ -138,7 +138,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     ? createScrubPool({ redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, redisTimeoutMs: config.redisTimeoutMs, policy }, config.scrub.threads)
     : null
   let lastCheckAt = 0 // when a check was last answered: scrubs yield to live traffic
-  const pauseMs = (): number => (performance.now() - lastCheckAt < 250 ? 15 : 0)
+  const pauseMs = (): number => (performance.now() - lastCheckAt < 250 ? 8 : 0)
   const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, log, pauseMs })
   for (const job of unfinished) queue.enqueue(job)
   const sweepJobs = (): void => { jobs.sweep().catch((err: Error) => { log.warn({ err: err.message }, 'scrub job retention failed') }) }

@@ -20,6 +20,9 @@ import { FirstSeen } from './dedup.js'
 import type { JobRecord, ScrubJobs, ScrubParams } from './jobs.js'
 import type { ScrubTask } from './pool.js'
 
+/** Chunk size while the gateway is answering checks (see EngineDeps.pauseMs). */
+const QUIET_CHUNK_LINES = 1024
+
 export const RESULT_HEADER = 'recipient,normalized,allowed,reason,line,duplicateOf\n'
 
 export interface EngineDeps {
@@ -52,6 +55,7 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
   let headerChecked = format !== 'csv'
   let lines: string[] = []
   let numbers: number[] = []
+  let chunkLimit = deps.chunkLines
 
   const dispatch = (): void => {
     const chunk: ChunkInput = { lines, format, column }
@@ -99,11 +103,14 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
         lines.push(line)
         numbers.push(batch.numbers[i]!)
         totals.read++
-        if (lines.length === deps.chunkLines) {
+        if (lines.length >= chunkLimit) {
           dispatch()
           const pause = deps.pauseMs?.() ?? 0
+          // While checks are being served: small chunks, one at a time, with a pause after each, so that the cores
+          // go to the checks first; at full size and speed again as soon as they stop.
+          chunkLimit = pause > 0 ? Math.min(deps.chunkLines, QUIET_CHUNK_LINES) : deps.chunkLines
           if (pause > 0) {
-            while (inflight.length > 1) await writeOldest() // one chunk at a time while checks are served
+            while (inflight.length > 0) await writeOldest()
             await new Promise(resolve => setTimeout(resolve, pause))
           } else if (inflight.length >= window) await writeOldest()
           else await new Promise(resolve => setImmediate(resolve))
