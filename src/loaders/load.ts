@@ -78,6 +78,7 @@ export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
     const stats = await client.query<{ n: string, seq: string }>('SELECT count(*) AS n, coalesce(max(seq), 0) AS seq FROM consents')
     const n = Number(stats.rows[0]!.n)
+    progress?.expect(n)
     seq = Number(stats.rows[0]!.seq)
     const capacity = Math.max(1000, Math.ceil(n * GROWTH_HEADROOM))
     const bloom = BloomFilter.forCapacity(capacity, opts.fpr)

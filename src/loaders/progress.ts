@@ -4,6 +4,8 @@
 export interface ProgressOptions {
   label: string
   totalBytes?: number
+  /** rows expected, when known up front (load): the ETA then comes from rows instead of bytes */
+  totalRows?: number
   stream?: NodeJS.WriteStream
   intervalMs?: number
 }
@@ -11,6 +13,7 @@ export interface ProgressOptions {
 export class Progress {
   private readonly label: string
   private readonly totalBytes: number
+  private totalRows: number
   private readonly stream: NodeJS.WriteStream
   private readonly tty: boolean
   private readonly intervalMs: number
@@ -24,6 +27,7 @@ export class Progress {
   constructor (opts: ProgressOptions) {
     this.label = opts.label
     this.totalBytes = opts.totalBytes ?? 0
+    this.totalRows = opts.totalRows ?? 0
     this.stream = opts.stream ?? process.stderr
     this.tty = this.stream.isTTY === true
     this.intervalMs = opts.intervalMs ?? (this.tty ? 200 : 5000)
@@ -35,6 +39,11 @@ export class Progress {
     if (now - this.last < this.intervalMs) return
     this.last = now
     this.print(false)
+  }
+
+  /** The rows expected, once they are known. */
+  expect (rows: number): void {
+    this.totalRows = rows
   }
 
   setPhase (phase: string): void {
@@ -51,9 +60,10 @@ export class Progress {
     const rate = secs > 0 ? Math.round(this.rows / secs) : 0
     let line = `${this.label}: ${this.rows.toLocaleString('en')} rows, ${rate.toLocaleString('en')} rows/s`
     if (this.rejects > 0) line += `, ${this.rejects.toLocaleString('en')} rejected`
-    if (!final && this.totalBytes > 0 && this.bytes > 0 && this.bytes < this.totalBytes) {
-      const eta = secs * (this.totalBytes - this.bytes) / this.bytes
-      line += `, ${Math.round(100 * this.bytes / this.totalBytes)}%, ETA ${Math.ceil(eta)}s`
+    const [done, total] = this.totalRows > 0 ? [this.rows, this.totalRows] : [this.bytes, this.totalBytes]
+    if (!final && total > 0 && done > 0 && done < total) {
+      const eta = secs * (total - done) / done
+      line += `, ${Math.round(100 * done / total)}%, ETA ${Math.ceil(eta)}s`
     }
     if (this.phase !== '' && !final) line += ` (${this.phase})`
     if (final) line += `, ${secs.toFixed(1)}s${summary !== undefined ? ' — ' + summary : ''}`
