@@ -11,7 +11,8 @@
 //   {P}v{N}:meta             hash    buckets, blocks, count, seq (highest change seq in the snapshot), builtAt
 //   {P}v{N}:bloom            string  the bloom filter bits (little-endian 32-bit words)
 //   {P}v{N}:b:{bucket}       hash    key text -> encoded state (state.ts); ~64 keys a bucket so Redis keeps each
-//                                    bucket as a compact listpack (hash-max-listpack-entries defaults to 128)
+//                                    bucket as a compact listpack (hash-max-listpack-entries defaults to 128), and
+//                                    the sentinel field "~" that says the version is there (see view.ts)
 
 export interface Layout {
   readonly current: string
@@ -42,6 +43,9 @@ export function layout (prefix: string): Layout {
     versionPattern: (v: number) => `${prefix}v${v}:*`
   })
 }
+
+/** A field every bucket of a complete version has ("~" cannot start a key text, which starts with a digit). */
+export const BUCKET_SENTINEL = '~'
 
 /** Keys per bucket at the filter's capacity; stays well under Redis's listpack threshold of 128 entries. */
 export const KEYS_PER_BUCKET = 64

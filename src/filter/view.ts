@@ -4,7 +4,7 @@
 
 import type { Redis } from 'ioredis'
 import type { BloomFilter } from './bloom.js'
-import type { Layout } from './layout.js'
+import { BUCKET_SENTINEL, type Layout } from './layout.js'
 
 export interface FilterView {
   readonly version: number
@@ -78,6 +78,13 @@ export class RedisView implements FilterView {
    */
   async lookup (fields: string[], buckets: number[]): Promise<(string | null)[]> {
     const n = fields.length
+    if (n === 1) {
+      // The common single check: one plain HMGET, cheaper for Redis than a script. The bucket's sentinel field
+      // answers "is this version still here?" in the same command.
+      const [sentinel, value] = await this.redis.hmget(this.bucketPrefix + buckets[0], BUCKET_SENTINEL, fields[0]!)
+      if (sentinel === null) throw new VersionGoneError(this.version)
+      return [value ?? null]
+    }
     if (n <= SCRIPT_KEYS) return this.lookupPart(fields, buckets, 0, n)
     const parts: Promise<(string | null)[]>[] = []
     for (let from = 0; from < n; from += SCRIPT_KEYS) parts.push(this.lookupPart(fields, buckets, from, Math.min(n, from + SCRIPT_KEYS)))

@@ -9,7 +9,7 @@ import { SOURCES } from '../domain/vocabulary.js'
 import { BloomFilter } from '../filter/bloom.js'
 import { bucketOf, hashBytes, keyHash } from '../filter/key.js'
 import { ChangeApplier } from '../filter/changes.js'
-import { GROWTH_HEADROOM, KEYS_PER_BUCKET, type Layout } from '../filter/layout.js'
+import { BUCKET_SENTINEL, GROWTH_HEADROOM, KEYS_PER_BUCKET, type Layout } from '../filter/layout.js'
 import type { Pool } from '../store/pg.js'
 import { unlinkPattern } from '../store/redis.js'
 import { digitCount, RespBulkWriter } from '../store/resp-bulk.js'
@@ -109,6 +109,20 @@ export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
       }
       if (carry !== null) throw new Error('COPY output ended in the middle of a row')
       await client.query('COMMIT')
+      // Every bucket carries a sentinel field, so that a single lookup (one HMGET) also tells whether the version is
+      // still there: a Redis that restarted empty must never read as "no record" (filter/view.ts).
+      for (let b = 0; b < buckets; b++) {
+        writer.reserve(64 + bucketPrefix.length)
+        writer.bytes(HSET_HEAD)
+        writer.bulkHeader(bucketPrefix.length + digitCount(b, 10))
+        writer.bytes(bucketPrefix)
+        writer.int(b)
+        writer.crlf()
+        writer.bulkString(BUCKET_SENTINEL)
+        writer.bulkString('1')
+        writer.end()
+        if (writer.congested) await writer.backpressure()
+      }
       await writer.drain()
     } finally {
       writer.close()
