@@ -98,7 +98,8 @@ function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, para
     if (err !== undefined) router.fail(ex, 'scrub', err)
   }
 
-  res.onAborted(() => { ex.aborted = true; failUpload(`the upload broke off after ${bytes} bytes`) })
+  // Replaces the router's abort handler (uWS keeps one), so it settles the exchange itself.
+  res.onAborted(() => { ex.aborted = true; router.settle(ex); failUpload(`the upload broke off after ${bytes} bytes`) })
 
   const write = (chunk: Buffer, isLast: boolean): void => {
     if (done) return
