@@ -3,9 +3,8 @@
 // transactionId and creationDate reach the ledger, a broken item is reported with the line it starts on while the
 // rest imports, and a file that is not a list at all is refused with one clear line, importing nothing.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, createWriteStream } from 'node:fs'
+import { readFileSync, writeFileSync, existsSync, createWriteStream } from 'node:fs'
 import { once } from 'node:events'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import pg from 'pg'
@@ -14,7 +13,7 @@ import { mulberry32 } from '../src/loaders/generate.js'
 import { FileFormatError, readConsentFile, type ConsentBatch, type ConsentDefaults } from '../src/loaders/consent-file.js'
 import { readJsonListItems } from '../src/loaders/json-lines.js'
 import { runCli } from './helpers/cli.js'
-import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+import { migratedWorkspace, type MigratedWorkspace } from './helpers/services.js'
 
 type Item = Record<string, unknown>
 
@@ -72,24 +71,18 @@ async function collect (path: string, defaults?: ConsentDefaults): Promise<Conse
 }
 
 describe('import of JSON and NDJSON consent lists', () => {
-  let db: TestDatabase
   let env: Record<string, string>
   let pool: pg.Pool
   let dir: string
 
+  let ws: MigratedWorkspace
+
   beforeAll(async () => {
-    db = await createTestDatabase()
-    env = { DATABASE_URL: db.url }
-    dir = mkdtempSync(join(tmpdir(), 'iys-fmt-'))
-    expect((await runCli(['migrate'], env)).code).toBe(0)
-    pool = new pg.Pool({ connectionString: db.url, max: 1 })
+    ws = await migratedWorkspace('iys-fmt-')
+    ;({ env, pool, dir } = ws)
   })
 
-  afterAll(async () => {
-    await pool?.end()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
-  })
+  afterAll(async () => { await ws?.close() })
 
   async function importFile (name: string, content: string, args: string[] = []): Promise<{ code: number, stdout: string, stderr: string, file: string }> {
     const file = join(dir, name)

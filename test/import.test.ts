@@ -1,13 +1,12 @@
 // `iys-gateway import`: bad rows go to a reject file with their line numbers and İYS codes while every good row
 // is imported; İYS's rules apply row by row in consentDate order per key, whatever the order of the rows.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runCli } from './helpers/cli.js'
-import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+import { migratedWorkspace, type MigratedWorkspace } from './helpers/services.js'
 
 // Columns in another order than the documented one, and no recipientType column (defaults to BIREYSEL).
 const HEADER = 'consentDate,status,type,source,recipient,brandCode,iysCode'
@@ -35,24 +34,18 @@ const ROWS: [string, string | null][] = [
 ]
 
 describe('import', () => {
-  let db: TestDatabase
   let env: Record<string, string>
   let pool: pg.Pool
   let dir: string
 
+  let ws: MigratedWorkspace
+
   beforeAll(async () => {
-    db = await createTestDatabase()
-    env = { DATABASE_URL: db.url }
-    dir = mkdtempSync(join(tmpdir(), 'iys-imp-'))
-    expect((await runCli(['migrate'], env)).code).toBe(0)
-    pool = new pg.Pool({ connectionString: db.url, max: 1 })
+    ws = await migratedWorkspace('iys-imp-')
+    ;({ env, pool, dir } = ws)
   })
 
-  afterAll(async () => {
-    await pool?.end()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
-  })
+  afterAll(async () => { await ws?.close() })
 
   it('reports each bad row with its line number and İYS code and imports every good row', async () => {
     const file = join(dir, 'mixed.csv')

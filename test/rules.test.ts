@@ -4,8 +4,7 @@
 // that are partly stored already, must come out exactly as folding judge() over each key's rows in
 // (consentDate, line) order predicts: the code of every refused line, the state of every key, and every ledger row.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -14,7 +13,7 @@ import { formatIysDate, parseIysDate } from '../src/domain/time.js'
 import type { ConsentStatus } from '../src/domain/vocabulary.js'
 import { mulberry32 } from '../src/loaders/generate.js'
 import { runCli } from './helpers/cli.js'
-import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+import { migratedWorkspace, type MigratedWorkspace } from './helpers/services.js'
 
 const ROWS = 3000
 const SEED = Number(process.env.RULES_SEED ?? 20240601)
@@ -102,24 +101,18 @@ function fold (rows: Row[], stored: Map<number, Held>, authority: Authority): Ex
 }
 
 describe('bulk import rules (SQL) vs judge() (JS), differential', () => {
-  let db: TestDatabase
   let env: Record<string, string>
   let pool: pg.Pool
   let dir: string
 
+  let ws: MigratedWorkspace
+
   beforeAll(async () => {
-    db = await createTestDatabase()
-    env = { DATABASE_URL: db.url }
-    dir = mkdtempSync(join(tmpdir(), 'iys-rules-'))
-    expect((await runCli(['migrate'], env)).code).toBe(0)
-    pool = new pg.Pool({ connectionString: db.url, max: 1 })
+    ws = await migratedWorkspace('iys-rules-')
+    ;({ env, pool, dir } = ws)
   })
 
-  afterAll(async () => {
-    await pool?.end()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
-  })
+  afterAll(async () => { await ws?.close() })
 
   async function importRows (brand: number, rows: Row[], authority: Authority, name: string): Promise<{ summary: Record<string, unknown>, codes: Map<number, string> }> {
     const file = join(dir, name + '.csv')

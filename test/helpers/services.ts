@@ -68,3 +68,38 @@ export async function createTestRedis (): Promise<TestRedis> {
     }
   }
 }
+
+export interface MigratedWorkspace {
+  db: TestDatabase
+  /** environment for the CLI: DATABASE_URL of the test database */
+  env: Record<string, string>
+  pool: pg.Pool
+  /** a temporary folder for the test's files */
+  dir: string
+  close (): Promise<void>
+}
+
+/** A test database with the schema migrated by the real CLI, a pool on it and a temporary folder; close() removes all. */
+export async function migratedWorkspace (dirPrefix: string): Promise<MigratedWorkspace> {
+  const { mkdtempSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { runCli } = await import('./cli.js')
+  const db = await createTestDatabase()
+  const env = { DATABASE_URL: db.url }
+  const migrated = await runCli(['migrate'], env)
+  if (migrated.code !== 0) throw new Error(`migrate failed: ${migrated.stderr}`)
+  const dir = mkdtempSync(join(tmpdir(), dirPrefix))
+  const pool = new pg.Pool({ connectionString: db.url, max: 1 })
+  return {
+    db,
+    env,
+    pool,
+    dir,
+    async close () {
+      await pool.end()
+      await db.drop()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+}
