@@ -59,9 +59,11 @@ export class Checker {
     // One version for the whole batch: a flip in the middle must not mix bloom of one with buckets of another.
     const view = q.commercial ? this.getView() : null
     const code = keyCode(q.type, q.recipientType)
+    // Keys the bloom let through, decided after one lookup for all of them: their text, bucket, index and recipient.
     let fields: string[] | null = null
     let buckets: number[] | null = null
     let pending: number[] | null = null
+    let norms: string[] | null = null
     let absent = 0
 
     for (let i = 0; i < n; i++) {
@@ -90,11 +92,11 @@ export class Checker {
         results[i] = this.decided(raw, norm, q.recipientType, null)
         continue
       }
-      if (fields === null) { fields = []; buckets = []; pending = [] }
+      if (fields === null) { fields = []; buckets = []; pending = []; norms = [] }
       fields.push(q.brandCode + code + norm)
       buckets!.push(bucketOf(view.buckets))
       pending!.push(i)
-      results[i] = { recipient: raw, normalized: norm, allowed: false, reason: 'STORE_UNAVAILABLE' } // filled below
+      norms!.push(norm)
     }
 
     if (this.observer?.bloom !== undefined && view !== null) this.observer.bloom(fields?.length ?? 0, absent)
@@ -107,12 +109,12 @@ export class Checker {
       }
       for (let j = 0; j < pending!.length; j++) {
         const i = pending![j]!
-        const r = results[i]!
+        const raw = q.recipients[i]
         if (states === null) {
-          results[i] = this.unavailable(r.recipient, r.normalized!)
+          results[i] = this.unavailable(raw, norms![j]!)
         } else {
           const enc = states[j]
-          results[i] = this.decided(r.recipient, r.normalized!, q.recipientType, enc == null ? null : decodeState(enc))
+          results[i] = this.decided(raw, norms![j]!, q.recipientType, enc == null ? null : decodeState(enc))
         }
       }
     }
