@@ -102,7 +102,7 @@ describe('İYS-shaped consent API', () => {
     await until(async () => {
       results = (await fetch(`${gw.url}${SP}/consents/request/${r.json.requestId}`).then(x => x.json())) as any[]
       return results.every(x => x.status !== 'enqueue')
-    }, 5000, 'the request to be processed')
+    }, 15_000, 'the request to be processed')
     expect(results.map(x => [x.index, x.status, x.error?.code])).toEqual([[0, 'success', undefined], [1, 'failure', 'H175'], [2, 'success', undefined], [3, 'failure', 'H174']])
     expect(results[0].transactionId).toMatch(/^[0-9a-f]{64}$/)
     expect(results[0].subRequestId).toBe(r.json.subRequests[0].subRequestId)

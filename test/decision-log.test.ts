@@ -44,7 +44,7 @@ describe('decision log', () => {
   it('records every check decision with what it relied on', async () => {
     const res = await check(gw.url, { brandCode: 600001, type: 'MESAJ', recipients: ['0532 123 45 67', '+905327654321', 'nonsense'] })
     expect(res.map(r => r.reason)).toEqual(['CONSENT', 'REJECTED', 'INVALID_RECIPIENT'])
-    await until(async () => (await count()) === 3, 5000, 'the decisions to be written')
+    await until(async () => (await count()) === 3, 15_000, 'the decisions to be written')
     const { rows } = await pool.query('SELECT source, brand_code::text, type, recipient_type, recipient, normalized, commercial, allowed, reason, consent_seq IS NOT NULL AS has_seq FROM decisions ORDER BY recipient')
     expect(rows).toEqual([
       { source: 'check', brand_code: '600001', type: 'MESAJ', recipient_type: 'BIREYSEL', recipient: '+905327654321', normalized: '+905327654321', commercial: true, allowed: false, reason: 'REJECTED', has_seq: true },
@@ -63,7 +63,7 @@ describe('decision log', () => {
     await until(() => readdirSync(spool).some(f => f.endsWith('.tsv')), 10_000, 'batches to be spooled')
     await proxy.restore()
     await until(async () => (await count("normalized LIKE '+9050%'")) >= 10_000, 20_000, 'the spool to be replayed')
-    await until(() => readdirSync(spool).filter(f => f.endsWith('.tsv')).length === 0, 5000, 'the spool to empty')
+    await until(() => readdirSync(spool).filter(f => f.endsWith('.tsv')).length === 0, 15_000, 'the spool to empty')
     expect(await count("normalized LIKE '+9050%'")).toBe(10_000)
     const dup = await pool.query("SELECT normalized FROM decisions WHERE normalized LIKE '+9050%' GROUP BY normalized HAVING count(*) > 1")
     expect(dup.rows).toEqual([])

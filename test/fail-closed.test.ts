@@ -57,7 +57,7 @@ describe('fail closed when Redis is unavailable', () => {
     // Informational messages need no consent, and an invalid recipient needs no store.
     expect(await ask('+905321110001', { commercial: false })).toMatchObject({ allowed: true, reason: 'INFORMATIONAL' })
     expect(await ask('123')).toMatchObject({ allowed: false, reason: 'INVALID_RECIPIENT' })
-    await until(async () => (await ready()) === 503, 5000, 'readyz to report 503')
+    await until(async () => (await ready()) === 503, 15_000, 'readyz to report 503')
     const metrics = await (await fetch(gateway.url + '/metrics')).text()
     expect(metrics).toMatch(/iys_store_errors_total [1-9]/)
   })
@@ -70,7 +70,7 @@ describe('fail closed when Redis is unavailable', () => {
     // an empty store would otherwise turn into TACIR_NO_RECORD (allowed).
     expect(await ask('+905321110001')).toMatchObject({ allowed: false, reason: 'STORE_UNAVAILABLE' })
     expect(await ask('+905321110002', { recipientType: 'TACIR' })).toMatchObject({ allowed: false, reason: 'STORE_UNAVAILABLE' })
-    await until(async () => /gone from Redis/.test((await readyBody()).problem ?? ''), 5000, 'readyz to report the missing version')
+    await until(async () => /gone from Redis/.test((await readyBody()).problem ?? ''), 15_000, 'readyz to report the missing version')
     expect(await ready()).toBe(503)
   })
 

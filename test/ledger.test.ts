@@ -80,7 +80,7 @@ describe('evidence ledger', () => {
       expect((await postJson(gw.url + SP + '/consents', { recipient: old, type: 'MESAJ', source: 'HS_WEB', status, consentDate })).status).toBe(200)
     }
     await pool.query(`UPDATE consent_history SET received_at = now() - interval '800 days' WHERE recipient = '${old}'`)
-    await until(async () => (await pool.query('SELECT count(*)::int AS n FROM consent_history WHERE recipient = $1', [old])).rows[0].n === 1, 5000, 'the retention job')
+    await until(async () => (await pool.query('SELECT count(*)::int AS n FROM consent_history WHERE recipient = $1', [old])).rows[0].n === 1, 15_000, 'the retention job')
     const left = await pool.query('SELECT status FROM consent_history WHERE recipient = $1', [old])
     expect(left.rows).toEqual([{ status: 'ONAY' }])
     // The key above has entries replaced only months ago (less than 366 days before now): all kept.

@@ -170,7 +170,7 @@ describe('bulk scrub', () => {
       req.write('+905009998877\n'.repeat(1000), () => setTimeout(() => { req.destroy(); resolve() }, 100))
     })
     let job: any
-    await until(async () => { job = await (await fetch(`${gw.url}/v1/scrub/broken-upload-1`)).json(); return job.state === 'failed' }, 5000, 'the broken upload to fail')
+    await until(async () => { job = await (await fetch(`${gw.url}/v1/scrub/broken-upload-1`)).json(); return job.state === 'failed' }, 15_000, 'the broken upload to fail')
     expect(job.reason).toMatch(/broke off after \d+ bytes/)
     const res = await fetch(`${gw.url}/v1/scrub/broken-upload-1/result`)
     expect(res.status).toBe(409)
