@@ -20,8 +20,8 @@ import copyStreams from 'pg-copy-streams'
 import { ERRORS, type ErrorCode } from '../domain/errors.js'
 import type { Authority } from '../domain/rules.js'
 import { CONSENT_WRITE_LOCK } from '../store/migrate.js'
-import { CHANGES_CHANNEL } from '../store/consent-store.js'
-import type { Pool } from '../store/pg.js'
+import { CHANGES_CHANNEL, inTransaction } from '../store/consent-store.js'
+import type { Pool, PoolClient } from '../store/pg.js'
 import { readConsentFile, type ConsentDefaults } from './consent-file.js'
 import { Progress } from './progress.js'
 
@@ -150,13 +150,11 @@ export async function importConsents (pool: Pool, opts: ImportOptions): Promise<
     }
   }
 
-  const client = await pool.connect()
   let applied = 0
   let lastSeq = 0
   const rejectsByCode: Record<string, number> = {}
   let rejected = 0
-  try {
-    await client.query('BEGIN')
+  await inTransaction(pool, async client => {
     await client.query('SET LOCAL work_mem = \'256MB\'')
     await client.query(STAGING)
     await pipeline(Readable.from(tsv()), client.query(copyStreams.from('COPY import_staging FROM STDIN')))
@@ -179,13 +177,7 @@ export async function importConsents (pool: Pool, opts: ImportOptions): Promise<
     const byCode = await client.query<{ code: string, n: string }>('SELECT code, count(*) AS n FROM import_staging WHERE code IS NOT NULL GROUP BY code')
     for (const r of byCode.rows) { rejectsByCode[r.code] = Number(r.n); rejected += Number(r.n) }
     if (rejected > 0) await writeRejectFile(client, rejectPath)
-    await client.query('COMMIT')
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {})
-    throw err
-  } finally {
-    client.release()
-  }
+  })
   const superseded = rejectsByCode.H178 ?? 0
   const result: ImportResult = { rows, valid: rows - invalid, rejected, applied, superseded, rejectsByCode, rejectFile: rejected > 0 ? rejectPath : null, lastSeq }
   progress?.done(`${applied} applied, ${superseded} superseded, ${rejected} rejected${rejected > 0 ? ` (see ${rejectPath})` : ''}`)
@@ -193,7 +185,7 @@ export async function importConsents (pool: Pool, opts: ImportOptions): Promise<
 }
 
 /** Every refused row, in line order: `line,code,location,message`. Recipients are never written to it. */
-async function writeRejectFile (client: import('../store/pg.js').PoolClient, path: string): Promise<void> {
+async function writeRejectFile (client: PoolClient, path: string): Promise<void> {
   const out = createWriteStream(path)
   out.write('line,code,location,message\n')
   const copy = client.query(copyStreams.to(`COPY (SELECT line, code, coalesce(location, ''), message FROM import_staging WHERE code IS NOT NULL ORDER BY line) TO STDOUT`))
