@@ -16,7 +16,7 @@ import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import type { Logger } from 'pino'
 import copyStreams from 'pg-copy-streams'
-import { inTransaction } from '../store/consent-store.js'
+import { inTransaction } from '../store/pg.js'
 import type { Pool } from '../store/pg.js'
 import type { CheckQuery, CheckResult } from '../check/checker.js'
 

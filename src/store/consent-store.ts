@@ -8,7 +8,7 @@ import { errorItem, type ErrorItem } from '../domain/errors.js'
 import type { ValidConsent } from '../domain/consent.js'
 import { judge, type Authority, type StoredState } from '../domain/rules.js'
 import { CONSENT_WRITE_LOCK } from './migrate.js'
-import type { Pool, PoolClient } from './pg.js'
+import { inTransaction, type Pool, type PoolClient } from './pg.js'
 
 export type WriteVia = 'api' | 'push' | 'pull'
 
@@ -39,23 +39,6 @@ export const newTransactionId = (): string => randomBytes(32).toString('hex')
 export async function writeConsents (pool: Pool, writes: readonly ConsentWrite[]): Promise<WriteOutcome[]> {
   if (writes.length === 0) return []
   return inTransaction(pool, client => writeConsentsTx(client, writes))
-}
-
-/** Runs `fn` in a transaction on one pooled connection: COMMIT when it resolves, ROLLBACK when it throws. */
-export async function inTransaction<T> (pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect()
-  let broken = false
-  try {
-    await client.query('BEGIN')
-    const result = await fn(client)
-    await client.query('COMMIT')
-    return result
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => { broken = true })
-    throw err
-  } finally {
-    client.release(broken) // a connection that cannot even roll back is closed, not reused
-  }
 }
 
 /**

@@ -1,7 +1,7 @@
 // Schema migrations: an ordered list, applied once each inside one transaction under an advisory lock, so running
 // `migrate` twice, or from two processes at once, is safe. Append new migrations; never edit an applied one.
 
-import type { Pool } from './pg.js'
+import { inTransaction, type Pool } from './pg.js'
 
 const MIGRATIONS: readonly string[] = [
   // 1: current consent state, the append-only evidence ledger, and the change sequence both share.
@@ -123,9 +123,7 @@ export const CONSENT_WRITE_LOCK = 0x1f5a7e02
 const LOCK_ID = 0x1f5a7e01 // advisory lock: one migrator at a time
 
 export async function migrate (pool: Pool): Promise<{ applied: number, version: number }> {
-  const client = await pool.connect()
-  try {
-    await client.query('BEGIN')
+  return inTransaction(pool, async client => {
     await client.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ID])
     await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())')
     const { rows } = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations')
@@ -134,12 +132,6 @@ export async function migrate (pool: Pool): Promise<{ applied: number, version: 
       await client.query(MIGRATIONS[v - 1]!)
       await client.query('INSERT INTO schema_migrations (version) VALUES ($1)', [v])
     }
-    await client.query('COMMIT')
     return { applied: MIGRATIONS.length - from, version: MIGRATIONS.length }
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {})
-    throw err
-  } finally {
-    client.release()
-  }
+  })
 }

@@ -14,3 +14,20 @@ export function createPool (url: string, max = 4): pg.Pool {
   pool.on('connect', (client) => { client.on('error', () => {}) })
   return pool
 }
+
+/** Runs `fn` in a transaction on one pooled connection: COMMIT when it resolves, ROLLBACK when it throws. */
+export async function inTransaction<T> (pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect()
+  let broken = false
+  try {
+    await client.query('BEGIN')
+    const result = await fn(client)
+    await client.query('COMMIT')
+    return result
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => { broken = true })
+    throw err
+  } finally {
+    client.release(broken) // a connection that cannot even roll back is closed, not reused
+  }
+}

@@ -6,7 +6,8 @@
 import type { Logger } from 'pino'
 import { isValidConsent, validateConsent } from '../domain/consent.js'
 import { parseIysDate } from '../domain/time.js'
-import { inTransaction, writeConsentsTx, type ConsentWrite } from './consent-store.js'
+import { writeConsentsTx, type ConsentWrite } from './consent-store.js'
+import { inTransaction } from './pg.js'
 import { Drainer } from './drainer.js'
 import type { Pool } from './pg.js'
 
