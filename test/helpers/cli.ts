@@ -1,6 +1,9 @@
 // Runs the real command line (bin/iys-gateway.js over dist/, built by `pretest`) as a user would.
 
 import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export const BIN = fileURLToPath(new URL('../../bin/iys-gateway.js', import.meta.url))
@@ -29,7 +32,11 @@ export interface ServeProcess { url: string, stop (): Promise<void> }
 
 /** Starts `iys-gateway serve` as its own process on a free port and waits until /readyz answers 200. */
 export async function startServeProcess (env: Record<string, string>, port: number, timeoutMs = 20_000): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [BIN, 'serve'], { env: cliEnv({ ...env, PORT: String(port), FILTER_POLL_MS: '50' }), stdio: ['ignore', 'ignore', 'pipe'] })
+  const own = mkdtempSync(join(tmpdir(), 'iys-serve-')) // its scrub jobs and spool, removed with it
+  const child = spawn(process.execPath, [BIN, 'serve'], {
+    env: cliEnv({ SCRUB_DIR: join(own, 'scrub'), DECISION_SPOOL_DIR: join(own, 'spool'), ...env, PORT: String(port), FILTER_POLL_MS: '50' }),
+    stdio: ['ignore', 'ignore', 'pipe']
+  })
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
   const url = `http://127.0.0.1:${port}`
@@ -43,10 +50,12 @@ export async function startServeProcess (env: Record<string, string>, port: numb
   return {
     url,
     async stop () {
-      if (child.exitCode !== null) return
-      const exited = new Promise(resolve => child.once('exit', resolve))
-      child.kill('SIGTERM')
-      await exited
+      if (child.exitCode === null) {
+        const exited = new Promise(resolve => child.once('exit', resolve))
+        child.kill('SIGTERM')
+        await exited
+      }
+      rmSync(own, { recursive: true, force: true })
     }
   }
 }

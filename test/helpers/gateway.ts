@@ -1,5 +1,8 @@
 // Starts a gateway in this process on a free port (port 0), configured as `serve` would be from the environment.
 
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { loadConfig } from '../../src/config.js'
 import { createLogger } from '../../src/log.js'
 import { startGateway, type Gateway } from '../../src/server.js'
@@ -11,9 +14,18 @@ export interface RunningGateway {
 }
 
 export async function startTestGateway (env: Record<string, string>): Promise<RunningGateway> {
-  const config = loadConfig({ PORT: '0', LOG_LEVEL: 'silent', FILTER_POLL_MS: '50', ...env })
+  // Scrub jobs and the decision spool in a folder of this gateway's own unless the test names one (and then keeps it).
+  const own = mkdtempSync(join(tmpdir(), 'iys-gw-'))
+  const config = loadConfig({ PORT: '0', LOG_LEVEL: 'silent', FILTER_POLL_MS: '50', SCRUB_DIR: join(own, 'scrub'), DECISION_SPOOL_DIR: join(own, 'spool'), ...env })
   const gw = await startGateway(config, createLogger(config.logLevel))
-  return { gw, url: `http://127.0.0.1:${gw.port}`, close: () => gw.close() }
+  return {
+    gw,
+    url: `http://127.0.0.1:${gw.port}`,
+    async close () {
+      await gw.close()
+      rmSync(own, { recursive: true, force: true })
+    }
+  }
 }
 
 export interface CheckResultJson {
