@@ -245,48 +245,47 @@ function loadNotes (g, b, check) {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-export async function checkSingleScenario (ctx) {
+// One run of a check scenario: verify every body, load the gateway and the bare server alike, compare.
+async function checkScenario (ctx, { scenario, bodySet, connections, perRequest, measure: label, text }) {
   const srv = await startServers(ctx)
   const S = await samples(ctx, srv.ds)
-  const set = singleBodies(S, ctx.quick ? 200 : 400)
+  const set = bodySet(S)
   const check = await verify(srv.gateway.url, set.bodies, set.expected)
-  const g = await measure(ctx, srv.gateway, set.bodies, SINGLE_CONNECTIONS, 'single-gateway')
-  const b = await measure(ctx, srv.bare, set.bodies, SINGLE_CONNECTIONS, 'single-bare')
+  const g = await measure(ctx, srv.gateway, set.bodies, connections, `${scenario}-gateway`)
+  const b = await measure(ctx, srv.bare, set.bodies, connections, `${scenario}-bare`)
   const ratio = g.rps / b.rps
-  const notes = [...loadNotes(g, b, check), `${set.bodies.length} distinct bodies: ${set.mix}`]
-  const text = (r) => `${fmtInt(r.rps)} req/s, p99 ${fmtNum(r.p99Ms)} ms`
-  print('check-single', text(g), `bare uWS ${text(b)}`, ratio, notes)
+  const notes = [...loadNotes(g, b, check), `${set.bodies.length} distinct bodies${perRequest > 1 ? ` of ${perRequest} recipients` : ''}: ${set.mix}`]
+  print(scenario, text(g), `bare uWS ${text(b)}`, ratio, notes)
   return {
-    scenario: 'check-single',
+    scenario,
     status: 'ok',
-    measure: `req/s, POST /v1/check, 1 recipient, ${SINGLE_CONNECTIONS} connections`,
-    ours: { value: g.rps, text: text(g) },
-    baseline: { label: 'bare uWS (JSON.parse + constant answer)', value: b.rps, text: text(b) },
+    measure: label,
+    ours: { value: g.rps * perRequest, text: text(g) },
+    baseline: { label: 'bare uWS (JSON.parse + constant answer)', value: b.rps * perRequest, text: text(b) },
     ratio,
     notes,
     details: { generator: g.generator, gateway: g, bare: b, p99Ratio: g.p99Ms / b.p99Ms, verified: check, bodies: set.bodies.length, mix: set.mix, rows: srv.ds.rows }
   }
 }
 
-export async function checkBatchScenario (ctx) {
-  const srv = await startServers(ctx)
-  const S = await samples(ctx, srv.ds)
-  const set = batchBodies(S, ctx.quick ? 8 : 32)
-  const check = await verify(srv.gateway.url, set.bodies, set.expected)
-  const g = await measure(ctx, srv.gateway, set.bodies, BATCH_CONNECTIONS, 'batch-gateway')
-  const b = await measure(ctx, srv.bare, set.bodies, BATCH_CONNECTIONS, 'batch-bare')
-  const ratio = g.rps / b.rps
-  const notes = [...loadNotes(g, b, check), `${set.bodies.length} distinct bodies of ${BATCH_SIZE} recipients: ${set.mix}`]
-  const text = (r) => `${fmtInt(r.rps * BATCH_SIZE)} recipients/s (${fmtNum(r.rps, 1)} req/s, p99 ${fmtNum(r.p99Ms)} ms)`
-  print('check-batch', text(g), `bare uWS ${text(b)}`, ratio, notes)
-  return {
+export function checkSingleScenario (ctx) {
+  return checkScenario(ctx, {
+    scenario: 'check-single',
+    bodySet: (S) => singleBodies(S, ctx.quick ? 200 : 400),
+    connections: SINGLE_CONNECTIONS,
+    perRequest: 1,
+    measure: `req/s, POST /v1/check, 1 recipient, ${SINGLE_CONNECTIONS} connections`,
+    text: (r) => `${fmtInt(r.rps)} req/s, p99 ${fmtNum(r.p99Ms)} ms`
+  })
+}
+
+export function checkBatchScenario (ctx) {
+  return checkScenario(ctx, {
     scenario: 'check-batch',
-    status: 'ok',
+    bodySet: (S) => batchBodies(S, ctx.quick ? 8 : 32),
+    connections: BATCH_CONNECTIONS,
+    perRequest: BATCH_SIZE,
     measure: `recipients/s, POST /v1/check, ${BATCH_SIZE} recipients, ${BATCH_CONNECTIONS} connections`,
-    ours: { value: g.rps * BATCH_SIZE, text: text(g) },
-    baseline: { label: 'bare uWS (JSON.parse + constant answer)', value: b.rps * BATCH_SIZE, text: text(b) },
-    ratio,
-    notes,
-    details: { generator: g.generator, gateway: g, bare: b, p99Ratio: g.p99Ms / b.p99Ms, verified: check, bodies: set.bodies.length, mix: set.mix, rows: srv.ds.rows }
-  }
+    text: (r) => `${fmtInt(r.rps * BATCH_SIZE)} recipients/s (${fmtNum(r.rps, 1)} req/s, p99 ${fmtNum(r.p99Ms)} ms)`
+  })
 }

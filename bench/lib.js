@@ -366,6 +366,15 @@ export function systemInfo () {
 
 export const WRK_THREADS = 2 // the machine's core count caps it; more threads only add contention
 
+/** The `done` hook every wrk script of ours ends with: one WRKJSON line that runHttpLoad parses. */
+const WRK_DONE = `done = function (summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('\\nWRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+`
+
 /** A wrk Lua script cycling through pre-formatted requests; each thread starts at a different offset. */
 export function writeWrkScript (file, path, bodies) {
   const level = '='.repeat(4)
@@ -394,23 +403,9 @@ request = function ()
   i = i % #reqs + 1
   return reqs[i]
 end
-done = function (summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('\\nWRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
-end
-`)
+${WRK_DONE}`)
 }
 
-/** The `done` hook every wrk script of ours ends with: one WRKJSON line that runHttpLoad parses. */
-const WRK_DONE = `done = function (summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('\\nWRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
-end
-`
 
 /**
  * A wrk Lua script whose every request is new: `format` is a Lua string.format pattern applied to
