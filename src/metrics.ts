@@ -17,6 +17,8 @@ export class Metrics {
   private readonly durationByRoute: Record<Route, client.Histogram.Internal<'route'>>
   private readonly decisionsBound: Record<string, client.Counter.Internal>
   private readonly scratch = new Uint32Array(REASONS.length)
+  /** bound children per route and status (a handful of statuses per route: bounded) */
+  private readonly requestsBound = new Map<string, client.Counter.Internal>()
   readonly bloomMaybe: client.Counter<string>
   readonly bloomAbsent: client.Counter<string>
   readonly storeErrors: client.Counter<string>
@@ -56,15 +58,18 @@ export class Metrics {
   }
 
   request (route: Route, status: number, seconds: number): void {
-    this.requests.inc({ route, status: String(status) })
+    const key = route + status
+    let child = this.requestsBound.get(key)
+    if (child === undefined) { child = this.requests.labels(route, String(status)); this.requestsBound.set(key, child) }
+    child.inc()
     this.durationByRoute[route].observe(seconds)
   }
 
   /** Counts a batch of decisions: one inc() per reason present (prom-client hashes labels on every call). */
-  decisions (type: ConsentType, reasons: ArrayLike<Reason>): void {
+  decisions (type: ConsentType, results: ArrayLike<{ readonly reason: Reason }>): void {
     const counts = this.scratch
     counts.fill(0)
-    for (let i = 0; i < reasons.length; i++) counts[REASON_INDEX[reasons[i]!]]++
+    for (let i = 0; i < results.length; i++) counts[REASON_INDEX[results[i]!.reason]]++
     for (let r = 0; r < REASONS.length; r++) if (counts[r]! > 0) this.decisionsBound[REASONS[r]! + type]!.inc(counts[r])
   }
 }

@@ -34,7 +34,7 @@ export function createApp (deps: AppDeps): { app: uWS.TemplatedApp, router: Rout
   router.post('/v1/check', 'check', async (body) => {
     const query = parseCheckRequest(body)
     const results = await checker.check(query)
-    metrics.decisions(query.type, results.map(r => r.reason))
+    metrics.decisions(query.type, results)
     deps.onDecisions?.(query, results)
     return { status: 200, body: serializeResults(results) }
   })

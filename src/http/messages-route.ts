@@ -76,7 +76,7 @@ export function messagesRoute (router: Router, deps: MessagesRouteDeps): void {
     const p = parseMessagesRequest(body)
     const query: CheckQuery = { ...p.query, recipients: p.recipients }
     const results = await deps.checker.check(query)
-    deps.metrics.decisions(query.type, results.map(r => r.reason))
+    deps.metrics.decisions(query.type, results)
     // Only allowed messages reach the carrier; they go out concurrently (the carrier pool bounds the connections).
     const outcomes = await Promise.all(results.map((r, i): Promise<UpstreamOutcome> | null => r.allowed
       ? deps.upstreams.send({ messageId: p.messageIds[i]!, type: query.type, recipient: r.normalized!, iysCode: p.iysCode, brandCode: query.brandCode, payload: p.payloads[i]! } as OutboundMessage)
