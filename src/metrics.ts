@@ -3,9 +3,7 @@
 
 import client from 'prom-client'
 import { CONSENT_TYPES, type ConsentType } from './domain/vocabulary.js'
-import { REASONS, type Reason } from './policy/decide.js'
-
-const REASON_INDEX = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>
+import { REASON_INDEX, REASONS, type Reason } from './policy/decide.js'
 
 export const ROUTES = ['check', 'messages', 'consents', 'push', 'history', 'scrub', 'health', 'ready', 'metrics', 'other'] as const
 export type Route = (typeof ROUTES)[number]

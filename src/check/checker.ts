@@ -5,7 +5,7 @@
 import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
 import { checkTypeFit, normalizeRecipient } from '../domain/normalize.js'
 import { formatIysDate } from '../domain/time.js'
-import { bucketOf, hashKey, keyCode, keyHash } from '../filter/key.js'
+import { bucketOf, hashKey, keyCode, keyHash, keyText } from '../filter/key.js'
 import { decodeState, type ConsentState } from '../filter/state.js'
 import type { FilterView } from '../filter/view.js'
 import { ALLOWED_BY_REASON, decide, type PolicyOptions, type Reason } from '../policy/decide.js'
@@ -93,7 +93,7 @@ export class Checker {
         continue
       }
       if (fields === null) { fields = []; buckets = []; pending = []; norms = [] }
-      fields.push(q.brandCode + code + norm)
+      fields.push(keyText(q.brandCode, code, norm))
       buckets!.push(bucketOf(view.buckets))
       pending!.push(i)
       norms!.push(norm)

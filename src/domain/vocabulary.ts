@@ -48,6 +48,3 @@ export function canonicalCode (v: unknown): string | null {
   const n = Number(v)
   return n > 0 ? String(n) : null
 }
-
-/** The channel a recipient kind may use: phones for MESAJ/ARAMA, e-mail for EPOSTA. */
-export const typeWantsPhone = (t: ConsentType): boolean => t !== 'EPOSTA'

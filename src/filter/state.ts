@@ -4,7 +4,7 @@
 //   <status O|R><source index, base36 char><consentDate epoch seconds, base36>.<change seq, base36>
 //   e.g. "O2l3s0mz4.2n9c"  (about 14 bytes)
 
-import { SOURCES, sourceToIndex, type ConsentSource, type ConsentStatus } from '../domain/vocabulary.js'
+import { SOURCES, type ConsentSource, type ConsentStatus } from '../domain/vocabulary.js'
 
 export interface ConsentState {
   status: ConsentStatus
@@ -17,10 +17,6 @@ export interface ConsentState {
 
 export function encodeState (status: ConsentStatus, sourceIndex: number, consentDate: number, seq: number): string {
   return (status === 'RET' ? 'R' : 'O') + sourceIndex.toString(36) + consentDate.toString(36) + '.' + seq.toString(36)
-}
-
-export function encodeConsentState (s: ConsentState): string {
-  return encodeState(s.status, sourceToIndex(s.source), s.consentDate, s.seq)
 }
 
 export function decodeState (v: string): ConsentState {

@@ -9,6 +9,9 @@ export const REASONS = [
 ] as const
 export type Reason = (typeof REASONS)[number]
 
+/** Each reason's position in REASONS: compact per-line codes (scrub) and per-reason counters (metrics). */
+export const REASON_INDEX: Readonly<Record<Reason, number>> = Object.freeze(Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>)
+
 export const ALLOWED_BY_REASON: Readonly<Record<Reason, boolean>> = Object.freeze({
   CONSENT: true,
   REJECTED: false,

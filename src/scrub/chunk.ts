@@ -7,7 +7,7 @@ import { Checker, type CheckerOptions, type CheckQuery } from '../check/checker.
 import type { FilterView } from '../filter/view.js'
 import { hashText, keyHash } from '../filter/key.js'
 import { csvField, splitCsvLine } from '../loaders/csv.js'
-import { REASONS, type Reason } from '../policy/decide.js'
+import { REASON_INDEX } from '../policy/decide.js'
 
 export type InputFormat = 'plain' | 'csv' | 'ndjson'
 
@@ -33,8 +33,6 @@ export interface ChunkOutput {
   /** name of the error when the exact store failed for this chunk (its lines then say STORE_UNAVAILABLE) */
   storeError: string | null
 }
-
-export const REASON_INDEX: Readonly<Record<Reason, number>> = Object.freeze(Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>)
 
 /** The recipient a line carries; undefined when the line itself is malformed. */
 export function recipientOf (line: string, format: InputFormat, column: number): unknown {
