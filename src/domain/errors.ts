@@ -48,6 +48,9 @@ export const ERRORS = {
   H464: { status: 422, message: 'İzin tipi (type) MESAJ için, alıcı (recipient) telefon formatında olmalıdır.' },
   // Gateway codes
   BODY_TOO_LARGE: { status: 413, message: 'Request body is larger than the configured limit.' },
+  MALFORMED_PATH: { status: 400, message: 'The request path is not valid percent-encoded UTF-8.' },
+  JSON_TOO_DEEP: { status: 400, message: 'The JSON body nests arrays and objects too deeply.' },
+  BAD_CONTENT_LENGTH: { status: 400, message: 'Content-Length must be sent once, as a plain non-negative integer.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Content-Type must be application/json.' },
   NOT_FOUND: { status: 404, message: 'No such route.' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed on this route.' },
@@ -58,6 +61,9 @@ export const ERRORS = {
   TOO_MANY_MESSAGES: { status: 422, message: 'At most 1000 messages may be sent in one request.' },
   SERVICE_UNAVAILABLE: { status: 503, message: 'The consent store is not available.' },
   RESULT_NOT_READY: { status: 409, message: 'The scrub job has no result yet.' },
+  JOB_EXISTS: { status: 409, message: 'A scrub job with this jobId exists already.' },
+  TOO_MANY_UPLOADS: { status: 429, message: 'Too many scrub uploads from this client at once.' },
+  STORAGE_FULL: { status: 507, message: 'The scrub jobs on this gateway hold all the disk space they may use.' },
   CONSENT_NOT_FOUND: { status: 404, message: 'No consent is recorded for this recipient, type and recipient type.' },
   UNAUTHORIZED: { status: 401, message: 'Missing or wrong credentials.' },
   NOT_CONFIGURED: { status: 503, message: 'This endpoint needs DATABASE_URL (and, for İYS push, IYS_PUSH_USER/IYS_PUSH_PASSWORD).' }

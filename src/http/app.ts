@@ -23,7 +23,7 @@ export interface AppDeps {
   /** Called with every batch of decisions once they are made (the decision log). */
   onDecisions?: (query: CheckQuery, results: CheckResult[]) => void
   /** Registers further routes (consent API, push, history) on the same router. */
-  routes?: (router: Router, app: uWS.TemplatedApp) => void
+  routes?: (router: Router) => void
 }
 
 export function createApp (deps: AppDeps): { app: uWS.TemplatedApp, router: Router } {
@@ -48,10 +48,10 @@ export function createApp (deps: AppDeps): { app: uWS.TemplatedApp, router: Rout
 
   router.get('/metrics', 'metrics', async () => ({ status: 200, body: await metrics.registry.metrics(), contentType: metrics.registry.contentType }))
 
-  deps.routes?.(router, app)
+  // Route modules register through the router only (its guard keeps a throw from reaching uWS, which would end the process).
+  deps.routes?.(router)
 
-  app.any('/*', (res, req) => {
-    const ex = router.begin(res)
+  router.handle('any', '/*', 'other', (ex, req) => {
     const url = req.getUrl()
     const known = ['/v1/check', '/healthz', '/readyz', '/metrics'].includes(url)
     router.fail(ex, 'other', new GatewayError(known ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', { value: req.getMethod().toUpperCase() + ' ' + url }))

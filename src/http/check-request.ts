@@ -1,5 +1,12 @@
 // Turns a parsed /v1/check body into a CheckQuery, or throws a GatewayError naming the field. Per-recipient
 // problems (a bad phone number) are not request errors: they come back as INVALID_RECIPIENT items.
+//
+// A recipient that is not a string (a number, null, an object, an array) is such an item too (the README's
+// contract): it is never sent to, and it is echoed back as given. It is never walked here. Echoing it
+// (serializeResults) and logging it (the decision log) stringify it, which is safe because the router refuses, with
+// 400 JSON_TOO_DEEP before parsing, any body nesting deeper than MAX_JSON_DEPTH (src/http/body.ts): a recipient
+// is at most that deep and at most MAX_BODY_BYTES long, so `recipients: [[[[…10,000 deep…]]]]` is a request error,
+// not a 500.
 
 import { GatewayError } from '../domain/errors.js'
 import { canonicalCode, isConsentType, isRecipientType } from '../domain/vocabulary.js'

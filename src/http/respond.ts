@@ -6,7 +6,8 @@ import type { GatewayError } from '../domain/errors.js'
 const STATUS_TEXT: Record<number, string> = {
   200: '200 OK', 202: '202 Accepted', 400: '400 Bad Request', 401: '401 Unauthorized', 404: '404 Not Found',
   405: '405 Method Not Allowed', 409: '409 Conflict', 413: '413 Payload Too Large', 415: '415 Unsupported Media Type',
-  422: '422 Unprocessable Entity', 500: '500 Internal Server Error', 503: '503 Service Unavailable'
+  422: '422 Unprocessable Entity', 429: '429 Too Many Requests', 500: '500 Internal Server Error',
+  503: '503 Service Unavailable', 507: '507 Insufficient Storage'
 }
 
 export const statusLine = (status: number): string => STATUS_TEXT[status] ?? `${status} Status`
@@ -23,14 +24,21 @@ export interface Exchange {
 }
 
 export function send (ex: Exchange, status: number, body: string, contentType = JSON_TYPE, close = false): void {
-  if (ex.aborted) return
+  // A response is invalid once ended or aborted, and touching it then throws inside uWS: answer at most once.
+  if (ex.aborted || ex.done) return
   ex.res.cork(() => {
-    ex.res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType)
-    if (close) ex.res.writeHeader('Connection', 'close')
-    ex.res.end(body)
+    // end(…, true) writes `Connection: close` itself and closes once the answer is out; the header alone does not.
+    ex.res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType).end(body, close)
   })
 }
 
 export function sendError (ex: Exchange, err: GatewayError, close = false): void {
-  send(ex, err.status, JSON.stringify(err.toBody()), JSON_TYPE, close)
+  let body: string
+  try {
+    body = JSON.stringify(err.toBody())
+  } catch {
+    // A value that does not serialise (the router bounds JSON depth, so this is a handler's bug): drop the values.
+    body = JSON.stringify({ errors: err.items.map(({ code, message, location }) => ({ code, message, location })) })
+  }
+  send(ex, err.status, body, JSON_TYPE, close)
 }

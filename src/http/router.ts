@@ -6,7 +6,7 @@ import type { Logger } from 'pino'
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js'
 import { ERRORS, GatewayError } from '../domain/errors.js'
 import type { Metrics, Route } from '../metrics.js'
-import { readBody } from './body.js'
+import { jsonNestingExceeds, MAX_JSON_DEPTH, PLAIN_LENGTH, readBody } from './body.js'
 import { JSON_TYPE, send, sendError, type Exchange } from './respond.js'
 
 export interface RequestFacts {
@@ -23,6 +23,14 @@ export interface Reply {
 
 export type Handler = (body: unknown, req: RequestFacts) => Promise<Reply> | Reply
 
+/**
+ * A route that drives the uWS response itself (streaming); it gets the exchange the router opened for it. A throw
+ * or a rejection becomes a 500 for that request, unless the handler answered already.
+ */
+export type ExchangeHandler = (ex: Exchange, req: HttpRequest) => void | Promise<void>
+
+type Method = 'get' | 'post' | 'put' | 'del' | 'patch' | 'options' | 'head' | 'connect' | 'trace' | 'any'
+
 export interface RouterDeps {
   metrics: Metrics
   log: Logger
@@ -36,23 +44,29 @@ export interface RouteOptions {
   headers?: readonly string[]
 }
 
+/**
+ * Every route is registered through this class, and every handler it registers runs inside a guard: a throw inside
+ * a uWS callback ends the process, so anything a handler throws (or rejects with) becomes a 500 H015 for that
+ * request only, logged as an unexpected error. Request framing (Content-Length) and path decoding are checked here
+ * once for all routes.
+ */
 export class Router {
   private readonly app: TemplatedApp
   private readonly deps: RouterDeps
   /** Requests being answered right now (for a graceful shutdown). */
   inFlight = 0
   private draining = false
+  private lengthHeaders = 0
+  private readonly countLengthHeader = (key: string): void => { if (key === 'content-length') this.lengthHeaders++ }
 
   constructor (app: TemplatedApp, deps: RouterDeps) {
     this.app = app
     this.deps = deps
   }
 
-  /** POST with a JSON body (an empty body is H1042, bad JSON H014). */
+  /** POST with a JSON body (an empty body is H1042, bad JSON H014, nesting deeper than MAX_JSON_DEPTH JSON_TOO_DEEP). */
   post (pattern: string, route: Route, handler: Handler, opts: RouteOptions = {}): void {
-    this.app.post(pattern, (res, req) => {
-      const ex = this.begin(res)
-      if (this.refuseIfDraining(ex, route)) return
+    this.handle('post', pattern, route, (ex, req) => {
       const facts = this.facts(req, opts)
       const contentType = req.getHeader('content-type')
       if (contentType !== '' && !contentType.startsWith('application/json')) {
@@ -62,6 +76,7 @@ export class Router {
       readBody(ex, req, this.deps.maxBodyBytes, (err, body) => {
         if (err !== null) { this.fail(ex, route, err); return }
         if (body!.length === 0) { this.fail(ex, route, new GatewayError('H1042')); return }
+        if (jsonNestingExceeds(body!)) { this.fail(ex, route, new GatewayError('JSON_TOO_DEEP', { message: `The JSON body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels.` })); return }
         let parsed: unknown
         try {
           parsed = JSON.parse(body!.toString('utf8'))
@@ -76,10 +91,26 @@ export class Router {
 
   /** GET: the handler gets no body. */
   get (pattern: string, route: Route, handler: Handler, opts: RouteOptions = {}): void {
-    this.app.get(pattern, (res, req) => {
+    this.handle('get', pattern, route, (ex, req) => { this.run(ex, route, handler, undefined, this.facts(req, opts)) })
+  }
+
+  /**
+   * The one place a route reaches uWS: opens the exchange, refuses ambiguous framing and draining, and turns a throw
+   * into a 500 for this request. Routes that stream use it directly and answer through `ex` (or `reply`/`fail`).
+   */
+  handle (method: Method, pattern: string, route: Route, fn: ExchangeHandler): void {
+    const bodied = carriesBody(method)
+    this.app[method](pattern, (res, req) => {
       const ex = this.begin(res)
-      if (this.refuseIfDraining(ex, route)) return
-      this.run(ex, route, handler, undefined, this.facts(req, opts))
+      try {
+        if (this.refuseIfDraining(ex, route)) return
+        const bad = this.framingError(req, bodied)
+        if (bad !== null) { this.refuseFraming(ex, route, bad); return }
+        const out = fn(ex, req)
+        if (out instanceof Promise) out.then(undefined, (err: unknown) => { this.fail(ex, route, err) })
+      } catch (err) {
+        this.fail(ex, route, err)
+      }
     })
   }
 
@@ -91,20 +122,27 @@ export class Router {
       this.fail(ex, route, e)
       return
     }
-    if (result instanceof Promise) result.then(r => this.reply(ex, route, r), e => this.fail(ex, route, e))
+    if (result instanceof Promise) result.then(r => { this.reply(ex, route, r) }, e => { this.fail(ex, route, e) })
     else this.reply(ex, route, result)
   }
 
+  /** Answers `r`; never throws (a broken reply, e.g. a handler that returned nothing, becomes a 500). */
   reply (ex: Exchange, route: Route, r: Reply): void {
-    send(ex, r.status, r.body, r.contentType ?? JSON_TYPE, this.draining)
+    if (ex.done) return
+    try {
+      send(ex, r.status, r.body, r.contentType ?? JSON_TYPE, this.draining)
+    } catch (err) {
+      this.fail(ex, route, err)
+      return
+    }
     this.settle(ex)
     this.deps.metrics.request(route, r.status, (performance.now() - ex.startedAt) / 1000)
   }
 
   begin (res: HttpResponse): Exchange {
     const ex: Exchange = { res, aborted: false, startedAt: performance.now(), done: false }
-    this.inFlight++
     res.onAborted(() => { ex.aborted = true; this.settle(ex) })
+    this.inFlight++
     return ex
   }
 
@@ -132,21 +170,70 @@ export class Router {
     return true
   }
 
+  /** Answers an error; never throws. Unexpected errors (anything but a GatewayError) are a 500 H015, and logged. */
   fail (ex: Exchange, route: Route, err: unknown, close = false): void {
     const ge = err instanceof GatewayError ? err : new GatewayError('H015', { cause: err })
     if (ge.code === 'H015') this.deps.log.error({ err }, 'unexpected error')
-    sendError(ex, ge, close || ge.code === 'BODY_TOO_LARGE')
+    if (ex.done) return // answered already, or the client is gone
+    try {
+      sendError(ex, ge, close || ge.code === 'BODY_TOO_LARGE')
+    } catch (e) {
+      this.deps.log.error({ err: e }, 'could not answer an error; closing the connection')
+      try { ex.res.close() } catch { /* already closed */ }
+    }
     this.settle(ex)
     this.deps.metrics.request(route, ge.status, (performance.now() - ex.startedAt) / 1000)
   }
 
+  /**
+   * A request whose body length is ambiguous is refused, and its connection closed: uWS frames the body by the first
+   * Content-Length it sees, and a proxy in front that picks another would read the rest as a different request
+   * (request smuggling). uWS itself drops most malformed values (signs, hex, lists) before JS sees them; an empty
+   * value and a second header reach us. The headers are walked only when a Content-Length is present or the
+   * route's method carries a body, so a GET pays one lookup.
+   */
+  private framingError (req: HttpRequest, bodied: boolean): GatewayError | null {
+    const length = req.getHeader('content-length')
+    if (length === '' && !bodied) return null
+    this.lengthHeaders = 0
+    req.forEach(this.countLengthHeader)
+    if (this.lengthHeaders > 1) return new GatewayError('BAD_CONTENT_LENGTH', { location: 'content-length', message: 'The request has more than one Content-Length header.' })
+    if (this.lengthHeaders === 1 && !PLAIN_LENGTH.test(length)) return new GatewayError('BAD_CONTENT_LENGTH', { location: 'content-length', value: length })
+    return null
+  }
+
+  /**
+   * Answers a framing error and closes the connection, on the next turn of the event loop: uWS goes on parsing
+   * whatever follows in the same read (by its own framing) and would run a request hidden in the body, but it
+   * drops the connection instead when a request arrives while an earlier answer is still pending. So a smuggled
+   * request is never run, and the 400 gets out whenever nothing follows.
+   */
+  private refuseFraming (ex: Exchange, route: Route, err: GatewayError): void {
+    setImmediate(() => { this.fail(ex, route, err, true) })
+  }
+
   private facts (req: HttpRequest, opts: RouteOptions): RequestFacts {
     const params: string[] = []
-    for (let i = 0; i < (opts.params ?? 0); i++) params.push(decodeURIComponent(req.getParameter(i) ?? ''))
+    for (let i = 0; i < (opts.params ?? 0); i++) {
+      const raw = req.getParameter(i) ?? ''
+      params.push(raw.includes('%') ? decodeSegment(raw) : raw)
+    }
     const headers: Record<string, string> = {}
     for (const h of opts.headers ?? []) headers[h] = req.getHeader(h)
     return { params, query: req.getQuery() ?? '', headers }
   }
 }
+
+/** A percent-encoded path segment, decoded; a malformed one (`%`, `%ZZ`, bytes that are not UTF-8) is a 400. */
+function decodeSegment (raw: string): string {
+  try {
+    return decodeURIComponent(raw)
+  } catch {
+    throw new GatewayError('MALFORMED_PATH', { location: 'path', value: raw })
+  }
+}
+
+/** Whether requests to a route of this method are expected to carry a body (`any` may). */
+const carriesBody = (method: Method): boolean => method !== 'get' && method !== 'head' && method !== 'options'
 
 export const json = (status: number, value: unknown): Reply => ({ status, body: JSON.stringify(value) })
