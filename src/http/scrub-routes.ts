@@ -1,23 +1,29 @@
 // Bulk scrub over HTTP. The upload is streamed to the job's input file as it arrives (uWS pause/resume follows the
-// disk), never held in memory; 202 {jobId} is answered when the upload is complete. The result is streamed back
-// from disk with uWS backpressure, optionally filtered to the allowed or the blocked lines.
+// disk), never held in memory; 202 {jobId} is answered when the upload is complete. Uploads are bounded three ways:
+// one list by SCRUB_MAX_BYTES (413), all jobs' files on disk by SCRUB_MAX_TOTAL_BYTES (507), uploads in progress
+// per client by SCRUB_MAX_UPLOADS_PER_CLIENT (429). The result is streamed back from disk with uWS backpressure,
+// optionally filtered to the allowed or the blocked lines.
 
+import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
-import { createReadStream, createWriteStream } from 'node:fs'
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs'
 import type { HttpResponse } from 'uWebSockets.js'
 import { GatewayError } from '../domain/errors.js'
-import { JOB_ID, type ScrubJobs, type ScrubParams } from '../scrub/jobs.js'
+import { JOB_ID, type JobRecord, type ScrubJobs, type ScrubParams } from '../scrub/jobs.js'
 import type { ScrubQueue } from '../scrub/engine.js'
 import type { InputFormat } from '../scrub/chunk.js'
 import { keyParams } from './params.js'
 import { json, type Router } from './router.js'
 import { statusLine, type Exchange } from './respond.js'
-import { uWS } from './uws.js'
 
 export interface ScrubRouteDeps {
   jobs: ScrubJobs
   queue: ScrubQueue
   maxBytes: number
+  /** SCRUB_MAX_TOTAL_BYTES: uploads and results of all jobs on disk; no upload is taken past it */
+  maxTotalBytes: number
+  /** SCRUB_MAX_UPLOADS_PER_CLIENT: uploads in progress at once from one client address */
+  maxUploadsPerClient: number
 }
 
 export function parseScrubParams (query: URLSearchParams): ScrubParams {
@@ -27,14 +33,24 @@ export function parseScrubParams (query: URLSearchParams): ScrubParams {
   return { ...key, commercial: c === 'true' }
 }
 
-export function scrubRoutes (router: Router, app: uWS.TemplatedApp, deps: ScrubRouteDeps): void {
-  const { jobs } = deps
+const storageFull = (deps: ScrubRouteDeps): GatewayError => new GatewayError('STORAGE_FULL', {
+  message: `The scrub jobs on this gateway would use more than SCRUB_MAX_TOTAL_BYTES (${deps.maxTotalBytes} bytes) of disk for uploads and results (${deps.jobs.usedBytes} in use); send the list again once finished jobs have passed their retention, or send a smaller one.`
+})
 
-  app.post('/v1/scrub', (res, req) => {
-    const ex = router.begin(res)
+export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
+  const { jobs } = deps
+  /** uploads in progress per client address (TCP peer: behind a proxy, the proxy) */
+  const uploading = new Map<string, number>()
+
+  // Streamed both ways, so these two are exchange handlers: the router has opened the exchange and refused
+  // draining and bad framing already; a throw here is its 500.
+  router.handle('post', '/v1/scrub', 'scrub', (ex, req) => {
+    const res = ex.res
+    const client = Buffer.from(res.getRemoteAddressAsText()).toString()
     const query = new URLSearchParams(req.getQuery() ?? '')
     const contentType = req.getHeader('content-type')
     const declared = req.getHeader('content-length')
+    const jobId = query.get('jobId')
     let params: ScrubParams
     let format: InputFormat
     try {
@@ -43,13 +59,31 @@ export function scrubRoutes (router: Router, app: uWS.TemplatedApp, deps: ScrubR
       else if (contentType === '' || contentType.startsWith('text/csv') || contentType.startsWith('text/plain')) format = 'csv'
       else throw new GatewayError('UNSUPPORTED_MEDIA_TYPE', { message: 'Send the list as text/csv or application/x-ndjson.' })
       if (declared !== '' && Number(declared) > deps.maxBytes) throw new GatewayError('BODY_TOO_LARGE', { message: `The list is larger than SCRUB_MAX_BYTES (${deps.maxBytes} bytes).` })
-      const id = query.get('jobId')
-      if (id !== null && (!JOB_ID.test(id) || jobs.has(id))) throw new GatewayError('INVALID_FIELD', { location: 'jobId', value: id, message: 'jobId must be 1-64 of A-Z a-z 0-9 _ - and not used before.' })
+      if (jobId !== null && !JOB_ID.test(jobId)) throw new GatewayError('INVALID_FIELD', { location: 'jobId', value: jobId, message: 'jobId must be 1-64 of A-Z a-z 0-9 _ -.' })
+      const taken = jobId === null ? undefined : jobs.get(jobId)
+      if (taken !== undefined) {
+        throw new GatewayError('JOB_EXISTS', { location: 'jobId', value: jobId, message: `A scrub job named ${jobId} exists already (${taken.state}); choose another jobId, or follow that job with GET /v1/scrub/${jobId}.` })
+      }
+      const open = uploading.get(client) ?? 0
+      if (open >= deps.maxUploadsPerClient) {
+        throw new GatewayError('TOO_MANY_UPLOADS', { message: `This client has ${open} scrub uploads in progress, as many as SCRUB_MAX_UPLOADS_PER_CLIENT allows; send the next one when one of them has finished.` })
+      }
+      if (jobs.usedBytes + (declared !== '' && Number(declared) > 0 ? Number(declared) : 0) > deps.maxTotalBytes) throw storageFull(deps)
     } catch (err) {
-      router.fail(ex, 'scrub', err)
+      // The body is not read: the connection closes after the answer rather than take the rest of it.
+      router.fail(ex, 'scrub', err, true)
       return
     }
-    receiveUpload(router, ex, deps, params, format, query.get('jobId') ?? undefined)
+    uploading.set(client, (uploading.get(client) ?? 0) + 1)
+    let released = false
+    const release = (): void => {
+      if (released) return
+      released = true
+      const n = uploading.get(client)! - 1
+      if (n === 0) uploading.delete(client)
+      else uploading.set(client, n)
+    }
+    receiveUpload(router, ex, deps, params, format, jobId ?? randomUUID(), release)
   })
 
   router.get('/v1/scrub', 'scrub', () => json(200, { jobs: jobs.list() }))
@@ -60,8 +94,7 @@ export function scrubRoutes (router: Router, app: uWS.TemplatedApp, deps: ScrubR
     return json(200, job)
   }, { params: 1 })
 
-  app.get('/v1/scrub/:jobId/result', (res, req) => {
-    const ex = router.begin(res)
+  router.handle('get', '/v1/scrub/:jobId/result', 'scrub', (ex, req) => {
     const id = req.getParameter(0) ?? ''
     const only = new URLSearchParams(req.getQuery() ?? '').get('only')
     const job = jobs.get(id)
@@ -74,73 +107,103 @@ export function scrubRoutes (router: Router, app: uWS.TemplatedApp, deps: ScrubR
       return
     }
     streamResult(ex, jobs.resultPath(id), only as 'allowed' | 'blocked' | null)
-      .catch(() => { if (!ex.aborted) ex.res.close() })
+      .catch(() => { if (!ex.aborted) { try { ex.res.close() } catch { /* already closed */ } } })
       .finally(() => { router.settle(ex) })
   })
 }
 
-function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, params: ScrubParams, format: InputFormat, jobId: string | undefined): void {
+/**
+ * Streams the body to the job's input file. Every outcome answers and settles the exchange once and calls
+ * `release` once: 202 when the file is complete; otherwise the job is failed with the reason, its partial input is
+ * deleted (it can never run) and its bytes are given back to SCRUB_MAX_TOTAL_BYTES.
+ */
+function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, params: ScrubParams, format: InputFormat, id: string, release: () => void): void {
   const { jobs } = deps
   const res = ex.res
   // The job exists from the first byte, so a broken upload leaves a failed job that says why.
-  let file: ReturnType<typeof createWriteStream> | null = null
-  let job: Awaited<ReturnType<ScrubJobs['create']>> | null = null
+  let file: WriteStream | null = null
+  let job: JobRecord | null = null
   const early: Buffer[] = [] // chunks that arrive before the job folder is ready
+  let lastSeen = false
   let bytes = 0
-  let done = false
+  let ended = false // no more data is taken: the last byte arrived, or the upload failed
+  let failed: string | null = null
   let paused = false
 
+  const removeInput = (): void => { jobs.removeInput(id).catch(() => {}) }
+  const failJob = (j: JobRecord, reason: string): void => { jobs.finish(j, 'failed', reason).catch(() => {}) } // job.json unwritable: failed in memory
+
   const failUpload = (reason: string, err?: GatewayError): void => {
-    if (done) return
-    done = true
-    file?.destroy()
-    if (job !== null) void jobs.finish(job, 'failed', reason)
-    if (err !== undefined) router.fail(ex, 'scrub', err)
+    if (failed !== null) return
+    failed = reason
+    ended = true
+    release()
+    // The rest of the body is not read: the connection closes after the answer.
+    if (err !== undefined) router.fail(ex, 'scrub', err, true)
+    if (job === null) return // still being created: the creation finishes it
+    failJob(job, reason)
+    const f = file
+    if (f === null || f.closed) removeInput()
+    else { f.once('close', removeInput); f.destroy() }
   }
 
-  // Replaces the router's abort handler (uWS keeps one), so it settles the exchange itself.
-  res.onAborted(() => { ex.aborted = true; router.settle(ex); failUpload(`the upload broke off after ${bytes} bytes`) })
+  // Replaces the router's abort handler (uWS keeps one), so it settles the exchange itself. A client that hangs up
+  // after its last byte has still sent a whole list: that job goes on.
+  res.onAborted(() => {
+    ex.aborted = true
+    router.settle(ex)
+    if (!ended) failUpload(`the upload broke off after ${bytes} bytes`)
+  })
+
+  const complete = (): void => {
+    ended = true
+    // Never leave the socket paused: the answer goes out on it, and keep-alive requests follow on it.
+    if (paused && !ex.aborted) { paused = false; res.resume() }
+    const f = file!
+    f.end()
+    once(f, 'close').then(async () => {
+      if (failed !== null) return
+      job!.bytes = bytes
+      job!.state = 'queued'
+      job!.uploadedAt = new Date().toISOString()
+      await jobs.save(job!)
+      release()
+      deps.queue.enqueue(job!)
+      router.reply(ex, 'scrub', json(202, { jobId: id }))
+    }).catch(err => { failUpload(`the upload could not be stored: ${(err as Error).message}`, new GatewayError('H015', { cause: err })) })
+  }
 
   const write = (chunk: Buffer, isLast: boolean): void => {
-    if (done) return
     if (!file!.write(chunk) && !paused && !isLast) {
       paused = true
       res.pause()
-      file!.once('drain', () => { if (paused && !done && !ex.aborted) { paused = false; res.resume() } })
+      file!.once('drain', () => { if (paused && !ended && !ex.aborted) { paused = false; res.resume() } })
     }
-    if (isLast) {
-      done = true
-      // Never leave the socket paused: the answer goes out on it, and keep-alive requests follow on it.
-      if (paused && !ex.aborted) { paused = false; res.resume() }
-      file!.end()
-      once(file!, 'close').then(async () => {
-        job!.bytes = bytes
-        job!.state = 'queued'
-        job!.uploadedAt = new Date().toISOString()
-        await jobs.save(job!)
-        deps.queue.enqueue(job!)
-        router.reply(ex, 'scrub', json(202, { jobId: job!.jobId }))
-      }).catch(err => { failUpload(`the upload could not be stored: ${(err as Error).message}`, new GatewayError('H015', { cause: err })) })
-    }
+    if (isLast) complete()
   }
 
-  let lastSeen = false
   res.onData((ab, isLast) => {
-    if (done) return
-    const chunk = Buffer.from(new Uint8Array(ab)) // uWS reuses `ab` after this callback
-    bytes += chunk.length
+    if (ended) return
+    const n = ab.byteLength
+    bytes += n
     if (bytes > deps.maxBytes) {
       failUpload(`the list is larger than SCRUB_MAX_BYTES (${deps.maxBytes} bytes)`, new GatewayError('BODY_TOO_LARGE', { message: `The list is larger than SCRUB_MAX_BYTES (${deps.maxBytes} bytes).` }))
       return
     }
+    if (jobs.usedBytes + n > deps.maxTotalBytes) {
+      failUpload(`the scrub jobs would use more than SCRUB_MAX_TOTAL_BYTES (${deps.maxTotalBytes} bytes) of disk`, storageFull(deps))
+      return
+    }
+    jobs.addInputBytes(id, n) // counted from here on (the job's record exists from the call to create)
+    const chunk = Buffer.from(new Uint8Array(ab)) // a copy: uWS reuses `ab` after this callback
     if (file === null) { early.push(chunk); lastSeen = isLast; return }
     write(chunk, isLast)
   })
 
-  jobs.create(params, format, jobId).then(j => {
+  jobs.create(params, format, id).then(j => {
     job = j
-    if (done) { void jobs.finish(j, 'failed', `the upload broke off after ${bytes} bytes`); return }
-    file = createWriteStream(jobs.inputPath(j.jobId))
+    if (failed !== null) { failJob(j, failed); removeInput(); return }
+    file = createWriteStream(jobs.inputPath(id))
     file.on('error', (err) => { failUpload(`the upload could not be stored: ${err.message}`, new GatewayError('H015', { cause: err })) })
     const pending = early.splice(0)
     pending.forEach((c, i) => { write(c, lastSeen && i === pending.length - 1) })
@@ -151,6 +214,10 @@ function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, para
 /** Streams the result file with backpressure; `only` keeps the allowed or the blocked lines. */
 async function streamResult (ex: Exchange, path: string, only: 'allowed' | 'blocked' | null): Promise<void> {
   const res: HttpResponse = ex.res
+  // Replaces the router's abort handler (uWS keeps one): a client that hangs up while we wait for the socket to
+  // drain must end that wait too, or the file stays open and the exchange is never settled.
+  let wake: (() => void) | null = null
+  res.onAborted(() => { ex.aborted = true; wake?.() })
   res.cork(() => { res.writeStatus(statusLine(200)).writeHeader('Content-Type', 'text/csv; charset=utf-8') })
   const stream = createReadStream(path, { highWaterMark: 256 * 1024 })
   let rest = ''
@@ -171,10 +238,12 @@ async function streamResult (ex: Exchange, path: string, only: 'allowed' | 'bloc
     }
     let ok = true
     res.cork(() => { ok = res.write(out) })
-    if (!ok) {
-      await new Promise<void>(resolve => res.onWritable(() => { resolve(); return true }))
+    if (!ok && !ex.aborted) {
+      await new Promise<void>(resolve => { wake = resolve; res.onWritable(() => { resolve(); return true }) })
+      wake = null
     }
   }
+  stream.destroy()
   if (!ex.aborted) res.cork(() => res.end())
 }
 

@@ -68,6 +68,12 @@ const BAD_CREATION_DATE_SHAPE = 'Oluşturma tarihi (creationDate) yyyy-mm-dd hh:
 
 const absent = (v: unknown): boolean => v === undefined || v === null || v === ''
 
+/**
+ * Longest CSV line read (bytes). An İYS row is a few hundred bytes; columns this reader ignores (an export's
+ * retailerAccess list of thousands of codes, say) may make it longer, so the limit is far above the scrub's.
+ */
+export const MAX_CSV_LINE_BYTES = 64 * 1024
+
 export async function * readConsentFile (path: string, nowSeconds: number, defaults?: ConsentDefaults): AsyncGenerator<ConsentBatch> {
   const fill = checkDefaults(defaults)
   const format = consentFileFormat(path)
@@ -135,8 +141,13 @@ const newBatch = (bytesRead: number): ConsentBatch =>
 async function * readCsv (path: string, stream: ReturnType<typeof createReadStream>, nowSeconds: number, defaults: ConsentDefaults): AsyncGenerator<ConsentBatch> {
   let columns: number[] | null = null
   const row: Record<string, string | undefined> = {}
-  for await (const { lines, numbers } of readLineBatches(stream)) {
+  for await (const { lines, numbers, tooLong } of readLineBatches(stream, { maxLineBytes: MAX_CSV_LINE_BYTES })) {
     const batch = newBatch(stream.bytesRead)
+    // A line over the limit was skipped unread: it is a reject of its own (or, before the header, a broken file).
+    if (columns === null && tooLong.length > 0 && (lines.length === 0 || tooLong[0]! < numbers[0]!)) {
+      throw new FileFormatError(`line ${tooLong[0]!}: the header row is longer than ${MAX_CSV_LINE_BYTES} bytes`)
+    }
+    for (const line of tooLong) batch.rejects.push({ line, error: { code: 'INVALID_FIELD', message: `the line is longer than ${MAX_CSV_LINE_BYTES} bytes` } })
     for (let i = 0; i < lines.length; i++) {
       const fields = splitCsvLine(lines[i]!)
       const line = numbers[i]!

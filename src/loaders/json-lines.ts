@@ -375,8 +375,11 @@ export async function * readJsonListItems (input: AsyncIterable<Buffer | string>
 /** The items of an NDJSON file (one JSON object per line; blank lines are skipped), one batch per chunk of input. */
 export async function * readNdjsonItems (input: AsyncIterable<Buffer | string>): AsyncGenerator<JsonItemBatch> {
   let first = true
-  for await (const { lines, numbers } of readLineBatches(input)) {
+  // As long as the longest item of a JSON list (a UTF-16 unit is at most 3 UTF-8 bytes); a longer line is skipped.
+  const maxLineBytes = 3 * MAX_ITEM_CHARS
+  for await (const { lines, numbers, tooLong } of readLineBatches(input, { maxLineBytes })) {
     const batch: JsonItemBatch = { lines: [], values: [], problems: [] }
+    for (const n of tooLong) { batch.lines.push(n); batch.values.push(undefined); batch.problems.push(`the line is longer than ${maxLineBytes} bytes`) }
     for (let i = 0; i < lines.length; i++) {
       let s = lines[i]!
       if (first) { first = false; if (s.charCodeAt(0) === 0xFEFF) s = s.slice(1) }

@@ -42,7 +42,7 @@ export async function scrubCommand (config: Config, log: Logger, file: string, p
   const progress = new Progress({ label: 'scrub', totalBytes: size })
   const started = Date.now()
   try {
-    await scrubFile({ getView, policy, pool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, log },
+    await scrubFile({ getView, policy, pool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, maxLineBytes: config.scrub.maxLineBytes, log },
       file, out + '.tmp', params, format, totals, (bytes) => { progress.update(totals.read, bytes, totals.invalid) })
     await rename(out + '.tmp', out)
   } finally {

@@ -2,7 +2,8 @@
 // in embedded mode, checks them inline), and writes the result in input order:
 //   recipient,normalized,allowed,reason,line,duplicateOf
 // A recipient seen before is reported once more as DUPLICATE with the line of its first occurrence (and is not
-// allowed: the first occurrence carries the decision). A malformed line is INVALID_RECIPIENT with its line number.
+// allowed: the first occurrence carries the decision). A malformed line is INVALID_RECIPIENT with its line number;
+// so is a line longer than maxLineBytes, which the splitter skips unread and which is shown with an empty recipient.
 // Jobs run one at a time per process, each using every scrub thread; a few chunks are in flight so that the
 // workers, Redis and the writer overlap, and the bounded window keeps memory flat whatever the file size.
 
@@ -13,7 +14,7 @@ import type { Logger } from 'pino'
 import type { Piscina } from 'piscina'
 import type { CheckerOptions } from '../check/checker.js'
 import { RedisView, VersionGoneError, type FilterView } from '../filter/view.js'
-import { readLineBatches, splitCsvLine } from '../loaders/csv.js'
+import { DEFAULT_MAX_LINE_BYTES, readLineBatches, splitCsvLine, type LineBatch } from '../loaders/csv.js'
 import { REASONS } from '../policy/decide.js'
 import { checkChunk, type ChunkInput, type ChunkOutput, type InputFormat } from './chunk.js'
 import { FirstSeen } from './dedup.js'
@@ -32,6 +33,8 @@ export interface EngineDeps {
   pool: Piscina<ScrubTask, ChunkOutput> | null
   chunkLines: number
   threads: number
+  /** longest line read (bytes); a longer one is an INVALID_RECIPIENT line of its own (default 4 KiB) */
+  maxLineBytes?: number
   log: Logger
   /**
    * Live traffic first: how long to pause between chunks right now (0: run at full speed). The gateway answers a
@@ -40,8 +43,11 @@ export interface EngineDeps {
   pauseMs?: () => number
 }
 
-/** Reads `path` and writes the result file; the progress callback sees the totals as they grow. */
-export async function scrubFile (deps: EngineDeps, input: string, output: string, params: ScrubParams, format: InputFormat, totals: JobRecord['totals'], onProgress?: (bytesRead: number) => void): Promise<void> {
+/**
+ * Reads `path` and writes the result file; the progress callback sees the totals as they grow, the bytes of the
+ * input read and the bytes of the result written so far.
+ */
+export async function scrubFile (deps: EngineDeps, input: string, output: string, params: ScrubParams, format: InputFormat, totals: JobRecord['totals'], onProgress?: (bytesRead: number, bytesWritten: number) => void): Promise<void> {
   // Small reads and a yield after every chunk: the scrub shares the event loop with the gateway's checks, which must
   // not wait behind tens of thousands of lines handled in one go.
   const stream = createReadStream(input, { highWaterMark: 64 * 1024 })
@@ -91,7 +97,9 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
   }
 
   try {
-    for await (const batch of readLineBatches(stream)) {
+    for await (const read of readLineBatches(stream, { maxLineBytes: deps.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES })) {
+      totals.tooLong += read.tooLong.length
+      const batch = read.tooLong.length === 0 ? read : withTooLong(read)
       for (let i = 0; i < batch.lines.length; i++) {
         const line = batch.lines[i]!
         if (!headerChecked) {
@@ -116,7 +124,7 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
           else await new Promise(resolve => setImmediate(resolve))
         }
       }
-      onProgress?.(stream.bytesRead)
+      onProgress?.(stream.bytesRead, out.bytesWritten + out.writableLength)
     }
     if (lines.length > 0) dispatch()
     while (inflight.length > 0) await writeOldest()
@@ -131,6 +139,23 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
 }
 
 /**
+ * The batch with an empty line in the place of each line that was too long, so that it goes through the chunk as
+ * every other line and comes out INVALID_RECIPIENT with its line number (an empty recipient is never valid).
+ */
+function withTooLong (b: LineBatch): LineBatch {
+  const lines: string[] = []
+  const numbers: number[] = []
+  let t = 0
+  for (let i = 0; i < b.lines.length; i++) {
+    while (t < b.tooLong.length && b.tooLong[t]! < b.numbers[i]!) { lines.push(''); numbers.push(b.tooLong[t++]!) }
+    lines.push(b.lines[i]!)
+    numbers.push(b.numbers[i]!)
+  }
+  while (t < b.tooLong.length) { lines.push(''); numbers.push(b.tooLong[t++]!) }
+  return { lines, numbers, tooLong: [] }
+}
+
+/**
  * One chunk through the pool (Redis mode) or inline. A filter version removed while the job ran (a `load` flipped
  * and the old version was dropped) fails the chunk's lookups; it is then run again on the version served now.
  */
@@ -138,7 +163,7 @@ async function runChunk (deps: EngineDeps, params: ScrubParams, input: ChunkInpu
   for (let attempt = 0; ; attempt++) {
     const view = deps.getView()
     const out = deps.pool !== null && view instanceof RedisView
-      ? await deps.pool.run({ input, query: params, view: { version: view.version, sab: view.bloom.buffer as SharedArrayBuffer, buckets: view.buckets } })
+      ? await deps.pool.run({ input, query: params, view: { version: view.version, generation: view.generation, sab: view.bloom.buffer as SharedArrayBuffer, buckets: view.buckets } })
       : await checkChunk(deps.getView, deps.policy, params, input)
     if (out.storeError !== VersionGoneError.name || attempt === 3) return out
   }
@@ -179,7 +204,8 @@ export class ScrubQueue {
       const started = Date.now()
       let lastSave = started
       try {
-        await scrubFile(this.deps, jobs.inputPath(job.jobId), jobs.tmpResultPath(job.jobId), job.params, job.format, job.totals, (bytesRead) => {
+        await scrubFile(this.deps, jobs.inputPath(job.jobId), jobs.tmpResultPath(job.jobId), job.params, job.format, job.totals, (bytesRead, bytesWritten) => {
+          jobs.setResultBytes(job.jobId, bytesWritten)
           const secs = (Date.now() - started) / 1000
           job.rate = secs > 0 ? Math.round(job.totals.read / secs) : 0
           job.etaSeconds = bytesRead > 0 ? Math.max(0, Math.round(secs * (job.bytes - bytesRead) / bytesRead)) : undefined
@@ -187,6 +213,7 @@ export class ScrubQueue {
         })
         await rename(jobs.tmpResultPath(job.jobId), jobs.resultPath(job.jobId))
         job.resultBytes = (await stat(jobs.resultPath(job.jobId))).size
+        jobs.setResultBytes(job.jobId, job.resultBytes)
         const secs = (Date.now() - started) / 1000
         job.rate = secs > 0 ? Math.round(job.totals.read / secs) : 0
         await jobs.finish(job, 'done')
@@ -194,6 +221,7 @@ export class ScrubQueue {
       } catch (err) {
         if (this.stopping) return
         log.warn({ jobId: job.jobId, err: (err as Error).message }, 'scrub job failed')
+        await jobs.removeTmpResult(job.jobId).catch(() => {})
         await jobs.finish(job, 'failed', `the job stopped: ${(err as Error).message}`)
       }
     }

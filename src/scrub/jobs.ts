@@ -2,9 +2,11 @@
 // result. A result is written to result.tmp and renamed to result.csv only when complete, so nothing half-written is
 // ever served. Jobs survive a gateway restart; a job whose upload was cut off by the restart is failed, one that
 // was queued or running is run again from its complete input. Finished jobs are deleted after the retention.
+// The bytes of every job's files (uploads as they arrive, results as they are written) are counted here, so that
+// the upload route can hold all of them under SCRUB_MAX_TOTAL_BYTES.
 
 import { randomUUID } from 'node:crypto'
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
@@ -28,6 +30,8 @@ export interface ScrubTotals {
   blocked: number
   invalid: number
   duplicates: number
+  /** lines longer than SCRUB_MAX_LINE_BYTES (also counted in invalid: INVALID_RECIPIENT, shown empty) */
+  tooLong: number
   blockedByReason: Record<string, number>
 }
 
@@ -52,23 +56,63 @@ export interface JobRecord {
 
 export const JOB_ID = /^[A-Za-z0-9_-]{1,64}$/
 
-export const emptyTotals = (): ScrubTotals => ({ read: 0, checked: 0, allowed: 0, blocked: 0, invalid: 0, duplicates: 0, blockedByReason: {} })
+export const emptyTotals = (): ScrubTotals => ({ read: 0, checked: 0, allowed: 0, blocked: 0, invalid: 0, duplicates: 0, tooLong: 0, blockedByReason: {} })
 
 export class ScrubJobs {
   readonly dir: string
   private readonly retentionMs: number
   private readonly log: Logger
   private readonly jobs = new Map<string, JobRecord>()
+  /** bytes on disk per job: its input and its result (or the result being written) */
+  private readonly disk = new Map<string, { input: number, result: number }>()
+  private used = 0
+  private readonly onUsage: (bytes: number) => void
 
-  constructor (dir: string, retentionHours: number, log: Logger) {
+  /** `onUsage` hears every change of usedBytes (for a gauge). */
+  constructor (dir: string, retentionHours: number, log: Logger, onUsage: (bytes: number) => void = () => {}) {
     this.dir = dir
     this.retentionMs = retentionHours * 3_600_000
     this.log = log
+    this.onUsage = onUsage
   }
 
   inputPath (id: string): string { return join(this.dir, id, 'input') }
   resultPath (id: string): string { return join(this.dir, id, 'result.csv') }
   tmpResultPath (id: string): string { return join(this.dir, id, 'result.tmp') }
+
+  /** Bytes of all jobs' inputs and results on disk (or being written), for SCRUB_MAX_TOTAL_BYTES. */
+  get usedBytes (): number { return this.used }
+
+  /** Counts `n` more bytes of a job's upload. */
+  addInputBytes (id: string, n: number): void {
+    const d = this.disk.get(id)
+    if (d === undefined) return
+    d.input += n
+    this.used += n
+    this.onUsage(this.used)
+  }
+
+  /** Sets the size of a job's result (or of the result being written). */
+  setResultBytes (id: string, n: number): void {
+    const d = this.disk.get(id)
+    if (d === undefined) return
+    this.used += n - d.result
+    d.result = n
+    this.onUsage(this.used)
+  }
+
+  /** Deletes a job's input (an upload that failed: it can never run) and gives its bytes back. */
+  async removeInput (id: string): Promise<void> {
+    await rm(this.inputPath(id), { force: true })
+    const d = this.disk.get(id)
+    if (d !== undefined) { this.used -= d.input; d.input = 0; this.onUsage(this.used) }
+  }
+
+  /** Deletes the result a failed run left half-written. */
+  async removeTmpResult (id: string): Promise<void> {
+    await rm(this.tmpResultPath(id), { force: true })
+    this.setResultBytes(id, 0)
+  }
 
   /** Loads the jobs a previous run left; returns those to run again. */
   async init (): Promise<JobRecord[]> {
@@ -78,7 +122,11 @@ export class ScrubJobs {
       if (!JOB_ID.test(id)) continue
       let job: JobRecord
       try { job = JSON.parse(await readFile(join(this.dir, id, 'job.json'), 'utf8')) as JobRecord } catch { continue }
+      this.disk.set(id, { input: 0, result: 0 })
+      this.addInputBytes(id, await sizeOf(this.inputPath(id)))
+      this.setResultBytes(id, await sizeOf(this.resultPath(id)) + await sizeOf(this.tmpResultPath(id)))
       if (job.state === 'uploading') {
+        await this.removeInput(id) // it can never run
         job.state = 'failed'
         job.reason = 'the upload did not complete before the gateway stopped'
         job.finishedAt = new Date().toISOString()
@@ -94,13 +142,24 @@ export class ScrubJobs {
     return again
   }
 
+  /**
+   * A new job in state 'uploading'. Its id is taken before the first await, so that of two uploads racing for one
+   * jobId exactly one gets it (the route checks `has` first and answers the other 409).
+   */
   async create (params: ScrubParams, format: InputFormat, jobId?: string): Promise<JobRecord> {
     const id = jobId ?? randomUUID()
     if (this.jobs.has(id)) throw new Error(`scrub job ${id} exists already`)
-    await mkdir(join(this.dir, id), { recursive: true })
     const job: JobRecord = { jobId: id, state: 'uploading', params, format, createdAt: new Date().toISOString(), bytes: 0, totals: emptyTotals() }
     this.jobs.set(id, job)
-    await this.save(job)
+    this.disk.set(id, { input: 0, result: 0 })
+    try {
+      await mkdir(join(this.dir, id), { recursive: true })
+      await this.save(job)
+    } catch (err) {
+      this.jobs.delete(id)
+      this.forget(id)
+      throw err
+    }
     return job
   }
 
@@ -133,9 +192,19 @@ export class ScrubJobs {
       if (job.expiresAt === undefined || Date.parse(job.expiresAt) > now) continue
       await rm(join(this.dir, job.jobId), { recursive: true, force: true })
       this.jobs.delete(job.jobId)
+      this.forget(job.jobId)
       n++
     }
     if (n > 0) this.log.info({ deleted: n }, 'scrub job retention')
     return n
   }
+
+  private forget (id: string): void {
+    const d = this.disk.get(id)
+    if (d !== undefined) { this.used -= d.input + d.result; this.disk.delete(id); this.onUsage(this.used) }
+  }
+}
+
+async function sizeOf (path: string): Promise<number> {
+  try { return (await stat(path)).size } catch { return 0 }
 }

@@ -15,7 +15,7 @@ export interface ScrubWorkerData {
 export interface ScrubTask {
   input: ChunkInput
   query: Omit<CheckQuery, 'recipients'>
-  view: { version: number, sab: SharedArrayBuffer, buckets: number }
+  view: { version: number, generation: string | null, sab: SharedArrayBuffer, buckets: number }
 }
 
 // The worker is compiled JavaScript; when this module runs from src/ under the test runner, use the built one.

@@ -22,7 +22,8 @@ function viewFor (task: ScrubTask): RedisView {
   let v = views.get(task.view.sab)
   if (v === undefined) {
     views.clear() // one version at a time: drop the old bloom's wrapper so its memory can go when the gateway drops it
-    v = new RedisView(redis, task.view.version, new BloomFilter(task.view.sab), task.view.buckets, keys)
+    // The same generation check and lookup deadline as the gateway's own view: a chunk never reads another build.
+    v = new RedisView(redis, task.view.version, new BloomFilter(task.view.sab), task.view.buckets, keys, { generation: task.view.generation, timeoutMs: data.redisTimeoutMs })
     views.set(task.view.sab, v)
   }
   return v
