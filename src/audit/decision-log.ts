@@ -1,16 +1,19 @@
-// The decision log: every decision of /v1/check and /v1/messages, written to Postgres off the request path.
+// The decision log: every decision of /v1/check and /v1/messages, durable on local disk before it takes effect and
+// then shipped to Postgres exactly once.
 //
-// record() only appends a COPY text line to a buffer; a flush every DECISION_FLUSH_MS (or at 10,000 lines) sends the
-// buffer as one batch: `INSERT INTO decision_batches` + `COPY decisions FROM STDIN` in one transaction. When that
-// fails (Postgres down, slow, restarting) the batch goes to a spool file on local disk, written atomically, and a
-// replay loop writes spooled batches when Postgres is back. A batch whose first attempt did commit although we saw
-// an error is recognised by its batch id and skipped, so every record lands exactly once. close() (SIGTERM) flushes
-// everything first, to Postgres or to the spool.
+// Each request's decisions are one write() to the decision journal (journal.ts, line format in copy-text.ts): a
+// /v1/check answer is sent after it, a message is forwarded to its carrier after it. Every DECISION_FLUSH_MS (or
+// at 10,000 lines) the journal rotates and each closed segment is shipped as one batch: `INSERT INTO
+// decision_batches` (its name is the batch id) + `COPY decisions FROM STDIN` in one transaction, then deleted. A
+// segment Postgres cannot take now (down, slow, restarting) stays on disk and is retried: that is the spool. A batch
+// whose first attempt did commit although we saw an error is recognised by its id and skipped, so every record lands
+// exactly once. A batch Postgres refuses for its content (SQLSTATE class 22 or 23) is split in halves until the
+// refused lines are alone; those go to `quarantine/` beside their reason and the rest lands, so one bad line never
+// holds back another. At start-up the segments a crashed run left are shipped like any other.
 //
 // The table is partitioned by day (UTC); partitions are created ahead and those older than the retention dropped.
 
-import { randomBytes } from 'node:crypto'
-import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
@@ -19,112 +22,250 @@ import copyStreams from 'pg-copy-streams'
 import { inTransaction } from '../store/pg.js'
 import type { Pool } from '../store/pg.js'
 import type { CheckQuery, CheckResult } from '../check/checker.js'
-
-export interface DecisionRecord {
-  source: 'check' | 'messages'
-  iysCode: string | null
-  brandCode: string
-  type: string
-  recipientType: string
-  /** what the client sent (stringified) */
-  recipient: string
-  normalized: string | null
-  commercial: boolean
-  allowed: boolean
-  reason: string
-  /** seq of the consent change the decision relied on */
-  consentSeq: number | null
-  messageId: string | null
-  upstreamStatus: string | null
-  carrierId: string | null
-}
+import { GatewayError } from '../domain/errors.js'
+import { COLUMNS, esc, opt, segmentToCopy } from './copy-text.js'
+import { Journal, type Segment } from './journal.js'
 
 export interface DecisionLogOptions {
   pool: Pool
   spoolDir: string
   log: Logger
   flushMs?: number
+  /** group-commit fsync interval of the journal; 0: fsync before every answer. Default 50. */
+  fsyncMs?: number
   retentionDays?: number
   /** Called with counts for metrics. */
   onWritten?: (rows: number) => void
   onSpooled?: (rows: number) => void
+  onQuarantined?: (rows: number) => void
 }
 
-const COLUMNS = '(decided_at, source, iys_code, brand_code, type, recipient_type, recipient, normalized, commercial, allowed, reason, consent_seq, message_id, upstream_status, carrier_id)'
+/** What a carrier answered for one message (null: not forwarded, it was blocked). */
+export interface MessageOutcome { upstreamStatus: string, carrierId: string | null }
+
+/** The journal position of one /v1/messages request between its decisions and its carrier outcomes. */
+export interface MessageTicket { segment: Segment | null, key: string }
+
 const BATCH_LINES = 10_000
 const DAY_MS = 86_400_000
-
-/** COPY text format escaping for free text (a client's recipient or messageId may hold anything). */
-function esc (s: string): string {
-  return /[\\\t\n\r]/.test(s) ? s.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r') : s
-}
-const opt = (s: string | null): string => (s === null ? '\\N' : esc(s))
+const RETRY_MS = 1000
+const CLOSE_WAIT_MS = 15_000
+const QUARANTINE = 'quarantine'
 
 const partitionName = (dayStartMs: number): string => 'decisions_' + new Date(dayStartMs).toISOString().slice(0, 10).replace(/-/g, '')
 
+/** Postgres refused the rows themselves (data exception, integrity violation): retrying the same rows cannot help. */
+function isContentError (err: unknown): boolean {
+  const code = (err as { code?: unknown }).code
+  return typeof code === 'string' && /^2[23][0-9A-Z]{3}$/.test(code)
+}
+
+/** A client's recipient as text (it may be any JSON value; a value JSON cannot print is recorded as such). */
+function recipientText (v: unknown): string {
+  if (typeof v === 'string') return v
+  try { return JSON.stringify(v) ?? '' } catch { return '[unprintable]' }
+}
+
+const journalUnavailable = (err: unknown): GatewayError =>
+  new GatewayError('SERVICE_UNAVAILABLE', { message: 'The decision journal cannot be written on local disk; nothing was decided.', cause: err })
+
 export class DecisionLog {
   private readonly opts: DecisionLogOptions
-  private readonly bootId = randomBytes(6).toString('hex')
-  private batchNo = 0
-  private buf = ''
-  private lines = 0
+  private readonly journal: Journal
+  private reqNo = 0
   private lastMs = 0
   private lastIso = ''
-  private flushing: Promise<void> | null = null
-  private replaying: Promise<void> | null = null
+  private shipping: Promise<void> | null = null
+  private shipAgain = false
+  private retryAt = 0
+  /** segments already counted as spooled (their first shipping failed) */
+  private readonly spooledNames = new Set<string>()
   private timers: NodeJS.Timeout[] = []
   private readonly partitions = new Set<string>()
-  /** batches waiting in the spool (for /readyz and metrics) */
-  spooled = 0
 
   constructor (opts: DecisionLogOptions) {
     this.opts = opts
+    this.journal = new Journal({
+      dir: opts.spoolDir,
+      fsyncMs: opts.fsyncMs ?? 50,
+      fullLines: BATCH_LINES,
+      onFull: () => { void this.flush() },
+      onSyncError: err => { opts.log.error({ err: err.message }, 'decision journal: fsync failed') }
+    })
+  }
+
+  /** Segments waiting to be shipped (for /readyz and metrics). */
+  get spooled (): number {
+    return this.spooledNames.size
   }
 
   async start (): Promise<void> {
-    await mkdir(this.opts.spoolDir, { recursive: true })
-    this.spooled = (await this.spoolFiles()).length
+    await mkdir(join(this.opts.spoolDir, QUARANTINE), { recursive: true })
+    await this.journal.start()
     await this.maintainPartitions().catch((err: Error) => { this.opts.log.warn({ err: err.message }, 'decision log: cannot prepare partitions yet') })
     const every = (ms: number, fn: () => void): void => { const t = setInterval(fn, ms); t.unref(); this.timers.push(t) }
     every(this.opts.flushMs ?? 200, () => { void this.flush() })
-    every(1000, () => { void this.replay() })
     every(3_600_000, () => { this.maintainPartitions().catch((err: Error) => { this.opts.log.warn({ err: err.message }, 'decision log: partition maintenance failed') }) })
+    void this.ship(true) // what a previous run left behind
   }
 
-  record (r: DecisionRecord): void {
+  private stamp (): string {
     const now = Date.now()
     if (now !== this.lastMs) { this.lastMs = now; this.lastIso = new Date(now).toISOString() }
-    this.buf += this.lastIso + '\t' + r.source + '\t' + (r.iysCode ?? '\\N') + '\t' + r.brandCode + '\t' + r.type + '\t' + r.recipientType + '\t' +
-      esc(r.recipient) + '\t' + (r.normalized ?? '\\N') + '\t' + r.commercial + '\t' + r.allowed + '\t' + r.reason + '\t' +
-      (r.consentSeq ?? '\\N') + '\t' + opt(r.messageId) + '\t' + opt(r.upstreamStatus) + '\t' + opt(r.carrierId) + '\n'
-    if (++this.lines >= BATCH_LINES) void this.flush()
+    return this.lastIso
   }
 
-  /** Writes what is buffered (to Postgres, or to the spool when Postgres cannot take it). */
+  private head (source: string, iysCode: string | null, q: Omit<CheckQuery, 'recipients'>): string {
+    return this.stamp() + '\t' + source + '\t' + (iysCode ?? '\\N') + '\t' + q.brandCode + '\t' + q.type + '\t' + q.recipientType + '\t'
+  }
+
+  private static middle (q: Omit<CheckQuery, 'recipients'>, r: CheckResult): string {
+    return esc(recipientText(r.recipient)) + '\t' + (r.normalized ?? '\\N') + '\t' + q.commercial + '\t' + r.allowed + '\t' + r.reason + '\t' + (r.state?.seq ?? '\\N')
+  }
+
+  /**
+   * Journals one request's check decisions with one write(): call it before the answer is sent. Throws a 503
+   * GatewayError when the local disk refuses it (then no answer may leave).
+   */
+  recordChecks (source: 'check' | 'messages', iysCode: string | null, q: CheckQuery, results: readonly CheckResult[]): void {
+    if (results.length === 0) return
+    const head = this.head(source, iysCode, q)
+    let text = ''
+    for (let i = 0; i < results.length; i++) text += head + DecisionLog.middle(q, results[i]!) + '\t\\N\t\\N\t\\N\n'
+    try {
+      this.journal.append(text, results.length, false)
+    } catch (err) {
+      throw journalUnavailable(err)
+    }
+  }
+
+  /**
+   * Journals a /v1/messages request's decisions with one write(), BEFORE anything is forwarded: blocked messages as
+   * finished records, allowed ones as records awaiting their carrier outcome (recordOutcomes()). Throws a 503
+   * GatewayError when the local disk refuses it: nothing may be forwarded then.
+   */
+  recordMessages (iysCode: string, q: CheckQuery, results: readonly CheckResult[], messageIds: readonly string[]): MessageTicket {
+    const key = String(++this.reqNo)
+    const head = this.head('messages', iysCode, q)
+    let text = ''
+    let pending = 0
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i]!
+      const line = head + DecisionLog.middle(q, r) + '\t' + esc(messageIds[i]!)
+      if (r.allowed) { text += 'M' + key + '.' + i + '\t' + line + '\n'; pending++ } else text += line + '\t\\N\t\\N\n'
+    }
+    try {
+      const segment = this.journal.append(text, results.length, pending > 0)
+      return { segment: pending > 0 ? segment : null, key }
+    } catch (err) {
+      throw journalUnavailable(err)
+    }
+  }
+
+  /** Journals the carrier outcomes of a recordMessages() request (null: not forwarded) with one write. */
+  recordOutcomes (ticket: MessageTicket, outcomes: readonly (MessageOutcome | null)[]): void {
+    const seg = ticket.segment
+    if (seg === null) return
+    let text = ''
+    for (let i = 0; i < outcomes.length; i++) {
+      const o = outcomes[i]
+      if (o != null) text += 'O' + ticket.key + '.' + i + '\t' + esc(o.upstreamStatus) + '\t' + opt(o.carrierId) + '\n'
+    }
+    try {
+      this.journal.appendTo(seg, text)
+    } catch (err) {
+      // The decisions are journalled; without their outcomes they are recorded as 'interrupted' (maybe delivered).
+      this.opts.log.error({ err: (err as Error).message }, 'decision journal: cannot write carrier outcomes')
+    } finally {
+      this.journal.unpin(seg)
+    }
+  }
+
+  /** Rotates the journal and ships every closed segment (to Postgres, or it stays on disk when Postgres cannot take it). */
   flush (): Promise<void> {
-    if (this.flushing !== null) return this.flushing.then(() => (this.lines > 0 ? this.flush() : undefined))
-    if (this.lines === 0) return Promise.resolve()
-    const text = this.buf
-    const rows = this.lines
-    this.buf = ''
-    this.lines = 0
-    const batchId = `${this.bootId}-${++this.batchNo}`
-    this.flushing = this.writeBatch(batchId, text, rows)
-      .catch(async (err: Error) => {
-        this.opts.log.warn({ err: err.message, rows }, 'decision log: Postgres did not take a batch; spooling it to disk')
-        await this.spool(batchId, text)
-        this.opts.onSpooled?.(rows)
-      })
-      .finally(() => { this.flushing = null })
-    return this.flushing
+    this.journal.rotate()
+    return this.ship(false)
   }
 
-  /** Stops the timers and flushes everything. */
+  /** Stops the timers, closes the journal and ships everything (what Postgres cannot take stays for the next start). */
   async close (): Promise<void> {
     for (const t of this.timers) clearInterval(t)
-    await this.flush()
-    if (this.replaying !== null) await this.replaying
-    await this.replay()
+    if (!await settlesWithin(this.journal.close(), CLOSE_WAIT_MS)) this.opts.log.warn('decision journal: a message request still awaits its carrier at shutdown; the next start ships its segment')
+    await this.ship(true)
+    await this.journal.release()
+  }
+
+  /** Ships shippable segments, oldest first, until Postgres fails; after a failure waits RETRY_MS unless forced. */
+  private ship (force: boolean): Promise<void> {
+    if (this.shipping !== null) { this.shipAgain = true; return this.shipping.then(() => (force ? this.ship(true) : undefined)) }
+    if (!force && Date.now() < this.retryAt) return Promise.resolve()
+    this.shipping = (async () => {
+      do {
+        this.shipAgain = false
+        if (!await this.shipOnce()) return
+      } while (this.shipAgain)
+    })().finally(() => { this.shipping = null })
+    return this.shipping
+  }
+
+  /** False when Postgres failed (the rest waits for the next attempt). */
+  private async shipOnce (): Promise<boolean> {
+    let names: string[]
+    try {
+      names = await this.journal.shippable()
+    } catch (err) {
+      this.opts.log.error({ err: (err as Error).message }, 'decision journal: cannot list the spool folder')
+      return false
+    }
+    for (const name of names) {
+      let raw: string
+      try {
+        raw = await this.journal.read(name)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue // another gateway on this folder shipped it
+        this.opts.log.error({ err: (err as Error).message }, 'decision journal: cannot read a segment')
+        return false
+      }
+      const { text, rows } = segmentToCopy(raw)
+      try {
+        if (rows > 0) await this.writeChunk(name.slice(0, name.lastIndexOf('.')), text, rows)
+      } catch (err) {
+        this.retryAt = Date.now() + RETRY_MS
+        if (!this.spooledNames.has(name)) {
+          this.spooledNames.add(name)
+          this.opts.onSpooled?.(rows)
+          this.opts.log.warn({ err: (err as Error).message, rows }, 'decision log: Postgres did not take a batch; it stays in the spool and is retried')
+        }
+        return false
+      }
+      await this.journal.done(name)
+      if (this.spooledNames.delete(name) && this.spooledNames.size === 0) this.opts.log.info('decision log: spool replayed into Postgres')
+    }
+    return true
+  }
+
+  /** Writes a batch; one refused for its content is split until the refused lines are alone in quarantine. */
+  private async writeChunk (batchId: string, text: string, rows: number): Promise<void> {
+    try {
+      await this.writeBatch(batchId, text, rows)
+    } catch (err) {
+      if (!isContentError(err)) throw err
+      if (rows === 1) { await this.quarantine(batchId, text, err as Error & { code: string }); return }
+      const half = Math.ceil(rows / 2)
+      let cut = -1
+      for (let i = 0; i < half; i++) cut = text.indexOf('\n', cut + 1)
+      await this.writeChunk(batchId + '.0', text.slice(0, cut + 1), half)
+      await this.writeChunk(batchId + '.1', text.slice(cut + 1), rows - half)
+    }
+  }
+
+  private async quarantine (batchId: string, text: string, err: Error & { code: string }): Promise<void> {
+    const dir = join(this.opts.spoolDir, QUARANTINE)
+    await writeFile(join(dir, batchId + '.tsv'), text)
+    // The message may quote the line (a recipient): it stays in this file, never in the log.
+    await writeFile(join(dir, batchId + '.json'), JSON.stringify({ batchId, rows: 1, sqlstate: err.code, message: err.message, quarantinedAt: new Date().toISOString() }) + '\n')
+    this.opts.onQuarantined?.(1)
+    this.opts.log.error({ batchId, sqlstate: err.code }, 'decision log: Postgres refused a decision record; it is kept in the quarantine folder')
   }
 
   private async writeBatch (batchId: string, text: string, rows: number): Promise<void> {
@@ -136,37 +277,6 @@ export class DecisionLog {
       return true
     })
     if (written) this.opts.onWritten?.(rows)
-  }
-
-  private async spool (batchId: string, text: string): Promise<void> {
-    const file = join(this.opts.spoolDir, `${batchId}.tsv`)
-    await writeFile(file + '.tmp', text)
-    await rename(file + '.tmp', file)
-    this.spooled++
-  }
-
-  private async spoolFiles (): Promise<string[]> {
-    return (await readdir(this.opts.spoolDir)).filter(f => f.endsWith('.tsv')).sort()
-  }
-
-  /** Writes spooled batches, oldest first, until one fails. */
-  replay (): Promise<void> {
-    if (this.replaying !== null || this.spooled === 0) return this.replaying ?? Promise.resolve()
-    this.replaying = (async () => {
-      for (const f of await this.spoolFiles()) {
-        const path = join(this.opts.spoolDir, f)
-        const text = await readFile(path, 'utf8')
-        try {
-          await this.writeBatch(f.slice(0, -4), text, countLines(text))
-        } catch {
-          return // Postgres still away: try again on the next tick
-        }
-        await unlink(path)
-        this.spooled--
-      }
-      this.opts.log.info('decision log: spool replayed into Postgres')
-    })().finally(() => { this.replaying = null })
-    return this.replaying
   }
 
   /** Creates partitions from yesterday to two days ahead, and drops those past the retention. */
@@ -209,33 +319,18 @@ export class DecisionLog {
   }
 }
 
-function countLines (text: string): number {
-  let n = 0
-  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) n++
-  return n
+/** Waits for `p` at most `ms`; true when it settled in time. */
+async function settlesWithin (p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<false>(resolve => { timer = setTimeout(() => resolve(false), ms) })
+  try {
+    return await Promise.race([p.then(() => true, () => true), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
-/** Records one batch of check decisions (a /v1/check request, or the check step of /v1/messages). */
-export function logDecisions (log: DecisionLog, source: DecisionRecord['source'], iysCode: string | null, q: CheckQuery, results: CheckResult[],
-  messages?: { messageId: string | null, upstreamStatus: string | null, carrierId: string | null }[]): void {
-  for (let i = 0; i < results.length; i++) {
-    const r = results[i]!
-    const m = messages?.[i]
-    log.record({
-      source,
-      iysCode,
-      brandCode: q.brandCode,
-      type: q.type,
-      recipientType: q.recipientType,
-      recipient: typeof r.recipient === 'string' ? r.recipient : JSON.stringify(r.recipient) ?? '',
-      normalized: r.normalized,
-      commercial: q.commercial,
-      allowed: r.allowed,
-      reason: r.reason,
-      consentSeq: r.state?.seq ?? null,
-      messageId: m?.messageId ?? null,
-      upstreamStatus: m?.upstreamStatus ?? null,
-      carrierId: m?.carrierId ?? null
-    })
-  }
+/** Journals one batch of check decisions (a /v1/check request) before its answer is sent. */
+export function logDecisions (log: DecisionLog, source: 'check' | 'messages', iysCode: string | null, q: CheckQuery, results: CheckResult[]): void {
+  log.recordChecks(source, iysCode, q, results)
 }

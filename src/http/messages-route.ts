@@ -1,9 +1,10 @@
 // POST /v1/messages: check each message's recipient through the decision core, forward only the allowed ones to
-// the channel's carrier, answer per message in order, and log every decision with its carrier outcome.
+// the channel's carrier, answer per message in order, and journal every decision (before forwarding) with its
+// carrier outcome (after).
 
 import { randomUUID } from 'node:crypto'
 import type { Checker, CheckQuery } from '../check/checker.js'
-import { logDecisions, type DecisionLog } from '../audit/decision-log.js'
+import type { DecisionLog } from '../audit/decision-log.js'
 import { GatewayError } from '../domain/errors.js'
 import { canonicalCode, isConsentType, isRecipientType, type ConsentType } from '../domain/vocabulary.js'
 import type { Metrics } from '../metrics.js'
@@ -77,18 +78,21 @@ export function messagesRoute (router: Router, deps: MessagesRouteDeps): void {
     const query: CheckQuery = { ...p.query, recipients: p.recipients }
     const results = await deps.checker.check(query)
     deps.metrics.decisions(query.type, results)
-    // Only allowed messages reach the carrier; they go out concurrently (the carrier pool bounds the connections).
-    const outcomes = await Promise.all(results.map((r, i): Promise<UpstreamOutcome> | null => r.allowed
-      ? deps.upstreams.send({ messageId: p.messageIds[i]!, type: query.type, recipient: r.normalized!, iysCode: p.iysCode, brandCode: query.brandCode, payload: p.payloads[i]! } as OutboundMessage)
-      : null))
-    for (const o of outcomes) if (o !== null) deps.metrics.upstreamOutcomes.inc({ type: query.type, status: o.status })
-    if (deps.decisionLog !== null) {
-      logDecisions(deps.decisionLog, 'messages', p.iysCode, query, results, outcomes.map((o, i) => ({
-        messageId: p.messageIds[i]!,
-        upstreamStatus: o === null ? null : o.status,
-        carrierId: o !== null && o.forwarded ? o.carrierId : null
-      })))
+    // The decisions are on local disk before anything is forwarded (a crash from here on cannot lose them), and the
+    // carrier outcomes follow them into the same journal segment: Postgres gets one row per message with its outcome.
+    const ticket = deps.decisionLog?.recordMessages(p.iysCode, query, results, p.messageIds) ?? null
+    let outcomes: (UpstreamOutcome | null)[] = []
+    try {
+      // Only allowed messages reach the carrier; they go out concurrently (the carrier pool bounds the connections).
+      outcomes = await Promise.all(results.map((r, i): Promise<UpstreamOutcome> | null => r.allowed
+        ? deps.upstreams.send({ messageId: p.messageIds[i]!, type: query.type, recipient: r.normalized!, iysCode: p.iysCode, brandCode: query.brandCode, payload: p.payloads[i]! } as OutboundMessage)
+        : null))
+    } finally {
+      if (ticket !== null) {
+        deps.decisionLog!.recordOutcomes(ticket, outcomes.map(o => o === null ? null : { upstreamStatus: o.status, carrierId: o.forwarded ? o.carrierId : null }))
+      }
     }
+    for (const o of outcomes) if (o !== null) deps.metrics.upstreamOutcomes.inc({ type: query.type, status: o.status })
     return json(200, {
       results: results.map((r, i) => {
         const o = outcomes[i]!

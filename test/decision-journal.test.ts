@@ -1,0 +1,152 @@
+// The decision journal: a gateway killed with SIGKILL in the middle of traffic loses no decision whose answer left
+// the process, and no message that reached the carrier is without its decision record. The gateway runs as its own
+// process (`iys-gateway serve` over dist/), is killed while check and message requests are in flight, and is started
+// again on the same spool folder; then Postgres must hold every answered decision exactly once.
+
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { esc, segmentToCopy } from '../src/audit/copy-text.js'
+import { startFakeCarrier, type FakeCarrier } from '../src/proxy/fake-carrier.js'
+import { BIN, cliEnv, runSteps } from './helpers/cli.js'
+import { postJson } from './helpers/gateway.js'
+import { freePort, until } from './helpers/redis-server.js'
+import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
+
+interface Serve { child: ChildProcess, url: string }
+
+async function serve (env: Record<string, string>): Promise<Serve> {
+  const port = await freePort()
+  const child = spawn(process.execPath, [BIN, 'serve'], { env: cliEnv({ ...env, PORT: String(port), FILTER_POLL_MS: '50' }), stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
+  const url = `http://127.0.0.1:${port}`
+  await until(async () => {
+    if (child.exitCode !== null) throw new Error(`serve exited with ${child.exitCode}: ${stderr}`)
+    try { return (await fetch(url + '/readyz')).status === 200 } catch { return false }
+  }, 30_000, 'the gateway to be ready')
+  return { child, url }
+}
+
+const exited = (child: ChildProcess): Promise<void> => child.exitCode !== null || child.signalCode !== null
+  ? Promise.resolve()
+  : new Promise(resolve => child.once('exit', () => resolve()))
+
+describe('decision journal', () => {
+  let db: TestDatabase
+  let redis: TestRedis
+  let carrier: FakeCarrier
+  let pool: pg.Pool
+  let dir: string
+  let env: Record<string, string>
+  let gw: Serve | null = null
+
+  beforeAll(async () => {
+    db = await createTestDatabase()
+    redis = await createTestRedis()
+    carrier = await startFakeCarrier({ port: 0 })
+    dir = mkdtempSync(join(tmpdir(), 'iys-journal-'))
+    const direct = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
+    await runSteps([['migrate'], ['load']], direct)
+    env = { ...direct, UPSTREAM_MESAJ_URL: carrier.url, DECISION_SPOOL_DIR: join(dir, 'spool'), SCRUB_DIR: join(dir, 'scrub') }
+    pool = new pg.Pool({ connectionString: db.url, max: 2 })
+  }, 120_000)
+
+  afterAll(async () => {
+    if (gw !== null) { gw.child.kill('SIGTERM'); await exited(gw.child) }
+    await carrier?.close()
+    await pool?.end()
+    await redis?.cleanup()
+    await db?.drop()
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+  })
+
+  it.each([['50', 1], ['0', 2]])('SIGKILL mid-traffic loses no answered decision and no forwarded message: after a restart each is in Postgres exactly once (DECISION_FSYNC_MS=%s)', async (fsyncMs, run) => {
+    carrier.reset()
+    const runEnv = { ...env, DECISION_FSYNC_MS: fsyncMs }
+    gw = await serve(runEnv)
+    const url = gw.url
+    const answeredChecks: string[] = []
+    const answeredMessages = new Map<string, boolean>() // messageId → reported forwarded
+    let n = 0
+    let stop = false
+    const checker = async (): Promise<void> => {
+      while (!stop) {
+        const recipients = Array.from({ length: 20 }, () => '+9054' + run + String(++n).padStart(7, '0'))
+        try {
+          const { status, json } = await postJson(url + '/v1/check', { brandCode: 600001, type: 'MESAJ', recipients })
+          if (status === 200) for (const r of json.results) answeredChecks.push(r.recipient)
+        } catch { return } // the process is gone
+      }
+    }
+    const sender = async (): Promise<void> => {
+      while (!stop) {
+        // Informational messages are forwarded without a consent; every third one is commercial and blocked.
+        const messages = Array.from({ length: 10 }, () => { const i = ++n; return { messageId: `k-${run}-${i}`, recipient: '+9055' + String(i).padStart(8, '0'), sender: 'ACME', text: 'Siparişiniz yolda' } })
+        try {
+          const { status, json } = await postJson(url + '/v1/messages', { iysCode: 700001, brandCode: 600001, type: 'MESAJ', commercial: n % 3 === 0, messages })
+          if (status === 200) for (const r of json.results) answeredMessages.set(r.messageId, r.forwarded)
+        } catch { return }
+      }
+    }
+    const loops = [checker(), checker(), sender(), sender()]
+    await until(() => answeredChecks.length >= 2000 && answeredMessages.size >= 300, 60_000, 'traffic to be answered')
+    gw.child.kill('SIGKILL')
+    await exited(gw.child)
+    stop = true
+    await Promise.all(loops)
+    const atCarrier = carrier.stats().accepted.map(a => a.messageId)
+    expect(atCarrier.length).toBeGreaterThan(0)
+
+    gw = await serve(runEnv) // ships what the killed run left in the journal
+    const rows = async (sql: string, ids: string[]): Promise<number> => (await pool.query<{ n: number }>(sql, [ids])).rows[0]!.n
+    await until(async () => (await rows('SELECT count(DISTINCT recipient)::int AS n FROM decisions WHERE recipient = ANY($1)', answeredChecks)) === answeredChecks.length,
+      30_000, 'every answered check decision to be in Postgres')
+    const ids = [...answeredMessages.keys()]
+    await until(async () => (await rows('SELECT count(DISTINCT message_id)::int AS n FROM decisions WHERE message_id = ANY($1)', ids)) === ids.length,
+      30_000, 'every answered message decision to be in Postgres')
+    expect(await rows('SELECT count(DISTINCT message_id)::int AS n FROM decisions WHERE message_id = ANY($1)', atCarrier)).toBe(atCarrier.length)
+
+    // Exactly once: no decision twice, whether it was answered or not.
+    const dup = await pool.query("SELECT coalesce(message_id, recipient) AS k FROM decisions GROUP BY 1 HAVING count(*) > 1")
+    expect(dup.rows).toEqual([])
+    // One row per message, with its carrier outcome: what was reported forwarded is 'accepted'; a message the
+    // carrier got whose answer never left the process is 'accepted' or 'interrupted' (the kill came before its
+    // outcome was journalled), never missing.
+    const { rows: msgs } = await pool.query<{ id: string, status: string | null, allowed: boolean }>(
+      "SELECT message_id AS id, upstream_status AS status, allowed FROM decisions WHERE source = 'messages' AND message_id LIKE $1", [`k-${run}-%`])
+    const byId = new Map(msgs.map(m => [m.id, m]))
+    for (const [id, forwarded] of answeredMessages) if (forwarded) expect(byId.get(id)?.status, id).toBe('accepted')
+    for (const id of atCarrier) expect(['accepted', 'interrupted'], id).toContain(byId.get(id)!.status)
+    for (const m of msgs) if (!m.allowed) expect(m.status).toBeNull()
+    gw.child.kill('SIGTERM')
+    await exited(gw.child)
+    gw = null
+  }, 180_000)
+})
+
+describe('journal segment format', () => {
+  const T = '2025-01-01T10:00:00.000Z\tmessages\t700001\t600001\tMESAJ\tBIREYSEL\t+905550000001\t+905550000001\tfalse\ttrue\tINFORMATIONAL\t\\N\t'
+
+  it('merges each message decision with its carrier outcome, and marks one without an outcome interrupted', () => {
+    const raw = `M7.0\t${T}a\nM7.1\t${T}b\nO7.0\taccepted\tfc-1\n`
+    expect(segmentToCopy(raw)).toEqual({ text: `${T}a\taccepted\tfc-1\n${T}b\tinterrupted\t\\N\n`, rows: 2 })
+  })
+
+  it('drops a torn last line: the crash came before its write completed, so its answer never left', () => {
+    const check = T.replace('messages', 'check') + '\\N\t\\N\t\\N\n'
+    expect(segmentToCopy(check + check.slice(0, 40))).toEqual({ text: check, rows: 1 })
+    expect(segmentToCopy(check + 'M8.0\t' + T.slice(0, 30))).toEqual({ text: check, rows: 1 })
+  })
+
+  it('escapes what COPY gives a meaning to and replaces what Postgres text cannot hold', () => {
+    expect(esc('+905321234567')).toBe('+905321234567')
+    expect(esc('a\\b\tc\nd\re')).toBe('a\\\\b\\tc\\nd\\re')
+    expect(esc('x\u0000y')).toBe('x\uFFFDy')
+    expect(esc('\uD800x\uDC00')).toBe('\uFFFDx\uFFFD')
+    expect(esc('ok \uD83D\uDE00')).toBe('ok \uD83D\uDE00') // a valid pair (an emoji) stays
+  })
+})
