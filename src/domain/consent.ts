@@ -24,11 +24,16 @@ export interface ValidConsent {
 
 const absent = (v: unknown): boolean => v === undefined || v === null || v === ''
 
+const NOT_AN_OBJECT = 'A consent must be a JSON object.'
+
 /**
  * Validates one record. `iysCode` and `brandCode` may come from the URL (API) or from the row (files).
  * Returns the normalised record, or the first error in İYS's order of checks.
  */
-export function validateConsent (input: Readonly<Record<string, unknown>>, nowSeconds: number): ValidConsent | ErrorItem {
+export function validateConsent (record: unknown, nowSeconds: number): ValidConsent | ErrorItem {
+  // Lists from outside (İYS push, files) may hold anything: null, a number, an array is a refused item, not a throw.
+  if (typeof record !== 'object' || record === null || Array.isArray(record)) return errorItem('INVALID_FIELD', undefined, undefined, NOT_AN_OBJECT)
+  const input = record as Readonly<Record<string, unknown>>
   const iysCode = canonicalCode(input.iysCode)
   if (iysCode === null) return errorItem('INVALID_FIELD', 'iysCode', input.iysCode, 'iysCode must be a positive integer (İYS code).')
   const brandCode = canonicalCode(input.brandCode)
@@ -72,3 +77,45 @@ export function validateConsent (input: Readonly<Record<string, unknown>>, nowSe
 }
 
 export const isValidConsent = (v: ValidConsent | ErrorItem): v is ValidConsent => 'recipientType' in v
+
+// İYS issues transaction ids as UUID-like tokens; these characters are also safe in COPY text and CSV.
+export const TRANSACTION_ID_RE = /^[A-Za-z0-9_-]{1,128}$/
+
+export interface ValidIysItem {
+  consent: ValidConsent
+  /** İYS's transactionId, when the item has one */
+  transactionId: string | null
+  /** İYS's creationDate in epoch seconds, when the item has one */
+  creationDate: number | null
+}
+
+/**
+ * One item İYS sends (a push notification's list entry): the consent plus İYS's optional transactionId and
+ * creationDate. A string with a NUL character is refused by name: Postgres text cannot hold it, and nothing İYS
+ * legitimately sends contains one. Never throws, whatever the item is.
+ */
+export function validateIysItem (item: unknown, nowSeconds: number): ValidIysItem | ErrorItem {
+  if (typeof item === 'object' && item !== null && !Array.isArray(item)) {
+    for (const [key, value] of Object.entries(item)) {
+      // The field's name is named only when it is a plain word: names are the sender's text too.
+      if (typeof value === 'string' && value.includes('\0')) return errorItem('INVALID_FIELD', /^[A-Za-z]{1,40}$/.test(key) ? key : undefined, undefined, 'A field contains a NUL character.')
+    }
+  }
+  const consent = validateConsent(item, nowSeconds)
+  if (!isValidConsent(consent)) return consent
+  const { transactionId: tx, creationDate: cd } = item as Readonly<Record<string, unknown>>
+  let transactionId: string | null = null
+  if (!absent(tx)) {
+    if (typeof tx !== 'string' || !TRANSACTION_ID_RE.test(tx)) return errorItem('INVALID_FIELD', 'transactionId', undefined, 'transactionId must be 1 to 128 characters of A-Z, a-z, 0-9, _ and -.')
+    transactionId = tx
+  }
+  let creationDate: number | null = null
+  if (!absent(cd)) {
+    const d = typeof cd === 'string' ? parseIysDate(cd) : { ok: false as const, code: 'H158' as const }
+    if (!d.ok) return errorItem(d.code, 'creationDate')
+    creationDate = d.seconds
+  }
+  return { consent, transactionId, creationDate }
+}
+
+export const isValidIysItem = (v: ValidIysItem | ErrorItem): v is ValidIysItem => 'consent' in v

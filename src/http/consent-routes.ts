@@ -12,7 +12,7 @@ import { createRequest, requestResults, type RequestProcessor } from '../store/c
 import { approvedAmong, consentHistory, consentStateAt, consentStatus } from '../store/consent-queries.js'
 import { writeConsents } from '../store/consent-store.js'
 import type { Pool } from '../store/pg.js'
-import { storePush, type PushProcessor } from '../store/push-inbox.js'
+import type { PushProcessor } from '../store/push-inbox.js'
 import { evidenceHtml, findEvidence } from '../audit/evidence.js'
 import { keyParams } from './params.js'
 import { json, type Reply, type RequestFacts, type Router } from './router.js'
@@ -98,6 +98,8 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
     if (id.length > 36) return fail(422, [errorItem('H198', 'requestId', id)])
     if (/^[A-Za-z]+$/.test(id)) return fail(422, [errorItem('H199', 'requestId', id)])
     if (/^\d+$/.test(id)) return fail(422, [errorItem('H400', 'requestId', id)])
+    // Postgres text cannot hold U+0000 (the query would fail, a 500): no request was ever issued such an id.
+    if (id.includes('\u0000')) return json(200, [])
     return json(200, await requestResults(pool, iysCode, brandCode, id))
   }, { params: 3 })
 
@@ -147,8 +149,7 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
     if (!basicAuthMatches(req.headers.authorization ?? '', deps.pushCredentials)) return fail(401, [errorItem('UNAUTHORIZED')])
     const list = (body as { list?: unknown } | null)?.list
     if (typeof body !== 'object' || body === null || !Array.isArray(list)) return fail(400, [errorItem('INVALID_FIELD', 'list', undefined, 'The body must be İYS\'s push payload: {"list":[...]}.')])
-    const id = await storePush(pool, body)
-    deps.push.drainer.kick()
+    const id = await deps.push.store(body) // on the receiver's own pool; starts processing
     return json(200, { received: list.length, id })
   }, { headers: ['authorization'] })
 

@@ -1,9 +1,13 @@
 // `iys-gateway import FILE`: bulk-loads consents into Postgres.
 //
 // Rows are validated and normalised in Node and streamed with COPY into a temporary staging table (invalid rows
-// too, carrying their error). Then, under the consent write lock, one set-based pass judges every row per key in
-// consentDate order (ties: file order), whatever the order of the rows in the file, with the rules of
-// domain/rules.ts for the chosen authority:
+// too, carrying their error). The keys are then cut into slices (SLICE_KEYS keys each, in key order) and each slice
+// is judged and applied in a transaction of its own, under the consent write lock: every seq-assigning transaction
+// holds it (seq order is commit order, see filter/changes.ts), but only for one slice, so live writes (API, İYS
+// push) wait at most one slice, never the whole import. All rows of a key are in the same slice, and a slice is
+// judged against the state stored when it runs (including live writes committed meanwhile). In a slice, one
+// set-based pass judges every row per key in consentDate order (ties: file order), whatever the order of the rows in
+// the file, with the rules of domain/rules.ts for the chosen authority:
 //   'iys' (default): the file holds İYS's records (an export, a migration): a RET is a fact even without an ONAY
 //         before it. A row older than the stored record is H178 ("superseded"); a row equal in date and status
 //         to the record before it is a duplicate (H174). Everything else applies.
@@ -11,6 +15,8 @@
 //         H175 a RET before the key has any record, H174 the same status as the record before it.
 // Every accepted row becomes a change with its own seq in the evidence ledger; the last one per key is the current
 // state. The reject file lists every refused row in line order with its code. The good rows still count.
+// An import that stops half-way (Postgres gone, the process killed) keeps the slices it committed; running it again
+// converges: rows already applied come back as duplicates (H174) or superseded (H178) and the rest apply.
 
 import { createWriteStream, statSync } from 'node:fs'
 import { once } from 'node:events'
@@ -21,7 +27,7 @@ import { ERRORS, type ErrorCode } from '../domain/errors.js'
 import type { Authority } from '../domain/rules.js'
 import { CONSENT_WRITE_LOCK } from '../store/migrate.js'
 import { CHANGES_CHANNEL } from '../store/consent-store.js'
-import { inTransaction, type Pool, type PoolClient } from '../store/pg.js'
+import type { Pool, PoolClient } from '../store/pg.js'
 import { readConsentFile, type ConsentDefaults } from './consent-file.js'
 import { Progress } from './progress.js'
 
@@ -34,6 +40,8 @@ export interface ImportOptions {
   rules?: Authority
   /** iysCode/brandCode for items that do not carry them (İYS lists are per brand). */
   defaults?: ConsentDefaults
+  /** keys per slice (one transaction each); default SLICE_KEYS */
+  sliceKeys?: number
 }
 
 export interface ImportResult {
@@ -60,18 +68,34 @@ const STAGING = `CREATE TEMP TABLE import_staging (
   line bigint, brand_code bigint, type text, recipient_type text, recipient text,
   iys_code bigint, status text, source text, consent_epoch bigint, transaction_id text, creation_epoch bigint,
   code text, location text, message text
-) ON COMMIT DROP`
+)`
+
+// Each valid row's key and its slice: keys in key order, SLICE_KEYS ($1) keys per slice.
+const SLICES = `
+CREATE TEMP TABLE import_keys AS
+SELECT brand_code, type, recipient_type, recipient, (row_number() OVER (ORDER BY brand_code, type, recipient_type, recipient) - 1) / $1 AS slice
+FROM (SELECT DISTINCT brand_code, type, recipient_type, recipient FROM import_staging WHERE code IS NULL) k`
+const SLICE_INDEXES = [
+  'CREATE INDEX ON import_keys (slice)',
+  'CREATE INDEX ON import_staging (brand_code, type, recipient_type, recipient)',
+  'ANALYZE import_keys',
+  'ANALYZE import_staging'
+]
+
+/** Keys per slice: each slice is one transaction holding the write lock for a fraction of a second. */
+export const SLICE_KEYS = 5000
 
 // Rules per key in (consentDate, line) order; see the header. `prev` is the status of the row before (the stored
 // one for the first row): while a key has a record, the state before a row is always the previous row's status
-// (an accepted row set it, a refused H174 row equalled it). $1 is the authority.
+// (an accepted row set it, a refused H174 row equalled it). $1 is the authority, $2 the slice.
 const JUDGE = `
 CREATE TEMP TABLE import_judged ON COMMIT DROP AS
 WITH s AS (
   SELECT st.*, c.status AS stored_status, extract(epoch FROM c.consent_date)::bigint AS stored_epoch
-  FROM import_staging st
+  FROM import_keys k
+  JOIN import_staging st USING (brand_code, type, recipient_type, recipient)
   LEFT JOIN consents c USING (brand_code, type, recipient_type, recipient)
-  WHERE st.code IS NULL
+  WHERE k.slice = $2 AND st.code IS NULL
 ), w AS (
   SELECT s.*,
          coalesce(lag(status) OVER k, stored_status) AS prev,
@@ -87,12 +111,15 @@ SELECT w.*,
        END AS verdict
 FROM w`
 
-const MARK_REJECTS = `
-UPDATE import_staging st SET code = j.verdict FROM import_judged j WHERE j.line = st.line AND j.verdict IS NOT NULL;
+// The slice's refused rows; H178 (older than the stored record) before APPLY changes the stored records. $1: slice.
+const MARK_REJECTS = 'UPDATE import_staging st SET code = j.verdict FROM import_judged j WHERE j.line = st.line AND j.verdict IS NOT NULL'
+const MARK_SUPERSEDED = `
 UPDATE import_staging st SET code = 'H178'
-FROM consents c
-WHERE st.code IS NULL AND c.brand_code = st.brand_code AND c.type = st.type AND c.recipient_type = st.recipient_type
-  AND c.recipient = st.recipient AND st.consent_epoch < extract(epoch FROM c.consent_date)::bigint`
+FROM import_keys k, consents c
+WHERE k.slice = $1 AND st.code IS NULL
+  AND k.brand_code = st.brand_code AND k.type = st.type AND k.recipient_type = st.recipient_type AND k.recipient = st.recipient
+  AND c.brand_code = st.brand_code AND c.type = st.type AND c.recipient_type = st.recipient_type AND c.recipient = st.recipient
+  AND st.consent_epoch < extract(epoch FROM c.consent_date)::bigint`
 
 // Accepted rows get consecutive seqs from a block reserved under the write lock, in per-key order.
 const APPLY = `
@@ -154,18 +181,48 @@ export async function importConsents (pool: Pool, opts: ImportOptions): Promise<
   let lastSeq = 0
   const rejectsByCode: Record<string, number> = {}
   let rejected = 0
-  await inTransaction(pool, async client => {
-    await client.query('SET LOCAL work_mem = \'256MB\'')
+  const sliceKeys = opts.sliceKeys ?? SLICE_KEYS
+  // One session for the whole import: the staging table lives across the slices' transactions (temporary tables
+  // are per session). The session is closed at the end, which drops them.
+  const client = await pool.connect()
+  try {
     await client.query(STAGING)
     await pipeline(Readable.from(tsv()), client.query(copyStreams.from('COPY import_staging FROM STDIN')))
     progress?.setPhase('applying İYS rules')
-    await client.query('ANALYZE import_staging')
-    // From here on this transaction assigns seqs: hold the write lock so that seq order is commit order.
+    await client.query(SLICES, [sliceKeys])
+    for (const q of SLICE_INDEXES) await client.query(q)
+    const slices = Number((await client.query<{ n: string }>('SELECT coalesce(max(slice) + 1, 0) AS n FROM import_keys')).rows[0]!.n)
+    for (let slice = 0; slice < slices; slice++) {
+      const r = await applySlice(client, slice, opts)
+      applied += r.applied
+      if (r.lastSeq > 0) lastSeq = r.lastSeq
+    }
+    const byCode = await client.query<{ code: string, n: string }>('SELECT code, count(*) AS n FROM import_staging WHERE code IS NOT NULL GROUP BY code')
+    for (const r of byCode.rows) { rejectsByCode[r.code] = Number(r.n); rejected += Number(r.n) }
+    if (rejected > 0) await writeRejectFile(client, rejectPath)
+  } finally {
+    client.release(true)
+  }
+  const superseded = rejectsByCode.H178 ?? 0
+  const result: ImportResult = { rows, valid: rows - invalid, rejected, applied, superseded, rejectsByCode, rejectFile: rejected > 0 ? rejectPath : null, lastSeq }
+  progress?.done(`${applied} applied, ${superseded} superseded, ${rejected} rejected${rejected > 0 ? ` (see ${rejectPath})` : ''}`)
+  return result
+}
+
+/** Judges and applies one slice in its own transaction, holding the write lock from the first read of stored state. */
+async function applySlice (client: PoolClient, slice: number, opts: ImportOptions): Promise<{ applied: number, lastSeq: number }> {
+  await client.query('BEGIN')
+  try {
+    await client.query('SET LOCAL work_mem = \'256MB\'')
+    // This transaction reads the stored state and assigns seqs: hold the write lock so that seq order is commit order.
     await client.query('SELECT pg_advisory_xact_lock($1)', [CONSENT_WRITE_LOCK])
-    await client.query(JUDGE, [opts.rules ?? 'iys'])
+    await client.query(JUDGE, [opts.rules ?? 'iys', slice])
     await client.query(MARK_REJECTS)
+    await client.query(MARK_SUPERSEDED, [slice])
     const count = await client.query<{ n: string }>('SELECT count(*) AS n FROM import_judged WHERE verdict IS NULL')
     const accepted = Number(count.rows[0]!.n)
+    let applied = 0
+    let lastSeq = 0
     if (accepted > 0) {
       const base = Number((await client.query<{ v: string }>('SELECT nextval(\'consent_seq\') AS v')).rows[0]!.v)
       await client.query('SELECT setval(\'consent_seq\', $1)', [base + accepted - 1])
@@ -174,14 +231,12 @@ export async function importConsents (pool: Pool, opts: ImportOptions): Promise<
       lastSeq = base + accepted - 1
       await client.query(`SELECT pg_notify('${CHANGES_CHANNEL}', $1)`, [String(lastSeq)])
     }
-    const byCode = await client.query<{ code: string, n: string }>('SELECT code, count(*) AS n FROM import_staging WHERE code IS NOT NULL GROUP BY code')
-    for (const r of byCode.rows) { rejectsByCode[r.code] = Number(r.n); rejected += Number(r.n) }
-    if (rejected > 0) await writeRejectFile(client, rejectPath)
-  })
-  const superseded = rejectsByCode.H178 ?? 0
-  const result: ImportResult = { rows, valid: rows - invalid, rejected, applied, superseded, rejectsByCode, rejectFile: rejected > 0 ? rejectPath : null, lastSeq }
-  progress?.done(`${applied} applied, ${superseded} superseded, ${rejected} rejected${rejected > 0 ? ` (see ${rejectPath})` : ''}`)
-  return result
+    await client.query('COMMIT')
+    return { applied, lastSeq }
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {})
+    throw err
+  }
 }
 
 /** Every refused row, in line order: `line,code,location,message`. Recipients are never written to it. */

@@ -5,12 +5,12 @@
 
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
-import type { ErrorItem } from '../domain/errors.js'
+import { ERRORS, type ErrorItem } from '../domain/errors.js'
 import type { ValidConsent } from '../domain/consent.js'
 import { formatIysDate } from '../domain/time.js'
 import { writeConsentsTx } from './consent-store.js'
-import { inTransaction } from './pg.js'
-import { Drainer } from './drainer.js'
+import { inTransaction, isTransientDbError } from './pg.js'
+import { Drainer, failureReason, MAX_ATTEMPTS, type Backlog } from './drainer.js'
 import type { Pool } from './pg.js'
 
 interface StoredItem { consent: ValidConsent, subRequestId: string }
@@ -59,30 +59,69 @@ export async function requestResults (pool: Pool, iysCode: string, brandCode: st
   })
 }
 
-/** Applies pending requests in the background; `kick()` after storing one, and once at start-up. */
+/** Pending requests and the age of the oldest; reads the partial index of pending requests only. */
+export async function requestBacklog (pool: Pool): Promise<Backlog> {
+  const { rows } = await pool.query<{ n: string, age: number | null }>(
+    'SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age FROM consent_requests WHERE done_at IS NULL')
+  return { pending: Number(rows[0]!.n), oldestSeconds: Math.max(0, rows[0]!.age ?? 0) }
+}
+
+/**
+ * Applies pending requests in the background; `kick()` after storing one, and once at start-up. A request whose
+ * processing throws for any reason but a database outage is retried a few times (with the drainer's back-off) and
+ * then closed: every item answered as failed with H015, the reason kept in failed_reason. It never blocks the rest.
+ */
 export class RequestProcessor {
   private readonly pool: Pool
+  private readonly log: Logger
+  private readonly onFailed: (() => void) | undefined
   readonly drainer: Drainer
 
-  constructor (pool: Pool, log: Logger) {
+  constructor (pool: Pool, log: Logger, opts: { onFailed?: () => void } = {}) {
     this.pool = pool
+    this.log = log
+    this.onFailed = opts.onFailed
     this.drainer = new Drainer('consent request processing', () => this.processOne(), log)
   }
 
-  private processOne (): Promise<boolean> {
-    return inTransaction(this.pool, async client => {
-      const { rows } = await client.query<{ request_id: string, items: StoredItem[], actor: string | null }>(
-        'SELECT request_id, items, actor FROM consent_requests WHERE done_at IS NULL ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED')
-      const req = rows[0]
-      if (req === undefined) return false
-      const outcomes = await writeConsentsTx(client, req.items.map(i => ({ consent: i.consent, authority: 'provider', via: 'api', actor: req.actor })))
-      const results: StoredResult[] = outcomes.map(o => {
-        if (o.status === 'applied') return { status: 'success', transactionId: o.transactionId, creationDate: formatIysDate(o.creationDate) }
-        const error: ErrorItem | undefined = o.status === 'rejected' ? o.error : undefined
-        return { status: 'failure', error: { code: error?.code ?? 'H174', message: error?.message ?? '' } }
+  private async processOne (): Promise<boolean> {
+    let claimed: { request_id: string, attempts: number, n: number } | null = null
+    try {
+      return await inTransaction(this.pool, async client => {
+        const { rows } = await client.query<{ request_id: string, items: StoredItem[], actor: string | null, attempts: number }>(
+          'SELECT request_id, items, actor, attempts FROM consent_requests WHERE done_at IS NULL ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED')
+        const req = rows[0]
+        if (req === undefined) return false
+        claimed = { request_id: req.request_id, attempts: req.attempts, n: Array.isArray(req.items) ? req.items.length : 0 }
+        const outcomes = await writeConsentsTx(client, req.items.map(i => ({ consent: i.consent, authority: 'provider', via: 'api', actor: req.actor })))
+        const results: StoredResult[] = outcomes.map(o => {
+          if (o.status === 'applied') return { status: 'success', transactionId: o.transactionId, creationDate: formatIysDate(o.creationDate) }
+          const error: ErrorItem | undefined = o.status === 'rejected' ? o.error : undefined
+          return { status: 'failure', error: { code: error?.code ?? 'H174', message: error?.message ?? '' } }
+        })
+        await client.query('UPDATE consent_requests SET results = $2, done_at = now() WHERE request_id = $1', [req.request_id, JSON.stringify(results)])
+        return true
       })
-      await client.query('UPDATE consent_requests SET results = $2, done_at = now() WHERE request_id = $1', [req.request_id, JSON.stringify(results)])
-      return true
-    })
+    } catch (err) {
+      const req = claimed as { request_id: string, attempts: number, n: number } | null
+      if (req === null || isTransientDbError(err)) throw err
+      return this.recordFailure(req, err)
+    }
+  }
+
+  /** Counts a failed attempt; at MAX_ATTEMPTS closes the request (true: go on), before that throws (back-off). */
+  private async recordFailure (req: { request_id: string, attempts: number, n: number }, err: unknown): Promise<boolean> {
+    const reason = failureReason(err)
+    const attempts = req.attempts + 1
+    const give = attempts >= MAX_ATTEMPTS
+    const failed: StoredResult = { status: 'failure', error: { code: 'H015', message: ERRORS.H015.message } }
+    await this.pool.query(
+      `UPDATE consent_requests SET attempts = $2, failed_reason = $3${give ? ', done_at = now(), results = $4' : ''} WHERE request_id = $1 AND done_at IS NULL`,
+      give ? [req.request_id, attempts, reason, JSON.stringify(new Array(req.n).fill(failed))] : [req.request_id, attempts, reason])
+    const code = reason.slice(0, reason.indexOf(':')) // the full reason (in the row) may quote a value
+    if (!give) throw new Error(`consent request failed (attempt ${attempts} of ${MAX_ATTEMPTS}): ${code}`)
+    this.log.error({ attempts, code }, 'consent request closed as failed: it kept throwing; see consent_requests.failed_reason')
+    this.onFailed?.()
+    return true
   }
 }

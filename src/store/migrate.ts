@@ -111,6 +111,16 @@ const MIGRATIONS: readonly string[] = [
   // 4: nothing reads consents by seq (the change applier follows the ledger): its index only slowed bulk writes.
   `
   DROP INDEX IF EXISTS consents_seq_idx;
+  `,
+  // 5: poison-proof queues. A push body is kept as the JSON text the receiver was given, not jsonb: jsonb refuses
+  // \u0000 (22P05) and text columns refuse a raw NUL, but JSON text carries NUL as a six-character escape, so
+  // any JSON İYS sends is stored and answered; the processor refuses such an item on its own. A row or request whose
+  // processing keeps throwing is counted in attempts and, after a few, closed as failed with the reason, so it
+  // never blocks the rows behind it.
+  `
+  ALTER TABLE iys_push_inbox ALTER COLUMN payload TYPE text USING payload::text;
+  ALTER TABLE iys_push_inbox ADD COLUMN attempts int NOT NULL DEFAULT 0, ADD COLUMN failed_reason text;
+  ALTER TABLE consent_requests ADD COLUMN attempts int NOT NULL DEFAULT 0, ADD COLUMN failed_reason text;
   `
 ]
 

@@ -5,9 +5,24 @@ import pg from 'pg'
 export type Pool = pg.Pool
 export type PoolClient = pg.PoolClient
 
-export function createPool (url: string, max = 4): pg.Pool {
+export interface PoolOptions {
+  /** application_name, to tell the pools apart in pg_stat_activity */
+  name?: string
+  /** how long to wait for a connection (default 5000 ms) */
+  connectTimeoutMs?: number
+  /** a query that has not answered by then fails (default: none) */
+  queryTimeoutMs?: number
+}
+
+export function createPool (url: string, max = 4, opts: PoolOptions = {}): pg.Pool {
   // A Postgres that does not answer must fail a connection attempt, not hang it: the decision log then spools.
-  const pool = new pg.Pool({ connectionString: url, max, application_name: 'iys-gateway', connectionTimeoutMillis: 5000 })
+  const pool = new pg.Pool({
+    connectionString: url,
+    max,
+    application_name: opts.name ?? 'iys-gateway',
+    connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
+    ...(opts.queryTimeoutMs !== undefined ? { query_timeout: opts.queryTimeoutMs } : {})
+  })
   // A client losing its connection must not crash the process: idle ones are dropped by the pool ('error'), and
   // one that is checked out reports the loss through its failing query, so its own 'error' event is only noise.
   pool.on('error', () => {})
@@ -30,4 +45,19 @@ export async function inTransaction<T> (pool: Pool, fn: (client: PoolClient) => 
   } finally {
     client.release(broken) // a connection that cannot even roll back is closed, not reused
   }
+}
+
+/**
+ * True for a failure of the database rather than of the work: no connection, a connection lost, the server
+ * shutting down or out of resources, a deadlock or serialization conflict. Such work is retried as it is; any
+ * other error (a constraint, a value Postgres refuses, a bug) would fail the same way again.
+ */
+export function isTransientDbError (err: unknown): boolean {
+  // SQLSTATE classes: 08 connection, 40 rollback (deadlock, serialization), 53 resources, 57 operator, 58 system,
+  // and 42 (undefined table or column: the schema is not migrated yet), which no row is to blame for either
+  if (err instanceof pg.DatabaseError) return /^(08|40|42|53|57|58)/.test(err.code ?? '')
+  if (typeof (err as { syscall?: unknown } | null)?.syscall === 'string') return true // ECONNREFUSED, ECONNRESET, ...
+  const message = err instanceof Error ? err.message : ''
+  // node-postgres reports a dropped or unobtainable connection without a code
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(message)
 }

@@ -1,0 +1,105 @@
+// Issue 8, defect 7: a large `import` must not starve live consent writes. It commits in slices, holding the consent
+// write lock for one slice at a time, and the İYS push receiver has a pool of its own. While a 150k-row import runs,
+// consent API writes and İYS pushes all succeed, and each push is stored while the import is still running (not
+// after it, as when the import held the lock, and so every pooled connection, for its whole run).
+
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs'
+import { once } from 'node:events'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { generateConsents } from '../src/loaders/generate.js'
+import { importConsents, type ImportResult } from '../src/loaders/import.js'
+import { CONSENT_WRITE_LOCK, migrate } from '../src/store/migrate.js'
+import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
+import { until } from './helpers/redis-server.js'
+import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+
+const ROWS = 150_000
+const IYS = 700001
+const LIVE_BRAND = 600099 // not in the generated file: live writes never collide with imported keys
+const AUTH = 'Basic ' + Buffer.from('iys:s3cret').toString('base64')
+
+describe('import beside live consent writes', () => {
+  let db: TestDatabase
+  let gw: RunningGateway
+  let pool: pg.Pool
+  let dir: string
+  let file: string
+
+  beforeAll(async () => {
+    db = await createTestDatabase()
+    pool = new pg.Pool({ connectionString: db.url, max: 3 })
+    await migrate(pool)
+    dir = mkdtempSync(join(tmpdir(), 'iys-import-lock-'))
+    file = join(dir, 'big.csv')
+    const out = createWriteStream(file)
+    await generateConsents({ rows: ROWS, brands: 2, retShare: 0.1, seed: 11 }, out)
+    out.end()
+    await once(out, 'close')
+    // No Redis: the consent API and the push receiver need Postgres only.
+    gw = await startTestGateway({ DATABASE_URL: db.url, IYS_PUSH_USER: 'iys', IYS_PUSH_PASSWORD: 's3cret' })
+  }, 120_000)
+
+  afterAll(async () => {
+    await gw?.close()
+    await pool?.end()
+    await db?.drop()
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('consent API writes and İYS pushes during a large import all succeed, and each push is stored before the import ends', async () => {
+    const importPool = new pg.Pool({ connectionString: db.url, max: 1 })
+    let importDone = false
+    const importing: Promise<ImportResult> = importConsents(importPool, { file, progress: false }).finally(() => { importDone = true })
+    try {
+      // Start the live traffic once the import is applying (it holds the write lock) and less than half of its rows
+      // have been committed, so that it has plenty left to do.
+      await until(async () => {
+        if (importDone) throw new Error('the import finished before live traffic started: make ROWS larger')
+        const { rows } = await pool.query<{ held: boolean, imported: string }>(
+          `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted) AS held,
+                  (SELECT count(*) FROM consent_history WHERE via = 'import') AS imported`, [CONSENT_WRITE_LOCK])
+        return rows[0]!.held && Number(rows[0]!.imported) < ROWS / 2
+      }, 120_000, 'the import to take the consent write lock')
+
+      // More API writes at once than the gateway's pool has connections, so that with a whole-run lock they hold
+      // every connection while they wait.
+      const writes = Array.from({ length: 16 }, (_, i) => postJson(`${gw.url}/sps/${IYS}/brands/${LIVE_BRAND}/consents`, {
+        recipient: `+90530999${String(i).padStart(4, '0')}`, type: 'MESAJ', source: 'HS_WEB', status: 'ONAY', consentDate: '2025-01-02 10:00:00', recipientType: 'BIREYSEL'
+      }))
+      await new Promise(resolve => setTimeout(resolve, 50)) // let the writes take the connections first
+      const pushes = Array.from({ length: 3 }, async (_, i) => {
+        const item = { iysCode: IYS, brandCode: LIVE_BRAND, consentDate: '2025-02-02 10:00:00', creationDate: '2025-02-02 10:00:01', source: 'IYS_KISAMESAJ', recipient: `+90530888${String(i).padStart(4, '0')}`, recipientType: 'TACIR', status: 'RET', type: 'MESAJ' }
+        const res = await fetch(gw.url + '/iys/push', { method: 'POST', headers: { 'content-type': 'application/json', authorization: AUTH }, body: JSON.stringify({ list: [item] }) })
+        return { status: res.status, importRunning: !importDone, body: await res.text() }
+      })
+      const answered = await Promise.all(pushes)
+      const written = await Promise.all(writes)
+      const result = await importing
+
+      for (const p of answered) {
+        expect(p.status, p.body).toBe(200)
+        expect(p.importRunning, 'push stored while the import was still running').toBe(true)
+      }
+      for (const w of written) expect(w.status, JSON.stringify(w.json)).toBe(200)
+
+      // The import is complete and correct: every accepted row is one ledger entry, seqs have no duplicates, and
+      // the live writes committed between its slices (their seqs fall inside the import's range).
+      expect(result.rows).toBe(ROWS)
+      expect(result.applied + result.rejected).toBe(ROWS)
+      const ledger = await pool.query<{ n: string, lo: string, hi: string }>("SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM consent_history WHERE via = 'import'")
+      expect(Number(ledger.rows[0]!.n)).toBe(result.applied)
+      expect(Number(ledger.rows[0]!.hi)).toBe(result.lastSeq)
+      const live = await pool.query<{ seq: string }>("SELECT seq FROM consent_history WHERE via = 'api'")
+      expect(live.rows.length).toBe(16)
+      expect(live.rows.some(r => Number(r.seq) > Number(ledger.rows[0]!.lo) && Number(r.seq) < Number(ledger.rows[0]!.hi))).toBe(true)
+      const dup = await pool.query('SELECT seq FROM consent_history GROUP BY seq HAVING count(*) > 1')
+      expect(dup.rows).toEqual([])
+    } finally {
+      await importing.catch(() => {})
+      await importPool.end()
+    }
+  }, 240_000)
+})
