@@ -30,7 +30,8 @@ describe('fail closed when Redis is unavailable', () => {
     writeFileSync(join(dir, 'c.csv'), CSV)
     env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: 'fc:' }
     await runSteps([['migrate'], ['import', join(dir, 'c.csv')], ['load']], env)
-    gateway = await startTestGateway({ ...env, REDIS_TIMEOUT_MS: '200' })
+    // A person runs `load` here (the automatic rebuild has its own test, auto-rebuild.test.ts).
+    gateway = await startTestGateway({ ...env, REDIS_TIMEOUT_MS: '200', AUTO_REBUILD: 'false' })
   }, 60_000)
 
   afterAll(async () => {

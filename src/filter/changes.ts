@@ -18,13 +18,18 @@ import type { Layout } from './layout.js'
 import { encodeState } from './state.js'
 
 const BATCH = 2000
+/** Back-off between attempts to take LISTEN again after its connection broke. */
+const LISTEN_RETRY_MIN_MS = 200
+const LISTEN_RETRY_MAX_MS = 5000
 const STREAM_MAXLEN = 100_000
 
 // KEYS[1] current pointer, KEYS[2] building pointer, KEYS[3] applied watermark, KEYS[4] change stream
 // ARGV[1] current version the caller computed for or "0", ARGV[2] building version or "0", ARGV[3] key prefix,
-// ARGV[4] number of changes, ARGV[5] stream max length, then per change: seq, field, value, and for each version
+// ARGV[4] number of changes, ARGV[5] stream max length, ARGV[6] and ARGV[7] the generation ids the caller took the
+// geometry of those two versions from ("" for none), then per change: seq, field, value, and for each version
 //   (current first, then building; only those that exist): bucket, 8 bloom bit offsets
-// Returns the number of states written, or -1 when the pointers moved (recompute and retry), or -2 when there is
+// Returns the number of states written, or -1 when the pointers moved or a version is another generation than the
+// caller's geometry (a version number repeats after Redis lost its data; recompute and retry), or -2 when there is
 // no version at all (nothing to apply to until `load` runs; the changes wait in Postgres).
 const APPLY_LUA = `
 local cur = redis.call('GET', KEYS[1]) or '0'
@@ -35,8 +40,11 @@ local prefix = ARGV[3]
 local versions = {}
 if cur ~= '0' then versions[#versions + 1] = cur end
 if bld ~= '0' and bld ~= cur then versions[#versions + 1] = bld end
+for k, v in ipairs(versions) do
+  if (redis.call('HGET', prefix .. 'v' .. v .. ':meta', 'gen') or '') ~= ARGV[5 + k] then return -1 end
+end
 local n = tonumber(ARGV[4])
-local i = 6
+local i = 8
 local written = 0
 local maxseq = tonumber(redis.call('GET', KEYS[3]) or '0')
 for c = 1, n do
@@ -61,7 +69,7 @@ end
 redis.call('SET', KEYS[3], maxseq)
 return written`
 
-interface VersionGeometry { buckets: number, blocks: number }
+interface VersionGeometry { buckets: number, blocks: number, gen: string }
 interface ChangeRow { k: string, s: string, src: number, d: string, seq: string }
 
 export interface ApplierOptions {
@@ -77,6 +85,10 @@ export class ChangeApplier {
   private readonly opts: ApplierOptions
   private readonly geometry = new Map<number, VersionGeometry>()
   private listener: PoolClient | null = null
+  /** Destroys the LISTEN connection (once, whoever comes first: its error, its end, or stop()). */
+  private dropListener: (() => void) | null = null
+  private listenTimer: NodeJS.Timeout | null = null
+  private listenBackoffMs = LISTEN_RETRY_MIN_MS
   private timer: NodeJS.Timeout | null = null
   private running: Promise<void> | null = null
   private again = false
@@ -89,15 +101,11 @@ export class ChangeApplier {
     this.opts = opts
   }
 
+  /** True while a LISTEN connection is up (NOTIFY wakes the applier; otherwise only the poll does). */
+  get listening (): boolean { return this.listener !== null }
+
   async start (): Promise<void> {
-    try {
-      this.listener = await this.opts.pool.connect()
-      this.listener.on('notification', () => { this.kick() })
-      this.listener.on('error', () => { this.listener = null }) // the poll keeps working; reconnect on next start
-      await this.listener.query(`LISTEN ${CHANGES_CHANNEL}`)
-    } catch (err) {
-      this.opts.log.warn({ err: (err as Error).message }, 'change applier cannot LISTEN; falling back to polling')
-    }
+    await this.listen()
     const tick = (): void => {
       if (this.stopped) return
       this.kick()
@@ -107,15 +115,65 @@ export class ChangeApplier {
     tick()
   }
 
+  /**
+   * Takes a connection of its own and LISTENs on it. When that connection breaks (a Postgres restart, a network
+   * blip), it is destroyed — never left checked out of the pool, where it would hold pool.end() — and LISTEN is
+   * taken again with back-off, followed by a pass for what was committed meanwhile.
+   */
+  private async listen (): Promise<void> {
+    this.listenTimer = null
+    if (this.stopped) return
+    let client: PoolClient | null = null
+    let released = false
+    const drop = (err?: Error): void => {
+      if (released) return
+      released = true
+      if (this.listener === client) { this.listener = null; this.dropListener = null }
+      client!.release(err ?? true) // destroys the connection
+      if (!this.stopped) {
+        this.opts.log.warn({ err: err?.message }, 'change applier lost its LISTEN connection; reconnecting (the poll covers the gap)')
+        this.scheduleListen()
+      }
+    }
+    try {
+      client = await this.opts.pool.connect()
+      client.on('error', drop)
+      client.on('end', () => { drop() })
+      client.on('notification', () => { this.kick() })
+      await client.query(`LISTEN ${CHANGES_CHANNEL}`)
+      if (released) return
+      if (this.stopped) { drop(); return }
+      this.listener = client
+      this.dropListener = drop
+      if (this.listenBackoffMs > LISTEN_RETRY_MIN_MS) this.opts.log.info('change applier is listening again')
+      this.listenBackoffMs = LISTEN_RETRY_MIN_MS
+      this.kick() // changes committed while nobody listened
+    } catch (err) {
+      if (client === null) {
+        if (this.listenBackoffMs === LISTEN_RETRY_MIN_MS) this.opts.log.warn({ err: (err as Error).message }, 'change applier cannot LISTEN; polling until it can')
+        this.scheduleListen()
+      } else {
+        drop(err as Error)
+      }
+    }
+  }
+
+  private scheduleListen (): void {
+    if (this.stopped || this.listenTimer !== null) return
+    const wait = this.listenBackoffMs
+    this.listenBackoffMs = Math.min(this.listenBackoffMs * 2, LISTEN_RETRY_MAX_MS)
+    this.listenTimer = setTimeout(() => { void this.listen() }, wait)
+    this.listenTimer.unref()
+  }
+
   async stop (): Promise<void> {
     this.stopped = true
     if (this.timer !== null) clearTimeout(this.timer)
+    if (this.listenTimer !== null) clearTimeout(this.listenTimer)
     if (this.running !== null) await this.running.catch(() => {})
-    if (this.listener !== null) {
-      await this.listener.query(`UNLISTEN ${CHANGES_CHANNEL}`).catch(() => {})
-      this.listener.release()
-      this.listener = null
-    }
+    // Destroyed, not released with an UNLISTEN first: a round trip to a Postgres that may be gone could hang, and
+    // closing the connection ends the LISTEN anyway.
+    this.dropListener?.()
   }
 
   /** Runs a pass now, or right after the one in progress. */
@@ -153,6 +211,7 @@ export class ChangeApplier {
     if (rows.length === 0) return from
     for (let attempt = 0; ; attempt++) {
       if (await this.applyRows(rows) !== -1) break
+      this.geometry.clear() // a version may have been replaced by another of the same number
       if (attempt > 20) throw new Error('filter version pointers keep moving; giving up this pass')
     }
     const last = Number(rows[rows.length - 1]!.seq)
@@ -168,7 +227,7 @@ export class ChangeApplier {
     const versions: VersionGeometry[] = []
     if (cur !== null) versions.push(await this.geometryOf(Number(cur)))
     if (bld !== null && bld !== cur) versions.push(await this.geometryOf(Number(bld)))
-    const argv: (string | number)[] = [cur ?? '0', bld ?? '0', layout.prefix, rows.length, STREAM_MAXLEN]
+    const argv: (string | number)[] = [cur ?? '0', bld ?? '0', layout.prefix, rows.length, STREAM_MAXLEN, versions[0]?.gen ?? '', versions[1]?.gen ?? '']
     const offsets = new Array<number>(8)
     for (const row of rows) {
       const seq = Number(row.seq)
@@ -186,7 +245,10 @@ export class ChangeApplier {
     return result
   }
 
-  /** Bucket count and bloom size of a version (from its meta; cached, versions never change shape). */
+  /**
+   * Bucket count and bloom size of a version (from its meta). Cached: a version never changes shape, but a version
+   * number can be reused by another generation after Redis lost its data — the script checks the generation.
+   */
   private async geometryOf (version: number): Promise<VersionGeometry> {
     const cached = this.geometry.get(version)
     if (cached !== undefined) return cached
@@ -194,7 +256,7 @@ export class ChangeApplier {
     const buckets = Number(meta.buckets)
     const blocks = Number(meta.blocks)
     if (!(buckets > 0 && blocks > 0)) throw new Error(`filter version ${version} has no meta yet`)
-    const g = { buckets, blocks }
+    const g = { buckets, blocks, gen: meta.gen ?? '' }
     this.geometry.set(version, g)
     return g
   }

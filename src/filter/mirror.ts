@@ -16,8 +16,19 @@ import { RedisView } from './view.js'
 export interface MirrorOptions {
   pollMs: number
   log: Logger
+  /** Bound of a check's wait on Redis (REDIS_TIMEOUT_MS), given to every view. */
+  timeoutMs?: number
   onSwitch?: (view: RedisView, keys: number) => void
+  /** The mirror stopped serving a version (it is gone from Redis, or was replaced by one it cannot load). */
+  onDrop?: () => void
 }
+
+/** Why the mirror serves nothing, or serves a version it cannot vouch for (null: it serves the current version). */
+export type MirrorProblem =
+  | { kind: 'no-version' } // Redis has never had a version (or lost it before this process served one)
+  | { kind: 'lost', since: number } // the version we served is gone: Redis restarted empty or was flushed
+  | { kind: 'unloadable', since: number, version: number, error: string } // Redis points at a version we cannot load
+  | { kind: 'unreachable', since: number, error: string } // Redis has not answered the pointer read
 
 export class FilterMirror {
   readonly gatewayId = randomUUID()
@@ -25,8 +36,7 @@ export class FilterMirror {
   /** Last time the pointer was read successfully (ms), for /readyz. */
   lastSyncAt = 0
   lastError: string | null = null
-  /** Redis answers but has no current version although we serve one: it restarted empty or was flushed. */
-  pointerMissing = false
+  problem: MirrorProblem | null = { kind: 'no-version' }
   private readonly redis: Redis
   private readonly layout: Layout
   private readonly opts: MirrorOptions
@@ -36,6 +46,8 @@ export class FilterMirror {
   /** Last change-stream entry applied to the local bloom. */
   private streamId = '0-0'
   private reloadNeeded = false
+  /** The follower reconnected: ioredis re-sends its XREAD silently, so the poll checks for a gap in the stream. */
+  private followerReconnected = false
 
   constructor (redis: Redis, layout: Layout, opts: MirrorOptions) {
     this.redis = redis
@@ -49,6 +61,11 @@ export class FilterMirror {
     this.schedule()
     this.follower = this.redis.duplicate({ enableOfflineQueue: true, commandTimeout: undefined, maxRetriesPerRequest: null })
     this.follower.on('error', () => {})
+    let connectedOnce = false
+    this.follower.on('ready', () => {
+      if (connectedOnce) this.followerReconnected = true
+      connectedOnce = true
+    })
     void this.follow()
   }
 
@@ -76,8 +93,15 @@ export class FilterMirror {
     }
   }
 
-  private async fellBehind (sub: Redis): Promise<boolean> {
-    const info = await sub.call('XINFO', 'STREAM', this.layout.changes) as unknown[]
+  /** True when entries after our position may be gone: the stream starts after it, or is gone altogether. */
+  private async fellBehind (via: Redis): Promise<boolean> {
+    let info: unknown[]
+    try {
+      info = await via.call('XINFO', 'STREAM', this.layout.changes) as unknown[]
+    } catch (err) {
+      if (/no such key/i.test((err as Error).message)) return this.streamId !== '0-0'
+      throw err
+    }
     const i = info.indexOf('first-entry')
     const first = (info[i + 1] as [string, string[]] | null)?.[0]
     return first !== undefined && compareIds(first, this.streamId) > 0
@@ -90,25 +114,72 @@ export class FilterMirror {
   }
 
   async poll (): Promise<void> {
+    let cur: string | null
+    let gen: string | null
     try {
-      const cur = await this.redis.get(this.layout.current)
-      this.pointerMissing = cur === null && this.view !== null
-      if (this.pointerMissing && this.lastError !== 'pointer missing') {
-        this.opts.log.error('the filter version pointer is gone from Redis (restarted empty?): commercial checks fail closed until `iys-gateway load` runs')
+      // One command for the pointer and the generation id: they are set together, in one script, by `load`.
+      [cur, gen] = await this.redis.mget(this.layout.current, this.layout.generation)
+      if (this.followerReconnected) {
+        this.followerReconnected = false
+        if (await this.fellBehind(this.redis)) this.reloadNeeded = true
       }
-      if (cur !== null && (+cur !== this.view?.version || this.reloadNeeded)) await this.switchTo(+cur)
-      const serving = this.view?.version ?? 0
-      await this.redis.hset(this.layout.gateways, this.gatewayId, `${serving}|${Date.now()}`)
-      this.lastSyncAt = Date.now()
-      this.lastError = this.pointerMissing ? 'pointer missing' : null
     } catch (err) {
       const msg = (err as Error).message
       if (msg !== this.lastError) this.opts.log.warn({ err: msg }, 'filter mirror cannot reach Redis; serving the version it has')
       this.lastError = msg
+      // A lost or unloadable version stays the problem; otherwise say that Redis does not answer.
+      if (this.problem === null || this.problem.kind === 'unreachable') {
+        this.problem = { kind: 'unreachable', since: this.problem?.since ?? Date.now(), error: msg }
+      }
+      return
     }
+    this.lastSyncAt = Date.now()
+    this.lastError = null
+    if (cur === null) {
+      this.lose()
+    } else {
+      const view = this.view
+      const same = view !== null && view.version === +cur && view.generation === gen
+      if (!same || this.reloadNeeded) {
+        try {
+          await this.switchTo(+cur, gen)
+          this.problem = null
+        } catch (err) {
+          const msg = (err as Error).message
+          if (this.problem?.kind !== 'unloadable' || this.problem.error !== msg) this.opts.log.error({ version: +cur, err: msg }, 'cannot load the filter version Redis points at')
+          // Another number: a normal flip; the old version stays in Redis until we move, so keep serving it.
+          // The same number with another generation: ours was lost and replaced; what we hold is not current.
+          if (view !== null && view.version === +cur) { this.view = null; this.opts.onDrop?.() }
+          this.problem = { kind: 'unloadable', since: this.problem?.kind === 'unloadable' ? this.problem.since : Date.now(), version: +cur, error: msg }
+        }
+      } else if (this.problem !== null) {
+        this.problem = null
+      }
+    }
+    try {
+      const v = this.view
+      await this.redis.hset(this.layout.gateways, this.gatewayId, `${v?.version ?? 0}|${Date.now()}|${v?.generation ?? ''}`)
+    } catch { /* the next poll reports it */ }
   }
 
-  private async switchTo (version: number): Promise<void> {
+  /**
+   * The pointer is gone: Redis lost its data (restart without persistence, flush). Whatever we hold is no longer
+   * what Redis serves, and changes committed from now on reach no bloom; serve nothing (fail closed) until a version
+   * is loaded. Keeping the old bloom would answer "no record" locally — for a TACIR recipient, "allowed" — for keys
+   * whose first record, a RET, arrived after the loss.
+   */
+  private lose (): void {
+    if (this.view !== null) {
+      this.opts.log.error({ version: this.view.version }, 'the filter version pointer is gone from Redis (restarted empty?): commercial checks fail closed until a version is loaded')
+      this.view = null
+      this.opts.onDrop?.()
+      this.problem = { kind: 'lost', since: Date.now() }
+      return
+    }
+    if (this.problem === null || this.problem.kind === 'unreachable' || this.problem.kind === 'unloadable') this.problem = { kind: 'no-version' }
+  }
+
+  private async switchTo (version: number, generation: string | null): Promise<void> {
     this.reloadNeeded = false
     // Changes applied after this point are in the stream; those before it are in the bloom we download.
     const last = await this.redis.xrevrange(this.layout.changes, '+', '-', 'COUNT', 1)
@@ -119,6 +190,8 @@ export class FilterMirror {
     ])
     const buckets = Number(meta.buckets)
     if (bits === null || !(buckets > 0)) throw new Error(`filter version ${version} is incomplete in Redis`)
+    // The meta and bits must be those of the generation the pointer named (a version id can repeat).
+    if ((meta.gen ?? null) !== generation) throw new Error(`filter version ${version} changed while it was being loaded`)
     const bloom = BloomFilter.fromBytes(bits)
     // Entries after the mark that the follower has already applied to the old bloom: apply them to the new one
     // too, until it stops moving; the swap below then happens with no await in between.
@@ -130,10 +203,10 @@ export class FilterMirror {
       replayedTo = upTo
     }
     if (compareIds(streamMark, this.streamId) > 0) this.streamId = streamMark // entries up to the mark are in the bits
-    const reload = this.view?.version === version
-    const view = new RedisView(this.redis, version, bloom, buckets, this.layout)
+    const reload = this.view?.version === version && this.view.generation === generation
+    const view = new RedisView(this.redis, version, bloom, buckets, this.layout, { generation, timeoutMs: this.opts.timeoutMs })
     this.view = view
-    this.opts.log.info({ version, keys: Number(meta.count), buckets, bloomBytes: bits.byteLength }, reload ? 'reloaded filter version after a gap in the change stream' : 'serving filter version')
+    this.opts.log.info({ version, generation, keys: Number(meta.count), buckets, bloomBytes: bits.byteLength }, reload ? 'reloaded filter version after a gap in the change stream' : 'serving filter version')
     this.opts.onSwitch?.(view, Number(meta.count))
   }
 
@@ -150,4 +223,14 @@ export function compareIds (a: string, b: string): number {
   const [am, as] = a.split('-').map(Number) as [number, number]
   const [bm, bs] = b.split('-').map(Number) as [number, number]
   return am !== bm ? am - bm : as - bs
+}
+
+/** The sentence /readyz gives for a mirror problem. */
+export function describeMirrorProblem (p: MirrorProblem): string {
+  switch (p.kind) {
+    case 'no-version': return 'no filter version in Redis yet: run `iys-gateway load`'
+    case 'lost': return `the served filter version is gone from Redis (restarted empty or flushed, noticed ${new Date(p.since).toISOString()}): commercial checks fail closed until a version is loaded`
+    case 'unloadable': return `Redis points at filter version ${p.version}, which cannot be loaded: ${p.error}`
+    case 'unreachable': return `Redis has not answered the filter pointer since ${new Date(p.since).toISOString()}: ${p.error}`
+  }
 }

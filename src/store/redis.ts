@@ -11,7 +11,9 @@ export function createRedis (url: string, opts: { timeoutMs: number, name: strin
     enableOfflineQueue: !failFast,
     commandTimeout: failFast ? opts.timeoutMs : undefined,
     maxRetriesPerRequest: failFast ? 0 : 20,
-    // Commands issued in the same tick (concurrent checks) go out in one write.
+    // Commands issued in the same tick (concurrent checks) go out in one write. Caveat: a pipeline waits until the
+    // one ahead of it has settled, and commandTimeout starts only when it is sent, so behind a hung pipeline a command
+    // can wait twice the timeout; the check path bounds its own wait (filter/view.ts, RedisView lookup deadline).
     enableAutoPipelining: failFast,
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
     lazyConnect: false

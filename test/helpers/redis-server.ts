@@ -48,8 +48,15 @@ export class PrivateRedis {
     probe.disconnect()
   }
 
+  /** SIGSTOP: the server keeps its connections open and answers nothing (a hung Redis). */
+  pause (): void { if (this.child?.pid !== undefined) process.kill(this.child.pid, 'SIGSTOP') }
+
+  /** SIGCONT after pause(). */
+  resume (): void { if (this.child?.pid !== undefined) process.kill(this.child.pid, 'SIGCONT') }
+
   async stop (): Promise<void> {
     const c = this.child
+    if (c !== null && c.exitCode === null) this.resume() // a stopped process does not act on SIGKILL until continued on some systems
     if (c === null || c.exitCode !== null) return
     this.child = null
     const exited = new Promise(resolve => c.once('exit', resolve))

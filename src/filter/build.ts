@@ -1,0 +1,300 @@
+// A full rebuild of the derived index (`iys-gateway load`, and a gateway's automatic rebuild when Redis lost it).
+// Postgres → (COPY TO, streamed) → a new filter version in Redis beside the current one → atomic flip of the
+// pointer → the old version is removed once every live gateway serves the new one. A build that fails removes what
+// it wrote and leaves the current version serving, untouched.
+//
+// One build at a time per database: each holds the session-level advisory lock REBUILD_LOCK_KEY on its snapshot
+// connection for its whole run (Postgres releases it if that connection dies). `load` waits for it; a gateway's
+// automatic rebuild only tries it, so of many gateways that see Redis empty exactly one rebuilds.
+
+import type { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import copyStreams from 'pg-copy-streams'
+import { SOURCES } from '../domain/vocabulary.js'
+import type { Pool, PoolClient } from '../store/pg.js'
+import { unlinkPattern } from '../store/redis.js'
+import { digitCount, RespBulkWriter } from '../store/resp-bulk.js'
+import { BloomFilter } from './bloom.js'
+import { ChangeApplier } from './changes.js'
+import { bucketOf, hashBytes, keyHash } from './key.js'
+import { BUCKET_SENTINEL, GROWTH_HEADROOM, KEYS_PER_BUCKET, newGeneration, type Layout } from './layout.js'
+
+/**
+ * The Postgres advisory lock (session level, one bigint key) a filter build holds. A fixed constant, distinct from
+ * CONSENT_WRITE_LOCK (0x1f5a7e02) and any other lock of this schema: "iys filter build" in spirit, 0x1f5a7e0b.
+ */
+export const REBUILD_LOCK_KEY = 0x1f5a7e0b
+
+/** What a build reports as it goes (the CLI's Progress; nothing for a gateway's rebuild, which logs). */
+export interface BuildProgress {
+  expect (rows: number): void
+  update (rows: number): void
+  setPhase (phase: string): void
+  done (message: string): void
+}
+
+export interface LoadOptions {
+  pool: Pool
+  redis: Redis
+  /** The same Redis as `redis`: bucket writes go over a bulk RESP connection of their own (resp-bulk.ts). */
+  redisUrl: string
+  layout: Layout
+  fpr: number
+  log: Logger
+  /** Makes the progress reporter once the version number is known. */
+  progress?: (version: number) => BuildProgress | null
+  /**
+   * 'wait' (default): wait for a build that holds REBUILD_LOCK_KEY to end, then build. 'try': when another build
+   * holds the lock, build nothing and resolve null.
+   */
+  lock?: 'wait' | 'try'
+  /** Checked once the lock is held: false builds nothing (resolves null), e.g. another gateway just rebuilt. */
+  stillNeeded?: () => Promise<boolean>
+  /** How long to wait for live gateways to move to the new version before removing the old (ms). */
+  drainTimeoutMs?: number
+  /** A gateway whose heartbeat is older than this is considered gone (ms). */
+  heartbeatStaleMs?: number
+}
+
+export interface LoadResult {
+  version: number
+  generation: string
+  previous: number | null
+  rows: number
+  seq: number
+  seconds: number
+}
+
+// The key text and the pieces of the encoded state, computed by Postgres so that Node only splits on tabs:
+//   key \t O|R \t source index \t consentDate epoch seconds \t seq
+const SOURCE_ARRAY = `ARRAY[${SOURCES.map(s => `'${s}'`).join(',')}]`
+const COPY_SQL = `COPY (
+  SELECT brand_code::text
+         || CASE type WHEN 'MESAJ' THEN 'M' WHEN 'ARAMA' THEN 'A' ELSE 'E' END
+         || CASE recipient_type WHEN 'BIREYSEL' THEN 'B' ELSE 'T' END
+         || recipient,
+         CASE status WHEN 'RET' THEN 'R' ELSE 'O' END,
+         array_position(${SOURCE_ARRAY}, source) - 1,
+         extract(epoch FROM consent_date)::bigint,
+         seq
+  FROM consents
+) TO STDOUT`
+
+// Flip the pointer (and its generation id, in the same script) only if the new version is complete, stop building
+// it, and raise the applied watermark to the snapshot (everything up to it is in the version).
+// KEYS[1] current pointer, KEYS[2] meta of the new version, KEYS[3] building pointer, KEYS[4] applied watermark,
+// KEYS[5] current generation; ARGV[1] new version, ARGV[2] snapshot seq, ARGV[3] generation id.
+// Returns the previous version or false.
+const FLIP_LUA = `
+if redis.call('HGET', KEYS[2], 'complete') ~= '1' then return redis.error_reply('new version is not complete') end
+if redis.call('HGET', KEYS[2], 'gen') ~= ARGV[3] then return redis.error_reply('new version was replaced while it was built') end
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[5], ARGV[3])
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[2]) then redis.call('SET', KEYS[4], ARGV[2]) end
+return old`
+
+export async function buildFilter (opts: LoadOptions): Promise<LoadResult | null> {
+  const client = await opts.pool.connect()
+  let locked = false
+  let failed = false
+  try {
+    if (opts.lock === 'try') {
+      locked = (await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [REBUILD_LOCK_KEY])).rows[0]!.ok
+      if (!locked) return null
+    } else {
+      await client.query('SELECT pg_advisory_lock($1)', [REBUILD_LOCK_KEY])
+      locked = true
+    }
+    if (opts.stillNeeded !== undefined && !await opts.stillNeeded()) return null
+    return await buildLocked(opts, client)
+  } catch (err) {
+    failed = true
+    throw err
+  } finally {
+    // After a failure the connection may be mid-COPY or broken: close it (that also drops the lock), never reuse it.
+    if (locked && !failed) await client.query('SELECT pg_advisory_unlock($1)', [REBUILD_LOCK_KEY]).catch(() => {})
+    client.release(failed)
+  }
+}
+
+async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<LoadResult> {
+  const { pool, redis, layout, log } = opts
+  const started = Date.now()
+  const version = await redis.incr(layout.next)
+  const generation = newGeneration()
+  const progress = opts.progress?.(version) ?? null
+  let rows = 0
+  let seq = 0
+  try {
+    // One snapshot for the count, the highest seq and the rows: changes committed later are replayed by seq.
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+    const stats = await client.query<{ n: string, seq: string }>('SELECT count(*) AS n, coalesce(max(seq), 0) AS seq FROM consents')
+    const n = Number(stats.rows[0]!.n)
+    progress?.expect(n)
+    seq = Number(stats.rows[0]!.seq)
+    const capacity = Math.max(1000, Math.ceil(n * GROWTH_HEADROOM))
+    const bloom = BloomFilter.forCapacity(capacity, opts.fpr)
+    const buckets = Math.max(1, Math.ceil(capacity / KEYS_PER_BUCKET))
+    const bucketPrefix = Buffer.from(layout.bucketPrefix(version), 'latin1')
+    log.info({ version, generation, rows: n, buckets, bloomBytes: bloom.buffer.byteLength }, 'building filter version')
+    // Announce the version being built (its shape first): from now on the change applier writes every change to
+    // it as well as to the current version, so nothing committed during the build is missing after the flip.
+    await redis.hset(layout.meta(version), { gen: generation, buckets, blocks: bloom.blocks, capacity })
+    await redis.set(layout.building, String(version))
+
+    const writer = await RespBulkWriter.connect(opts.redisUrl)
+    try {
+      const copy = client.query(copyStreams.to(COPY_SQL))
+      let carry: Buffer | null = null
+      for await (const chunk of copy as AsyncIterable<Buffer>) {
+        const buf: Buffer = carry === null ? chunk : Buffer.concat([carry, chunk])
+        let start = 0
+        let nl: number
+        while ((nl = buf.indexOf(10, start)) !== -1) {
+          writeRow(buf, start, nl, writer, bloom, buckets, bucketPrefix, rows)
+          rows++
+          start = nl + 1
+        }
+        carry = start < buf.length ? buf.subarray(start) : null
+        if (writer.congested) await writer.backpressure()
+        progress?.update(rows)
+      }
+      if (carry !== null) throw new Error('COPY output ended in the middle of a row')
+      await client.query('COMMIT')
+      // Every bucket carries a sentinel field whose value is the generation id, so that a single lookup (one HMGET)
+      // also tells whether the bucket is the served version's: a Redis that restarted empty, or was loaded again
+      // with the same version number, must never read as "no record" (filter/view.ts).
+      const sentinelValue = Buffer.from(generation, 'latin1')
+      for (let b = 0; b < buckets; b++) {
+        writer.reserve(64 + bucketPrefix.length)
+        writer.bytes(HSET_HEAD)
+        writer.bulkHeader(bucketPrefix.length + digitCount(b, 10))
+        writer.bytes(bucketPrefix)
+        writer.int(b)
+        writer.crlf()
+        writer.bulkString(BUCKET_SENTINEL)
+        writer.bulkBytes(sentinelValue, 0, sentinelValue.length)
+        writer.end()
+        if (writer.congested) await writer.backpressure()
+      }
+      await writer.drain()
+    } finally {
+      writer.close()
+    }
+
+    await redis.set(layout.bloom(version), Buffer.from(bloom.buffer as ArrayBuffer))
+    // Changes committed after the snapshot: the bulk write above may have overwritten the applier's newer states
+    // with the snapshot's, and the SET the applier's bloom bits. Replaying them by seq (Lua keeps the newest) fixes both.
+    progress?.setPhase('replaying changes since the snapshot')
+    const applier = new ChangeApplier({ pool, redis, layout, log })
+    for (let from = seq, next = -1; next !== from;) {
+      if (next !== -1) from = next
+      next = await applier.applyFrom(from)
+    }
+    await redis.hset(layout.meta(version), { count: rows, seq, builtAt: new Date().toISOString(), complete: 1 })
+    const old = await redis.eval(FLIP_LUA, 5, layout.current, layout.meta(version), layout.building, layout.applied, layout.generation, String(version), String(seq), generation) as string | null
+    const previous = old === null ? null : Number(old)
+    progress?.done(`version ${version} is current`)
+    log.info({ version, generation, previous, rows, seq }, 'flipped to new filter version')
+
+    if (previous !== null && previous !== version) {
+      await waitForGateways(redis, layout, version, generation, opts.drainTimeoutMs ?? 30_000, opts.heartbeatStaleMs ?? 5_000, log)
+      const removed = await unlinkPattern(redis, layout.versionPattern(previous))
+      log.info({ version: previous, keys: removed }, 'removed previous filter version')
+    }
+    return { version, generation, previous, rows, seq, seconds: (Date.now() - started) / 1000 }
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {})
+    // Nothing points at the new version unless the flip ran, and the flip is the last step that can fail.
+    const cur = await redis.get(layout.current).catch(() => null)
+    if (cur !== String(version)) {
+      await redis.eval(UNBUILD_LUA, 1, layout.building, String(version)).catch(() => 0)
+      await unlinkPattern(redis, layout.versionPattern(version)).catch(() => 0)
+    }
+    throw err
+  }
+}
+
+/** Waits until every live gateway reports serving `version` (or the timeout passes). */
+async function waitForGateways (redis: Redis, layout: Layout, version: number, generation: string, timeoutMs: number, staleMs: number, log: Logger): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (true) {
+    const beats = await redis.hgetall(layout.gateways)
+    const now = Date.now()
+    let behind = 0
+    for (const [id, v] of Object.entries(beats)) {
+      const [served, at, gen] = v.split('|')
+      if (now - Number(at) > staleMs) {
+        await redis.hdel(layout.gateways, id) // gone: it will re-register on its next poll if it comes back
+        continue
+      }
+      // Gateways that report a generation are compared by it (numbers repeat); older ones by number.
+      if (gen !== undefined && gen !== '' ? gen !== generation : Number(served) < version) behind++
+    }
+    if (behind === 0) return
+    if (now > deadline) {
+      log.warn({ behind, version }, 'some gateways have not moved to the new version; removing the old one anyway')
+      return
+    }
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
+
+// KEYS[1] building pointer; ARGV[1] the failed version: stop announcing it (if nobody started another since).
+const UNBUILD_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1`
+
+const HSET_HEAD = Buffer.from('*4\r\n$4\r\nHSET\r\n', 'latin1')
+
+/**
+ * One COPY row buf[start, end) → bloom bit + `HSET {bucketPrefix}{bucket} key value`, composed straight from the
+ * bytes Postgres sent into the writer's buffer: no string is built per row. Row layout: see COPY_SQL; the value
+ * is the encoding of state.ts (status letter, source and dates in base 36).
+ */
+function writeRow (buf: Buffer, start: number, end: number, w: RespBulkWriter, bloom: BloomFilter, buckets: number, bucketPrefix: Buffer, rowIndex: number): void {
+  const t1 = buf.indexOf(9, start)
+  const t2 = t1 + 2
+  const t3 = buf.indexOf(9, t2 + 1)
+  const t4 = buf.indexOf(9, t3 + 1)
+  const status = buf[t1 + 1]
+  const source = readInt(buf, t2 + 1, t3)
+  const date = readInt(buf, t3 + 1, t4)
+  const seq = readInt(buf, t4 + 1, end)
+  // Postgres is the truth, but a row written around our code (a manual UPDATE) could hold a source we do not know;
+  // refuse the whole load rather than publish a state we cannot encode. No key in the message.
+  if (t1 === -1 || t4 === -1 || t4 > end || buf[t2] !== 9 || (status !== 79 && status !== 82) ||
+      !(source >= 0 && source < SOURCES.length) || !(date >= 0) || !(seq >= 0)) {
+    throw new Error(`consents row ${rowIndex + 1} of the snapshot has an unknown status or source; fix it in Postgres and run load again`)
+  }
+  hashBytes(buf, start, t1)
+  bloom.add(keyHash[0]!, keyHash[1]!)
+  const bucket = bucketOf(buckets)
+  w.reserve(128 + bucketPrefix.length + (t1 - start))
+  w.bytes(HSET_HEAD)
+  w.bulkHeader(bucketPrefix.length + digitCount(bucket, 10))
+  w.bytes(bucketPrefix)
+  w.int(bucket)
+  w.crlf()
+  w.bulkBytes(buf, start, t1)
+  w.bulkHeader(2 + digitCount(source, 36) + digitCount(date, 36) + digitCount(seq, 36))
+  w.byte(status)
+  w.base36(source)
+  w.base36(date)
+  w.byte(46 /* . */)
+  w.base36(seq)
+  w.crlf()
+  w.end()
+}
+
+/** A non-negative decimal integer from ASCII bytes; NaN when empty or not digits (NULL is \\N in COPY text). */
+function readInt (buf: Buffer, start: number, end: number): number {
+  if (end <= start) return NaN
+  let n = 0
+  for (let i = start; i < end; i++) {
+    const d = buf[i]! - 48
+    if (d < 0 || d > 9) return NaN
+    n = n * 10 + d
+  }
+  return n
+}

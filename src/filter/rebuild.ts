@@ -1,0 +1,136 @@
+// Automatic rebuild (AUTO_REBUILD): Redis is derived data, so when it has no usable filter version — it restarted
+// empty, was flushed, or the version it points at is gone — a gateway with Postgres rebuilds it, as `load` would,
+// without anyone's help. Of many gateways exactly one builds: each tries the build's advisory lock (build.ts,
+// REBUILD_LOCK_KEY) and the one that gets it builds; the others wait and follow its flip through their mirrors.
+// If the builder dies, Postgres drops its lock with its connection and the next try of another gateway takes over.
+// Until a version is there, commercial checks fail closed as they would without this (STORE_UNAVAILABLE).
+
+import type { Redis } from 'ioredis'
+import type { Logger } from 'pino'
+import type { Pool } from '../store/pg.js'
+import { createRedis } from '../store/redis.js'
+import { buildFilter } from './build.js'
+import type { Layout } from './layout.js'
+import type { FilterMirror } from './mirror.js'
+
+export interface RebuildOptions {
+  pool: Pool
+  redisUrl: string
+  /** The gateway's connection (fail fast): used only to look at the pointer. */
+  redis: Redis
+  layout: Layout
+  fpr: number
+  log: Logger
+  mirror: FilterMirror
+  /** How often to look whether a rebuild is needed, and to try the lock again while another gateway holds it. */
+  intervalMs: number
+  onBuilt?: (result: 'ok' | 'failed') => void
+}
+
+export type RebuildStatus =
+  | { kind: 'idle' }
+  | { kind: 'rebuilding', since: number }
+  | { kind: 'waiting', since: number } // another process holds the build lock
+  | { kind: 'failed', since: number, error: string }
+
+export class AutoRebuilder {
+  status: RebuildStatus = { kind: 'idle' }
+  private readonly opts: RebuildOptions
+  private timer: NodeJS.Timeout | null = null
+  private running: Promise<void> | null = null
+  private stopped = false
+
+  constructor (opts: RebuildOptions) {
+    this.opts = opts
+  }
+
+  start (): void {
+    const tick = (): void => {
+      if (this.stopped) return
+      if (this.running === null && this.needed()) this.running = this.attempt().finally(() => { this.running = null })
+      this.timer = setTimeout(tick, this.opts.intervalMs)
+      this.timer.unref()
+    }
+    tick()
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    if (this.timer !== null) clearTimeout(this.timer)
+    // A build in progress is not cut short here: the process exit closes its connections, Postgres drops the lock,
+    // and the version it half wrote is never pointed at (another gateway's build or `load` replaces it).
+  }
+
+  /** Whether the mirror says Redis has nothing usable to serve (and not merely that Redis is unreachable). */
+  private needed (): boolean {
+    const p = this.opts.mirror.problem
+    if (p === null) {
+      if (this.status.kind !== 'idle' && this.status.kind !== 'rebuilding') this.status = { kind: 'idle' }
+      return false
+    }
+    return p.kind === 'no-version' || p.kind === 'lost' || p.kind === 'unloadable'
+  }
+
+  private async attempt (): Promise<void> {
+    const { log, layout } = this.opts
+    // Its own connection: a build writes the bloom in one command and replays changes, which the gateway's
+    // fail-fast connection (REDIS_TIMEOUT_MS per command) is not made for.
+    const redis = createRedis(this.opts.redisUrl, { timeoutMs: 0, name: 'iys-gateway-rebuild', failFast: false })
+    redis.on('error', () => {})
+    const since = Date.now()
+    try {
+      const result = await buildFilter({
+        pool: this.opts.pool,
+        redis,
+        redisUrl: this.opts.redisUrl,
+        layout,
+        fpr: this.opts.fpr,
+        log,
+        lock: 'try',
+        // Under the lock, look again: the gateway that held it a moment ago may have just rebuilt.
+        stillNeeded: async () => {
+          const usable = await hasUsableVersion(redis, layout)
+          if (!usable) {
+            this.status = { kind: 'rebuilding', since }
+            log.warn('Redis has no usable filter version: rebuilding it from Postgres (AUTO_REBUILD)')
+          }
+          return !usable
+        }
+      })
+      if (result === null) {
+        // Someone else holds the lock (or just built): wait for the flip, which the mirror follows.
+        if (this.status.kind !== 'waiting' && !await hasUsableVersion(redis, layout)) this.status = { kind: 'waiting', since }
+        return
+      }
+      this.status = { kind: 'idle' }
+      log.info({ version: result.version, rows: result.rows, seconds: result.seconds }, 'rebuilt the filter from Postgres')
+      this.opts.onBuilt?.('ok')
+      await this.opts.mirror.poll() // serve it now rather than at the next poll
+    } catch (err) {
+      const msg = (err as Error).message
+      if (this.status.kind !== 'failed' || this.status.error !== msg) log.error({ err: msg }, 'automatic filter rebuild failed; trying again')
+      this.status = { kind: 'failed', since: this.status.kind === 'failed' ? this.status.since : since, error: msg }
+      this.opts.onBuilt?.('failed')
+    } finally {
+      redis.disconnect()
+    }
+  }
+}
+
+/** True when the pointer names a complete version whose bloom is there. */
+async function hasUsableVersion (redis: Redis, layout: Layout): Promise<boolean> {
+  const cur = await redis.get(layout.current)
+  if (cur === null) return false
+  const [complete, bloom] = await Promise.all([redis.hget(layout.meta(+cur), 'complete'), redis.exists(layout.bloom(+cur))])
+  return complete === '1' && bloom === 1
+}
+
+/** The sentence /readyz gives while a rebuild runs or is awaited (null when there is none to tell). */
+export function describeRebuild (s: RebuildStatus): string | null {
+  switch (s.kind) {
+    case 'idle': return null
+    case 'rebuilding': return `rebuilding the filter from Postgres (started ${new Date(s.since).toISOString()})`
+    case 'waiting': return `another gateway is rebuilding the filter from Postgres (waiting since ${new Date(s.since).toISOString()})`
+    case 'failed': return `rebuilding the filter from Postgres failed (${s.error}); retrying`
+  }
+}
