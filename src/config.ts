@@ -17,6 +17,8 @@ export interface Config {
   readonly bloomFpr: number
   readonly filterPollMs: number
   readonly redisTimeoutMs: number
+  /** Rebuild the filter from Postgres by itself when Redis lost it (one gateway at a time, by advisory lock). */
+  readonly autoRebuild: boolean
   readonly tacirAllowedWithoutRecord: boolean
   readonly storeFailureMode: 'closed' | 'open'
   readonly embeddedSeedFile: string
@@ -35,9 +37,13 @@ export interface Config {
   /** How often the retention job runs (ms); 0 disables it in this process. */
   readonly retentionIntervalMs: number
   /** Bulk scrubbing: where jobs keep their input and results, how long results stay, limits and threads. */
-  readonly scrub: Readonly<{ dir: string, retentionHours: number, maxBytes: number, threads: number, chunkLines: number }>
-  /** Decision log (needs DATABASE_URL): on/off, spool folder for Postgres outages, flush interval, retention. */
-  readonly decisions: Readonly<{ enabled: boolean, spoolDir: string, flushMs: number, retentionDays: number }>
+  readonly scrub: Readonly<{
+    dir: string, retentionHours: number, maxBytes: number, threads: number, chunkLines: number
+    /** longest line of a list (bytes); a total of upload and result bytes on disk; concurrent uploads per client */
+    maxLineBytes: number, maxTotalBytes: number, maxUploadsPerClient: number
+  }>
+  /** Decision log (needs DATABASE_URL): on/off, journal and spool folder, flush interval, fsync interval, retention. */
+  readonly decisions: Readonly<{ enabled: boolean, spoolDir: string, flushMs: number, fsyncMs: number, retentionDays: number }>
 }
 
 export class ConfigError extends Error {
@@ -55,13 +61,14 @@ export const KNOWN_VARIABLES = [
   'EMBEDDED_SEED_FILE', 'UPSTREAM_MESAJ_URL', 'UPSTREAM_EPOSTA_URL', 'UPSTREAM_ARAMA_URL', 'IYS_PUSH_USER',
   'IYS_PUSH_PASSWORD', 'IYS_API_URL', 'IYS_USERNAME', 'IYS_PASSWORD', 'IYS_CODE', 'IYS_BRAND_CODES', 'IYS_SYNC_INTERVAL_MS',
   'HISTORY_RETENTION_DAYS', 'RETENTION_INTERVAL_MS', 'SCRUB_DIR', 'SCRUB_RETENTION_HOURS', 'SCRUB_MAX_BYTES', 'SCRUB_THREADS',
-  'SCRUB_CHUNK_LINES', 'UPSTREAM_TIMEOUT_MS', 'UPSTREAM_RETRIES', 'UPSTREAM_BACKOFF_MS', 'UPSTREAM_BACKOFF_MAX_MS',
+  'SCRUB_CHUNK_LINES', 'SCRUB_MAX_LINE_BYTES', 'SCRUB_MAX_TOTAL_BYTES', 'SCRUB_MAX_UPLOADS_PER_CLIENT', 'UPSTREAM_TIMEOUT_MS', 'UPSTREAM_RETRIES', 'UPSTREAM_BACKOFF_MS', 'UPSTREAM_BACKOFF_MAX_MS',
   'UPSTREAM_CONNECTIONS', 'UPSTREAM_BREAKER_FAILURE_RATIO', 'UPSTREAM_BREAKER_MIN_CALLS', 'UPSTREAM_BREAKER_WINDOW_MS',
-  'UPSTREAM_BREAKER_COOLDOWN_MS', 'DECISION_LOG', 'DECISION_SPOOL_DIR', 'DECISION_FLUSH_MS', 'DECISION_RETENTION_DAYS'
+  'UPSTREAM_BREAKER_COOLDOWN_MS', 'DECISION_LOG', 'DECISION_SPOOL_DIR', 'DECISION_FLUSH_MS', 'DECISION_FSYNC_MS', 'DECISION_RETENTION_DAYS',
+  'AUTO_REBUILD'
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
-const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_']
+const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTO_']
 
 function closest (name: string): string | null {
   let best: string | null = null
@@ -150,6 +157,9 @@ export function loadConfig (env: Env = process.env): Config {
   const brandCodes = (env.IYS_BRAND_CODES ?? '').split(',').map(s => s.trim()).filter(s => s !== '')
   const canonical = brandCodes.map(b => (/^\d{1,15}$/.test(b) && Number(b) > 0 ? String(Number(b)) : null))
   if (canonical.includes(null)) throw new ConfigError('IYS_BRAND_CODES must be a comma-separated list of İYS brand codes')
+  const autoRebuild = bool(env, 'AUTO_REBUILD', env.REDIS_URL !== undefined && env.REDIS_URL !== '' && env.DATABASE_URL !== undefined && env.DATABASE_URL !== '')
+  if (autoRebuild && (env.REDIS_URL ?? '') === '') throw new ConfigError('AUTO_REBUILD needs REDIS_URL (the filter is rebuilt into Redis)')
+  if (autoRebuild && (env.DATABASE_URL ?? '') === '') throw new ConfigError('AUTO_REBUILD needs DATABASE_URL (the filter is rebuilt from Postgres)')
   const iysCode = env.IYS_CODE === undefined || env.IYS_CODE === '' ? null : env.IYS_CODE
   if (iysCode !== null && !(/^\d{1,15}$/.test(iysCode) && Number(iysCode) > 0)) throw new ConfigError('IYS_CODE must be an İYS code (digits)')
   return Object.freeze({
@@ -163,6 +173,7 @@ export function loadConfig (env: Env = process.env): Config {
     bloomFpr,
     filterPollMs: int(env, 'FILTER_POLL_MS', 250, 10, 60_000),
     redisTimeoutMs: int(env, 'REDIS_TIMEOUT_MS', 500, 10, 60_000),
+    autoRebuild,
     tacirAllowedWithoutRecord: bool(env, 'TACIR_ALLOW_WITHOUT_RECORD', true),
     storeFailureMode: oneOf(env, 'STORE_FAILURE_MODE', ['closed', 'open'] as const, 'closed'),
     embeddedSeedFile: env.EMBEDDED_SEED_FILE ?? fileURLToPath(new URL('../data/sample-consents.csv', import.meta.url)),
@@ -201,13 +212,18 @@ export function loadConfig (env: Env = process.env): Config {
       retentionHours: int(env, 'SCRUB_RETENTION_HOURS', 72, 1, 24 * 365),
       maxBytes: int(env, 'SCRUB_MAX_BYTES', 16 * 1024 ** 3, 1024, 2 ** 50),
       threads: int(env, 'SCRUB_THREADS', Math.max(1, availableParallelism() - 1), 1, 256),
-      chunkLines: int(env, 'SCRUB_CHUNK_LINES', 8192, 100, 1_000_000)
+      chunkLines: int(env, 'SCRUB_CHUNK_LINES', 8192, 100, 1_000_000),
+      maxLineBytes: int(env, 'SCRUB_MAX_LINE_BYTES', 4096, 64, 1 << 20),
+      maxTotalBytes: int(env, 'SCRUB_MAX_TOTAL_BYTES', 64 * 1024 ** 3, 1 << 20, 2 ** 52),
+      maxUploadsPerClient: int(env, 'SCRUB_MAX_UPLOADS_PER_CLIENT', 4, 1, 100_000)
     }),
     decisions: Object.freeze({
       enabled: bool(env, 'DECISION_LOG', true),
       // Per database by default: a spool is replayed into the database it was meant for, never another one.
       spoolDir: env.DECISION_SPOOL_DIR ?? join(tmpdir(), 'iys-gateway', 'spool', createHash('sha256').update(env.DATABASE_URL ?? '').digest('hex').slice(0, 16)),
       flushMs: int(env, 'DECISION_FLUSH_MS', 200, 10, 60_000),
+      // Group commit of the decision journal: a machine crash loses at most this window (0: fsync before each answer).
+      fsyncMs: int(env, 'DECISION_FSYNC_MS', 50, 0, 10_000),
       retentionDays: int(env, 'DECISION_RETENTION_DAYS', 400, 1, 36_500)
     })
   })

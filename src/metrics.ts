@@ -22,11 +22,21 @@ export class Metrics {
   readonly storeErrors: client.Counter<string>
   readonly filterVersion: client.Gauge<string>
   readonly filterKeys: client.Gauge<string>
+  readonly filterRebuilds: client.Counter<'result'>
   readonly uwsNative: client.Gauge<string>
   readonly decisionsWritten: client.Counter<string>
   readonly decisionsSpooled: client.Counter<string>
+  readonly decisionsQuarantined: client.Counter<string>
   readonly upstreamOutcomes: client.Counter<'type' | 'status'>
   readonly breakerState: client.Gauge<'upstream'>
+  readonly scrubDiskBytes: client.Gauge<string>
+  // consent write queues (İYS push inbox, asynchronous consent requests), set by store/backlog.ts
+  readonly pushBacklog: client.Gauge<string>
+  readonly pushBacklogOldest: client.Gauge<string>
+  readonly requestsBacklog: client.Gauge<string>
+  readonly requestsBacklogOldest: client.Gauge<string>
+  readonly pushItems: client.Counter<'outcome'>
+  readonly queueFailed: client.Counter<'queue'>
 
   constructor () {
     const r = this.registry
@@ -48,10 +58,19 @@ export class Metrics {
     this.storeErrors = new client.Counter({ name: 'iys_store_errors_total', help: 'Exact-store lookups that failed (answered STORE_UNAVAILABLE or per STORE_FAILURE_MODE)', registers: [r] })
     this.filterVersion = new client.Gauge({ name: 'iys_filter_version', help: 'Filter version this process serves (0: none)', registers: [r] })
     this.filterKeys = new client.Gauge({ name: 'iys_filter_keys', help: 'Consent keys in the served filter version', registers: [r] })
+    this.filterRebuilds = new client.Counter({ name: 'iys_filter_rebuilds_total', help: 'Automatic filter rebuilds this process ran (AUTO_REBUILD), by result (ok, failed)', labelNames: ['result'], registers: [r] })
     this.decisionsWritten = new client.Counter({ name: 'iys_decision_log_written_total', help: 'Decision records written to Postgres', registers: [r] })
     this.decisionsSpooled = new client.Counter({ name: 'iys_decision_log_spooled_total', help: 'Decision records spooled to disk because Postgres could not take them', registers: [r] })
+    this.decisionsQuarantined = new client.Counter({ name: 'iys_decision_batches_quarantined_total', help: 'Decision records Postgres refused for their content, kept in the spool folder\'s quarantine/ with the reason', registers: [r] })
     this.upstreamOutcomes = new client.Counter({ name: 'iys_upstream_messages_total', help: 'Messages sent to carriers by channel and outcome', labelNames: ['type', 'status'], registers: [r] })
     this.breakerState = new client.Gauge({ name: 'iys_upstream_breaker_open', help: '1 while the carrier circuit breaker of a channel is open (or half open), 0 when closed', labelNames: ['upstream'], registers: [r] })
+    this.scrubDiskBytes = new client.Gauge({ name: 'iys_scrub_disk_bytes', help: 'Bytes of scrub uploads and results on disk or being written (bounded by SCRUB_MAX_TOTAL_BYTES)', registers: [r] })
+    this.pushBacklog = new client.Gauge({ name: 'iys_push_backlog', help: 'İYS push notifications stored and not yet applied', registers: [r] })
+    this.pushBacklogOldest = new client.Gauge({ name: 'iys_push_backlog_oldest_seconds', help: 'Age of the oldest İYS push notification not yet applied (0: none pending)', registers: [r] })
+    this.requestsBacklog = new client.Gauge({ name: 'iys_consent_requests_backlog', help: 'Asynchronous consent requests stored and not yet applied', registers: [r] })
+    this.requestsBacklogOldest = new client.Gauge({ name: 'iys_consent_requests_backlog_oldest_seconds', help: 'Age of the oldest asynchronous consent request not yet applied (0: none pending)', registers: [r] })
+    this.pushItems = new client.Counter({ name: 'iys_push_items_total', help: 'İYS push items processed by outcome (applied, stale, refused)', labelNames: ['outcome'], registers: [r] })
+    this.queueFailed = new client.Counter({ name: 'iys_queue_failed_total', help: 'Push inbox rows or consent requests closed as failed after repeated errors', labelNames: ['queue'], registers: [r] })
     this.uwsNative = new client.Gauge({ name: 'iys_uws_native', help: '1 if the native uWebSockets.js binding is loaded, 0 on the slow pure-JS fallback', registers: [r] })
   }
 

@@ -7,7 +7,8 @@ import { Checker } from './check/checker.js'
 import type { Config } from './config.js'
 import { buildEmbeddedView } from './filter/embedded.js'
 import { layout } from './filter/layout.js'
-import { FilterMirror } from './filter/mirror.js'
+import { describeMirrorProblem, FilterMirror } from './filter/mirror.js'
+import { AutoRebuilder, describeRebuild } from './filter/rebuild.js'
 import type { FilterView } from './filter/view.js'
 import { createApp, type Readiness } from './http/app.js'
 import { uWS, uwsNative } from './http/uws.js'
@@ -19,6 +20,7 @@ import { consentRoutes, notConfiguredRoutes } from './http/consent-routes.js'
 import { RequestProcessor } from './store/consent-requests.js'
 import { pruneHistory } from './store/consent-queries.js'
 import { PushProcessor } from './store/push-inbox.js'
+import { BacklogMonitor } from './store/backlog.js'
 import { DecisionLog, logDecisions } from './audit/decision-log.js'
 import { scrubRoutes } from './http/scrub-routes.js'
 import { messagesRoute } from './http/messages-route.js'
@@ -46,6 +48,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   let redis: Redis | null = null
   let mirror: FilterMirror | null = null
   let applier: ChangeApplier | null = null
+  let rebuilder: AutoRebuilder | null = null
   // Postgres: the consent API, İYS push, the evidence ledger and the change applier. Checks never touch it.
   const pool: Pool | null = config.databaseUrl !== null ? createPool(config.databaseUrl, 8) : null
   const decisionLog = pool !== null && config.decisions.enabled
@@ -53,17 +56,24 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       pool,
       spoolDir: config.decisions.spoolDir,
       flushMs: config.decisions.flushMs,
+      fsyncMs: config.decisions.fsyncMs,
       retentionDays: config.decisions.retentionDays,
       log,
       onWritten: n => { metrics.decisionsWritten.inc(n) },
-      onSpooled: n => { metrics.decisionsSpooled.inc(n) }
+      onSpooled: n => { metrics.decisionsSpooled.inc(n) },
+      onQuarantined: n => { metrics.decisionsQuarantined.inc(n) }
     })
     : null
   await decisionLog?.start()
-  const requests = pool !== null ? new RequestProcessor(pool, log) : null
-  const push = pool !== null ? new PushProcessor(pool, log) : null
+  const requests = pool !== null ? new RequestProcessor(pool, log, { onFailed: () => { metrics.queueFailed.inc({ queue: 'requests' }) } }) : null
+  // The push receiver has a small pool of its own: API writes queueing for the consent write lock (behind an
+  // import slice, say) can hold every connection of the main pool, and İYS must still get its answer within 5 s.
+  const pushPool: Pool | null = config.databaseUrl !== null ? createPool(config.databaseUrl, 2, { name: 'iys-gateway-push', connectTimeoutMs: 2000, queryTimeoutMs: 2500 }) : null
+  const push = pool !== null ? new PushProcessor(pool, log, { receivePool: pushPool!, hooks: { onItems: (outcome, n) => { metrics.pushItems.inc({ outcome }, n) }, onFailed: () => { metrics.queueFailed.inc({ queue: 'push' }) } } }) : null
   requests?.drainer.kick() // requests and notifications left pending by a previous run
   push?.drainer.kick()
+  const backlog = pool !== null ? new BacklogMonitor(pool, metrics, log) : null
+  backlog?.start()
   let retentionTimer: NodeJS.Timeout | null = null
   if (pool !== null && config.retentionIntervalMs > 0) {
     const prune = (): void => {
@@ -85,8 +95,10 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     redis.on('error', () => {}) // reported through the mirror and the checks; ioredis reconnects by itself
     mirror = new FilterMirror(redis, layout(config.redisPrefix), {
       pollMs: config.filterPollMs,
+      timeoutMs: config.redisTimeoutMs,
       log,
-      onSwitch: (view, keys) => { metrics.filterVersion.set(view.version); metrics.filterKeys.set(keys) }
+      onSwitch: (view, keys) => { metrics.filterVersion.set(view.version); metrics.filterKeys.set(keys) },
+      onDrop: () => { metrics.filterVersion.set(0); metrics.filterKeys.set(0) }
     })
     // Serve the current version from the first request when Redis is there; start anyway (not ready) when not.
     await waitReady(redis, 5000).catch(err => { log.error({ err: (err as Error).message }, 'Redis is not reachable at start-up; retrying in the background') })
@@ -96,21 +108,43 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       // gateway's bloom. Every gateway with a database runs an applier: they are idempotent, so more is only redundancy.
       applier = new ChangeApplier({ pool, redis, layout: layout(config.redisPrefix), log })
       await applier.start()
+      if (config.autoRebuild) {
+        // Redis lost the index (or never had it): rebuild it from Postgres, one gateway at a time (filter/rebuild.ts).
+        rebuilder = new AutoRebuilder({
+          pool,
+          redis,
+          redisUrl: config.redisUrl,
+          layout: layout(config.redisPrefix),
+          fpr: config.bloomFpr,
+          log,
+          mirror,
+          intervalMs: Math.max(2 * config.filterPollMs, 500),
+          onBuilt: result => { metrics.filterRebuilds.inc({ result }) }
+        })
+        rebuilder.start()
+      }
     }
     const m = mirror
     const r = redis
+    const rb = rebuilder
     getView = () => m.view
     readiness = () => {
       const redisReady = r.status === 'ready'
-      const version = m.view?.version ?? 0
+      const view = m.view
+      // Ready only when serving the version Redis points at now (same number and generation, checked at the last
+      // poll); otherwise say why — and, when this or another gateway is rebuilding it, that.
+      const rebuilding = rb !== null ? describeRebuild(rb.status) : null
+      const problem = m.problem !== null
+        ? describeMirrorProblem(m.problem) + (rebuilding !== null ? '; ' + rebuilding : '')
+        : !redisReady ? `Redis connection is ${r.status}` : null
       return {
-        ready: redisReady && version > 0 && !m.pointerMissing,
+        ready: redisReady && view !== null && problem === null,
         mode: 'redis',
-        filterVersion: version,
+        filterVersion: view?.version ?? 0,
+        generation: view?.generation ?? null,
         redis: redisReady ? 'ok' : r.status,
         lastSync: m.lastSyncAt > 0 ? new Date(m.lastSyncAt).toISOString() : null,
-        ...(version === 0 ? { problem: 'no filter version in Redis yet: run `iys-gateway load`' } : {}),
-        ...(m.pointerMissing ? { problem: 'the served filter version is gone from Redis: run `iys-gateway load`' } : {}),
+        ...(problem !== null ? { problem } : {}),
         uws: uwsState,
         warnings
       }
@@ -132,14 +166,14 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   })
 
   // Bulk scrubbing: jobs on local disk, chunks on a worker pool over the same SharedArrayBuffer bloom (Redis mode).
-  const jobs = new ScrubJobs(config.scrub.dir, config.scrub.retentionHours, log)
+  const jobs = new ScrubJobs(config.scrub.dir, config.scrub.retentionHours, log, (bytes) => { metrics.scrubDiskBytes.set(bytes) })
   const unfinished = await jobs.init()
   const scrubPool = config.redisUrl !== null
     ? createScrubPool({ redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, redisTimeoutMs: config.redisTimeoutMs, policy }, config.scrub.threads)
     : null
   let lastCheckAt = 0 // when a check was last answered: scrubs yield to live traffic
   const pauseMs = (): number => (performance.now() - lastCheckAt < 250 ? 8 : 0)
-  const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, log, pauseMs })
+  const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, maxLineBytes: config.scrub.maxLineBytes, log, pauseMs })
   for (const job of unfinished) queue.enqueue(job)
   const sweepJobs = (): void => { jobs.sweep().catch((err: Error) => { log.warn({ err: err.message }, 'scrub job retention failed') }) }
   sweepJobs()
@@ -161,10 +195,10 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       lastCheckAt = performance.now()
       if (decisionLog !== null) logDecisions(decisionLog, 'check', null, query, results)
     },
-    routes: (router, app) => {
+    routes: (router) => {
       if (pool !== null) consentRoutes(router, { pool, log, requests: requests!, push: push!, pushCredentials })
       else notConfiguredRoutes(router)
-      scrubRoutes(router, app, { jobs, queue, maxBytes: config.scrub.maxBytes })
+      scrubRoutes(router, { jobs, queue, maxBytes: config.scrub.maxBytes, maxTotalBytes: config.scrub.maxTotalBytes, maxUploadsPerClient: config.scrub.maxUploadsPerClient })
       messagesRoute(router, { checker, upstreams, metrics, decisionLog })
     }
   })
@@ -191,11 +225,14 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       // A running scrub is not waited for: its job stays 'running' on disk and runs again at the next start.
       queue.stop()
       await scrubPool?.destroy()
+      await rebuilder?.stop()
       if (applier !== null) await applier.stop()
-      await requests?.drainer.idle()
+      await requests?.drainer.stop()
       await decisionLog?.close() // everything to Postgres, or to the spool when it is away
       if (!await within(upstreams.close(), 3000)) await upstreams.destroy() // carriers that never answer
-      await push?.drainer.idle()
+      await push?.drainer.stop()
+      await backlog?.stop()
+      if (pushPool !== null && !await within(pushPool.end(), 2000)) log.warn('push receiver connections still busy at shutdown')
       if (mirror !== null) await mirror.stop()
       if (pool !== null && !await within(pool.end(), 5000)) log.warn('Postgres connections still busy at shutdown; leaving them to the process exit')
       if (redis !== null) redis.disconnect()
