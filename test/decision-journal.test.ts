@@ -4,12 +4,13 @@
 // again on the same spool folder; then Postgres must hold every answered decision exactly once.
 
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { esc, segmentToCopy } from '../src/audit/copy-text.js'
+import { Journal, judgeRun, STALE_MS, WIDE_STALE_MS, type RunIdentity } from '../src/audit/journal.js'
 import { startFakeCarrier, type FakeCarrier } from '../src/proxy/fake-carrier.js'
 import { BIN, cliEnv, runSteps } from './helpers/cli.js'
 import { postJson } from './helpers/gateway.js'
@@ -148,5 +149,58 @@ describe('journal segment format', () => {
     expect(esc('x\u0000y')).toBe('x\uFFFDy')
     expect(esc('\uD800x\uDC00')).toBe('\uFFFDx\uFFFD')
     expect(esc('ok \uD83D\uDE00')).toBe('ok \uD83D\uDE00') // a valid pair (an emoji) stays
+  })
+})
+
+describe('journal liveness: whose segments may be shipped', () => {
+  const self: RunIdentity = { pid: 1, host: 'gw-a', boot: 'kernel-1', pidNs: 'pid:[100]' }
+  const exists = (pids: number[]) => (pid: number): boolean => pids.includes(pid)
+
+  it('a run of this kernel and pid namespace is dead when its pid is gone or is our own, and alive while its pid exists', () => {
+    expect(judgeRun({ ...self, pid: 7 }, 0, self, exists([]))).toBe('dead')
+    expect(judgeRun({ ...self }, 0, self, exists([1]))).toBe('dead') // our pid under another boot id: a previous life
+    expect(judgeRun({ ...self, pid: 7 }, STALE_MS * 2, self, exists([7]))).toBe('alive') // its pid may be reused...
+    expect(judgeRun({ ...self, pid: 7 }, WIDE_STALE_MS + 1, self, exists([7]))).toBe('dead') // ...only a long silence says so
+  })
+
+  it('a run in another pid namespace of this host (a container, maybe pid 1 like us) is judged by its heartbeat only, its newest segment only after the wide margin', () => {
+    const sibling = { ...self, pidNs: 'pid:[200]' }
+    expect(judgeRun(sibling, 1_000, self, exists([]))).toBe('alive')
+    expect(judgeRun(sibling, STALE_MS + 1, self, exists([]))).toBe('stale')
+    expect(judgeRun(sibling, WIDE_STALE_MS + 1, self, exists([]))).toBe('dead')
+    // A heartbeat without the namespace (an older version) proves nothing by its pid either.
+    expect(judgeRun({ pid: 1, host: 'gw-a' }, 1_000, self, exists([]))).toBe('alive')
+  })
+
+  it('a run on another host is judged by its heartbeat only, whatever its pid', () => {
+    const remote = { pid: 7, host: 'gw-b', boot: 'kernel-2', pidNs: 'pid:[100]' }
+    expect(judgeRun(remote, 1_000, self, exists([]))).toBe('alive')
+    expect(judgeRun(remote, STALE_MS + 1, self, exists([]))).toBe('stale')
+    expect(judgeRun(remote, WIDE_STALE_MS + 1, self, exists([]))).toBe('dead')
+    // The same host name on another kernel (boot id) is another machine, whose clock may differ.
+    expect(judgeRun({ ...self, boot: 'kernel-2' }, 1_000, self, exists([]))).toBe('alive')
+  })
+
+  it('ships nothing of a live run in another pid namespace that has our pid, and only the older segments of one whose heartbeat went silent', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'iys-live-'))
+    const journal = new Journal({ dir, fsyncMs: 50, fullLines: 1000, onFull: () => {}, onSyncError: () => {} })
+    try {
+      await journal.start()
+      const me = journal.identity
+      const line = '2025-01-01T10:00:00.000Z\tcheck\n'
+      for (const boot of ['0sibling', '0silent']) {
+        writeFileSync(join(dir, `${boot}.live`), JSON.stringify({ ...me, pidNs: 'pid:[1]' }))
+        for (const n of ['00000001', '00000002']) writeFileSync(join(dir, `${boot}-${n}.jnl`), line)
+      }
+      expect(me.host).toBe(hostname())
+      expect(me.pid).toBe(process.pid)
+      const silentSince = (Date.now() - STALE_MS * 2) / 1000
+      utimesSync(join(dir, '0silent.live'), silentSince, silentSince)
+      expect(await journal.shippable()).toEqual(['0silent-00000001.jnl'])
+    } finally {
+      await journal.close()
+      await journal.release()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

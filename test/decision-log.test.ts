@@ -3,10 +3,14 @@
 // Postgres refuses for its content never holds back the batches behind it.
 
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DecisionLog } from '../src/audit/decision-log.js'
+import type { CheckQuery, CheckResult } from '../src/check/checker.js'
+import { createLogger } from '../src/log.js'
 import { runCli } from './helpers/cli.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
@@ -138,5 +142,96 @@ describe('decision log', () => {
     await proxy.restore()
     gw = await startTestGateway(env)
     await until(async () => (await count()) === before + 700, 10_000, 'the spool left by the previous run to be written')
+  }, 60_000)
+
+  // A DecisionLog in this process, on its own spool folder and Postgres `url`: its promises are ours to watch.
+  const query = (recipients: string[]): CheckQuery => ({ brandCode: '600001', type: 'MESAJ', recipientType: 'BIREYSEL', commercial: true, recipients })
+  const invalid = (recipients: string[]): CheckResult[] => recipients.map(recipient => ({ recipient, normalized: null, allowed: false, reason: 'INVALID_RECIPIENT' }))
+  const record = (log: DecisionLog, recipients: string[]): void => { log.recordChecks('check', null, query(recipients), invalid(recipients)) }
+
+  it('a segment whose file cannot be removed after it landed ends nothing: it is kept, removed later, and its records are written once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'iys-unlink-'))
+    const rejections: unknown[] = []
+    const onRejection = (reason: unknown): void => { rejections.push(reason) }
+    process.on('unhandledRejection', onRejection)
+    let readOnly = true
+    let refusedUnlinks = 0
+    const fs = {
+      unlink: async (path: string): Promise<void> => {
+        if (readOnly) { refusedUnlinks++; throw Object.assign(new Error(`EROFS: read-only file system, unlink '${path}'`), { code: 'EROFS' }) }
+        await unlink(path)
+      }
+    }
+    const log = new DecisionLog({ pool, spoolDir: dir, log: createLogger('silent'), flushMs: 20, journalFs: fs })
+    try {
+      await log.start()
+      const first = phones(80_000, 50)
+      record(log, first)
+      await expect(log.flush()).resolves.toBeUndefined()
+      await until(async () => (await count("recipient LIKE '+905000080%'")) === 50, 10_000, 'the first records to land')
+      await until(() => refusedUnlinks >= 3, 10_000, 'removal to be retried on the timer')
+      expect(segments(dir)).toBe(1) // kept: it is in Postgres, its file waits for a later removal
+      record(log, phones(80_100, 50)) // the log goes on meanwhile
+      await until(async () => (await count("recipient LIKE '+905000080%'")) === 100, 10_000, 'records made while the disk refuses removals to land')
+      readOnly = false
+      await until(() => segments(dir) === 0, 10_000, 'the kept segments to be removed')
+      expect(await count("recipient LIKE '+905000080%'")).toBe(100)
+      expect(rejections).toEqual([])
+    } finally {
+      process.off('unhandledRejection', onRejection)
+      readOnly = false
+      await log.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }, 30_000)
+
+  it('a spooled segment another gateway shipped first is no longer counted as waiting', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'iys-gone-'))
+    const away = new pg.Pool({ connectionString: 'postgres://postgres@127.0.0.1:1/none', max: 1, connectionTimeoutMillis: 1000 })
+    const log = new DecisionLog({ pool: away, spoolDir: dir, log: createLogger('silent'), flushMs: 20 })
+    try {
+      await log.start()
+      record(log, phones(81_000, 5))
+      await until(() => log.spooled === 1, 10_000, 'the segment to be spooled')
+      for (const f of readdirSync(dir)) if (f.endsWith('.jnl')) rmSync(join(dir, f))
+      await until(() => log.spooled === 0, 10_000, 'the vanished segment to be dropped from the spool')
+    } finally {
+      await log.close()
+      await away.end()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }, 30_000)
+
+  it('a new constraint refusing the records holds their segments in the spool, quarantines nothing, and lets other segments pass', async () => {
+    const quarantined = (): number => readdirSync(join(spool, 'quarantine')).length
+    const before = quarantined()
+    const spooledBefore = spooledRows(await (await fetch(gw.url + '/metrics')).text())
+    await pool.query("ALTER TABLE decisions ADD CONSTRAINT refuse_9057 CHECK (recipient NOT LIKE '+9057%')")
+    try {
+      const held = phones(700_000, 400).map(p => p.replace('+9050', '+9057'))
+      await check(gw.url, { brandCode: 600001, type: 'MESAJ', recipients: held })
+      await until(async () => spooledRows(await (await fetch(gw.url + '/metrics')).text()) >= spooledBefore + 400, 10_000, 'the refused segment to be counted as spooled')
+      await check(gw.url, { brandCode: 600001, type: 'MESAJ', recipients: phones(90_000, 5) })
+      await until(async () => (await count("normalized LIKE '+905000090%'")) === 5, 15_000, 'a later segment to land past the refused one')
+      expect(segments(spool)).toBeGreaterThan(0)
+      expect(await count("recipient LIKE '+9057%'")).toBe(0)
+      expect(quarantined()).toBe(before)
+    } finally {
+      await pool.query('ALTER TABLE decisions DROP CONSTRAINT refuse_9057')
+    }
+    await until(async () => (await count("recipient LIKE '+9057%'")) === 400, 60_000, 'the held records to land once the constraint is gone')
+    expect(quarantined()).toBe(before)
+  }, 90_000)
+
+  it('records still land after today\'s partition is dropped under a running log: it is recreated and nothing is quarantined', async () => {
+    const quarantined = (): number => readdirSync(join(spool, 'quarantine')).length
+    const before = quarantined()
+    const today = 'decisions_' + new Date().toISOString().slice(0, 10).replace(/-/g, '')
+    await check(gw.url, { brandCode: 600001, type: 'MESAJ', recipients: phones(91_000, 5) }) // the log knows today's partition
+    await until(async () => (await count("normalized LIKE '+905000091%'")) === 5, 15_000, 'the first decisions to land')
+    await pool.query(`DROP TABLE ${today}`)
+    await check(gw.url, { brandCode: 600001, type: 'MESAJ', recipients: phones(92_000, 300) })
+    await until(async () => (await count("normalized LIKE '+905000092%'")) === 300, 15_000, 'the decisions to land in a recreated partition')
+    expect(quarantined()).toBe(before)
   }, 60_000)
 })

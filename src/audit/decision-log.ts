@@ -7,9 +7,13 @@
 // decision_batches` (its name is the batch id) + `COPY decisions FROM STDIN` in one transaction, then deleted. A
 // segment Postgres cannot take now (down, slow, restarting) stays on disk and is retried: that is the spool. A batch
 // whose first attempt did commit although we saw an error is recognised by its id and skipped, so every record lands
-// exactly once. A batch Postgres refuses for its content (SQLSTATE class 22 or 23) is split in halves until the
-// refused lines are alone; those go to `quarantine/` beside their reason and the rest lands, so one bad line never
-// holds back another. At start-up the segments a crashed run left are shipped like any other.
+// exactly once. A batch Postgres refuses for a value in a row (a data exception, SQLSTATE class 22) is split in halves
+// until the refused lines are alone; those go to `quarantine/` beside their reason and the rest lands, so one bad
+// line never holds back another. A refusal that is about the table rather than a row (class 23 — a new constraint, a
+// missing partition, which is first recreated and retried — or class 42) would refuse every line alike: the segment
+// is kept and retried with back-off (counted as spooled), and the segments behind it are still tried. Nothing this
+// log starts in the background can reject: a failure (Postgres, a segment file that cannot be removed) is logged and
+// retried. At start-up the segments a crashed run left are shipped like any other.
 //
 // The table is partitioned by day (UTC); partitions are created ahead and those older than the retention dropped.
 
@@ -24,7 +28,7 @@ import type { Pool } from '../store/pg.js'
 import type { CheckQuery, CheckResult } from '../check/checker.js'
 import { GatewayError } from '../domain/errors.js'
 import { COLUMNS, esc, opt, segmentToCopy } from './copy-text.js'
-import { Journal, type Segment } from './journal.js'
+import { Journal, type JournalFs, type Segment } from './journal.js'
 
 export interface DecisionLogOptions {
   pool: Pool
@@ -38,6 +42,8 @@ export interface DecisionLogOptions {
   onWritten?: (rows: number) => void
   onSpooled?: (rows: number) => void
   onQuarantined?: (rows: number) => void
+  /** for tests: the journal's file operations (default: the real fs) */
+  journalFs?: JournalFs
 }
 
 /** What a carrier answered for one message (null: not forwarded, it was blocked). */
@@ -49,16 +55,29 @@ export interface MessageTicket { segment: Segment | null, key: string }
 const BATCH_LINES = 10_000
 const DAY_MS = 86_400_000
 const RETRY_MS = 1000
+/** the longest back-off of a segment Postgres refuses as a whole */
+const REFUSED_MAX_MS = 60_000
 const CLOSE_WAIT_MS = 15_000
 const QUARANTINE = 'quarantine'
 
 const partitionName = (dayStartMs: number): string => 'decisions_' + new Date(dayStartMs).toISOString().slice(0, 10).replace(/-/g, '')
 
-/** Postgres refused the rows themselves (data exception, integrity violation): retrying the same rows cannot help. */
-function isContentError (err: unknown): boolean {
-  const code = (err as { code?: unknown }).code
-  return typeof code === 'string' && /^2[23][0-9A-Z]{3}$/.test(code)
+const sqlstate = (err: unknown): string | null => {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : null
 }
+
+/** A value in a row that Postgres cannot take (class 22): retrying that row cannot help, the others can land. */
+const isDataError = (err: unknown): boolean => sqlstate(err)?.startsWith('22') === true
+
+/**
+ * Postgres refused the batch for what the table is now (class 23: a constraint, a missing partition; class 42: a
+ * table or column gone, a permission): every line would be refused alike, so it is no line's fault. Kept, retried.
+ */
+const isRefusal = (err: unknown): boolean => /^(23|42)/.test(sqlstate(err) ?? '')
+
+/** 23514 check_violation is also what a row gets for which no partition exists. */
+const CHECK_VIOLATION = '23514'
 
 /** A client's recipient as text (it may be any JSON value; a value JSON cannot print is recorded as such). */
 function recipientText (v: unknown): string {
@@ -80,6 +99,12 @@ export class DecisionLog {
   private retryAt = 0
   /** segments already counted as spooled (their first shipping failed) */
   private readonly spooledNames = new Set<string>()
+  /** segments refused as a whole: when to try again, and the current back-off */
+  private readonly refused = new Map<string, { until: number, delayMs: number }>()
+  /** the SQLSTATE of the refusals being reported (one log line per streak, not per segment) */
+  private refusing: string | null = null
+  /** segments in Postgres whose file could not be removed yet (retried; logged once each) */
+  private readonly landed = new Set<string>()
   private timers: NodeJS.Timeout[] = []
   private readonly partitions = new Set<string>()
 
@@ -89,8 +114,9 @@ export class DecisionLog {
       dir: opts.spoolDir,
       fsyncMs: opts.fsyncMs ?? 50,
       fullLines: BATCH_LINES,
-      onFull: () => { void this.flush() },
-      onSyncError: err => { opts.log.error({ err: err.message }, 'decision journal: fsync failed') }
+      onFull: () => { void this.flush() }, // flush() never rejects
+      onSyncError: err => { opts.log.error({ err: err.message }, 'decision journal: fsync failed') },
+      ...(opts.journalFs !== undefined ? { fs: opts.journalFs } : {})
     })
   }
 
@@ -104,9 +130,9 @@ export class DecisionLog {
     await this.journal.start()
     await this.maintainPartitions().catch((err: Error) => { this.opts.log.warn({ err: err.message }, 'decision log: cannot prepare partitions yet') })
     const every = (ms: number, fn: () => void): void => { const t = setInterval(fn, ms); t.unref(); this.timers.push(t) }
-    every(this.opts.flushMs ?? 200, () => { void this.flush() })
+    every(this.opts.flushMs ?? 200, () => { void this.flush() }) // flush() never rejects
     every(3_600_000, () => { this.maintainPartitions().catch((err: Error) => { this.opts.log.warn({ err: err.message }, 'decision log: partition maintenance failed') }) })
-    void this.ship(true) // what a previous run left behind
+    void this.ship(true) // what a previous run left behind (ship() never rejects)
   }
 
   private stamp (): string {
@@ -195,7 +221,10 @@ export class DecisionLog {
     await this.journal.release()
   }
 
-  /** Ships shippable segments, oldest first, until Postgres fails; after a failure waits RETRY_MS unless forced. */
+  /**
+   * Ships shippable segments, oldest first, until Postgres fails; after a failure waits (retryAt) unless forced.
+   * Never rejects: it runs from timers with nobody to catch it, and an unhandled rejection would end the process.
+   */
   private ship (force: boolean): Promise<void> {
     if (this.shipping !== null) { this.shipAgain = true; return this.shipping.then(() => (force ? this.ship(true) : undefined)) }
     if (!force && Date.now() < this.retryAt) return Promise.resolve()
@@ -204,11 +233,14 @@ export class DecisionLog {
         this.shipAgain = false
         if (!await this.shipOnce()) return
       } while (this.shipAgain)
-    })().finally(() => { this.shipping = null })
+    })().catch((err: Error) => {
+      this.retryAt = Date.now() + RETRY_MS
+      this.opts.log.error({ err: err.message }, 'decision log: shipping failed; it is retried')
+    }).finally(() => { this.shipping = null })
     return this.shipping
   }
 
-  /** False when Postgres failed (the rest waits for the next attempt). */
+  /** False when the rest must wait for the next attempt (Postgres failed or refused, a file could not be removed). */
   private async shipOnce (): Promise<boolean> {
     let names: string[]
     try {
@@ -217,12 +249,18 @@ export class DecisionLog {
       this.opts.log.error({ err: (err as Error).message }, 'decision journal: cannot list the spool folder')
       return false
     }
+    let ok = true
+    let lastRefused: string | null = null // the SQLSTATE of the segment just refused in this round
     for (const name of names) {
+      if (this.landed.has(name)) { ok = await this.remove(name) && ok; continue } // in Postgres already
+      const back = this.refused.get(name)
+      if (back !== undefined && Date.now() < back.until) continue
       let raw: string
       try {
         raw = await this.journal.read(name)
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue // another gateway on this folder shipped it
+        // Gone: another gateway on this folder shipped it (done() forgets it, the file being gone already).
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') { ok = await this.remove(name) && ok; continue }
         this.opts.log.error({ err: (err as Error).message }, 'decision journal: cannot read a segment')
         return false
       }
@@ -230,26 +268,65 @@ export class DecisionLog {
       try {
         if (rows > 0) await this.writeChunk(name.slice(0, name.lastIndexOf('.')), text, rows)
       } catch (err) {
-        this.retryAt = Date.now() + RETRY_MS
-        if (!this.spooledNames.has(name)) {
-          this.spooledNames.add(name)
-          this.opts.onSpooled?.(rows)
-          this.opts.log.warn({ err: (err as Error).message, rows }, 'decision log: Postgres did not take a batch; it stays in the spool and is retried')
-        }
-        return false
+        this.spool(name, rows, err as Error)
+        if (!isRefusal(err)) { this.retryAt = Date.now() + RETRY_MS; return false } // Postgres away: all of it waits
+        const code = sqlstate(err)!
+        const delayMs = Math.min(REFUSED_MAX_MS, back === undefined ? RETRY_MS : back.delayMs * 2)
+        this.refused.set(name, { until: Date.now() + delayMs, delayMs })
+        // Two in a row refused alike: the table refuses everything, the rest would only fail the same way.
+        if (lastRefused === code) { this.retryAt = Date.now() + delayMs; return false }
+        lastRefused = code
+        continue
       }
-      await this.journal.done(name)
-      if (this.spooledNames.delete(name) && this.spooledNames.size === 0) this.opts.log.info('decision log: spool replayed into Postgres')
+      lastRefused = null
+      this.refused.delete(name)
+      if (this.refusing !== null) { this.refusing = null; this.opts.log.info('decision log: Postgres takes the segments it refused again') }
+      ok = await this.remove(name) && ok
     }
+    return ok
+  }
+
+  /** A segment Postgres did not take stays in the spool: counted once, logged once per kind of failure. */
+  private spool (name: string, rows: number, err: Error): void {
+    const code = sqlstate(err)
+    if (isRefusal(err)) {
+      if (this.refusing !== code) {
+        this.refusing = code
+        this.opts.log.error({ err: err.message, sqlstate: code, rows }, 'decision log: Postgres refuses the decision table\'s batches as a whole; they stay in the spool and are retried with back-off')
+      }
+    } else if (!this.spooledNames.has(name)) {
+      this.opts.log.warn({ err: err.message, rows }, 'decision log: Postgres did not take a batch; it stays in the spool and is retried')
+    }
+    if (!this.spooledNames.has(name)) {
+      this.spooledNames.add(name)
+      this.opts.onSpooled?.(rows)
+    }
+  }
+
+  /** Removes a segment that is in Postgres; false when its file cannot be removed now (kept, retried, logged once). */
+  private async remove (name: string): Promise<boolean> {
+    try {
+      await this.journal.done(name)
+    } catch (err) {
+      if (!this.landed.has(name)) {
+        this.landed.add(name)
+        this.opts.log.error({ err: (err as Error).message, segment: name }, 'decision journal: a segment in Postgres cannot be removed from the spool folder; retried')
+      }
+      this.retryAt = Date.now() + RETRY_MS
+      return false
+    }
+    this.landed.delete(name)
+    this.refused.delete(name)
+    if (this.spooledNames.delete(name) && this.spooledNames.size === 0) this.opts.log.info('decision log: spool replayed into Postgres')
     return true
   }
 
-  /** Writes a batch; one refused for its content is split until the refused lines are alone in quarantine. */
+  /** Writes a batch; one refused for a value in a row is split until the refused lines are alone in quarantine. */
   private async writeChunk (batchId: string, text: string, rows: number): Promise<void> {
     try {
       await this.writeBatch(batchId, text, rows)
     } catch (err) {
-      if (!isContentError(err)) throw err
+      if (!isDataError(err)) throw err
       if (rows === 1) { await this.quarantine(batchId, text, err as Error & { code: string }); return }
       const half = Math.ceil(rows / 2)
       let cut = -1
@@ -270,12 +347,23 @@ export class DecisionLog {
 
   private async writeBatch (batchId: string, text: string, rows: number): Promise<void> {
     await this.ensurePartitionFor(text)
-    const written = await inTransaction(this.opts.pool, async client => {
+    const copy = (): Promise<boolean> => inTransaction(this.opts.pool, async client => {
       const claim = await client.query('INSERT INTO decision_batches (batch_id, rows) VALUES ($1, $2) ON CONFLICT DO NOTHING', [batchId, rows])
       if (claim.rowCount === 0) return false // committed before: this is a replay of a batch we could not confirm
       await pipeline(Readable.from([text]), client.query(copyStreams.from(`COPY decisions ${COLUMNS} FROM STDIN`)))
       return true
     })
+    let written: boolean
+    try {
+      written = await copy()
+    } catch (err) {
+      if (sqlstate(err) !== CHECK_VIOLATION) throw err
+      // Maybe no partition for a row: one we created was dropped since (by hand, by another gateway's retention).
+      // Forget what we know, create them again, and try once more; a constraint refusing the rows fails again.
+      this.partitions.clear()
+      await this.ensurePartitionFor(text)
+      written = await copy()
+    }
     if (written) this.opts.onWritten?.(rows)
   }
 

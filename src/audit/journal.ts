@@ -7,14 +7,17 @@
 // ready to be shipped to Postgres, its name being the batch id. A request that forwards messages pins its segment
 // between the decision lines and the carrier outcome lines, so both are always in the same segment.
 //
-// Files in the directory: `<boot>-<n>.jnl` (segments), `<boot>.live` (this boot's heartbeat: pid and host, touched
-// every few seconds, removed by a clean close). A segment of another boot is shippable once that boot is dead: no
-// heartbeat file; on this host, its pid gone (or our own); on another host sharing the folder, a heartbeat older
-// than STALE_MS.
+// Files in the directory: `<boot>-<n>.jnl` (segments), `<boot>.live` (this boot's heartbeat: its identity, rewritten
+// every few seconds, removed by a clean close). A segment of another boot is shipped only once that boot is done
+// writing it (judgeRun): no heartbeat file, or its pid gone (or our own) in our own pid namespace on our own kernel.
+// Anything else (another host, another container on this host: a pid proves nothing there) is judged by how long its
+// heartbeat has been silent: after STALE_MS its closed segments ship, its newest one (which a live run may still be
+// writing) only after WIDE_STALE_MS. Silence is measured on one clock: the heartbeat's mtime against ours on this
+// kernel, and for another host the time since we last saw its mtime change (its clock may be off from ours).
 
 import { randomBytes } from 'node:crypto'
 import { closeSync, fsync, fsyncSync, ftruncateSync, openSync, writeSync, close as closeFd, open as openFd } from 'node:fs'
-import { readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises'
+import { readdir, readFile, readlink, stat, unlink, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
 
@@ -22,8 +25,40 @@ export const SEGMENT_EXT = '.jnl'
 export const LEGACY_EXT = '.tsv'
 const LIVE_EXT = '.live'
 const HEARTBEAT_MS = 2_000
-const STALE_MS = 30_000
-const REUSED_PID_STALE_MS = 600_000
+/** A heartbeat silent this long: the run is taken for stopped, its closed segments are shipped. */
+export const STALE_MS = 30_000
+/**
+ * The wide margin: a heartbeat silent this long is a dead run even without a proof, and its newest segment (the one
+ * a live run writes) is shipped too; also how long a pid in use may be a reused one.
+ */
+export const WIDE_STALE_MS = 600_000
+
+/** Who wrote a heartbeat: `boot` is the kernel's boot id, `pidNs` the pid namespace (Linux; absent elsewhere). */
+export interface RunIdentity { pid: number, host: string, boot?: string, pidNs?: string }
+
+/** dead: every segment may ship; stale: all but its newest; alive: none. */
+export type Liveness = 'alive' | 'stale' | 'dead'
+
+/**
+ * Whether another run (its heartbeat `beat`, silent for `silentMs`) is done writing its segments. A pid tells only
+ * within the same pid namespace of the same kernel; elsewhere (a container on this host with our own pid 1, another
+ * host) only the heartbeat's silence does, and the newest segment needs the wide margin: a live run stopped that long
+ * (SIGSTOP, a hung disk) loses what it writes after we took it for dead.
+ */
+export function judgeRun (beat: Partial<RunIdentity>, silentMs: number, self: RunIdentity, pidExists: (pid: number) => boolean): Liveness {
+  const samePidSpace = beat.host === self.host && beat.boot === self.boot && beat.pidNs === self.pidNs
+  if (samePidSpace && typeof beat.pid === 'number') {
+    // Our own pid under another boot id is a previous life of this process; a pid in use may have been reused.
+    if (beat.pid === self.pid || !pidExists(beat.pid)) return 'dead'
+    return silentMs > WIDE_STALE_MS ? 'dead' : 'alive'
+  }
+  return silentMs > WIDE_STALE_MS ? 'dead' : silentMs > STALE_MS ? 'stale' : 'alive'
+}
+
+/** The file operations whose failure the log must survive (a seam for tests; the real fs by default). */
+export interface JournalFs {
+  unlink: (path: string) => Promise<void>
+}
 
 export interface Segment {
   readonly id: string
@@ -47,6 +82,7 @@ export interface JournalOptions {
   fullLines: number
   onFull: () => void
   onSyncError: (err: Error) => void
+  fs?: JournalFs
 }
 
 const fsyncP = (fd: number): Promise<void> => new Promise((resolve, reject) => { fsync(fd, err => (err === null ? resolve() : reject(err))) })
@@ -62,23 +98,37 @@ export class Journal {
   /** segments opened and not yet closed */
   private unfinished = 0
   private timers: NodeJS.Timeout[] = []
-  private readonly host = hostname()
+  private self: RunIdentity = { pid: process.pid, host: hostname() }
+  private readonly fs: JournalFs
+  /** another host's heartbeat: its last mtime and when we first saw it (our clock) */
+  private readonly beatSeen = new Map<string, { mtime: number, at: number }>()
 
   constructor (opts: JournalOptions) {
     this.opts = opts
+    this.fs = opts.fs ?? { unlink }
     // Time first, so that a directory listing is roughly in write order; random, so that it never repeats.
     this.bootId = Date.now().toString(36).padStart(9, '0') + randomBytes(4).toString('hex')
   }
 
+  /** This run's identity, as its heartbeat says it. */
+  get identity (): RunIdentity {
+    return this.self
+  }
+
   async start (): Promise<void> {
-    const live = JSON.stringify({ pid: process.pid, host: this.host })
+    const [boot, pidNs] = await Promise.all([
+      readFile('/proc/sys/kernel/random/boot_id', 'utf8').then(t => t.trim(), () => undefined),
+      readlink('/proc/self/ns/pid').catch(() => undefined)
+    ])
+    this.self = { ...this.self, ...(boot !== undefined ? { boot } : {}), ...(pidNs !== undefined ? { pidNs } : {}) }
+    const live = JSON.stringify(this.self)
     await writeFile(this.livePath(), live)
     // Rewritten, not touched: a heartbeat another gateway removed (it took this one for dead) comes back.
     const beat = setInterval(() => { writeFile(this.livePath(), live).catch(() => {}) }, HEARTBEAT_MS)
     beat.unref()
     this.timers.push(beat)
     if (this.opts.fsyncMs > 0) {
-      const sync = setInterval(() => { void this.syncAll() }, this.opts.fsyncMs)
+      const sync = setInterval(() => { this.syncAll().catch(this.opts.onSyncError) }, this.opts.fsyncMs)
       sync.unref()
       this.timers.push(sync)
     }
@@ -103,7 +153,7 @@ export class Journal {
   }
 
   unpin (seg: Segment): void {
-    if (--seg.pins === 0 && seg.closing) void this.finish(seg)
+    if (--seg.pins === 0 && seg.closing) this.finish(seg).catch(this.opts.onSyncError)
   }
 
   /** New lines go to a new segment from now on; the current one becomes ready once its pins are released. */
@@ -112,23 +162,30 @@ export class Journal {
     if (seg === null || seg.lines === 0) return
     this.current = null
     seg.closing = true
-    if (seg.pins === 0) void this.finish(seg)
+    if (seg.pins === 0) this.finish(seg).catch(this.opts.onSyncError)
   }
 
-  /** Own closed segments, then those of dead boots and spool files of older versions (`.tsv`): the ones to ship now. */
+  /**
+   * Own closed segments, then those of runs done writing them (judgeRun) and spool files of older versions (`.tsv`):
+   * the ones to ship now.
+   */
   async shippable (): Promise<string[]> {
     const own = new Set([...this.ready])
     const out = [...this.ready]
     const files = await readdir(this.opts.dir)
-    const alive = new Map<string, boolean>()
+    const others = new Map<string, string[]>() // boot → its segments, oldest first
     for (const f of files.sort()) {
       if (f.endsWith(LEGACY_EXT)) { out.push(f); continue } // written whole (renamed into place) by older versions
       if (!f.endsWith(SEGMENT_EXT) || own.has(f)) continue
       const boot = f.slice(0, f.lastIndexOf('-'))
       if (boot === this.bootId) continue // open or closing: not yet
-      let dead = alive.get(boot)
-      if (dead === undefined) { dead = await this.isDead(boot); alive.set(boot, dead) }
-      if (dead) out.push(f)
+      const list = others.get(boot)
+      if (list === undefined) others.set(boot, [f]); else list.push(f)
+    }
+    for (const [boot, list] of others) {
+      const liveness = await this.liveness(boot)
+      if (liveness === 'dead') out.push(...list)
+      else if (liveness === 'stale') out.push(...list.slice(0, -1)) // its newest may still be written
     }
     return out
   }
@@ -139,7 +196,7 @@ export class Journal {
   }
 
   async done (name: string): Promise<void> {
-    await unlink(join(this.opts.dir, name)).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
+    await this.fs.unlink(join(this.opts.dir, name)).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
     const i = this.ready.indexOf(name)
     if (i !== -1) this.ready.splice(i, 1)
   }
@@ -181,17 +238,22 @@ export class Journal {
   }
 
   private write (seg: Segment, text: string): void {
-    const buf = Buffer.from(text)
+    const length = Buffer.byteLength(text)
     try {
-      let off = 0
-      while (off < buf.length) off += writeSync(seg.fd, buf, off, buf.length - off, seg.bytes + off)
+      // The string goes to write() as it is (no Buffer per request); a short write, rare on a local file, resumes
+      // from a Buffer at the byte where it stopped.
+      let off = writeSync(seg.fd, text, seg.bytes, 'utf8')
+      if (off < length) {
+        const buf = Buffer.from(text)
+        while (off < length) off += writeSync(seg.fd, buf, off, length - off, seg.bytes + off)
+      }
       if (this.opts.fsyncMs === 0) fsyncSync(seg.fd)
     } catch (err) {
       // Leave no partial line behind for the next request's lines to be glued to.
       try { ftruncateSync(seg.fd, seg.bytes) } catch { /* the segment is then read up to its last complete line */ }
       throw err
     }
-    seg.bytes += buf.length
+    seg.bytes += length
     seg.dirty = true
   }
 
@@ -232,28 +294,34 @@ export class Journal {
     return join(this.opts.dir, this.bootId + LIVE_EXT)
   }
 
-  private async isDead (boot: string): Promise<boolean> {
+  private async liveness (boot: string): Promise<Liveness> {
     const path = join(this.opts.dir, boot + LIVE_EXT)
-    let info: { pid?: number, host?: string }
+    let beat: Partial<RunIdentity>
     let mtime: number
     try {
-      ;[info, mtime] = await Promise.all([readFile(path, 'utf8').then(t => JSON.parse(t) as { pid?: number, host?: string }), stat(path).then(s => s.mtimeMs)])
+      ;[beat, mtime] = await Promise.all([readFile(path, 'utf8').then(t => JSON.parse(t) as Partial<RunIdentity>), stat(path).then(s => s.mtimeMs)])
     } catch (err) {
       // No heartbeat: it closed cleanly (or crashed before its first). Anything else (a heartbeat caught while it is
       // being rewritten) says nothing: ask again next time.
-      return (err as NodeJS.ErrnoException).code === 'ENOENT'
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return 'alive'
+      this.beatSeen.delete(boot)
+      return 'dead'
     }
-    const age = Date.now() - mtime
-    let dead: boolean
-    if (info.host === this.host && typeof info.pid === 'number') {
-      // Same host: the pid tells. Our own pid under another boot id is a previous life of this process (a container
-      // restarted); a pid that exists may have been reused, so only a heartbeat silent for very long counts then.
-      dead = info.pid === process.pid || !pidExists(info.pid) || age > REUSED_PID_STALE_MS
+    const now = Date.now()
+    let silentMs: number
+    if (beat.host === this.self.host && beat.boot === this.self.boot) {
+      silentMs = now - mtime // this kernel's clock stamped it
     } else {
-      dead = age > STALE_MS
+      const seen = this.beatSeen.get(boot)
+      if (seen === undefined || seen.mtime !== mtime) this.beatSeen.set(boot, { mtime, at: now })
+      silentMs = seen === undefined || seen.mtime !== mtime ? 0 : now - seen.at
     }
-    if (dead) await unlink(path).catch(() => {})
-    return dead
+    const liveness = judgeRun(beat, silentMs, this.self, pidExists)
+    if (liveness === 'dead') { // all of it ships: the heartbeat has nothing left to guard
+      this.beatSeen.delete(boot)
+      await unlink(path).catch(() => {})
+    }
+    return liveness
   }
 }
 
