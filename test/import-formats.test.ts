@@ -158,7 +158,7 @@ describe('import of JSON and NDJSON consent lists', () => {
       [pretty(good(1, { citizenName: 'Ayşe Yılmaz', retailerAccess: [1, 2, 3] })), null],
       ['{\n  "recipient": "+905321120002",\n  "type": "MESAJ",\n  "status": ONAY\n}', 'H014,'],
       [pretty(good(3, { recipient: '0532 112' })), 'H121,recipient'],
-      [pretty(good(4, { transactionId: 'tx 4' })), 'INVALID_FIELD,transactionId'],
+      [pretty(good(4, { transactionId: 'tx\u00004' })), 'INVALID_FIELD,transactionId'],
       [pretty(good(5, { transactionId: 'x'.repeat(129) })), 'INVALID_FIELD,transactionId'],
       [pretty(good(6, { transactionId: 'x'.repeat(128), creationDate: '2024-02-30 10:00:00' })), 'H157,creationDate'],
       [pretty(good(7, { creationDate: '01.02.2024 10:00' })), 'H158,creationDate'],

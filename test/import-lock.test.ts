@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { generateConsents } from '../src/loaders/generate.js'
-import { importConsents, type ImportResult } from '../src/loaders/import.js'
+import { importConsents, SLICE_SQL, stageImport, type ImportResult } from '../src/loaders/import.js'
 import { CONSENT_WRITE_LOCK, migrate } from '../src/store/migrate.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
@@ -59,7 +59,9 @@ describe('import beside live consent writes', () => {
       await until(async () => {
         if (importDone) throw new Error('the import finished before live traffic started: make ROWS larger')
         const { rows } = await pool.query<{ held: boolean, imported: string }>(
-          `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted) AS held,
+          // pg_locks is the whole cluster's: other test files' databases take the same lock key.
+          `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND granted
+                            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS held,
                   (SELECT count(*) FROM consent_history WHERE via = 'import') AS imported`, [CONSENT_WRITE_LOCK])
         return rows[0]!.held && Number(rows[0]!.imported) < ROWS / 2
       }, 120_000, 'the import to take the consent write lock')
@@ -102,4 +104,35 @@ describe('import beside live consent writes', () => {
       await importPool.end()
     }
   }, 240_000)
+
+  it('every statement a slice runs under the write lock reaches the staging table through an index, never a scan of it', async () => {
+    // The same file again, over the stored state the first import left (the plans of a re-import at scale). Each
+    // slice runs inside the write lock, so a scan of import_staging per slice makes the import quadratic and holds
+    // the lock for seconds per slice.
+    const client = await pool.connect()
+    try {
+      const staged = await stageImport(client, { file, progress: false })
+      expect(staged.slices).toBeGreaterThan(10)
+      const slice = Math.floor(staged.slices / 2)
+      const scans: string[] = []
+      const plan = async (name: string, sql: string, params: unknown[]): Promise<void> => {
+        const { rows } = await client.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${sql}`, params)
+        const walk = (n: any): void => {
+          if (n['Node Type'] === 'Seq Scan' && n['Relation Name'] === 'import_staging') scans.push(name)
+          for (const c of n.Plans ?? []) walk(c)
+        }
+        walk((rows[0]!['QUERY PLAN'] as any)[0].Plan)
+      }
+      await client.query('BEGIN') // as applySlice runs them; rolled back, so the plans are all this changes
+      await plan('judge', SLICE_SQL.judge, ['iys', slice])
+      await client.query(SLICE_SQL.judge, ['iys', slice]) // the later statements read the table it creates
+      await plan('markRejects', SLICE_SQL.markRejects, [slice])
+      await plan('markSuperseded', SLICE_SQL.markSuperseded, [slice])
+      await plan('apply', SLICE_SQL.apply, [1, null])
+      expect(scans).toEqual([])
+    } finally {
+      await client.query('ROLLBACK').catch(() => {})
+      client.release(true) // drops the session's staging tables
+    }
+  }, 120_000)
 })

@@ -5,6 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { importConsents } from '../src/loaders/import.js'
 import { runCli } from './helpers/cli.js'
 import { migratedWorkspace, type MigratedWorkspace } from './helpers/services.js'
 
@@ -148,6 +149,35 @@ describe('import', () => {
     expect(rows).toEqual([{ iys_code: '700001', transaction_id: 'b'.repeat(64) }])
     const bad = await runCli(['import', file, '--brand-code', 'x'], env)
     expect(bad.code).toBe(2)
+  })
+
+  it('stores İYS transactionIds exactly as the file carries them, non-ASCII letters, tabs, backslashes and line breaks included, and reads İYS\'s other creationDate shapes', async () => {
+    // The first is İYS's own example (a dotless ı); the others hold every character COPY text gives a meaning.
+    const ids = ['1sdfsdggjıoyrnvt734jlythk31ba92831d5c587ad25fgu67o3ed985', 'tab\there', 'back\\slash\\N', 'line\nbreak\r\nend', 'space and ünicode']
+    const cds = ['2020-06-10 10:02:14:14', '2020-06-10T10:02:14.143Z', '2020-06-10 10:02:14', '2020-06-10T10:02:14+03:00', '2020-06-10 10:02:14.5']
+    const file = join(dir, 'odd-ids.json')
+    writeFileSync(file, JSON.stringify(ids.map((transactionId, i) => ({ iysCode: 700001, brandCode: 600012, recipient: `+90532127000${i}`, type: 'MESAJ', status: 'ONAY', source: 'HS_WEB', consentDate: '2024-01-01 10:00:00', creationDate: cds[i], transactionId }))))
+    const res = await runCli(['import', file], env)
+    expect(res.code).toBe(0)
+    expect(JSON.parse(res.stdout)).toMatchObject({ rows: ids.length, applied: ids.length, rejected: 0 })
+    const { rows } = await pool.query("SELECT transaction_id, to_char(creation_date AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS cd FROM consents WHERE brand_code = 600012 ORDER BY recipient")
+    expect(rows.map(r => r.transaction_id)).toEqual(ids)
+    // Turkey time (UTC+3) unless the text names its zone.
+    expect(rows.map(r => r.cd)).toEqual(['2020-06-10 07:02:14', '2020-06-10 10:02:14', '2020-06-10 07:02:14', '2020-06-10 07:02:14', '2020-06-10 07:02:14'])
+  })
+
+  it('tells apart the items of a one-line JSON list: a duplicate among them refuses only itself, in every slice', async () => {
+    // Every item starts on line 1. One exact duplicate (H174) must not mark the other items of its line, in its own
+    // slice or a later one (one key per slice here), as refused.
+    const item = (recipient: string, status: string): Record<string, unknown> =>
+      ({ iysCode: 700001, brandCode: 600013, recipient, type: 'MESAJ', status, source: 'HS_WEB', consentDate: '2024-01-01 10:00:00' })
+    const file = join(dir, 'one-line.json')
+    writeFileSync(file, JSON.stringify([item('+905321290001', 'ONAY'), item('+905321290001', 'ONAY'), item('+905321290002', 'RET'), item('+905321290003', 'ONAY')]))
+    const res = await importConsents(pool, { file, progress: false, sliceKeys: 1 })
+    expect(res).toMatchObject({ rows: 4, applied: 3, rejected: 1, rejectsByCode: { H174: 1 } })
+    expect(readFileSync(file + '.rejects.csv', 'utf8').trim().split('\n').slice(1).map(l => l.split(',').slice(0, 2).join(','))).toEqual(['1,H174'])
+    const { rows } = await pool.query('SELECT recipient, status FROM consents WHERE brand_code = 600013 ORDER BY recipient')
+    expect(rows).toEqual([{ recipient: '+905321290001', status: 'ONAY' }, { recipient: '+905321290002', status: 'RET' }, { recipient: '+905321290003', status: 'ONAY' }])
   })
 
   it('refuses a file whose header lacks a required column, importing nothing', async () => {

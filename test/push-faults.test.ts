@@ -4,6 +4,8 @@
 // instead of blocking the queue; and work left pending by a database outage is applied when Postgres comes back,
 // without waiting for another push or request to arrive. Real Postgres and Redis; the outage is a TCP proxy cut.
 
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLogger } from '../src/log.js'
@@ -28,7 +30,25 @@ const log = createLogger('silent')
 const pushItem = (recipient: string, status: 'ONAY' | 'RET', consentDate: string, extra: Record<string, unknown> = {}): Record<string, unknown> =>
   ({ iysCode: IYS, brandCode: BRAND, consentDate, creationDate: consentDate, source: 'IYS_KISAMESAJ', recipient, recipientType: 'BIREYSEL', status, type: 'MESAJ', ...extra })
 
-interface InboxRow { id: string, done: boolean, outcome: Array<{ index: number, outcome: string, code?: string, reason?: string }> | null, failed_reason: string | null, attempts: number }
+// İYS's specification, kept in the repository (reference/): its examples are what İYS really sends.
+const SPEC = JSON.parse(readFileSync(fileURLToPath(new URL('../reference/iys-openapi-3.2.0.json', import.meta.url)), 'utf8'))
+
+/** Every distinct string value of a field of this name anywhere in the specification, in document order. */
+function specValues (name: string): string[] {
+  const out = new Set<string>()
+  const walk = (v: unknown): void => {
+    if (Array.isArray(v)) { v.forEach(walk); return }
+    if (typeof v !== 'object' || v === null) return
+    for (const [k, x] of Object.entries(v)) {
+      if (k === name && typeof x === 'string') out.add(x)
+      else walk(x)
+    }
+  }
+  walk(SPEC)
+  return [...out]
+}
+
+interface InboxRow { id: string, done: boolean, outcome: Array<{ index: number, outcome: string, code?: string, reason?: string, note?: string }> | null, failed_reason: string | null, attempts: number }
 
 describe('İYS push pipeline under poison input and outages', () => {
   let db: TestDatabase
@@ -100,25 +120,91 @@ describe('İYS push pipeline under poison input and outages', () => {
     const row = await inboxRow(res.json.id)
     expect(row.outcome!.map(o => [o.index, o.outcome, o.code])).toEqual([
       [0, 'refused', 'INVALID_FIELD'], [1, 'refused', 'INVALID_FIELD'], [2, 'refused', 'INVALID_FIELD'], [3, 'refused', 'H115'],
-      [4, 'refused', 'H158'], [5, 'applied', undefined], [6, 'refused', 'INVALID_FIELD']])
+      [4, 'refused', 'H158'], [5, 'applied', undefined], [6, 'applied', undefined]])
     for (const o of row.outcome!) if (o.outcome === 'refused') expect(o.reason!.length).toBeGreaterThan(5)
     expect((await pool.query('SELECT status FROM consents WHERE recipient = $1', [good])).rows).toEqual([{ status: 'ONAY' }])
+    // A transactionId that is not text is İYS's metadata, not the consent: dropped and noted, the consent applied.
+    expect(row.outcome![6]!.note).toMatch(/transactionId/)
+    expect((await pool.query('SELECT status FROM consents WHERE recipient = $1', ['+905301110005'])).rows).toEqual([{ status: 'ONAY' }])
   })
 
-  it('a pushed string with a NUL character is answered 200 and its item is refused with a reason, and later pushes apply', async () => {
+  it('a pushed consent field with a NUL character is refused with a reason, a NUL in its transactionId only drops the transactionId, and later pushes apply', async () => {
     const body = JSON.stringify({ list: [pushItem('+905301110006\u0000', 'ONAY', '2025-03-01 09:00:00'), pushItem('+905301110007', 'ONAY', '2025-03-01 09:00:00', { transactionId: 'a\u0000b' })] })
     expect(body).toContain('\\u0000') // the escape as İYS would send it
     const res = await push(body)
     expect(res.status).toBe(200)
     await processed(res.json.id)
     const row = await inboxRow(res.json.id)
-    expect(row.outcome).toEqual([
-      { index: 0, outcome: 'refused', code: 'INVALID_FIELD', reason: 'A field contains a NUL character.' },
-      { index: 1, outcome: 'refused', code: 'INVALID_FIELD', reason: 'A field contains a NUL character.' }])
+    expect(row.outcome![0]).toEqual({ index: 0, outcome: 'refused', code: 'INVALID_FIELD', reason: 'A field contains a NUL character.' })
+    expect(row.outcome![1]).toMatchObject({ index: 1, outcome: 'applied' })
+    expect(row.outcome![1]!.note).toMatch(/transactionId/)
+    const stored = await pool.query('SELECT transaction_id FROM consents WHERE recipient = $1', ['+905301110007'])
+    expect(stored.rows).toHaveLength(1)
+    expect(stored.rows[0].transaction_id).toMatch(/^[0-9a-f]{64}$/) // İYS's was dropped: the gateway's own id stands in
     const later = await push(JSON.stringify({ list: [pushItem('+905301110008', 'ONAY', '2025-03-01 09:00:00')] }))
     expect(later.status).toBe(200)
     await processed(later.json.id)
     expect((await inboxRow(later.json.id)).outcome).toEqual([{ index: 0, outcome: 'applied' }])
+  })
+
+  it('İYS\'s own example payloads from its specification are applied whatever their transactionId and creationDate look like, and the RET among them blocks checks', async () => {
+    // The payload İYS pushes when a push connection is registered (quoted in the registration operation's text).
+    const registration: string = SPEC.paths['/sps/{iysCode}/brands/{brandCode}/push/registration'].post.description
+    const testPush = JSON.parse(/İletilecek test verisi[^`]*``([\s\S]*?)``/.exec(registration)![1]!) as { list: Record<string, unknown>[] }
+    // İYS's consent record examples: a RET with creationDate "2020-06-10 10:02:14:14", then a later one.
+    const records = [SPEC.components.schemas.ConsentRecord['x-examples'].example, ...SPEC.components.schemas.ConsentRecordResponse['x-examples'].consentRecordResponseSample.consents] as Record<string, unknown>[]
+    // The other consent record example gives "2020-06-10T10:02:14.143Z" and a consentDate without seconds in ISO form
+    // ("2020-02-01T13:35Z"): İYS's own fact, read and applied with a note.
+    const isoRecord = SPEC.components.responses['200'].content['application/json'].examples['consent get response example'].value.consents[0] as Record<string, unknown>
+    // Every transactionId (one has a dotless ı) and creationDate the specification shows, on İYS's push test item.
+    const txs = specValues('transactionId')
+    const cds = specValues('creationDate')
+    expect(txs.some(t => !/^[A-Za-z0-9_-]+$/.test(t))).toBe(true)
+    expect(cds).toContain(isoRecord.creationDate)
+    const variants = Array.from({ length: Math.max(txs.length, cds.length) }, (_, i) =>
+      ({ ...testPush.list[0], recipient: `pushtest${i}@iys.org.tr`, transactionId: txs[i % txs.length], creationDate: cds[i % cds.length] }))
+
+    const bodies = [testPush, ...records.map(r => ({ list: [r] })), { list: variants }, { list: [isoRecord] }]
+    const outcomes: NonNullable<InboxRow['outcome']>[] = []
+    for (const body of bodies) { // one at a time: the two RET records are the same key, in date order
+      const res = await push(JSON.stringify(body))
+      expect(res.status).toBe(200)
+      await processed(res.json.id)
+      outcomes.push((await inboxRow(res.json.id)).outcome!)
+    }
+    const iso = outcomes.pop()!
+    expect(iso).toEqual([{ index: 0, outcome: 'applied', note: expect.stringMatching(/consentDate/) }])
+    for (const list of outcomes) for (const o of list) expect(o).toEqual({ index: o.index, outcome: 'applied' })
+    expect(outcomes.flat()).toHaveLength(1 + records.length + variants.length)
+
+    const first = records[0]!
+    await until(async () => (await check(gw.url, { brandCode: first.brandCode, type: first.type, recipient: first.recipient }))[0]!.reason === 'REJECTED', 10_000, 'the pushed RET to block checks')
+    const UTC = "to_char(creation_date AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+    const pushed = await pool.query<{ tx: string }>("SELECT transaction_id AS tx FROM consent_history WHERE recipient LIKE 'pushtest%@iys.org.tr'")
+    expect(pushed.rows.map(r => r.tx).sort()).toEqual([...txs, String(testPush.list[0]!.transactionId)].sort())
+    // "2020-06-10 10:02:14:14" is Turkey time (UTC+3) with a fraction; "…T10:02:14.143Z" says UTC itself.
+    const recordRows = await pool.query<{ cd: string }>(`SELECT ${UTC} AS cd FROM consent_history WHERE recipient = $1 ORDER BY seq`, [first.recipient])
+    // The ISO record is the same key, applied last ("…T10:02:14.143Z" is UTC itself).
+    expect(recordRows.rows.map(r => r.cd)).toEqual(['2020-06-10T07:02:14', '2020-06-10T07:02:14', '2020-06-10T10:02:14'])
+    const isoIndex = cds.indexOf(isoRecord.creationDate as string)
+    const isoRow = await pool.query(`SELECT ${UTC} AS cd FROM consents WHERE recipient = $1`, [`pushtest${isoIndex}@iys.org.tr`])
+    expect(isoRow.rows[0].cd).toBe('2020-06-10T10:02:14')
+    const isoConsent = await pool.query("SELECT to_char(consent_date AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') AS d FROM consents WHERE recipient = $1", [isoRecord.recipient])
+    expect(isoConsent.rows[0].d).toBe('2020-02-01T13:35:00')
+  })
+
+  it('a push item whose creationDate cannot be read is applied with a note and the time it arrived as its creation date', async () => {
+    const recipient = '+905301110012'
+    const res = await push(JSON.stringify({ list: [pushItem(recipient, 'RET', '2025-03-01 09:00:00', { creationDate: 'dün öğleden sonra', transactionId: 'tx-ok' })] }))
+    expect(res.status).toBe(200)
+    await processed(res.json.id)
+    const row = await inboxRow(res.json.id)
+    expect(row.outcome).toHaveLength(1)
+    expect(row.outcome![0]).toMatchObject({ index: 0, outcome: 'applied' })
+    expect(row.outcome![0]!.note).toMatch(/creationDate/)
+    const stored = await pool.query('SELECT status, transaction_id, creation_date > now() - interval \'1 hour\' AS recent FROM consents WHERE recipient = $1', [recipient])
+    expect(stored.rows).toEqual([{ status: 'RET', transaction_id: 'tx-ok', recent: true }])
+    await until(async () => (await reason(recipient)) === 'REJECTED', 10_000, 'the pushed RET to block checks')
   })
 
   it('an inbox row that keeps throwing is closed as failed with its reason and the rows behind it are applied', async () => {

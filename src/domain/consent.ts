@@ -4,7 +4,7 @@
 
 import { errorItem, type ErrorItem } from './errors.js'
 import { checkTypeFit, normalizeRecipient } from './normalize.js'
-import { IYS_EPOCH_S, parseIysDate } from './time.js'
+import { formatIysDate, IYS_EPOCH_S, parseIysDate, type ParsedDate } from './time.js'
 import {
   canonicalCode, isConsentType, isRecipientType, isSource, isStatus,
   type ConsentSource, type ConsentStatus, type ConsentType, type RecipientType
@@ -78,44 +78,91 @@ export function validateConsent (record: unknown, nowSeconds: number): ValidCons
 
 export const isValidConsent = (v: ValidConsent | ErrorItem): v is ValidConsent => 'recipientType' in v
 
-// İYS issues transaction ids as UUID-like tokens; these characters are also safe in COPY text and CSV.
-export const TRANSACTION_ID_RE = /^[A-Za-z0-9_-]{1,128}$/
+// İYS's transactionId is opaque text, not a token of a fixed alphabet: İYS's own examples hold non-ASCII letters
+// ("1sdfsdggjıoyrnvt…"). Any string up to this length is one, as long as it has no NUL (Postgres text cannot hold
+// it). Whoever writes it somewhere with a syntax of its own (COPY text, CSV, HTML) escapes it there.
+export const MAX_TRANSACTION_ID_CHARS = 128
+export const BAD_TRANSACTION_ID = `transactionId must be text of 1 to ${MAX_TRANSACTION_ID_CHARS} characters with no NUL character.`
+
+export const isTransactionId = (v: unknown): v is string =>
+  typeof v === 'string' && v.length > 0 && v.length <= MAX_TRANSACTION_ID_CHARS && !v.includes('\0')
+
+// İYS writes creationDate in more shapes than its own date format: its examples show "2020-06-10 10:02:14:14" (a
+// fraction after a colon) and "2020-06-10T10:02:14.143Z". Date and time to the second are read from any of these:
+// Turkey time unless the text names a zone (Z or ±hh:mm); the fraction is dropped (İYS dates are whole seconds).
+const TR_OFFSET_S = 3 * 3600 // Turkey time, UTC+3 all year (as in time.ts)
+// Its examples also show a consentDate without seconds ("2020-02-01T13:35Z"); such a time is read as :00.
+const CREATION_DATE_RE = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2})(:\d{2})?(?:[.:]\d{1,9})?(Z|[+-]\d{2}:?\d{2})?$/
+
+/** Parses a creationDate as İYS sends it (see above); H158/H157 as for İYS dates when it cannot be read. */
+export function parseCreationDate (text: string): ParsedDate {
+  const m = CREATION_DATE_RE.exec(text)
+  if (m === null) return { ok: false, code: 'H158' }
+  const local = parseIysDate(`${m[1]} ${m[2]}${m[3] ?? ':00'}`)
+  const z = m[4]
+  if (!local.ok || z === undefined) return local
+  // local.seconds read the clock as Turkey time; move it to the zone the text names.
+  const zone = z === 'Z' ? 0 : (z[0] === '-' ? -1 : 1) * (Number(z.slice(1, 3)) * 3600 + Number(z.slice(-2)) * 60)
+  return { ok: true, seconds: local.seconds + TR_OFFSET_S - zone }
+}
 
 export interface ValidIysItem {
   consent: ValidConsent
-  /** İYS's transactionId, when the item has one */
+  /** İYS's transactionId, when the item has a usable one */
   transactionId: string | null
-  /** İYS's creationDate in epoch seconds, when the item has one */
+  /** İYS's creationDate in epoch seconds, when the item has a readable one */
   creationDate: number | null
+  /** what was wrong with the item's metadata (dropped, the consent kept), or null */
+  note: string | null
 }
+
+// Only these fields make the consent; a NUL in one of them refuses the item. Anything else in an item (İYS's
+// metadata, fields such as citizenName) never refuses a consent.
+const CONSENT_FIELDS = ['iysCode', 'brandCode', 'recipient', 'recipientType', 'type', 'status', 'source', 'consentDate'] as const
+
+const NOTE_TRANSACTION_ID = `transactionId dropped: ${BAD_TRANSACTION_ID}`
+const NOTE_CONSENT_DATE = 'consentDate read from a form other than yyyy-mm-dd hh:mm:ss.'
+const NOTE_CREATION_DATE = 'creationDate dropped: it is not a date and time İYS writes (yyyy-mm-dd hh:mm:ss); the time it arrived stands in.'
 
 /**
  * One item İYS sends (a push notification's list entry): the consent plus İYS's optional transactionId and
- * creationDate. A string with a NUL character is refused by name: Postgres text cannot hold it, and nothing İYS
- * legitimately sends contains one. Never throws, whatever the item is.
+ * creationDate. The consent's fields are validated as any consent write's are; a NUL in one of them is refused by
+ * name (Postgres text cannot hold it, and no valid value contains one). The metadata never refuses the consent — a
+ * citizen's RET must not be lost over how İYS wrote a transaction id or a timestamp: an unusable transactionId or
+ * an unreadable creationDate is dropped (null) and named in `note`. Never throws, whatever the item is.
  */
 export function validateIysItem (item: unknown, nowSeconds: number): ValidIysItem | ErrorItem {
   if (typeof item === 'object' && item !== null && !Array.isArray(item)) {
-    for (const [key, value] of Object.entries(item)) {
-      // The field's name is named only when it is a plain word: names are the sender's text too.
-      if (typeof value === 'string' && value.includes('\0')) return errorItem('INVALID_FIELD', /^[A-Za-z]{1,40}$/.test(key) ? key : undefined, undefined, 'A field contains a NUL character.')
+    const fields = item as Readonly<Record<string, unknown>>
+    for (const key of CONSENT_FIELDS) {
+      const value = fields[key]
+      if (typeof value === 'string' && value.includes('\0')) return errorItem('INVALID_FIELD', key, undefined, 'A field contains a NUL character.')
     }
   }
-  const consent = validateConsent(item, nowSeconds)
+  // A consentDate İYS wrote in another of its shapes (ISO 8601, see CREATION_DATE_RE) is a fact of İYS's all the
+  // same: it is read, rewritten in İYS's own format for the usual rules (H155, H156, H162), and noted.
+  let note: string | null = null
+  let input = item
+  const rawDate = (item as { consentDate?: unknown } | null)?.consentDate
+  if (typeof rawDate === 'string' && !parseIysDate(rawDate).ok) {
+    const read = parseCreationDate(rawDate)
+    if (read.ok) { input = { ...(item as object), consentDate: formatIysDate(read.seconds) }; note = NOTE_CONSENT_DATE }
+  }
+  const consent = validateConsent(input, nowSeconds)
   if (!isValidConsent(consent)) return consent
   const { transactionId: tx, creationDate: cd } = item as Readonly<Record<string, unknown>>
   let transactionId: string | null = null
   if (!absent(tx)) {
-    if (typeof tx !== 'string' || !TRANSACTION_ID_RE.test(tx)) return errorItem('INVALID_FIELD', 'transactionId', undefined, 'transactionId must be 1 to 128 characters of A-Z, a-z, 0-9, _ and -.')
-    transactionId = tx
+    if (isTransactionId(tx)) transactionId = tx
+    else note = note === null ? NOTE_TRANSACTION_ID : `${note} ${NOTE_TRANSACTION_ID}`
   }
   let creationDate: number | null = null
   if (!absent(cd)) {
-    const d = typeof cd === 'string' ? parseIysDate(cd) : { ok: false as const, code: 'H158' as const }
-    if (!d.ok) return errorItem(d.code, 'creationDate')
-    creationDate = d.seconds
+    const d = typeof cd === 'string' ? parseCreationDate(cd) : null
+    if (d !== null && d.ok) creationDate = d.seconds
+    else note = note === null ? NOTE_CREATION_DATE : `${note} ${NOTE_CREATION_DATE}`
   }
-  return { consent, transactionId, creationDate }
+  return { consent, transactionId, creationDate, note }
 }
 
 export const isValidIysItem = (v: ValidIysItem | ErrorItem): v is ValidIysItem => 'consent' in v

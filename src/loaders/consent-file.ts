@@ -14,9 +14,8 @@
 
 import { createReadStream } from 'node:fs'
 import { extname } from 'node:path'
-import { validateConsent, isValidConsent, type ValidConsent } from '../domain/consent.js'
+import { BAD_TRANSACTION_ID, isTransactionId, isValidConsent, parseCreationDate, validateConsent, type ValidConsent } from '../domain/consent.js'
 import { errorItem, type ErrorItem } from '../domain/errors.js'
-import { parseIysDate } from '../domain/time.js'
 import { canonicalCode } from '../domain/vocabulary.js'
 import { readLineBatches, splitCsvLine } from './csv.js'
 import { FileFormatError, readJsonListItems, readNdjsonItems, type JsonItemBatch } from './json-lines.js'
@@ -61,9 +60,6 @@ export function consentFileFormat (path: string): ConsentFileFormat {
   return 'csv'
 }
 
-// İYS issues transaction ids as UUID-like tokens; these characters are also safe in COPY text and CSV.
-const TRANSACTION_ID = /^[A-Za-z0-9_-]{1,128}$/
-const BAD_TRANSACTION_ID = 'transactionId must be 1 to 128 characters of A-Z, a-z, 0-9, _ and -.'
 const BAD_CREATION_DATE_SHAPE = 'Oluşturma tarihi (creationDate) yyyy-mm-dd hh:mm:ss formatında olmalıdır.'
 
 const absent = (v: unknown): boolean => v === undefined || v === null || v === ''
@@ -112,7 +108,7 @@ function addRow (batch: ConsentBatch, line: number, row: Record<string, unknown>
   const tx = row.transactionId
   if (!absent(tx)) {
     // The value is not echoed: it is free text of unknown origin.
-    if (typeof tx !== 'string' || !TRANSACTION_ID.test(tx)) {
+    if (!isTransactionId(tx)) {
       batch.rejects.push({ line, error: errorItem('INVALID_FIELD', 'transactionId', undefined, BAD_TRANSACTION_ID) })
       return
     }
@@ -121,7 +117,7 @@ function addRow (batch: ConsentBatch, line: number, row: Record<string, unknown>
   let creationDate: number | null = null
   const cd = row.creationDate
   if (!absent(cd)) {
-    const d = typeof cd === 'string' ? parseIysDate(cd) : { ok: false as const, code: 'H158' as const }
+    const d = typeof cd === 'string' ? parseCreationDate(cd) : { ok: false as const, code: 'H158' as const }
     if (!d.ok) {
       const message = d.code === 'H158' ? BAD_CREATION_DATE_SHAPE : undefined
       batch.rejects.push({ line, error: errorItem(d.code, 'creationDate', typeof cd === 'string' ? cd : undefined, message) })

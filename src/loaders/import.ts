@@ -62,40 +62,50 @@ export interface ImportResult {
   lastSeq: number
 }
 
-// COPY text format: no field can contain tab, newline or backslash after validation (codes are digits, enums are
-// fixed, recipients are E.164 or ASCII e-mail, transaction ids are checked); a reject's message is escaped below.
+// COPY text format: no consent field can contain tab, newline, carriage return or backslash after validation (codes
+// are digits, enums are fixed, recipients are E.164 or ASCII e-mail); transaction ids (opaque İYS text) and a
+// reject's message are escaped below. `id` numbers the rows in file order: unique, unlike `line` (the items of a
+// one-line JSON list all start on line 1), so rows are told apart and ties ordered by it.
 const STAGING = `CREATE TEMP TABLE import_staging (
-  line bigint, brand_code bigint, type text, recipient_type text, recipient text,
+  id bigint, line bigint, brand_code bigint, type text, recipient_type text, recipient text,
   iys_code bigint, status text, source text, consent_epoch bigint, transaction_id text, creation_epoch bigint,
-  code text, location text, message text
+  code text, location text, message text,
+  slice integer
 )`
+const COPY_STAGING = 'COPY import_staging (id, line, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_epoch, transaction_id, creation_epoch, code, location, message) FROM STDIN'
 
-// Each valid row's key and its slice: keys in key order, SLICE_KEYS ($1) keys per slice.
+// Each valid row's key and its slice: keys in key order, SLICE_KEYS ($1) keys per slice; then every valid row is
+// labelled with its key's slice (one pass, before any lock), so that a slice reads its rows through an index on
+// `slice`. (Joining import_keys to the staging table per slice let the planner hash-join a scan of all of it.)
 const SLICES = `
 CREATE TEMP TABLE import_keys AS
 SELECT brand_code, type, recipient_type, recipient, (row_number() OVER (ORDER BY brand_code, type, recipient_type, recipient) - 1) / $1 AS slice
 FROM (SELECT DISTINCT brand_code, type, recipient_type, recipient FROM import_staging WHERE code IS NULL) k`
+const LABEL_SLICES = `
+UPDATE import_staging st SET slice = k.slice FROM import_keys k
+WHERE st.code IS NULL AND k.brand_code = st.brand_code AND k.type = st.type AND k.recipient_type = st.recipient_type AND k.recipient = st.recipient`
+// Built after the COPY (cheaper than maintaining them during it) and before the first slice: every query a slice
+// runs under the write lock reaches import_staging through one of these, never by scanning it (a scan per slice
+// made an import quadratic and held the lock for seconds per slice). test/import-lock.test.ts checks the plans.
 const SLICE_INDEXES = [
-  'CREATE INDEX ON import_keys (slice)',
-  'CREATE INDEX ON import_staging (brand_code, type, recipient_type, recipient)',
-  'ANALYZE import_keys',
+  'CREATE INDEX ON import_staging (slice)',
+  'CREATE UNIQUE INDEX ON import_staging (id)',
   'ANALYZE import_staging'
 ]
 
 /** Keys per slice: each slice is one transaction holding the write lock for a fraction of a second. */
 export const SLICE_KEYS = 5000
 
-// Rules per key in (consentDate, line) order; see the header. `prev` is the status of the row before (the stored
+// Rules per key in (consentDate, file order) order; see the header. `prev` is the status of the row before (the stored
 // one for the first row): while a key has a record, the state before a row is always the previous row's status
 // (an accepted row set it, a refused H174 row equalled it). $1 is the authority, $2 the slice.
 const JUDGE = `
 CREATE TEMP TABLE import_judged ON COMMIT DROP AS
 WITH s AS (
   SELECT st.*, c.status AS stored_status, extract(epoch FROM c.consent_date)::bigint AS stored_epoch
-  FROM import_keys k
-  JOIN import_staging st USING (brand_code, type, recipient_type, recipient)
+  FROM import_staging st
   LEFT JOIN consents c USING (brand_code, type, recipient_type, recipient)
-  WHERE k.slice = $2 AND st.code IS NULL
+  WHERE st.slice = $2 AND st.code IS NULL
 ), w AS (
   SELECT s.*,
          coalesce(lag(status) OVER k, stored_status) AS prev,
@@ -103,7 +113,7 @@ WITH s AS (
          stored_status IS NOT NULL OR coalesce(bool_or(status = 'ONAY') OVER (k ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS has_prev
   FROM s
   WHERE stored_epoch IS NULL OR consent_epoch >= stored_epoch
-  WINDOW k AS (PARTITION BY brand_code, type, recipient_type, recipient ORDER BY consent_epoch, line)
+  WINDOW k AS (PARTITION BY brand_code, type, recipient_type, recipient ORDER BY consent_epoch, id)
 )
 SELECT w.*,
        CASE WHEN $1 = 'iys' THEN CASE WHEN status = prev AND consent_epoch = prev_epoch THEN 'H174' END
@@ -112,19 +122,19 @@ SELECT w.*,
 FROM w`
 
 // The slice's refused rows; H178 (older than the stored record) before APPLY changes the stored records. $1: slice.
-const MARK_REJECTS = 'UPDATE import_staging st SET code = j.verdict FROM import_judged j WHERE j.line = st.line AND j.verdict IS NOT NULL'
+// (`st.slice = $1` as well as the id: import_judged has no statistics, and without it the planner may scan all rows.)
+const MARK_REJECTS = 'UPDATE import_staging st SET code = j.verdict FROM import_judged j WHERE st.slice = $1 AND st.id = j.id AND j.verdict IS NOT NULL'
 const MARK_SUPERSEDED = `
 UPDATE import_staging st SET code = 'H178'
-FROM import_keys k, consents c
-WHERE k.slice = $1 AND st.code IS NULL
-  AND k.brand_code = st.brand_code AND k.type = st.type AND k.recipient_type = st.recipient_type AND k.recipient = st.recipient
+FROM consents c
+WHERE st.slice = $1 AND st.code IS NULL
   AND c.brand_code = st.brand_code AND c.type = st.type AND c.recipient_type = st.recipient_type AND c.recipient = st.recipient
   AND st.consent_epoch < extract(epoch FROM c.consent_date)::bigint`
 
 // Accepted rows get consecutive seqs from a block reserved under the write lock, in per-key order.
 const APPLY = `
 WITH acc AS (
-  SELECT j.*, $1::bigint - 1 + row_number() OVER (ORDER BY brand_code, type, recipient_type, recipient, consent_epoch, line) AS seq
+  SELECT j.*, $1::bigint - 1 + row_number() OVER (ORDER BY brand_code, type, recipient_type, recipient, consent_epoch, id) AS seq
   FROM import_judged j WHERE verdict IS NULL
 ), ledger AS (
   INSERT INTO consent_history (seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date,
@@ -147,52 +157,27 @@ WITH acc AS (
 )
 SELECT (SELECT count(*) FROM ledger)::bigint AS applied`
 
-const escapeCopy = (s: string): string => s.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n')
+/** One COPY text escape back to its character; line breaks become spaces (a reject file line is one row). */
+const unescapeCopy = (_: string, c: string): string => c === 't' ? '\t' : c === 'n' || c === 'r' ? ' ' : c
+const COPY_SPECIAL = /[\\\t\n\r]/
+const escapeCopy = (s: string): string => COPY_SPECIAL.test(s) ? s.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r') : s
 
 export async function importConsents (pool: Pool, opts: ImportOptions): Promise<ImportResult> {
   const totalBytes = statSync(opts.file).size
   const progress = opts.progress === false ? null : new Progress({ label: 'import', totalBytes })
   const rejectPath = opts.rejectFile ?? opts.file + '.rejects.csv'
-  let rows = 0
-  let invalid = 0
-
-  const nowSeconds = Math.floor(Date.now() / 1000)
-  async function * tsv (): AsyncGenerator<string> {
-    for await (const batch of readConsentFile(opts.file, nowSeconds, opts.defaults)) {
-      rows += batch.consents.length + batch.rejects.length
-      invalid += batch.rejects.length
-      let out = ''
-      const cs = batch.consents
-      for (let i = 0; i < cs.length; i++) {
-        const c = cs[i]!
-        const tx = batch.transactionIds[i] ?? '\\N'
-        const cd = batch.creationDates[i] ?? '\\N'
-        out += `${batch.lines[i]}\t${c.brandCode}\t${c.type}\t${c.recipientType}\t${c.recipient}\t${c.iysCode}\t${c.status}\t${c.source}\t${c.consentDate}\t${tx}\t${cd}\t\\N\t\\N\t\\N\n`
-      }
-      for (const r of batch.rejects) {
-        out += `${r.line}\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t${r.error.code}\t${escapeCopy(r.error.location?.join('.') ?? '')}\t${escapeCopy(r.error.message)}\n`
-      }
-      progress?.update(rows, batch.bytesRead, invalid)
-      if (out.length > 0) yield out
-    }
-  }
-
   let applied = 0
   let lastSeq = 0
   const rejectsByCode: Record<string, number> = {}
   let rejected = 0
-  const sliceKeys = opts.sliceKeys ?? SLICE_KEYS
   // One session for the whole import: the staging table lives across the slices' transactions (temporary tables
   // are per session). The session is closed at the end, which drops them.
   const client = await pool.connect()
+  let staged: Staged
   try {
-    await client.query(STAGING)
-    await pipeline(Readable.from(tsv()), client.query(copyStreams.from('COPY import_staging FROM STDIN')))
+    staged = await stageImport(client, opts, progress)
     progress?.setPhase('applying İYS rules')
-    await client.query(SLICES, [sliceKeys])
-    for (const q of SLICE_INDEXES) await client.query(q)
-    const slices = Number((await client.query<{ n: string }>('SELECT coalesce(max(slice) + 1, 0) AS n FROM import_keys')).rows[0]!.n)
-    for (let slice = 0; slice < slices; slice++) {
+    for (let slice = 0; slice < staged.slices; slice++) {
       const r = await applySlice(client, slice, opts)
       applied += r.applied
       if (r.lastSeq > 0) lastSeq = r.lastSeq
@@ -203,11 +188,62 @@ export async function importConsents (pool: Pool, opts: ImportOptions): Promise<
   } finally {
     client.release(true)
   }
+  const { rows, invalid } = staged
   const superseded = rejectsByCode.H178 ?? 0
   const result: ImportResult = { rows, valid: rows - invalid, rejected, applied, superseded, rejectsByCode, rejectFile: rejected > 0 ? rejectPath : null, lastSeq }
   progress?.done(`${applied} applied, ${superseded} superseded, ${rejected} rejected${rejected > 0 ? ` (see ${rejectPath})` : ''}`)
   return result
 }
+
+export interface Staged {
+  /** rows read (header excluded) and of those refused by field validation */
+  rows: number
+  invalid: number
+  /** slices to apply, numbered from 0 */
+  slices: number
+}
+
+/**
+ * Reads the file into this session's import_staging (COPY), cuts the keys into slices (import_keys) and builds the
+ * indexes the slices use. Takes no lock: nothing here touches shared tables.
+ */
+export async function stageImport (client: PoolClient, opts: ImportOptions, progress: Progress | null = null): Promise<Staged> {
+  let rows = 0
+  let invalid = 0
+  let id = 0
+  const nowSeconds = Math.floor(Date.now() / 1000)
+  async function * tsv (): AsyncGenerator<string> {
+    for await (const batch of readConsentFile(opts.file, nowSeconds, opts.defaults)) {
+      rows += batch.consents.length + batch.rejects.length
+      invalid += batch.rejects.length
+      let out = ''
+      const cs = batch.consents
+      for (let i = 0; i < cs.length; i++) {
+        const c = cs[i]!
+        const t = batch.transactionIds[i]
+        const tx = t == null ? '\\N' : escapeCopy(t)
+        const cd = batch.creationDates[i] ?? '\\N'
+        out += `${++id}\t${batch.lines[i]}\t${c.brandCode}\t${c.type}\t${c.recipientType}\t${c.recipient}\t${c.iysCode}\t${c.status}\t${c.source}\t${c.consentDate}\t${tx}\t${cd}\t\\N\t\\N\t\\N\n`
+      }
+      for (const r of batch.rejects) {
+        out += `${++id}\t${r.line}\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t${r.error.code}\t${escapeCopy(r.error.location?.join('.') ?? '')}\t${escapeCopy(r.error.message)}\n`
+      }
+      progress?.update(rows, batch.bytesRead, invalid)
+      if (out.length > 0) yield out
+    }
+  }
+  await client.query(STAGING)
+  await pipeline(Readable.from(tsv()), client.query(copyStreams.from(COPY_STAGING)))
+  await client.query(SLICES, [opts.sliceKeys ?? SLICE_KEYS])
+  await client.query(LABEL_SLICES)
+  for (const q of SLICE_INDEXES) await client.query(q)
+  const slices = Number((await client.query<{ n: string }>('SELECT coalesce(max(slice) + 1, 0) AS n FROM import_keys')).rows[0]!.n)
+  await client.query('DROP TABLE import_keys') // every row carries its slice now
+  return { rows, invalid, slices }
+}
+
+/** The statements a slice runs under the write lock, in order (see applySlice); exported for the plan test. */
+export const SLICE_SQL = { judge: JUDGE, markRejects: MARK_REJECTS, markSuperseded: MARK_SUPERSEDED, apply: APPLY } as const
 
 /** Judges and applies one slice in its own transaction, holding the write lock from the first read of stored state. */
 async function applySlice (client: PoolClient, slice: number, opts: ImportOptions): Promise<{ applied: number, lastSeq: number }> {
@@ -217,7 +253,7 @@ async function applySlice (client: PoolClient, slice: number, opts: ImportOption
     // This transaction reads the stored state and assigns seqs: hold the write lock so that seq order is commit order.
     await client.query('SELECT pg_advisory_xact_lock($1)', [CONSENT_WRITE_LOCK])
     await client.query(JUDGE, [opts.rules ?? 'iys', slice])
-    await client.query(MARK_REJECTS)
+    await client.query(MARK_REJECTS, [slice])
     await client.query(MARK_SUPERSEDED, [slice])
     const count = await client.query<{ n: string }>('SELECT count(*) AS n FROM import_judged WHERE verdict IS NULL')
     const accepted = Number(count.rows[0]!.n)
@@ -243,7 +279,7 @@ async function applySlice (client: PoolClient, slice: number, opts: ImportOption
 async function writeRejectFile (client: PoolClient, path: string): Promise<void> {
   const out = createWriteStream(path)
   out.write('line,code,location,message\n')
-  const copy = client.query(copyStreams.to(`COPY (SELECT line, code, coalesce(location, ''), message FROM import_staging WHERE code IS NOT NULL ORDER BY line) TO STDOUT`))
+  const copy = client.query(copyStreams.to(`COPY (SELECT line, code, coalesce(location, ''), message FROM import_staging WHERE code IS NOT NULL ORDER BY line, id) TO STDOUT`))
   let rest = ''
   for await (const chunk of copy as AsyncIterable<Buffer>) {
     const lines = (rest + chunk.toString('utf8')).split('\n')
@@ -251,7 +287,7 @@ async function writeRejectFile (client: PoolClient, path: string): Promise<void>
     let text = ''
     for (const l of lines) {
       const [line, code, location, message] = l.split('\t') as [string, string, string, string]
-      const msg = message === '\\N' ? ERRORS[code as ErrorCode]?.message ?? code : message.replace(/\\t/g, '\t').replace(/\\n/g, ' ').replace(/\\\\/g, '\\')
+      const msg = message === '\\N' ? ERRORS[code as ErrorCode]?.message ?? code : message.replace(/\\(.)/g, unescapeCopy)
       text += `${line},${code},${location},"${msg.replace(/"/g, '""')}"\n`
     }
     if (!out.write(text)) await once(out, 'drain')

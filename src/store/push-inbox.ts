@@ -4,9 +4,12 @@
 //
 // A processor then claims one inbox row at a time (FOR UPDATE SKIP LOCKED), validates each item on its own, applies
 // the valid ones as İYS facts ('iys' authority) and marks the row processed with per-item outcomes, all in one
-// transaction. A bad item (null, not an object, wrong types, a NUL character) is refused with its reason and never
-// stops the others. A row whose processing throws for any reason but a database outage is retried a few times
-// (with the drainer's back-off) and then closed as failed with the reason, so it never blocks the rows behind it.
+// transaction. A bad item (null, not an object, wrong types, a NUL character in a consent field) is refused with its
+// reason and never stops the others. An item's metadata never refuses it: an unusable transactionId or creationDate
+// is dropped and named in the item's outcome (`note`), and the consent is applied (a citizen's RET is never lost
+// over how İYS wrote its metadata). A row whose processing throws for any reason but a database outage is retried
+// a few times (with the drainer's back-off) and then closed as failed with the reason, so it never blocks the rows
+// behind it.
 // Once the cause is fixed, such rows are re-queued with
 //   UPDATE iys_push_inbox SET processed_at = NULL, attempts = 0 WHERE failed_reason IS NOT NULL AND outcome IS NULL
 
@@ -28,7 +31,8 @@ export async function storePush (pool: Pool, payload: unknown): Promise<number> 
 }
 
 export type PushItemOutcome = 'applied' | 'stale' | 'refused'
-export interface PushOutcome { index: number, outcome: PushItemOutcome, code?: ErrorCode, reason?: string }
+/** `note`: metadata of an item that was dropped while its consent went on (see validateIysItem). */
+export interface PushOutcome { index: number, outcome: PushItemOutcome, code?: ErrorCode, reason?: string, note?: string }
 
 export interface PushHooks {
   /** items processed, by outcome */
@@ -101,18 +105,22 @@ export class PushProcessor {
     const outcomes: PushOutcome[] = new Array(list.length)
     const writes: ConsentWrite[] = []
     const slots: number[] = []
+    const notes: (string | null)[] = []
     for (let index = 0; index < list.length; index++) {
       const v = validateIysItem(list[index], now)
       if (!isValidIysItem(v)) { outcomes[index] = { index, outcome: 'refused', code: v.code, reason: clean(v.message) }; continue }
       writes.push({ consent: v.consent, authority: 'iys', via: 'push', transactionId: v.transactionId, creationDate: v.creationDate })
       slots.push(index)
+      notes.push(v.note)
     }
     const results = await writeConsentsTx(client, writes)
     results.forEach((res, i) => {
       const index = slots[i]!
-      outcomes[index] = res.status === 'rejected'
+      const o: PushOutcome = res.status === 'rejected'
         ? { index, outcome: 'refused', code: res.error.code, reason: clean(res.error.message) }
         : { index, outcome: res.status }
+      if (notes[i] !== null) o.note = notes[i]!
+      outcomes[index] = o
     })
     return outcomes
   }
