@@ -54,6 +54,11 @@ export interface LoadOptions {
   drainTimeoutMs?: number
   /** A gateway whose heartbeat is older than this is considered gone (ms). */
   heartbeatStaleMs?: number
+  /**
+   * Aborting ends the build: its Postgres connection (and with it the lock) and its bulk Redis connection are closed,
+   * so that whatever it waits on fails, and it never flips. The caller closes `redis` (the automatic rebuild's deadline).
+   */
+  signal?: AbortSignal
 }
 
 export interface LoadResult {
@@ -80,26 +85,57 @@ const COPY_SQL = `COPY (
   FROM consents
 ) TO STDOUT`
 
-// Flip the pointer (and its generation id, in the same script) only if the new version is complete, stop building
-// it, and raise the applied watermark to the snapshot (everything up to it is in the version).
+// Claim the building pointer for this build: `V|generation`, a value no other build can hold (the generation id is
+// random), so that the flip can prove no other build has claimed it since (two builds can overlap when the
+// advisory lock was lost with its connection). When Redis serves no version (it lost its data, or never had one),
+// the `applied` watermark is raised to the snapshot seq in the same script: the new version will hold everything up
+// to it, so an applier must not walk the whole history into it (it would re-apply millions of changes and hold a
+// live RET behind them). With a current version the watermark is left alone: that version still needs every change.
+// KEYS[1] building pointer, KEYS[2] current pointer, KEYS[3] applied watermark; ARGV[1] claim, ARGV[2] snapshot seq.
+// Returns the claim this one replaced when it names a version other than the current one (a stale build), or false.
+const CLAIM_LUA = `
+local old = redis.call('GET', KEYS[1])
+local cur = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1])
+if not cur and tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[2]) then redis.call('SET', KEYS[3], ARGV[2]) end
+if old and old ~= ARGV[1] and string.match(old, '^%d+') ~= cur then return old end
+return false`
+
+// Flip the pointer (and its generation id, in the same script) only if the new version is complete and this build
+// still holds its claim on `building` (another build that claimed it since writes the changes to its own version,
+// not to ours: ours would miss them), stop building it, and raise the applied watermark to the snapshot.
 // KEYS[1] current pointer, KEYS[2] meta of the new version, KEYS[3] building pointer, KEYS[4] applied watermark,
-// KEYS[5] current generation; ARGV[1] new version, ARGV[2] snapshot seq, ARGV[3] generation id.
+// KEYS[5] current generation; ARGV[1] new version, ARGV[2] snapshot seq, ARGV[3] generation id, ARGV[4] the claim.
 // Returns the previous version or false.
 const FLIP_LUA = `
 if redis.call('HGET', KEYS[2], 'complete') ~= '1' then return redis.error_reply('new version is not complete') end
 if redis.call('HGET', KEYS[2], 'gen') ~= ARGV[3] then return redis.error_reply('new version was replaced while it was built') end
+if redis.call('GET', KEYS[3]) ~= ARGV[4] then return redis.error_reply('another build claimed the filter while this one ran; not flipping to it') end
 local old = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[5], ARGV[3])
-if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+redis.call('DEL', KEYS[3])
 if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[2]) then redis.call('SET', KEYS[4], ARGV[2]) end
 return old`
+
+// Whether this session still holds REBUILD_LOCK_KEY (a bigint advisory lock appears as classid 0 (the high 32 bits),
+// objid (the low 32 bits), objsubid 1). The lock connection is idle during the Redis phase; a Postgres restart or a
+// cut link kills it silently, and another build may then hold the lock.
+const LOCK_HELD_SQL = `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+  AND classid = 0 AND objid = $1::bigint::oid AND objsubid = 1 AND granted) AS ok`
 
 export async function buildFilter (opts: LoadOptions): Promise<LoadResult | null> {
   const client = await opts.pool.connect()
   let locked = false
   let failed = false
+  // A checked-out client whose connection dies (a Postgres restart) emits 'error': without a listener that would end
+  // the process. The next query on it fails, and the check before the flip (LOCK_HELD_SQL) is such a query.
+  const onError = (): void => {}
+  client.on('error', onError)
+  const onAbort = (): void => { client.end().catch(() => {}) }
+  opts.signal?.addEventListener('abort', onAbort, { once: true })
   try {
+    opts.signal?.throwIfAborted()
     if (opts.lock === 'try') {
       locked = (await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [REBUILD_LOCK_KEY])).rows[0]!.ok
       if (!locked) return null
@@ -115,6 +151,8 @@ export async function buildFilter (opts: LoadOptions): Promise<LoadResult | null
   } finally {
     // After a failure the connection may be mid-COPY or broken: close it (that also drops the lock), never reuse it.
     if (locked && !failed) await client.query('SELECT pg_advisory_unlock($1)', [REBUILD_LOCK_KEY]).catch(() => {})
+    client.off('error', onError)
+    opts.signal?.removeEventListener('abort', onAbort)
     client.release(failed)
   }
 }
@@ -124,6 +162,7 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
   const started = Date.now()
   const version = await redis.incr(layout.next)
   const generation = newGeneration()
+  const claim = `${version}|${generation}`
   const progress = opts.progress?.(version) ?? null
   let rows = 0
   let seq = 0
@@ -142,9 +181,16 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
     // Announce the version being built (its shape first): from now on the change applier writes every change to
     // it as well as to the current version, so nothing committed during the build is missing after the flip.
     await redis.hset(layout.meta(version), { gen: generation, buckets, blocks: bloom.blocks, capacity })
-    await redis.set(layout.building, String(version))
+    const stale = await redis.eval(CLAIM_LUA, 3, layout.building, layout.current, layout.applied, claim, String(seq)) as string | null
+    if (stale !== null) {
+      // A build that died (killed, its lock dropped with its connection) left its half-written version behind.
+      const removed = await unlinkPattern(redis, layout.versionPattern(parseInt(stale, 10)))
+      log.warn({ version: parseInt(stale, 10), keys: removed }, 'removed the version an unfinished build left behind')
+    }
 
     const writer = await RespBulkWriter.connect(opts.redisUrl)
+    const closeWriter = (): void => { writer.close() } // wakes a write waiting on Redis (resp-bulk.ts)
+    opts.signal?.addEventListener('abort', closeWriter, { once: true })
     try {
       const copy = client.query(copyStreams.to(COPY_SQL))
       let carry: Buffer | null = null
@@ -181,6 +227,7 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
       }
       await writer.drain()
     } finally {
+      opts.signal?.removeEventListener('abort', closeWriter)
       writer.close()
     }
 
@@ -194,7 +241,12 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
       next = await applier.applyFrom(from)
     }
     await redis.hset(layout.meta(version), { count: rows, seq, builtAt: new Date().toISOString(), complete: 1 })
-    const old = await redis.eval(FLIP_LUA, 5, layout.current, layout.meta(version), layout.building, layout.applied, layout.generation, String(version), String(seq), generation) as string | null
+    opts.signal?.throwIfAborted()
+    // Right before the flip: is the lock still ours? (FLIP_LUA's claim check covers a build that claimed meanwhile.)
+    if ((await client.query<{ ok: boolean }>(LOCK_HELD_SQL, [REBUILD_LOCK_KEY])).rows[0]?.ok !== true) {
+      throw new Error('the filter build lost its Postgres advisory lock (connection lost?); not flipping')
+    }
+    const old = await redis.eval(FLIP_LUA, 5, layout.current, layout.meta(version), layout.building, layout.applied, layout.generation, String(version), String(seq), generation, claim) as string | null
     const previous = old === null ? null : Number(old)
     progress?.done(`version ${version} is current`)
     log.info({ version, generation, previous, rows, seq }, 'flipped to new filter version')
@@ -210,7 +262,7 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
     // Nothing points at the new version unless the flip ran, and the flip is the last step that can fail.
     const cur = await redis.get(layout.current).catch(() => null)
     if (cur !== String(version)) {
-      await redis.eval(UNBUILD_LUA, 1, layout.building, String(version)).catch(() => 0)
+      await redis.eval(UNBUILD_LUA, 1, layout.building, claim).catch(() => 0)
       await unlinkPattern(redis, layout.versionPattern(version)).catch(() => 0)
     }
     throw err
@@ -242,7 +294,7 @@ async function waitForGateways (redis: Redis, layout: Layout, version: number, g
   }
 }
 
-// KEYS[1] building pointer; ARGV[1] the failed version: stop announcing it (if nobody started another since).
+// KEYS[1] building pointer; ARGV[1] the failed build's claim: stop announcing it (if nobody started another since).
 const UNBUILD_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1`
 
 const HSET_HEAD = Buffer.from('*4\r\n$4\r\nHSET\r\n', 'latin1')

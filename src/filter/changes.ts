@@ -22,9 +22,11 @@ const BATCH = 2000
 const LISTEN_RETRY_MIN_MS = 200
 const LISTEN_RETRY_MAX_MS = 5000
 const STREAM_MAXLEN = 100_000
+const NO_VERSION = 'no filter version in Redis yet: changes wait in Postgres until `iys-gateway load` runs'
 
 // KEYS[1] current pointer, KEYS[2] building pointer, KEYS[3] applied watermark, KEYS[4] change stream
-// ARGV[1] current version the caller computed for or "0", ARGV[2] building version or "0", ARGV[3] key prefix,
+// ARGV[1] current version the caller computed for or "0", ARGV[2] building claim ("N|generation", build.ts) or "0",
+// ARGV[3] key prefix,
 // ARGV[4] number of changes, ARGV[5] stream max length, ARGV[6] and ARGV[7] the generation ids the caller took the
 // geometry of those two versions from ("" for none), then per change: seq, field, value, and for each version
 //   (current first, then building; only those that exist): bucket, 8 bloom bit offsets
@@ -33,9 +35,10 @@ const STREAM_MAXLEN = 100_000
 // no version at all (nothing to apply to until `load` runs; the changes wait in Postgres).
 const APPLY_LUA = `
 local cur = redis.call('GET', KEYS[1]) or '0'
-local bld = redis.call('GET', KEYS[2]) or '0'
-if cur ~= ARGV[1] or bld ~= ARGV[2] then return -1 end
-if cur == '0' and bld == '0' then return -2 end
+local claim = redis.call('GET', KEYS[2]) or '0'
+if cur ~= ARGV[1] or claim ~= ARGV[2] then return -1 end
+if cur == '0' and claim == '0' then return -2 end
+local bld = string.match(claim, '^%d+')
 local prefix = ARGV[3]
 local versions = {}
 if cur ~= '0' then versions[#versions + 1] = cur end
@@ -158,6 +161,16 @@ export class ChangeApplier {
     }
   }
 
+  /**
+   * A pass just read Postgres, so it is back: a LISTEN waiting out its back-off (up to LISTEN_RETRY_MAX_MS after a
+   * long outage) is taken now, so propagation is back to NOTIFY speed at once instead of the poll's.
+   */
+  private listenSoonerIfBack (): void {
+    if (this.listener !== null || this.listenTimer === null || this.stopped) return
+    clearTimeout(this.listenTimer)
+    void this.listen()
+  }
+
   private scheduleListen (): void {
     if (this.stopped || this.listenTimer !== null) return
     const wait = this.listenBackoffMs
@@ -179,7 +192,7 @@ export class ChangeApplier {
   /** Runs a pass now, or right after the one in progress. */
   kick (): void {
     if (this.running !== null) { this.again = true; return }
-    this.running = this.catchUp().catch((err: Error) => {
+    this.running = this.catchUp().then(() => { this.listenSoonerIfBack() }, (err: Error) => {
       if (err.message !== this.lastProblem) this.opts.log.warn({ err: err.message }, 'change applier: pass failed; will retry')
       this.lastProblem = err.message
     }).finally(() => {
@@ -188,10 +201,20 @@ export class ChangeApplier {
     })
   }
 
-  /** Applies every change after Redis's watermark. Resolves when Redis has caught up with Postgres. */
+  /**
+   * Applies every change after Redis's watermark. Resolves when Redis has caught up with Postgres.
+   * The watermark is read again before each batch and the higher of it and our own position wins: a build or a flip
+   * (or another applier) may have raised it meanwhile — after Redis lost its data, the build sets it to its snapshot
+   * — and walking on from our own position would re-apply what is already there while live changes wait behind it.
+   * With no version at all there is nothing to apply to, so nothing is read from Postgres either.
+   */
   async catchUp (): Promise<void> {
-    let from = Number(await this.opts.redis.get(this.opts.layout.applied) ?? '0')
+    const { redis, layout } = this.opts
+    let from = 0
     while (true) {
+      const [applied, cur, bld] = await redis.mget(layout.applied, layout.current, layout.building)
+      if (cur === null && bld === null) throw new Error(NO_VERSION)
+      from = Math.max(from, Number(applied ?? '0'))
       const next = await this.applyFrom(from)
       if (next === from) return
       from = next
@@ -223,10 +246,11 @@ export class ChangeApplier {
   private async applyRows (rows: ChangeRow[]): Promise<number> {
     const { redis, layout } = this.opts
     const [cur, bld] = await redis.mget(layout.current, layout.building)
-    if (cur === null && bld === null) throw new Error('no filter version in Redis yet: changes wait in Postgres until `iys-gateway load` runs')
+    if (cur === null && bld === null) throw new Error(NO_VERSION)
     const versions: VersionGeometry[] = []
     if (cur !== null) versions.push(await this.geometryOf(Number(cur)))
-    if (bld !== null && bld !== cur) versions.push(await this.geometryOf(Number(bld)))
+    const building = bld === null ? null : parseInt(bld, 10) // the claim is "N|generation"
+    if (building !== null && String(building) !== cur) versions.push(await this.geometryOf(building))
     const argv: (string | number)[] = [cur ?? '0', bld ?? '0', layout.prefix, rows.length, STREAM_MAXLEN, versions[0]?.gen ?? '', versions[1]?.gen ?? '']
     const offsets = new Array<number>(8)
     for (const row of rows) {
@@ -241,7 +265,7 @@ export class ChangeApplier {
       }
     }
     const result = await redis.eval(APPLY_LUA, 4, layout.current, layout.building, layout.applied, layout.changes, ...argv) as number
-    if (result === -2) throw new Error('no filter version in Redis: changes wait in Postgres until `iys-gateway load` runs')
+    if (result === -2) throw new Error(NO_VERSION)
     return result
   }
 

@@ -7,7 +7,8 @@
 //   {P}filter:generation     string  generation id of that version (set in the same script as the pointer, and
 //                                    read with it in one MGET)
 //   {P}filter:next           string  counter: INCR gives the next version number
-//   {P}filter:building       string  N+1 while `load` builds it: changes are applied to it as well as to N
+//   {P}filter:building       string  "N+1|generation" while a build writes N+1: changes are applied to it as well
+//                                    as to N; the flip happens only if the claim is still this build's (build.ts)
 //   {P}applied               string  highest change seq applied to Redis (the change applier resumes after it)
 //   {P}changes               stream  one entry per applied change (field k = key text), trimmed to ~100k; gateways
 //                                    follow it to set bloom bits in their local mirrors

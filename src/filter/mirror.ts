@@ -13,6 +13,13 @@ import { hashText, keyHash } from './key.js'
 import type { Layout } from './layout.js'
 import { RedisView } from './view.js'
 
+/**
+ * Command timeout of the connection that downloads a version's bloom and meta. The gateway's own connection fails
+ * fast (REDIS_TIMEOUT_MS, e.g. 500 ms), which a bloom of hundreds of MB cannot meet, so such a version would never
+ * load. Generous, not unbounded: a poll stuck on a hung Redis would stop the heartbeat for good.
+ */
+const DOWNLOAD_TIMEOUT_MS = 120_000
+
 export interface MirrorOptions {
   pollMs: number
   log: Logger
@@ -43,6 +50,8 @@ export class FilterMirror {
   private timer: NodeJS.Timeout | null = null
   private stopped = false
   private follower: Redis | null = null
+  /** For downloads (bloom, meta): made on first use, see DOWNLOAD_TIMEOUT_MS. */
+  private downloader: Redis | null = null
   /** Last change-stream entry applied to the local bloom. */
   private streamId = '0-0'
   private reloadNeeded = false
@@ -147,9 +156,12 @@ export class FilterMirror {
         } catch (err) {
           const msg = (err as Error).message
           if (this.problem?.kind !== 'unloadable' || this.problem.error !== msg) this.opts.log.error({ version: +cur, err: msg }, 'cannot load the filter version Redis points at')
-          // Another number: a normal flip; the old version stays in Redis until we move, so keep serving it.
-          // The same number with another generation: ours was lost and replaced; what we hold is not current.
-          if (view !== null && view.version === +cur) { this.view = null; this.opts.onDrop?.() }
+          // Fail closed rather than keep serving the version we hold: once the pointer has moved, the change applier
+          // writes only to the current version (and one being built), so ours no longer receives changes — a RET
+          // committed after the flip is not in it. (The other way, applying changes to the previous version until
+          // it is removed, would need a third pointer every applier and every build keep right.) The same number
+          // with another generation: ours was lost and replaced; it is not current either.
+          if (view !== null) { this.view = null; this.opts.onDrop?.() }
           this.problem = { kind: 'unloadable', since: this.problem?.kind === 'unloadable' ? this.problem.since : Date.now(), version: +cur, error: msg }
         }
       } else if (this.problem !== null) {
@@ -184,9 +196,13 @@ export class FilterMirror {
     // Changes applied after this point are in the stream; those before it are in the bloom we download.
     const last = await this.redis.xrevrange(this.layout.changes, '+', '-', 'COUNT', 1)
     const streamMark = last[0]?.[0] ?? '0-0'
+    if (this.downloader === null) {
+      this.downloader = this.redis.duplicate({ commandTimeout: DOWNLOAD_TIMEOUT_MS, enableAutoPipelining: false, enableOfflineQueue: true, maxRetriesPerRequest: 1 })
+      this.downloader.on('error', () => {})
+    }
     const [meta, bits] = await Promise.all([
-      this.redis.hgetall(this.layout.meta(version)),
-      this.redis.getBuffer(this.layout.bloom(version))
+      this.downloader.hgetall(this.layout.meta(version)),
+      this.downloader.getBuffer(this.layout.bloom(version))
     ])
     const buckets = Number(meta.buckets)
     if (bits === null || !(buckets > 0)) throw new Error(`filter version ${version} is incomplete in Redis`)
@@ -214,6 +230,7 @@ export class FilterMirror {
     this.stopped = true
     if (this.timer !== null) clearTimeout(this.timer)
     this.follower?.disconnect()
+    this.downloader?.disconnect()
     try { await this.redis.hdel(this.layout.gateways, this.gatewayId) } catch { /* Redis may be gone; the entry ages out */ }
   }
 }

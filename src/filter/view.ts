@@ -4,6 +4,7 @@
 
 import type { Redis } from 'ioredis'
 import type { BloomFilter } from './bloom.js'
+import { CodedError } from '../domain/errors.js'
 import { BUCKET_SENTINEL, type Layout } from './layout.js'
 
 export interface FilterView {
@@ -38,23 +39,36 @@ export class MemoryView implements FilterView {
 // whether the version is still the one this view serves — its generation id, not only its number, which repeats
 // after Redis lost its data — so that a Redis that restarted empty (or a version removed or replaced under us) is
 // never read as "no record", which for a TACIR recipient would mean "allowed".
+// Every distinct bucket's sentinel field is checked too, as the single-key HMGET does: the meta can be intact while
+// a bucket is gone (evicted under maxmemory, deleted by hand), and a missing bucket must never read as "no record".
 // KEYS[1] = meta of the version, KEYS[2..n+1] = bucket of each field; ARGV[1] = generation id ("" for a version
 // built before generation ids: then existence is all we can check), ARGV[2..n+1] = fields.
-// Returns false when the version is gone or is another generation, else the n values (false where absent).
+// Returns false when the version is gone or is another generation, 0 when a bucket lacks its sentinel (or holds
+// another generation's), else the n values (false where absent).
 // (Redis Cluster will need the keys grouped by slot: see the README's scale-out notes.)
 const LOOKUP_LUA = `
-if ARGV[1] == '' then
+local gen = ARGV[1]
+if gen == '' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-elseif redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return false end
+elseif redis.call('HGET', KEYS[1], 'gen') ~= gen then return false end
+local checked = {}
 local out = {}
-for i = 2, #ARGV do out[i - 1] = redis.call('HGET', KEYS[i], ARGV[i]) end
+for i = 2, #ARGV do
+  local bucket = KEYS[i]
+  if not checked[bucket] then
+    local s = redis.call('HGET', bucket, '${BUCKET_SENTINEL}')
+    if not s or (gen ~= '' and s ~= gen) then return 0 end
+    checked[bucket] = true
+  end
+  out[i - 1] = redis.call('HGET', bucket, ARGV[i])
+end
 return out`
 
 /** Keys per lookup script: about 0.5 ms of Redis time each. */
 const SCRIPT_KEYS = 256
 
 interface LookupRedis extends Redis {
-  iysLookup (numKeys: number, ...args: string[]): Promise<(string | null)[] | null>
+  iysLookup (numKeys: number, ...args: string[]): Promise<(string | null)[] | 0 | null>
 }
 
 export interface RedisViewOptions {
@@ -75,7 +89,7 @@ export class RedisView implements FilterView {
   private readonly redis: LookupRedis
   private readonly bucketPrefix: string
   private readonly metaKey: string
-  private readonly timeoutMs: number
+  private readonly deadlines: DeadlineQueue | null
 
   constructor (redis: Redis, version: number, bloom: BloomFilter, buckets: number, layout: Layout, opts: RedisViewOptions = {}) {
     if (typeof (redis as unknown as { iysLookup?: unknown }).iysLookup !== 'function') redis.defineCommand('iysLookup', { lua: LOOKUP_LUA })
@@ -86,12 +100,12 @@ export class RedisView implements FilterView {
     this.buckets = buckets
     this.bucketPrefix = layout.bucketPrefix(version)
     this.metaKey = layout.meta(version)
-    this.timeoutMs = opts.timeoutMs ?? 0
+    this.deadlines = (opts.timeoutMs ?? 0) > 0 ? new DeadlineQueue(opts.timeoutMs!) : null
   }
 
   lookup (fields: string[], buckets: number[]): Promise<(string | null)[]> {
     const p = this.lookupAll(fields, buckets)
-    return this.timeoutMs > 0 ? withDeadline(p, this.timeoutMs) : p
+    return this.deadlines !== null ? this.deadlines.wrap(p) : p
   }
 
   /**
@@ -124,29 +138,69 @@ export class RedisView implements FilterView {
       args[2 + n + i] = fields[from + i]!
     }
     const values = await this.redis.iysLookup(1 + n, ...args)
-    if (values === null) throw new VersionGoneError(this.version)
+    if (values === null || values === 0) throw new VersionGoneError(this.version)
     return values
   }
 }
 
-/** `p`, or a StoreTimeoutError after `ms` (one timer per lookup batch; the command itself still settles later). */
-function withDeadline<T> (p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new StoreTimeoutError(ms)) }, ms)
-    p.then(v => { clearTimeout(timer); resolve(v) }, (err: unknown) => { clearTimeout(timer); reject(err) })
-  })
-}
+interface PendingDeadline { at: number, reject: ((err: Error) => void) | null, next: PendingDeadline | null }
 
-export class StoreTimeoutError extends Error {
-  override name = 'StoreTimeoutError'
+/**
+ * The lookup deadlines of one view: `wrap(p)` is `p`, or a StoreTimeoutError `ms` after the call. Every deadline has
+ * the same length, so the order they were set in is the order they expire in: one FIFO list and one timer (armed for
+ * the oldest) serve all lookups, instead of a Timeout per lookup. A lookup that settles only clears its entry's
+ * `reject`; the entry leaves the list when it reaches the front (at most `ms` later).
+ */
+class DeadlineQueue {
+  private readonly ms: number
+  private head: PendingDeadline | null = null
+  private tail: PendingDeadline | null = null
+  private timer: NodeJS.Timeout | null = null
+
   constructor (ms: number) {
-    super(`Redis did not answer a lookup within ${ms} ms (REDIS_TIMEOUT_MS)`)
+    this.ms = ms
+  }
+
+  wrap<T> (p: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const entry: PendingDeadline = { at: Date.now() + this.ms, reject, next: null }
+      if (this.tail === null) this.head = entry
+      else this.tail.next = entry
+      this.tail = entry
+      if (this.timer === null) this.arm()
+      p.then(v => { entry.reject = null; resolve(v) }, (err: unknown) => { entry.reject = null; reject(err) })
+    })
+  }
+
+  private arm (): void {
+    this.timer = setTimeout(this.expire, Math.max(0, this.head!.at - Date.now()))
+    this.timer.unref()
+  }
+
+  private readonly expire = (): void => {
+    this.timer = null
+    const now = Date.now()
+    let e = this.head
+    while (e !== null && (e.reject === null || e.at <= now)) {
+      const reject = e.reject
+      e.reject = null
+      if (reject !== null) reject(new StoreTimeoutError(this.ms)) // the command itself still settles later
+      e = e.next
+    }
+    this.head = e
+    if (e === null) this.tail = null
+    else this.arm()
   }
 }
 
-export class VersionGoneError extends Error {
-  override name = 'VersionGoneError'
+export class StoreTimeoutError extends CodedError<'STORE_TIMEOUT'> {
+  constructor (ms: number) {
+    super('STORE_TIMEOUT', `Redis did not answer a lookup within ${ms} ms (REDIS_TIMEOUT_MS)`)
+  }
+}
+
+export class VersionGoneError extends CodedError<'VERSION_GONE'> {
   constructor (version: number) {
-    super(`filter version ${version} is no longer in Redis (Redis restarted empty, or the version was removed or replaced)`)
+    super('VERSION_GONE', `filter version ${version} is no longer (wholly) in Redis (Redis restarted empty, the version was removed or replaced, or a bucket of it is gone)`)
   }
 }

@@ -17,6 +17,8 @@ export class RespBulkWriter {
   private answered = 0
   private error: Error | null = null
   private waiter: (() => void) | null = null
+  /** Wakes a backpressure() that waits for 'drain', which never comes once the socket is destroyed. */
+  private drainWaiter: (() => void) | null = null
   private waitFor = 0
   private lineStart = true
 
@@ -140,7 +142,13 @@ export class RespBulkWriter {
   async backpressure (): Promise<void> {
     this.flushChunk()
     if (this.sent - this.answered > MAX_OUTSTANDING / 2) await this.until(this.sent - MAX_OUTSTANDING / 2)
-    if (this.socket.writableNeedDrain) await new Promise(resolve => this.socket.once('drain', resolve))
+    if (this.socket.writableNeedDrain && this.error === null) {
+      await new Promise<void>(resolve => {
+        const done = (): void => { this.socket.off('drain', done); this.drainWaiter = null; resolve() }
+        this.drainWaiter = done
+        this.socket.once('drain', done)
+      })
+    }
     if (this.error !== null) throw this.error
   }
 
@@ -154,6 +162,7 @@ export class RespBulkWriter {
   close (): void {
     this.socket.removeAllListeners('close')
     this.socket.destroy()
+    this.fail(new Error('the bulk-load connection was closed'))
   }
 
   private flushChunk (): void {
@@ -193,6 +202,7 @@ export class RespBulkWriter {
   private fail (err: Error): void {
     if (this.error === null) this.error = err
     if (this.waiter !== null) { const w = this.waiter; this.waiter = null; w() }
+    this.drainWaiter?.()
   }
 }
 
