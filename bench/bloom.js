@@ -11,7 +11,7 @@
 import { BloomFilter } from '../dist/filter/bloom.js'
 import { hashText, keyHash } from '../dist/filter/key.js'
 import bloomFilters from 'bloom-filters'
-import { mulberry32 } from '../dist/loaders/generate.js'
+import { mulberry32 } from '../dist/util/random.js'
 
 const Baseline = bloomFilters.BloomFilter
 

@@ -6,7 +6,7 @@
 // carries one message (the fairest comparison with the carrier's one-message-per-request API) to a recipient that
 // holds an ONAY, so every message is checked, allowed, forwarded and logged. Each request has a new messageId
 // (generated per request by the wrk Lua script), so the carrier never answers from its idempotency memory.
-// The direct run sends the JSON adapter's wire body (json-adapter.ts): POST {carrier}/messages with
+// The direct run sends the JSON adapter's wire body (src/carriers/json-adapter.ts): POST {carrier}/messages with
 // `idempotency-key: <messageId>` and {messageId, type, to, iysCode, brandCode, sender, text}.
 //
 // Two pairs of runs: saturated (CONNECTIONS connections: throughput ratio, p50/p99 under load) and one connection

@@ -14,7 +14,8 @@
 import { Pool } from 'undici'
 import { ensureLoaded } from './load.js'
 import { fmtInt, fmtNum, killChild, log, percentile, print, query, sleep, startGateway, waitQuiet } from './lib.js'
-import { mulberry32 } from '../dist/loaders/generate.js'
+import { formatIysDate } from '../dist/domain/time.js'
+import { mulberry32 } from '../dist/util/random.js'
 
 const GOAL_P99_MS = 100
 const HARD_LIMIT_MS = 1000
@@ -22,9 +23,9 @@ const POLL_LIMIT_MS = 3000 // per recipient: past it the sample is a timeout (an
 const WARMUP = 10
 const PAUSE_MS = 20 // between samples, so each starts with an idle applier and quiet gateways
 
-/** İYS's `YYYY-MM-DD HH:mm:ss`, Turkey time (UTC+3, no DST), for a moment in ms. */
+/** İYS's `YYYY-MM-DD HH:mm:ss`, Turkey time, for a moment in ms (the gateway's own formatter). */
 export function iysDate (ms) {
-  return new Date(ms + 3 * 3600_000).toISOString().slice(0, 19).replace('T', ' ')
+  return formatIysDate(Math.floor(ms / 1000))
 }
 
 /** ONAY keys (MESAJ/BIREYSEL) to reject, and recipients no brand has a record for, to give a first ONAY. */

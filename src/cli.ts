@@ -4,7 +4,7 @@
 import { createWriteStream } from 'node:fs'
 import { once } from 'node:events'
 import { parseArgs } from 'node:util'
-import { ConfigError, loadConfig, type Config } from './config.js'
+import { ConfigError, loadConfig, need, type Config } from './config.js'
 import { layout } from './filter/layout.js'
 import { importConsents } from './loaders/import.js'
 import { canonicalCode } from './domain/vocabulary.js'
@@ -15,10 +15,11 @@ import { createLogger } from './log.js'
 import { parseScrubParams } from './http/scrub-routes.js'
 import { scrubCommand } from './scrub/command.js'
 import { startGateway } from './server.js'
-import { fakeCarrierCommand } from './proxy/fake-carrier.js'
+import { fakeCarrierCommand } from './dev/fake-carrier.js'
 import { migrate } from './store/migrate.js'
 import { createPool } from './store/pg.js'
 import { createRedis, waitReady } from './store/redis.js'
+import { CodedError } from './domain/errors.js'
 
 const USAGE = `usage: iys-gateway <command> [options]
 
@@ -39,11 +40,8 @@ commands:
 
 configuration comes from the environment: see README.md`
 
-class UsageError extends Error {}
-
-function need (value: string | null, name: string): string {
-  if (value === null) throw new ConfigError(`${name} must be set for this command`)
-  return value
+class UsageError extends CodedError<'USAGE'> {
+  constructor (message: string) { super('USAGE', message) }
 }
 
 export async function main (argv: string[]): Promise<number> {
@@ -143,8 +141,9 @@ export async function main (argv: string[]): Promise<number> {
       case 'sync-iys': {
         const { values } = parseArgs({ args: rest, options: { once: { type: 'boolean', default: false }, 'brand-code': { type: 'string' } } })
         const b = values['brand-code']
-        if (b !== undefined && !(/^\d{1,15}$/.test(b) && Number(b) > 0)) throw new UsageError('--brand-code must be an İYS brand code (digits)')
-        return await syncIysCommand(config, log, { once: values.once, brandCode: b === undefined ? null : String(Number(b)) })
+        const brandCode = b === undefined ? null : canonicalCode(b)
+        if (b !== undefined && brandCode === null) throw new UsageError('--brand-code must be an İYS brand code (digits)')
+        return await syncIysCommand(config, log, { once: values.once, brandCode })
       }
       case undefined: case '-h': case '--help': case 'help':
         process.stdout.write(USAGE + '\n')

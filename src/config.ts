@@ -5,6 +5,8 @@ import { createHash } from 'node:crypto'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { CodedError } from './domain/errors.js'
+import { canonicalCode } from './domain/vocabulary.js'
 
 export interface Config {
   readonly host: string
@@ -46,8 +48,16 @@ export interface Config {
   readonly decisions: Readonly<{ enabled: boolean, spoolDir: string, flushMs: number, fsyncMs: number, retentionDays: number }>
 }
 
-export class ConfigError extends Error {
-  override name = 'ConfigError'
+export class ConfigError extends CodedError<'CONFIG_INVALID'> {
+  constructor (message: string) {
+    super('CONFIG_INVALID', message)
+  }
+}
+
+/** A setting a command cannot run without: its value, or a ConfigError that names it and the command. */
+export function need (value: string | null, name: string, command = 'this command'): string {
+  if (value === null || value === '') throw new ConfigError(`${name} must be set for ${command}`)
+  return value
 }
 
 type Env = Record<string, string | undefined>
@@ -155,13 +165,14 @@ export function loadConfig (env: Env = process.env): Config {
   const password = env.IYS_PUSH_PASSWORD ?? null
   if ((user === null) !== (password === null)) throw new ConfigError('IYS_PUSH_USER and IYS_PUSH_PASSWORD must be set together')
   const brandCodes = (env.IYS_BRAND_CODES ?? '').split(',').map(s => s.trim()).filter(s => s !== '')
-  const canonical = brandCodes.map(b => (/^\d{1,15}$/.test(b) && Number(b) > 0 ? String(Number(b)) : null))
+  const canonical = brandCodes.map(canonicalCode)
   if (canonical.includes(null)) throw new ConfigError('IYS_BRAND_CODES must be a comma-separated list of İYS brand codes')
   const autoRebuild = bool(env, 'AUTO_REBUILD', env.REDIS_URL !== undefined && env.REDIS_URL !== '' && env.DATABASE_URL !== undefined && env.DATABASE_URL !== '')
   if (autoRebuild && (env.REDIS_URL ?? '') === '') throw new ConfigError('AUTO_REBUILD needs REDIS_URL (the filter is rebuilt into Redis)')
   if (autoRebuild && (env.DATABASE_URL ?? '') === '') throw new ConfigError('AUTO_REBUILD needs DATABASE_URL (the filter is rebuilt from Postgres)')
-  const iysCode = env.IYS_CODE === undefined || env.IYS_CODE === '' ? null : env.IYS_CODE
-  if (iysCode !== null && !(/^\d{1,15}$/.test(iysCode) && Number(iysCode) > 0)) throw new ConfigError('IYS_CODE must be an İYS code (digits)')
+  const iysCodeText = env.IYS_CODE ?? ''
+  const iysCode = iysCodeText === '' ? null : canonicalCode(iysCodeText)
+  if (iysCodeText !== '' && iysCode === null) throw new ConfigError('IYS_CODE must be an İYS code (digits)')
   return Object.freeze({
     host: env.HOST ?? '127.0.0.1',
     port: int(env, 'PORT', 8080, 0, 65535),
@@ -201,7 +212,7 @@ export function loadConfig (env: Env = process.env): Config {
       apiUrl: url(env, 'IYS_API_URL', ['http:', 'https:']) ?? 'https://api.iys.org.tr',
       username: env.IYS_USERNAME ?? null,
       password: env.IYS_PASSWORD ?? null,
-      iysCode: iysCode === null ? null : String(Number(iysCode)),
+      iysCode,
       brandCodes: Object.freeze(canonical as string[]),
       pollMs: int(env, 'IYS_SYNC_INTERVAL_MS', 60_000, 1000, 86_400_000)
     }),

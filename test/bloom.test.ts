@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { BLOCK_BYTES, BloomFilter, blocksFor, expectedFpr } from '../src/filter/bloom.js'
 import { hashKey, hashText, keyCode, keyHash, keyText } from '../src/filter/key.js'
-import { mulberry32 } from '../src/loaders/generate.js'
+import { mulberry32 } from '../src/util/random.js'
 
 const CODES = [keyCode('MESAJ', 'BIREYSEL'), keyCode('ARAMA', 'BIREYSEL'), keyCode('MESAJ', 'TACIR'), keyCode('ARAMA', 'TACIR')]
 

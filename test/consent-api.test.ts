@@ -3,27 +3,25 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ERRORS } from '../src/domain/errors.js'
-import { runCli } from './helpers/cli.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
-import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 const SP = '/sps/700001/brands/600001'
 const GOOD = { recipient: '+905321110100', recipientType: 'BIREYSEL', type: 'MESAJ', source: 'HS_WEB', status: 'ONAY', consentDate: '2024-01-01 10:00:00' }
 
 describe('İYS-shaped consent API', () => {
-  let db: TestDatabase
+  let services: TestServices
   let gw: RunningGateway
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    expect((await runCli(['migrate'], { DATABASE_URL: db.url })).code).toBe(0)
-    gw = await startTestGateway({ DATABASE_URL: db.url })
+    services = await testServices({ migrate: true })
+    gw = await startTestGateway(services.env)
   })
 
   afterAll(async () => {
     await gw?.close()
-    await db?.drop()
+    await services?.close()
   })
 
   const add = (body: unknown): Promise<{ status: number, json: any }> => postJson(gw.url + SP + '/consents', body)

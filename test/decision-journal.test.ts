@@ -11,11 +11,11 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { esc, segmentToCopy } from '../src/audit/copy-text.js'
 import { Journal, judgeRun, STALE_MS, WIDE_STALE_MS, type RunIdentity } from '../src/audit/journal.js'
-import { startFakeCarrier, type FakeCarrier } from '../src/proxy/fake-carrier.js'
+import { startFakeCarrier, type FakeCarrier } from '../src/dev/fake-carrier.js'
 import { BIN, cliEnv, runSteps } from './helpers/cli.js'
 import { postJson } from './helpers/gateway.js'
 import { freePort, until } from './helpers/redis-server.js'
-import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 interface Serve { child: ChildProcess, url: string }
 
@@ -37,32 +37,25 @@ const exited = (child: ChildProcess): Promise<void> => child.exitCode !== null |
   : new Promise(resolve => child.once('exit', () => resolve()))
 
 describe('decision journal', () => {
-  let db: TestDatabase
-  let redis: TestRedis
+  let services: TestServices
   let carrier: FakeCarrier
   let pool: pg.Pool
-  let dir: string
   let env: Record<string, string>
   let gw: Serve | null = null
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    redis = await createTestRedis()
+    services = await testServices({ redis: true, dirPrefix: 'iys-journal-' })
+    const { env: direct, dir } = services
+    pool = services.pool
     carrier = await startFakeCarrier({ port: 0 })
-    dir = mkdtempSync(join(tmpdir(), 'iys-journal-'))
-    const direct = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
     await runSteps([['migrate'], ['load']], direct)
     env = { ...direct, UPSTREAM_MESAJ_URL: carrier.url, DECISION_SPOOL_DIR: join(dir, 'spool'), SCRUB_DIR: join(dir, 'scrub') }
-    pool = new pg.Pool({ connectionString: db.url, max: 2 })
   }, 120_000)
 
   afterAll(async () => {
     if (gw !== null) { gw.child.kill('SIGTERM'); await exited(gw.child) }
     await carrier?.close()
-    await pool?.end()
-    await redis?.cleanup()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   it.each([['50', 1], ['0', 2]])('SIGKILL mid-traffic loses no answered decision and no forwarded message: after a restart each is in Postgres exactly once (DECISION_FSYNC_MS=%s)', async (fsyncMs, run) => {

@@ -11,14 +11,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DecisionLog } from '../src/audit/decision-log.js'
 import type { CheckQuery, CheckResult } from '../src/check/checker.js'
 import { createLogger } from '../src/log.js'
-import { runCli } from './helpers/cli.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
-import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 import { TcpProxy } from './helpers/tcp-proxy.js'
 
 describe('decision log', () => {
-  let db: TestDatabase
+  let services: TestServices
   let proxy: TcpProxy
   let gw: RunningGateway
   let pool: pg.Pool
@@ -26,21 +25,17 @@ describe('decision log', () => {
   let env: Record<string, string>
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    expect((await runCli(['migrate'], { DATABASE_URL: db.url })).code).toBe(0)
+    services = await testServices({ migrate: true, dirPrefix: 'iys-spool-' })
+    ;({ pool, dir: spool } = services)
     proxy = await TcpProxy.start({ host: '127.0.0.1', port: 5432 })
-    spool = mkdtempSync(join(tmpdir(), 'iys-spool-'))
-    env = { DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/${db.name}`, DECISION_SPOOL_DIR: spool, DECISION_FLUSH_MS: '50' }
+    env = { DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/${services.db.name}`, DECISION_SPOOL_DIR: spool, DECISION_FLUSH_MS: '50' }
     gw = await startTestGateway(env)
-    pool = new pg.Pool({ connectionString: db.url, max: 2 })
   })
 
   afterAll(async () => {
     await gw?.close()
     await proxy?.cut()
-    await pool?.end()
-    await db?.drop()
-    if (spool !== undefined) rmSync(spool, { recursive: true, force: true })
+    await services?.close()
   })
 
   const count = async (where = 'true'): Promise<number> => (await pool.query(`SELECT count(*)::int AS n FROM decisions WHERE ${where}`)).rows[0].n

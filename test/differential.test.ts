@@ -2,15 +2,14 @@
 // the same Postgres data must agree on every single item. The SQL side is written from DESIGN.md §1 directly and
 // shares no code with the gateway; the test builds the canonical recipient itself and sends a messy rendering.
 
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { messyPhone, mulberry32 } from '../src/loaders/generate.js'
+import { messyPhone } from '../src/loaders/generate.js'
+import { mulberry32 } from '../src/util/random.js'
 import { seedGenerated } from './helpers/cli.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
-import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 const CHECKS = 100_000
 const TYPES = ['MESAJ', 'ARAMA', 'EPOSTA'] as const
@@ -26,29 +25,22 @@ interface Item {
 }
 
 describe('gateway vs SQL, differential', () => {
-  let db: TestDatabase
-  let redis: TestRedis
+  let services: TestServices
   let gateway: RunningGateway
   let pool: pg.Pool
-  let dir: string
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    redis = await createTestRedis()
-    dir = mkdtempSync(join(tmpdir(), 'iys-diff-'))
-    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
-    const file = join(dir, 'c.csv')
+    services = await testServices({ redis: true, dirPrefix: 'iys-diff-' })
+    const { env } = services
+    const file = join(services.dir, 'c.csv')
     await seedGenerated(env, file, { rows: 60_000, brands: 4, retShare: 0.3, seed: 99 })
-    pool = new pg.Pool({ connectionString: db.url, max: 2 })
+    pool = services.pool
     gateway = await startTestGateway(env)
   }, 180_000)
 
   afterAll(async () => {
     await gateway?.close()
-    await pool?.end()
-    await redis?.cleanup()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   it('agrees with SQL on 100,000 random checks (present, absent, rejected, every type, messy input)', async () => {

@@ -1,14 +1,13 @@
 // When Redis cannot answer, commercial checks that need it fail closed (STORE_UNAVAILABLE, allowed:false, HTTP 200),
 // the process stays up, and it recovers by itself. A Redis that comes back empty never turns into "no record".
 
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runCli, runSteps } from './helpers/cli.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { PrivateRedis, until } from './helpers/redis-server.js'
-import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 const CSV = `iysCode,brandCode,recipient,recipientType,type,status,source,consentDate
 700001,600001,+905321110001,BIREYSEL,MESAJ,ONAY,HS_WEB,2024-01-01 10:00:00
@@ -17,18 +16,17 @@ const CSV = `iysCode,brandCode,recipient,recipientType,type,status,source,consen
 `
 
 describe('fail closed when Redis is unavailable', () => {
-  let db: TestDatabase
+  let services: TestServices
   let redis: PrivateRedis
   let gateway: RunningGateway
   let env: Record<string, string>
-  let dir: string
 
   beforeAll(async () => {
-    db = await createTestDatabase()
+    services = await testServices({ dirPrefix: 'iys-fc-' })
+    const { dir } = services
     redis = await PrivateRedis.start()
-    dir = mkdtempSync(join(tmpdir(), 'iys-fc-'))
     writeFileSync(join(dir, 'c.csv'), CSV)
-    env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: 'fc:' }
+    env = { ...services.env, REDIS_URL: redis.url, REDIS_PREFIX: 'fc:' }
     await runSteps([['migrate'], ['import', join(dir, 'c.csv')], ['load']], env)
     // A person runs `load` here (the automatic rebuild has its own test, auto-rebuild.test.ts).
     gateway = await startTestGateway({ ...env, REDIS_TIMEOUT_MS: '200', AUTO_REBUILD: 'false' })
@@ -37,8 +35,7 @@ describe('fail closed when Redis is unavailable', () => {
   afterAll(async () => {
     await gateway?.close()
     await redis?.stop()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   const ask = (recipient: string, more: Record<string, unknown> = {}): Promise<any> =>
@@ -87,10 +84,10 @@ describe('fail closed when Redis is unavailable', () => {
 describe('STORE_FAILURE_MODE=open', () => {
   it('lets commercial checks through when the store cannot answer, saying why', async () => {
     const redis = await PrivateRedis.start()
-    const db = await createTestDatabase()
-    const dir = mkdtempSync(join(tmpdir(), 'iys-fo-'))
+    const services = await testServices({ dirPrefix: 'iys-fo-' })
+    const { dir } = services
     writeFileSync(join(dir, 'c.csv'), CSV)
-    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: 'fo:' }
+    const env = { ...services.env, REDIS_URL: redis.url, REDIS_PREFIX: 'fo:' }
     try {
       await runSteps([['migrate'], ['import', join(dir, 'c.csv')], ['load']], env)
       const gw = await startTestGateway({ ...env, STORE_FAILURE_MODE: 'open', REDIS_TIMEOUT_MS: '200' })
@@ -101,8 +98,7 @@ describe('STORE_FAILURE_MODE=open', () => {
       } finally { await gw.close() }
     } finally {
       await redis.stop()
-      await db.drop()
-      rmSync(dir, { recursive: true, force: true })
+      await services.close()
     }
   })
 })

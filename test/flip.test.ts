@@ -1,37 +1,31 @@
 // A version flip under load: while `load` rebuilds and flips twice, checks keep succeeding with the same answers,
 // the gateway moves to the newest version, and the versions it left are removed from Redis.
 
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runCli, seedGenerated } from './helpers/cli.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
-import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
+import { testServices, type TestDatabase, type TestRedis, type TestServicesWithRedis } from './helpers/services.js'
 
 describe('filter version flip under load', () => {
+  let services: TestServicesWithRedis
   let db: TestDatabase
   let redis: TestRedis
   let gateway: RunningGateway
   let env: Record<string, string>
-  let dir: string
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    redis = await createTestRedis()
-    dir = mkdtempSync(join(tmpdir(), 'iys-flip-'))
-    env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
-    const file = join(dir, 'c.csv')
+    services = await testServices({ redis: true, dirPrefix: 'iys-flip-' })
+    ;({ db, redis, env } = services)
+    const file = join(services.dir, 'c.csv')
     await seedGenerated(env, file, { rows: 30_000, brands: 2, seed: 5 })
     gateway = await startTestGateway(env)
   }, 120_000)
 
   afterAll(async () => {
     await gateway?.close()
-    await redis?.cleanup()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   it('keeps answering every check correctly while load runs and flips the version twice', async () => {

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest'
 import { checkTypeFit, normalizeRecipient } from '../src/domain/normalize.js'
 import { IYS_EPOCH_S, parseIysDate } from '../src/domain/time.js'
 import { CONSENT_TYPES, PROVIDER_SOURCES, RECIPIENT_TYPES, STATUSES, isConsentType } from '../src/domain/vocabulary.js'
-import { generateConsents, messyPhone, mulberry32, type GenerateOptions } from '../src/loaders/generate.js'
+import { generateConsents, messyPhone, type GenerateOptions } from '../src/loaders/generate.js'
+import { mulberry32 } from '../src/util/random.js'
 
 const HEADER = 'iysCode,brandCode,recipient,recipientType,type,status,source,consentDate'
 const NOW = Date.UTC(2025, 5, 29, 21) / 1000 // 2025-06-30 00:00:00 Turkey time: fixed, so the bytes never change

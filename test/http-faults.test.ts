@@ -357,6 +357,102 @@ describe('a fault inside a handler', () => {
 
 // ---------------------------------------------------------------------------------------------------------------
 
+describe('the route table', () => {
+  const ask = (method: string, path: string, where: 'embedded' | 'withDb'): Promise<RawAnswer> =>
+    raw(portOf(where === 'embedded' ? embedded : withDb), request(method, path, method === 'GET' ? {} : { body: '{}', headers: [JSON_CT] }))
+
+  it.each([
+    ['DELETE', '/v1/scrub/some-job', 'embedded'],
+    ['PUT', '/v1/scrub/some-job/result', 'embedded'],
+    ['GET', '/v1/messages', 'embedded'],
+    ['PUT', '/sps/1/brands/2/anything/else', 'embedded'], // not configured: the wildcard routes take any rest
+    ['GET', '/sps/700001/brands/600001/consents', 'withDb'],
+    ['DELETE', '/sps/700001/brands/600001/consents/BIREYSEL/status/MESAJ', 'withDb'],
+    ['GET', '/iys/push', 'withDb'],
+    ['POST', '/v1/consents/history', 'withDb']
+  ] as const)('%s %s, a path a route serves with another method, is 405 METHOD_NOT_ALLOWED', async (method, path, where) => {
+    expect(errorItemOf(await ask(method, path, where), 405, 'METHOD_NOT_ALLOWED').value).toBe(`${method} ${path}`)
+  })
+
+  it.each([
+    ['GET', '/v1/scrub/some-job/result/more', 'embedded'],
+    ['GET', '/v1/check/', 'embedded'],
+    ['POST', '/sps/700001/brands/600001', 'withDb'],
+    ['GET', '/sps/700001/brands/600001/consents/request/a/b', 'withDb'],
+    ['DELETE', '/v1/consents', 'withDb']
+  ] as const)('%s %s, a path no route serves, is 404 NOT_FOUND', async (method, path, where) => {
+    errorItemOf(await ask(method, path, where), 404, 'NOT_FOUND')
+  })
+})
+
+describe('error statuses come from the errors table, as answered before', () => {
+  const SPX = '/sps/700001/brands/600001'
+  const post = (path: string, body: string, headers: string[] = []): Promise<RawAnswer> =>
+    raw(portOf(withDb), request('POST', path, { body, headers: [JSON_CT, ...headers] }))
+
+  it('a consent that is not an object is 400 H085; a list with such an item is 422, the item keeping H085', async () => {
+    errorItemOf(await post(`${SPX}/consents`, '5'), 400, 'H085')
+    const a = await post(`${SPX}/consents/request`, '[5]')
+    expect(a.responses.map(r => [r.status, JSON.parse(r.body)])).toEqual([[422, { errors: [{ index: 0, code: 'H085', message: expect.any(String) }] }]])
+  })
+
+  it('a push without credentials is 401 UNAUTHORIZED; one that is not {"list":[...]} is 400 with an INVALID_FIELD item', async () => {
+    errorItemOf(await post('/iys/push', '{"list":[]}'), 401, 'UNAUTHORIZED')
+    const item = errorItemOf(await post('/iys/push', '{"items":[]}', [`Authorization: ${PUSH_AUTH}`]), 400, 'INVALID_FIELD')
+    expect(item).toEqual({ code: 'INVALID_FIELD', message: 'The body must be İYS\'s push payload: {"list":[...]}.', location: ['list'] })
+  })
+
+  it('an unknown consent is 404 CONSENT_NOT_FOUND; a bad requestId 422', async () => {
+    errorItemOf(await post(`${SPX}/consents/status`, JSON.stringify({ type: 'MESAJ', recipientType: 'BIREYSEL', recipient: '+905329998877' })), 404, 'CONSENT_NOT_FOUND')
+    errorItemOf(await raw(portOf(withDb), request('GET', `${SPX}/consents/request/abc`)), 422, 'H199')
+  })
+})
+
+describe('request facts', () => {
+  let listen: uWS.us_listen_socket
+  let port: number
+
+  beforeAll(async () => {
+    const app = uWS.App()
+    const router = new Router(app, { metrics: new Metrics(), log: pino({ level: 'silent' }), maxBodyBytes: 65536 })
+    const echo = (_: unknown, req: unknown): { status: number, body: string } => ({ status: 200, body: JSON.stringify(req) })
+    router.get('/bare/:id', 'other', echo)
+    router.post('/bare-post/:id', 'other', echo)
+    router.get('/asks/:id', 'other', echo, { params: 1, query: true, headers: ['accept'] })
+    router.get('/params-only/:id', 'other', echo, { params: 1 })
+    router.catchAll('other')
+    listen = await new Promise((resolve, reject) => { app.listen('127.0.0.1', 0, t => { if (t === false) reject(new Error('listen')); else resolve(t) }) })
+    port = uWS.us_socket_local_port(listen)
+  })
+
+  afterAll(() => { uWS.us_listen_socket_close(listen) })
+
+  const answer = async (method: string, path: string): Promise<unknown> => {
+    const a = await raw(port, request(method, path, { headers: ['Accept: text/html', ...(method === 'POST' ? [JSON_CT] : [])], body: method === 'POST' ? '{}' : undefined }))
+    expect(a.responses.map(r => r.status)).toEqual([200])
+    return JSON.parse(a.responses[0]!.body)
+  }
+
+  it('a route that asks for nothing gets no parameters, no query and no headers', async () => {
+    expect(await answer('GET', '/bare/x%41?q=1')).toEqual({ params: [], query: '', headers: {} })
+    expect(await answer('POST', '/bare-post/x?q=1')).toEqual({ params: [], query: '', headers: {} })
+  })
+
+  it('a route gets the decoded parameters, the query and the headers it asks for, and only those', async () => {
+    expect(await answer('GET', '/asks/x%41?q=1')).toEqual({ params: ['xA'], query: 'q=1', headers: { accept: 'text/html' } })
+    expect(await answer('GET', '/params-only/y?q=1')).toEqual({ params: ['y'], query: '', headers: {} })
+  })
+
+  it('the catch-all of a bare router tells 405 from 404 by its own table', async () => {
+    errorItemOf(await raw(port, request('DELETE', '/asks/anything')), 405, 'METHOD_NOT_ALLOWED')
+    errorItemOf(await raw(port, request('GET', '/bare-post/1')), 405, 'METHOD_NOT_ALLOWED')
+    errorItemOf(await raw(port, request('GET', '/asks/a/b')), 404, 'NOT_FOUND')
+    errorItemOf(await raw(port, request('GET', '/elsewhere')), 404, 'NOT_FOUND')
+  })
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+
 /** mulberry32: a small seeded PRNG, so a failing fuzz case can be replayed from its index. */
 function prng (seed: number): () => number {
   let a = seed >>> 0

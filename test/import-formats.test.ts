@@ -9,11 +9,11 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mulberry32 } from '../src/loaders/generate.js'
+import { mulberry32 } from '../src/util/random.js'
 import { FileFormatError, readConsentFile, type ConsentBatch, type ConsentDefaults } from '../src/loaders/consent-file.js'
 import { readJsonListItems } from '../src/loaders/json-lines.js'
 import { runCli } from './helpers/cli.js'
-import { migratedWorkspace, type MigratedWorkspace } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 type Item = Record<string, unknown>
 
@@ -75,10 +75,10 @@ describe('import of JSON and NDJSON consent lists', () => {
   let pool: pg.Pool
   let dir: string
 
-  let ws: MigratedWorkspace
+  let ws: TestServices
 
   beforeAll(async () => {
-    ws = await migratedWorkspace('iys-fmt-')
+    ws = await testServices({ migrate: true, poolSize: 1, dirPrefix: 'iys-fmt-' })
     ;({ env, pool, dir } = ws)
   })
 

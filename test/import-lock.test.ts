@@ -3,18 +3,17 @@
 // consent API writes and İYS pushes all succeed, and each push is stored while the import is still running (not
 // after it, as when the import held the lock, and so every pooled connection, for its whole run).
 
-import { createWriteStream, mkdtempSync, rmSync } from 'node:fs'
+import { createWriteStream } from 'node:fs'
 import { once } from 'node:events'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { generateConsents } from '../src/loaders/generate.js'
 import { importConsents, SLICE_SQL, stageImport, type ImportResult } from '../src/loaders/import.js'
-import { CONSENT_WRITE_LOCK, migrate } from '../src/store/migrate.js'
+import { CONSENT_WRITE_LOCK } from '../src/store/migrate.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
-import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+import { testServices, type TestDatabase, type TestServices } from './helpers/services.js'
 
 const ROWS = 150_000
 const IYS = 700001
@@ -22,31 +21,27 @@ const LIVE_BRAND = 600099 // not in the generated file: live writes never collid
 const AUTH = 'Basic ' + Buffer.from('iys:s3cret').toString('base64')
 
 describe('import beside live consent writes', () => {
+  let services: TestServices
   let db: TestDatabase
   let gw: RunningGateway
   let pool: pg.Pool
-  let dir: string
   let file: string
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    pool = new pg.Pool({ connectionString: db.url, max: 3 })
-    await migrate(pool)
-    dir = mkdtempSync(join(tmpdir(), 'iys-import-lock-'))
-    file = join(dir, 'big.csv')
+    services = await testServices({ migrate: true, poolSize: 3, dirPrefix: 'iys-import-lock-' })
+    ;({ db, pool } = services)
+    file = join(services.dir, 'big.csv')
     const out = createWriteStream(file)
     await generateConsents({ rows: ROWS, brands: 2, retShare: 0.1, seed: 11 }, out)
     out.end()
     await once(out, 'close')
     // No Redis: the consent API and the push receiver need Postgres only.
-    gw = await startTestGateway({ DATABASE_URL: db.url, IYS_PUSH_USER: 'iys', IYS_PUSH_PASSWORD: 's3cret' })
+    gw = await startTestGateway({ ...services.env, IYS_PUSH_USER: 'iys', IYS_PUSH_PASSWORD: 's3cret' })
   }, 120_000)
 
   afterAll(async () => {
     await gw?.close()
-    await pool?.end()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   it('consent API writes and İYS pushes during a large import all succeed, and each push is stored before the import ends', async () => {

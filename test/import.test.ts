@@ -7,7 +7,7 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { importConsents } from '../src/loaders/import.js'
 import { runCli } from './helpers/cli.js'
-import { migratedWorkspace, type MigratedWorkspace } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 // Columns in another order than the documented one, and no recipientType column (defaults to BIREYSEL).
 const HEADER = 'consentDate,status,type,source,recipient,brandCode,iysCode'
@@ -39,10 +39,10 @@ describe('import', () => {
   let pool: pg.Pool
   let dir: string
 
-  let ws: MigratedWorkspace
+  let ws: TestServices
 
   beforeAll(async () => {
-    ws = await migratedWorkspace('iys-imp-')
+    ws = await testServices({ migrate: true, poolSize: 1, dirPrefix: 'iys-imp-' })
     ;({ env, pool, dir } = ws)
   })
 

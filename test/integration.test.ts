@@ -1,17 +1,15 @@
 // End to end as a user runs it: generate → import → load → serve → check over HTTP, against the machine's real
 // Postgres and Redis (own database, own key prefix).
 
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runCli } from './helpers/cli.js'
 import { check, postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
-import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
+import { testServices, type TestRedis, type TestServicesWithRedis } from './helpers/services.js'
 
 describe('generate → import → load → serve → check', () => {
-  let db: TestDatabase
+  let services: TestServicesWithRedis
   let redis: TestRedis
   let env: Record<string, string>
   let gateway: RunningGateway
@@ -19,19 +17,14 @@ describe('generate → import → load → serve → check', () => {
   let dir: string
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    redis = await createTestRedis()
-    dir = mkdtempSync(join(tmpdir(), 'iys-int-'))
-    env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
-    pool = new pg.Pool({ connectionString: db.url, max: 2 })
+    // Not migrated: the first test runs `migrate` itself.
+    services = await testServices({ redis: true, dirPrefix: 'iys-int-' })
+    ;({ redis, env, pool, dir } = services)
   })
 
   afterAll(async () => {
     await gateway?.close()
-    await pool?.end()
-    await redis?.cleanup()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   it('migrate creates the schema and is safe to run twice', async () => {

@@ -3,24 +3,22 @@
 
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runCli } from './helpers/cli.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
-import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 const SP = '/sps/700001/brands/600001'
 const R = '+905321119900'
 
 describe('evidence ledger', () => {
-  let db: TestDatabase
+  let services: TestServices
   let gw: RunningGateway
   let pool: pg.Pool
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    expect((await runCli(['migrate'], { DATABASE_URL: db.url })).code).toBe(0)
-    pool = new pg.Pool({ connectionString: db.url, max: 2 })
-    gw = await startTestGateway({ DATABASE_URL: db.url, RETENTION_INTERVAL_MS: '200', HISTORY_RETENTION_DAYS: '366' })
+    services = await testServices({ migrate: true })
+    pool = services.pool
+    gw = await startTestGateway({ ...services.env, RETENTION_INTERVAL_MS: '200', HISTORY_RETENTION_DAYS: '366' })
     // Three changes of one key: ONAY, RET, ONAY again; then we date their receipt to known moments.
     for (const [status, consentDate] of [['ONAY', '2025-01-10 09:00:00'], ['RET', '2026-02-01 12:00:00'], ['ONAY', '2026-03-05 08:30:00']]) {
       const r = await postJson(gw.url + SP + '/consents', { recipient: R, type: 'MESAJ', source: 'HS_WEB', status, consentDate })
@@ -33,8 +31,7 @@ describe('evidence ledger', () => {
 
   afterAll(async () => {
     await gw?.close()
-    await pool?.end()
-    await db?.drop()
+    await services?.close()
   })
 
   const get = async (path: string): Promise<{ status: number, json: any }> => {

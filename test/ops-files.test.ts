@@ -4,172 +4,29 @@
 // README names exists, every metric and label value the alerts and the dashboard use is one src/metrics.ts exports,
 // and the image's entry point is the real CLI. promtool checks the PromQL itself (see prometheus/alerts.test.yml).
 //
-// No YAML package is installed: the YAML files are written in a plain block style that the small reader below
-// understands (mappings, sequences, quoted and plain scalars, JSON-style flow collections, block scalars). Every
-// scalar is read as a string.
+// The YAML files are read with the `yaml` package under its failsafe schema: every scalar is a string (`8080`,
+// `true`, `no` and `~` stay as written), which is how compose and Prometheus values are compared below.
 
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
+import { parse } from 'yaml'
 import { KNOWN_VARIABLES, loadConfig } from '../src/config.js'
 import { CONSENT_TYPES } from '../src/domain/vocabulary.js'
 import { Metrics, ROUTES } from '../src/metrics.js'
 import { REASONS } from '../src/policy/decide.js'
-import { OUTCOME_STATUSES } from '../src/proxy/upstream.js'
+import { OUTCOME_STATUSES } from '../src/carriers/upstream.js'
 
 const ROOT = new URL('../', import.meta.url)
 const read = (path: string): string => readFileSync(new URL(path, ROOT), 'utf8')
 const exists = (path: string): boolean => existsSync(new URL(path.replace(/^\.\//, ''), ROOT))
 
-// ---- a small YAML reader -------------------------------------------------------------------------------------
+// ---- reading YAML --------------------------------------------------------------------------------------------
 
+/** A parsed document: failsafe YAML has only strings, lists and mappings (null for an empty document). */
 type Yaml = string | null | Yaml[] | { [key: string]: Yaml }
 type YamlMap = { [key: string]: Yaml }
 
-function stripComment (text: string): string {
-  let quote: string | null = null
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]
-    if (quote !== null) {
-      if (c === '\\' && quote === '"') i++
-      else if (c === quote) quote = null
-    } else if (c === '"' || c === "'") {
-      if (i === 0 || /[\s[{,:]/.test(text[i - 1]!)) quote = c
-    } else if (c === '#' && (i === 0 || /\s/.test(text[i - 1]!))) {
-      return text.slice(0, i).trimEnd()
-    }
-  }
-  return text
-}
-
-function splitFlow (inner: string): string[] {
-  const parts: string[] = []
-  let depth = 0
-  let quote: string | null = null
-  let start = 0
-  for (let i = 0; i < inner.length; i++) {
-    const c = inner[i]
-    if (quote !== null) {
-      if (c === '\\' && quote === '"') i++
-      else if (c === quote) quote = null
-    } else if (c === '"' || c === "'") quote = c
-    else if (c === '[' || c === '{') depth++
-    else if (c === ']' || c === '}') depth--
-    else if (c === ',' && depth === 0) { parts.push(inner.slice(start, i)); start = i + 1 }
-  }
-  parts.push(inner.slice(start))
-  return parts.map(p => p.trim()).filter(p => p !== '')
-}
-
-const KEY_VALUE = /^("(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^\s"'#:[\]{},-][^:#]*?|-[^\s:#][^:#]*?)\s*:(?:\s+(.*))?$/
-
-function scalar (text: string): Yaml {
-  const t = text.trim()
-  if (t === '' || t === '~' || t === 'null') return null
-  if (t.startsWith('"')) return JSON.parse(t) as string
-  if (t.startsWith("'")) return t.slice(1, -1).replace(/''/g, "'")
-  if (t.startsWith('[')) {
-    try { return (JSON.parse(t) as unknown[]).map(v => (v === null ? null : String(v))) } catch {}
-    return splitFlow(t.slice(1, -1)).map(scalar)
-  }
-  if (t.startsWith('{')) {
-    const out: YamlMap = {}
-    for (const part of splitFlow(t.slice(1, -1))) {
-      const m = KEY_VALUE.exec(part)
-      if (m === null) throw new Error(`YAML: cannot read flow mapping entry "${part}"`)
-      out[String(scalar(m[1]!))] = scalar(m[2] ?? '')
-    }
-    return out
-  }
-  return t
-}
-
-function parseYaml (text: string): Yaml {
-  const raw = text.replace(/\r\n/g, '\n').split('\n')
-  let i = 0
-  interface Line { indent: number, text: string }
-  const peek = (): Line | null => {
-    while (i < raw.length) {
-      const line = raw[i]!
-      const t = line.trim()
-      if (t === '' || t.startsWith('#') || t === '---') { i++; continue }
-      if (/^\t/.test(line)) throw new Error(`YAML: tab indentation on line ${i + 1}`)
-      return { indent: line.length - line.trimStart().length, text: stripComment(t) }
-    }
-    return null
-  }
-  const isItem = (t: string): boolean => t === '-' || t.startsWith('- ')
-  const isKeyValue = (t: string): boolean => KEY_VALUE.test(t)
-
-  function blockScalar (indicator: string, parentIndent: number): string {
-    const lines: string[] = []
-    let contentIndent = -1
-    while (i < raw.length) {
-      const line = raw[i]!
-      if (line.trim() === '') { lines.push(''); i++; continue }
-      const indent = line.length - line.trimStart().length
-      if (indent <= parentIndent) break
-      if (contentIndent < 0) contentIndent = indent
-      lines.push(line.slice(contentIndent))
-      i++
-    }
-    while (lines.length > 0 && lines[lines.length - 1] === '') lines.pop()
-    const body = indicator.startsWith('>') ? lines.join(' ').replace(/ {2,}/g, ' ') : lines.join('\n')
-    return indicator.endsWith('-') ? body : body + '\n'
-  }
-
-  function value (rest: string | undefined, indent: number): Yaml {
-    if (rest !== undefined && rest !== '') {
-      if (/^[|>][+-]?$/.test(rest)) return blockScalar(rest, indent)
-      return scalar(rest)
-    }
-    const next = peek()
-    if (next === null) return null
-    if (next.indent > indent) return block(next.indent)
-    if (next.indent === indent && isItem(next.text)) return sequence(indent)
-    return null
-  }
-
-  function mapping (indent: number, first?: string): YamlMap {
-    const out: YamlMap = {}
-    const entry = (t: string): void => {
-      const m = KEY_VALUE.exec(t)
-      if (m === null) throw new Error(`YAML: expected "key: value" on line ${i}, got "${t}"`)
-      const key = String(scalar(m[1]!))
-      if (key in out) throw new Error(`YAML: duplicate key "${key}" on line ${i}`)
-      out[key] = value(m[2], indent)
-    }
-    if (first !== undefined) entry(first)
-    for (let line = peek(); line !== null && line.indent === indent && !isItem(line.text); line = peek()) {
-      i++
-      entry(line.text)
-    }
-    const after = peek()
-    if (after !== null && after.indent > indent) throw new Error(`YAML: unexpected indentation on line ${i + 1}`)
-    return out
-  }
-
-  function sequence (indent: number): Yaml[] {
-    const out: Yaml[] = []
-    for (let line = peek(); line !== null && line.indent === indent && isItem(line.text); line = peek()) {
-      i++
-      const rest = line.text.slice(1).trimStart()
-      if (rest === '') out.push(value(undefined, indent))
-      else if (isKeyValue(rest)) out.push(mapping(indent + (line.text.length - rest.length), rest))
-      else out.push(scalar(rest))
-    }
-    return out
-  }
-
-  function block (indent: number): Yaml {
-    const line = peek()
-    if (line === null) return null
-    return isItem(line.text) ? sequence(indent) : mapping(indent)
-  }
-
-  const doc = block(0)
-  if (peek() !== null) throw new Error(`YAML: could not read past line ${i + 1}`)
-  return doc
-}
+const parseYaml = (text: string): Yaml => parse(text, { schema: 'failsafe' }) as Yaml
 
 const asMap = (v: Yaml | undefined, what: string): YamlMap => {
   if (v === null || v === undefined || typeof v === 'string' || Array.isArray(v)) throw new Error(`${what} is not a mapping`)
@@ -193,8 +50,8 @@ function interpolate (text: string): string {
   })
 }
 
-describe('the small YAML reader', () => {
-  it('reads the block style the ops files use', () => {
+describe('reading YAML with the failsafe schema', () => {
+  it('reads the block style the ops files use, every scalar as a string', () => {
     const doc = parseYaml([
       '# comment',
       'a: 1 # trailing comment',
@@ -224,7 +81,7 @@ describe('the small YAML reader', () => {
 
   it('refuses what it cannot read instead of guessing', () => {
     expect(() => parseYaml('a: 1\n   b: 2\n')).toThrow()
-    expect(() => parseYaml('a: 1\na: 2\n')).toThrow(/duplicate/)
+    expect(() => parseYaml('a: 1\na: 2\n')).toThrow(/keys must be unique/) // yaml's words for a duplicate key
   })
 })
 

@@ -2,8 +2,6 @@
 // applied to Redis, and blocks the next check on another gateway process; a rebuild that runs while RETs keep
 // arriving loses none of them; a change committed while Redis was down is applied when it comes back.
 
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -11,39 +9,32 @@ import { formatIysDate } from '../src/domain/time.js'
 import { runCli, seedGenerated, startServeProcess, type ServeProcess } from './helpers/cli.js'
 import { check, postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { freePort, until } from './helpers/redis-server.js'
-import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
+import { testServices, type TestRedis, type TestServicesWithRedis } from './helpers/services.js'
 
 const BRAND = 600001
 const IYS = 700001
 
 describe('real-time propagation', () => {
-  let db: TestDatabase
+  let services: TestServicesWithRedis
   let redis: TestRedis
   let writer: RunningGateway // gateway with Postgres: consent API, push, change applier
   let reader: ServeProcess // another gateway process with Redis only
   let env: Record<string, string>
   let pool: pg.Pool
-  let dir: string
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    redis = await createTestRedis()
-    dir = mkdtempSync(join(tmpdir(), 'iys-prop-'))
-    env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
-    const file = join(dir, 'c.csv')
+    services = await testServices({ redis: true, dirPrefix: 'iys-prop-' })
+    ;({ redis, env, pool } = services)
+    const file = join(services.dir, 'c.csv')
     await seedGenerated(env, file, { rows: 20_000, brands: 2, seed: 3 })
     writer = await startTestGateway({ ...env, IYS_PUSH_USER: 'iys', IYS_PUSH_PASSWORD: 's3cret' })
     reader = await startServeProcess({ REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }, await freePort())
-    pool = new pg.Pool({ connectionString: db.url, max: 2 })
   }, 120_000)
 
   afterAll(async () => {
     await reader?.stop()
     await writer?.close()
-    await pool?.end()
-    await redis?.cleanup()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   const consentsUrl = (): string => `${writer.url}/sps/${IYS}/brands/${BRAND}/consents`

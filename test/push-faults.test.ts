@@ -12,14 +12,13 @@ import { createLogger } from '../src/log.js'
 import { Metrics } from '../src/metrics.js'
 import { BacklogMonitor } from '../src/store/backlog.js'
 import { createRequest, RequestProcessor } from '../src/store/consent-requests.js'
-import { migrate } from '../src/store/migrate.js'
 import { createPool } from '../src/store/pg.js'
 import { PushProcessor, storePush } from '../src/store/push-inbox.js'
 import type { ValidConsent } from '../src/domain/consent.js'
 import { runCli } from './helpers/cli.js'
 import { check, postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
-import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
+import { testServices, type TestDatabase, type TestServices } from './helpers/services.js'
 import { TcpProxy } from './helpers/tcp-proxy.js'
 
 const IYS = 700001
@@ -51,18 +50,15 @@ function specValues (name: string): string[] {
 interface InboxRow { id: string, done: boolean, outcome: Array<{ index: number, outcome: string, code?: string, reason?: string, note?: string }> | null, failed_reason: string | null, attempts: number }
 
 describe('İYS push pipeline under poison input and outages', () => {
+  let services: TestServices
   let db: TestDatabase
-  let redis: TestRedis
   let gw: RunningGateway
   let pool: pg.Pool
   let env: Record<string, string>
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    redis = await createTestRedis()
-    env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
-    pool = new pg.Pool({ connectionString: db.url, max: 3 })
-    await migrate(pool)
+    services = await testServices({ redis: true, migrate: true, poolSize: 3 })
+    ;({ db, pool, env } = services)
     const load = await runCli(['load'], env) // an (empty) filter version, followed by the change applier from here on
     if (load.code !== 0) throw new Error(`load failed: ${load.stderr}`)
     gw = await startTestGateway({ ...env, IYS_PUSH_USER: 'iys', IYS_PUSH_PASSWORD: 's3cret' })
@@ -70,9 +66,7 @@ describe('İYS push pipeline under poison input and outages', () => {
 
   afterAll(async () => {
     await gw?.close()
-    await pool?.end()
-    await redis?.cleanup()
-    await db?.drop()
+    await services?.close()
   })
 
   const push = async (body: string): Promise<{ status: number, json: any }> => {

@@ -11,9 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { judge, type Authority, type StoredState } from '../src/domain/rules.js'
 import { formatIysDate, parseIysDate } from '../src/domain/time.js'
 import type { ConsentStatus } from '../src/domain/vocabulary.js'
-import { mulberry32 } from '../src/loaders/generate.js'
+import { mulberry32 } from '../src/util/random.js'
 import { runCli } from './helpers/cli.js'
-import { migratedWorkspace, type MigratedWorkspace } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 const ROWS = 3000
 const SEED = Number(process.env.RULES_SEED ?? 20240601)
@@ -105,10 +105,10 @@ describe('bulk import rules (SQL) vs judge() (JS), differential', () => {
   let pool: pg.Pool
   let dir: string
 
-  let ws: MigratedWorkspace
+  let ws: TestServices
 
   beforeAll(async () => {
-    ws = await migratedWorkspace('iys-rules-')
+    ws = await testServices({ migrate: true, poolSize: 1, dirPrefix: 'iys-rules-' })
     ;({ env, pool, dir } = ws)
   })
 

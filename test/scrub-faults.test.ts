@@ -7,7 +7,6 @@ import { request, type IncomingMessage } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
-import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { readConsentFile } from '../src/loaders/consent-file.js'
 import { readLineBatches, type LineBatch } from '../src/loaders/csv.js'
@@ -16,7 +15,7 @@ import { ScrubJobs } from '../src/scrub/jobs.js'
 import { seedGenerated } from './helpers/cli.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
-import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 const Q = 'brandCode=600001&type=MESAJ'
 
@@ -139,26 +138,21 @@ function openUpload (base: string, path: string, headers: Record<string, string>
 }
 
 describe('scrub uploads under poison input and abuse', () => {
-  let db: TestDatabase
-  let redis: TestRedis
+  let services: TestServices
   let gw: RunningGateway
   let limited: RunningGateway
-  let dir: string
   let scrubDir: string
   let limitedDir: string
   let present: string[]
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    redis = await createTestRedis()
-    dir = mkdtempSync(join(tmpdir(), 'iys-scrub-faults-'))
+    services = await testServices({ redis: true, poolSize: 1, dirPrefix: 'iys-scrub-faults-' })
+    const { dir } = services
     scrubDir = join(dir, 'jobs')
     limitedDir = join(dir, 'limited')
-    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix, SCRUB_THREADS: '1', SCRUB_CHUNK_LINES: '1000' }
+    const env = { ...services.env, SCRUB_THREADS: '1', SCRUB_CHUNK_LINES: '1000' }
     await seedGenerated(env, join(dir, 'c.csv'), { rows: 2000, brands: 1, retShare: 0.3, seed: 5 })
-    const pool = new pg.Pool({ connectionString: db.url, max: 1 })
-    present = (await pool.query<{ r: string }>("SELECT recipient AS r FROM consents WHERE brand_code = 600001 AND type = 'MESAJ' AND recipient_type = 'BIREYSEL' ORDER BY recipient LIMIT 20")).rows.map(x => x.r)
-    await pool.end()
+    present = (await services.pool.query<{ r: string }>("SELECT recipient AS r FROM consents WHERE brand_code = 600001 AND type = 'MESAJ' AND recipient_type = 'BIREYSEL' ORDER BY recipient LIMIT 20")).rows.map(x => x.r)
     gw = await startTestGateway({ ...env, SCRUB_DIR: scrubDir })
     limited = await startTestGateway({ ...env, SCRUB_DIR: limitedDir, SCRUB_MAX_TOTAL_BYTES: String(1 << 20), SCRUB_MAX_UPLOADS_PER_CLIENT: '2' })
   }, 120_000)
@@ -166,9 +160,7 @@ describe('scrub uploads under poison input and abuse', () => {
   afterAll(async () => {
     await gw?.close()
     await limited?.close()
-    await redis?.cleanup()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   const jobOf = async (base: string, jobId: string): Promise<any> => (await fetch(`${base}/v1/scrub/${jobId}`)).json()

@@ -2,25 +2,23 @@
 // duplicates and malformed lines reported by line, a multi-million-line job, a restart between finish and download,
 // a broken upload, and retention.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { readFileSync, writeFileSync, existsSync } from 'node:fs'
 import { request } from 'node:http'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLogger } from '../src/log.js'
-import { messyPhone, mulberry32 } from '../src/loaders/generate.js'
+import { messyPhone } from '../src/loaders/generate.js'
+import { mulberry32 } from '../src/util/random.js'
 import { ScrubJobs } from '../src/scrub/jobs.js'
 import { seedGenerated } from './helpers/cli.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
-import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 const Q = 'brandCode=600001&type=MESAJ'
 
 describe('bulk scrub', () => {
-  let db: TestDatabase
-  let redis: TestRedis
+  let services: TestServices
   let gw: RunningGateway
   let env: Record<string, string>
   let dir: string
@@ -28,24 +26,19 @@ describe('bulk scrub', () => {
   let present: string[]
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    redis = await createTestRedis()
-    dir = mkdtempSync(join(tmpdir(), 'iys-scrub-'))
+    services = await testServices({ redis: true, poolSize: 1, dirPrefix: 'iys-scrub-' })
+    dir = services.dir
     scrubDir = join(dir, 'jobs')
-    env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix, SCRUB_DIR: scrubDir, SCRUB_THREADS: '2', SCRUB_CHUNK_LINES: '5000' }
+    env = { ...services.env, SCRUB_DIR: scrubDir, SCRUB_THREADS: '2', SCRUB_CHUNK_LINES: '5000' }
     const file = join(dir, 'c.csv')
     await seedGenerated(env, file, { rows: 40_000, brands: 2, retShare: 0.3, seed: 8 })
-    const pool = new pg.Pool({ connectionString: db.url, max: 1 })
-    present = (await pool.query<{ r: string }>("SELECT recipient AS r FROM consents WHERE brand_code = 600001 AND type = 'MESAJ' AND recipient_type = 'BIREYSEL'")).rows.map(x => x.r)
-    await pool.end()
+    present = (await services.pool.query<{ r: string }>("SELECT recipient AS r FROM consents WHERE brand_code = 600001 AND type = 'MESAJ' AND recipient_type = 'BIREYSEL'")).rows.map(x => x.r)
     gw = await startTestGateway(env)
   }, 120_000)
 
   afterAll(async () => {
     await gw?.close()
-    await redis?.cleanup()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   const upload = async (body: string, contentType = 'text/csv', query = Q): Promise<string> => {

@@ -11,11 +11,17 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { CircuitBreaker, DENIED, type BreakerState, type CircuitBreakerOptions } from '../src/proxy/circuit-breaker.js'
-import { startFakeCarrier, type FakeCarrier } from '../src/proxy/fake-carrier.js'
-import { carrierErrorText, jsonAdapter, retryAfterMs } from '../src/proxy/json-adapter.js'
-import { createCarrierPool, Upstream, Upstreams, type CarrierAdapter, type OutboundMessage, type UpstreamInit } from '../src/proxy/upstream.js'
+import { CircuitBreaker, DENIED, type BreakerSettings, type BreakerState, type CircuitBreakerOptions } from '../src/carriers/circuit-breaker.js'
+import type { CarrierAdapter, OutboundMessage } from '../src/carriers/contract.js'
+import { carrierErrorText, jsonAdapter } from '../src/carriers/json-adapter.js'
+import { createCarrierPool, Upstream, Upstreams, type UpstreamInit } from '../src/carriers/upstream.js'
+import { loadConfig } from '../src/config.js'
+import { startFakeCarrier, type FakeCarrier } from '../src/dev/fake-carrier.js'
+import { retryAfterMs } from '../src/util/retry-after.js'
 import { arama, eposta, expectHonest, mesaj } from './helpers/carrier.js'
+
+// The carrier code has no defaults of its own: the configuration's (no UPSTREAM_* set) are what the tests start from.
+const SETTINGS = loadConfig({}).upstream
 
 class FakeClock {
   t = 1_000_000
@@ -24,7 +30,7 @@ class FakeClock {
 }
 
 describe('circuit breaker', () => {
-  const make = (more: CircuitBreakerOptions = {}): { b: CircuitBreaker, clock: FakeClock, changes: string[] } => {
+  const make = (more: Partial<CircuitBreakerOptions> = {}): { b: CircuitBreaker, clock: FakeClock, changes: string[] } => {
     const clock = new FakeClock()
     const changes: string[] = []
     const b = new CircuitBreaker({ minCalls: 10, failureRatio: 0.5, windowMs: 10_000, buckets: 10, cooldownMs: 5000, now: clock.now, onStateChange: (f: BreakerState, t: BreakerState) => changes.push(`${f}>${t}`), ...more })
@@ -134,9 +140,9 @@ describe('circuit breaker', () => {
   })
 
   it('refuses impossible settings', () => {
-    expect(() => new CircuitBreaker({ failureRatio: 0 })).toThrow(/failureRatio/)
-    expect(() => new CircuitBreaker({ minCalls: 0 })).toThrow(/minCalls/)
-    expect(() => new CircuitBreaker({ windowMs: 5, buckets: 10 })).toThrow(/windowMs/)
+    expect(() => new CircuitBreaker({ ...SETTINGS.breaker, failureRatio: 0 })).toThrow(/failureRatio/)
+    expect(() => new CircuitBreaker({ ...SETTINGS.breaker, minCalls: 0 })).toThrow(/minCalls/)
+    expect(() => new CircuitBreaker({ ...SETTINGS.breaker, windowMs: 5, buckets: 10 })).toThrow(/windowMs/)
   })
 })
 
@@ -180,8 +186,8 @@ describe('JSON adapter', () => {
 describe('upstream to a real carrier', () => {
   let carrier: FakeCarrier
   const upstreams: Array<{ close (): Promise<void> }> = []
-  const upstream = (more: Partial<UpstreamInit> = {}): Upstream => {
-    const u = new Upstream({ url: carrier.url, name: 'MESAJ', timeoutMs: 1000, retries: 2, backoffMs: 2, backoffMaxMs: 20, ...more })
+  const upstream = ({ breaker, ...more }: Omit<Partial<UpstreamInit>, 'breaker'> & { breaker?: Partial<BreakerSettings> } = {}): Upstream => {
+    const u = new Upstream({ ...SETTINGS, url: carrier.url, name: 'MESAJ', timeoutMs: 1000, retries: 2, backoffMs: 2, backoffMaxMs: 20, ...more, breaker: { ...SETTINGS.breaker, ...breaker } })
     upstreams.push(u)
     return u
   }
@@ -284,7 +290,7 @@ describe('upstream to a real carrier', () => {
 
   it('says a message that timed out while still queued for a connection is certainly not delivered', async () => {
     await carrier.setMode({ latencyMs: 300 })
-    const pool = createCarrierPool(carrier.url, { connections: 1 })
+    const pool = createCarrierPool(carrier.url, { ...SETTINGS, connections: 1 })
     upstreams.push(pool)
     const patient = upstream({ dispatcher: pool, timeoutMs: 2000 })
     const hasty = upstream({ dispatcher: pool, timeoutMs: 50, retries: 0 })
@@ -336,7 +342,7 @@ describe('upstream to a real carrier', () => {
 
   it('routes each channel to its own carrier, under the URL\'s path, and answers no_upstream for a channel without one', async () => {
     const second = await startFakeCarrier()
-    const ups = new Upstreams({ MESAJ: carrier.url, EPOSTA: `${second.url}/api/v2`, ARAMA: null }, { timeoutMs: 1000 })
+    const ups = new Upstreams({ MESAJ: carrier.url, EPOSTA: `${second.url}/api/v2`, ARAMA: null }, { ...SETTINGS, timeoutMs: 1000 })
     upstreams.push(ups, second)
     const [m, e, a] = await Promise.all([ups.send(mesaj()), ups.send(eposta()), ups.send(arama())])
     expect(m).toMatchObject({ forwarded: true })
@@ -373,7 +379,7 @@ describe('a carrier with its own API', () => {
         ? { kind: 'accepted', carrierId: body.slice(3) }
         : status >= 500 ? { kind: 'retry', error: body } : { kind: 'rejected', error: body }
     }
-    const u = new Upstream({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, adapter: textAdapter, backoffMs: 1 })
+    const u = new Upstream({ ...SETTINGS, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, adapter: textAdapter, backoffMs: 1 })
     try {
       const m = mesaj()
       expect(await u.send(m)).toEqual({ forwarded: true, status: 'accepted', carrierId: '12345', attempts: 2 })
@@ -388,7 +394,7 @@ describe('a carrier with its own API', () => {
 describe('fake carrier', () => {
   it('keeps its memory bounded: the latest accepted messages in order, recent keys still de-duplicated', async () => {
     const c = await startFakeCarrier({ maxRemembered: 4 })
-    const u = new Upstream({ url: c.url })
+    const u = new Upstream({ ...SETTINGS, url: c.url })
     try {
       const msgs = Array.from({ length: 10 }, () => mesaj())
       for (const m of msgs) await u.send(m)
@@ -406,7 +412,7 @@ describe('fake carrier', () => {
   })
 
   it('runs from the command line: one line with its URL, and a clean exit on SIGTERM', async () => {
-    const module = new URL('../dist/proxy/fake-carrier.js', import.meta.url).href
+    const module = new URL('../dist/dev/fake-carrier.js', import.meta.url).href
     const child = spawn(process.execPath, ['--input-type=module', '-e',
       `import { fakeCarrierCommand } from ${JSON.stringify(module)}; process.exitCode = await fakeCarrierCommand(process.argv.slice(1))`,
       '--', '--port', '0', '--latency-ms', '1', '--failure-rate', '0'], { stdio: ['ignore', 'pipe', 'pipe'], cwd: fileURLToPath(new URL('..', import.meta.url)) })

@@ -3,6 +3,7 @@
 
 import type { ConsentType } from '../domain/vocabulary.js'
 import type { Pool } from '../store/pg.js'
+import { TR_INTERVAL_SQL as TR } from '../domain/time.js'
 
 export interface EvidenceQuery {
   brandCode: string
@@ -26,7 +27,6 @@ export interface EvidenceEntry {
   consent: { seq: number, status: string, source: string, consentDate: string, transactionId: string | null, via: string, receivedAt: string } | null
 }
 
-const TR = "INTERVAL '+03:00'"
 
 export async function findEvidence (pool: Pool, q: EvidenceQuery): Promise<EvidenceEntry[]> {
   const { rows } = await pool.query(

@@ -4,7 +4,7 @@
 
 import { errorItem, type ErrorItem } from './errors.js'
 import { checkTypeFit, normalizeRecipient } from './normalize.js'
-import { formatIysDate, IYS_EPOCH_S, parseIysDate, type ParsedDate } from './time.js'
+import { formatIysDate, IYS_EPOCH_S, parseIysDate, TR_OFFSET_S, type ParsedDate } from './time.js'
 import {
   canonicalCode, isConsentType, isRecipientType, isSource, isStatus,
   type ConsentSource, type ConsentStatus, type ConsentType, type RecipientType
@@ -90,7 +90,6 @@ export const isTransactionId = (v: unknown): v is string =>
 // İYS writes creationDate in more shapes than its own date format: its examples show "2020-06-10 10:02:14:14" (a
 // fraction after a colon) and "2020-06-10T10:02:14.143Z". Date and time to the second are read from any of these:
 // Turkey time unless the text names a zone (Z or ±hh:mm); the fraction is dropped (İYS dates are whole seconds).
-const TR_OFFSET_S = 3 * 3600 // Turkey time, UTC+3 all year (as in time.ts)
 // Its examples also show a consentDate without seconds ("2020-02-01T13:35Z"); such a time is read as :00.
 const CREATION_DATE_RE = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2})(:\d{2})?(?:[.:]\d{1,9})?(Z|[+-]\d{2}:?\d{2})?$/
 

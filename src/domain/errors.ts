@@ -1,6 +1,7 @@
 // Every error the gateway can answer with, in one list. İYS codes (Hxxx) keep İYS's HTTP status and Turkish
 // message so that payloads written for İYS get the same answers here; gateway-only codes are plain words.
-// test/errors.test.ts checks every İYS code here against the specification's error table.
+// test/errors.test.ts checks every İYS code here against the specification's error table. Errors that never reach
+// a client as such have their codes in INTERNAL_ERRORS; every error class derives from CodedError.
 
 export const ERRORS = {
   // İYS codes
@@ -66,10 +67,23 @@ export const ERRORS = {
   STORAGE_FULL: { status: 507, message: 'The scrub jobs on this gateway hold all the disk space they may use.' },
   CONSENT_NOT_FOUND: { status: 404, message: 'No consent is recorded for this recipient, type and recipient type.' },
   UNAUTHORIZED: { status: 401, message: 'Missing or wrong credentials.' },
+  // Answer-level codes: they set the status of an answer whose items carry codes of their own, and never appear in
+  // a body themselves (İYS answers a list with invalid consents 422 whatever the items say; the push receiver has
+  // always answered a body that is not {"list":[...]} 400).
+  INVALID_ITEMS: { status: 422, message: 'Items of the list are not valid; each error gives its index.' },
+  INVALID_PUSH: { status: 400, message: 'The body must be İYS\'s push payload: {"list":[...]}.' },
   NOT_CONFIGURED: { status: 503, message: 'This endpoint needs DATABASE_URL (and, for İYS push, IYS_PUSH_USER/IYS_PUSH_PASSWORD).' }
 } as const satisfies Record<string, { status: number, message: string }>
 
 export type ErrorCode = keyof typeof ERRORS
+
+/**
+ * Codes of the errors that stay inside the gateway: a store lookup that failed becomes STORE_UNAVAILABLE per item,
+ * a filter version that went away makes a scrub chunk run again, a bad setting stops the CLI.
+ */
+export const INTERNAL_ERRORS = ['STORE_TIMEOUT', 'VERSION_GONE', 'CONFIG_INVALID', 'USAGE', 'FILE_FORMAT', 'UPSTREAM_TIMEOUT', 'IYS_API'] as const
+
+export type InternalErrorCode = (typeof INTERNAL_ERRORS)[number]
 
 export interface ErrorItem {
   code: ErrorCode
@@ -78,17 +92,35 @@ export interface ErrorItem {
   value?: unknown
 }
 
-/** The one error type the gateway throws on purpose; `toBody()` gives İYS's `{"errors":[...]}` shape. */
-export class GatewayError extends Error {
-  readonly code: ErrorCode
+/**
+ * The base of every error class the gateway defines. Callers match on `code`, never on the class name or the
+ * message; the code is also what crosses a worker boundary, where only plain data survives (see errorCode).
+ */
+export class CodedError<C extends ErrorCode | InternalErrorCode = ErrorCode | InternalErrorCode> extends Error {
+  readonly code: C
+
+  constructor (code: C, message: string, opts?: ErrorOptions) {
+    super(message, opts)
+    this.name = new.target.name
+    this.code = code
+  }
+}
+
+/** The stable code of anything thrown: a CodedError's code; otherwise its name ('Error' when it has none). */
+export function errorCode (err: unknown): string {
+  if (err instanceof CodedError) return err.code
+  const name = (err as { name?: unknown } | null)?.name
+  return typeof name === 'string' ? name : 'Error'
+}
+
+/** The one error type the gateway answers with; `toBody()` gives İYS's `{"errors":[...]}` shape. */
+export class GatewayError extends CodedError<ErrorCode> {
   readonly status: number
   readonly items: ErrorItem[]
 
   constructor (code: ErrorCode, opts: { message?: string, location?: string, value?: unknown, cause?: unknown, items?: ErrorItem[] } = {}) {
     const message = opts.message ?? ERRORS[code].message
-    super(message, { cause: opts.cause })
-    this.name = 'GatewayError'
-    this.code = code
+    super(code, message, { cause: opts.cause })
     this.status = ERRORS[code].status
     this.items = opts.items ?? [errorItem(code, opts.location, opts.value, message)]
   }

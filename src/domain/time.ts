@@ -1,7 +1,10 @@
 // İYS dates are `YYYY-MM-DD HH:mm:ss` in Turkey time, which is UTC+3 all year (no DST since 2016).
 // We keep them as epoch seconds internally: compact in Redis and trivially comparable.
 
-const TR_OFFSET_S = 3 * 3600
+/** Turkey's offset from UTC in seconds: the one definition of it. */
+export const TR_OFFSET_S = 3 * 3600
+/** The same offset as a Postgres interval literal (`INTERVAL '+03:00'`), for `AT TIME ZONE` in queries. */
+export const TR_INTERVAL_SQL = `INTERVAL '+${String(TR_OFFSET_S / 3600).padStart(2, '0')}:00'`
 const DATE_RE = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})$/
 
 /** 2015-05-01 00:00:00 Turkey time: the earliest consentDate İYS accepts (H156) and the only one for HS_2015 (H155). */

@@ -2,7 +2,6 @@
 // logic lives in check/ and policy/, so other front ends (SMPP, SMTP) reuse it unchanged.
 
 import type { Logger } from 'pino'
-import { GatewayError } from '../domain/errors.js'
 import type { Checker, CheckQuery, CheckResult } from '../check/checker.js'
 import type { Metrics } from '../metrics.js'
 import { parseCheckRequest } from './check-request.js'
@@ -51,11 +50,8 @@ export function createApp (deps: AppDeps): { app: uWS.TemplatedApp, router: Rout
   // Route modules register through the router only (its guard keeps a throw from reaching uWS, which would end the process).
   deps.routes?.(router)
 
-  router.handle('any', '/*', 'other', (ex, req) => {
-    const url = req.getUrl()
-    const known = ['/v1/check', '/healthz', '/readyz', '/metrics'].includes(url)
-    router.fail(ex, 'other', new GatewayError(known ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', { value: req.getMethod().toUpperCase() + ' ' + url }))
-  })
+  // Last: what no route took is 404, or 405 for a path a route serves with another method (the router's table).
+  router.catchAll('other')
 
   return { app, router }
 }

@@ -4,7 +4,7 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import { isValidConsent, validateConsent, type ValidConsent } from '../domain/consent.js'
-import { errorItem, GatewayError, type ErrorItem } from '../domain/errors.js'
+import { ERRORS, errorItem, GatewayError, type ErrorItem } from '../domain/errors.js'
 import { checkTypeFit, normalizeRecipient } from '../domain/normalize.js'
 import { formatIysDate } from '../domain/time.js'
 import { canonicalCode, isConsentType, isRecipientType, type ConsentType, type RecipientType } from '../domain/vocabulary.js'
@@ -30,7 +30,8 @@ const MAX_BATCH = 1000
 const CONSENT_FIELDS = new Set(['recipientType', 'retailerAccess', 'recipient', 'retailerCode', 'source', 'type', 'consentDate', 'status'])
 const SP = '/sps/:iysCode/brands/:brandCode'
 
-const fail = (status: number, errors: ErrorItem[]): Reply => json(status, { errors })
+/** An answer of one İYS error item (from the domain or the store); its status is its code's in ERRORS. */
+const refusal = (item: ErrorItem): GatewayError => new GatewayError(item.code, { message: item.message, items: [item] })
 
 function codesFrom (req: RequestFacts): { iysCode: string, brandCode: string } {
   const iysCode = canonicalCode(req.params[0])
@@ -61,18 +62,18 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
     const { iysCode, brandCode } = codesFrom(req)
     const now = Math.floor(Date.now() / 1000)
     const v = checkConsent(body, iysCode, brandCode, now)
-    if (!isValidConsent(v)) return fail(v.code === 'H085' ? 400 : 422, [v])
+    if (!isValidConsent(v)) throw refusal(v)
     const [out] = await writeConsents(pool, [{ consent: v, authority: 'provider', via: 'api' }])
     if (out!.status === 'applied') return json(200, { transactionId: out!.transactionId, creationDate: formatIysDate(out!.creationDate) })
-    if (out!.status === 'rejected') return fail(400, [out!.error])
+    if (out!.status === 'rejected') throw refusal(out!.error)
     throw new Error('a provider write cannot be stale')
   }, P)
 
   // Asenkron çoklu izin ekleme
   router.post(`${SP}/consents/request`, 'consents', async (body, req) => {
     const { iysCode, brandCode } = codesFrom(req)
-    if (!Array.isArray(body) || body.length === 0) return fail(400, [errorItem('H092')])
-    if (body.length > MAX_BATCH) return fail(422, [errorItem('H091', undefined, body.length)])
+    if (!Array.isArray(body) || body.length === 0) throw new GatewayError('H092')
+    if (body.length > MAX_BATCH) throw new GatewayError('H091', { value: body.length })
     const now = Math.floor(Date.now() / 1000)
     const errors: (ErrorItem & { index: number })[] = []
     const consents: ValidConsent[] = []
@@ -85,7 +86,7 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
       seen.add(k)
       consents.push(v)
     })
-    if (errors.length > 0) return fail(422, errors)
+    if (errors.length > 0) throw new GatewayError('INVALID_ITEMS', { items: errors })
     const created = await createRequest(pool, iysCode, brandCode, consents, null)
     deps.requests.drainer.kick()
     return json(202, created)
@@ -95,9 +96,9 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
   router.get(`${SP}/consents/request/:requestId`, 'consents', async (_, req) => {
     const { iysCode, brandCode } = codesFrom(req)
     const id = req.params[2]!
-    if (id.length > 36) return fail(422, [errorItem('H198', 'requestId', id)])
-    if (/^[A-Za-z]+$/.test(id)) return fail(422, [errorItem('H199', 'requestId', id)])
-    if (/^\d+$/.test(id)) return fail(422, [errorItem('H400', 'requestId', id)])
+    if (id.length > 36) throw new GatewayError('H198', { location: 'requestId', value: id })
+    if (/^[A-Za-z]+$/.test(id)) throw new GatewayError('H199', { location: 'requestId', value: id })
+    if (/^\d+$/.test(id)) throw new GatewayError('H400', { location: 'requestId', value: id })
     // Postgres text cannot hold U+0000 (the query would fail, a 500): no request was ever issued such an id.
     if (id.includes('\u0000')) return json(200, [])
     return json(200, await requestResults(pool, iysCode, brandCode, id))
@@ -106,16 +107,16 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
   // Tekil izin durumu sorgulama
   router.post(`${SP}/consents/status`, 'consents', async (body, req) => {
     const { brandCode } = codesFrom(req)
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) return fail(400, [errorItem('H097')])
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new GatewayError('H097')
     const b = body as Record<string, unknown>
-    if (b.type === undefined) return fail(422, [errorItem('H111', 'type')])
-    if (!isConsentType(b.type)) return fail(422, [errorItem('H117', 'type', b.type)])
-    if (b.recipientType === undefined) return fail(422, [errorItem('H170', 'recipientType')])
-    if (!isRecipientType(b.recipientType)) return fail(422, [errorItem('H116', 'recipientType', b.recipientType)])
+    if (b.type === undefined) throw new GatewayError('H111', { location: 'type' })
+    if (!isConsentType(b.type)) throw new GatewayError('H117', { location: 'type', value: b.type })
+    if (b.recipientType === undefined) throw new GatewayError('H170', { location: 'recipientType' })
+    if (!isRecipientType(b.recipientType)) throw new GatewayError('H116', { location: 'recipientType', value: b.recipientType })
     const recipient = recipientFor(b.recipient, b.type)
-    if (typeof recipient !== 'string') return fail(422, [recipient])
+    if (typeof recipient !== 'string') throw refusal(recipient)
     const rec = await consentStatus(pool, brandCode, b.type, b.recipientType, recipient)
-    if (rec === null) return fail(404, [errorItem('CONSENT_NOT_FOUND')])
+    if (rec === null) throw new GatewayError('CONSENT_NOT_FOUND')
     return json(200, rec)
   }, P)
 
@@ -124,19 +125,19 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
     const { brandCode } = codesFrom(req)
     const recipientType = req.params[2]
     const type = req.params[3]
-    if (!isRecipientType(recipientType)) return fail(422, [errorItem('H116', 'recipientType', recipientType)])
-    if (!isConsentType(type)) return fail(422, [errorItem('H117', 'type', type)])
+    if (!isRecipientType(recipientType)) throw new GatewayError('H116', { location: 'recipientType', value: recipientType })
+    if (!isConsentType(type)) throw new GatewayError('H117', { location: 'type', value: type })
     const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>
-    if (b.recipients === undefined) return fail(422, [errorItem('H168', 'recipients')])
-    if (!Array.isArray(b.recipients)) return fail(422, [errorItem('H478', 'recipients', b.recipients)])
-    if (b.recipients.length === 0) return fail(422, [errorItem('H164', 'recipients', [])])
-    if (b.recipients.length > MAX_BATCH) return fail(422, [errorItem('H091', 'recipients', b.recipients.length, `Tek sorguda en fazla ${MAX_BATCH} alıcı sorgulanabilir.`)])
+    if (b.recipients === undefined) throw new GatewayError('H168', { location: 'recipients' })
+    if (!Array.isArray(b.recipients)) throw new GatewayError('H478', { location: 'recipients', value: b.recipients })
+    if (b.recipients.length === 0) throw new GatewayError('H164', { location: 'recipients', value: [] })
+    if (b.recipients.length > MAX_BATCH) throw new GatewayError('H091', { location: 'recipients', value: b.recipients.length, message: `Tek sorguda en fazla ${MAX_BATCH} alıcı sorgulanabilir.` })
     const list: string[] = []
     const seen = new Set<string>()
     for (let i = 0; i < b.recipients.length; i++) {
       const r = recipientFor(b.recipients[i], type)
-      if (typeof r !== 'string') return fail(422, [{ ...r, location: ['recipients', String(i)] }])
-      if (seen.has(r)) return fail(422, [errorItem('H193', undefined, undefined, 'Alıcı (recipient) değeri liste içinde tekrarlanamaz.')])
+      if (typeof r !== 'string') throw refusal({ ...r, location: ['recipients', String(i)] })
+      if (seen.has(r)) throw new GatewayError('H193', { message: 'Alıcı (recipient) değeri liste içinde tekrarlanamaz.' })
       seen.add(r)
       list.push(r)
     }
@@ -146,9 +147,11 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
   // İYS push receiver
   router.post('/iys/push', 'push', async (body, req) => {
     if (deps.pushCredentials === null) throw new GatewayError('NOT_CONFIGURED')
-    if (!basicAuthMatches(req.headers.authorization ?? '', deps.pushCredentials)) return fail(401, [errorItem('UNAUTHORIZED')])
+    if (!basicAuthMatches(req.headers.authorization ?? '', deps.pushCredentials)) throw new GatewayError('UNAUTHORIZED')
     const list = (body as { list?: unknown } | null)?.list
-    if (typeof body !== 'object' || body === null || !Array.isArray(list)) return fail(400, [errorItem('INVALID_FIELD', 'list', undefined, 'The body must be İYS\'s push payload: {"list":[...]}.')])
+    if (typeof body !== 'object' || body === null || !Array.isArray(list)) {
+      throw new GatewayError('INVALID_PUSH', { items: [errorItem('INVALID_FIELD', 'list', undefined, ERRORS.INVALID_PUSH.message)] })
+    }
     const id = await deps.push.store(body) // on the receiver's own pool; starts processing
     return json(200, { received: list.length, id })
   }, { headers: ['authorization'] })
@@ -157,7 +160,7 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
   router.get('/v1/consents/history', 'history', async (_, req) => {
     const q = ledgerQuery(req.query)
     return json(200, { ...q.echo, history: await consentHistory(pool, q.brandCode, q.type, q.recipientType, q.recipient) })
-  })
+  }, { query: true })
 
   router.get('/v1/evidence', 'history', async (_, req) => {
     const q = ledgerQuery(req.query)
@@ -167,14 +170,14 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
     const entries = await findEvidence(pool, query)
     if ((req.headers.accept ?? '').includes('text/html')) return { status: 200, body: evidenceHtml(query, entries, new Date()), contentType: 'text/html; charset=utf-8' }
     return json(200, { ...q.echo, from: window.from.toISOString(), to: window.to.toISOString(), decisions: entries })
-  }, { headers: ['accept'] })
+  }, { headers: ['accept'], query: true })
 
   router.get('/v1/consents/state', 'history', async (_, req) => {
     const q = ledgerQuery(req.query)
     const at = dateParam(new URLSearchParams(req.query), 'at', new Date())
     const entry = await consentStateAt(pool, q.brandCode, q.type, q.recipientType, q.recipient, at)
     return json(200, { ...q.echo, at: at.toISOString(), state: entry })
-  })
+  }, { query: true })
 }
 
 /** Without DATABASE_URL these endpoints exist but say what they need, instead of a bare 404. */

@@ -8,7 +8,8 @@ import type { DecisionLog } from '../audit/decision-log.js'
 import { GatewayError } from '../domain/errors.js'
 import { canonicalCode, isConsentType, isRecipientType, type ConsentType } from '../domain/vocabulary.js'
 import type { Metrics } from '../metrics.js'
-import { isValidMessageId, type OutboundMessage, type PayloadByType, type UpstreamOutcome, type Upstreams } from '../proxy/upstream.js'
+import { isValidMessageId, type OutboundMessage, type PayloadByType } from '../carriers/contract.js'
+import type { UpstreamOutcome, Upstreams } from '../carriers/upstream.js'
 import { json, type Router } from './router.js'
 
 export const MAX_MESSAGES = 1000

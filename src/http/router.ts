@@ -1,6 +1,7 @@
-// The one way a JSON route is served: abort tracking, body limit, Content-Type and JSON checks, İYS error bodies,
-// metrics and logging of unexpected errors. Handlers get the parsed body and the request facts they asked for
-// (uWS request objects are only valid synchronously, so parameters, headers and the query are copied up front).
+// The one way a route is served: abort tracking, body limit, Content-Type and JSON checks, İYS error bodies,
+// metrics and logging of unexpected errors, and the route table the catch-all answers 404 or 405 from. Handlers get
+// the parsed body and the request facts they asked for (uWS request objects are only valid synchronously, so
+// parameters, headers and the query are copied up front, and only for the routes that read them).
 
 import type { Logger } from 'pino'
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js'
@@ -10,9 +11,12 @@ import { jsonNestingExceeds, MAX_JSON_DEPTH, PLAIN_LENGTH, readBody } from './bo
 import { JSON_TYPE, send, sendError, type Exchange } from './respond.js'
 
 export interface RequestFacts {
-  params: string[]
-  query: string
-  headers: Record<string, string>
+  /** the :parameters, decoded; empty unless the route asked for them (RouteOptions.params) */
+  readonly params: readonly string[]
+  /** the raw query string; '' unless the route asked for it (RouteOptions.query) */
+  readonly query: string
+  /** the headers the route named (RouteOptions.headers), by lower-case name */
+  readonly headers: Readonly<Record<string, string>>
 }
 
 export interface Reply {
@@ -42,6 +46,17 @@ export interface RouteOptions {
   params?: number
   /** Header names (lower case) the handler reads. */
   headers?: readonly string[]
+  /** Whether the handler reads the query string. */
+  query?: boolean
+}
+
+/** What a route that asks for nothing gets: shared and frozen, so the hot path (POST /v1/check) copies nothing. */
+const NO_FACTS: RequestFacts = Object.freeze({ params: Object.freeze([]), query: '', headers: Object.freeze({}) })
+
+/** A registered pattern, split at '/', with its method: what the catch-all tells 404 from 405 by. */
+interface KnownRoute {
+  method: Method
+  segments: readonly string[]
 }
 
 /**
@@ -53,6 +68,7 @@ export interface RouteOptions {
 export class Router {
   private readonly app: TemplatedApp
   private readonly deps: RouterDeps
+  private readonly table: KnownRoute[] = []
   /** Requests being answered right now (for a graceful shutdown). */
   inFlight = 0
   private draining = false
@@ -66,8 +82,9 @@ export class Router {
 
   /** POST with a JSON body (an empty body is H1042, bad JSON H014, nesting deeper than MAX_JSON_DEPTH JSON_TOO_DEEP). */
   post (pattern: string, route: Route, handler: Handler, opts: RouteOptions = {}): void {
+    const asks = asksForFacts(opts)
     this.handle('post', pattern, route, (ex, req) => {
-      const facts = this.facts(req, opts)
+      const facts = asks ? this.facts(req, opts) : NO_FACTS
       const contentType = req.getHeader('content-type')
       if (contentType !== '' && !contentType.startsWith('application/json')) {
         this.fail(ex, route, new GatewayError('UNSUPPORTED_MEDIA_TYPE'))
@@ -91,14 +108,37 @@ export class Router {
 
   /** GET: the handler gets no body. */
   get (pattern: string, route: Route, handler: Handler, opts: RouteOptions = {}): void {
-    this.handle('get', pattern, route, (ex, req) => { this.run(ex, route, handler, undefined, this.facts(req, opts)) })
+    const asks = asksForFacts(opts)
+    this.handle('get', pattern, route, (ex, req) => { this.run(ex, route, handler, undefined, asks ? this.facts(req, opts) : NO_FACTS) })
+  }
+
+  /**
+   * Every route is registered here, and recorded in the route table. Routes that stream use it directly and answer
+   * through `ex` (or `reply`/`fail`).
+   */
+  handle (method: Method, pattern: string, route: Route, fn: ExchangeHandler): void {
+    this.table.push({ method, segments: pattern.split('/') })
+    this.listen(method, pattern, route, fn)
+  }
+
+  /**
+   * Registers the catch-all, after every route: a request no route took is 405 METHOD_NOT_ALLOWED when some route
+   * serves its path with another method, 404 NOT_FOUND otherwise. Only here is the route table read.
+   */
+  catchAll (route: Route): void {
+    this.listen('any', '/*', route, (ex, req) => {
+      const url = req.getUrl()
+      const method = req.getMethod()
+      const served = this.table.some(r => r.method !== 'any' && uwsName(r.method) !== method && patternMatches(r.segments, url))
+      this.fail(ex, route, new GatewayError(served ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', { value: method.toUpperCase() + ' ' + url }))
+    })
   }
 
   /**
    * The one place a route reaches uWS: opens the exchange, refuses ambiguous framing and draining, and turns a throw
-   * into a 500 for this request. Routes that stream use it directly and answer through `ex` (or `reply`/`fail`).
+   * into a 500 for this request.
    */
-  handle (method: Method, pattern: string, route: Route, fn: ExchangeHandler): void {
+  private listen (method: Method, pattern: string, route: Route, fn: ExchangeHandler): void {
     const bodied = carriesBody(method)
     this.app[method](pattern, (res, req) => {
       const ex = this.begin(res)
@@ -212,16 +252,46 @@ export class Router {
     setImmediate(() => { this.fail(ex, route, err, true) })
   }
 
+  /** The facts `opts` asks for, copied from `req`; what it does not ask for is left empty. */
   private facts (req: HttpRequest, opts: RouteOptions): RequestFacts {
-    const params: string[] = []
-    for (let i = 0; i < (opts.params ?? 0); i++) {
-      const raw = req.getParameter(i) ?? ''
-      params.push(raw.includes('%') ? decodeSegment(raw) : raw)
+    let params = NO_FACTS.params
+    if (opts.params !== undefined && opts.params > 0) {
+      const decoded: string[] = []
+      for (let i = 0; i < opts.params; i++) {
+        const raw = req.getParameter(i) ?? ''
+        decoded.push(raw.includes('%') ? decodeSegment(raw) : raw)
+      }
+      params = decoded
     }
-    const headers: Record<string, string> = {}
-    for (const h of opts.headers ?? []) headers[h] = req.getHeader(h)
-    return { params, query: req.getQuery() ?? '', headers }
+    let headers = NO_FACTS.headers
+    if (opts.headers !== undefined && opts.headers.length > 0) {
+      const named: Record<string, string> = {}
+      for (const h of opts.headers) named[h] = req.getHeader(h)
+      headers = named
+    }
+    return { params, query: opts.query === true ? req.getQuery() ?? '' : '', headers }
   }
+}
+
+const asksForFacts = (opts: RouteOptions): boolean =>
+  (opts.params ?? 0) > 0 || (opts.headers?.length ?? 0) > 0 || opts.query === true
+
+/** The method as uWS's `getMethod()` spells it (lower case; uWS registers DELETE as `del`). */
+const uwsName = (method: Method): string => method === 'del' ? 'delete' : method
+
+/**
+ * Whether a registered pattern (split at '/') takes `url` as uWS would: a `:parameter` takes any one segment, a
+ * final `*` the rest of the path; anything else is matched literally.
+ */
+function patternMatches (segments: readonly string[], url: string): boolean {
+  const parts = url.split('/')
+  for (let i = 0; i < segments.length; i++) {
+    const s = segments[i]!
+    if (s === '*' && i === segments.length - 1) return parts.length >= segments.length
+    if (i >= parts.length) return false
+    if (s.charCodeAt(0) !== 58 /* : */ && s !== parts[i]) return false
+  }
+  return parts.length === segments.length
 }
 
 /** A percent-encoded path segment, decoded; a malformed one (`%`, `%ZZ`, bytes that are not UTF-8) is a 400. */

@@ -9,7 +9,8 @@
 
 import { csvField } from './csv.js'
 import { once } from 'node:events'
-import { IYS_EPOCH_S, formatIysDate } from '../domain/time.js'
+import { IYS_EPOCH_S, TR_OFFSET_S, formatIysDate } from '../domain/time.js'
+import { mulberry32 } from '../util/random.js'
 
 export interface GenerateOptions {
   /** Data rows to write (the header is extra). */
@@ -32,17 +33,6 @@ export interface GenerateOptions {
 export const CSV_HEADER = 'iysCode,brandCode,recipient,recipientType,type,status,source,consentDate'
 export const FIRST_BRAND_CODE = 600001
 export const DEFAULT_IYS_CODE = 700001
-
-/** Small, fast, good-enough 32-bit PRNG (Tommy Ettinger's mulberry32). Returns floats in [0, 1). */
-export function mulberry32 (seed: number): () => number {
-  let s = seed | 0
-  return () => {
-    s = (s + 0x6d2b79f5) | 0
-    let t = Math.imul(s ^ (s >>> 15), 1 | s)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /**
  * Renders a canonical Turkish mobile number `+905XXXXXXXXX` the way people type it: 05321234567, 5321234567,
@@ -186,8 +176,8 @@ function checkOptions (o: GenerateOptions): void {
 
 /** Today's 00:00:00 in Turkey time (UTC+3), as epoch seconds. */
 function todayMidnightTr (): number {
-  const tr = Math.floor(Date.now() / 1000) + 3 * 3600
-  return tr - (tr % 86400) - 3 * 3600
+  const tr = Math.floor(Date.now() / 1000) + TR_OFFSET_S
+  return tr - (tr % 86400) - TR_OFFSET_S
 }
 
 /**

@@ -17,6 +17,8 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Pool, type Dispatcher } from 'undici'
 import type { Logger } from '../log.js'
+import { retryAfterMs } from '../util/retry-after.js'
+import { CodedError } from '../domain/errors.js'
 
 /** One consent change as İYS lists it (AgreementPull.list). Fields are İYS's, unchecked: validate before use. */
 export interface IysChange {
@@ -44,18 +46,17 @@ export interface IysApi {
   close (): Promise<void>
 }
 
-export class IysApiError extends Error {
-  override name = 'IysApiError'
+export class IysApiError extends CodedError<'IYS_API'> {
   /** İYS's code (H351, H124, …), the OAuth2 `error` of the token endpoint, or NETWORK / BAD_RESPONSE. */
-  readonly code: string
+  readonly iysCode: string
   /** HTTP status, 0 when there was no answer. */
   readonly status: number
   /** Worth trying again later (network, 5xx, a rate limit that outlasted our retries); false for refusals. */
   readonly transient: boolean
 
   constructor (code: string, status: number, message: string, opts: { transient?: boolean, cause?: unknown } = {}) {
-    super(message, { cause: opts.cause })
-    this.code = code
+    super('IYS_API', message, { cause: opts.cause })
+    this.iysCode = code
     this.status = status
     this.transient = opts.transient ?? (status === 0 || status >= 500 || status === 429)
   }
@@ -106,15 +107,6 @@ function iysError (body: unknown): { code: string, message: string } | null {
   // The token endpoint answers OAuth2-style: {"error":"invalid_request","error_description":"..."}
   if (typeof b.error === 'string') return { code: b.error, message: typeof b.error_description === 'string' ? b.error_description : '' }
   return null
-}
-
-/** Retry-After in ms: delta-seconds or an HTTP date (RFC 9110 §10.2.3). */
-function retryAfterMs (header: string | string[] | undefined): number | null {
-  const v = Array.isArray(header) ? header[0] : header
-  if (v === undefined || v === '') return null
-  if (/^\d+$/.test(v)) return Number(v) * 1000
-  const at = Date.parse(v)
-  return Number.isNaN(at) ? null : Math.max(0, at - Date.now())
 }
 
 export class IysClient implements IysApi {
@@ -197,7 +189,7 @@ export class IysClient implements IysApi {
       } catch (err) {
         // A refused refresh token (expired, revoked) means logging in again; anything else is a real failure.
         if (!(err instanceof IysApiError) || err.transient) throw err
-        this.log?.info({ code: err.code }, 'İYS refused the refresh token; logging in again')
+        this.log?.info({ code: err.iysCode }, 'İYS refused the refresh token; logging in again')
       }
     }
     this.token = null
@@ -275,7 +267,7 @@ export class IysClient implements IysApi {
     if (text !== '') {
       try { parsed = JSON.parse(text) } catch { parsed = null }
     }
-    return { status: res.statusCode, retryAfterMs: retryAfterMs(res.headers['retry-after']), body: parsed }
+    return { status: res.statusCode, retryAfterMs: retryAfterMs(res.headers) ?? null, body: parsed }
   }
 
   private failure (what: string, res: Answer): IysApiError {

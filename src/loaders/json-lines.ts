@@ -23,10 +23,11 @@
 
 import { StringDecoder } from 'node:string_decoder'
 import { readLineBatches } from './csv.js'
+import { CodedError } from '../domain/errors.js'
 
 /** The file's structure is broken beyond one item: nothing of it should be imported. */
-export class FileFormatError extends Error {
-  override name = 'FileFormatError'
+export class FileFormatError extends CodedError<'FILE_FORMAT'> {
+  constructor (message: string) { super('FILE_FORMAT', message) }
 }
 
 /** Items of one chunk of the file, as parallel arrays (one object per item would cost tens of millions of them). */

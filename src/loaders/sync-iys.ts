@@ -10,7 +10,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../log.js'
-import { ConfigError, type Config } from '../config.js'
+import { ConfigError, need, type Config } from '../config.js'
 import { isValidConsent, validateConsent } from '../domain/consent.js'
 import { parseIysDate } from '../domain/time.js'
 import { writeConsentsTx, type ConsentWrite } from '../store/consent-store.js'
@@ -165,7 +165,7 @@ export async function runSyncIys (opts: SyncIysOptions): Promise<SyncIysSummary>
         if (opts.once || !(err instanceof IysApiError ? err.transient : isTransientDbOrNet(err))) throw err
         summary.errors++
         complete = false
-        log.warn({ brandCode: b.brandCode, code: (err as { code?: string }).code, err: (err as Error).message }, 'İYS pull failed; retrying next round')
+        log.warn({ brandCode: b.brandCode, code: err instanceof IysApiError ? err.iysCode : (err as { code?: string }).code, err: (err as Error).message }, 'İYS pull failed; retrying next round')
       }
     }
     summary.complete = complete
@@ -192,14 +192,10 @@ function isTransientDbOrNet (err: unknown): boolean {
  * by SIGTERM/SIGINT when running continuously), 1 failure or a --once run interrupted before the end.
  */
 export async function syncIysCommand (config: Config, log: Logger, args: { once: boolean, brandCode: string | null }): Promise<number> {
-  const need = (v: string | null, name: string): string => {
-    if (v === null || v === '') throw new ConfigError(`${name} must be set for sync-iys`)
-    return v
-  }
-  const databaseUrl = need(config.databaseUrl, 'DATABASE_URL')
-  const username = need(config.iys.username, 'IYS_USERNAME')
-  const password = need(config.iys.password, 'IYS_PASSWORD')
-  const iysCode = need(config.iys.iysCode, 'IYS_CODE')
+  const databaseUrl = need(config.databaseUrl, 'DATABASE_URL', 'sync-iys')
+  const username = need(config.iys.username, 'IYS_USERNAME', 'sync-iys')
+  const password = need(config.iys.password, 'IYS_PASSWORD', 'sync-iys')
+  const iysCode = need(config.iys.iysCode, 'IYS_CODE', 'sync-iys')
   const brandCodes = args.brandCode !== null ? [args.brandCode] : config.iys.brandCodes
   if (brandCodes.length === 0) throw new ConfigError('IYS_BRAND_CODES (or --brand-code) must be set for sync-iys')
 

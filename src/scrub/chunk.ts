@@ -4,6 +4,7 @@
 // re-serialising it: prefix `recipient,normalized,` and suffix `allowed,reason`.
 
 import { Checker, type CheckerOptions, type CheckQuery } from '../check/checker.js'
+import { errorCode } from '../domain/errors.js'
 import type { FilterView } from '../filter/view.js'
 import { hashText, keyHash } from '../filter/key.js'
 import { csvField, splitCsvLine } from '../loaders/csv.js'
@@ -53,7 +54,7 @@ export async function checkChunk (getView: () => FilterView | null, policy: Chec
   const recipients = new Array<unknown>(n)
   for (let i = 0; i < n; i++) recipients[i] = recipientOf(input.lines[i]!, input.format, input.column)
   let storeError: string | null = null
-  const checker = new Checker(getView, { ...policy, withConsent: false }, { storeError: (err) => { storeError = (err as Error).name ?? 'Error' } })
+  const checker = new Checker(getView, { ...policy, withConsent: false }, { storeError: (err) => { storeError = errorCode(err) } })
   const results = await checker.check({ ...query, recipients })
   const out: ChunkOutput = {
     prefixes: new Array<string>(n),

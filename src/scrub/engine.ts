@@ -13,7 +13,7 @@ import { rename, stat } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import type { Piscina } from 'piscina'
 import type { CheckerOptions } from '../check/checker.js'
-import { RedisView, VersionGoneError, type FilterView } from '../filter/view.js'
+import { RedisView, type FilterView } from '../filter/view.js'
 import { DEFAULT_MAX_LINE_BYTES, readLineBatches, splitCsvLine, type LineBatch } from '../loaders/csv.js'
 import { REASONS } from '../policy/decide.js'
 import { checkChunk, type ChunkInput, type ChunkOutput, type InputFormat } from './chunk.js'
@@ -165,7 +165,7 @@ async function runChunk (deps: EngineDeps, params: ScrubParams, input: ChunkInpu
     const out = deps.pool !== null && view instanceof RedisView
       ? await deps.pool.run({ input, query: params, view: { version: view.version, generation: view.generation, sab: view.bloom.buffer as SharedArrayBuffer, buckets: view.buckets } })
       : await checkChunk(deps.getView, deps.policy, params, input)
-    if (out.storeError !== VersionGoneError.name || attempt === 3) return out
+    if (out.storeError !== 'VERSION_GONE' || attempt === 3) return out
   }
 }
 

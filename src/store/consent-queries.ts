@@ -3,8 +3,9 @@
 
 import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
 import type { Pool } from './pg.js'
+import { TR_INTERVAL_SQL as TR } from '../domain/time.js'
 
-const TR = "INTERVAL '+03:00'" // İYS dates are Turkey time, a fixed UTC+3
+// İYS dates are Turkey time, a fixed UTC+3.
 const fmt = (col: string): string => `to_char(${col} AT TIME ZONE ${TR}, 'YYYY-MM-DD HH24:MI:SS')`
 
 export interface ConsentRecord {

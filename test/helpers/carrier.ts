@@ -1,8 +1,9 @@
 // Messages for upstream tests, and the checks that an upstream's reports match what a carrier really has.
 
 import { expect } from 'vitest'
-import type { FakeCarrierStats } from '../../src/proxy/fake-carrier.js'
-import type { OutboundMessage, UpstreamOutcome } from '../../src/proxy/upstream.js'
+import type { FakeCarrierStats } from '../../src/dev/fake-carrier.js'
+import type { OutboundMessage } from '../../src/carriers/contract.js'
+import type { UpstreamOutcome } from '../../src/carriers/upstream.js'
 
 let n = 0
 

@@ -1,4 +1,4 @@
-// Runs the real command line (bin/iys-gateway.js over dist/, built by `pretest`) as a user would.
+// Runs the real command line (bin/iys-gateway.js over dist/, built by test/helpers/global-setup.ts) as a user would.
 
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'

@@ -3,7 +3,7 @@
 // things we want to send (bad percent-encoding, invalid UTF-8, duplicate or wrong Content-Length, odd headers).
 
 import { connect } from 'node:net'
-import { mulberry32 } from '../../src/loaders/generate.js'
+import { mulberry32 } from '../../src/util/random.js'
 import { isDocumented5xx } from './fault-truth.js'
 
 /** `status` null: no answer, either `closed` by the server or given up after the timeout. */

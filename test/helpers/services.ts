@@ -1,10 +1,15 @@
 // Real Postgres and Redis for tests. Each caller gets its own database (created here, dropped by `drop()`) and
 // its own Redis key prefix, so test files run in parallel without touching each other or the machine's data.
+// Integration test files take both (and a pool and a folder) from testServices(), with one close().
 // A missing service fails the test with a clear message; it is never skipped.
 
 import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import pg from 'pg'
 import { Redis } from 'ioredis'
+import { migrate } from '../../src/store/migrate.js'
 import { unlinkPattern } from '../../src/store/redis.js'
 
 export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
@@ -69,37 +74,60 @@ export async function createTestRedis (): Promise<TestRedis> {
   }
 }
 
-export interface MigratedWorkspace {
+export interface ServicesOptions {
+  /** also a Redis key prefix of its own on the shared Redis (REDIS_URL and REDIS_PREFIX in `env`) */
+  redis?: boolean
+  /** create the schema (the same migrate() that `iys-gateway migrate` runs) before returning */
+  migrate?: boolean
+  /** connections of `pool` (default 2; the pool connects only when used) */
+  poolSize?: number
+  /** name prefix of the temporary folder (default iys-test-) */
+  dirPrefix?: string
+}
+
+export interface TestServices {
   db: TestDatabase
-  /** environment for the CLI: DATABASE_URL of the test database */
+  /** set when asked for with `redis: true` */
+  redis: TestRedis | undefined
+  /** environment for the CLI and test gateways: DATABASE_URL, and REDIS_URL and REDIS_PREFIX with `redis: true` */
   env: Record<string, string>
   pool: pg.Pool
   /** a temporary folder for the test's files */
   dir: string
+  /** Ends the pool, deletes the Redis prefix, drops the database and removes the folder. Close gateways first. */
   close (): Promise<void>
 }
 
-/** A test database with the schema migrated by the real CLI, a pool on it and a temporary folder; close() removes all. */
-export async function migratedWorkspace (dirPrefix: string): Promise<MigratedWorkspace> {
-  const { mkdtempSync, rmSync } = await import('node:fs')
-  const { tmpdir } = await import('node:os')
-  const { join } = await import('node:path')
-  const { runCli } = await import('./cli.js')
-  const db = await createTestDatabase()
-  const env = { DATABASE_URL: db.url }
-  const migrated = await runCli(['migrate'], env)
-  if (migrated.code !== 0) throw new Error(`migrate failed: ${migrated.stderr}`)
-  const dir = mkdtempSync(join(tmpdir(), dirPrefix))
-  const pool = new pg.Pool({ connectionString: db.url, max: 1 })
-  return {
-    db,
-    env,
-    pool,
-    dir,
-    async close () {
-      await pool.end()
-      await db.drop()
-      rmSync(dir, { recursive: true, force: true })
+export type TestServicesWithRedis = TestServices & { redis: TestRedis }
+
+/**
+ * The services of one integration test file: its own database (migrated if asked), Redis prefix, pool and folder,
+ * with one close(). If a step fails, what was already created is removed before the error is thrown.
+ */
+export async function testServices (options: ServicesOptions & { redis: true }): Promise<TestServicesWithRedis>
+export async function testServices (options?: ServicesOptions): Promise<TestServices>
+export async function testServices (options: ServicesOptions = {}): Promise<TestServices> {
+  const closers: Array<() => unknown> = []
+  const close = async (): Promise<void> => { for (const c of closers.splice(0).reverse()) await c() }
+  try {
+    const dir = mkdtempSync(join(tmpdir(), options.dirPrefix ?? 'iys-test-'))
+    closers.push(() => rmSync(dir, { recursive: true, force: true }))
+    const db = await createTestDatabase()
+    closers.push(() => db.drop())
+    const env: Record<string, string> = { DATABASE_URL: db.url }
+    let redis: TestRedis | undefined
+    if (options.redis === true) {
+      const r = await createTestRedis()
+      closers.push(() => r.cleanup())
+      Object.assign(env, { REDIS_URL: r.url, REDIS_PREFIX: r.prefix })
+      redis = r
     }
+    const pool = new pg.Pool({ connectionString: db.url, max: options.poolSize ?? 2 })
+    closers.push(() => pool.end())
+    if (options.migrate === true) await migrate(pool)
+    return { db, redis, env, pool, dir, close }
+  } catch (err) {
+    await close()
+    throw err
   }
 }

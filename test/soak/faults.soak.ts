@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mulberry32 } from '../../src/loaders/generate.js'
+import { mulberry32 } from '../../src/util/random.js'
 import { killAllChildren } from '../helpers/fault-rig.js'
 import { burstViolations, KNOBS, scenarios, setupWorld, table, violations, type World } from '../helpers/fault-scenarios.js'
 

@@ -24,24 +24,30 @@ export type BreakerState = (typeof BREAKER_STATES)[number]
 /** acquire()'s answer when the call must not be made: fail fast without touching the network. */
 export const DENIED = -1
 
-export interface CircuitBreakerOptions {
-  /** Open when failures / calls over the window reach this ratio (0 < r ≤ 1). Default 0.5. */
-  failureRatio?: number
-  /** ...and the window holds at least this many calls. Default 20. */
-  minCalls?: number
-  /** Length of the sliding window (ms). Default 10 000. */
-  windowMs?: number
-  /** Number of buckets the window is divided into; the window slides one bucket at a time. Default 10. */
+/** The breaker's settings; config.upstream.breaker (UPSTREAM_BREAKER_*) is the one place with their defaults. */
+export interface BreakerSettings {
+  /** Open when failures / calls over the window reach this ratio (0 < r ≤ 1). */
+  failureRatio: number
+  /** ...and the window holds at least this many calls. */
+  minCalls: number
+  /** Length of the sliding window (ms). */
+  windowMs: number
+  /** How long the breaker stays open before letting one probe through (ms). */
+  cooldownMs: number
+  /** Number of buckets the window is divided into; the window slides one bucket at a time. Default 10 (not a setting). */
   buckets?: number
-  /** How long the breaker stays open before letting one probe through (ms). Default 5 000. */
-  cooldownMs?: number
   /** Monotonic clock in ms. Default performance.now. */
   now?: () => number
+}
+
+export interface CircuitBreakerOptions extends BreakerSettings {
   /** Called on every state change (logs and metrics). */
   onStateChange?: (from: BreakerState, to: BreakerState) => void
 }
 
-export const BREAKER_DEFAULTS = Object.freeze({ failureRatio: 0.5, minCalls: 20, windowMs: 10_000, buckets: 10, cooldownMs: 5_000 })
+// The window's resolution, an implementation detail rather than an operator's setting: 10 buckets move the window
+// in tenths, and deciding stays a 10-step loop.
+const BUCKETS = 10
 
 function check (name: string, v: number, ok: boolean): number {
   if (!ok) throw new RangeError(`circuit breaker: ${name} out of range: ${v}`)
@@ -64,16 +70,16 @@ export class CircuitBreaker {
   /** When the breaker opened (open) or when the probe went out (half_open). */
   #since = 0
 
-  constructor (opts: CircuitBreakerOptions = {}) {
-    const o = { ...BREAKER_DEFAULTS, ...opts }
+  constructor (o: CircuitBreakerOptions) {
     this.failureRatio = check('failureRatio', o.failureRatio, o.failureRatio > 0 && o.failureRatio <= 1)
     this.minCalls = check('minCalls', o.minCalls, Number.isInteger(o.minCalls) && o.minCalls >= 1)
     this.cooldownMs = check('cooldownMs', o.cooldownMs, o.cooldownMs >= 0)
-    const buckets = check('buckets', o.buckets, Number.isInteger(o.buckets) && o.buckets >= 1 && o.buckets <= 1000)
+    const b = o.buckets ?? BUCKETS
+    const buckets = check('buckets', b, Number.isInteger(b) && b >= 1 && b <= 1000)
     check('windowMs', o.windowMs, o.windowMs >= buckets)
     this.#bucketMs = o.windowMs / buckets
-    this.#now = opts.now ?? (() => performance.now())
-    this.#onStateChange = opts.onStateChange
+    this.#now = o.now ?? (() => performance.now())
+    this.#onStateChange = o.onStateChange
     this.#epochs = new Float64Array(buckets).fill(-Infinity)
     this.#calls = new Uint32Array(buckets)
     this.#fails = new Uint32Array(buckets)

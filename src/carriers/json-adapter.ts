@@ -1,5 +1,5 @@
 // The generic JSON carrier adapter: the wire format below is what `UPSTREAM_*_URL` carriers speak unless a
-// carrier-specific adapter is configured, and what the fake carrier (fake-carrier.ts) implements.
+// carrier-specific adapter is configured, and what the fake carrier (src/dev/fake-carrier.ts) implements.
 //
 // ### Carrier wire format (JSON over HTTP)
 //
@@ -37,7 +37,8 @@
 // answer (2xx or 4xx) again and not send it twice, including while the first request is still in progress
 // (wait for it, or answer 409). Retries and a client's re-send of a message whose fate was unknown rely on this.
 
-import type { CarrierAdapter, CarrierRequest, CarrierResult, OutboundMessage, ResponseHeaders } from './upstream.js'
+import { retryAfterMs } from '../util/retry-after.js'
+import type { CarrierAdapter, CarrierRequest, CarrierResult, OutboundMessage, ResponseHeaders } from './contract.js'
 
 const HEADERS: Readonly<Record<string, string>> = Object.freeze({ 'content-type': 'application/json' })
 const MAX_ERROR_TEXT = 200
@@ -79,16 +80,6 @@ export function carrierErrorText (status: number, text: string): string {
   }
   const words = typeof said === 'string' ? clip(said) : clip(text)
   return words === '' ? `HTTP ${status}` : `HTTP ${status}: ${words}`
-}
-
-/** Retry-After in ms: delta-seconds or an HTTP date; undefined when absent or unreadable. */
-export function retryAfterMs (headers: ResponseHeaders, now = Date.now()): number | undefined {
-  const v = headers['retry-after']
-  const s = Array.isArray(v) ? v[0] : v
-  if (s === undefined || s === '') return undefined
-  if (/^\d+$/.test(s)) return Number(s) * 1000
-  const t = Date.parse(s)
-  return Number.isNaN(t) ? undefined : Math.max(0, t - now)
 }
 
 function idOf (j: unknown): string | null {

@@ -1,5 +1,6 @@
-// A fake carrier speaking the JSON adapter's wire format (json-adapter.ts), for tests, benchmarks and
-// docker-compose. It behaves like a well-behaved carrier, with knobs to make it a bad one:
+// A fake carrier speaking the JSON adapter's wire format (src/carriers/json-adapter.ts), for tests, benchmarks and
+// docker-compose: a development tool, which is why it lives in src/dev/ (serving code never imports it; the CLI's
+// `fake-carrier` command does). It behaves like a well-behaved carrier, with knobs to make it a bad one:
 //
 //   POST …/messages  202 {"id":"fc-<n>","messageId":"…","status":"accepted"}, or 400 {"errors":[…]} for a message it
 //                    cannot send (missing field, `to` of the wrong kind for the channel).
@@ -22,6 +23,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net'
 import { parseArgs } from 'node:util'
 import type { ConsentType } from '../domain/vocabulary.js'
+import { mulberry32 } from '../util/random.js'
 
 export type DownMode = boolean | 'reset' | 'refuse'
 /** Alternate up/down (reset) every `everyRequests` requests or every `everyMs` ms (one of the two). */
@@ -80,18 +82,6 @@ export interface FakeCarrier {
   reset (): void
   setMode (mode: FakeCarrierMode): Promise<void>
   close (): Promise<void>
-}
-
-/** mulberry32: small, fast, good enough for failure draws, and reproducible from a seed. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 interface Answer { readonly status: number, readonly body: string }
@@ -178,7 +168,7 @@ class FakeCarrierServer implements FakeCarrier {
     this.#port = opts.port ?? 0
     this.#latencyMs = opts.latencyMs ?? 0
     this.#failureRate = opts.failureRate ?? 0
-    this.#random = prng(opts.seed ?? Math.floor(Math.random() * 2 ** 32))
+    this.#random = mulberry32(opts.seed ?? Math.floor(Math.random() * 2 ** 32))
     this.#maxRemembered = opts.maxRemembered ?? 1_000_000
     check('maxRemembered', this.#maxRemembered, v => Number.isInteger(v) && v >= 1)
     this.#server = createServer({ noDelay: true }, (req, res) => this.#onRequest(req, res))

@@ -1,7 +1,8 @@
 // Forwarding one allowed message to its channel's carrier, over HTTP (undici, one kept-alive Pool per origin).
 //
-// The carrier contract is `CarrierAdapter`: how to turn a message into one HTTP request, and how to read the
-// carrier's answer. A carrier with its own API is one new file implementing it (json-adapter.ts is the one shipped).
+// The carrier contract is `CarrierAdapter` (contract.ts): how to turn a message into one HTTP request, and how to
+// read the carrier's answer. A carrier with its own API is one new file implementing it (json-adapter.ts is the one
+// shipped).
 // Everything else is here, the same for every carrier: the timeout, retries with back-off, the idempotency key,
 // the circuit breaker, and an outcome that never claims more than we know.
 //
@@ -21,73 +22,17 @@
 // Retries (at most `retries` more attempts, exponential back-off with jitter) only follow answers that say
 // "not now": network errors, timeouts, 5xx, 429 (and 408/409 where the adapter says so). A 4xx is final: the same
 // request would be refused again. Nothing here logs recipients or message contents: the breaker's state changes
-// are logged with the upstream's name only.
+// are logged with the upstream's name only. The settings (timeout, retries, back-off, connections, breaker) come
+// from the caller, i.e. config.upstream: their defaults are written down there and nowhere else.
 
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Pool, type Dispatcher } from 'undici'
 import type { Logger } from '../log.js'
 import { CONSENT_TYPES, type ConsentType } from '../domain/vocabulary.js'
-import { CircuitBreaker, DENIED, type BreakerState, type CircuitBreakerOptions } from './circuit-breaker.js'
+import { CircuitBreaker, DENIED, type BreakerSettings, type BreakerState } from './circuit-breaker.js'
+import { isValidMessageId, type CarrierAdapter, type CarrierRequest, type CarrierResult, type OutboundMessage, type ResponseHeaders } from './contract.js'
 import { jsonAdapter } from './json-adapter.js'
-
-// ---- Messages ----------------------------------------------------------------------------------------------
-
-export interface MesajPayload { readonly sender: string, readonly text: string }
-export interface EpostaPayload { readonly from: string, readonly subject: string, readonly body: string }
-export interface AramaPayload { readonly callerId: string }
-export interface PayloadByType { MESAJ: MesajPayload, EPOSTA: EpostaPayload, ARAMA: AramaPayload }
-
-interface MessageOf<T extends ConsentType> {
-  /** Unique per message; the caller generates one if the client gave none. Sent as the idempotency key. */
-  readonly messageId: string
-  readonly type: T
-  /** Normalised: E.164 phone for MESAJ/ARAMA, lower-case e-mail for EPOSTA. */
-  readonly recipient: string
-  /** Canonical decimal text (vocabulary.canonicalCode). */
-  readonly iysCode: string
-  readonly brandCode: string
-  readonly payload: PayloadByType[T]
-}
-
-/** One message to forward; `type` selects the payload's shape. */
-export type OutboundMessage = MessageOf<'MESAJ'> | MessageOf<'EPOSTA'> | MessageOf<'ARAMA'>
-
-/** A messageId goes into an HTTP header on every attempt: visible ASCII, 1 to 128 characters. */
-export const MESSAGE_ID_RE = /^[\x21-\x7e]{1,128}$/
-export const isValidMessageId = (v: unknown): v is string => typeof v === 'string' && MESSAGE_ID_RE.test(v)
-
-// ---- The carrier contract ----------------------------------------------------------------------------------
-
-export interface CarrierRequest {
-  /** Appended to the upstream URL's path: UPSTREAM_MESAJ_URL=http://c/api + '/messages' → POST http://c/api/messages */
-  readonly path: string
-  readonly method?: 'POST' | 'PUT'
-  /** `idempotency-key: <messageId>` is added to these on every attempt; adapters need not set it. */
-  readonly headers: Readonly<Record<string, string>>
-  readonly body: string
-}
-
-/** Response headers as undici gives them (lower-case names). */
-export type ResponseHeaders = Readonly<Record<string, string | string[] | undefined>>
-
-/** What the carrier's answer to one attempt means. */
-export type CarrierResult =
-  /** The carrier took the message; `carrierId` is its reference for it. */
-  | { readonly kind: 'accepted', readonly carrierId: string }
-  /** A definite no for this message (bad number, unknown sender...): final, never retried. */
-  | { readonly kind: 'rejected', readonly error: string }
-  /** Not taken this time; try again. `maybeDelivered`: the answer does not exclude that it was taken. */
-  | { readonly kind: 'retry', readonly error: string, readonly maybeDelivered?: boolean, readonly retryAfterMs?: number }
-  /** An answer that says neither yes nor no (2xx without an id...): final, and the message may have been taken. */
-  | { readonly kind: 'unknown', readonly error: string }
-
-export interface CarrierAdapter {
-  readonly name: string
-  /** Called once per message (not per attempt): every attempt sends the same bytes. Must not throw for a valid message. */
-  buildRequest (msg: OutboundMessage): CarrierRequest
-  /** Reads one complete answer (the body is cut at 64 KiB). Network errors and timeouts never reach the adapter. */
-  parseResponse (status: number, body: string, headers: ResponseHeaders): CarrierResult
-}
+import { CodedError } from '../domain/errors.js'
 
 // ---- Outcomes ----------------------------------------------------------------------------------------------
 
@@ -124,18 +69,22 @@ export type UpstreamOutcome = ForwardedOutcome | NotForwardedOutcome
 
 // ---- Options -----------------------------------------------------------------------------------------------
 
-export interface UpstreamOptions {
-  /** Total time for one attempt, from dispatch (queueing included) to the last byte of the answer (ms). Default 2000. */
-  timeoutMs?: number
-  /** Further attempts after the first (0 to 10). Default 2. */
-  retries?: number
-  /** Back-off before retry n (n = 0, 1, ...) is drawn from [cap/2, cap] with cap = min(backoffMaxMs, backoffMs·2^n). Default 50. */
-  backoffMs?: number
-  /** Longest back-off, and the longest Retry-After we wait for; a longer Retry-After ends the retries. Default 1000. */
-  backoffMaxMs?: number
-  /** Kept-alive connections per carrier origin. Default 64. */
-  connections?: number
-  breaker?: Omit<CircuitBreakerOptions, 'onStateChange'>
+/** The carrier settings; config.upstream (UPSTREAM_*) is the one place with their defaults. */
+export interface UpstreamSettings {
+  /** Total time for one attempt, from dispatch (queueing included) to the last byte of the answer (ms). */
+  timeoutMs: number
+  /** Further attempts after the first (0 to 10). */
+  retries: number
+  /** Back-off before retry n (n = 0, 1, ...) is drawn from [cap/2, cap] with cap = min(backoffMaxMs, backoffMs·2^n). */
+  backoffMs: number
+  /** Longest back-off, and the longest Retry-After we wait for; a longer Retry-After ends the retries. */
+  backoffMaxMs: number
+  /** Kept-alive connections per carrier origin. */
+  connections: number
+  breaker: BreakerSettings
+}
+
+export interface UpstreamOptions extends UpstreamSettings {
   log?: Logger
   /** Called on every breaker state change, e.g. for a metric; `upstream` is the upstream's name. */
   onBreakerChange?: (upstream: string, from: BreakerState, to: BreakerState) => void
@@ -143,18 +92,16 @@ export interface UpstreamOptions {
   random?: () => number
 }
 
-export const UPSTREAM_DEFAULTS = Object.freeze({ timeoutMs: 2000, retries: 2, backoffMs: 50, backoffMaxMs: 1000, connections: 64 })
-
 function intOption (name: string, v: number, min: number, max: number): number {
   if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`upstream: ${name} must be an integer from ${min} to ${max}, got ${v}`)
   return v
 }
 
 /** Builds a kept-alive pool for one carrier origin, with settings that suit `Upstream`. */
-export function createCarrierPool (origin: string, opts: UpstreamOptions = {}): Pool {
-  const timeoutMs = opts.timeoutMs ?? UPSTREAM_DEFAULTS.timeoutMs
+export function createCarrierPool (origin: string, opts: Pick<UpstreamSettings, 'timeoutMs' | 'connections'>): Pool {
+  const timeoutMs = opts.timeoutMs
   return new Pool(origin, {
-    connections: opts.connections ?? UPSTREAM_DEFAULTS.connections,
+    connections: opts.connections,
     // POST is not idempotent at the HTTP level: one request per connection at a time, so a dropped connection
     // never takes a queue of other messages with it in an unknown state.
     pipelining: 1,
@@ -176,9 +123,8 @@ type RawAttempt =
 const MAX_BODY = 64 * 1024
 const EMPTY_HEADERS: ResponseHeaders = Object.freeze({})
 
-class TimeoutError extends Error {
-  override name = 'TimeoutError'
-  readonly code = 'UPSTREAM_TIMEOUT'
+class TimeoutError extends CodedError<'UPSTREAM_TIMEOUT'> {
+  constructor (message: string) { super('UPSTREAM_TIMEOUT', message) }
 }
 
 // A raw undici dispatch handler instead of pool.request(): no response stream object per answer, and
@@ -283,11 +229,11 @@ export class Upstream {
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new TypeError(`upstream: url must be http: or https:, got ${u.protocol}`)
     this.name = init.name ?? u.host
     this.adapter = init.adapter ?? jsonAdapter
-    this.timeoutMs = intOption('timeoutMs', init.timeoutMs ?? UPSTREAM_DEFAULTS.timeoutMs, 1, 600_000)
-    this.retries = intOption('retries', init.retries ?? UPSTREAM_DEFAULTS.retries, 0, 10)
-    this.#backoffMs = intOption('backoffMs', init.backoffMs ?? UPSTREAM_DEFAULTS.backoffMs, 0, 60_000)
-    this.#backoffMaxMs = intOption('backoffMaxMs', init.backoffMaxMs ?? UPSTREAM_DEFAULTS.backoffMaxMs, this.#backoffMs, 600_000)
-    intOption('connections', init.connections ?? UPSTREAM_DEFAULTS.connections, 1, 10_000)
+    this.timeoutMs = intOption('timeoutMs', init.timeoutMs, 1, 600_000)
+    this.retries = intOption('retries', init.retries, 0, 10)
+    this.#backoffMs = intOption('backoffMs', init.backoffMs, 0, 60_000)
+    this.#backoffMaxMs = intOption('backoffMaxMs', init.backoffMaxMs, this.#backoffMs, 600_000)
+    intOption('connections', init.connections, 1, 10_000)
     this.#random = init.random ?? Math.random
     this.#basePath = u.pathname.replace(/\/+$/, '')
     this.#timeoutText = `no answer within ${this.timeoutMs} ms`
@@ -417,7 +363,7 @@ export class Upstreams {
   readonly #byType: Record<ConsentType, Upstream | null>
   readonly #pools: Pool[] = []
 
-  constructor (urls: Readonly<Record<ConsentType, string | null>>, opts: UpstreamsOptions = {}) {
+  constructor (urls: Readonly<Record<ConsentType, string | null>>, opts: UpstreamsOptions) {
     const pools = new Map<string, Pool>()
     const byType = {} as Record<ConsentType, Upstream | null>
     for (const type of CONSENT_TYPES) {
