@@ -23,6 +23,8 @@ COPY package.json package-lock.json ./
 # No dependency needs an install script (the uWebSockets.js binaries ship prebuilt in the package).
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
+# The Redis index's Lua scripts: dist/ reads them from src/filter/lua (src/filter/scripts.ts says why).
+COPY src/filter/lua ./src/filter/lua
 COPY bin ./bin
 # The embedded store's default seed (EMBEDDED_SEED_FILE), used when REDIS_URL is unset.
 COPY data ./data

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { BLOCK_BYTES, BloomFilter, blocksFor, expectedFpr } from '../src/filter/bloom.js'
-import { hashKey, hashText, keyCode, keyHash, keyText } from '../src/filter/key.js'
+import { bucketOf, hashKey, hashText, keyCode, keyHash, keyText } from '../src/filter/key.js'
 import { mulberry32 } from '../src/util/random.js'
 
 const CODES = [keyCode('MESAJ', 'BIREYSEL'), keyCode('ARAMA', 'BIREYSEL'), keyCode('MESAJ', 'TACIR'), keyCode('ARAMA', 'TACIR')]
@@ -197,6 +197,30 @@ describe('key hashing', () => {
       seen.add(keyHash[0] + ':' + keyHash[1])
     }
     expect(seen.size).toBe(texts.length)
+  })
+
+  it('takes a key\'s Redis bucket from the two hash words it is given, whatever was hashed since', () => {
+    hashText('600001MB+905321234567')
+    const [h1, h2] = [keyHash[0]!, keyHash[1]!]
+    const bucket = bucketOf(h1, h2, 1000)
+    hashText('something else entirely')
+    expect(bucketOf(h1, h2, 1000)).toBe(bucket)
+    // The formula of the stored layout: h2 xor h1 rotated by 16 bits, modulo the bucket count.
+    expect(bucket).toBe(((h2 ^ ((h1 << 16) | (h1 >>> 16))) >>> 0) % 1000)
+    expect(bucketOf(h1, h2, 1)).toBe(0)
+  })
+
+  it('spreads keys evenly over the Redis buckets', () => {
+    const counts = new Uint32Array(50)
+    for (const k of keyTexts(50_000, 12)) {
+      hashText(k)
+      counts[bucketOf(keyHash[0]!, keyHash[1]!, counts.length)]++
+    }
+    // 1000 expected per bucket; ±20% is > 6 standard deviations.
+    for (const c of counts) {
+      expect(c).toBeGreaterThan(800)
+      expect(c).toBeLessThan(1200)
+    }
   })
 
   it('spreads similar keys evenly over the 32-bit range (no obvious bias in h1 or h2)', () => {

@@ -16,8 +16,10 @@ import { unlinkPattern } from '../store/redis.js'
 import { digitCount, RespBulkWriter } from '../store/resp-bulk.js'
 import { BloomFilter } from './bloom.js'
 import { ChangeApplier } from './changes.js'
-import { bucketOf, hashBytes, keyHash } from './key.js'
+import { bucketOf, hashBytes, keyHash, keyTextSql } from './key.js'
 import { BUCKET_SENTINEL, GROWTH_HEADROOM, KEYS_PER_BUCKET, newGeneration, type Layout } from './layout.js'
+import { withScripts } from './scripts.js'
+import { SEQ_SEPARATOR, STATUS_CODE, stateColumnsSql } from './state.js'
 
 /**
  * The Postgres advisory lock (session level, one bigint key) a filter build holds. A fixed constant, distinct from
@@ -70,53 +72,13 @@ export interface LoadResult {
   seconds: number
 }
 
-// The key text and the pieces of the encoded state, computed by Postgres so that Node only splits on tabs:
-//   key \t O|R \t source index \t consentDate epoch seconds \t seq
-const SOURCE_ARRAY = `ARRAY[${SOURCES.map(s => `'${s}'`).join(',')}]`
-const COPY_SQL = `COPY (
-  SELECT brand_code::text
-         || CASE type WHEN 'MESAJ' THEN 'M' WHEN 'ARAMA' THEN 'A' ELSE 'E' END
-         || CASE recipient_type WHEN 'BIREYSEL' THEN 'B' ELSE 'T' END
-         || recipient,
-         CASE status WHEN 'RET' THEN 'R' ELSE 'O' END,
-         array_position(${SOURCE_ARRAY}, source) - 1,
-         extract(epoch FROM consent_date)::bigint,
-         seq
-  FROM consents
-) TO STDOUT`
+// The key text and the pieces of the encoded state, computed by Postgres from the tables that own both encodings
+// (key.ts, state.ts; the change applier reads the same columns), so that Node only splits on tabs:
+//   key \t status code \t source index \t consentDate epoch seconds \t seq
+const COPY_SQL = `COPY (SELECT ${keyTextSql()} AS k, ${stateColumnsSql()} FROM consents) TO STDOUT`
 
-// Claim the building pointer for this build: `V|generation`, a value no other build can hold (the generation id is
-// random), so that the flip can prove no other build has claimed it since (two builds can overlap when the
-// advisory lock was lost with its connection). When Redis serves no version (it lost its data, or never had one),
-// the `applied` watermark is raised to the snapshot seq in the same script: the new version will hold everything up
-// to it, so an applier must not walk the whole history into it (it would re-apply millions of changes and hold a
-// live RET behind them). With a current version the watermark is left alone: that version still needs every change.
-// KEYS[1] building pointer, KEYS[2] current pointer, KEYS[3] applied watermark; ARGV[1] claim, ARGV[2] snapshot seq.
-// Returns the claim this one replaced when it names a version other than the current one (a stale build), or false.
-const CLAIM_LUA = `
-local old = redis.call('GET', KEYS[1])
-local cur = redis.call('GET', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1])
-if not cur and tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[2]) then redis.call('SET', KEYS[3], ARGV[2]) end
-if old and old ~= ARGV[1] and string.match(old, '^%d+') ~= cur then return old end
-return false`
-
-// Flip the pointer (and its generation id, in the same script) only if the new version is complete and this build
-// still holds its claim on `building` (another build that claimed it since writes the changes to its own version,
-// not to ours: ours would miss them), stop building it, and raise the applied watermark to the snapshot.
-// KEYS[1] current pointer, KEYS[2] meta of the new version, KEYS[3] building pointer, KEYS[4] applied watermark,
-// KEYS[5] current generation; ARGV[1] new version, ARGV[2] snapshot seq, ARGV[3] generation id, ARGV[4] the claim.
-// Returns the previous version or false.
-const FLIP_LUA = `
-if redis.call('HGET', KEYS[2], 'complete') ~= '1' then return redis.error_reply('new version is not complete') end
-if redis.call('HGET', KEYS[2], 'gen') ~= ARGV[3] then return redis.error_reply('new version was replaced while it was built') end
-if redis.call('GET', KEYS[3]) ~= ARGV[4] then return redis.error_reply('another build claimed the filter while this one ran; not flipping to it') end
-local old = redis.call('GET', KEYS[1])
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[5], ARGV[3])
-redis.call('DEL', KEYS[3])
-if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[2]) then redis.call('SET', KEYS[4], ARGV[2]) end
-return old`
+// The build's scripts (claim, flip, unbuild) are lua/*.lua, called through scripts.ts; their headers say what they
+// guard against.
 
 // Whether this session still holds REBUILD_LOCK_KEY (a bigint advisory lock appears as classid 0 (the high 32 bits),
 // objid (the low 32 bits), objsubid 1). The lock connection is idle during the Redis phase; a Postgres restart or a
@@ -158,7 +120,8 @@ export async function buildFilter (opts: LoadOptions): Promise<LoadResult | null
 }
 
 async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<LoadResult> {
-  const { pool, redis, layout, log } = opts
+  const { pool, layout, log } = opts
+  const redis = withScripts(opts.redis)
   const started = Date.now()
   const version = await redis.incr(layout.next)
   const generation = newGeneration()
@@ -181,7 +144,7 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
     // Announce the version being built (its shape first): from now on the change applier writes every change to
     // it as well as to the current version, so nothing committed during the build is missing after the flip.
     await redis.hset(layout.meta(version), { gen: generation, buckets, blocks: bloom.blocks, capacity })
-    const stale = await redis.eval(CLAIM_LUA, 3, layout.building, layout.current, layout.applied, claim, String(seq)) as string | null
+    const stale = await redis.iysClaim(layout.building, layout.current, layout.applied, claim, String(seq))
     if (stale !== null) {
       // A build that died (killed, its lock dropped with its connection) left its half-written version behind.
       const removed = await unlinkPattern(redis, layout.versionPattern(parseInt(stale, 10)))
@@ -242,11 +205,11 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
     }
     await redis.hset(layout.meta(version), { count: rows, seq, builtAt: new Date().toISOString(), complete: 1 })
     opts.signal?.throwIfAborted()
-    // Right before the flip: is the lock still ours? (FLIP_LUA's claim check covers a build that claimed meanwhile.)
+    // Right before the flip: is the lock still ours? (flip.lua's claim check covers a build that claimed meanwhile.)
     if ((await client.query<{ ok: boolean }>(LOCK_HELD_SQL, [REBUILD_LOCK_KEY])).rows[0]?.ok !== true) {
       throw new Error('the filter build lost its Postgres advisory lock (connection lost?); not flipping')
     }
-    const old = await redis.eval(FLIP_LUA, 5, layout.current, layout.meta(version), layout.building, layout.applied, layout.generation, String(version), String(seq), generation, claim) as string | null
+    const old = await redis.iysFlip(layout.current, layout.meta(version), layout.building, layout.applied, layout.generation, String(version), String(seq), generation, claim)
     const previous = old === null ? null : Number(old)
     progress?.done(`version ${version} is current`)
     log.info({ version, generation, previous, rows, seq }, 'flipped to new filter version')
@@ -262,7 +225,7 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
     // Nothing points at the new version unless the flip ran, and the flip is the last step that can fail.
     const cur = await redis.get(layout.current).catch(() => null)
     if (cur !== String(version)) {
-      await redis.eval(UNBUILD_LUA, 1, layout.building, claim).catch(() => 0)
+      await redis.iysUnbuild(layout.building, claim).catch(() => 0)
       await unlinkPattern(redis, layout.versionPattern(version)).catch(() => 0)
     }
     throw err
@@ -294,10 +257,11 @@ async function waitForGateways (redis: Redis, layout: Layout, version: number, g
   }
 }
 
-// KEYS[1] building pointer; ARGV[1] the failed build's claim: stop announcing it (if nobody started another since).
-const UNBUILD_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1`
-
 const HSET_HEAD = Buffer.from('*4\r\n$4\r\nHSET\r\n', 'latin1')
+// The encoded state's single-byte pieces (state.ts), compared and written as bytes.
+const ONAY_BYTE = STATUS_CODE.ONAY.charCodeAt(0)
+const RET_BYTE = STATUS_CODE.RET.charCodeAt(0)
+const SEQ_SEPARATOR_BYTE = SEQ_SEPARATOR.charCodeAt(0)
 
 /**
  * One COPY row buf[start, end) → bloom bit + `HSET {bucketPrefix}{bucket} key value`, composed straight from the
@@ -315,13 +279,14 @@ function writeRow (buf: Buffer, start: number, end: number, w: RespBulkWriter, b
   const seq = readInt(buf, t4 + 1, end)
   // Postgres is the truth, but a row written around our code (a manual UPDATE) could hold a source we do not know;
   // refuse the whole load rather than publish a state we cannot encode. No key in the message.
-  if (t1 === -1 || t4 === -1 || t4 > end || buf[t2] !== 9 || (status !== 79 && status !== 82) ||
+  if (t1 === -1 || t4 === -1 || t4 > end || buf[t2] !== 9 || (status !== ONAY_BYTE && status !== RET_BYTE) ||
       !(source >= 0 && source < SOURCES.length) || !(date >= 0) || !(seq >= 0)) {
     throw new Error(`consents row ${rowIndex + 1} of the snapshot has an unknown status or source; fix it in Postgres and run load again`)
   }
   hashBytes(buf, start, t1)
-  bloom.add(keyHash[0]!, keyHash[1]!)
-  const bucket = bucketOf(buckets)
+  const h1 = keyHash[0]!; const h2 = keyHash[1]!
+  bloom.add(h1, h2)
+  const bucket = bucketOf(h1, h2, buckets)
   w.reserve(128 + bucketPrefix.length + (t1 - start))
   w.bytes(HSET_HEAD)
   w.bulkHeader(bucketPrefix.length + digitCount(bucket, 10))
@@ -333,7 +298,7 @@ function writeRow (buf: Buffer, start: number, end: number, w: RespBulkWriter, b
   w.byte(status)
   w.base36(source)
   w.base36(date)
-  w.byte(46 /* . */)
+  w.byte(SEQ_SEPARATOR_BYTE)
   w.base36(seq)
   w.crlf()
   w.end()

@@ -4,18 +4,18 @@
 // NOTIFY was missed, or that was committed while Redis was down, is applied when the next pass runs.
 //
 // Correctness rests on two things: seq order is commit order (every seq-assigning transaction holds
-// CONSENT_WRITE_LOCK), so reading `seq > applied` never skips a change; and the Lua script only writes a state
+// CONSENT_WRITE_LOCK), so reading `seq > applied` never skips a change; and the Lua script (lua/apply.lua) only writes a state
 // whose seq is newer than the stored one, so any number of appliers, replays and retries are harmless.
 
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
-import { SOURCES } from '../domain/vocabulary.js'
 import type { Pool, PoolClient } from '../store/pg.js'
 import { CHANGES_CHANNEL } from '../store/consent-store.js'
 import { redisBitOffsets } from './bloom.js'
-import { bucketOf, hashText, keyHash } from './key.js'
+import { bucketOf, hashText, keyHash, keyTextSql } from './key.js'
 import type { Layout } from './layout.js'
-import { encodeState } from './state.js'
+import { withScripts, type ScriptedRedis } from './scripts.js'
+import { encodeStateFrom, stateColumnsSql } from './state.js'
 
 const BATCH = 2000
 /** Back-off between attempts to take LISTEN again after its connection broke. */
@@ -24,53 +24,10 @@ const LISTEN_RETRY_MAX_MS = 5000
 const STREAM_MAXLEN = 100_000
 const NO_VERSION = 'no filter version in Redis yet: changes wait in Postgres until `iys-gateway load` runs'
 
-// KEYS[1] current pointer, KEYS[2] building pointer, KEYS[3] applied watermark, KEYS[4] change stream
-// ARGV[1] current version the caller computed for or "0", ARGV[2] building claim ("N|generation", build.ts) or "0",
-// ARGV[3] key prefix,
-// ARGV[4] number of changes, ARGV[5] stream max length, ARGV[6] and ARGV[7] the generation ids the caller took the
-// geometry of those two versions from ("" for none), then per change: seq, field, value, and for each version
-//   (current first, then building; only those that exist): bucket, 8 bloom bit offsets
-// Returns the number of states written, or -1 when the pointers moved or a version is another generation than the
-// caller's geometry (a version number repeats after Redis lost its data; recompute and retry), or -2 when there is
-// no version at all (nothing to apply to until `load` runs; the changes wait in Postgres).
-const APPLY_LUA = `
-local cur = redis.call('GET', KEYS[1]) or '0'
-local claim = redis.call('GET', KEYS[2]) or '0'
-if cur ~= ARGV[1] or claim ~= ARGV[2] then return -1 end
-if cur == '0' and claim == '0' then return -2 end
-local bld = string.match(claim, '^%d+')
-local prefix = ARGV[3]
-local versions = {}
-if cur ~= '0' then versions[#versions + 1] = cur end
-if bld ~= '0' and bld ~= cur then versions[#versions + 1] = bld end
-for k, v in ipairs(versions) do
-  if (redis.call('HGET', prefix .. 'v' .. v .. ':meta', 'gen') or '') ~= ARGV[5 + k] then return -1 end
-end
-local n = tonumber(ARGV[4])
-local i = 8
-local written = 0
-local maxseq = tonumber(redis.call('GET', KEYS[3]) or '0')
-for c = 1, n do
-  local seq = tonumber(ARGV[i]); local field = ARGV[i + 1]; local value = ARGV[i + 2]
-  i = i + 3
-  for _, v in ipairs(versions) do
-    local bucket = prefix .. 'v' .. v .. ':b:' .. ARGV[i]
-    local old = redis.call('HGET', bucket, field)
-    local oldseq = -1
-    if old then oldseq = tonumber(string.match(old, '%.(%w+)$'), 36) end
-    if oldseq < seq then
-      redis.call('HSET', bucket, field, value)
-      written = written + 1
-    end
-    local bloom = prefix .. 'v' .. v .. ':bloom'
-    for b = 1, 8 do redis.call('SETBIT', bloom, ARGV[i + b], 1) end
-    i = i + 9
-  end
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'k', field, 's', seq)
-  if seq > maxseq then maxseq = seq end
-end
-redis.call('SET', KEYS[3], maxseq)
-return written`
+// One batch of the ledger: key text and the pieces of the encoded state, computed by Postgres from the tables that
+// own both encodings (key.ts, state.ts), the same columns `load` reads (build.ts).
+const CHANGES_SQL = `SELECT ${keyTextSql()} AS k, ${stateColumnsSql()}
+       FROM consent_history WHERE seq > $1 ORDER BY seq LIMIT ${BATCH}`
 
 interface VersionGeometry { buckets: number, blocks: number, gen: string }
 interface ChangeRow { k: string, s: string, src: number, d: string, seq: string }
@@ -86,6 +43,7 @@ export interface ApplierOptions {
 
 export class ChangeApplier {
   private readonly opts: ApplierOptions
+  private readonly redis: ScriptedRedis
   private readonly geometry = new Map<number, VersionGeometry>()
   private listener: PoolClient | null = null
   /** Destroys the LISTEN connection (once, whoever comes first: its error, its end, or stop()). */
@@ -102,6 +60,7 @@ export class ChangeApplier {
 
   constructor (opts: ApplierOptions) {
     this.opts = opts
+    this.redis = withScripts(opts.redis)
   }
 
   /** True while a LISTEN connection is up (NOTIFY wakes the applier; otherwise only the poll does). */
@@ -153,7 +112,7 @@ export class ChangeApplier {
       this.kick() // changes committed while nobody listened
     } catch (err) {
       if (client === null) {
-        if (this.listenBackoffMs === LISTEN_RETRY_MIN_MS) this.opts.log.warn({ err: (err as Error).message }, 'change applier cannot LISTEN; polling until it can')
+        if (this.listenBackoffMs === LISTEN_RETRY_MIN_MS) this.opts.log.warn({ err }, 'change applier cannot LISTEN; polling until it can')
         this.scheduleListen()
       } else {
         drop(err as Error)
@@ -193,7 +152,7 @@ export class ChangeApplier {
   kick (): void {
     if (this.running !== null) { this.again = true; return }
     this.running = this.catchUp().then(() => { this.listenSoonerIfBack() }, (err: Error) => {
-      if (err.message !== this.lastProblem) this.opts.log.warn({ err: err.message }, 'change applier: pass failed; will retry')
+      if (err.message !== this.lastProblem) this.opts.log.warn({ err }, 'change applier: pass failed; will retry')
       this.lastProblem = err.message
     }).finally(() => {
       this.running = null
@@ -223,14 +182,7 @@ export class ChangeApplier {
 
   /** Applies one batch of changes with seq > from; returns the highest seq applied (`from` when none). */
   async applyFrom (from: number): Promise<number> {
-    const { rows } = await this.opts.pool.query<ChangeRow>(
-      `SELECT brand_code::text
-              || CASE type WHEN 'MESAJ' THEN 'M' WHEN 'ARAMA' THEN 'A' ELSE 'E' END
-              || CASE recipient_type WHEN 'BIREYSEL' THEN 'B' ELSE 'T' END
-              || recipient AS k,
-              status AS s, array_position($2::text[], source) - 1 AS src,
-              extract(epoch FROM consent_date)::bigint AS d, seq
-       FROM consent_history WHERE seq > $1 ORDER BY seq LIMIT ${BATCH}`, [from, SOURCES])
+    const { rows } = await this.opts.pool.query<ChangeRow>(CHANGES_SQL, [from])
     if (rows.length === 0) return from
     for (let attempt = 0; ; attempt++) {
       if (await this.applyRows(rows) !== -1) break
@@ -244,7 +196,8 @@ export class ChangeApplier {
   }
 
   private async applyRows (rows: ChangeRow[]): Promise<number> {
-    const { redis, layout } = this.opts
+    const { layout } = this.opts
+    const redis = this.redis
     const [cur, bld] = await redis.mget(layout.current, layout.building)
     if (cur === null && bld === null) throw new Error(NO_VERSION)
     const versions: VersionGeometry[] = []
@@ -255,16 +208,16 @@ export class ChangeApplier {
     const offsets = new Array<number>(8)
     for (const row of rows) {
       const seq = Number(row.seq)
-      argv.push(seq, row.k, encodeState(row.s === 'RET' ? 'RET' : 'ONAY', row.src, Number(row.d), seq))
+      argv.push(seq, row.k, encodeStateFrom(row.s, row.src, Number(row.d), seq))
       hashText(row.k)
       const h1 = keyHash[0]!; const h2 = keyHash[1]!
       for (const g of versions) {
-        argv.push(bucketOf(g.buckets))
+        argv.push(bucketOf(h1, h2, g.buckets))
         redisBitOffsets(g.blocks, h1, h2, offsets)
         argv.push(...offsets)
       }
     }
-    const result = await redis.eval(APPLY_LUA, 4, layout.current, layout.building, layout.applied, layout.changes, ...argv) as number
+    const result = await redis.iysApply(layout.current, layout.building, layout.applied, layout.changes, ...argv)
     if (result === -2) throw new Error(NO_VERSION)
     return result
   }

@@ -4,7 +4,7 @@
 import { sourceToIndex } from '../domain/vocabulary.js'
 import { readConsentFile } from '../loaders/consent-file.js'
 import { BloomFilter } from './bloom.js'
-import { hashText, keyCode, keyHash } from './key.js'
+import { hashText, keyCode, keyHash, keyText } from './key.js'
 import { GROWTH_HEADROOM } from './layout.js'
 import { encodeState } from './state.js'
 import { MemoryView } from './view.js'
@@ -26,7 +26,7 @@ export async function buildEmbeddedView (seedFile: string, fpr: number, nowSecon
     rejects += batch.rejects.length
     for (const c of batch.consents) {
       rows++
-      const key = c.brandCode + keyCode(c.type, c.recipientType) + c.recipient
+      const key = keyText(c.brandCode, keyCode(c.type, c.recipientType), c.recipient)
       const prev = latest.get(key)
       if (prev !== undefined && prev.date > c.consentDate) continue
       latest.set(key, { date: c.consentDate, value: encodeState(c.status, sourceToIndex(c.source), c.consentDate, ++seq) })

@@ -1,7 +1,9 @@
 // A consent key is (brandCode, type, recipientType, recipient). Its canonical text is
 //   brandCode + typeCode + recipientTypeCode + recipient        e.g. "654321MB+905321234567"
 // (brand codes are digits and the two codes are letters, so the text is unambiguous). That text is the Redis
-// hash field, the embedded map key, and what the 64-bit hash is computed over.
+// hash field, the embedded map key, and what the 64-bit hash is computed over. This module owns it: the checker and
+// the embedded seed build it with keyText/keyCode, and Postgres (load's COPY, the change applier) with keyTextSql,
+// all from the code tables TYPE_CODE and RECIPIENT_TYPE_CODE.
 //
 // Hand-written on purpose: the check path hashes every recipient, and the hash must be computed over the parts
 // without first concatenating them (no string allocation when the bloom filter answers "absent"). A two-lane
@@ -9,7 +11,7 @@
 
 import { RECIPIENT_TYPE_CODE, TYPE_CODE, type ConsentType, type RecipientType } from '../domain/vocabulary.js'
 
-/** [h1, h2] written by the last hashKey/hashText call. Read both before hashing again. */
+/** [h1, h2] written by the last hashKey/hashText/hashBytes call. Read both before hashing again. */
 export const keyHash = new Uint32Array(2)
 
 /**
@@ -99,8 +101,27 @@ export function keyText (brandCode: string, code: string, recipient: string): st
   return brandCode + code + recipient
 }
 
-/** The Redis bucket of a key, from the hash already in keyHash. Independent of the bloom block (which uses h1). */
-export function bucketOf (buckets: number): number {
-  const h = (keyHash[1]! ^ ((keyHash[0]! << 16) | (keyHash[0]! >>> 16))) >>> 0
-  return h % buckets
+/**
+ * `CASE column WHEN 'k' THEN 'v' … ELSE 'v(fallback)' END` over a code table (the CHECK constraints of `consents`
+ * leave the ELSE unused there; the ledger has none, and the fallbacks are the codes these CASEs always had).
+ */
+export function codeCaseSql (column: string, table: Readonly<Record<string, string>>, fallback: string): string {
+  let sql = `CASE ${column}`
+  for (const [k, v] of Object.entries(table)) if (k !== fallback) sql += ` WHEN '${k}' THEN '${v}'`
+  return `${sql} ELSE '${table[fallback]!}' END`
+}
+
+/** The key text of a `consents` or `consent_history` row in SQL (columns qualified by `alias` if given), as keyText. */
+export function keyTextSql (alias = ''): string {
+  const a = alias === '' ? '' : alias + '.'
+  return `${a}brand_code::text || ${codeCaseSql(a + 'type', TYPE_CODE, 'EPOSTA')} || ` +
+    `${codeCaseSql(a + 'recipient_type', RECIPIENT_TYPE_CODE, 'TACIR')} || ${a}recipient`
+}
+
+/**
+ * The Redis bucket of a key from its two hash words (keyHash after hashing it). Independent of the bloom block
+ * (which uses h1 alone). Plain numbers in and out: nothing is allocated.
+ */
+export function bucketOf (h1: number, h2: number, buckets: number): number {
+  return ((h2 ^ ((h1 << 16) | (h1 >>> 16))) >>> 0) % buckets
 }

@@ -134,7 +134,7 @@ export class FilterMirror {
       }
     } catch (err) {
       const msg = (err as Error).message
-      if (msg !== this.lastError) this.opts.log.warn({ err: msg }, 'filter mirror cannot reach Redis; serving the version it has')
+      if (msg !== this.lastError) this.opts.log.warn({ err }, 'filter mirror cannot reach Redis; serving the version it has')
       this.lastError = msg
       // A lost or unloadable version stays the problem; otherwise say that Redis does not answer.
       if (this.problem === null || this.problem.kind === 'unreachable') {
@@ -155,7 +155,7 @@ export class FilterMirror {
           this.problem = null
         } catch (err) {
           const msg = (err as Error).message
-          if (this.problem?.kind !== 'unloadable' || this.problem.error !== msg) this.opts.log.error({ version: +cur, err: msg }, 'cannot load the filter version Redis points at')
+          if (this.problem?.kind !== 'unloadable' || this.problem.error !== msg) this.opts.log.error({ version: +cur, err }, 'cannot load the filter version Redis points at')
           // Fail closed rather than keep serving the version we hold: once the pointer has moved, the change applier
           // writes only to the current version (and one being built), so ours no longer receives changes — a RET
           // committed after the flip is not in it. (The other way, applying changes to the previous version until

@@ -134,7 +134,7 @@ export class AutoRebuilder {
       await this.opts.mirror.poll() // serve it now rather than at the next poll
     } catch (err) {
       const msg = (err as Error).message
-      if (this.status.kind !== 'failed' || this.status.error !== msg) log.error({ err: msg }, 'automatic filter rebuild failed; trying again')
+      if (this.status.kind !== 'failed' || this.status.error !== msg) log.error({ err }, 'automatic filter rebuild failed; trying again')
       this.status = { kind: 'failed', since: this.status.kind === 'failed' ? this.status.since : since, error: msg }
       this.opts.onBuilt?.('failed')
     } finally {

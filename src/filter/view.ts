@@ -6,6 +6,7 @@ import type { Redis } from 'ioredis'
 import type { BloomFilter } from './bloom.js'
 import { CodedError } from '../domain/errors.js'
 import { BUCKET_SENTINEL, type Layout } from './layout.js'
+import { withScripts, type ScriptedRedis } from './scripts.js'
 
 export interface FilterView {
   readonly version: number
@@ -34,42 +35,12 @@ export class MemoryView implements FilterView {
   }
 }
 
-// One round trip and one command per batch, however many keys the bloom let through: measurably cheaper than a
-// pipeline of HGETs (ioredis builds a command object and a promise per command; the script is one). It also asks
-// whether the version is still the one this view serves — its generation id, not only its number, which repeats
-// after Redis lost its data — so that a Redis that restarted empty (or a version removed or replaced under us) is
-// never read as "no record", which for a TACIR recipient would mean "allowed".
-// Every distinct bucket's sentinel field is checked too, as the single-key HMGET does: the meta can be intact while
-// a bucket is gone (evicted under maxmemory, deleted by hand), and a missing bucket must never read as "no record".
-// KEYS[1] = meta of the version, KEYS[2..n+1] = bucket of each field; ARGV[1] = generation id ("" for a version
-// built before generation ids: then existence is all we can check), ARGV[2..n+1] = fields.
-// Returns false when the version is gone or is another generation, 0 when a bucket lacks its sentinel (or holds
-// another generation's), else the n values (false where absent).
-// (Redis Cluster will need the keys grouped by slot: see the README's scale-out notes.)
-const LOOKUP_LUA = `
-local gen = ARGV[1]
-if gen == '' then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-elseif redis.call('HGET', KEYS[1], 'gen') ~= gen then return false end
-local checked = {}
-local out = {}
-for i = 2, #ARGV do
-  local bucket = KEYS[i]
-  if not checked[bucket] then
-    local s = redis.call('HGET', bucket, '${BUCKET_SENTINEL}')
-    if not s or (gen ~= '' and s ~= gen) then return 0 end
-    checked[bucket] = true
-  end
-  out[i - 1] = redis.call('HGET', bucket, ARGV[i])
-end
-return out`
+// Batches go through lua/lookup.lua (one round trip and one command per batch, measurably cheaper than a pipeline of
+// HGETs; it also proves that the version and every bucket read are still the ones this view serves, so that a lost or
+// replaced version is never read as "no record": see the script's header).
 
 /** Keys per lookup script: about 0.5 ms of Redis time each. */
 const SCRIPT_KEYS = 256
-
-interface LookupRedis extends Redis {
-  iysLookup (numKeys: number, ...args: string[]): Promise<(string | null)[] | 0 | null>
-}
 
 export interface RedisViewOptions {
   /** The version's generation id (meta `gen`); null for a version built before generation ids existed. */
@@ -86,14 +57,13 @@ export class RedisView implements FilterView {
   readonly generation: string | null
   readonly bloom: BloomFilter
   readonly buckets: number
-  private readonly redis: LookupRedis
+  private readonly redis: ScriptedRedis
   private readonly bucketPrefix: string
   private readonly metaKey: string
   private readonly deadlines: DeadlineQueue | null
 
   constructor (redis: Redis, version: number, bloom: BloomFilter, buckets: number, layout: Layout, opts: RedisViewOptions = {}) {
-    if (typeof (redis as unknown as { iysLookup?: unknown }).iysLookup !== 'function') redis.defineCommand('iysLookup', { lua: LOOKUP_LUA })
-    this.redis = redis as LookupRedis
+    this.redis = withScripts(redis)
     this.version = version
     this.generation = opts.generation ?? null
     this.bloom = bloom
