@@ -21,7 +21,8 @@ import { RequestProcessor } from './store/consent-requests.js'
 import { pruneHistory } from './store/consent-queries.js'
 import { PushProcessor } from './store/push-inbox.js'
 import { BacklogMonitor } from './store/backlog.js'
-import { DecisionLog, logDecisions } from './audit/decision-log.js'
+import { DecisionLog } from './audit/decision-log.js'
+import { DecisionsHook } from './audit/decisions-hook.js'
 import { scrubRoutes } from './http/scrub-routes.js'
 import { messagesRoute } from './http/messages-route.js'
 import { Upstreams } from './carriers/upstream.js'
@@ -79,7 +80,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     const prune = (): void => {
       pruneHistory(pool, config.historyRetentionDays)
         .then(n => { if (n > 0) log.info({ deleted: n, days: config.historyRetentionDays }, 'evidence ledger retention') })
-        .catch((err: Error) => { log.warn({ err: err.message }, 'evidence ledger retention failed; retried next interval') })
+        .catch((err: Error) => { log.warn({ err }, 'evidence ledger retention failed; retried next interval') })
     }
     retentionTimer = setInterval(prune, config.retentionIntervalMs)
     retentionTimer.unref()
@@ -101,7 +102,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       onDrop: () => { metrics.filterVersion.set(0); metrics.filterKeys.set(0) }
     })
     // Serve the current version from the first request when Redis is there; start anyway (not ready) when not.
-    await waitReady(redis, 5000).catch(err => { log.error({ err: (err as Error).message }, 'Redis is not reachable at start-up; retrying in the background') })
+    await waitReady(redis, 5000).catch(err => { log.error({ err }, 'Redis is not reachable at start-up; retrying in the background') })
     await mirror.start()
     if (pool !== null) {
       // Changes committed in Postgres (API, push, pull, import) reach Redis and, through the change stream, every
@@ -171,11 +172,11 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   const scrubPool = config.redisUrl !== null
     ? createScrubPool({ redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, redisTimeoutMs: config.redisTimeoutMs, policy }, config.scrub.threads)
     : null
-  let lastCheckAt = 0 // when a check was last answered: scrubs yield to live traffic
-  const pauseMs = (): number => (performance.now() - lastCheckAt < 250 ? 8 : 0)
-  const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, maxLineBytes: config.scrub.maxLineBytes, log, pauseMs })
+  // One post-decision hook for every front end: metrics, the decision journal, and the stamp scrubs yield to.
+  const decisions = new DecisionsHook({ metrics, decisionLog })
+  const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, maxLineBytes: config.scrub.maxLineBytes, log, pauseMs: decisions.scrubPauseMs })
   for (const job of unfinished) queue.enqueue(job)
-  const sweepJobs = (): void => { jobs.sweep().catch((err: Error) => { log.warn({ err: err.message }, 'scrub job retention failed') }) }
+  const sweepJobs = (): void => { jobs.sweep().catch((err: Error) => { log.warn({ err }, 'scrub job retention failed') }) }
   sweepJobs()
   const sweepTimer = setInterval(sweepJobs, 10 * 60_000)
   sweepTimer.unref()
@@ -191,15 +192,12 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     log,
     maxBodyBytes: config.maxBodyBytes,
     readiness,
-    onDecisions: (query, results) => {
-      lastCheckAt = performance.now()
-      if (decisionLog !== null) logDecisions(decisionLog, 'check', null, query, results)
-    },
+    decisions,
     routes: (router) => {
       if (pool !== null) consentRoutes(router, { pool, log, requests: requests!, push: push!, pushCredentials })
       else notConfiguredRoutes(router)
       scrubRoutes(router, { jobs, queue, maxBytes: config.scrub.maxBytes, maxTotalBytes: config.scrub.maxTotalBytes, maxUploadsPerClient: config.scrub.maxUploadsPerClient })
-      messagesRoute(router, { checker, upstreams, metrics, decisionLog })
+      messagesRoute(router, { checker, upstreams, metrics, decisions })
     }
   })
 

@@ -9,6 +9,7 @@ import { Checker, type CheckQuery, type CheckResult } from '../src/check/checker
 import type { ConsentType, RecipientType } from '../src/domain/vocabulary.js'
 import { BloomFilter } from '../src/filter/bloom.js'
 import { buildEmbeddedView } from '../src/filter/embedded.js'
+import { serializeResults } from '../src/http/check-request.js'
 import type { ConsentState } from '../src/filter/state.js'
 import type { FilterView, MemoryView } from '../src/filter/view.js'
 import { ALLOWED_BY_REASON, REASONS, decide, type Reason } from '../src/policy/decide.js'
@@ -32,15 +33,21 @@ async function viewOf (rows: string[]): Promise<MemoryView> {
 
 const BASE_OPTS = { tacirAllowedWithoutRecord: true, storeFailureMode: 'closed' } as const
 
-function checker (view: FilterView | null, opts: Partial<{ tacirAllowedWithoutRecord: boolean, storeFailureMode: 'closed' | 'open' }> = {}, storeError?: (e: unknown) => void): Checker {
-  return new Checker(() => view, { ...BASE_OPTS, ...opts }, storeError === undefined ? null : { storeError })
+/** A result with the consent as the /v1/check answer shows it (the checker returns the state; the edge formats it). */
+type Answered = CheckResult & { consent?: { status: string, source: string, consentDate: string } }
+interface AnsweringChecker { check (q: CheckQuery): Promise<Answered[]> }
+
+function checker (view: FilterView | null, opts: Partial<{ tacirAllowedWithoutRecord: boolean, storeFailureMode: 'closed' | 'open' }> = {}, storeError?: (e: unknown) => void): AnsweringChecker {
+  const c = new Checker(() => view, { ...BASE_OPTS, ...opts }, storeError === undefined ? null : { storeError })
+  const answered = (r: CheckResult): Answered => r.state === undefined ? r : { ...r, consent: JSON.parse(serializeResults([r])).results[0].consent }
+  return { check: async q => (await c.check(q)).map(answered) }
 }
 
 function query (brandCode: string, type: ConsentType, recipients: unknown[], more: Partial<CheckQuery> = {}): CheckQuery {
   return { brandCode, type, recipientType: 'BIREYSEL', commercial: true, recipients, ...more }
 }
 
-async function one (c: Checker, q: CheckQuery): Promise<CheckResult> {
+async function one (c: AnsweringChecker, q: CheckQuery): Promise<Answered> {
   const r = await c.check(q)
   expect(r).toHaveLength(1)
   return r[0]!

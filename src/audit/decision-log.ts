@@ -46,6 +46,9 @@ export interface DecisionLogOptions {
   journalFs?: JournalFs
 }
 
+/** The front ends whose decisions are journalled (the `source` column). */
+export type DecisionSource = 'check' | 'messages'
+
 /** What a carrier answered for one message (null: not forwarded, it was blocked). */
 export interface MessageOutcome { upstreamStatus: string, carrierId: string | null }
 
@@ -115,7 +118,7 @@ export class DecisionLog {
       fsyncMs: opts.fsyncMs ?? 50,
       fullLines: BATCH_LINES,
       onFull: () => { void this.flush() }, // flush() never rejects
-      onSyncError: err => { opts.log.error({ err: err.message }, 'decision journal: fsync failed') },
+      onSyncError: err => { opts.log.error({ err }, 'decision journal: fsync failed') },
       ...(opts.journalFs !== undefined ? { fs: opts.journalFs } : {})
     })
   }
@@ -128,10 +131,10 @@ export class DecisionLog {
   async start (): Promise<void> {
     await mkdir(join(this.opts.spoolDir, QUARANTINE), { recursive: true })
     await this.journal.start()
-    await this.maintainPartitions().catch((err: Error) => { this.opts.log.warn({ err: err.message }, 'decision log: cannot prepare partitions yet') })
+    await this.maintainPartitions().catch((err: Error) => { this.opts.log.warn({ err }, 'decision log: cannot prepare partitions yet') })
     const every = (ms: number, fn: () => void): void => { const t = setInterval(fn, ms); t.unref(); this.timers.push(t) }
     every(this.opts.flushMs ?? 200, () => { void this.flush() }) // flush() never rejects
-    every(3_600_000, () => { this.maintainPartitions().catch((err: Error) => { this.opts.log.warn({ err: err.message }, 'decision log: partition maintenance failed') }) })
+    every(3_600_000, () => { this.maintainPartitions().catch((err: Error) => { this.opts.log.warn({ err }, 'decision log: partition maintenance failed') }) })
     void this.ship(true) // what a previous run left behind (ship() never rejects)
   }
 
@@ -153,7 +156,7 @@ export class DecisionLog {
    * Journals one request's check decisions with one write(): call it before the answer is sent. Throws a 503
    * GatewayError when the local disk refuses it (then no answer may leave).
    */
-  recordChecks (source: 'check' | 'messages', iysCode: string | null, q: CheckQuery, results: readonly CheckResult[]): void {
+  recordChecks (source: DecisionSource, iysCode: string | null, q: CheckQuery, results: readonly CheckResult[]): void {
     if (results.length === 0) return
     const head = this.head(source, iysCode, q)
     let text = ''
@@ -201,7 +204,7 @@ export class DecisionLog {
       this.journal.appendTo(seg, text)
     } catch (err) {
       // The decisions are journalled; without their outcomes they are recorded as 'interrupted' (maybe delivered).
-      this.opts.log.error({ err: (err as Error).message }, 'decision journal: cannot write carrier outcomes')
+      this.opts.log.error({ err }, 'decision journal: cannot write carrier outcomes')
     } finally {
       this.journal.unpin(seg)
     }
@@ -235,7 +238,7 @@ export class DecisionLog {
       } while (this.shipAgain)
     })().catch((err: Error) => {
       this.retryAt = Date.now() + RETRY_MS
-      this.opts.log.error({ err: err.message }, 'decision log: shipping failed; it is retried')
+      this.opts.log.error({ err }, 'decision log: shipping failed; it is retried')
     }).finally(() => { this.shipping = null })
     return this.shipping
   }
@@ -246,7 +249,7 @@ export class DecisionLog {
     try {
       names = await this.journal.shippable()
     } catch (err) {
-      this.opts.log.error({ err: (err as Error).message }, 'decision journal: cannot list the spool folder')
+      this.opts.log.error({ err }, 'decision journal: cannot list the spool folder')
       return false
     }
     let ok = true
@@ -261,7 +264,7 @@ export class DecisionLog {
       } catch (err) {
         // Gone: another gateway on this folder shipped it (done() forgets it, the file being gone already).
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') { ok = await this.remove(name) && ok; continue }
-        this.opts.log.error({ err: (err as Error).message }, 'decision journal: cannot read a segment')
+        this.opts.log.error({ err }, 'decision journal: cannot read a segment')
         return false
       }
       const { text, rows } = segmentToCopy(raw)
@@ -292,10 +295,10 @@ export class DecisionLog {
     if (isRefusal(err)) {
       if (this.refusing !== code) {
         this.refusing = code
-        this.opts.log.error({ err: err.message, sqlstate: code, rows }, 'decision log: Postgres refuses the decision table\'s batches as a whole; they stay in the spool and are retried with back-off')
+        this.opts.log.error({ err, sqlstate: code, rows }, 'decision log: Postgres refuses the decision table\'s batches as a whole; they stay in the spool and are retried with back-off')
       }
     } else if (!this.spooledNames.has(name)) {
-      this.opts.log.warn({ err: err.message, rows }, 'decision log: Postgres did not take a batch; it stays in the spool and is retried')
+      this.opts.log.warn({ err, rows }, 'decision log: Postgres did not take a batch; it stays in the spool and is retried')
     }
     if (!this.spooledNames.has(name)) {
       this.spooledNames.add(name)
@@ -310,7 +313,7 @@ export class DecisionLog {
     } catch (err) {
       if (!this.landed.has(name)) {
         this.landed.add(name)
-        this.opts.log.error({ err: (err as Error).message, segment: name }, 'decision journal: a segment in Postgres cannot be removed from the spool folder; retried')
+        this.opts.log.error({ err, segment: name }, 'decision journal: a segment in Postgres cannot be removed from the spool folder; retried')
       }
       this.retryAt = Date.now() + RETRY_MS
       return false
@@ -416,9 +419,4 @@ async function settlesWithin (p: Promise<unknown>, ms: number): Promise<boolean>
   } finally {
     clearTimeout(timer)
   }
-}
-
-/** Journals one batch of check decisions (a /v1/check request) before its answer is sent. */
-export function logDecisions (log: DecisionLog, source: 'check' | 'messages', iysCode: string | null, q: CheckQuery, results: CheckResult[]): void {
-  log.recordChecks(source, iysCode, q, results)
 }

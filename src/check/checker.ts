@@ -4,7 +4,6 @@
 
 import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
 import { checkTypeFit, normalizeRecipient } from '../domain/normalize.js'
-import { formatIysDate } from '../domain/time.js'
 import { bucketOf, hashKey, keyCode, keyHash, keyText } from '../filter/key.js'
 import { decodeState, type ConsentState } from '../filter/state.js'
 import type { FilterView } from '../filter/view.js'
@@ -23,17 +22,17 @@ export interface CheckResult {
   normalized: string | null
   allowed: boolean
   reason: Reason
-  consent?: { status: string, source: string, consentDate: string }
   error?: { code: string, message: string }
-  /** The state the decision relied on (for the decision log); not serialised. */
+  /**
+   * The consent record the decision relied on (absent: no record decided). A decision, not a presentation: the
+   * front ends show it in their own form (the /v1/check answer's `consent`), the decision log keeps its seq.
+   */
   state?: ConsentState
 }
 
 export interface CheckerOptions extends PolicyOptions {
   /** 'open' lets commercial messages through when the store cannot answer; the default 'closed' blocks them. */
   readonly storeFailureMode: 'closed' | 'open'
-  /** false: leave out the formatted `consent` of each result (bulk scrub, which does not show it). Default true. */
-  readonly withConsent?: boolean
 }
 
 export interface CheckObserver {
@@ -87,14 +86,16 @@ export class Checker {
         continue
       }
       hashKey(q.brandCode, code, norm)
-      if (!view.bloom.has(keyHash[0]!, keyHash[1]!)) {
+      const h1 = keyHash[0]!
+      const h2 = keyHash[1]!
+      if (!view.bloom.has(h1, h2)) {
         absent++
         results[i] = this.decided(raw, norm, q.recipientType, null)
         continue
       }
       if (fields === null) { fields = []; buckets = []; pending = []; norms = [] }
       fields.push(keyText(q.brandCode, code, norm))
-      buckets!.push(bucketOf(view.buckets))
+      buckets!.push(bucketOf(h1, h2, view.buckets))
       pending!.push(i)
       norms!.push(norm)
     }
@@ -124,10 +125,7 @@ export class Checker {
   private decided (raw: unknown, norm: string, rt: RecipientType, state: ConsentState | null): CheckResult {
     const reason = decide(rt, state, this.opts)
     const r: CheckResult = { recipient: raw, normalized: norm, allowed: ALLOWED_BY_REASON[reason], reason }
-    if (state !== null) {
-      if (this.opts.withConsent !== false) r.consent = { status: state.status, source: state.source, consentDate: formatIysDate(state.consentDate) }
-      r.state = state
-    }
+    if (state !== null) r.state = state
     return r
   }
 

@@ -1,5 +1,7 @@
-// Turns a parsed /v1/check body into a CheckQuery, or throws a GatewayError naming the field. Per-recipient
-// problems (a bad phone number) are not request errors: they come back as INVALID_RECIPIENT items.
+// The /v1/check edge: turns a parsed body into a CheckQuery, or throws a GatewayError naming the field, and turns the
+// checker's decisions into the answer's bytes (the presentation, İYS's date format included, lives here and not in
+// the checker). Per-recipient problems (a bad phone number) are not request errors: they come back as
+// INVALID_RECIPIENT items.
 //
 // A recipient that is not a string (a number, null, an object, an array) is such an item too (the README's
 // contract): it is never sent to, and it is echoed back as given. It is never walked here. Echoing it
@@ -10,7 +12,8 @@
 
 import { GatewayError } from '../domain/errors.js'
 import { canonicalCode, isConsentType, isRecipientType } from '../domain/vocabulary.js'
-import type { CheckQuery } from '../check/checker.js'
+import type { CheckQuery, CheckResult } from '../check/checker.js'
+import { formatIysDate } from '../domain/time.js'
 
 export const MAX_RECIPIENTS = 1000
 
@@ -46,4 +49,24 @@ export function parseCheckRequest (body: unknown): CheckQuery {
     recipients = [b.recipient]
   }
   return { brandCode, type: b.type, recipientType, commercial, recipients }
+}
+
+// Hand-written serialisation of the hot path's answer: the shapes are fixed and only `recipient` (the caller's raw
+// input) needs escaping; `normalized` is E.164 or an e-mail that passed a strict ASCII pattern without quotes or
+// backslashes, status and source are vocabulary words. Measurably faster than JSON.stringify over per-item objects.
+// The consent the decision relied on is shown with its date in İYS's format (Turkey time), straight from its state.
+export function serializeResults (results: readonly CheckResult[]): string {
+  let s = '{"results":['
+  for (let i = 0; i < results.length; i++) {
+    const r = results[i]!
+    if (i > 0) s += ','
+    s += '{"recipient":' + (r.recipient === undefined ? 'null' : JSON.stringify(r.recipient)) +
+      ',"normalized":' + (r.normalized === null ? 'null' : '"' + r.normalized + '"') +
+      ',"allowed":' + r.allowed + ',"reason":"' + r.reason + '"'
+    const c = r.state
+    if (c !== undefined) s += ',"consent":{"status":"' + c.status + '","source":"' + c.source + '","consentDate":"' + formatIysDate(c.consentDate) + '"}'
+    if (r.error !== undefined) s += ',"error":{"code":"' + r.error.code + '","message":' + JSON.stringify(r.error.message) + '}'
+    s += '}'
+  }
+  return s + ']}'
 }

@@ -1,10 +1,11 @@
 // POST /v1/messages: check each message's recipient through the decision core, forward only the allowed ones to
-// the channel's carrier, answer per message in order, and journal every decision (before forwarding) with its
-// carrier outcome (after).
+// the channel's carrier, answer per message in order. The post-decision hook (audit/decisions-hook.ts), the same as
+// /v1/check's, counts the decisions, makes running scrubs yield to this traffic and journals every decision (before
+// forwarding) with its carrier outcome (after).
 
 import { randomUUID } from 'node:crypto'
 import type { Checker, CheckQuery } from '../check/checker.js'
-import type { DecisionLog } from '../audit/decision-log.js'
+import type { DecisionsHook } from '../audit/decisions-hook.js'
 import { GatewayError } from '../domain/errors.js'
 import { canonicalCode, isConsentType, isRecipientType, type ConsentType } from '../domain/vocabulary.js'
 import type { Metrics } from '../metrics.js'
@@ -70,7 +71,7 @@ export interface MessagesRouteDeps {
   checker: Checker
   upstreams: Upstreams
   metrics: Metrics
-  decisionLog: DecisionLog | null
+  decisions: DecisionsHook
 }
 
 export function messagesRoute (router: Router, deps: MessagesRouteDeps): void {
@@ -78,10 +79,9 @@ export function messagesRoute (router: Router, deps: MessagesRouteDeps): void {
     const p = parseMessagesRequest(body)
     const query: CheckQuery = { ...p.query, recipients: p.recipients }
     const results = await deps.checker.check(query)
-    deps.metrics.decisions(query.type, results)
     // The decisions are on local disk before anything is forwarded (a crash from here on cannot lose them), and the
     // carrier outcomes follow them into the same journal segment: Postgres gets one row per message with its outcome.
-    const ticket = deps.decisionLog?.recordMessages(p.iysCode, query, results, p.messageIds) ?? null
+    const ticket = deps.decisions.afterDecisions('messages', query, results, p)
     let outcomes: (UpstreamOutcome | null)[] = []
     try {
       // Only allowed messages reach the carrier; they go out concurrently (the carrier pool bounds the connections).
@@ -90,7 +90,7 @@ export function messagesRoute (router: Router, deps: MessagesRouteDeps): void {
         : null))
     } finally {
       if (ticket !== null) {
-        deps.decisionLog!.recordOutcomes(ticket, outcomes.map(o => o === null ? null : { upstreamStatus: o.status, carrierId: o.forwarded ? o.carrierId : null }))
+        deps.decisions.afterOutcomes(ticket, outcomes.map(o => o === null ? null : { upstreamStatus: o.status, carrierId: o.forwarded ? o.carrierId : null }))
       }
     }
     for (const o of outcomes) if (o !== null) deps.metrics.upstreamOutcomes.inc({ type: query.type, status: o.status })

@@ -1,7 +1,8 @@
 // One chunk of a scrub job: lines in, result rows out. The same function runs in a piscina worker (Redis mode) and
 // inline (embedded mode), and it decides through the same Checker as POST /v1/check, so a scrub and a check can
-// never disagree. Rows are returned as two parts so that the job runner can turn a line into a DUPLICATE without
-// re-serialising it: prefix `recipient,normalized,` and suffix `allowed,reason`.
+// never disagree. Each decision is returned once, as numbers (reason index, allowed); the row text carries only what
+// the job runner cannot rebuild from them, its prefix `recipient,normalized,`, so that it can write a line as
+// decided or as a DUPLICATE without re-serialising it.
 
 import { Checker, type CheckerOptions, type CheckQuery } from '../check/checker.js'
 import { errorCode } from '../domain/errors.js'
@@ -10,7 +11,7 @@ import { hashText, keyHash } from '../filter/key.js'
 import { csvField, splitCsvLine } from '../loaders/csv.js'
 import { REASON_INDEX } from '../policy/decide.js'
 
-export type InputFormat = 'plain' | 'csv' | 'ndjson'
+export type InputFormat = 'csv' | 'ndjson'
 
 export interface ChunkInput {
   lines: string[]
@@ -20,8 +21,8 @@ export interface ChunkInput {
 }
 
 export interface ChunkOutput {
+  /** `recipient,normalized,` per line */
   prefixes: string[]
-  suffixes: string[]
   /** reason index (REASONS) per line */
   reasons: Uint8Array
   /** 1 where the line is allowed */
@@ -37,7 +38,6 @@ export interface ChunkOutput {
 
 /** The recipient a line carries; undefined when the line itself is malformed. */
 export function recipientOf (line: string, format: InputFormat, column: number): unknown {
-  if (format === 'plain') return line.trim()
   if (format === 'csv') {
     const f = splitCsvLine(line)
     return f === null ? undefined : f[column]
@@ -54,11 +54,10 @@ export async function checkChunk (getView: () => FilterView | null, policy: Chec
   const recipients = new Array<unknown>(n)
   for (let i = 0; i < n; i++) recipients[i] = recipientOf(input.lines[i]!, input.format, input.column)
   let storeError: string | null = null
-  const checker = new Checker(getView, { ...policy, withConsent: false }, { storeError: (err) => { storeError = errorCode(err) } })
+  const checker = new Checker(getView, policy, { storeError: (err) => { storeError = errorCode(err) } })
   const results = await checker.check({ ...query, recipients })
   const out: ChunkOutput = {
     prefixes: new Array<string>(n),
-    suffixes: new Array<string>(n),
     reasons: new Uint8Array(n),
     allowed: new Uint8Array(n),
     valid: new Uint8Array(n),
@@ -72,7 +71,6 @@ export async function checkChunk (getView: () => FilterView | null, policy: Chec
     // A malformed line is shown as it was, so that the user can find it; a recipient as given.
     const shown = typeof raw === 'string' ? raw : raw === undefined ? input.lines[i]! : JSON.stringify(raw)
     out.prefixes[i] = csvField(shown) + ',' + (r.normalized ?? '') + ','
-    out.suffixes[i] = (r.allowed ? 'true,' : 'false,') + r.reason
     out.reasons[i] = REASON_INDEX[r.reason]
     out.allowed[i] = r.allowed ? 1 : 0
     // Only a recipient that could be sent to takes part in duplicate detection: a repeated invalid one

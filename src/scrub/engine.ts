@@ -26,6 +26,9 @@ const QUIET_CHUNK_LINES = 1024
 
 export const RESULT_HEADER = 'recipient,normalized,allowed,reason,line,duplicateOf\n'
 
+/** The `allowed,reason` of a result row by allowed (0/1) and reason index: built once, never per line. */
+const DECISION_FIELDS: readonly (readonly string[])[] = [REASONS.map(r => 'false,' + r), REASONS.map(r => 'true,' + r)]
+
 export interface EngineDeps {
   getView: () => FilterView | null
   /** Policy for chunks decided inline (embedded mode, or when there is no pool). */
@@ -90,7 +93,7 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
       if (reason === 'INVALID_RECIPIENT') totals.invalid++
       if (res.allowed[i] === 1) totals.allowed++
       else { totals.blocked++; totals.blockedByReason[reason] = (totals.blockedByReason[reason] ?? 0) + 1 }
-      text += res.prefixes[i]! + res.suffixes[i]! + ',' + line + ',\n'
+      text += res.prefixes[i]! + DECISION_FIELDS[res.allowed[i]!]![res.reasons[i]!]! + ',' + line + ',\n'
     }
     totals.checked += nums.length
     if (!out.write(text)) await once(out, 'drain')
@@ -220,7 +223,7 @@ export class ScrubQueue {
         log.info({ jobId: job.jobId, lines: job.totals.read, seconds: secs }, 'scrub job done')
       } catch (err) {
         if (this.stopping) return
-        log.warn({ jobId: job.jobId, err: (err as Error).message }, 'scrub job failed')
+        log.warn({ jobId: job.jobId, err }, 'scrub job failed')
         await jobs.removeTmpResult(job.jobId).catch(() => {})
         await jobs.finish(job, 'failed', `the job stopped: ${(err as Error).message}`)
       }
