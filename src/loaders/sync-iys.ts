@@ -165,7 +165,7 @@ export async function runSyncIys (opts: SyncIysOptions): Promise<SyncIysSummary>
         if (opts.once || !(err instanceof IysApiError ? err.transient : isTransientDbOrNet(err))) throw err
         summary.errors++
         complete = false
-        log.warn({ brandCode: b.brandCode, code: err instanceof IysApiError ? err.iysCode : (err as { code?: string }).code, err: (err as Error).message }, 'İYS pull failed; retrying next round')
+        log.warn({ brandCode: b.brandCode, code: err instanceof IysApiError ? err.iysCode : (err as { code?: string }).code, err }, 'İYS pull failed; retrying next round')
       }
     }
     summary.complete = complete

@@ -32,7 +32,7 @@ export class BacklogMonitor {
         this.last = { at: Date.now(), push, requests }
         this.publish(0)
       } catch (err) {
-        this.log.debug({ err: (err as Error).message }, 'queue backlog poll failed; ageing the last figures')
+        this.log.debug({ err }, 'queue backlog poll failed; ageing the last figures')
         if (this.last.at > 0) this.publish((Date.now() - this.last.at) / 1000)
       } finally {
         this.polling = null

@@ -40,7 +40,7 @@ export class Drainer {
 
   private failed (err: Error): void {
     this.retryMs = this.retryMs === 0 ? RETRY_MIN_MS : Math.min(this.retryMs * 2, RETRY_MAX_MS)
-    this.log.warn({ err: err.message, retryMs: this.retryMs }, `${this.what}: pass failed; retrying`)
+    this.log.warn({ err, retryMs: this.retryMs }, `${this.what}: pass failed; retrying`)
     if (this.stopped) return
     this.retryTimer = setTimeout(() => { this.retryTimer = null; this.kick() }, this.retryMs)
     this.retryTimer.unref() // a pending retry never holds the process open
