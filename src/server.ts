@@ -29,6 +29,7 @@ import { Upstreams } from './carriers/upstream.js'
 import { ScrubQueue } from './scrub/engine.js'
 import { ScrubJobs } from './scrub/jobs.js'
 import { createScrubPool } from './scrub/pool.js'
+import { settlesWithin } from './util/settle.js'
 
 export interface Gateway {
   readonly port: number
@@ -227,24 +228,13 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       if (applier !== null) await applier.stop()
       await requests?.drainer.stop()
       await decisionLog?.close() // everything to Postgres, or to the spool when it is away
-      if (!await within(upstreams.close(), 3000)) await upstreams.destroy() // carriers that never answer
+      if (!await settlesWithin(upstreams.close(), 3000)) await upstreams.destroy() // carriers that never answer
       await push?.drainer.stop()
       await backlog?.stop()
-      if (pushPool !== null && !await within(pushPool.end(), 2000)) log.warn('push receiver connections still busy at shutdown')
+      if (pushPool !== null && !await settlesWithin(pushPool.end(), 2000)) log.warn('push receiver connections still busy at shutdown')
       if (mirror !== null) await mirror.stop()
-      if (pool !== null && !await within(pool.end(), 5000)) log.warn('Postgres connections still busy at shutdown; leaving them to the process exit')
+      if (pool !== null && !await settlesWithin(pool.end(), 5000)) log.warn('Postgres connections still busy at shutdown; leaving them to the process exit')
       if (redis !== null) redis.disconnect()
     }
-  }
-}
-
-/** Waits for `p` at most `ms`; true when it settled in time. Shutdown must not hang on a peer that never answers. */
-async function within (p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<false>(resolve => { timer = setTimeout(() => resolve(false), ms) })
-  try {
-    return await Promise.race([p.then(() => true, () => true), timeout])
-  } finally {
-    clearTimeout(timer)
   }
 }

@@ -19,6 +19,7 @@ import { check, startTestGateway, type RunningGateway } from './helpers/gateway.
 import { PrivateRedis, until } from './helpers/redis-server.js'
 import { createTestDatabase, createTestRedis, type TestDatabase } from './helpers/services.js'
 import { TcpProxy } from './helpers/tcp-proxy.js'
+import { commitRet } from './helpers/ledger.js'
 
 const HEADER = 'iysCode,brandCode,recipient,recipientType,type,status,source,consentDate\n'
 const phone = (i: number): string => '+90532' + String(1_000_000 + i).slice(-7)
@@ -248,7 +249,7 @@ describe('the change applier across a Postgres link cut', () => {
       await proxy.restore()
       await until(() => applier.listening, 20_000, 'the applier to LISTEN again after the link came back')
       await new Promise(resolve => setTimeout(resolve, 200)) // let the catch-up pass after the reconnect finish
-      const seq = await commitRet(direct, phone(1))
+      const seq = await commitRet(direct, phone(1), { notify: true })
       await until(async () => (await applied()) >= seq, 10_000, 'the change to reach Redis by NOTIFY')
     } finally {
       await applier.stop()
@@ -262,18 +263,3 @@ describe('the change applier across a Postgres link cut', () => {
   }, 60_000)
 })
 
-/** A BIREYSEL RET committed as the consent store does it (seq under the write lock, NOTIFY); returns its seq. */
-async function commitRet (pool: pg.Pool, recipient: string): Promise<number> {
-  const client = await pool.connect()
-  try {
-    await client.query('BEGIN')
-    await client.query('SELECT pg_advisory_xact_lock($1)', [0x1f5a7e02])
-    const seq = Number((await client.query("SELECT nextval('consent_seq') AS s")).rows[0].s)
-    await client.query(`INSERT INTO consent_history (seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, via)
-                        VALUES ($1, 600001, 'MESAJ', 'BIREYSEL', $2, 700001, 'RET', 'HS_WEB', now(), 'api')`, [seq, recipient])
-    await client.query("UPDATE consents SET status = 'RET', seq = $1, consent_date = now() WHERE brand_code = 600001 AND type = 'MESAJ' AND recipient_type = 'BIREYSEL' AND recipient = $2", [seq, recipient])
-    await client.query("SELECT pg_notify('iys_changes', $1)", [String(seq)])
-    await client.query('COMMIT')
-    return seq
-  } finally { client.release() }
-}

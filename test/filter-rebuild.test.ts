@@ -17,6 +17,7 @@ import { createRedis } from '../src/store/redis.js'
 import { RespBulkWriter } from '../src/store/resp-bulk.js'
 import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
 import type { Redis } from 'ioredis'
+import { commitRet } from './helpers/ledger.js'
 
 const ROWS = 5000 // more than two of the applier's 2000-row batches
 const log = createLogger(process.env.TLOG ?? 'silent')
@@ -61,20 +62,6 @@ async function seed (pool: pg.Pool): Promise<void> {
     SELECT brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, seq FROM consent_history`)
 }
 
-/** A RET for recipient i committed as the consent store does it (seq under the write lock); returns its seq. */
-async function commitRet (pool: pg.Pool, i: number): Promise<number> {
-  const client = await pool.connect()
-  try {
-    await client.query('BEGIN')
-    await client.query('SELECT pg_advisory_xact_lock($1)', [0x1f5a7e02])
-    const seq = Number((await client.query("SELECT nextval('consent_seq') AS s")).rows[0].s)
-    await client.query(`INSERT INTO consent_history (seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, via)
-                        VALUES ($1, 600001, 'MESAJ', 'BIREYSEL', $2, 700001, 'RET', 'HS_WEB', now(), 'api')`, [seq, phone(i)])
-    await client.query("UPDATE consents SET status = 'RET', seq = $1, consent_date = now() WHERE brand_code = 600001 AND type = 'MESAJ' AND recipient_type = 'BIREYSEL' AND recipient = $2", [seq, phone(i)])
-    await client.query('COMMIT')
-    return seq
-  } finally { client.release() }
-}
 
 describe('filter builds and the change applier', () => {
   let db: TestDatabase
@@ -128,7 +115,7 @@ describe('filter builds and the change applier', () => {
     // The build's replay is its first history query: the version is claimed and written by then.
     hooks.beforeHistory = async call => {
       if (call !== 1) return
-      retSeq = await commitRet(direct, 7)
+      retSeq = await commitRet(direct, phone(7))
       await other.catchUp()
       streamDuringBuild = await streamLength()
     }

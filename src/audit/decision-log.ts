@@ -29,6 +29,7 @@ import type { CheckQuery, CheckResult } from '../check/checker.js'
 import { GatewayError } from '../domain/errors.js'
 import { COLUMNS, esc, opt, segmentToCopy } from './copy-text.js'
 import { Journal, type JournalFs, type Segment } from './journal.js'
+import { settlesWithin } from '../util/settle.js'
 
 export interface DecisionLogOptions {
   pool: Pool
@@ -407,16 +408,5 @@ export class DecisionLog {
     const lastLine = text.lastIndexOf('\n', text.length - 2) + 1
     const last = Date.parse(text.slice(lastLine, lastLine + 24))
     for (let d = Math.floor(first / DAY_MS) * DAY_MS; d <= last; d += DAY_MS) await this.createPartition(d)
-  }
-}
-
-/** Waits for `p` at most `ms`; true when it settled in time. */
-async function settlesWithin (p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<false>(resolve => { timer = setTimeout(() => resolve(false), ms) })
-  try {
-    return await Promise.race([p.then(() => true, () => true), timeout])
-  } finally {
-    clearTimeout(timer)
   }
 }
