@@ -11,6 +11,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
+COPY loaders ./loaders
+# dist/ mirrors the source tree: dist/src/ (the server, the CLI) and dist/loaders/ (the offline programs).
 RUN npm run build
 
 # ---- runtime: production dependencies, compiled code, non-root ---------------------------------------------
@@ -23,7 +25,7 @@ COPY package.json package-lock.json ./
 # No dependency needs an install script (the uWebSockets.js binaries ship prebuilt in the package).
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
-# The Redis index's Lua scripts: dist/ reads them from src/filter/lua (src/filter/scripts.ts says why).
+# The Redis index's Lua scripts: dist/src/filter/scripts.js reads them from src/filter/lua (src/filter/scripts.ts says why).
 COPY src/filter/lua ./src/filter/lua
 COPY bin ./bin
 # The embedded store's default seed (EMBEDDED_SEED_FILE), used when REDIS_URL is unset.

@@ -8,10 +8,10 @@
 // baseline is much slower, so it is timed over fewer lookups (a prefix of the same array). Prints a readable block,
 // then one JSON line for bench/run.js as the last line of output.
 
-import { BloomFilter } from '../dist/filter/bloom.js'
-import { hashText, keyHash } from '../dist/filter/key.js'
+import { BloomFilter } from '../dist/src/filter/bloom.js'
+import { hashText, keyHash } from '../dist/src/filter/key.js'
 import bloomFilters from 'bloom-filters'
-import { mulberry32 } from '../dist/util/random.js'
+import { mulberry32 } from '../dist/src/util/random.js'
 
 const Baseline = bloomFilters.BloomFilter
 

@@ -7,7 +7,7 @@
 
 import { join } from 'node:path'
 import { ensureLoaded } from './load.js'
-import { mulberry32 } from '../dist/util/random.js'
+import { mulberry32 } from '../dist/src/util/random.js'
 import {
   BENCH_DIR, CLI, cpuSeconds, fmtInt, fmtNum, freePort, gatewayEnv, killChild, log, machineBusySeconds, postJson, print, query, waitQuiet,
   runHttpLoad, spawnTracked, waitReady

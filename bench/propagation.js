@@ -14,8 +14,8 @@
 import { Pool } from 'undici'
 import { ensureLoaded } from './load.js'
 import { fmtInt, fmtNum, killChild, log, percentile, print, query, sleep, startGateway, waitQuiet } from './lib.js'
-import { formatIysDate } from '../dist/domain/time.js'
-import { mulberry32 } from '../dist/util/random.js'
+import { formatIysDate } from '../dist/src/domain/time.js'
+import { mulberry32 } from '../dist/src/util/random.js'
 
 const GOAL_P99_MS = 100
 const HARD_LIMIT_MS = 1000

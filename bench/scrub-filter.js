@@ -16,9 +16,9 @@
 import { openSync, readSync, closeSync, readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import bloomFilters from 'bloom-filters'
-import { BloomFilter } from '../dist/filter/bloom.js'
-import { hashKey, keyHash } from '../dist/filter/key.js'
-import { checkTypeFit, normalizeRecipient } from '../dist/domain/normalize.js'
+import { BloomFilter } from '../dist/src/filter/bloom.js'
+import { hashKey, keyHash } from '../dist/src/filter/key.js'
+import { checkTypeFit, normalizeRecipient } from '../dist/src/domain/normalize.js'
 
 const { values } = parseArgs({
   options: {

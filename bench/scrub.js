@@ -21,7 +21,7 @@ import { closeSync, createReadStream, createWriteStream, openSync, rmSync, statS
 import http from 'node:http'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { mulberry32 } from '../dist/util/random.js'
+import { mulberry32 } from '../dist/src/util/random.js'
 import {
   BENCH_DIR, CLI, cpuSeconds, createDatabase, dbUrl, dropDatabase, fmtInt, fmtNum, gatewayEnv, killChild, log, machineBusySeconds, percentile, postJson, print, procMemory,
   query, run, runHttpLoad, sleep, startGateway, threadCpuSeconds, threadShares, unlinkPrefix, waitQuiet

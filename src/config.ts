@@ -187,7 +187,8 @@ export function loadConfig (env: Env = process.env): Config {
     autoRebuild,
     tacirAllowedWithoutRecord: bool(env, 'TACIR_ALLOW_WITHOUT_RECORD', true),
     storeFailureMode: oneOf(env, 'STORE_FAILURE_MODE', ['closed', 'open'] as const, 'closed'),
-    embeddedSeedFile: env.EMBEDDED_SEED_FILE ?? fileURLToPath(new URL('../data/sample-consents.csv', import.meta.url)),
+    // data/ at the project root: one level up from src/config.ts, two from its build, dist/src/config.js.
+    embeddedSeedFile: env.EMBEDDED_SEED_FILE ?? fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../data/sample-consents.csv' : '../../data/sample-consents.csv', import.meta.url)),
     upstreams: Object.freeze({
       MESAJ: url(env, 'UPSTREAM_MESAJ_URL', ['http:', 'https:']),
       EPOSTA: url(env, 'UPSTREAM_EPOSTA_URL', ['http:', 'https:']),

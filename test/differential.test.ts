@@ -5,7 +5,7 @@
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { messyPhone } from '../src/loaders/generate.js'
+import { messyPhone } from '../loaders/generate.js'
 import { mulberry32 } from '../src/util/random.js'
 import { seedGenerated } from './helpers/cli.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { checkTypeFit, normalizeRecipient } from '../src/domain/normalize.js'
 import { IYS_EPOCH_S, parseIysDate } from '../src/domain/time.js'
 import { CONSENT_TYPES, PROVIDER_SOURCES, RECIPIENT_TYPES, STATUSES, isConsentType } from '../src/domain/vocabulary.js'
-import { generateConsents, messyPhone, type GenerateOptions } from '../src/loaders/generate.js'
+import { generateConsents, messyPhone, type GenerateOptions } from '../loaders/generate.js'
 import { mulberry32 } from '../src/util/random.js'
 
 const HEADER = 'iysCode,brandCode,recipient,recipientType,type,status,source,consentDate'

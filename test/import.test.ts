@@ -5,7 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { importConsents } from '../src/loaders/import.js'
+import { importConsents } from '../loaders/import.js'
 import { runCli } from './helpers/cli.js'
 import { testServices, type TestServices } from './helpers/services.js'
 

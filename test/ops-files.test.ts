@@ -189,9 +189,17 @@ describe('Dockerfile', () => {
     expect(JSON.parse(last('ENTRYPOINT')!)).toEqual(['node', 'bin/iys-gateway.js'])
     expect(JSON.parse(last('CMD')!)).toEqual(['serve'])
     expect(exists('bin/iys-gateway.js')).toBe(true)
-    expect(read('bin/iys-gateway.js')).toContain('../dist/cli.js')
+    expect(read('bin/iys-gateway.js')).toContain('../dist/src/cli.js')
     expect(runtime.some(i => i.op === 'COPY' && /--from=\S+\s+\S*\/dist\s+\.?\/?dist/.test(i.args))).toBe(true)
     expect(CLI_COMMANDS.has('serve')).toBe(true)
+  })
+
+  it('copies every folder tsconfig.json compiles into the build stage', () => {
+    const tsconfig = JSON.parse(read('tsconfig.json')) as { include: string[] }
+    const folders = tsconfig.include.map(glob => glob.split('/')[0]!)
+    expect(folders).toEqual(expect.arrayContaining(['src', 'loaders']))
+    const copied = stages[0]!.filter(i => i.op === 'COPY').map(i => i.args.replace(/--\S+/g, '').trim().split(/\s+/)[0]!.replace(/^\.\//, '').replace(/\/$/, ''))
+    for (const folder of folders) expect(copied, folder).toContain(folder)
   })
 
   it('installs production dependencies only, without the tsc `prepare` script (typescript is a devDependency)', () => {

@@ -412,7 +412,7 @@ describe('fake carrier', () => {
   })
 
   it('runs from the command line: one line with its URL, and a clean exit on SIGTERM', async () => {
-    const module = new URL('../dist/dev/fake-carrier.js', import.meta.url).href
+    const module = new URL('../dist/src/dev/fake-carrier.js', import.meta.url).href
     const child = spawn(process.execPath, ['--input-type=module', '-e',
       `import { fakeCarrierCommand } from ${JSON.stringify(module)}; process.exitCode = await fakeCarrierCommand(process.argv.slice(1))`,
       '--', '--port', '0', '--latency-ms', '1', '--failure-rate', '0'], { stdio: ['ignore', 'pipe', 'pipe'], cwd: fileURLToPath(new URL('..', import.meta.url)) })

@@ -2,7 +2,7 @@
 // in-process map instead of Redis. It is what `npm start` serves on a bare machine, seeded from a consent file.
 
 import { sourceToIndex } from '../domain/vocabulary.js'
-import { readConsentFile } from '../loaders/consent-file.js'
+import { readConsentFile } from '../formats/consent-file.js'
 import { BloomFilter } from './bloom.js'
 import { hashText, keyCode, keyHash, keyText } from './key.js'
 import { GROWTH_HEADROOM } from './layout.js'

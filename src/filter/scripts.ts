@@ -13,7 +13,8 @@ import { BUCKET_SENTINEL } from './layout.js'
 import { SEQ_LUA_PATTERN } from './state.js'
 
 const here = import.meta.url
-const LUA_DIR = new URL(here.endsWith('.ts') ? './lua/' : '../../src/filter/lua/', here)
+// From dist/src/filter/scripts.js, three levels up is the project root (dist/ mirrors the source tree).
+const LUA_DIR = new URL(here.endsWith('.ts') ? './lua/' : '../../../src/filter/lua/', here)
 
 /**
  * Constants a script takes from the module that owns them, written as '{{NAME}}' in the .lua file and filled in at

@@ -8,7 +8,7 @@ import { Checker, type CheckerOptions, type CheckQuery } from '../check/checker.
 import { errorCode } from '../domain/errors.js'
 import type { FilterView } from '../filter/view.js'
 import { hashText, keyHash } from '../filter/key.js'
-import { csvField, splitCsvLine } from '../loaders/csv.js'
+import { csvField, splitCsvLine } from '../formats/csv.js'
 import { REASON_INDEX } from '../policy/decide.js'
 
 export type InputFormat = 'csv' | 'ndjson'

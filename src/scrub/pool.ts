@@ -18,9 +18,10 @@ export interface ScrubTask {
   view: { version: number, generation: string | null, sab: SharedArrayBuffer, buckets: number }
 }
 
-// The worker is compiled JavaScript; when this module runs from src/ under the test runner, use the built one.
+// The worker is compiled JavaScript; when this module runs from src/ under the test runner, use the built one
+// (dist/ mirrors the source tree: src/scrub/pool.ts is built to dist/src/scrub/pool.js).
 const here = import.meta.url
-const workerFile = fileURLToPath(here.endsWith('.ts') ? new URL('../../dist/scrub/worker.js', here) : new URL('./worker.js', here))
+const workerFile = fileURLToPath(here.endsWith('.ts') ? new URL('../../dist/src/scrub/worker.js', here) : new URL('./worker.js', here))
 
 export function createScrubPool (data: ScrubWorkerData, threads: number): Piscina<ScrubTask, ChunkOutput> {
   // Two chunks per worker: one is decided while the other waits for Redis.

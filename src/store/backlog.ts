@@ -5,17 +5,28 @@
 // the backlog alerts still fire during an outage that holds pending work.
 
 import type { Logger } from 'pino'
-import type { Metrics } from '../metrics.js'
+import type { Gauge } from 'prom-client'
 import { requestBacklog } from './consent-requests.js'
 import { pushBacklog } from './push-inbox.js'
 import type { Pool } from './pg.js'
+
+/**
+ * The gauges this monitor sets (Metrics has them). Named by shape rather than by importing metrics.ts, which sits
+ * above store/ (it takes its label sets from policy/, which reads filter/, which writes through store/).
+ */
+export interface BacklogGauges {
+  readonly pushBacklog: Gauge
+  readonly pushBacklogOldest: Gauge
+  readonly requestsBacklog: Gauge
+  readonly requestsBacklogOldest: Gauge
+}
 
 export class BacklogMonitor {
   private timer: NodeJS.Timeout | null = null
   private polling: Promise<void> | null = null
   private last = { at: 0, push: { pending: 0, oldestSeconds: 0 }, requests: { pending: 0, oldestSeconds: 0 } }
 
-  constructor (private readonly pool: Pool, private readonly metrics: Metrics, private readonly log: Logger, private readonly intervalMs = 5000) {}
+  constructor (private readonly pool: Pool, private readonly metrics: BacklogGauges, private readonly log: Logger, private readonly intervalMs = 5000) {}
 
   start (): void {
     this.timer = setInterval(() => { void this.poll() }, this.intervalMs)

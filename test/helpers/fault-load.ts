@@ -3,7 +3,7 @@
 // queries that find the answered decisions in Postgres afterwards.
 
 import type pg from 'pg'
-import { messyPhone } from '../../src/loaders/generate.js'
+import { messyPhone } from '../../loaders/generate.js'
 import { mulberry32 } from '../../src/util/random.js'
 import { sleep } from './fault-rig.js'
 import { isDocumented5xx, POISON_RECIPIENTS, truthKey, type Truth, type Wrong } from './fault-truth.js'

@@ -1,4 +1,4 @@
-// vitest's global set-up: compile src/ to dist/ once, before any test file starts. Tests that run the real command
+// vitest's global set-up: compile src/ and loaders/ to dist/ once, before any test file starts. Tests that run the real command
 // line (bin/iys-gateway.js) load dist/, so without this a run after an edit would test yesterday's build.
 //
 // This is the one build of a test run: `pretest` only type-checks (tsconfig.test.json, no output), so `npm test`

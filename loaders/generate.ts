@@ -7,10 +7,10 @@
 // key with the other status and a consentDate outside every date that key already has, so "latest consentDate wins"
 // and out-of-order files are exercised, but two rows of one key never carry the same consentDate.
 
-import { csvField } from './csv.js'
+import { csvField } from '../src/formats/csv.js'
 import { once } from 'node:events'
-import { IYS_EPOCH_S, TR_OFFSET_S, formatIysDate } from '../domain/time.js'
-import { mulberry32 } from '../util/random.js'
+import { IYS_EPOCH_S, TR_OFFSET_S, formatIysDate } from '../src/domain/time.js'
+import { mulberry32 } from '../src/util/random.js'
 
 export interface GenerateOptions {
   /** Data rows to write (the header is extra). */

@@ -2,7 +2,7 @@
 // is in src/filter/build.ts, which gateways also run when Redis lost the index (AUTO_REBUILD); this is the command's
 // face: progress on the terminal, and it waits for a rebuild another process is running before it starts its own.
 
-import { buildFilter, type LoadOptions as BuildOptions, type LoadResult } from '../filter/build.js'
+import { buildFilter, type LoadOptions as BuildOptions, type LoadResult } from '../src/filter/build.js'
 import { Progress } from './progress.js'
 
 export type { LoadResult }

@@ -16,9 +16,9 @@
 
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Pool, type Dispatcher } from 'undici'
-import type { Logger } from '../log.js'
-import { retryAfterMs } from '../util/retry-after.js'
-import { CodedError } from '../domain/errors.js'
+import type { Logger } from '../src/log.js'
+import { retryAfterMs } from '../src/util/retry-after.js'
+import { CodedError } from '../src/domain/errors.js'
 
 /** One consent change as İYS lists it (AgreementPull.list). Fields are İYS's, unchecked: validate before use. */
 export interface IysChange {

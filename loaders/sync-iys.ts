@@ -9,12 +9,12 @@
 // default: a round every IYS_SYNC_INTERVAL_MS) or from a scheduler with --once, at least daily.
 
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Logger } from '../log.js'
-import { ConfigError, need, type Config } from '../config.js'
-import { isValidConsent, validateConsent } from '../domain/consent.js'
-import { parseIysDate } from '../domain/time.js'
-import { writeConsentsTx, type ConsentWrite } from '../store/consent-store.js'
-import { createPool, inTransaction, type Pool, type PoolClient } from '../store/pg.js'
+import type { Logger } from '../src/log.js'
+import { ConfigError, need, type Config } from '../src/config.js'
+import { isValidConsent, validateConsent } from '../src/domain/consent.js'
+import { parseIysDate } from '../src/domain/time.js'
+import { writeConsentsTx, type ConsentWrite } from '../src/store/consent-store.js'
+import { createPool, inTransaction, type Pool, type PoolClient } from '../src/store/pg.js'
 import { IysApiError, IysClient, type IysApi, type IysChange } from './iys-client.js'
 import { Progress } from './progress.js'
 
