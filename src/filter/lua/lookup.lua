@@ -6,8 +6,8 @@
   whether the version is still the one the view serves (its generation id, not only its number, which repeats
   after Redis lost its data), so that a Redis that restarted empty, or a version removed or replaced under us, is
   never read as "no record", which for a TACIR recipient would mean "allowed".
-  Every distinct bucket's sentinel field is checked too, as the single-key HMGET does: the meta can be intact while a
-  bucket is gone (evicted under maxmemory, deleted by hand), and a missing bucket must never read as "no record".
+  Every key's bucket sentinel is read with it (one HMGET per key, as the single-key path does): the meta can be intact
+  while a bucket is gone (evicted under maxmemory, deleted by hand), and a missing bucket must never read as "no record".
   (Redis Cluster will need the keys grouped by slot: see the README's scale-out notes.)
 
   Input:
@@ -28,15 +28,14 @@ local gen = ARGV[1]
 if gen == '' then
   if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 elseif redis.call('HGET', KEYS[1], 'gen') ~= gen then return false end
-local checked = {}
 local out = {}
 for i = 2, #ARGV do
-  local bucket = KEYS[i]
-  if not checked[bucket] then
-    local s = redis.call('HGET', bucket, '{{BUCKET_SENTINEL}}')
-    if not s or (gen ~= '' and s ~= gen) then return 0 end
-    checked[bucket] = true
-  end
-  out[i - 1] = redis.call('HGET', bucket, ARGV[i])
+  -- The key and its bucket's sentinel in one command, one call per key. An HGET of each plus an HGET of the sentinel
+  -- per distinct bucket (about 1,970 calls for 1,000 keys) took the 1,000-recipient batch from 485,000 to 371,000
+  -- recipients/s in the benchmark, Redis at 71% of a core; this form measured level with the script before sentinels.
+  local r = redis.call('HMGET', KEYS[i], ARGV[i], '{{BUCKET_SENTINEL}}')
+  local s = r[2]
+  if not s or (gen ~= '' and s ~= gen) then return 0 end
+  out[i - 1] = r[1]
 end
 return out
