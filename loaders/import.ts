@@ -26,7 +26,7 @@ import copyStreams from 'pg-copy-streams'
 import { ERRORS, type ErrorCode } from '../src/domain/errors.js'
 import type { Authority } from '../src/domain/rules.js'
 import { CONSENT_WRITE_LOCK } from '../src/store/migrate.js'
-import { CHANGES_CHANNEL } from '../src/store/consent-store.js'
+import { CHANGES_CHANNEL, CONSENT_COLUMNS, LEDGER_COLUMNS, upsertConsentsSql } from '../src/store/consent-store.js'
 import type { Pool, PoolClient } from '../src/store/pg.js'
 import { readConsentFile, type ConsentDefaults } from '../src/formats/consent-file.js'
 import { Progress } from './progress.js'
@@ -139,22 +139,16 @@ WITH acc AS (
   SELECT j.*, $1::bigint - 1 + row_number() OVER (ORDER BY brand_code, type, recipient_type, recipient, consent_epoch, id) AS seq
   FROM import_judged j WHERE verdict IS NULL
 ), ledger AS (
-  INSERT INTO consent_history (seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date,
-                               transaction_id, via, actor, creation_date)
+  INSERT INTO consent_history (${LEDGER_COLUMNS})
   SELECT seq, brand_code, type, recipient_type, recipient, iys_code, status, source, to_timestamp(consent_epoch),
          coalesce(transaction_id, md5(random()::text || seq::text) || md5(seq::text || clock_timestamp()::text)),
          'import', $2, to_timestamp(coalesce(creation_epoch, extract(epoch FROM now())::bigint))
   FROM acc
   ORDER BY seq -- key order: the ledger's and the state's indexes then grow at their right edge, not at random
-  RETURNING seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, transaction_id, creation_date
+  RETURNING ${CONSENT_COLUMNS}
 ), upsert AS (
-  INSERT INTO consents AS c (brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, seq, transaction_id, creation_date)
-  SELECT DISTINCT ON (brand_code, type, recipient_type, recipient)
-         brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, seq, transaction_id, creation_date
-  FROM ledger ORDER BY brand_code, type, recipient_type, recipient, seq DESC
-  ON CONFLICT (brand_code, type, recipient_type, recipient) DO UPDATE
-    SET iys_code = EXCLUDED.iys_code, status = EXCLUDED.status, source = EXCLUDED.source, consent_date = EXCLUDED.consent_date,
-        seq = EXCLUDED.seq, transaction_id = EXCLUDED.transaction_id, creation_date = EXCLUDED.creation_date, updated_at = now()
+  ${upsertConsentsSql(`SELECT DISTINCT ON (brand_code, type, recipient_type, recipient) ${CONSENT_COLUMNS}
+  FROM ledger ORDER BY brand_code, type, recipient_type, recipient, seq DESC`)}
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM ledger)::bigint AS applied`

@@ -11,6 +11,7 @@ import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Pool, PoolClient } from '../store/pg.js'
 import { CHANGES_CHANNEL } from '../store/consent-store.js'
+import { SingleFlight } from '../util/single-flight.js'
 import { redisBitOffsets } from './bloom.js'
 import { bucketOf, hashText, keyHash, keyTextSql } from './key.js'
 import type { Layout } from './layout.js'
@@ -51,8 +52,8 @@ export class ChangeApplier {
   private listenTimer: NodeJS.Timeout | null = null
   private listenBackoffMs = LISTEN_RETRY_MIN_MS
   private timer: NodeJS.Timeout | null = null
-  private running: Promise<void> | null = null
-  private again = false
+  /** Passes never overlap; a NOTIFY or poll during one is served by another right after it. */
+  private readonly flight = new SingleFlight(() => this.pass())
   private stopped = false
   private lastProblem = ''
   /** Highest seq this applier has seen applied (for readiness and tests). */
@@ -140,9 +141,10 @@ export class ChangeApplier {
 
   async stop (): Promise<void> {
     this.stopped = true
+    this.flight.stop()
     if (this.timer !== null) clearTimeout(this.timer)
     if (this.listenTimer !== null) clearTimeout(this.listenTimer)
-    if (this.running !== null) await this.running.catch(() => {})
+    await this.flight.idle()
     // Destroyed, not released with an UNLISTEN first: a round trip to a Postgres that may be gone could hang, and
     // closing the connection ends the LISTEN anyway.
     this.dropListener?.()
@@ -150,14 +152,20 @@ export class ChangeApplier {
 
   /** Runs a pass now, or right after the one in progress. */
   kick (): void {
-    if (this.running !== null) { this.again = true; return }
-    this.running = this.catchUp().then(() => { this.listenSoonerIfBack() }, (err: Error) => {
-      if (err.message !== this.lastProblem) this.opts.log.warn({ err }, 'change applier: pass failed; will retry')
-      this.lastProblem = err.message
-    }).finally(() => {
-      this.running = null
-      if (this.again && !this.stopped) { this.again = false; this.kick() }
-    })
+    this.flight.kick()
+  }
+
+  /** One pass; a failure is logged once per distinct problem and retried by the next poll or NOTIFY. */
+  private async pass (): Promise<void> {
+    try {
+      await this.catchUp()
+    } catch (err) {
+      const message = (err as Error).message
+      if (message !== this.lastProblem) this.opts.log.warn({ err }, 'change applier: pass failed; will retry')
+      this.lastProblem = message
+      return
+    }
+    this.listenSoonerIfBack()
   }
 
   /**

@@ -32,6 +32,37 @@ export const CHANGES_CHANNEL = 'iys_changes'
 
 const keyOf = (c: ValidConsent): string => `${c.brandCode}|${c.type}|${c.recipientType}|${c.recipient}`
 
+// The evidence ledger's columns, in the order a write's rows give them (here and in `import`).
+export const LEDGER_COLUMNS = 'seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, transaction_id, via, actor, creation_date'
+
+// The current state: a key and what its last applied change set. Every state column is overwritten on conflict, so a
+// column added here is carried by every writer.
+const KEY_COLUMNS = ['brand_code', 'type', 'recipient_type', 'recipient']
+const STATE_COLUMNS = ['iys_code', 'status', 'source', 'consent_date', 'seq', 'transaction_id', 'creation_date']
+/** The current state's columns, in the order upsertConsentsSql's rows give them. */
+export const CONSENT_COLUMNS = [...KEY_COLUMNS, ...STATE_COLUMNS].join(', ')
+const UPSERT_SET = STATE_COLUMNS.map(col => `${col} = EXCLUDED.${col}`).join(', ') + ', updated_at = now()'
+
+/**
+ * The one statement that sets the current state, for these writes and `import`'s. `rows` is a SELECT giving
+ * CONSENT_COLUMNS in order, one row per key: the key's last applied change (highest seq).
+ */
+export function upsertConsentsSql (rows: string): string {
+  return `INSERT INTO consents AS c (${CONSENT_COLUMNS})
+${rows}
+ON CONFLICT (${KEY_COLUMNS.join(', ')}) DO UPDATE SET ${UPSERT_SET}`
+}
+
+// A batch of applied writes as rows (writeConsentsTx's parameters $1..$13).
+const APPLIED_ROWS = `unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
+                            $9::bigint[], $10::text[], $11::text[], $12::text[], $13::bigint[])
+                     AS x(seq, b, t, r, rc, iys, s, src, d, tx, via, actor, cd)`
+const INSERT_LEDGER = `INSERT INTO consent_history (${LEDGER_COLUMNS})
+       SELECT seq, b, t, r, rc, iys, s, src, to_timestamp(d), tx, via, actor, to_timestamp(cd) FROM ${APPLIED_ROWS}`
+// The current state is the last applied change per key (highest seq).
+const UPSERT_STATE = upsertConsentsSql(`SELECT DISTINCT ON (b, t, r, rc) b, t, r, rc, iys, s, src, to_timestamp(d), seq, tx, to_timestamp(cd)
+       FROM ${APPLIED_ROWS} ORDER BY b, t, r, rc, seq DESC`)
+
 /** A new İYS-style transaction id: 64 hex characters. */
 export const newTransactionId = (): string => randomBytes(32).toString('hex')
 
@@ -93,21 +124,8 @@ export async function writeConsentsTx (client: PoolClient, writes: readonly Cons
       outcomes[i] = { status: 'applied', seq: Number(seq), transactionId, creationDate }
     })
     const args = [h.seq, h.b, h.t, h.r, h.rc, h.iys, h.s, h.src, h.d, h.tx, h.via, h.actor, h.cd]
-    const UNNEST = `unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
-                            $9::bigint[], $10::text[], $11::text[], $12::text[], $13::bigint[])
-                     AS x(seq, b, t, r, rc, iys, s, src, d, tx, via, actor, cd)`
-    await client.query(
-      `INSERT INTO consent_history (seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date,
-                                    transaction_id, via, actor, creation_date)
-       SELECT seq, b, t, r, rc, iys, s, src, to_timestamp(d), tx, via, actor, to_timestamp(cd) FROM ${UNNEST}`, args)
-    // The current state is the last applied change per key (highest seq).
-    await client.query(
-      `INSERT INTO consents AS c (brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, seq, transaction_id, creation_date)
-       SELECT DISTINCT ON (b, t, r, rc) b, t, r, rc, iys, s, src, to_timestamp(d), seq, tx, to_timestamp(cd)
-       FROM ${UNNEST} ORDER BY b, t, r, rc, seq DESC
-       ON CONFLICT (brand_code, type, recipient_type, recipient) DO UPDATE
-         SET iys_code = EXCLUDED.iys_code, status = EXCLUDED.status, source = EXCLUDED.source, consent_date = EXCLUDED.consent_date,
-             seq = EXCLUDED.seq, transaction_id = EXCLUDED.transaction_id, creation_date = EXCLUDED.creation_date, updated_at = now()`, args)
+    await client.query(INSERT_LEDGER, args)
+    await client.query(UPSERT_STATE, args)
     await client.query(`SELECT pg_notify('${CHANGES_CHANNEL}', $1)`, [h.seq[h.seq.length - 1]])
   }
   return outcomes

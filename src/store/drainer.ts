@@ -1,11 +1,12 @@
-// Runs a "process one unit of queued work" function until it reports nothing left, one pass at a time. A kick
-// during a pass schedules another pass right after it, so no kick is lost and passes never overlap.
+// Runs a "process one unit of queued work" function until it reports nothing left, one pass at a time (SingleFlight:
+// a kick during a pass schedules another pass right after it, so no kick is lost and passes never overlap).
 //
 // A pass that fails (Postgres away, a row that throws) is retried on a timer with back-off (100 ms doubling to 30 s),
 // not only at the next kick: a pending İYS push or consent request must not wait for the next one to arrive.
 // A kick still starts a pass at once (new work may well succeed); a failure then lengthens the back-off.
 
 import type { Logger } from 'pino'
+import { SingleFlight } from '../util/single-flight.js'
 
 export const RETRY_MIN_MS = 100
 export const RETRY_MAX_MS = 30_000
@@ -14,8 +15,7 @@ export class Drainer {
   private readonly processOne: () => Promise<boolean>
   private readonly log: Logger
   private readonly what: string
-  private running: Promise<void> | null = null
-  private again = false
+  private readonly flight = new SingleFlight(() => this.pass())
   private retryMs = 0
   private retryTimer: NodeJS.Timeout | null = null
   private stopped = false
@@ -27,15 +27,18 @@ export class Drainer {
   }
 
   kick (): void {
-    if (this.stopped) return
-    if (this.running !== null) { this.again = true; return }
+    this.flight.kick()
+  }
+
+  private async pass (): Promise<void> {
+    // A pass starting now makes a pending retry redundant; a failure of this one schedules its own.
     if (this.retryTimer !== null) { clearTimeout(this.retryTimer); this.retryTimer = null }
-    this.running = (async () => { while (await this.processOne()) { /* next */ } })()
-      .then(() => { this.retryMs = 0 }, (err: Error) => { this.failed(err) })
-      .finally(() => {
-        this.running = null
-        if (this.again) { this.again = false; this.kick() }
-      })
+    try {
+      while (await this.processOne()) { /* next */ }
+      this.retryMs = 0
+    } catch (err) {
+      this.failed(err as Error)
+    }
   }
 
   private failed (err: Error): void {
@@ -48,13 +51,13 @@ export class Drainer {
 
   /** Resolves when no pass is running (tests, shutdown). */
   async idle (): Promise<void> {
-    while (this.running !== null) await this.running
+    await this.flight.idle()
   }
 
   /** No more passes (shutdown): cancels a pending retry and waits for the running pass. */
   async stop (): Promise<void> {
     this.stopped = true
-    this.again = false
+    this.flight.stop()
     if (this.retryTimer !== null) { clearTimeout(this.retryTimer); this.retryTimer = null }
     await this.idle()
   }
