@@ -2,8 +2,7 @@
 // repeats, the layout changes), a Redis that hangs (SIGSTOP) with REDIS_TIMEOUT_MS as the bound of a check's wait,
 // and a Postgres link cut under the change applier (LISTEN must come back; shutdown must not wait on a dead client).
 
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -17,7 +16,7 @@ import { createRedis, waitReady } from '../src/store/redis.js'
 import { runCli, runSteps } from './helpers/cli.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { PrivateRedis, until } from './helpers/redis-server.js'
-import { createTestDatabase, createTestRedis, type TestDatabase } from './helpers/services.js'
+import { testServices, type TestServices, type TestServicesWithRedis } from './helpers/services.js'
 import { TcpProxy } from './helpers/tcp-proxy.js'
 import { commitRet } from './helpers/ledger.js'
 
@@ -36,19 +35,19 @@ function consents (from: number, n: number): string {
 }
 
 describe('a Redis that restarts empty and is loaded again', () => {
-  let db: TestDatabase
+  let services: TestServices
   let redis: PrivateRedis
   let gateway: RunningGateway
   let env: Record<string, string>
   let dir: string
 
   beforeAll(async () => {
-    db = await createTestDatabase()
+    services = await testServices({ dirPrefix: 'iys-ff-' })
+    dir = services.dir
     redis = await PrivateRedis.start()
-    dir = mkdtempSync(join(tmpdir(), 'iys-ff-'))
     writeFileSync(join(dir, 'a.csv'), HEADER + consents(0, 50))
     writeFileSync(join(dir, 'b.csv'), HEADER + consents(50, 400))
-    env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: 'ff:' }
+    env = { ...services.env, REDIS_URL: redis.url, REDIS_PREFIX: 'ff:' }
     await runSteps([['migrate'], ['import', join(dir, 'a.csv')], ['load']], env)
     // No automatic rebuild here: this is the case of a person running `load` by hand.
     gateway = await startTestGateway({ ...env, AUTO_REBUILD: 'false' })
@@ -57,8 +56,7 @@ describe('a Redis that restarts empty and is loaded again', () => {
   afterAll(async () => {
     await gateway?.close()
     await redis?.stop()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   const readyz = async (): Promise<{ status: number, body: any }> => {
@@ -83,30 +81,28 @@ describe('a Redis that restarts empty and is loaded again', () => {
 })
 
 describe('automatic rebuild after Redis restarts empty', () => {
-  let db: TestDatabase
+  let services: TestServices
   let redis: PrivateRedis
   let gateways: RunningGateway[] = []
   let pool: pg.Pool
   let dir: string
 
   beforeAll(async () => {
-    db = await createTestDatabase()
+    services = await testServices({ dirPrefix: 'iys-ffr-' })
+    dir = services.dir
+    pool = services.pool
     redis = await PrivateRedis.start()
-    dir = mkdtempSync(join(tmpdir(), 'iys-ffr-'))
     writeFileSync(join(dir, 'a.csv'), HEADER + consents(0, 300))
-    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: 'ffr:' }
+    const env = { ...services.env, REDIS_URL: redis.url, REDIS_PREFIX: 'ffr:' }
     await runSteps([['migrate'], ['import', join(dir, 'a.csv')], ['load']], env)
     // Two gateways with Redis and Postgres: AUTO_REBUILD is on by default.
     gateways = [await startTestGateway(env), await startTestGateway(env)]
-    pool = new pg.Pool({ connectionString: db.url, max: 2 })
   }, 60_000)
 
   afterAll(async () => {
     for (const g of gateways) await g.close()
-    await pool?.end()
     await redis?.stop()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   const readyz = async (g: RunningGateway): Promise<{ status: number, body: any }> => {
@@ -188,10 +184,10 @@ describe('a Redis that hangs (SIGSTOP)', () => {
   })
 
   it('answers a check STORE_UNAVAILABLE while Redis hangs', async () => {
-    const db = await createTestDatabase()
-    const dir = mkdtempSync(join(tmpdir(), 'iys-ffh-'))
+    const services = await testServices({ dirPrefix: 'iys-ffh-' })
+    const dir = services.dir
     writeFileSync(join(dir, 'a.csv'), HEADER + consents(0, 5))
-    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: 'ffh:' }
+    const env = { ...services.env, REDIS_URL: redis.url, REDIS_PREFIX: 'ffh:' }
     try {
       await runSteps([['migrate'], ['import', join(dir, 'a.csv')], ['load']], env)
       const gw = await startTestGateway({ REDIS_URL: redis.url, REDIS_PREFIX: 'ffh:', REDIS_TIMEOUT_MS: '300' })
@@ -203,40 +199,34 @@ describe('a Redis that hangs (SIGSTOP)', () => {
         redis.resume()
       } finally { redis.resume(); await gw.close() }
     } finally {
-      await db.drop()
-      rmSync(dir, { recursive: true, force: true })
+      await services.close()
     }
   })
 })
 
 describe('the change applier across a Postgres link cut', () => {
-  let db: TestDatabase
+  let services: TestServicesWithRedis
   let proxy: TcpProxy
-  let dir: string
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    const m = await runCli(['migrate'], { DATABASE_URL: db.url })
+    services = await testServices({ redis: true, dirPrefix: 'iys-ffp-' })
+    const m = await runCli(['migrate'], { DATABASE_URL: services.db.url })
     expect(m.code).toBe(0)
     proxy = await TcpProxy.start({ host: '127.0.0.1', port: 5432 })
-    dir = mkdtempSync(join(tmpdir(), 'iys-ffp-'))
   }, 60_000)
 
   afterAll(async () => {
     await proxy?.cut()
-    await db?.drop()
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+    await services?.close()
   })
 
   it('re-establishes LISTEN after the link comes back, so a change reaches Redis by NOTIFY, and releases its clients on stop', async () => {
-    const redis = await createTestRedis()
-    const env = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
+    const { redis, env, dir, pool: direct } = services
     writeFileSync(join(dir, 'a.csv'), HEADER + consents(0, 5))
     await runSteps([['import', join(dir, 'a.csv')], ['load']], env)
-    const viaProxy = db.url.replace('127.0.0.1:5432', `127.0.0.1:${proxy.port}`)
+    const viaProxy = services.db.url.replace('127.0.0.1:5432', `127.0.0.1:${proxy.port}`)
     const pool = new pg.Pool({ connectionString: viaProxy, max: 4 })
     pool.on('error', () => {})
-    const direct = new pg.Pool({ connectionString: db.url, max: 1 })
     const appRedis = createRedis(redis.url, { timeoutMs: 2000, name: 'test-applier', failFast: false })
     // A poll interval far beyond the test: only a NOTIFY can make the applier run.
     const applier = new ChangeApplier({ pool, redis: appRedis, layout: layout(redis.prefix), log: createLogger('silent'), pollMs: 3_600_000 })
@@ -256,9 +246,7 @@ describe('the change applier across a Postgres link cut', () => {
       // Nothing is left checked out of the pool: the listener (dead or alive) was released.
       expect(pool.totalCount - pool.idleCount).toBe(0)
       await pool.end()
-      await direct.end()
       appRedis.disconnect()
-      await redis.cleanup()
     }
   }, 60_000)
 })

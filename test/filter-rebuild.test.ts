@@ -10,12 +10,11 @@ import { buildFilter, REBUILD_LOCK_KEY, type LoadResult } from '../src/filter/bu
 import { ChangeApplier } from '../src/filter/changes.js'
 import { layout, type Layout } from '../src/filter/layout.js'
 import { createLogger } from '../src/log.js'
-import { migrate } from '../src/store/migrate.js'
 import { FilterMirror } from '../src/filter/mirror.js'
 import { RedisView, VersionGoneError } from '../src/filter/view.js'
 import { createRedis } from '../src/store/redis.js'
 import { RespBulkWriter } from '../src/store/resp-bulk.js'
-import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
+import { createTestRedis, testServices, type TestRedis, type TestServices } from './helpers/services.js'
 import type { Redis } from 'ioredis'
 import { commitRet } from './helpers/ledger.js'
 
@@ -54,7 +53,6 @@ function hookedPool (url: string): { pool: pg.Pool, hooks: Hooks } {
 
 /** ROWS BIREYSEL ONAY consents, one history row each (seq 1..ROWS). */
 async function seed (pool: pg.Pool): Promise<void> {
-  await migrate(pool)
   await pool.query(`INSERT INTO consent_history (seq, brand_code, type, recipient_type, recipient, iys_code, status, source, consent_date, via)
     SELECT nextval('consent_seq'), 600001, 'MESAJ', 'BIREYSEL', '+90532' || (1000000 + i)::text, 700001, 'ONAY', 'HS_WEB', '2024-01-01 10:00:00+03', 'import'
     FROM generate_series(0, ${ROWS - 1}) i`)
@@ -64,21 +62,20 @@ async function seed (pool: pg.Pool): Promise<void> {
 
 
 describe('filter builds and the change applier', () => {
-  let db: TestDatabase
+  let services: TestServices
   let direct: pg.Pool
   let tr: TestRedis
   let redis: Redis
   let keys: Layout
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    direct = new pg.Pool({ connectionString: db.url, max: 4 })
+    services = await testServices({ migrate: true, poolSize: 4 })
+    direct = services.pool
     await seed(direct)
   }, 60_000)
 
   afterAll(async () => {
-    await direct?.end()
-    await db?.drop()
+    await services?.close()
   })
 
   beforeEach(async () => {
@@ -98,7 +95,7 @@ describe('filter builds and the change applier', () => {
   const versionKeys = async (v: number): Promise<string[]> => await redis.keys(keys.versionPattern(v))
 
   it('applies nothing and reads nothing from Postgres while Redis has no version and no watermark', async () => {
-    const { pool, hooks } = hookedPool(db.url)
+    const { pool, hooks } = hookedPool(services.db.url)
     const applier = new ChangeApplier({ pool, redis, layout: keys, log })
     try {
       await expect(applier.catchUp()).rejects.toThrow(/no filter version/)
@@ -108,7 +105,7 @@ describe('filter builds and the change applier', () => {
   })
 
   it('an applier running while the build after a data loss is under way applies only the changes after its snapshot', async () => {
-    const { pool, hooks } = hookedPool(db.url)
+    const { pool, hooks } = hookedPool(services.db.url)
     const other = new ChangeApplier({ pool: direct, redis, layout: keys, log })
     let retSeq = 0
     let streamDuringBuild = -1
@@ -131,7 +128,7 @@ describe('filter builds and the change applier', () => {
   it('a catch-up walk stops as soon as the watermark in Redis is raised past it', async () => {
     await build(direct)
     await redis.del(keys.applied, keys.changes) // the watermark lost: the walk starts from 0
-    const { pool, hooks } = hookedPool(db.url)
+    const { pool, hooks } = hookedPool(services.db.url)
     // While the first batch is read, a flip (or another applier) raises the watermark to the end of the history.
     const last = (await direct.query<{ s: string }>('SELECT max(seq) AS s FROM consent_history')).rows[0]!.s
     hooks.beforeHistory = async call => { if (call === 1) await redis.set(keys.applied, last) }
@@ -143,8 +140,8 @@ describe('filter builds and the change applier', () => {
   }, 60_000)
 
   it('a build whose advisory lock died with its connection does not flip, removes its version, and the next build flips', async () => {
-    const a = hookedPool(db.url)
-    const b = hookedPool(db.url)
+    const a = hookedPool(services.db.url)
+    const b = hookedPool(services.db.url)
     let releaseB!: () => void
     const bMayGoOn = new Promise<void>(resolve => { releaseB = resolve })
     let bClaimed!: () => void
@@ -176,7 +173,7 @@ describe('filter builds and the change applier', () => {
   }, 60_000)
 
   it('a flip is refused when another build claimed the filter after this one, and the refused build removes its version', async () => {
-    const { pool, hooks } = hookedPool(db.url)
+    const { pool, hooks } = hookedPool(services.db.url)
     hooks.beforeHistory = async call => { if (call === 1) await redis.set(keys.building, '99|another') }
     try {
       await expect(build(pool)).rejects.toThrow(/another build claimed/)
@@ -198,7 +195,7 @@ describe('filter builds and the change applier', () => {
   }, 60_000)
 
   it('an aborted build (the deadline of the automatic rebuild) flips nothing, removes its version and releases the build lock', async () => {
-    const { pool, hooks } = hookedPool(db.url)
+    const { pool, hooks } = hookedPool(services.db.url)
     const controller = new AbortController()
     hooks.beforeHistory = async call => { if (call === 1) controller.abort(new Error('deadline')) }
     try {

@@ -2,12 +2,10 @@
 // process (issue 8, defects 1, 9a and 9c). Requests go out as raw bytes over a TCP socket wherever fetch would
 // normalise them (malformed percent-encoding, duplicate headers); every test ends by asking /healthz.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import pg from 'pg'
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { GatewayError } from '../src/domain/errors.js'
@@ -15,38 +13,31 @@ import { jsonNestingExceeds, MAX_JSON_DEPTH } from '../src/http/body.js'
 import { Router } from '../src/http/router.js'
 import { uWS } from '../src/http/uws.js'
 import { Metrics } from '../src/metrics.js'
-import { migrate } from '../src/store/migrate.js'
 import { startTestGateway, type RunningGateway } from './helpers/gateway.js'
-import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 const SEED = `iysCode,brandCode,recipient,recipientType,type,status,source,consentDate
 700001,600001,+905327000001,BIREYSEL,MESAJ,ONAY,HS_WEB,2024-01-15 10:00:00
 `
 const PUSH_AUTH = 'Basic ' + Buffer.from('iys:secret').toString('base64')
 
-let dir: string
-let db: TestDatabase
+let services: TestServices
 let embedded: RunningGateway
 let withDb: RunningGateway
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'iys-http-faults-'))
-  const seed = join(dir, 'seed.csv')
+  services = await testServices({ migrate: true, poolSize: 1, dirPrefix: 'iys-http-faults-' })
+  const seed = join(services.dir, 'seed.csv')
   writeFileSync(seed, SEED)
-  db = await createTestDatabase()
-  const pool = new pg.Pool({ connectionString: db.url, max: 1 })
-  await migrate(pool)
-  await pool.end()
   embedded = await startTestGateway({ EMBEDDED_SEED_FILE: seed })
   // Postgres behind it: the İYS-shaped routes with path parameters, the push receiver and the decision log.
-  withDb = await startTestGateway({ EMBEDDED_SEED_FILE: seed, DATABASE_URL: db.url, IYS_PUSH_USER: 'iys', IYS_PUSH_PASSWORD: 'secret' })
+  withDb = await startTestGateway({ EMBEDDED_SEED_FILE: seed, DATABASE_URL: services.db.url, IYS_PUSH_USER: 'iys', IYS_PUSH_PASSWORD: 'secret' })
 }, 60_000)
 
 afterAll(async () => {
   await embedded?.close()
   await withDb?.close()
-  await db?.drop()
-  if (dir !== undefined) rmSync(dir, { recursive: true, force: true })
+  await services?.close()
 })
 
 const portOf = (g: RunningGateway): number => g.gw.port

@@ -2,29 +2,24 @@
 // never reach the carrier; a carrier that is down, slow or flapping is reported honestly; retries never send twice;
 // a Postgres outage and a SIGTERM lose no decision record; evidence shows the consent each message relied on.
 
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startFakeCarrier, type FakeCarrier } from '../src/dev/fake-carrier.js'
 import { runSteps } from './helpers/cli.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
-import { createTestDatabase, createTestRedis, type TestDatabase, type TestRedis } from './helpers/services.js'
+import { testServices, type TestServicesWithRedis } from './helpers/services.js'
 import { TcpProxy } from './helpers/tcp-proxy.js'
 
 const SP = '/sps/700001/brands/600001/consents'
 
 describe('POST /v1/messages', () => {
-  let db: TestDatabase
-  let redis: TestRedis
+  let services: TestServicesWithRedis
   let carrier: FakeCarrier
   let proxy: TcpProxy
   let gw: RunningGateway
   let pool: pg.Pool
   let env: Record<string, string>
-  let spool: string
 
   const consent = async (recipient: string, status: string, consentDate: string): Promise<void> => {
     const r = await postJson(gw.url + SP, { recipient, type: 'MESAJ', source: 'HS_WEB', status, consentDate })
@@ -36,16 +31,13 @@ describe('POST /v1/messages', () => {
   const phones = (from: number, n: number): string[] => Array.from({ length: n }, (_, i) => '+9053' + String(from + i).padStart(8, '0'))
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    redis = await createTestRedis()
+    services = await testServices({ redis: true, dirPrefix: 'iys-msg-' })
+    pool = services.pool
     carrier = await startFakeCarrier({ port: 0 })
     proxy = await TcpProxy.start({ host: '127.0.0.1', port: 5432 })
-    spool = mkdtempSync(join(tmpdir(), 'iys-msg-'))
-    const direct = { DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: redis.prefix }
-    await runSteps([['migrate'], ['load']], direct)
-    env = { ...direct, DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/${db.name}`, UPSTREAM_MESAJ_URL: carrier.url, DECISION_SPOOL_DIR: spool, DECISION_FLUSH_MS: '50', UPSTREAM_TIMEOUT_MS: '300', UPSTREAM_BREAKER_MIN_CALLS: '5', UPSTREAM_BREAKER_COOLDOWN_MS: '300' }
+    await runSteps([['migrate'], ['load']], services.env)
+    env = { ...services.env, DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/${services.db.name}`, UPSTREAM_MESAJ_URL: carrier.url, DECISION_SPOOL_DIR: services.dir, DECISION_FLUSH_MS: '50', UPSTREAM_TIMEOUT_MS: '300', UPSTREAM_BREAKER_MIN_CALLS: '5', UPSTREAM_BREAKER_COOLDOWN_MS: '300' }
     gw = await startTestGateway(env)
-    pool = new pg.Pool({ connectionString: db.url, max: 2 })
     for (const r of phones(0, 50)) await consent(r, 'ONAY', '2024-01-01 10:00:00')
     const last = phones(49, 1)[0]!
     await until(async () => (await send([sms(last)])).json.results[0].reason === 'CONSENT', 15_000, 'the consents to reach the filter')
@@ -55,10 +47,7 @@ describe('POST /v1/messages', () => {
     await gw?.close()
     await carrier?.close()
     await proxy?.cut()
-    await pool?.end()
-    await redis?.cleanup()
-    await db?.drop()
-    if (spool !== undefined) rmSync(spool, { recursive: true, force: true })
+    await services?.close()
   })
 
   it('forwards only the allowed messages: the carrier never sees a blocked one', async () => {

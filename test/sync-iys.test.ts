@@ -15,7 +15,7 @@ import { createLogger } from '../src/log.js'
 import { writeConsents } from '../src/store/consent-store.js'
 import { BIN, cliEnv, runCli } from './helpers/cli.js'
 import { afterToken, startFakeIys, type FakeChange, type FakeIys } from './helpers/fake-iys.js'
-import { createTestDatabase, type TestDatabase } from './helpers/services.js'
+import { testServices, type TestServices } from './helpers/services.js'
 
 const IYS_CODE = '700001'
 const USER = 'hs@example.com'
@@ -45,13 +45,13 @@ function changes (brand: string, n: number, from = 0): FakeChange[] {
 }
 
 describe('sync-iys', () => {
-  let db: TestDatabase
+  let services: TestServices
   let pool: pg.Pool
   let fake: FakeIys
   const clients: IysClient[] = []
 
   const env = (extra: Record<string, string> = {}): Record<string, string> => ({
-    DATABASE_URL: db.url, IYS_API_URL: fake.url, IYS_USERNAME: USER, IYS_PASSWORD: PASSWORD, IYS_CODE, ...extra
+    DATABASE_URL: services.db.url, IYS_API_URL: fake.url, IYS_USERNAME: USER, IYS_PASSWORD: PASSWORD, IYS_CODE, ...extra
   })
   const client = (opts: Partial<IysClientOptions> = {}): IysClient => {
     const c = new IysClient({ apiUrl: fake.url, username: USER, password: PASSWORD, minIntervalMs: 10, ...opts })
@@ -65,10 +65,10 @@ describe('sync-iys', () => {
     (await pool.query("SELECT count(*)::int AS n, count(DISTINCT transaction_id)::int AS tx FROM consent_history WHERE brand_code = $1 AND via = 'pull'", [brand])).rows[0]
 
   beforeAll(async () => {
-    db = await createTestDatabase()
-    const m = await runCli(['migrate'], { DATABASE_URL: db.url })
+    services = await testServices()
+    pool = services.pool
+    const m = await runCli(['migrate'], services.env)
     expect(m.code).toBe(0)
-    pool = new pg.Pool({ connectionString: db.url, max: 2 })
   })
 
   afterEach(async () => {
@@ -77,8 +77,7 @@ describe('sync-iys', () => {
   })
 
   afterAll(async () => {
-    await pool?.end()
-    await db?.drop()
+    await services?.close()
   })
 
   it('pulls a few thousand changes across pages into consents and the ledger, with İYS\'s transactionId and creationDate', async () => {
@@ -288,7 +287,7 @@ describe('sync-iys', () => {
 
   it('refuses to start without its settings (exit code 2, one line)', async () => {
     fake = await startFakeIys()
-    const res = await runCli(['sync-iys', '--once'], { DATABASE_URL: db.url, IYS_API_URL: fake.url, IYS_CODE, IYS_BRAND_CODES: '600013' })
+    const res = await runCli(['sync-iys', '--once'], { DATABASE_URL: services.db.url, IYS_API_URL: fake.url, IYS_CODE, IYS_BRAND_CODES: '600013' })
     expect(res.code).toBe(2)
     expect(res.stderr).toBe('iys-gateway: configuration error: IYS_USERNAME must be set for sync-iys\n')
     const bad = await runCli(['sync-iys', '--brand-code', 'abc'], env())
