@@ -29,6 +29,7 @@ import { CONSENT_WRITE_LOCK } from '../src/store/migrate.js'
 import { CHANGES_CHANNEL, CONSENT_COLUMNS, LEDGER_COLUMNS, upsertConsentsSql } from '../src/store/consent-store.js'
 import type { Pool, PoolClient } from '../src/store/pg.js'
 import { readConsentFile, type ConsentDefaults } from '../src/formats/consent-file.js'
+import { esc } from '../src/formats/copy-text.js'
 import { Progress } from './progress.js'
 
 export interface ImportOptions {
@@ -155,8 +156,6 @@ SELECT (SELECT count(*) FROM ledger)::bigint AS applied`
 
 /** One COPY text escape back to its character; line breaks become spaces (a reject file line is one row). */
 const unescapeCopy = (_: string, c: string): string => c === 't' ? '\t' : c === 'n' || c === 'r' ? ' ' : c
-const COPY_SPECIAL = /[\\\t\n\r]/
-const escapeCopy = (s: string): string => COPY_SPECIAL.test(s) ? s.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r') : s
 
 export async function importConsents (pool: Pool, opts: ImportOptions): Promise<ImportResult> {
   const totalBytes = statSync(opts.file).size
@@ -217,12 +216,12 @@ export async function stageImport (client: PoolClient, opts: ImportOptions, prog
       for (let i = 0; i < cs.length; i++) {
         const c = cs[i]!
         const t = batch.transactionIds[i]
-        const tx = t == null ? '\\N' : escapeCopy(t)
+        const tx = t == null ? '\\N' : esc(t)
         const cd = batch.creationDates[i] ?? '\\N'
         out += `${++id}\t${batch.lines[i]}\t${c.brandCode}\t${c.type}\t${c.recipientType}\t${c.recipient}\t${c.iysCode}\t${c.status}\t${c.source}\t${c.consentDate}\t${tx}\t${cd}\t\\N\t\\N\t\\N\n`
       }
       for (const r of batch.rejects) {
-        out += `${++id}\t${r.line}\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t${r.error.code}\t${escapeCopy(r.error.location?.join('.') ?? '')}\t${escapeCopy(r.error.message)}\n`
+        out += `${++id}\t${r.line}\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t${r.error.code}\t${esc(r.error.location?.join('.') ?? '')}\t${esc(r.error.message)}\n`
       }
       progress?.update(rows, batch.bytesRead, invalid)
       if (out.length > 0) yield out

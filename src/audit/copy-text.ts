@@ -1,5 +1,6 @@
 // The line format of the decision journal, which is Postgres COPY text format (so a segment of check decisions is
-// shipped as it is), plus two kinds of line for /v1/messages, merged into one row per message at shipping time:
+// shipped as it is; fields escaped by formats/copy-text.ts), plus two kinds of line for /v1/messages, merged into
+// one row per message at shipping time:
 //
 //   <decided_at>\t<source>\t… 15 columns …\n     a finished decision (every /v1/check decision, blocked messages)
 //   M<key>\t<the first 13 columns>\n              a message decision written BEFORE the message goes to the carrier
@@ -13,23 +14,6 @@ export const COLUMNS = '(decided_at, source, iys_code, brand_code, type, recipie
 
 /** The upstream status of a message decision whose carrier outcome was never journalled. */
 export const INTERRUPTED = 'interrupted'
-
-// Everything COPY text format gives a meaning to (backslash, tab, newline, CR), NUL (Postgres text cannot hold it)
-// and UTF-16 surrogates (a lone one has no UTF-8 form). The test is one scan; replacing runs only when it matches.
-const SPECIAL = /[\\\t\n\r\0\uD800-\uDFFF]/
-const REPLACE = /[\\\t\n\r\0]|[\uD800-\uDBFF][\uDC00-\uDFFF]|[\uD800-\uDFFF]/g
-const ESCAPES: Readonly<Record<string, string>> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\uFFFD' }
-const escapeOne = (c: string): string => (c.length === 2 ? c : ESCAPES[c] ?? '\uFFFD') // a valid pair stays
-
-/**
- * COPY text escaping for free text (a client's recipient, messageId or a carrier's id may hold anything). NUL and
- * lone surrogates become U+FFFD: the row must be storable, and they cannot be (the recipient is invalid anyway).
- */
-export function esc (s: string): string {
-  return SPECIAL.test(s) ? s.replace(REPLACE, escapeOne) : s
-}
-
-export const opt = (s: string | null): string => (s === null ? '\\N' : esc(s))
 
 export function countLines (text: string): number {
   let n = 0
