@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { CodedError } from './domain/errors.js'
 import { canonicalCode } from './domain/vocabulary.js'
+import { projectUrl } from './util/paths.js'
 
 export interface Config {
   readonly host: string
@@ -188,7 +189,7 @@ export function loadConfig (env: Env = process.env): Config {
     tacirAllowedWithoutRecord: bool(env, 'TACIR_ALLOW_WITHOUT_RECORD', true),
     storeFailureMode: oneOf(env, 'STORE_FAILURE_MODE', ['closed', 'open'] as const, 'closed'),
     // data/ at the project root: one level up from src/config.ts, two from its build, dist/src/config.js.
-    embeddedSeedFile: env.EMBEDDED_SEED_FILE ?? fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? '../data/sample-consents.csv' : '../../data/sample-consents.csv', import.meta.url)),
+    embeddedSeedFile: env.EMBEDDED_SEED_FILE ?? fileURLToPath(projectUrl('data/sample-consents.csv')),
     upstreams: Object.freeze({
       MESAJ: url(env, 'UPSTREAM_MESAJ_URL', ['http:', 'https:']),
       EPOSTA: url(env, 'UPSTREAM_EPOSTA_URL', ['http:', 'https:']),

@@ -22,7 +22,8 @@ export interface ValidConsent {
   consentDate: number
 }
 
-const absent = (v: unknown): boolean => v === undefined || v === null || v === ''
+/** A field İYS treats as not given: missing, null or empty. */
+export const absent = (v: unknown): boolean => v === undefined || v === null || v === ''
 
 const NOT_AN_OBJECT = 'A consent must be a JSON object.'
 

@@ -11,10 +11,10 @@ import { readFileSync } from 'node:fs'
 import type { Redis } from 'ioredis'
 import { BUCKET_SENTINEL } from './layout.js'
 import { SEQ_LUA_PATTERN } from './state.js'
+import { projectUrl } from '../util/paths.js'
 
-const here = import.meta.url
-// From dist/src/filter/scripts.js, three levels up is the project root (dist/ mirrors the source tree).
-const LUA_DIR = new URL(here.endsWith('.ts') ? './lua/' : '../../../src/filter/lua/', here)
+// Read from the source tree, from src/ and dist/ alike (tsc copies no .lua files).
+const LUA_DIR = projectUrl('src/filter/lua/')
 
 /**
  * Constants a script takes from the module that owns them, written as '{{NAME}}' in the .lua file and filled in at

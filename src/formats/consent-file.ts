@@ -14,7 +14,7 @@
 
 import { createReadStream } from 'node:fs'
 import { extname } from 'node:path'
-import { BAD_TRANSACTION_ID, isTransactionId, isValidConsent, parseCreationDate, validateConsent, type ValidConsent } from '../domain/consent.js'
+import { absent, BAD_TRANSACTION_ID, isTransactionId, isValidConsent, parseCreationDate, validateConsent, type ValidConsent } from '../domain/consent.js'
 import { errorItem, type ErrorItem } from '../domain/errors.js'
 import { canonicalCode } from '../domain/vocabulary.js'
 import { readLineBatches, splitCsvLine } from './csv.js'
@@ -61,8 +61,6 @@ export function consentFileFormat (path: string): ConsentFileFormat {
 }
 
 const BAD_CREATION_DATE_SHAPE = 'Oluşturma tarihi (creationDate) yyyy-mm-dd hh:mm:ss formatında olmalıdır.'
-
-const absent = (v: unknown): boolean => v === undefined || v === null || v === ''
 
 /**
  * Longest CSV line read (bytes). An İYS row is a few hundred bytes; columns this reader ignores (an export's

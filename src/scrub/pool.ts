@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { Piscina } from 'piscina'
 import type { CheckQuery, CheckerOptions } from '../check/checker.js'
 import type { ChunkInput, ChunkOutput } from './chunk.js'
+import { projectUrl } from '../util/paths.js'
 
 export interface ScrubWorkerData {
   redisUrl: string
@@ -18,10 +19,8 @@ export interface ScrubTask {
   view: { version: number, generation: string | null, sab: SharedArrayBuffer, buckets: number }
 }
 
-// The worker is compiled JavaScript; when this module runs from src/ under the test runner, use the built one
-// (dist/ mirrors the source tree: src/scrub/pool.ts is built to dist/src/scrub/pool.js).
-const here = import.meta.url
-const workerFile = fileURLToPath(here.endsWith('.ts') ? new URL('../../dist/src/scrub/worker.js', here) : new URL('./worker.js', here))
+// The worker is compiled JavaScript: the built one, also when this module runs from src/ under the test runner.
+const workerFile = fileURLToPath(projectUrl('dist/src/scrub/worker.js'))
 
 export function createScrubPool (data: ScrubWorkerData, threads: number): Piscina<ScrubTask, ChunkOutput> {
   // Two chunks per worker: one is decided while the other waits for Redis.
