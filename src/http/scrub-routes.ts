@@ -33,6 +33,8 @@ export function parseScrubParams (query: URLSearchParams): ScrubParams {
   return { ...key, commercial: c === 'true' }
 }
 
+const tooLarge = (deps: ScrubRouteDeps): GatewayError =>
+  new GatewayError('BODY_TOO_LARGE', { message: `The list is larger than SCRUB_MAX_BYTES (${deps.maxBytes} bytes).` })
 const storageFull = (deps: ScrubRouteDeps): GatewayError => new GatewayError('STORAGE_FULL', {
   message: `The scrub jobs on this gateway would use more than SCRUB_MAX_TOTAL_BYTES (${deps.maxTotalBytes} bytes) of disk for uploads and results (${deps.jobs.usedBytes} in use); send the list again once finished jobs have passed their retention, or send a smaller one.`
 })
@@ -58,7 +60,7 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
       if (contentType.startsWith('application/x-ndjson') || contentType.startsWith('application/ndjson')) format = 'ndjson'
       else if (contentType === '' || contentType.startsWith('text/csv') || contentType.startsWith('text/plain')) format = 'csv'
       else throw new GatewayError('UNSUPPORTED_MEDIA_TYPE', { message: 'Send the list as text/csv or application/x-ndjson.' })
-      if (declared !== '' && Number(declared) > deps.maxBytes) throw new GatewayError('BODY_TOO_LARGE', { message: `The list is larger than SCRUB_MAX_BYTES (${deps.maxBytes} bytes).` })
+      if (declared !== '' && Number(declared) > deps.maxBytes) throw tooLarge(deps)
       if (jobId !== null && !JOB_ID.test(jobId)) throw new GatewayError('INVALID_FIELD', { location: 'jobId', value: jobId, message: 'jobId must be 1-64 of A-Z a-z 0-9 _ -.' })
       const taken = jobId === null ? undefined : jobs.get(jobId)
       if (taken !== undefined) {
@@ -187,7 +189,7 @@ function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, para
     const n = ab.byteLength
     bytes += n
     if (bytes > deps.maxBytes) {
-      failUpload(`the list is larger than SCRUB_MAX_BYTES (${deps.maxBytes} bytes)`, new GatewayError('BODY_TOO_LARGE', { message: `The list is larger than SCRUB_MAX_BYTES (${deps.maxBytes} bytes).` }))
+      failUpload(`the list is larger than SCRUB_MAX_BYTES (${deps.maxBytes} bytes)`, tooLarge(deps))
       return
     }
     if (jobs.usedBytes + n > deps.maxTotalBytes) {
