@@ -24,6 +24,8 @@ import { BacklogMonitor } from './store/backlog.js'
 import { DecisionLog } from './audit/decision-log.js'
 import { DecisionsHook } from './audit/decisions-hook.js'
 import { scrubRoutes } from './http/scrub-routes.js'
+import { pushRoute } from './http/push-route.js'
+import { ledgerRoutes } from './http/ledger-routes.js'
 import { messagesRoute } from './http/messages-route.js'
 import { Upstreams } from './carriers/upstream.js'
 import { ScrubQueue } from './scrub/engine.js'
@@ -195,8 +197,11 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     readiness,
     decisions,
     routes: (router) => {
-      if (pool !== null) consentRoutes(router, { pool, log, requests: requests!, push: push!, pushCredentials })
-      else notConfiguredRoutes(router)
+      if (pool !== null) {
+        consentRoutes(router, { pool, log, requests: requests! })
+        pushRoute(router, { push: push!, credentials: pushCredentials })
+        ledgerRoutes(router, pool)
+      } else notConfiguredRoutes(router)
       scrubRoutes(router, { jobs, queue, maxBytes: config.scrub.maxBytes, maxTotalBytes: config.scrub.maxTotalBytes, maxUploadsPerClient: config.scrub.maxUploadsPerClient })
       messagesRoute(router, { checker, upstreams, metrics, decisions })
     }

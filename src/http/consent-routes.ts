@@ -1,28 +1,23 @@
-// The İYS-shaped consent API, the İYS push receiver and the evidence ledger, over the Router. Payloads, answers and
+// The İYS-shaped consent API over the Router. Payloads, answers and
 // error codes follow the İYS specification so that a provider's İYS integration can point at the gateway.
 
-import { randomUUID, timingSafeEqual } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import { isValidConsent, validateConsent, type ValidConsent } from '../domain/consent.js'
-import { ERRORS, errorItem, GatewayError, type ErrorItem } from '../domain/errors.js'
-import { checkTypeFit, normalizeRecipient } from '../domain/normalize.js'
+import { errorItem, GatewayError, type ErrorItem } from '../domain/errors.js'
 import { formatIysDate } from '../domain/time.js'
-import { canonicalCode, isConsentType, isRecipientType, type ConsentType, type RecipientType } from '../domain/vocabulary.js'
+import { canonicalCode, isConsentType, isRecipientType } from '../domain/vocabulary.js'
 import { createRequest, requestResults, type RequestProcessor } from '../store/consent-requests.js'
-import { approvedAmong, consentHistory, consentStateAt, consentStatus } from '../store/consent-queries.js'
+import { approvedAmong, consentStatus } from '../store/consent-queries.js'
 import { writeConsents } from '../store/consent-store.js'
 import type { Pool } from '../store/pg.js'
-import type { PushProcessor } from '../store/push-inbox.js'
-import { evidenceHtml, findEvidence } from '../audit/evidence.js'
-import { keyParams } from './params.js'
+import { recipientFor } from './params.js'
 import { json, type Reply, type RequestFacts, type Router } from './router.js'
 
 export interface ConsentRouteDeps {
   pool: Pool
   log: Logger
   requests: RequestProcessor
-  push: PushProcessor
-  pushCredentials: { user: string, password: string } | null
 }
 
 const MAX_BATCH = 1000
@@ -144,40 +139,6 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
     return json(200, { requestId: randomUUID(), list: await approvedAmong(pool, brandCode, type, recipientType, list) })
   }, { params: 4 })
 
-  // İYS push receiver
-  router.post('/iys/push', 'push', async (body, req) => {
-    if (deps.pushCredentials === null) throw new GatewayError('NOT_CONFIGURED')
-    if (!basicAuthMatches(req.headers.authorization ?? '', deps.pushCredentials)) throw new GatewayError('UNAUTHORIZED')
-    const list = (body as { list?: unknown } | null)?.list
-    if (typeof body !== 'object' || body === null || !Array.isArray(list)) {
-      throw new GatewayError('INVALID_PUSH', { items: [errorItem('INVALID_FIELD', 'list', undefined, ERRORS.INVALID_PUSH.message)] })
-    }
-    const id = await deps.push.store(body) // on the receiver's own pool; starts processing
-    return json(200, { received: list.length, id })
-  }, { headers: ['authorization'] })
-
-  // Evidence ledger
-  router.get('/v1/consents/history', 'history', async (_, req) => {
-    const q = ledgerQuery(req.query)
-    return json(200, { ...q.echo, history: await consentHistory(pool, q.brandCode, q.type, q.recipientType, q.recipient) })
-  }, { query: true })
-
-  router.get('/v1/evidence', 'history', async (_, req) => {
-    const q = ledgerQuery(req.query)
-    const p = new URLSearchParams(req.query)
-    const window = { from: dateParam(p, 'from', new Date(0)), to: dateParam(p, 'to', new Date()) }
-    const query = { brandCode: q.brandCode, type: q.type, recipientType: p.get('recipientType'), recipient: q.recipient, ...window }
-    const entries = await findEvidence(pool, query)
-    if ((req.headers.accept ?? '').includes('text/html')) return { status: 200, body: evidenceHtml(query, entries, new Date()), contentType: 'text/html; charset=utf-8' }
-    return json(200, { ...q.echo, from: window.from.toISOString(), to: window.to.toISOString(), decisions: entries })
-  }, { headers: ['accept'], query: true })
-
-  router.get('/v1/consents/state', 'history', async (_, req) => {
-    const q = ledgerQuery(req.query)
-    const at = dateParam(new URLSearchParams(req.query), 'at', new Date())
-    const entry = await consentStateAt(pool, q.brandCode, q.type, q.recipientType, q.recipient, at)
-    return json(200, { ...q.echo, at: at.toISOString(), state: entry })
-  }, { query: true })
 }
 
 /** Without DATABASE_URL these endpoints exist but say what they need, instead of a bare 404. */
@@ -189,35 +150,6 @@ export function notConfiguredRoutes (router: Router): void {
   router.get('/v1/consents/*', 'history', reply)
 }
 
-function dateParam (p: URLSearchParams, name: string, def: Date): Date {
-  const text = p.get(name)
-  if (text === null) return def
-  const d = new Date(text)
-  if (Number.isNaN(d.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(text)) {
-    throw new GatewayError('INVALID_FIELD', { location: name, value: text, message: `${name} must be an ISO 8601 date or date-time, e.g. 2026-03-01T10:00:00+03:00.` })
-  }
-  return d
-}
 
-function recipientFor (raw: unknown, type: ConsentType): string | ErrorItem {
-  if (raw === undefined || raw === null || raw === '') return errorItem('H114', 'recipient')
-  const r = normalizeRecipient(raw)
-  if (typeof r !== 'string') return errorItem(r.code === 'H160' ? 'H166' : r.code, 'recipient', undefined, r.code === 'H160' ? undefined : r.message)
-  const misfit = checkTypeFit(r, type)
-  return misfit === null ? r : errorItem('H464', 'recipient', undefined, misfit.message)
-}
 
-function ledgerQuery (query: string): { brandCode: string, type: ConsentType, recipientType: RecipientType, recipient: string, echo: Record<string, string> } {
-  const p = new URLSearchParams(query)
-  const { brandCode, type, recipientType } = keyParams(p)
-  const recipient = recipientFor(p.get('recipient') ?? undefined, type)
-  if (typeof recipient !== 'string') throw new GatewayError(recipient.code, { location: 'recipient', message: recipient.message })
-  return { brandCode, type, recipientType, recipient, echo: { brandCode, type, recipientType, recipient } }
-}
 
-function basicAuthMatches (header: string, creds: { user: string, password: string }): boolean {
-  if (!header.startsWith('Basic ')) return false
-  const given = Buffer.from(header.slice(6), 'base64')
-  const expected = Buffer.from(`${creds.user}:${creds.password}`)
-  return given.length === expected.length && timingSafeEqual(given, expected)
-}

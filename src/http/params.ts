@@ -1,7 +1,8 @@
-// Query-string parameters shared by the GET/streaming endpoints (ledger, evidence, scrub): brandCode, type and
-// recipientType, with the same error codes as the JSON bodies.
+// Parameters shared by the GET/streaming endpoints (ledger, evidence, scrub) and the consent queries: brandCode,
+// type, recipientType and a recipient, with the same error codes as the JSON bodies.
 
-import { GatewayError } from '../domain/errors.js'
+import { errorItem, GatewayError, type ErrorItem } from '../domain/errors.js'
+import { checkTypeFit, normalizeRecipient } from '../domain/normalize.js'
 import { canonicalCode, isConsentType, isRecipientType, type ConsentType, type RecipientType } from '../domain/vocabulary.js'
 
 export function keyParams (p: URLSearchParams): { brandCode: string, type: ConsentType, recipientType: RecipientType } {
@@ -13,4 +14,13 @@ export function keyParams (p: URLSearchParams): { brandCode: string, type: Conse
   const recipientType = p.get('recipientType') ?? 'BIREYSEL'
   if (!isRecipientType(recipientType)) throw new GatewayError('H116', { location: 'recipientType', value: recipientType })
   return { brandCode, type, recipientType }
+}
+
+/** A recipient of `type`, normalised; or the İYS error item that refuses it. */
+export function recipientFor (raw: unknown, type: ConsentType): string | ErrorItem {
+  if (raw === undefined || raw === null || raw === '') return errorItem('H114', 'recipient')
+  const r = normalizeRecipient(raw)
+  if (typeof r !== 'string') return errorItem(r.code === 'H160' ? 'H166' : r.code, 'recipient', undefined, r.code === 'H160' ? undefined : r.message)
+  const misfit = checkTypeFit(r, type)
+  return misfit === null ? r : errorItem('H464', 'recipient', undefined, misfit.message)
 }

@@ -1,0 +1,39 @@
+// Who is calling: the tenant (an İYS service provider, by iysCode) and the API key that authenticated the request,
+// with what the key may do. Every route except /healthz, /readyz and /metrics (and the İYS push receiver, which has
+// its own basic auth) needs one; the router authenticates, checks the route's scope and rate-limits before a handler
+// runs, and handlers check brands and iysCodes in paths and bodies with `mayActFor` / `requireBrand`.
+
+export const SCOPES = ['check', 'send', 'consents:write', 'consents:read', 'scrub', 'evidence', 'admin'] as const
+export type Scope = (typeof SCOPES)[number]
+
+export const isScope = (s: unknown): s is Scope => typeof s === 'string' && (SCOPES as readonly string[]).includes(s)
+
+export interface Principal {
+  readonly keyId: string
+  /** the tenant: an İYS service provider code, canonical (no leading zeros) */
+  readonly iysCode: string
+  /** canonical brand codes this key may act for: the key's own list, or every brand of its tenant */
+  readonly brands: ReadonlySet<string>
+  /** what the key may do; `admin` implies every other scope */
+  readonly scopes: ReadonlySet<Scope>
+  /** requests per second (token bucket); 0 = not limited */
+  readonly ratePerSecond: number
+  /** the built-in trial key of the embedded default (never present with DATABASE_URL) */
+  readonly demo: boolean
+}
+
+/** What the router asks for a bearer value: an API key `<keyId>.<secret>` or an access token from /oauth2/token. */
+export interface Authenticator {
+  /**
+   * The principal for `bearer`, or null when it is unknown, wrong, revoked or expired. Synchronous and answered
+   * from memory: it runs on every request.
+   */
+  authenticate (bearer: string): Principal | null
+}
+
+/** Whether a key may act in `scope` (admin may do anything its tenant may). */
+export const hasScope = (p: Principal, scope: Scope): boolean => p.scopes.has(scope) || p.scopes.has('admin')
+
+/** Whether a key may act for `brandCode` (canonical) of tenant `iysCode` (canonical; null when the request names none). */
+export const mayActFor = (p: Principal, brandCode: string, iysCode: string | null = null): boolean =>
+  (iysCode === null || iysCode === p.iysCode) && p.brands.has(brandCode)
