@@ -3,6 +3,8 @@
 // its own basic auth) needs one; the router authenticates, checks the route's scope and rate-limits before a handler
 // runs, and handlers check brands and iysCodes in paths and bodies with `mayActFor` / `requireBrand`.
 
+import { GatewayError } from '../domain/errors.js'
+
 export const SCOPES = ['check', 'send', 'consents:write', 'consents:read', 'scrub', 'evidence', 'admin'] as const
 export type Scope = (typeof SCOPES)[number]
 
@@ -37,3 +39,21 @@ export const hasScope = (p: Principal, scope: Scope): boolean => p.scopes.has(sc
 /** Whether a key may act for `brandCode` (canonical) of tenant `iysCode` (canonical; null when the request names none). */
 export const mayActFor = (p: Principal, brandCode: string, iysCode: string | null = null): boolean =>
   (iysCode === null || iysCode === p.iysCode) && p.brands.has(brandCode)
+
+/** The principal of a public route (/healthz, /readyz, /metrics, the İYS push receiver): may do nothing. */
+export const ANONYMOUS: Principal = Object.freeze({
+  keyId: '', iysCode: '', brands: new Set<string>(), scopes: new Set<Scope>(), ratePerSecond: 0, demo: false
+})
+
+/**
+ * Throws 403 unless `p` may act for `brandCode` of `iysCode` (null: the request names no iysCode): FORBIDDEN on our
+ * routes, İYS's H353 on the İYS-shaped ones (`iys`).
+ */
+export function requireBrand (p: Principal, brandCode: string, iysCode: string | null, iys: boolean): void {
+  if (mayActFor(p, brandCode, iysCode)) return
+  const field = iysCode !== null && iysCode !== p.iysCode ? 'iysCode' : 'brandCode'
+  const value = field === 'iysCode' ? iysCode : brandCode
+  throw iys
+    ? new GatewayError('H353', { location: field, message: `${field}, kullanıcı izinleriyle eşleştirilemiyor` })
+    : new GatewayError('FORBIDDEN', { location: field, value, message: `This API key may not act for ${field} ${value ?? ''}.` })
+}

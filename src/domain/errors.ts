@@ -43,6 +43,8 @@ export const ERRORS = {
   H198: { status: 422, message: 'requestId 36 karakterden daha uzun olamaz.' },
   H199: { status: 422, message: 'requestId sadece harflerden meydana gelemez.' },
   H351: { status: 401, message: 'Eksik veya geçersiz jeton!' },
+  H353: { status: 403, message: 'Alan, kullanıcı izinleriyle eşleştirilemiyor' },
+  H124: { status: 429, message: 'Saniyede kabul edilen istek limitine ulaşıldı. Lütfen daha sonra tekrar deneyiniz.' },
   H400: { status: 422, message: 'requestId sadece sayılardan meydana gelemez.' },
   H408: { status: 422, message: 'HS_KARAR kaynağından iletilen izinler için durum bilgisi RET olmalıdır.' },
   H478: { status: 422, message: 'Alıcı listesi (recipients) liste olmalıdır.' },
@@ -67,6 +69,8 @@ export const ERRORS = {
   STORAGE_FULL: { status: 507, message: 'The scrub jobs on this gateway hold all the disk space they may use.' },
   CONSENT_NOT_FOUND: { status: 404, message: 'No consent is recorded for this recipient, type and recipient type.' },
   UNAUTHORIZED: { status: 401, message: 'Missing or wrong credentials.' },
+  FORBIDDEN: { status: 403, message: 'This API key may not do this.' },
+  RATE_LIMITED: { status: 429, message: 'Too many requests for this API key; retry after the time in Retry-After.' },
   // Answer-level codes: they set the status of an answer whose items carry codes of their own, and never appear in
   // a body themselves (İYS answers a list with invalid consents 422 whatever the items say; the push receiver has
   // always answered a body that is not {"list":[...]} 400).

@@ -5,6 +5,7 @@
 
 import type { Logger } from 'pino'
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js'
+import { ANONYMOUS, type Principal, type Scope } from '../auth/principal.js'
 import { ERRORS, GatewayError } from '../domain/errors.js'
 import type { Metrics, Route } from '../metrics.js'
 import { jsonNestingExceeds, MAX_JSON_DEPTH, PLAIN_LENGTH, readBody } from './body.js'
@@ -17,6 +18,8 @@ export interface RequestFacts {
   readonly query: string
   /** the headers the route named (RouteOptions.headers), by lower-case name */
   readonly headers: Readonly<Record<string, string>>
+  /** who is calling (authenticated by the router); ANONYMOUS on public routes */
+  readonly principal: Principal
 }
 
 export interface Reply {
@@ -48,10 +51,17 @@ export interface RouteOptions {
   headers?: readonly string[]
   /** Whether the handler reads the query string. */
   query?: boolean
+  /**
+   * Who may call: 'public' (no key), or a key with any one of `scopes` (admin may do anything). Every route says so
+   * (no default: a route cannot be left open by forgetting it).
+   */
+  auth?: 'public' | { scopes: readonly Scope[] }
+  /** An İYS-shaped route: authentication and rate-limit errors are İYS's (H351, H353, H124) rather than ours. */
+  iys?: boolean
 }
 
 /** What a route that asks for nothing gets: shared and frozen, so the hot path (POST /v1/check) copies nothing. */
-const NO_FACTS: RequestFacts = Object.freeze({ params: Object.freeze([]), query: '', headers: Object.freeze({}) })
+const NO_FACTS: RequestFacts = Object.freeze({ params: Object.freeze([]), query: '', headers: Object.freeze({}), principal: ANONYMOUS })
 
 /** A registered pattern, split at '/', with its method: what the catch-all tells 404 from 405 by. */
 interface KnownRoute {
@@ -269,7 +279,7 @@ export class Router {
       for (const h of opts.headers) named[h] = req.getHeader(h)
       headers = named
     }
-    return { params, query: opts.query === true ? req.getQuery() ?? '' : '', headers }
+    return { params, query: opts.query === true ? req.getQuery() ?? '' : '', headers, principal: ANONYMOUS }
   }
 }
 

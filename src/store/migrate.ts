@@ -121,6 +121,30 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE iys_push_inbox ALTER COLUMN payload TYPE text USING payload::text;
   ALTER TABLE iys_push_inbox ADD COLUMN attempts int NOT NULL DEFAULT 0, ADD COLUMN failed_reason text;
   ALTER TABLE consent_requests ADD COLUMN attempts int NOT NULL DEFAULT 0, ADD COLUMN failed_reason text;
+  `,
+  // 6: tenants, their brands, API keys (MIGRATION 6 — tenants and keys; being written)
+  `
+  CREATE TABLE tenants (
+    iys_code    bigint      PRIMARY KEY,
+    name        text        NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now()
+  );
+  -- A brand belongs to one tenant (İYS brand codes are unique across providers).
+  CREATE TABLE brands (
+    brand_code  bigint      PRIMARY KEY,
+    iys_code    bigint      NOT NULL REFERENCES tenants (iys_code),
+    name        text        NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE INDEX brands_tenant_idx ON brands (iys_code);
+  `,
+  // 7: the İYS write-through outbox (MIGRATION 7 — being written)
+  `
+  SELECT 1;
+  `,
+  // 8: İYS drop-in: v2 transaction ids and validation (MIGRATION 8 — being written)
+  `
+  SELECT 1;
   `
 ]
 
