@@ -14,8 +14,11 @@ export interface Principal {
   readonly keyId: string
   /** the tenant: an İYS service provider code, canonical (no leading zeros) */
   readonly iysCode: string
-  /** canonical brand codes this key may act for: the key's own list, or every brand of its tenant */
-  readonly brands: ReadonlySet<string>
+  /**
+   * canonical brand codes this key may act for: the key's own list, or every brand of its tenant; 'any' only for
+   * the demo key of a gateway without DATABASE_URL (no brand registry there). Ask `mayActFor`, not this field.
+   */
+  readonly brands: ReadonlySet<string> | 'any'
   /** what the key may do; `admin` implies every other scope */
   readonly scopes: ReadonlySet<Scope>
   /** requests per second (token bucket); 0 = not limited */
@@ -38,7 +41,7 @@ export const hasScope = (p: Principal, scope: Scope): boolean => p.scopes.has(sc
 
 /** Whether a key may act for `brandCode` (canonical) of tenant `iysCode` (canonical; null when the request names none). */
 export const mayActFor = (p: Principal, brandCode: string, iysCode: string | null = null): boolean =>
-  (iysCode === null || iysCode === p.iysCode) && p.brands.has(brandCode)
+  (iysCode === null || iysCode === p.iysCode) && (p.brands === 'any' || p.brands.has(brandCode))
 
 /** The principal of a public route (/healthz, /readyz, /metrics, the İYS push receiver): may do nothing. */
 export const ANONYMOUS: Principal = Object.freeze({
