@@ -19,6 +19,8 @@ export interface Config {
   readonly maxBodyBytes: number
   readonly bloomFpr: number
   readonly filterPollMs: number
+  /** How often a gateway asks Postgres whether API keys changed (a revoked key stops within this). */
+  readonly authPollMs: number
   readonly redisTimeoutMs: number
   /** Rebuild the filter from Postgres by itself when Redis lost it (one gateway at a time, by advisory lock). */
   readonly autoRebuild: boolean
@@ -68,7 +70,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 /** Every variable we read; the README's configuration table lists the same names and defaults. */
 export const KNOWN_VARIABLES = [
   'HOST', 'PORT', 'REDIS_URL', 'REDIS_PREFIX', 'REDIS_CLUSTER_NODES', 'REDIS_TIMEOUT_MS', 'DATABASE_URL', 'LOG_LEVEL',
-  'MAX_BODY_BYTES', 'BLOOM_FPR', 'FILTER_POLL_MS', 'TACIR_ALLOW_WITHOUT_RECORD', 'STORE_FAILURE_MODE',
+  'MAX_BODY_BYTES', 'BLOOM_FPR', 'FILTER_POLL_MS', 'AUTH_POLL_MS', 'TACIR_ALLOW_WITHOUT_RECORD', 'STORE_FAILURE_MODE',
   'EMBEDDED_SEED_FILE', 'UPSTREAM_MESAJ_URL', 'UPSTREAM_EPOSTA_URL', 'UPSTREAM_ARAMA_URL', 'IYS_PUSH_USER',
   'IYS_PUSH_PASSWORD', 'IYS_API_URL', 'IYS_USERNAME', 'IYS_PASSWORD', 'IYS_CODE', 'IYS_BRAND_CODES', 'IYS_SYNC_INTERVAL_MS',
   'HISTORY_RETENTION_DAYS', 'RETENTION_INTERVAL_MS', 'SCRUB_DIR', 'SCRUB_RETENTION_HOURS', 'SCRUB_MAX_BYTES', 'SCRUB_THREADS',
@@ -79,7 +81,7 @@ export const KNOWN_VARIABLES = [
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
-const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTO_']
+const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTO_', 'AUTH_']
 
 function closest (name: string): string | null {
   let best: string | null = null
@@ -184,6 +186,7 @@ export function loadConfig (env: Env = process.env): Config {
     maxBodyBytes: int(env, 'MAX_BODY_BYTES', 1024 * 1024, 1024, 1024 * 1024 * 1024),
     bloomFpr,
     filterPollMs: int(env, 'FILTER_POLL_MS', 250, 10, 60_000),
+    authPollMs: int(env, 'AUTH_POLL_MS', 250, 10, 1000),
     redisTimeoutMs: int(env, 'REDIS_TIMEOUT_MS', 500, 10, 60_000),
     autoRebuild,
     tacirAllowedWithoutRecord: bool(env, 'TACIR_ALLOW_WITHOUT_RECORD', true),

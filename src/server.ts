@@ -32,6 +32,7 @@ import { ScrubQueue } from './scrub/engine.js'
 import { ScrubJobs } from './scrub/jobs.js'
 import { createScrubPool } from './scrub/pool.js'
 import { settlesWithin } from './util/settle.js'
+import { DEMO_KEY_WARNING, KeyStore } from './auth/key-store.js'
 
 export interface Gateway {
   readonly port: number
@@ -92,6 +93,11 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   let readiness: () => Readiness
 
   const warnings = uwsNative ? [] : [UWS_FALLBACK_WARNING]
+  // API keys: Postgres's with DATABASE_URL (none until `keys create`), else the trial's demo key, said loudly.
+  const keys = pool !== null ? KeyStore.postgres(pool, { pollMs: config.authPollMs, log }) : KeyStore.demo()
+  await keys.start()
+  if (pool === null) { log.warn(DEMO_KEY_WARNING); warnings.push(DEMO_KEY_WARNING) }
+  const rateLimit = { take: (_keyId: string, _rate: number): number => 0 } // TODO(rate helper): auth/rate-limit.ts
   const uwsState = uwsNative ? 'native' : 'fallback'
 
   if (config.redisUrl !== null) {
@@ -194,7 +200,9 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     metrics,
     log,
     maxBodyBytes: config.maxBodyBytes,
-    readiness,
+    auth: keys,
+    rateLimit,
+    readiness: () => withKeys(readiness(), keys),
     decisions,
     routes: (router) => {
       if (pool !== null) {
@@ -238,8 +246,17 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       await backlog?.stop()
       if (pushPool !== null && !await settlesWithin(pushPool.end(), 2000)) log.warn('push receiver connections still busy at shutdown')
       if (mirror !== null) await mirror.stop()
+      await keys.stop()
       if (pool !== null && !await settlesWithin(pool.end(), 5000)) log.warn('Postgres connections still busy at shutdown; leaving them to the process exit')
       if (redis !== null) redis.disconnect()
     }
   }
+}
+
+/** Readiness with the API keys: a gateway that never loaded them can serve nobody (every request is 401). */
+function withKeys (r: Readiness, keys: KeyStore): Readiness {
+  const k = keys.status()
+  const apiKeys = { source: k.source, keys: k.keys, ...(k.problem !== null ? { problem: k.problem } : {}) }
+  if (k.loadedAt > 0) return { ...r, apiKeys }
+  return { ...r, ready: false, apiKeys, problem: [r.problem, 'API keys not loaded yet: every request is answered 401'].filter(Boolean).join('; ') }
 }

@@ -121,12 +121,15 @@ export function errorCode (err: unknown): string {
 export class GatewayError extends CodedError<ErrorCode> {
   readonly status: number
   readonly items: ErrorItem[]
+  /** seconds for a Retry-After header (429, 503) */
+  readonly retryAfterS: number | undefined
 
-  constructor (code: ErrorCode, opts: { message?: string, location?: string, value?: unknown, cause?: unknown, items?: ErrorItem[] } = {}) {
+  constructor (code: ErrorCode, opts: { message?: string, location?: string, value?: unknown, cause?: unknown, items?: ErrorItem[], retryAfterS?: number } = {}) {
     const message = opts.message ?? ERRORS[code].message
     super(code, message, { cause: opts.cause })
     this.status = ERRORS[code].status
     this.items = opts.items ?? [errorItem(code, opts.location, opts.value, message)]
+    this.retryAfterS = opts.retryAfterS
   }
 
   toBody (): { errors: ErrorItem[] } {

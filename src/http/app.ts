@@ -4,6 +4,7 @@
 import type { Logger } from 'pino'
 import type { DecisionsHook } from '../audit/decisions-hook.js'
 import type { Checker } from '../check/checker.js'
+import { requireBrand, type Authenticator } from '../auth/principal.js'
 import type { Metrics } from '../metrics.js'
 import { parseCheckRequest, serializeResults } from './check-request.js'
 import { Router } from './router.js'
@@ -19,6 +20,8 @@ export interface AppDeps {
   metrics: Metrics
   log: Logger
   maxBodyBytes: number
+  auth: Authenticator
+  rateLimit: { take (keyId: string, ratePerSecond: number): number }
   readiness: () => Readiness
   /** The post-decision hook every front end calls (metrics, scrub-yield stamp, decision journal). */
   decisions: DecisionsHook
@@ -31,21 +34,24 @@ export function createApp (deps: AppDeps): { app: uWS.TemplatedApp, router: Rout
   const app = uWS.App()
   const router = new Router(app, deps)
 
-  router.post('/v1/check', 'check', async (body) => {
+  router.post('/v1/check', 'check', async (body, req) => {
     const query = parseCheckRequest(body)
+    requireBrand(req.principal, query.brandCode, null, false)
     const results = await checker.check(query)
     decisions.afterDecisions('check', query, results) // journalled before the answer is sent
     return { status: 200, body: serializeResults(results) }
-  })
+  }, { auth: { scopes: ['check'] } })
 
-  router.get('/healthz', 'health', () => ({ status: 200, body: '{"status":"ok"}' }))
+  // Public: probes and scrapers carry no key (they reveal no recipient and change nothing).
+  const PUBLIC = { auth: 'public' } as const
+  router.get('/healthz', 'health', () => ({ status: 200, body: '{"status":"ok"}' }), PUBLIC)
 
   router.get('/readyz', 'ready', () => {
     const r = deps.readiness()
     return { status: r.ready ? 200 : 503, body: JSON.stringify(r) }
-  })
+  }, PUBLIC)
 
-  router.get('/metrics', 'metrics', async () => ({ status: 200, body: await metrics.registry.metrics(), contentType: metrics.registry.contentType }))
+  router.get('/metrics', 'metrics', async () => ({ status: 200, body: await metrics.registry.metrics(), contentType: metrics.registry.contentType }), PUBLIC)
 
   // Route modules register through the router only (its guard keeps a throw from reaching uWS, which would end the process).
   deps.routes?.(router)

@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import { isValidConsent, validateConsent, type ValidConsent } from '../domain/consent.js'
+import { requireBrand } from '../auth/principal.js'
 import { errorItem, GatewayError, type ErrorItem } from '../domain/errors.js'
 import { formatIysDate } from '../domain/time.js'
 import { canonicalCode, isConsentType, isRecipientType } from '../domain/vocabulary.js'
@@ -33,6 +34,7 @@ function codesFrom (req: RequestFacts): { iysCode: string, brandCode: string } {
   if (iysCode === null) throw new GatewayError('INVALID_FIELD', { location: 'iysCode', value: req.params[0], message: 'iysCode must be a positive integer (İYS code).' })
   const brandCode = canonicalCode(req.params[1])
   if (brandCode === null) throw new GatewayError('INVALID_BRAND_CODE', { location: 'brandCode', value: req.params[1] })
+  requireBrand(req.principal, brandCode, iysCode, true)
   return { iysCode, brandCode }
 }
 
@@ -50,7 +52,10 @@ const consentKey = (c: ValidConsent): string => `${c.recipientType}|${c.type}|${
 
 export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
   const { pool } = deps
-  const P = { params: 2 }
+  const WRITE = { auth: { scopes: ['consents:write'] }, iys: true } as const
+  const READ = { auth: { scopes: ['consents:read'] }, iys: true } as const
+  const P = { params: 2, ...WRITE }
+  const Q = { params: 2, ...READ }
 
   // Tekil izin ekleme
   router.post(`${SP}/consents`, 'consents', async (body, req) => {
@@ -97,7 +102,7 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
     // Postgres text cannot hold U+0000 (the query would fail, a 500): no request was ever issued such an id.
     if (id.includes('\u0000')) return json(200, [])
     return json(200, await requestResults(pool, iysCode, brandCode, id))
-  }, { params: 3 })
+  }, { params: 3, auth: { scopes: ['consents:write', 'consents:read'] }, iys: true })
 
   // Tekil izin durumu sorgulama
   router.post(`${SP}/consents/status`, 'consents', async (body, req) => {
@@ -113,7 +118,7 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
     const rec = await consentStatus(pool, brandCode, b.type, b.recipientType, recipient)
     if (rec === null) throw new GatewayError('CONSENT_NOT_FOUND')
     return json(200, rec)
-  }, P)
+  }, Q)
 
   // Alıcı listesinin izin durumu sorgulama: answers the recipients whose consent is ONAY
   router.post(`${SP}/consents/:recipientType/status/:type`, 'consents', async (body, req) => {
@@ -137,17 +142,21 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
       list.push(r)
     }
     return json(200, { requestId: randomUUID(), list: await approvedAmong(pool, brandCode, type, recipientType, list) })
-  }, { params: 4 })
+  }, { params: 4, ...READ })
 
 }
 
 /** Without DATABASE_URL these endpoints exist but say what they need, instead of a bare 404. */
 export function notConfiguredRoutes (router: Router): void {
   const reply = (): Reply => { throw new GatewayError('NOT_CONFIGURED') }
-  router.post('/sps/*', 'consents', reply)
-  router.get('/sps/*', 'consents', reply)
-  router.post('/iys/push', 'push', reply)
-  router.get('/v1/consents/*', 'history', reply)
+  const IYS = { auth: { scopes: ['consents:read', 'consents:write'] }, iys: true } as const
+  router.post('/sps/*', 'consents', reply, IYS)
+  router.get('/sps/*', 'consents', reply, IYS)
+  router.post('/v2/sps/*', 'consents', reply, IYS)
+  router.get('/v2/sps/*', 'consents', reply, IYS)
+  router.post('/iys/push', 'push', reply, { auth: 'public' })
+  router.get('/v1/consents/*', 'history', reply, { auth: { scopes: ['consents:read'] } })
+  router.get('/v1/evidence', 'history', reply, { auth: { scopes: ['evidence'] } })
 }
 
 

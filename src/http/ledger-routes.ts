@@ -1,6 +1,7 @@
 // The evidence ledger on our own /v1 routes: a recipient's consent history, its state at a moment, and the decisions
 // taken for it (JSON, or printable HTML for a complaint file).
 
+import { requireBrand, type Principal } from '../auth/principal.js'
 import { evidenceHtml, findEvidence } from '../audit/evidence.js'
 import { GatewayError } from '../domain/errors.js'
 import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
@@ -10,28 +11,29 @@ import { keyParams, recipientFor } from './params.js'
 import { json, type Router } from './router.js'
 
 export function ledgerRoutes (router: Router, pool: Pool): void {
+  const READ = { auth: { scopes: ['consents:read'] } } as const
   // Evidence ledger
   router.get('/v1/consents/history', 'history', async (_, req) => {
-    const q = ledgerQuery(req.query)
+    const q = ledgerQuery(req.query, req.principal)
     return json(200, { ...q.echo, history: await consentHistory(pool, q.brandCode, q.type, q.recipientType, q.recipient) })
-  }, { query: true })
+  }, { query: true, ...READ })
 
   router.get('/v1/evidence', 'history', async (_, req) => {
-    const q = ledgerQuery(req.query)
+    const q = ledgerQuery(req.query, req.principal)
     const p = new URLSearchParams(req.query)
     const window = { from: dateParam(p, 'from', new Date(0)), to: dateParam(p, 'to', new Date()) }
     const query = { brandCode: q.brandCode, type: q.type, recipientType: p.get('recipientType'), recipient: q.recipient, ...window }
     const entries = await findEvidence(pool, query)
     if ((req.headers.accept ?? '').includes('text/html')) return { status: 200, body: evidenceHtml(query, entries, new Date()), contentType: 'text/html; charset=utf-8' }
     return json(200, { ...q.echo, from: window.from.toISOString(), to: window.to.toISOString(), decisions: entries })
-  }, { headers: ['accept'], query: true })
+  }, { headers: ['accept'], query: true, auth: { scopes: ['evidence'] } })
 
   router.get('/v1/consents/state', 'history', async (_, req) => {
-    const q = ledgerQuery(req.query)
+    const q = ledgerQuery(req.query, req.principal)
     const at = dateParam(new URLSearchParams(req.query), 'at', new Date())
     const entry = await consentStateAt(pool, q.brandCode, q.type, q.recipientType, q.recipient, at)
     return json(200, { ...q.echo, at: at.toISOString(), state: entry })
-  }, { query: true })
+  }, { query: true, ...READ })
 }
 
 function dateParam (p: URLSearchParams, name: string, def: Date): Date {
@@ -44,9 +46,10 @@ function dateParam (p: URLSearchParams, name: string, def: Date): Date {
   return d
 }
 
-function ledgerQuery (query: string): { brandCode: string, type: ConsentType, recipientType: RecipientType, recipient: string, echo: Record<string, string> } {
+function ledgerQuery (query: string, principal: Principal): { brandCode: string, type: ConsentType, recipientType: RecipientType, recipient: string, echo: Record<string, string> } {
   const p = new URLSearchParams(query)
   const { brandCode, type, recipientType } = keyParams(p)
+  requireBrand(principal, brandCode, null, false) // a tenant reads only its own brands' records
   const recipient = recipientFor(p.get('recipient') ?? undefined, type)
   if (typeof recipient !== 'string') throw new GatewayError(recipient.code, { location: 'recipient', message: recipient.message })
   return { brandCode, type, recipientType, recipient, echo: { brandCode, type, recipientType, recipient } }

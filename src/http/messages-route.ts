@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Checker, CheckQuery } from '../check/checker.js'
 import type { DecisionsHook } from '../audit/decisions-hook.js'
+import { requireBrand } from '../auth/principal.js'
 import { GatewayError } from '../domain/errors.js'
 import { canonicalCode, isConsentType, isRecipientType, type ConsentType } from '../domain/vocabulary.js'
 import type { Metrics } from '../metrics.js'
@@ -75,8 +76,9 @@ export interface MessagesRouteDeps {
 }
 
 export function messagesRoute (router: Router, deps: MessagesRouteDeps): void {
-  router.post('/v1/messages', 'messages', async (body) => {
+  router.post('/v1/messages', 'messages', async (body, req) => {
     const p = parseMessagesRequest(body)
+    requireBrand(req.principal, p.query.brandCode, p.iysCode, false)
     const query: CheckQuery = { ...p.query, recipients: p.recipients }
     const results = await deps.checker.check(query)
     // The decisions are on local disk before anything is forwarded (a crash from here on cannot lose them), and the
@@ -105,5 +107,5 @@ export function messagesRoute (router: Router, deps: MessagesRouteDeps): void {
         return { messageId: p.messageIds[i], recipient: r.recipient, normalized: r.normalized, allowed: r.allowed, reason: r.reason, ...(r.error !== undefined ? { error: r.error } : {}), forwarded: o !== null && o.forwarded, ...(carrier !== undefined ? { carrier } : {}) }
       })
     })
-  })
+  }, { auth: { scopes: ['send'] } })
 }

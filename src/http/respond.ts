@@ -4,7 +4,7 @@ import type { HttpResponse } from 'uWebSockets.js'
 import type { GatewayError } from '../domain/errors.js'
 
 const STATUS_TEXT: Record<number, string> = {
-  200: '200 OK', 202: '202 Accepted', 400: '400 Bad Request', 401: '401 Unauthorized', 404: '404 Not Found',
+  200: '200 OK', 202: '202 Accepted', 204: '204 No Content', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found',
   405: '405 Method Not Allowed', 409: '409 Conflict', 413: '413 Payload Too Large', 415: '415 Unsupported Media Type',
   422: '422 Unprocessable Entity', 429: '429 Too Many Requests', 500: '500 Internal Server Error',
   503: '503 Service Unavailable', 507: '507 Insufficient Storage'
@@ -23,12 +23,14 @@ export interface Exchange {
   done: boolean
 }
 
-export function send (ex: Exchange, status: number, body: string, contentType = JSON_TYPE, close = false): void {
+export function send (ex: Exchange, status: number, body: string, contentType = JSON_TYPE, close = false, retryAfterS?: number): void {
   // A response is invalid once ended or aborted, and touching it then throws inside uWS: answer at most once.
   if (ex.aborted || ex.done) return
   ex.res.cork(() => {
+    ex.res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType)
+    if (retryAfterS !== undefined) ex.res.writeHeader('Retry-After', String(retryAfterS))
     // end(…, true) writes `Connection: close` itself and closes once the answer is out; the header alone does not.
-    ex.res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType).end(body, close)
+    ex.res.end(body, close)
   })
 }
 
@@ -40,5 +42,5 @@ export function sendError (ex: Exchange, err: GatewayError, close = false): void
     // A value that does not serialise (the router bounds JSON depth, so this is a handler's bug): drop the values.
     body = JSON.stringify({ errors: err.items.map(({ code, message, location }) => ({ code, message, location })) })
   }
-  send(ex, err.status, body, JSON_TYPE, close)
+  send(ex, err.status, body, JSON_TYPE, close, err.retryAfterS)
 }

@@ -5,7 +5,7 @@
 
 import type { Logger } from 'pino'
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js'
-import { ANONYMOUS, type Principal, type Scope } from '../auth/principal.js'
+import { ANONYMOUS, hasScope, type Authenticator, type Principal, type Scope } from '../auth/principal.js'
 import { ERRORS, GatewayError } from '../domain/errors.js'
 import type { Metrics, Route } from '../metrics.js'
 import { jsonNestingExceeds, MAX_JSON_DEPTH, PLAIN_LENGTH, readBody } from './body.js'
@@ -34,7 +34,7 @@ export type Handler = (body: unknown, req: RequestFacts) => Promise<Reply> | Rep
  * A route that drives the uWS response itself (streaming); it gets the exchange the router opened for it. A throw
  * or a rejection becomes a 500 for that request, unless the handler answered already.
  */
-export type ExchangeHandler = (ex: Exchange, req: HttpRequest) => void | Promise<void>
+export type ExchangeHandler = (ex: Exchange, req: HttpRequest, principal: Principal) => void | Promise<void>
 
 type Method = 'get' | 'post' | 'put' | 'del' | 'patch' | 'options' | 'head' | 'connect' | 'trace' | 'any'
 
@@ -42,6 +42,10 @@ export interface RouterDeps {
   metrics: Metrics
   log: Logger
   maxBodyBytes: number
+  /** API keys and access tokens (auth/key-store.ts) */
+  auth: Authenticator
+  /** per-key token buckets (auth/rate-limit.ts): 0 to go on, else the seconds to wait */
+  rateLimit: { take (keyId: string, ratePerSecond: number): number }
 }
 
 export interface RouteOptions {
@@ -62,6 +66,12 @@ export interface RouteOptions {
 
 /** What a route that asks for nothing gets: shared and frozen, so the hot path (POST /v1/check) copies nothing. */
 const NO_FACTS: RequestFacts = Object.freeze({ params: Object.freeze([]), query: '', headers: Object.freeze({}), principal: ANONYMOUS })
+
+/** What a route that needs a key accepts: any one of its scopes; İYS's error bodies on İYS-shaped routes. */
+interface Guard {
+  scopes: readonly Scope[]
+  iys: boolean
+}
 
 /** A registered pattern, split at '/', with its method: what the catch-all tells 404 from 405 by. */
 interface KnownRoute {
@@ -91,10 +101,10 @@ export class Router {
   }
 
   /** POST with a JSON body (an empty body is H1042, bad JSON H014, nesting deeper than MAX_JSON_DEPTH JSON_TOO_DEEP). */
-  post (pattern: string, route: Route, handler: Handler, opts: RouteOptions = {}): void {
+  post (pattern: string, route: Route, handler: Handler, opts: RouteOptions): void {
     const asks = asksForFacts(opts)
-    this.handle('post', pattern, route, (ex, req) => {
-      const facts = asks ? this.facts(req, opts) : NO_FACTS
+    this.handle('post', pattern, route, (ex, req, principal) => {
+      const facts = asks ? this.facts(req, opts, principal) : principal === ANONYMOUS ? NO_FACTS : { ...NO_FACTS, principal }
       const contentType = req.getHeader('content-type')
       if (contentType !== '' && !contentType.startsWith('application/json')) {
         this.fail(ex, route, new GatewayError('UNSUPPORTED_MEDIA_TYPE'))
@@ -113,22 +123,25 @@ export class Router {
         }
         this.run(ex, route, handler, parsed, facts)
       })
-    })
+    }, opts)
   }
 
   /** GET: the handler gets no body. */
-  get (pattern: string, route: Route, handler: Handler, opts: RouteOptions = {}): void {
+  get (pattern: string, route: Route, handler: Handler, opts: RouteOptions): void {
     const asks = asksForFacts(opts)
-    this.handle('get', pattern, route, (ex, req) => { this.run(ex, route, handler, undefined, asks ? this.facts(req, opts) : NO_FACTS) })
+    this.handle('get', pattern, route, (ex, req, principal) => {
+      this.run(ex, route, handler, undefined, asks ? this.facts(req, opts, principal) : principal === ANONYMOUS ? NO_FACTS : { ...NO_FACTS, principal })
+    }, opts)
   }
 
   /**
    * Every route is registered here, and recorded in the route table. Routes that stream use it directly and answer
    * through `ex` (or `reply`/`fail`).
    */
-  handle (method: Method, pattern: string, route: Route, fn: ExchangeHandler): void {
+  handle (method: Method, pattern: string, route: Route, fn: ExchangeHandler, opts: Pick<RouteOptions, 'auth' | 'iys'>): void {
+    if (opts.auth === undefined) throw new Error(`route ${pattern} does not say who may call it (RouteOptions.auth)`)
     this.table.push({ method, segments: pattern.split('/') })
-    this.listen(method, pattern, route, fn)
+    this.listen(method, pattern, route, fn, opts.auth === 'public' ? null : { scopes: opts.auth.scopes, iys: opts.iys === true })
   }
 
   /**
@@ -141,14 +154,14 @@ export class Router {
       const method = req.getMethod()
       const served = this.table.some(r => r.method !== 'any' && uwsName(r.method) !== method && patternMatches(r.segments, url))
       this.fail(ex, route, new GatewayError(served ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', { value: method.toUpperCase() + ' ' + url }))
-    })
+    }, null)
   }
 
   /**
    * The one place a route reaches uWS: opens the exchange, refuses ambiguous framing and draining, and turns a throw
    * into a 500 for this request.
    */
-  private listen (method: Method, pattern: string, route: Route, fn: ExchangeHandler): void {
+  private listen (method: Method, pattern: string, route: Route, fn: ExchangeHandler, guard: Guard | null): void {
     const bodied = carriesBody(method)
     this.app[method](pattern, (res, req) => {
       const ex = this.begin(res)
@@ -156,7 +169,8 @@ export class Router {
         if (this.refuseIfDraining(ex, route)) return
         const bad = this.framingError(req, bodied)
         if (bad !== null) { this.refuseFraming(ex, route, bad); return }
-        const out = fn(ex, req)
+        const principal = guard === null ? ANONYMOUS : this.authorize(req, guard)
+        const out = fn(ex, req, principal)
         if (out instanceof Promise) out.then(undefined, (err: unknown) => { this.fail(ex, route, err) })
       } catch (err) {
         this.fail(ex, route, err)
@@ -213,6 +227,32 @@ export class Router {
     while (this.inFlight > 0 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
   }
 
+  /**
+   * Who is calling, before anything of the request is read (an unauthenticated client never gets to upload a
+   * body): 401 without a valid key or token, 403 when the key lacks every scope the route accepts, 429 when its
+   * rate is spent. Brands and iysCodes named in the path or body are the handler's to check (requireBrand).
+   */
+  private authorize (req: HttpRequest, guard: Guard): Principal {
+    const header = req.getHeader('authorization')
+    const bearer = header.length > 7 && header.charCodeAt(6) === 32 && header.slice(0, 6).toLowerCase() === 'bearer' ? header.slice(7).trim() : ''
+    const principal = bearer === '' ? null : this.deps.auth.authenticate(bearer)
+    if (principal === null) {
+      throw guard.iys
+        ? new GatewayError('H351')
+        : new GatewayError('UNAUTHORIZED', { message: bearer === '' ? 'An API key is required: Authorization: Bearer <apiKey>.' : 'The API key or token is not valid (unknown, revoked or expired).' })
+    }
+    if (!guard.scopes.some(s => hasScope(principal, s))) {
+      throw guard.iys
+        ? new GatewayError('H353', { message: 'Kullanıcının bu işlem için yetkisi bulunmamaktadır.' })
+        : new GatewayError('FORBIDDEN', { message: `This API key lacks the scope this route needs: ${guard.scopes.join(' or ')}.` })
+    }
+    if (principal.ratePerSecond > 0) {
+      const wait = this.deps.rateLimit.take(principal.keyId, principal.ratePerSecond)
+      if (wait > 0) throw new GatewayError(guard.iys ? 'H124' : 'RATE_LIMITED', { retryAfterS: wait })
+    }
+    return principal
+  }
+
   /** True (and answered 503) when the gateway is shutting down. */
   refuseIfDraining (ex: Exchange, route: Route): boolean {
     if (!this.draining) return false
@@ -263,7 +303,7 @@ export class Router {
   }
 
   /** The facts `opts` asks for, copied from `req`; what it does not ask for is left empty. */
-  private facts (req: HttpRequest, opts: RouteOptions): RequestFacts {
+  private facts (req: HttpRequest, opts: RouteOptions, principal: Principal): RequestFacts {
     let params = NO_FACTS.params
     if (opts.params !== undefined && opts.params > 0) {
       const decoded: string[] = []
@@ -279,7 +319,7 @@ export class Router {
       for (const h of opts.headers) named[h] = req.getHeader(h)
       headers = named
     }
-    return { params, query: opts.query === true ? req.getQuery() ?? '' : '', headers, principal: ANONYMOUS }
+    return { params, query: opts.query === true ? req.getQuery() ?? '' : '', headers, principal }
   }
 }
 

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs'
 import type { HttpResponse } from 'uWebSockets.js'
+import { requireBrand } from '../auth/principal.js'
 import { GatewayError } from '../domain/errors.js'
 import { JOB_ID, type JobRecord, type ScrubJobs, type ScrubParams } from '../scrub/jobs.js'
 import type { ScrubQueue } from '../scrub/engine.js'
@@ -46,7 +47,8 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
 
   // Streamed both ways, so these two are exchange handlers: the router has opened the exchange and refused
   // draining and bad framing already; a throw here is its 500.
-  router.handle('post', '/v1/scrub', 'scrub', (ex, req) => {
+  const SCRUB = { auth: { scopes: ['scrub'] } } as const
+  router.handle('post', '/v1/scrub', 'scrub', (ex, req, principal) => {
     const res = ex.res
     const client = Buffer.from(res.getRemoteAddressAsText()).toString()
     const query = new URLSearchParams(req.getQuery() ?? '')
@@ -57,6 +59,7 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
     let format: InputFormat
     try {
       params = parseScrubParams(query)
+      requireBrand(principal, params.brandCode, null, false)
       if (contentType.startsWith('application/x-ndjson') || contentType.startsWith('application/ndjson')) format = 'ndjson'
       else if (contentType === '' || contentType.startsWith('text/csv') || contentType.startsWith('text/plain')) format = 'csv'
       else throw new GatewayError('UNSUPPORTED_MEDIA_TYPE', { message: 'Send the list as text/csv or application/x-ndjson.' })
@@ -86,15 +89,15 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
       else uploading.set(client, n)
     }
     receiveUpload(router, ex, deps, params, format, jobId ?? randomUUID(), release)
-  })
+  }, SCRUB)
 
-  router.get('/v1/scrub', 'scrub', () => json(200, { jobs: jobs.list() }))
+  router.get('/v1/scrub', 'scrub', () => json(200, { jobs: jobs.list() }), SCRUB)
 
   router.get('/v1/scrub/:jobId', 'scrub', (_, req) => {
     const job = jobs.get(req.params[0]!)
     if (job === undefined) throw new GatewayError('NOT_FOUND', { message: 'No such scrub job (it may have passed its retention).' })
     return json(200, job)
-  }, { params: 1 })
+  }, { params: 1, ...SCRUB })
 
   router.handle('get', '/v1/scrub/:jobId/result', 'scrub', (ex, req) => {
     const id = req.getParameter(0) ?? ''
@@ -111,7 +114,7 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
     streamResult(ex, jobs.resultPath(id), only as 'allowed' | 'blocked' | null)
       .catch(() => { if (!ex.aborted) { try { ex.res.close() } catch { /* already closed */ } } })
       .finally(() => { router.settle(ex) })
-  })
+  }, SCRUB)
 }
 
 /**

@@ -122,7 +122,7 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE iys_push_inbox ADD COLUMN attempts int NOT NULL DEFAULT 0, ADD COLUMN failed_reason text;
   ALTER TABLE consent_requests ADD COLUMN attempts int NOT NULL DEFAULT 0, ADD COLUMN failed_reason text;
   `,
-  // 6: tenants, their brands, API keys (MIGRATION 6 — tenants and keys; being written)
+  // 6: tenants (İYS service providers), their brands, and API keys
   `
   CREATE TABLE tenants (
     iys_code    bigint      PRIMARY KEY,
@@ -137,6 +137,28 @@ const MIGRATIONS: readonly string[] = [
     created_at  timestamptz NOT NULL DEFAULT now()
   );
   CREATE INDEX brands_tenant_idx ON brands (iys_code);
+
+  -- An API key: \`<key_id>.<secret>\`; only a SHA-256 of the secret is kept (the secret is random, 32 bytes, so a
+  -- slow hash adds nothing). brand_codes NULL: every brand of the tenant. rate_per_second 0: not limited.
+  CREATE TABLE api_keys (
+    key_id          text        PRIMARY KEY,
+    iys_code        bigint      NOT NULL REFERENCES tenants (iys_code),
+    secret_sha256   bytea       NOT NULL,
+    brand_codes     bigint[],
+    scopes          text[]      NOT NULL,
+    name            text        NOT NULL DEFAULT '',
+    rate_per_second int         NOT NULL CHECK (rate_per_second >= 0),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    revoked_at      timestamptz
+  );
+  CREATE INDEX api_keys_tenant_idx ON api_keys (iys_code);
+
+  -- Bumped by every change to tenants, brands and keys: gateways poll it and reload their copy when it moves.
+  CREATE TABLE auth_state (
+    one      boolean PRIMARY KEY DEFAULT true CHECK (one),
+    version  bigint  NOT NULL
+  );
+  INSERT INTO auth_state (version) VALUES (1);
   `,
   // 7: the İYS write-through outbox (MIGRATION 7 — being written)
   `

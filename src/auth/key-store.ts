@@ -1,0 +1,164 @@
+// Every gateway's in-memory copy of the API keys, so that authenticating a request costs no I/O: with DATABASE_URL,
+// loaded from Postgres and reloaded whenever auth_state.version moves (polled every AUTH_POLL_MS, so a created or
+// revoked key takes effect on every gateway within that interval); without it, the one demo key of the trial.
+//
+// When Postgres goes away the last copy keeps serving (checks must not stop because the key table is unreachable);
+// a key revoked meanwhile stops working when the gateway reaches Postgres again. A gateway that never loaded the
+// keys answers 401 to everything, and says so in /readyz.
+
+import type { Logger } from 'pino'
+import type { Pool } from '../store/pg.js'
+import { secretMatches, sha256, splitApiKey } from './keys.js'
+import { SCOPES, type Authenticator, type Principal, type Scope } from './principal.js'
+
+/**
+ * The trial's key (README): it exists only in a gateway without DATABASE_URL (no key table there), acts for the
+ * seed's service provider and any brand, with every scope, and is announced loudly at start-up.
+ */
+export const DEMO_API_KEY = 'ik_0000000000000000.demo-key-for-trials-never-for-production'
+export const DEMO_IYS_CODE = '700001'
+export const DEMO_KEY_WARNING = `no DATABASE_URL: the demo API key "${DEMO_API_KEY}" (README) is accepted, with every scope, for every brand — for trials only; production needs DATABASE_URL and \`iys-gateway keys create\``
+
+/** Access tokens from POST /oauth2/token (auth/tokens.ts): the key a token stands for, or null. */
+export interface TokenVerifier {
+  keyIdOf (token: string): string | null
+}
+
+interface Entry { principal: Principal, digest: Buffer }
+
+/** Bearer values verified once and remembered until the next reload (so a request hashes nothing); bounded. */
+const MAX_VERIFIED = 10_000
+
+export interface KeyStoreStatus {
+  source: 'postgres' | 'demo'
+  keys: number
+  version: number
+  /** the last successful load (ms since epoch); 0: never */
+  loadedAt: number
+  problem: string | null
+}
+
+export class KeyStore implements Authenticator {
+  private entries = new Map<string, Entry>()
+  private verified = new Map<string, Principal>()
+  private tokens: TokenVerifier | null = null
+  private readonly pool: Pool | null
+  private readonly pollMs: number
+  private readonly log: Logger | null
+  private version = 0
+  private loadedAt = 0
+  private problem: string | null = null
+  private timer: NodeJS.Timeout | null = null
+  private polling: Promise<void> | null = null
+
+  private constructor (pool: Pool | null, pollMs: number, log: Logger | null) {
+    this.pool = pool
+    this.pollMs = pollMs
+    this.log = log
+  }
+
+  /** The keys of a deployment: Postgres's, reloaded when they change. Call start(). */
+  static postgres (pool: Pool, opts: { pollMs: number, log: Logger }): KeyStore {
+    return new KeyStore(pool, opts.pollMs, opts.log)
+  }
+
+  /** The embedded trial's one key (DEMO_API_KEY). */
+  static demo (): KeyStore {
+    const store = new KeyStore(null, 0, null)
+    const [keyId, secret] = DEMO_API_KEY.split('.') as [string, string]
+    const principal: Principal = Object.freeze({ keyId, iysCode: DEMO_IYS_CODE, brands: 'any', scopes: new Set<Scope>(SCOPES), ratePerSecond: 0, demo: true })
+    store.entries.set(keyId, { principal, digest: sha256(secret) })
+    store.loadedAt = Date.now()
+    return store
+  }
+
+  /** Lets access tokens in (set once the token issuer exists; it needs this store to resolve keys). */
+  useTokens (tokens: TokenVerifier): void {
+    this.tokens = tokens
+  }
+
+  authenticate (bearer: string): Principal | null {
+    const known = this.verified.get(bearer)
+    if (known !== undefined) return known
+    let principal: Principal | null = null
+    const parts = splitApiKey(bearer)
+    if (parts !== null) {
+      const entry = this.entries.get(parts.keyId)
+      if (entry !== undefined && secretMatches(parts.secret, entry.digest)) principal = entry.principal
+    } else if (this.tokens !== null) {
+      const keyId = this.tokens.keyIdOf(bearer)
+      // Not remembered: a token expires on its own clock, and verifying one is as cheap as the lookup.
+      return keyId === null ? null : this.entries.get(keyId)?.principal ?? null
+    }
+    if (principal !== null) {
+      if (this.verified.size >= MAX_VERIFIED) this.verified.clear()
+      this.verified.set(bearer, principal)
+    }
+    return principal
+  }
+
+  /** The principal of a key that is not revoked (for the token endpoint), or null. */
+  principal (keyId: string): Principal | null {
+    return this.entries.get(keyId)?.principal ?? null
+  }
+
+  /** Whether `secret` is the secret of key `keyId` (for the token endpoint's password grant). */
+  verify (keyId: string, secret: string): Principal | null {
+    const entry = this.entries.get(keyId)
+    return entry !== undefined && secretMatches(secret, entry.digest) ? entry.principal : null
+  }
+
+  status (): KeyStoreStatus {
+    return { source: this.pool === null ? 'demo' : 'postgres', keys: this.entries.size, version: this.version, loadedAt: this.loadedAt, problem: this.problem }
+  }
+
+  /** First load (a failure is logged and retried by the poll), then polls for changes. */
+  async start (): Promise<void> {
+    if (this.pool === null) return
+    await this.poll()
+    this.timer = setInterval(() => { this.polling ??= this.poll().finally(() => { this.polling = null }) }, this.pollMs)
+    this.timer.unref()
+  }
+
+  async stop (): Promise<void> {
+    if (this.timer !== null) clearInterval(this.timer)
+    this.timer = null
+    await this.polling
+  }
+
+  private async poll (): Promise<void> {
+    const pool = this.pool!
+    try {
+      const { rows } = await pool.query<{ version: string }>('SELECT version::text FROM auth_state')
+      const version = Number(rows[0]?.version ?? 0)
+      if (version !== this.version || this.loadedAt === 0) await this.load(pool, version)
+      if (this.problem !== null) this.log?.info('API keys reachable again')
+      this.problem = null
+    } catch (err) {
+      if (this.problem === null) this.log?.error({ err }, 'cannot read the API keys from Postgres; serving the last copy')
+      this.problem = `API keys cannot be read from Postgres: ${(err as Error).message}`
+    }
+  }
+
+  private async load (pool: Pool, version: number): Promise<void> {
+    const [keys, brands] = await Promise.all([
+      pool.query<{ key_id: string, iys_code: string, secret_sha256: Buffer, brand_codes: string[] | null, scopes: Scope[], rate_per_second: number }>(
+        'SELECT key_id, iys_code::text, secret_sha256, brand_codes::text[], scopes, rate_per_second FROM api_keys WHERE revoked_at IS NULL'),
+      pool.query<{ iys_code: string, brands: string[] }>('SELECT iys_code::text, array_agg(brand_code::text) AS brands FROM brands GROUP BY iys_code')
+    ])
+    const tenantBrands = new Map(brands.rows.map(r => [r.iys_code, new Set(r.brands)]))
+    const entries = new Map<string, Entry>()
+    for (const k of keys.rows) {
+      const all = tenantBrands.get(k.iys_code) ?? new Set<string>()
+      const own = k.brand_codes === null ? all : new Set(k.brand_codes.filter(b => all.has(b)))
+      entries.set(k.key_id, {
+        digest: k.secret_sha256,
+        principal: Object.freeze({ keyId: k.key_id, iysCode: k.iys_code, brands: own, scopes: new Set(k.scopes), ratePerSecond: k.rate_per_second, demo: false })
+      })
+    }
+    this.entries = entries
+    this.verified = new Map()
+    this.version = version
+    this.loadedAt = Date.now()
+  }
+}
