@@ -27,6 +27,7 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean -
 COPY --from=build /app/dist ./dist
 # The Redis index's Lua scripts: dist/src/filter/scripts.js reads them from src/filter/lua (src/filter/scripts.ts says why).
 COPY src/filter/lua ./src/filter/lua
+COPY src/auth/lua ./src/auth/lua
 COPY bin ./bin
 # The embedded store's default seed (EMBEDDED_SEED_FILE), used when REDIS_URL is unset.
 COPY data ./data

@@ -16,10 +16,11 @@
 // may let one capacity through before its first lease returns, and a key at exactly its rate may now and then be
 // refused while a lease is on the wire (Retry-After 1).
 //
-// Without Redis (the embedded store), and while Redis does not answer, each process limits on its local bucket. Not
-// at the full rate: each key at its rate divided by the number of processes that leased it in the last 10 s (the
-// lease script counts them), so that k processes behind a balancer still pass about the rate in total, not k× it;
-// a key whose traffic all went to one process keeps its full rate there. The limiter fails open to these local
+// Without Redis (the embedded store: one process) the local bucket is the limit. While Redis does not answer, each
+// process limits on its local bucket too, but not at the full rate: each key at its rate divided by the number of
+// processes that leased it in the last 10 s (the lease script counts them; for a key it never leased, the most seen
+// on any key), so that k processes behind a balancer still pass about the rate in total, not k× it; a key whose
+// traffic all went to one process keeps its full rate there. The limiter fails open to these local
 // limits, never to none, and tries Redis again once a second; then every key pays its way through Redis again.
 //
 // Memory: a small object per key that asked in the last minute (swept every 10 s), at most MAX_KEYS of them. Keys
@@ -211,7 +212,7 @@ export class RateLimiter {
       this.probeAt = now + PROBE_MS
     }
     const redis = this.redis!
-    if (redis.status !== 'ready') { this.failed(null); return } // a command now would only be refused
+    if (redis.status !== 'ready') { this.failed(undefined); return } // not connected: a command now would only be refused
     s.leasing = true
     s.leaseStartedAt = now
     const want = s.want
@@ -244,7 +245,7 @@ export class RateLimiter {
     this.healthy = false
     this.epoch++
     this.probeAt = this.now() + PROBE_MS
-    this.log.warn({ err }, 'rate limits: Redis does not answer; limiting per process (each key at its rate divided by the gateways sharing it) until it is back')
+    this.log.warn(err === undefined ? { redis: this.redis?.status } : { err }, 'rate limits: Redis does not answer; limiting per process (each key at its rate divided by the gateways sharing it) until it is back')
     this.onLocal?.(true)
   }
 

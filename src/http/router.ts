@@ -20,6 +20,8 @@ export interface RequestFacts {
   readonly headers: Readonly<Record<string, string>>
   /** who is calling (authenticated by the router); ANONYMOUS on public routes */
   readonly principal: Principal
+  /** the TCP peer's address (behind a proxy: the proxy's); '' unless the route asked for it (RouteOptions.remote) */
+  readonly remoteAddress: string
 }
 
 export interface Reply {
@@ -55,6 +57,8 @@ export interface RouteOptions {
   headers?: readonly string[]
   /** Whether the handler reads the query string. */
   query?: boolean
+  /** Whether the handler reads the peer's address. */
+  remote?: boolean
   /**
    * Who may call: 'public' (no key), or a key with any one of `scopes` (admin may do anything). Every route says so
    * (no default: a route cannot be left open by forgetting it).
@@ -65,7 +69,7 @@ export interface RouteOptions {
 }
 
 /** What a route that asks for nothing gets: shared and frozen, so the hot path (POST /v1/check) copies nothing. */
-const NO_FACTS: RequestFacts = Object.freeze({ params: Object.freeze([]), query: '', headers: Object.freeze({}), principal: ANONYMOUS })
+const NO_FACTS: RequestFacts = Object.freeze({ params: Object.freeze([]), query: '', headers: Object.freeze({}), principal: ANONYMOUS, remoteAddress: '' })
 
 /** What a route that needs a key accepts: any one of its scopes; İYS's error bodies on İYS-shaped routes. */
 interface Guard {
@@ -76,7 +80,10 @@ interface Guard {
 /** A registered pattern, split at '/', with its method: what the catch-all tells 404 from 405 by. */
 interface KnownRoute {
   method: Method
+  pattern: string
   segments: readonly string[]
+  /** the scopes a key needs (any one of them); null: public */
+  scopes: readonly Scope[] | null
 }
 
 /**
@@ -104,7 +111,7 @@ export class Router {
   post (pattern: string, route: Route, handler: Handler, opts: RouteOptions): void {
     const asks = asksForFacts(opts)
     this.handle('post', pattern, route, (ex, req, principal) => {
-      const facts = asks ? this.facts(req, opts, principal) : principal === ANONYMOUS ? NO_FACTS : { ...NO_FACTS, principal }
+      const facts = asks ? this.facts(ex, req, opts, principal) : principal === ANONYMOUS ? NO_FACTS : { ...NO_FACTS, principal }
       const contentType = req.getHeader('content-type')
       if (contentType !== '' && !contentType.startsWith('application/json')) {
         this.fail(ex, route, new GatewayError('UNSUPPORTED_MEDIA_TYPE'))
@@ -130,7 +137,7 @@ export class Router {
   get (pattern: string, route: Route, handler: Handler, opts: RouteOptions): void {
     const asks = asksForFacts(opts)
     this.handle('get', pattern, route, (ex, req, principal) => {
-      this.run(ex, route, handler, undefined, asks ? this.facts(req, opts, principal) : principal === ANONYMOUS ? NO_FACTS : { ...NO_FACTS, principal })
+      this.run(ex, route, handler, undefined, asks ? this.facts(ex, req, opts, principal) : principal === ANONYMOUS ? NO_FACTS : { ...NO_FACTS, principal })
     }, opts)
   }
 
@@ -140,8 +147,13 @@ export class Router {
    */
   handle (method: Method, pattern: string, route: Route, fn: ExchangeHandler, opts: Pick<RouteOptions, 'auth' | 'iys'>): void {
     if (opts.auth === undefined) throw new Error(`route ${pattern} does not say who may call it (RouteOptions.auth)`)
-    this.table.push({ method, segments: pattern.split('/') })
+    this.table.push({ method, pattern, segments: pattern.split('/'), scopes: opts.auth === 'public' ? null : opts.auth.scopes })
     this.listen(method, pattern, route, fn, opts.auth === 'public' ? null : { scopes: opts.auth.scopes, iys: opts.iys === true })
+  }
+
+  /** Every registered route with who may call it (for tests that walk them all, e.g. test/auth-matrix.test.ts). */
+  routes (): { method: string, pattern: string, scopes: readonly Scope[] | null }[] {
+    return this.table.map(r => ({ method: uwsName(r.method).toUpperCase(), pattern: r.pattern, scopes: r.scopes }))
   }
 
   /**
@@ -303,7 +315,7 @@ export class Router {
   }
 
   /** The facts `opts` asks for, copied from `req`; what it does not ask for is left empty. */
-  private facts (req: HttpRequest, opts: RouteOptions, principal: Principal): RequestFacts {
+  private facts (ex: Exchange, req: HttpRequest, opts: RouteOptions, principal: Principal): RequestFacts {
     let params = NO_FACTS.params
     if (opts.params !== undefined && opts.params > 0) {
       const decoded: string[] = []
@@ -319,12 +331,13 @@ export class Router {
       for (const h of opts.headers) named[h] = req.getHeader(h)
       headers = named
     }
-    return { params, query: opts.query === true ? req.getQuery() ?? '' : '', headers, principal }
+    const remoteAddress = opts.remote === true ? Buffer.from(ex.res.getRemoteAddressAsText()).toString() : ''
+    return { params, query: opts.query === true ? req.getQuery() ?? '' : '', headers, principal, remoteAddress }
   }
 }
 
 const asksForFacts = (opts: RouteOptions): boolean =>
-  (opts.params ?? 0) > 0 || (opts.headers?.length ?? 0) > 0 || opts.query === true
+  (opts.params ?? 0) > 0 || (opts.headers?.length ?? 0) > 0 || opts.query === true || opts.remote === true
 
 /** The method as uWS's `getMethod()` spells it (lower case; uWS registers DELETE as `del`). */
 const uwsName = (method: Method): string => method === 'del' ? 'delete' : method
