@@ -1,4 +1,4 @@
-// `iys-gateway <command>`: serve · migrate · import FILE · load · sync-iys · scrub FILE · fake-carrier · generate. Exit codes: 0 ok, 1 failure,
+// `iys-gateway <command>`: serve · migrate · keys · brands · import FILE · load · sync-iys · scrub FILE · fake-carrier · generate. Exit codes: 0 ok, 1 failure,
 // 2 usage or configuration error. Errors are one clear line on stderr; details go to the log.
 
 import { createWriteStream } from 'node:fs'
@@ -14,7 +14,7 @@ import { fakeCarrierCommand } from './dev/fake-carrier.js'
 import { migrate } from './store/migrate.js'
 import { createPool } from './store/pg.js'
 import { createRedis, waitReady } from './store/redis.js'
-import { CodedError } from './domain/errors.js'
+import { brandsCommand, keysCommand, KEYS_USAGE, UsageError } from './cli-keys.js'
 // The offline programs: this command table is the one place in src/ that imports loaders/ (test/layout.test.ts).
 import { generateConsents } from '../loaders/generate.js'
 import { importConsents } from '../loaders/import.js'
@@ -27,6 +27,7 @@ const USAGE = `usage: iys-gateway <command> [options]
 commands:
   serve                         run the gateway (embedded store unless REDIS_URL is set)
   migrate                       create or upgrade the Postgres schema (needs DATABASE_URL)
+${KEYS_USAGE}
   import FILE [--rules iys|provider] [--iys-code C] [--brand-code B] [--rejects FILE] [--actor NAME]
                                 bulk-load a consent file (.csv, .json, .ndjson/.jsonl) into Postgres (DATABASE_URL)
   load                          rebuild the filter from Postgres into Redis and flip to it (DATABASE_URL, REDIS_URL)
@@ -40,10 +41,6 @@ commands:
                                 pull İYS consent changes into Postgres (DATABASE_URL, IYS_*); --once: until none is new
 
 configuration comes from the environment: see README.md`
-
-class UsageError extends CodedError<'USAGE'> {
-  constructor (message: string) { super('USAGE', message) }
-}
 
 export async function main (argv: string[]): Promise<number> {
   const [command, ...rest] = argv
@@ -66,6 +63,8 @@ export async function main (argv: string[]): Promise<number> {
         } finally { await pool.end() }
         return 0
       }
+      case 'keys': return await keysCommand(config, rest)
+      case 'brands': return await brandsCommand(config, rest)
       case 'import': {
         const { values, positionals } = parseArgs({
           args: rest,
