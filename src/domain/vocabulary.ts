@@ -18,8 +18,13 @@ export const IYS_SOURCES = [
   'IYS_KISAMESAJ', 'IYS_CM', 'IYS_WEB', 'IYS_WEB_YENI', 'IYS_MOBIL', 'IYS_EPOSTA', 'IYS_AHS_HAT_KAPATMA',
   'IYS_FRAME_EPOSTA', 'IYS_FRAME_SMS'
 ] as const
+/**
+ * What a TACIR consent İYS accepted without a source is stored with (İYS records none; `source` is NOT NULL here).
+ * Never accepted as input (isSource), never sent to İYS, left out of İYS-shaped answers.
+ */
+export const NO_SOURCE = 'NO_SOURCE'
 // The order of SOURCES is part of the Redis value encoding (a source is stored as its index): append only.
-export const SOURCES = [...PROVIDER_SOURCES, ...IYS_SOURCES] as const
+export const SOURCES = [...PROVIDER_SOURCES, ...IYS_SOURCES, NO_SOURCE] as const
 export type ConsentSource = (typeof SOURCES)[number]
 
 /** One-letter codes used inside filter keys; the order of these maps is part of the key format. */
@@ -30,11 +35,13 @@ const typeSet: ReadonlySet<string> = new Set(CONSENT_TYPES)
 const recipientTypeSet: ReadonlySet<string> = new Set(RECIPIENT_TYPES)
 const statusSet: ReadonlySet<string> = new Set(STATUSES)
 const sourceIndex: ReadonlyMap<string, number> = new Map(SOURCES.map((s, i) => [s, i]))
+const inputSourceSet: ReadonlySet<string> = new Set([...PROVIDER_SOURCES, ...IYS_SOURCES])
 
 export const isConsentType = (v: unknown): v is ConsentType => typeof v === 'string' && typeSet.has(v)
 export const isRecipientType = (v: unknown): v is RecipientType => typeof v === 'string' && recipientTypeSet.has(v)
 export const isStatus = (v: unknown): v is ConsentStatus => typeof v === 'string' && statusSet.has(v)
-export const isSource = (v: unknown): v is ConsentSource => typeof v === 'string' && sourceIndex.has(v)
+/** A source a record may arrive with (İYS's vocabulary; not NO_SOURCE). */
+export const isSource = (v: unknown): v is ConsentSource => typeof v === 'string' && inputSourceSet.has(v)
 export const sourceToIndex = (s: ConsentSource): number => sourceIndex.get(s) as number
 
 /**

@@ -2,19 +2,23 @@
 // once with a requestId; a processor applies it in the background. Claiming a request (FOR UPDATE SKIP LOCKED),
 // writing its consents and storing the per-item results happen in one transaction, so a request is applied
 // exactly once even with several gateways, and one left pending by a crash is picked up at the next start.
+// Items are written as the mirrored API's single writes are (mirrored-writes.ts: İYS's TACIR update rules; for a v2
+// request, a consent re-sent as it was first written is answered with that first write).
 
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import { ERRORS, type ErrorItem } from '../domain/errors.js'
 import type { ValidConsent } from '../domain/consent.js'
 import { formatIysDate } from '../domain/time.js'
-import { writeConsentsTx } from './consent-store.js'
+import { NOTHING_OMITTED, writeMirroredTx, type Omitted, type Origin } from './mirrored-writes.js'
 import { inTransaction, isTransientDbError } from './pg.js'
 import { Drainer, failureReason, MAX_ATTEMPTS, type Backlog } from './drainer.js'
 import type { Pool } from './pg.js'
 
-interface StoredItem { consent: ValidConsent, subRequestId: string }
-interface StoredResult { status: 'success' | 'failure', transactionId?: string, creationDate?: string, error?: { code: string, message: string } }
+// omitted and fingerprint: from the mirrored routes' validation (absent in requests stored before migration 8).
+interface StoredItem { consent: ValidConsent, subRequestId: string, omitted?: Omitted, fingerprint?: string }
+// original: a v2 request's item that re-sent a consent already written (İYS's originalRequestInformation).
+interface StoredResult { status: 'success' | 'failure', transactionId?: string, creationDate?: string, error?: { code: string, message: string }, original?: Origin }
 
 export interface SubRequest {
   subRequestId: string
@@ -22,31 +26,46 @@ export interface SubRequest {
   recipientType: string
   type: string
   status: string
-  source: string
-  consentDate: string
+  /** left out for a TACIR consent sent without one */
+  source?: string
+  /** left out for a TACIR consent sent without one */
+  consentDate?: string
   creationDate: string
+}
+
+export interface RequestOptions {
+  /** POST /v2/…/consents/request: re-sent consents are answered with where they were first written */
+  v2?: boolean
+  /** per consent, from iys/validate.ts: the TACIR fields left out, and the fingerprint v2 compares */
+  extras?: readonly { omitted: Omitted, fingerprint: string }[]
 }
 
 /** İYS-style request id: 32 hex characters. */
 const newRequestId = (): string => randomBytes(16).toString('hex')
 
-export async function createRequest (pool: Pool, iysCode: string, brandCode: string, consents: ValidConsent[], actor: string | null): Promise<{ requestId: string, subRequests: SubRequest[] }> {
+export async function createRequest (pool: Pool, iysCode: string, brandCode: string, consents: ValidConsent[], actor: string | null, opts: RequestOptions = {}): Promise<{ requestId: string, subRequests: SubRequest[] }> {
   const requestId = newRequestId()
   const creationDate = formatIysDate(Math.floor(Date.now() / 1000))
-  const items: StoredItem[] = consents.map(consent => ({ consent, subRequestId: randomUUID() }))
-  await pool.query('INSERT INTO consent_requests (request_id, iys_code, brand_code, actor, items) VALUES ($1, $2, $3, $4, $5)',
-    [requestId, iysCode, brandCode, actor, JSON.stringify(items)])
+  const items: StoredItem[] = consents.map((consent, i) => ({ consent, subRequestId: randomUUID(), ...opts.extras?.[i] }))
+  await pool.query('INSERT INTO consent_requests (request_id, iys_code, brand_code, actor, items, v2) VALUES ($1, $2, $3, $4, $5, $6)',
+    [requestId, iysCode, brandCode, actor, JSON.stringify(items), opts.v2 === true])
   return {
     requestId,
-    subRequests: items.map(({ consent: c, subRequestId }) => ({
+    subRequests: items.map(({ consent: c, subRequestId, omitted }) => ({
       subRequestId, recipient: c.recipient, recipientType: c.recipientType, type: c.type, status: c.status,
-      source: c.source, consentDate: formatIysDate(c.consentDate), creationDate
+      ...(omitted?.source === true ? {} : { source: c.source }),
+      ...(omitted?.consentDate === true ? {} : { consentDate: formatIysDate(c.consentDate) }),
+      creationDate
     }))
   }
 }
 
-/** İYS's answer to GET .../consents/request/{requestId}: one entry per item, `enqueue` while not yet applied. */
-export async function requestResults (pool: Pool, iysCode: string, brandCode: string, requestId: string): Promise<unknown[]> {
+/**
+ * İYS's answer to GET .../consents/request/{requestId}: one entry per item, `enqueue` while not yet applied. `v2`
+ * (GET /v2/…): an item that re-sent a consent already written says where it was (isAddConsentV2Service: first
+ * written by POST /v2/…/consents; originalRequestInformation: the request and item that wrote it); v1 leaves it out.
+ */
+export async function requestResults (pool: Pool, iysCode: string, brandCode: string, requestId: string, v2 = false): Promise<unknown[]> {
   const { rows } = await pool.query<{ items: StoredItem[], results: StoredResult[] | null }>(
     'SELECT items, results FROM consent_requests WHERE request_id = $1 AND iys_code = $2 AND brand_code = $3',
     [requestId, iysCode, brandCode])
@@ -55,7 +74,16 @@ export async function requestResults (pool: Pool, iysCode: string, brandCode: st
   return row.items.map((item, index) => {
     const r = row.results?.[index]
     if (r === undefined) return { requestId, subRequestId: item.subRequestId, index, status: 'enqueue' }
-    return { requestId, subRequestId: item.subRequestId, index, ...r }
+    const { original, ...result } = r
+    if (!v2 || original === undefined) return { requestId, subRequestId: item.subRequestId, index, ...result }
+    return {
+      requestId,
+      subRequestId: item.subRequestId,
+      index,
+      ...result,
+      isAddConsentV2Service: original.v2Single,
+      ...(original.requestId !== null ? { originalRequestInformation: { requestId: original.requestId, subRequestId: original.subRequestId } } : {})
+    }
   })
 }
 
@@ -88,16 +116,25 @@ export class RequestProcessor {
     let claimed: { request_id: string, attempts: number, n: number } | null = null
     try {
       return await inTransaction(this.pool, async client => {
-        const { rows } = await client.query<{ request_id: string, items: StoredItem[], actor: string | null, attempts: number }>(
-          'SELECT request_id, items, actor, attempts FROM consent_requests WHERE done_at IS NULL ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED')
+        const { rows } = await client.query<{ request_id: string, items: StoredItem[], actor: string | null, attempts: number, v2: boolean }>(
+          'SELECT request_id, items, actor, attempts, v2 FROM consent_requests WHERE done_at IS NULL ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED')
         const req = rows[0]
         if (req === undefined) return false
         claimed = { request_id: req.request_id, attempts: req.attempts, n: Array.isArray(req.items) ? req.items.length : 0 }
-        const outcomes = await writeConsentsTx(client, req.items.map(i => ({ consent: i.consent, authority: 'provider', via: 'api', actor: req.actor })))
+        const outcomes = await writeMirroredTx(client, req.items.map(i => ({
+          consent: i.consent,
+          omitted: i.omitted ?? NOTHING_OMITTED,
+          fingerprint: i.fingerprint ?? null,
+          v2: req.v2,
+          origin: { requestId: req.request_id, subRequestId: i.subRequestId, v2Single: false },
+          actor: req.actor
+        })))
         const results: StoredResult[] = outcomes.map(o => {
           if (o.status === 'applied') return { status: 'success', transactionId: o.transactionId, creationDate: formatIysDate(o.creationDate) }
-          const error: ErrorItem | undefined = o.status === 'rejected' ? o.error : undefined
-          return { status: 'failure', error: { code: error?.code ?? 'H174', message: error?.message ?? '' } }
+          if (o.status === 'repeated') return { status: 'success', transactionId: o.transactionId, creationDate: formatIysDate(o.creationDate), original: o.original }
+          // İYS's result item carries one error: the first that applies.
+          const error: ErrorItem = o.errors[0]!
+          return { status: 'failure', error: { code: error.code, message: error.message } }
         })
         await client.query('UPDATE consent_requests SET results = $2, done_at = now() WHERE request_id = $1', [req.request_id, JSON.stringify(results)])
         return true
