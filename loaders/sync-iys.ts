@@ -15,7 +15,7 @@ import { isValidConsent, validateConsent } from '../src/domain/consent.js'
 import { parseIysDate } from '../src/domain/time.js'
 import { writeConsentsTx, type ConsentWrite } from '../src/store/consent-store.js'
 import { createPool, inTransaction, type Pool, type PoolClient } from '../src/store/pg.js'
-import { IysApiError, IysClient, type IysApi, type IysChange } from './iys-client.js'
+import { IysApiError, IysClient, type IysApi, type IysChange } from '../src/iys/client.js'
 import { Progress } from './progress.js'
 
 /** İYS's largest page. */

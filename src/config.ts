@@ -21,6 +21,8 @@ export interface Config {
   readonly filterPollMs: number
   /** How often a gateway asks Postgres whether API keys changed (a revoked key stops within this). */
   readonly authPollMs: number
+  /** POST /oauth2/token: token lifetimes (s; İYS's: 2 h and 4 h) and token requests per source address per hour (0: no limit). */
+  readonly oauth: Readonly<{ accessSeconds: number, refreshSeconds: number, requestsPerHour: number }>
   readonly redisTimeoutMs: number
   /** Rebuild the filter from Postgres by itself when Redis lost it (one gateway at a time, by advisory lock). */
   readonly autoRebuild: boolean
@@ -35,8 +37,10 @@ export interface Config {
   }>
   readonly iysPushUser: string | null
   readonly iysPushPassword: string | null
+  /** The push receiver's lockout: this many failed sign-ins from one source within windowMs lock it for lockMs. */
+  readonly iysPushLockout: Readonly<{ maxFailures: number, windowMs: number, lockMs: number }>
   /** İYS API for `sync-iys`: base URL, credentials, the service provider and the brands to follow. */
-  readonly iys: Readonly<{ apiUrl: string, username: string | null, password: string | null, iysCode: string | null, brandCodes: readonly string[], pollMs: number }>
+  readonly iys: Readonly<{ apiUrl: string, username: string | null, password: string | null, iysCode: string | null, brandCodes: readonly string[], pollMs: number, writeThrough: boolean, resultPollMs: number }>
   /** Evidence ledger retention: a change is kept this many days after a later change replaced it. */
   readonly historyRetentionDays: number
   /** How often the retention job runs (ms); 0 disables it in this process. */
@@ -72,12 +76,13 @@ export const KNOWN_VARIABLES = [
   'HOST', 'PORT', 'REDIS_URL', 'REDIS_PREFIX', 'REDIS_CLUSTER_NODES', 'REDIS_TIMEOUT_MS', 'DATABASE_URL', 'LOG_LEVEL',
   'MAX_BODY_BYTES', 'BLOOM_FPR', 'FILTER_POLL_MS', 'AUTH_POLL_MS', 'TACIR_ALLOW_WITHOUT_RECORD', 'STORE_FAILURE_MODE',
   'EMBEDDED_SEED_FILE', 'UPSTREAM_MESAJ_URL', 'UPSTREAM_EPOSTA_URL', 'UPSTREAM_ARAMA_URL', 'IYS_PUSH_USER',
-  'IYS_PUSH_PASSWORD', 'IYS_API_URL', 'IYS_USERNAME', 'IYS_PASSWORD', 'IYS_CODE', 'IYS_BRAND_CODES', 'IYS_SYNC_INTERVAL_MS',
+  'IYS_PUSH_PASSWORD', 'IYS_PUSH_MAX_FAILURES', 'IYS_PUSH_FAILURE_WINDOW_MS', 'IYS_PUSH_LOCKOUT_MS', 'IYS_API_URL', 'IYS_USERNAME', 'IYS_PASSWORD', 'IYS_CODE', 'IYS_BRAND_CODES', 'IYS_SYNC_INTERVAL_MS',
+  'IYS_WRITE_THROUGH', 'IYS_RESULT_POLL_MS',
   'HISTORY_RETENTION_DAYS', 'RETENTION_INTERVAL_MS', 'SCRUB_DIR', 'SCRUB_RETENTION_HOURS', 'SCRUB_MAX_BYTES', 'SCRUB_THREADS',
   'SCRUB_CHUNK_LINES', 'SCRUB_MAX_LINE_BYTES', 'SCRUB_MAX_TOTAL_BYTES', 'SCRUB_MAX_UPLOADS_PER_CLIENT', 'UPSTREAM_TIMEOUT_MS', 'UPSTREAM_RETRIES', 'UPSTREAM_BACKOFF_MS', 'UPSTREAM_BACKOFF_MAX_MS',
   'UPSTREAM_CONNECTIONS', 'UPSTREAM_BREAKER_FAILURE_RATIO', 'UPSTREAM_BREAKER_MIN_CALLS', 'UPSTREAM_BREAKER_WINDOW_MS',
   'UPSTREAM_BREAKER_COOLDOWN_MS', 'DECISION_LOG', 'DECISION_SPOOL_DIR', 'DECISION_FLUSH_MS', 'DECISION_FSYNC_MS', 'DECISION_RETENTION_DAYS',
-  'AUTO_REBUILD'
+  'AUTO_REBUILD', 'AUTH_ACCESS_TOKEN_SECONDS', 'AUTH_REFRESH_TOKEN_SECONDS', 'AUTH_TOKEN_REQUESTS_PER_HOUR'
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
@@ -176,6 +181,10 @@ export function loadConfig (env: Env = process.env): Config {
   const iysCodeText = env.IYS_CODE ?? ''
   const iysCode = iysCodeText === '' ? null : canonicalCode(iysCodeText)
   if (iysCodeText !== '' && iysCode === null) throw new ConfigError('IYS_CODE must be an İYS code (digits)')
+  // İYS write-through (iys/outbox.ts): on by default once there is something to write through with.
+  const iysReady = (env.IYS_USERNAME ?? '') !== '' && (env.IYS_PASSWORD ?? '') !== '' && iysCode !== null && (env.DATABASE_URL ?? '') !== ''
+  const writeThrough = bool(env, 'IYS_WRITE_THROUGH', iysReady)
+  if (writeThrough && !iysReady) throw new ConfigError('IYS_WRITE_THROUGH needs IYS_USERNAME, IYS_PASSWORD, IYS_CODE and DATABASE_URL')
   return Object.freeze({
     host: env.HOST ?? '127.0.0.1',
     port: int(env, 'PORT', 8080, 0, 65535),
@@ -187,6 +196,11 @@ export function loadConfig (env: Env = process.env): Config {
     bloomFpr,
     filterPollMs: int(env, 'FILTER_POLL_MS', 250, 10, 60_000),
     authPollMs: int(env, 'AUTH_POLL_MS', 250, 10, 1000),
+    oauth: Object.freeze({
+      accessSeconds: int(env, 'AUTH_ACCESS_TOKEN_SECONDS', 7200, 1, 86_400),
+      refreshSeconds: int(env, 'AUTH_REFRESH_TOKEN_SECONDS', 14_400, 1, 30 * 86_400),
+      requestsPerHour: int(env, 'AUTH_TOKEN_REQUESTS_PER_HOUR', 1000, 0, 1_000_000)
+    }),
     redisTimeoutMs: int(env, 'REDIS_TIMEOUT_MS', 500, 10, 60_000),
     autoRebuild,
     tacirAllowedWithoutRecord: bool(env, 'TACIR_ALLOW_WITHOUT_RECORD', true),
@@ -213,13 +227,20 @@ export function loadConfig (env: Env = process.env): Config {
     }),
     iysPushUser: user,
     iysPushPassword: password,
+    iysPushLockout: Object.freeze({
+      maxFailures: int(env, 'IYS_PUSH_MAX_FAILURES', 10, 1, 1000),
+      windowMs: int(env, 'IYS_PUSH_FAILURE_WINDOW_MS', 300_000, 1000, 86_400_000),
+      lockMs: int(env, 'IYS_PUSH_LOCKOUT_MS', 900_000, 1000, 86_400_000)
+    }),
     iys: Object.freeze({
       apiUrl: url(env, 'IYS_API_URL', ['http:', 'https:']) ?? 'https://api.iys.org.tr',
       username: env.IYS_USERNAME ?? null,
       password: env.IYS_PASSWORD ?? null,
       iysCode,
       brandCodes: Object.freeze(canonical as string[]),
-      pollMs: int(env, 'IYS_SYNC_INTERVAL_MS', 60_000, 1000, 86_400_000)
+      pollMs: int(env, 'IYS_SYNC_INTERVAL_MS', 60_000, 1000, 86_400_000),
+      writeThrough,
+      resultPollMs: int(env, 'IYS_RESULT_POLL_MS', 300_000, 100, 86_400_000)
     }),
     historyRetentionDays: int(env, 'HISTORY_RETENTION_DAYS', 400, 366, 36_500),
     retentionIntervalMs: int(env, 'RETENTION_INTERVAL_MS', 3_600_000, 0, 86_400_000),

@@ -4,8 +4,9 @@
 import client from 'prom-client'
 import { CONSENT_TYPES, type ConsentType } from './domain/vocabulary.js'
 import { REASON_INDEX, REASONS, type Reason } from './policy/decide.js'
+import { CORRECTIONS, RETRY_CAUSES, SEND_METHODS } from './iys/outbox.js'
 
-export const ROUTES = ['check', 'messages', 'consents', 'push', 'history', 'scrub', 'health', 'ready', 'metrics', 'other'] as const
+export const ROUTES = ['check', 'messages', 'consents', 'push', 'history', 'scrub', 'health', 'ready', 'metrics', 'token', 'other'] as const
 export type Route = (typeof ROUTES)[number]
 
 export class Metrics {
@@ -37,6 +38,16 @@ export class Metrics {
   readonly requestsBacklogOldest: client.Gauge<string>
   readonly pushItems: client.Counter<'outcome'>
   readonly queueFailed: client.Counter<'queue'>
+  // İYS write-through outbox (iys/outbox.ts)
+  readonly outboxPending: client.Gauge<string>
+  readonly outboxOldest: client.Gauge<string>
+  readonly outboxSent: client.Counter<'method'>
+  readonly outboxRefused: client.Counter<'correction'>
+  readonly outboxRetried: client.Counter<'cause'>
+  // İYS push receiver sign-ins (http/push-route.ts) and the per-key rate limits (auth/rate-limit.ts)
+  readonly pushAuthFailures: client.Counter<'kind'>
+  readonly pushLockouts: client.Counter<string>
+  readonly rateLimitLocal: client.Gauge<string>
 
   constructor () {
     const r = this.registry
@@ -71,6 +82,17 @@ export class Metrics {
     this.requestsBacklogOldest = new client.Gauge({ name: 'iys_consent_requests_backlog_oldest_seconds', help: 'Age of the oldest asynchronous consent request not yet applied (0: none pending)', registers: [r] })
     this.pushItems = new client.Counter({ name: 'iys_push_items_total', help: 'İYS push items processed by outcome (applied, stale, refused)', labelNames: ['outcome'], registers: [r] })
     this.queueFailed = new client.Counter({ name: 'iys_queue_failed_total', help: 'Push inbox rows or consent requests closed as failed after repeated errors', labelNames: ['queue'], registers: [r] })
+    this.outboxPending = new client.Gauge({ name: 'iys_outbox_pending', help: 'Accepted provider consent changes not yet answered by İYS (write-through outbox)', registers: [r] })
+    this.outboxOldest = new client.Gauge({ name: 'iys_outbox_oldest_seconds', help: 'Age of the oldest consent change waiting for İYS in the write-through outbox (0: none pending)', registers: [r] })
+    this.outboxSent = new client.Counter({ name: 'iys_outbox_sent_total', help: 'Consent changes İYS registered through the write-through outbox, by method (single, batch)', labelNames: ['method'], registers: [r] })
+    this.outboxRefused = new client.Counter({ name: 'iys_outbox_refused_total', help: 'Consent changes İYS refused after we had accepted them, by local correction (restored, withdrawn, kept, superseded)', labelNames: ['correction'], registers: [r] })
+    this.outboxRetried = new client.Counter({ name: 'iys_outbox_retried_total', help: 'Write-through sends put off to retry later, by cause (unavailable, rate_limited, unauthorized, error)', labelNames: ['cause'], registers: [r] })
+    for (const m of SEND_METHODS) this.outboxSent.labels(m).inc(0)
+    for (const c of CORRECTIONS) this.outboxRefused.labels(c).inc(0)
+    for (const c of RETRY_CAUSES) this.outboxRetried.labels(c).inc(0)
+    this.pushAuthFailures = new client.Counter({ name: 'iys_push_auth_failures_total', help: 'İYS push requests refused at sign-in, by kind (missing: no basic credentials, wrong: wrong credentials, locked: the source is locked out)', labelNames: ['kind'], registers: [r] })
+    this.pushLockouts = new client.Counter({ name: 'iys_push_lockouts_total', help: 'Sources the İYS push receiver locked out after repeated failed sign-ins', registers: [r] })
+    this.rateLimitLocal = new client.Gauge({ name: 'iys_rate_limit_local', help: '1 while per-key rate limits are kept per process because Redis does not answer, 0 while shared through Redis (or without Redis)', registers: [r] })
     this.uwsNative = new client.Gauge({ name: 'iys_uws_native', help: '1 if the native uWebSockets.js binding is loaded, 0 on the slow pure-JS fallback', registers: [r] })
   }
 

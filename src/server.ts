@@ -11,13 +11,16 @@ import { describeMirrorProblem, FilterMirror } from './filter/mirror.js'
 import { AutoRebuilder, describeRebuild } from './filter/rebuild.js'
 import type { FilterView } from './filter/view.js'
 import { createApp, type Readiness } from './http/app.js'
+import type { Router } from './http/router.js'
 import { uWS, uwsNative } from './http/uws.js'
 import { Metrics } from './metrics.js'
 import { createRedis, waitReady } from './store/redis.js'
 import { createPool, type Pool } from './store/pg.js'
 import { ChangeApplier } from './filter/changes.js'
 import { consentRoutes, notConfiguredRoutes } from './http/consent-routes.js'
+import { iysReadRoutes } from './http/iys-read-routes.js' // reads helper: mirrored İYS reads
 import { RequestProcessor } from './store/consent-requests.js'
+import { startWriteThrough, writeThroughStatus } from './iys/outbox.js'
 import { pruneHistory } from './store/consent-queries.js'
 import { PushProcessor } from './store/push-inbox.js'
 import { BacklogMonitor } from './store/backlog.js'
@@ -33,11 +36,17 @@ import { ScrubJobs } from './scrub/jobs.js'
 import { createScrubPool } from './scrub/pool.js'
 import { settlesWithin } from './util/settle.js'
 import { DEMO_KEY_WARNING, KeyStore } from './auth/key-store.js'
+import { Lockout } from './auth/lockout.js'
+import { RateLimiter } from './auth/rate-limit.js'
+import { TokenIssuer } from './auth/tokens.js'
+import { oauthRoute } from './http/oauth-route.js'
 
 export interface Gateway {
   readonly port: number
   readonly metrics: Metrics
   readonly mode: 'redis' | 'embedded'
+  /** the routes this gateway serves, with the scopes each needs (null: public) */
+  routes (): ReturnType<Router['routes']>
   /** The filter version served right now (0: none). */
   version (): number
   close (): Promise<void>
@@ -77,6 +86,8 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   const push = pool !== null ? new PushProcessor(pool, log, { receivePool: pushPool!, hooks: { onItems: (outcome, n) => { metrics.pushItems.inc({ outcome }, n) }, onFailed: () => { metrics.queueFailed.inc({ queue: 'push' }) } } }) : null
   requests?.drainer.kick() // requests and notifications left pending by a previous run
   push?.drainer.kick()
+  // İYS write-through (outbox helper, iys/outbox.ts): null when İYS is not configured; /readyz says which.
+  const outbox = startWriteThrough(config, pool, log, metrics)
   const backlog = pool !== null ? new BacklogMonitor(pool, metrics, log) : null
   backlog?.start()
   let retentionTimer: NodeJS.Timeout | null = null
@@ -97,7 +108,9 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   const keys = pool !== null ? KeyStore.postgres(pool, { pollMs: config.authPollMs, log }) : KeyStore.demo()
   await keys.start()
   if (pool === null) { log.warn(DEMO_KEY_WARNING); warnings.push(DEMO_KEY_WARNING) }
-  const rateLimit = { take: (_keyId: string, _rate: number): number => 0 } // TODO(rate helper): auth/rate-limit.ts
+  // oauth/cli helper: POST /oauth2/token's tokens, signed with a secret shared through Postgres (this process's own without it)
+  const tokens = pool !== null ? await TokenIssuer.postgres(pool, config.oauth, { log }) : TokenIssuer.local(config.oauth)
+  keys.useTokens(tokens)
   const uwsState = uwsNative ? 'native' : 'fallback'
 
   if (config.redisUrl !== null) {
@@ -169,6 +182,9 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     readiness = () => ({ ready: true, mode: 'embedded', filterVersion: seed.view.version, keys: seed.view.states.size, uws: uwsState, warnings })
   }
 
+  // Per-key token buckets, shared through Redis when there is one (leased in the background: no round trip per request).
+  const rateLimit = new RateLimiter({ redis, prefix: config.redisPrefix + 'rate:', log, onLocal: local => { metrics.rateLimitLocal.set(local ? 1 : 0) } })
+
   const policy = { tacirAllowedWithoutRecord: config.tacirAllowedWithoutRecord, storeFailureMode: config.storeFailureMode }
   const checker = new Checker(getView, policy, {
     storeError: () => { metrics.storeErrors.inc() },
@@ -202,12 +218,14 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     maxBodyBytes: config.maxBodyBytes,
     auth: keys,
     rateLimit,
-    readiness: () => withKeys(readiness(), keys),
+    readiness: () => withKeys({ ...readiness(), writeThrough: writeThroughStatus(outbox) }, keys),
     decisions,
     routes: (router) => {
+      oauthRoute(router, { keys, tokens, requestsPerHour: config.oauth.requestsPerHour }) // oauth/cli helper
       if (pool !== null) {
         consentRoutes(router, { pool, log, requests: requests! })
-        pushRoute(router, { push: push!, credentials: pushCredentials })
+        iysReadRoutes(router, pool) // reads helper: changes, history, brands
+        pushRoute(router, { push: push!, credentials: pushCredentials, lockout: new Lockout(config.iysPushLockout), log, metrics })
         ledgerRoutes(router, pool)
       } else notConfiguredRoutes(router)
       scrubRoutes(router, { jobs, queue, maxBytes: config.scrub.maxBytes, maxTotalBytes: config.scrub.maxTotalBytes, maxUploadsPerClient: config.scrub.maxUploadsPerClient })
@@ -229,6 +247,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     metrics,
     mode: redis !== null ? 'redis' : 'embedded',
     version: () => getView()?.version ?? 0,
+    routes: () => router.routes(),
     async close () {
       uWS.us_listen_socket_close(listenSocket)
       await router.drain(10_000) // answer what is in flight; later requests on kept-alive connections get 503
@@ -240,6 +259,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       await rebuilder?.stop()
       if (applier !== null) await applier.stop()
       await requests?.drainer.stop()
+      await outbox?.stop() // İYS write-through: an in-flight send is re-sent, as the same request, by the next sender
       await decisionLog?.close() // everything to Postgres, or to the spool when it is away
       if (!await settlesWithin(upstreams.close(), 3000)) await upstreams.destroy() // carriers that never answer
       await push?.drainer.stop()
@@ -247,6 +267,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       if (pushPool !== null && !await settlesWithin(pushPool.end(), 2000)) log.warn('push receiver connections still busy at shutdown')
       if (mirror !== null) await mirror.stop()
       await keys.stop()
+      rateLimit.close()
       if (pool !== null && !await settlesWithin(pool.end(), 5000)) log.warn('Postgres connections still busy at shutdown; leaving them to the process exit')
       if (redis !== null) redis.disconnect()
     }

@@ -4,7 +4,7 @@ import { Writable } from 'node:stream'
 import pg from 'pg'
 import { describe, expect, it } from 'vitest'
 import { GatewayError } from '../src/domain/errors.js'
-import { IysApiError } from '../loaders/iys-client.js'
+import { IysApiError } from '../src/iys/client.js'
 import { createLogger, redact } from '../src/log.js'
 import { Drainer } from '../src/store/drainer.js'
 

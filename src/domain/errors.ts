@@ -45,10 +45,29 @@ export const ERRORS = {
   H351: { status: 401, message: 'Eksik veya geçersiz jeton!' },
   H353: { status: 403, message: 'Alan, kullanıcı izinleriyle eşleştirilemiyor' },
   H124: { status: 429, message: 'Saniyede kabul edilen istek limitine ulaşıldı. Lütfen daha sonra tekrar deneyiniz.' },
+  H084: { status: 429, message: 'Saatte kabul edilen kimlik doğrulama istek limitine ulaşıldı. Lütfen daha sonra tekrar deneyiniz.' },
   H400: { status: 422, message: 'requestId sadece sayılardan meydana gelemez.' },
   H408: { status: 422, message: 'HS_KARAR kaynağından iletilen izinler için durum bilgisi RET olmalıdır.' },
   H478: { status: 422, message: 'Alıcı listesi (recipients) liste olmalıdır.' },
   H464: { status: 422, message: 'İzin tipi (type) MESAJ için, alıcı (recipient) telefon formatında olmalıdır.' },
+  // The mirrored routes' own validation (src/iys/validate.ts)
+  H126: { status: 422, message: 'İzin erişimi olan bayilerin (retailer) liste uzunluğu en fazla 100 olmalıdır.' },
+  H163: { status: 422, message: 'Bayiler kabul edilemedi. Lütfen boş liste eklemeyiniz.' },
+  H180: { status: 403, message: 'İstek gövdesinde yer alan bayi İYS numarasıyla (retailerCode) herhangi bir bayi bulunamadı.' },
+  H190: { status: 422, message: 'iysCode integer bir değer olmalıdır.' },
+  H191: { status: 422, message: 'brandCode integer bir değer olmalıdır.' },
+  H267: { status: 400, message: 'iysCode değeri boş olmamalıdır.' },
+  H462: { status: 400, message: 'TACIR izinleri güncellenirken izin tarihi (consentDate) verilmelidir' },
+  H463: { status: 400, message: 'TACIR izinleri güncellenirken izin kaynağı (source) verilmelidir.' },
+  H467: { status: 422, message: 'Üç iş günü öncesinde alınan izinler kaydedilemez.' },
+  // The mirrored read routes (http/iys-read-routes.ts): history's limit/offset, changes' limit and source. H506 and
+  // H507 are not in the error table; the changes operation's own 422 examples give them.
+  H182: { status: 422, message: 'offset değeri geçerli olmalıdır.' },
+  H183: { status: 422, message: 'limit değeri geçerli olmalıdır.' },
+  H186: { status: 422, message: 'Sayfalama (pagination) değeri en fazla 100 olabilir.' },
+  H187: { status: 422, message: 'limit değerleri sıfır olmamalıdır.' },
+  H506: { status: 422, message: 'İzin kaynağı (source) bulunamadı.' },
+  H507: { status: 422, message: 'limit alanı için karakter üst sınırı 1000 olmalıdır.' },
   // Gateway codes
   BODY_TOO_LARGE: { status: 413, message: 'Request body is larger than the configured limit.' },
   MALFORMED_PATH: { status: 400, message: 'The request path is not valid percent-encoded UTF-8.' },
@@ -92,7 +111,8 @@ export type InternalErrorCode = (typeof INTERNAL_ERRORS)[number]
 export interface ErrorItem {
   code: ErrorCode
   message: string
-  location?: string[]
+  /** İYS's path to the field: names, and list indexes as numbers (`["recipients", 3]`) */
+  location?: (string | number)[]
   value?: unknown
 }
 

@@ -2,6 +2,8 @@
 // take the write lock (seq order = commit order), read the stored state of the batch's keys, judge every write in
 // order (domain/rules.ts), append each applied change to the evidence ledger with its seq, upsert the current
 // state, and NOTIFY the change applier. A write that fails validation or a rule changes nothing.
+// With İYS write-through on (iys/outbox.ts), each applied provider API write is also queued in iys_outbox in the same
+// transaction: what was accepted is registered with İYS, and nothing is sent that was not accepted.
 
 import { randomBytes } from 'node:crypto'
 import { errorItem, type ErrorItem } from '../domain/errors.js'
@@ -41,7 +43,9 @@ const KEY_COLUMNS = ['brand_code', 'type', 'recipient_type', 'recipient']
 const STATE_COLUMNS = ['iys_code', 'status', 'source', 'consent_date', 'seq', 'transaction_id', 'creation_date']
 /** The current state's columns, in the order upsertConsentsSql's rows give them. */
 export const CONSENT_COLUMNS = [...KEY_COLUMNS, ...STATE_COLUMNS].join(', ')
-const UPSERT_SET = STATE_COLUMNS.map(col => `${col} = EXCLUDED.${col}`).join(', ') + ', updated_at = now()'
+// İYS's transactionId of the current state (write-through, iys/outbox.ts) belongs to the change that set it: a new
+// change clears it until the outbox registers that one.
+const UPSERT_SET = STATE_COLUMNS.map(col => `${col} = EXCLUDED.${col}`).join(', ') + ', iys_transaction_id = NULL, iys_creation_date = NULL, updated_at = now()'
 
 /**
  * The one statement that sets the current state, for these writes and `import`'s. `rows` is a SELECT giving
@@ -65,6 +69,32 @@ const UPSERT_STATE = upsertConsentsSql(`SELECT DISTINCT ON (b, t, r, rc) b, t, r
 
 /** A new İYS-style transaction id: 64 hex characters. */
 export const newTransactionId = (): string => randomBytes(32).toString('hex')
+
+// ---- İYS write-through: which provider writes are queued for İYS (iys/outbox.ts turns this on while it runs) ----
+
+/** iysCode → how many running outboxes register its writes (a count, so that two in one process do not clash). */
+const outboxCodes = new Map<string, number>()
+
+/**
+ * From now on, applied provider API writes (via 'api') of this iysCode are queued in iys_outbox in their own
+ * transaction. Returns the function that stops it. Other tenants' writes are not queued: İYS credentials are per iysCode.
+ */
+export function queueForIys (iysCode: string): () => void {
+  outboxCodes.set(iysCode, (outboxCodes.get(iysCode) ?? 0) + 1)
+  let done = false
+  return () => {
+    if (done) return
+    done = true
+    const n = (outboxCodes.get(iysCode) ?? 1) - 1
+    if (n <= 0) outboxCodes.delete(iysCode)
+    else outboxCodes.set(iysCode, n)
+  }
+}
+
+const INSERT_OUTBOX = `INSERT INTO iys_outbox (seq, write_id, iys_code, brand_code, type, recipient_type, recipient, status, source, consent_date, transaction_id)
+       SELECT seq, $1, iys, b, t, r, rc, s, src, to_timestamp(d), tx
+       FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[])
+         AS x(seq, iys, b, t, r, rc, s, src, d, tx)`
 
 /** Writes a batch in its own transaction. */
 export async function writeConsents (pool: Pool, writes: readonly ConsentWrite[]): Promise<WriteOutcome[]> {
@@ -126,8 +156,56 @@ export async function writeConsentsTx (client: PoolClient, writes: readonly Cons
     const args = [h.seq, h.b, h.t, h.r, h.rc, h.iys, h.s, h.src, h.d, h.tx, h.via, h.actor, h.cd]
     await client.query(INSERT_LEDGER, args)
     await client.query(UPSERT_STATE, args)
+    if (outboxCodes.size > 0) await queueApplied(client, applied.map(a => a.w), h)
     await client.query(`SELECT pg_notify('${CHANGES_CHANNEL}', $1)`, [h.seq[h.seq.length - 1]])
   }
   return outcomes
+}
+
+/** Queues the applied provider API writes of write-through tenants for İYS (one outbox row per ledger seq). */
+async function queueApplied (client: PoolClient, writes: readonly ConsentWrite[], h: { seq: string[], iys: string[], b: string[], t: string[], r: string[], rc: string[], s: string[], src: string[], d: number[], tx: string[] }): Promise<void> {
+  const q = { seq: [] as string[], iys: [] as string[], b: [] as string[], t: [] as string[], r: [] as string[], rc: [] as string[], s: [] as string[], src: [] as string[], d: [] as number[], tx: [] as string[] }
+  writes.forEach((w, j) => {
+    if (w.via !== 'api' || w.authority !== 'provider' || !outboxCodes.has(h.iys[j]!)) return
+    q.seq.push(h.seq[j]!); q.iys.push(h.iys[j]!); q.b.push(h.b[j]!); q.t.push(h.t[j]!); q.r.push(h.r[j]!); q.rc.push(h.rc[j]!)
+    q.s.push(h.s[j]!); q.src.push(h.src[j]!); q.d.push(h.d[j]!); q.tx.push(h.tx[j]!)
+  })
+  if (q.seq.length === 0) return
+  await client.query(INSERT_OUTBOX, [randomBytes(8).toString('hex'), q.seq, q.iys, q.b, q.t, q.r, q.rc, q.s, q.src, q.d, q.tx])
+}
+
+/** A compensating change (iys/outbox.ts, after İYS refused a change we had accepted): the state to put back. */
+export interface CorrectionWrite {
+  brandCode: string
+  type: string
+  recipientType: string
+  recipient: string
+  iysCode: string
+  status: 'ONAY' | 'RET'
+  source: string
+  /** epoch seconds */
+  consentDate: number
+  transactionId: string | null
+  /** epoch seconds; null: now */
+  creationDate: number | null
+  /** why, for the ledger: e.g. "iys-refused:H178" */
+  actor: string
+}
+
+/**
+ * Writes a compensating change in the caller's transaction, through the same statements as every change (write
+ * lock, seq, ledger with via 'correction', current state, NOTIFY), so the change applier carries it to Redis and every
+ * gateway. No rule is applied: the caller has decided under the write lock that it must be. Returns its seq.
+ */
+export async function writeCorrectionTx (client: PoolClient, c: CorrectionWrite): Promise<number> {
+  await client.query('SELECT pg_advisory_xact_lock($1)', [CONSENT_WRITE_LOCK])
+  const { rows } = await client.query<{ seq: string }>('SELECT nextval(\'consent_seq\') AS seq')
+  const seq = rows[0]!.seq
+  const args = [[seq], [c.brandCode], [c.type], [c.recipientType], [c.recipient], [c.iysCode], [c.status], [c.source], [c.consentDate],
+    [c.transactionId], ['correction'], [c.actor], [c.creationDate ?? Math.floor(Date.now() / 1000)]]
+  await client.query(INSERT_LEDGER, args)
+  await client.query(UPSERT_STATE, args)
+  await client.query(`SELECT pg_notify('${CHANGES_CHANNEL}', $1)`, [seq])
+  return Number(seq)
 }
 

@@ -159,14 +159,95 @@ const MIGRATIONS: readonly string[] = [
     version  bigint  NOT NULL
   );
   INSERT INTO auth_state (version) VALUES (1);
+
+  -- The secret that signs the access and refresh tokens of POST /oauth2/token (auth/tokens.ts), shared by every
+  -- gateway: one row, created by the first gateway that needs it. Deleting it (and restarting) voids every token.
+  CREATE TABLE auth_token_secret (
+    one         boolean     PRIMARY KEY DEFAULT true CHECK (one),
+    secret      bytea       NOT NULL CHECK (length(secret) >= 32),
+    created_at  timestamptz NOT NULL DEFAULT now()
+  );
   `,
-  // 7: the İYS write-through outbox (MIGRATION 7 — being written)
+  // 7: the İYS write-through outbox (iys/outbox.ts). One row per accepted provider change (its ledger seq), inserted
+  // in the transaction that accepted it; done_at is set once İYS has answered for it (registered or refused). İYS's
+  // transactionId is kept beside ours: ours (transaction_id) is what the provider was answered and still identifies
+  // the change everywhere; İYS's is in iys_outbox per change and in consents.iys_transaction_id for the current state.
+  // A refused change is undone by a compensating ledger change with via 'correction' (never sent to İYS).
   `
-  SELECT 1;
+  ALTER TABLE consent_history DROP CONSTRAINT IF EXISTS consent_history_via_check;
+  ALTER TABLE consent_history ADD CONSTRAINT consent_history_via_check CHECK (via IN ('import', 'api', 'push', 'pull', 'correction'));
+  ALTER TABLE consents ADD COLUMN iys_transaction_id text, ADD COLUMN iys_creation_date timestamptz;
+
+  CREATE TABLE iys_outbox (
+    seq                 bigint      PRIMARY KEY,
+    -- the writes of one call (one single write, or the items of one asynchronous request) go to İYS together
+    write_id            text        NOT NULL,
+    iys_code            bigint      NOT NULL,
+    brand_code          bigint      NOT NULL,
+    type                text        NOT NULL,
+    recipient_type      text        NOT NULL,
+    recipient           text        NOT NULL,
+    status              text        NOT NULL,
+    source              text        NOT NULL,
+    consent_date        timestamptz NOT NULL,
+    transaction_id      text        NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    next_at             timestamptz NOT NULL DEFAULT now(),
+    attempts            int         NOT NULL DEFAULT 0,
+    last_error          text,
+    batch_id            text,
+    -- İYS refused the batch it was in as a whole, or failed it for a passing reason: send it on its own
+    solo                boolean     NOT NULL DEFAULT false,
+    outcome             text        CHECK (outcome IN ('registered', 'refused')),
+    iys_transaction_id  text,
+    iys_creation_date   timestamptz,
+    error_code          text,
+    error_message       text,
+    correction          text        CHECK (correction IN ('restored', 'withdrawn', 'kept', 'superseded')),
+    correction_seq      bigint,
+    done_at             timestamptz
+  );
+  CREATE INDEX iys_outbox_pending_idx ON iys_outbox (seq) WHERE done_at IS NULL;
+  CREATE INDEX iys_outbox_key_idx ON iys_outbox (brand_code, type, recipient_type, recipient, seq);
+  CREATE INDEX iys_outbox_tx_idx ON iys_outbox (transaction_id);
+
+  -- A batch sent through İYS's asynchronous request. Its id is a fingerprint of its seqs, stored before it is posted:
+  -- after a crash the same rows are posted again as the same batch, never regrouped.
+  CREATE TABLE iys_outbox_batches (
+    batch_id      text        PRIMARY KEY,
+    iys_code      bigint      NOT NULL,
+    brand_code    bigint      NOT NULL,
+    seqs          bigint[]    NOT NULL,
+    request_id    text,
+    posts         int         NOT NULL DEFAULT 0,
+    polls         int         NOT NULL DEFAULT 0,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    submitted_at  timestamptz,
+    next_poll_at  timestamptz,
+    done_at       timestamptz
+  );
+  CREATE INDEX iys_outbox_batches_open_idx ON iys_outbox_batches (created_at) WHERE done_at IS NULL;
   `,
-  // 8: İYS drop-in: v2 transaction ids and validation (MIGRATION 8 — being written)
+  // 8: the mirrored İYS API's v2 rule (store/mirrored-writes.ts): a consent re-sent identically while the change it
+  // made is its key's current state gets that change's transactionId again. One row per key: the fingerprint of the
+  // mirrored write that last set the key (seq), and where it came from, for v2's answer (originalRequestInformation).
+  // A row whose seq is no longer the key's is dead (a push, pull or import changed the key) and answers nothing.
   `
-  SELECT 1;
+  CREATE TABLE consent_fingerprints (
+    brand_code      bigint      NOT NULL,
+    type            text        NOT NULL,
+    recipient_type  text        NOT NULL,
+    recipient       text        NOT NULL,
+    fingerprint     bytea       NOT NULL,
+    seq             bigint      NOT NULL,
+    request_id      text,
+    sub_request_id  text,
+    v2_single       boolean     NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (brand_code, type, recipient_type, recipient)
+  );
+  -- Requests of POST /v2/.../consents/request answer re-sent consents with where they were first written.
+  ALTER TABLE consent_requests ADD COLUMN v2 boolean NOT NULL DEFAULT false;
   `
 ]
 

@@ -1,4 +1,7 @@
-// A small client for the İYS API: only what `sync-iys` calls (the token endpoint and the consent changes pull).
+// A small client for the İYS API: only what we call — the token endpoint, the consent changes pull (`sync-iys`) and
+// the consent writes of the write-through outbox (iys/outbox.ts): single (POST …/consents) and asynchronous batch
+// (POST …/consents/request, GET …/consents/request/{requestId}), through İYS's v2 endpoints by default because v2
+// answers a re-sent identical consent with the transactionId of the first (see outbox.ts: idempotency).
 //
 // Tokens (spec, "KİMLİK DOĞRULAMA"): an access token lives 2 h, its refresh token 4 h, and the token endpoint takes
 // at most 100 requests an hour per IP. So we log in once, refresh with the refresh_token grant shortly before the
@@ -16,9 +19,9 @@
 
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Pool, type Dispatcher } from 'undici'
-import type { Logger } from '../src/log.js'
-import { retryAfterMs } from '../src/util/retry-after.js'
-import { CodedError } from '../src/domain/errors.js'
+import type { Logger } from '../log.js'
+import { retryAfterMs } from '../util/retry-after.js'
+import { CodedError } from '../domain/errors.js'
 
 /** One consent change as İYS lists it (AgreementPull.list). Fields are İYS's, unchecked: validate before use. */
 export interface IysChange {
@@ -46,6 +49,39 @@ export interface IysApi {
   close (): Promise<void>
 }
 
+/** One consent as İYS's write endpoints take it (components.schemas.Consent; no retailer fields: we model none). */
+export interface IysConsent {
+  consentDate: string
+  /** left out for a TACIR consent whose provider left it out (İYS allows that on a first record) */
+  source?: string
+  recipient: string
+  recipientType: string
+  status: string
+  type: string
+}
+
+/** İYS's answer to a single consent write (AddConsentResponseMessage). */
+export interface IysAdded { transactionId: string, creationDate: string }
+
+/** One item of GET …/consents/request/{requestId} (SearchConsentResponse), as İYS gives it, checked for shape only. */
+export interface IysRequestItem {
+  index: number
+  status: 'success' | 'failure' | 'enqueue'
+  transactionId?: string
+  creationDate?: string
+  error?: { code: string, message: string }
+}
+
+/** What the write-through outbox needs from İYS; a refusal is an IysApiError with İYS's code (see `refused`). */
+export interface IysWriteApi {
+  addConsent (iysCode: string, brandCode: string, consent: IysConsent, signal?: AbortSignal): Promise<IysAdded>
+  /** Posts up to 1000 consents for asynchronous processing; İYS's requestId. */
+  addConsentRequest (iysCode: string, brandCode: string, consents: readonly IysConsent[], signal?: AbortSignal): Promise<{ requestId: string }>
+  /** The per-item results of a request so far (İYS may answer an empty list before it has processed it). */
+  requestResults (iysCode: string, brandCode: string, requestId: string, signal?: AbortSignal): Promise<IysRequestItem[]>
+  close (): Promise<void>
+}
+
 export class IysApiError extends CodedError<'IYS_API'> {
   /** İYS's code (H351, H124, …), the OAuth2 `error` of the token endpoint, or NETWORK / BAD_RESPONSE. */
   readonly iysCode: string
@@ -53,12 +89,26 @@ export class IysApiError extends CodedError<'IYS_API'> {
   readonly status: number
   /** Worth trying again later (network, 5xx, a rate limit that outlasted our retries); false for refusals. */
   readonly transient: boolean
+  /** İYS's own message for its code ('' when it gave none): kept with a refused consent, never logged with data. */
+  readonly iysMessage: string
+  /** İYS's Retry-After of the last rate-limit answer, when it sent one. */
+  readonly retryAfterMs: number | null
 
-  constructor (code: string, status: number, message: string, opts: { transient?: boolean, cause?: unknown } = {}) {
+  constructor (code: string, status: number, message: string, opts: { transient?: boolean, cause?: unknown, iysMessage?: string, retryAfterMs?: number | null } = {}) {
     super('IYS_API', message, { cause: opts.cause })
     this.iysCode = code
     this.status = status
     this.transient = opts.transient ?? (status === 0 || status >= 500 || status === 429)
+    this.iysMessage = opts.iysMessage ?? ''
+    this.retryAfterMs = opts.retryAfterMs ?? null
+  }
+
+  /**
+   * İYS refused the content of a write (400/422 with an H code: H174, H178, H467, …): sending it again cannot
+   * succeed. Not a refusal: a bad token or a missing permission (401/403, our configuration), a rate limit, an outage.
+   */
+  get refused (): boolean {
+    return (this.status === 400 || this.status === 422) && /^H\d{3}$/.test(this.iysCode)
   }
 }
 
@@ -79,6 +129,8 @@ export interface IysClientOptions {
   authLockoutMs?: number
   /** Per-request timeout for headers and body (ms), default 30 000. */
   timeoutMs?: number
+  /** Which consent write endpoints: 'v2' (default; idempotent for identical re-sends) or 'v1'. */
+  writeVersion?: 'v1' | 'v2'
 }
 
 interface Token {
@@ -109,7 +161,7 @@ function iysError (body: unknown): { code: string, message: string } | null {
   return null
 }
 
-export class IysClient implements IysApi {
+export class IysClient implements IysApi, IysWriteApi {
   private readonly http: Pool
   private readonly base: string
   private readonly username: string
@@ -120,6 +172,7 @@ export class IysClient implements IysApi {
   private readonly backoffMaxMs: number
   private readonly maxRetries: number
   private readonly authLockoutMs: number
+  private readonly writePrefix: string
   private token: Token | null = null
   private renewing: Promise<Token> | null = null
   private nextSlot = 0
@@ -140,19 +193,13 @@ export class IysClient implements IysApi {
     this.backoffMaxMs = opts.backoffMaxMs ?? 60_000
     this.maxRetries = opts.maxRetries ?? 8
     this.authLockoutMs = opts.authLockoutMs ?? 3_600_000
+    this.writePrefix = (opts.writeVersion ?? 'v2') === 'v2' ? `${this.base}/v2` : this.base
   }
 
   async changes (iysCode: string, brandCode: string, after: string | null, limit: number, signal?: AbortSignal): Promise<IysChangesPage | null> {
     let path = `${this.base}/sps/${encodeURIComponent(iysCode)}/brands/${encodeURIComponent(brandCode)}/consents/changes?limit=${limit}`
     if (after !== null) path += `&after=${encodeURIComponent(after)}`
-    let res = await this.withToken(path, signal)
-    if (res.status === 401) {
-      // The token was refused before we thought it would expire (revoked, clock skew): renew once and retry once.
-      this.stats.unauthorized++
-      this.log?.info({ code: iysError(res.body)?.code }, 'İYS refused the access token; renewing it')
-      if (this.token !== null) this.token.renewAt = 0
-      res = await this.withToken(path, signal)
-    }
+    const res = await this.authorized('GET', path, undefined, signal)
     if (res.status === 204) return null
     if (res.status !== 200) throw this.failure('changes', res)
     const body = res.body as { after?: unknown, list?: unknown } | null
@@ -162,13 +209,75 @@ export class IysClient implements IysApi {
     return { after: body.after, list: body.list as IysChange[] }
   }
 
+  async addConsent (iysCode: string, brandCode: string, consent: IysConsent, signal?: AbortSignal): Promise<IysAdded> {
+    const res = await this.authorized('POST', this.consentsPath(iysCode, brandCode), JSON.stringify(consent), signal)
+    if (res.status !== 200) throw this.failure('consent write', res)
+    const body = res.body as { transactionId?: unknown, creationDate?: unknown } | null
+    if (typeof body?.transactionId !== 'string' || typeof body.creationDate !== 'string') {
+      throw new IysApiError('BAD_RESPONSE', 200, 'İYS consent write: the answer has no transactionId and creationDate', { transient: true })
+    }
+    return { transactionId: body.transactionId, creationDate: body.creationDate }
+  }
+
+  async addConsentRequest (iysCode: string, brandCode: string, consents: readonly IysConsent[], signal?: AbortSignal): Promise<{ requestId: string }> {
+    const res = await this.authorized('POST', this.consentsPath(iysCode, brandCode) + '/request', JSON.stringify(consents), signal)
+    if (res.status !== 200 && res.status !== 202) throw this.failure('consent request', res)
+    const body = res.body as { requestId?: unknown } | null
+    if (typeof body?.requestId !== 'string' || body.requestId === '') {
+      throw new IysApiError('BAD_RESPONSE', res.status, 'İYS consent request: the answer has no requestId', { transient: true })
+    }
+    return { requestId: body.requestId }
+  }
+
+  async requestResults (iysCode: string, brandCode: string, requestId: string, signal?: AbortSignal): Promise<IysRequestItem[]> {
+    const res = await this.authorized('GET', `${this.consentsPath(iysCode, brandCode)}/request/${encodeURIComponent(requestId)}`, undefined, signal)
+    if (res.status === 204) return []
+    if (res.status !== 200) throw this.failure('consent request results', res)
+    if (!Array.isArray(res.body)) throw new IysApiError('BAD_RESPONSE', 200, 'İYS consent request results: the answer is not a list', { transient: true })
+    const out: IysRequestItem[] = []
+    for (const raw of res.body as unknown[]) {
+      const item = raw as { index?: unknown, status?: unknown, transactionId?: unknown, creationDate?: unknown, error?: { code?: unknown, message?: unknown } } | null
+      if (item === null || typeof item !== 'object' || typeof item.index !== 'number') continue
+      if (item.status !== 'success' && item.status !== 'failure' && item.status !== 'enqueue') continue
+      out.push({
+        index: item.index,
+        status: item.status,
+        ...(typeof item.transactionId === 'string' ? { transactionId: item.transactionId } : {}),
+        ...(typeof item.creationDate === 'string' ? { creationDate: item.creationDate } : {}),
+        ...(item.error !== undefined && item.error !== null && typeof item.error.code === 'string'
+          ? { error: { code: item.error.code, message: typeof item.error.message === 'string' ? item.error.message : '' } }
+          : {})
+      })
+    }
+    return out
+  }
+
   async close (): Promise<void> {
     await this.http.close()
   }
 
-  private async withToken (path: string, signal: AbortSignal | undefined): Promise<Answer> {
+  private consentsPath (iysCode: string, brandCode: string): string {
+    return `${this.writePrefix}/sps/${encodeURIComponent(iysCode)}/brands/${encodeURIComponent(brandCode)}/consents`
+  }
+
+  /** A request with the access token; a 401 (the token refused before we thought it would expire: revoked, clock
+   *  skew) gets one renewal and one retry. */
+  private async authorized (method: 'GET' | 'POST', path: string, body: string | undefined, signal: AbortSignal | undefined): Promise<Answer> {
+    let res = await this.withToken(method, path, body, signal)
+    if (res.status === 401) {
+      this.stats.unauthorized++
+      this.log?.info({ code: iysError(res.body)?.code }, 'İYS refused the access token; renewing it')
+      if (this.token !== null) this.token.renewAt = 0
+      res = await this.withToken(method, path, body, signal)
+    }
+    return res
+  }
+
+  private async withToken (method: 'GET' | 'POST', path: string, body: string | undefined, signal: AbortSignal | undefined): Promise<Answer> {
     const token = await this.accessToken(signal)
-    return await this.send('GET', path, { authorization: `Bearer ${token.access}` }, undefined, signal)
+    const headers: Record<string, string> = { authorization: `Bearer ${token.access}` }
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    return await this.send(method, path, headers, body, signal)
   }
 
   private async accessToken (signal: AbortSignal | undefined): Promise<Token> {
@@ -232,7 +341,7 @@ export class IysClient implements IysApi {
       this.stats.rateLimited++
       const code = iysError(res.body)?.code ?? 'H124'
       if (attempt >= this.maxRetries) {
-        throw new IysApiError(code, 429, `İYS rate limit (${code}) still in force after ${attempt} retries`, { transient: true })
+        throw new IysApiError(code, 429, `İYS rate limit (${code}) still in force after ${attempt} retries`, { transient: true, retryAfterMs: res.retryAfterMs })
       }
       let waitMs: number
       if (code === 'H084') {
@@ -273,6 +382,6 @@ export class IysClient implements IysApi {
   private failure (what: string, res: Answer): IysApiError {
     const e = iysError(res.body)
     const code = e?.code ?? `HTTP_${res.status}`
-    return new IysApiError(code, res.status, `İYS ${what}: ${code} (HTTP ${res.status})${e?.message ? `: ${e.message}` : ''}`)
+    return new IysApiError(code, res.status, `İYS ${what}: ${code} (HTTP ${res.status})${e?.message ? `: ${e.message}` : ''}`, { iysMessage: e?.message ?? '' })
   }
 }
