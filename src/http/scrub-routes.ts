@@ -2,15 +2,18 @@
 // disk), never held in memory; 202 {jobId} is answered when the upload is complete. Uploads are bounded three ways:
 // one list by SCRUB_MAX_BYTES (413), all jobs' files on disk by SCRUB_MAX_TOTAL_BYTES (507), uploads in progress
 // per client by SCRUB_MAX_UPLOADS_PER_CLIENT (429). The result is streamed back from disk with uWS backpressure,
-// optionally filtered to the allowed or the blocked lines.
+// optionally filtered to the allowed or the blocked lines. A job is its tenant's (scrub/jobs.ts, visibleTo): the
+// listing shows a key only the jobs it may see, and another tenant's job (or one for a brand the key may not act
+// for) is 403 FORBIDDEN, its result too; a jobId taken by any job is 409 JOB_EXISTS, saying nothing more about a job
+// the caller may not see.
 
 import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs'
 import type { HttpResponse } from 'uWebSockets.js'
-import { requireBrand } from '../auth/principal.js'
+import { requireBrand, type Principal } from '../auth/principal.js'
 import { GatewayError } from '../domain/errors.js'
-import { JOB_ID, type JobRecord, type ScrubJobs, type ScrubParams } from '../scrub/jobs.js'
+import { JOB_ID, visibleTo, type JobOwner, type JobRecord, type ScrubJobs, type ScrubParams } from '../scrub/jobs.js'
 import type { ScrubQueue } from '../scrub/engine.js'
 import type { InputFormat } from '../scrub/chunk.js'
 import { keyParams } from './params.js'
@@ -32,6 +35,14 @@ export function parseScrubParams (query: URLSearchParams): ScrubParams {
   const c = query.get('commercial') ?? 'true'
   if (c !== 'true' && c !== 'false') throw new GatewayError('INVALID_FIELD', { location: 'commercial', value: c, message: 'commercial must be true or false.' })
   return { ...key, commercial: c === 'true' }
+}
+
+/** The job `id` if `p` may see it: NOT_FOUND when there is none, FORBIDDEN when it is not `p`'s. */
+function jobFor (jobs: ScrubJobs, id: string, p: Principal): JobRecord {
+  const job = jobs.get(id)
+  if (job === undefined) throw new GatewayError('NOT_FOUND', { message: 'No such scrub job (it may have passed its retention).' })
+  if (!visibleTo(job, p)) throw new GatewayError('FORBIDDEN', { location: 'jobId', value: id, message: 'This API key may not read this scrub job: it belongs to another tenant or brand.' })
+  return job
 }
 
 const tooLarge = (deps: ScrubRouteDeps): GatewayError =>
@@ -67,7 +78,15 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
       if (jobId !== null && !JOB_ID.test(jobId)) throw new GatewayError('INVALID_FIELD', { location: 'jobId', value: jobId, message: 'jobId must be 1-64 of A-Z a-z 0-9 _ -.' })
       const taken = jobId === null ? undefined : jobs.get(jobId)
       if (taken !== undefined) {
-        throw new GatewayError('JOB_EXISTS', { location: 'jobId', value: jobId, message: `A scrub job named ${jobId} exists already (${taken.state}); choose another jobId, or follow that job with GET /v1/scrub/${jobId}.` })
+        throw new GatewayError('JOB_EXISTS', {
+          location: 'jobId',
+          value: jobId,
+          // Another tenant's job: that the id is taken is all it learns (it must be told something, or it would
+          // wait for a job that is not its own).
+          message: visibleTo(taken, principal)
+            ? `A scrub job named ${jobId} exists already (${taken.state}); choose another jobId, or follow that job with GET /v1/scrub/${jobId}.`
+            : `A scrub job named ${jobId} exists already; choose another jobId.`
+        })
       }
       const open = uploading.get(client) ?? 0
       if (open >= deps.maxUploadsPerClient) {
@@ -88,23 +107,18 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
       if (n === 0) uploading.delete(client)
       else uploading.set(client, n)
     }
-    receiveUpload(router, ex, deps, params, format, jobId ?? randomUUID(), release)
+    receiveUpload(router, ex, deps, params, format, jobId ?? randomUUID(), { iysCode: principal.iysCode, keyId: principal.keyId }, release)
   }, SCRUB)
 
-  router.get('/v1/scrub', 'scrub', () => json(200, { jobs: jobs.list() }), SCRUB)
+  router.get('/v1/scrub', 'scrub', (_, req) => json(200, { jobs: jobs.list(req.principal) }), SCRUB)
 
-  router.get('/v1/scrub/:jobId', 'scrub', (_, req) => {
-    const job = jobs.get(req.params[0]!)
-    if (job === undefined) throw new GatewayError('NOT_FOUND', { message: 'No such scrub job (it may have passed its retention).' })
-    return json(200, job)
-  }, { params: 1, ...SCRUB })
+  router.get('/v1/scrub/:jobId', 'scrub', (_, req) => json(200, jobFor(jobs, req.params[0]!, req.principal)), { params: 1, ...SCRUB })
 
-  router.handle('get', '/v1/scrub/:jobId/result', 'scrub', (ex, req) => {
+  router.handle('get', '/v1/scrub/:jobId/result', 'scrub', (ex, req, principal) => {
     const id = req.getParameter(0) ?? ''
     const only = new URLSearchParams(req.getQuery() ?? '').get('only')
-    const job = jobs.get(id)
     try {
-      if (job === undefined) throw new GatewayError('NOT_FOUND', { message: 'No such scrub job (it may have passed its retention).' })
+      const job = jobFor(jobs, id, principal)
       if (only !== null && only !== 'allowed' && only !== 'blocked') throw new GatewayError('INVALID_FIELD', { location: 'only', value: only, message: 'only must be allowed or blocked.' })
       if (job.state !== 'done') throw new GatewayError('RESULT_NOT_READY', { message: `The job is ${job.state}${job.reason !== undefined ? ': ' + job.reason : ''}; its result is served only when it is done.` })
     } catch (err) {
@@ -122,7 +136,7 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
  * `release` once: 202 when the file is complete; otherwise the job is failed with the reason, its partial input is
  * deleted (it can never run) and its bytes are given back to SCRUB_MAX_TOTAL_BYTES.
  */
-function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, params: ScrubParams, format: InputFormat, id: string, release: () => void): void {
+function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, params: ScrubParams, format: InputFormat, id: string, owner: JobOwner, release: () => void): void {
   const { jobs } = deps
   const res = ex.res
   // The job exists from the first byte, so a broken upload leaves a failed job that says why.
@@ -205,7 +219,7 @@ function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, para
     write(chunk, isLast)
   })
 
-  jobs.create(params, format, id).then(j => {
+  jobs.create(params, format, id, owner).then(j => {
     job = j
     if (failed !== null) { failJob(j, failed); removeInput(); return }
     file = createWriteStream(jobs.inputPath(id))

@@ -4,11 +4,15 @@
 // was queued or running is run again from its complete input. Finished jobs are deleted after the retention.
 // The bytes of every job's files (uploads as they arrive, results as they are written) are counted here, so that
 // the upload route can hold all of them under SCRUB_MAX_TOTAL_BYTES.
+// A job belongs to the tenant whose key uploaded it (`owner`): only that tenant's keys, and of those only keys that
+// may act for the job's brand, see it (`visibleTo`). Jobs from before owners were recorded have none: nobody is
+// served them (not even admin keys, which are a tenant's too); they are deleted by the retention like any other.
 
 import { randomUUID } from 'node:crypto'
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
+import { mayActFor, type Principal } from '../auth/principal.js'
 import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
 import type { InputFormat } from './chunk.js'
 
@@ -35,8 +39,16 @@ export interface ScrubTotals {
   blockedByReason: Record<string, number>
 }
 
+/** Who uploaded a job: the tenant it belongs to and the key it came with. */
+export interface JobOwner {
+  iysCode: string
+  keyId: string
+}
+
 export interface JobRecord {
   jobId: string
+  /** absent on jobs written before owners were recorded: those are visible to nobody */
+  owner?: JobOwner
   state: JobState
   reason?: string
   params: ScrubParams
@@ -55,6 +67,10 @@ export interface JobRecord {
 }
 
 export const JOB_ID = /^[A-Za-z0-9_-]{1,64}$/
+
+/** Whether `p` may see and download `job`: a key of the owning tenant that may act for the job's brand. */
+export const visibleTo = (job: JobRecord, p: Principal): boolean =>
+  job.owner !== undefined && job.owner.iysCode === p.iysCode && mayActFor(p, job.params.brandCode)
 
 export const emptyTotals = (): ScrubTotals => ({ read: 0, checked: 0, allowed: 0, blocked: 0, invalid: 0, duplicates: 0, tooLong: 0, blockedByReason: {} })
 
@@ -144,12 +160,13 @@ export class ScrubJobs {
 
   /**
    * A new job in state 'uploading'. Its id is taken before the first await, so that of two uploads racing for one
-   * jobId exactly one gets it (the route checks `has` first and answers the other 409).
+   * jobId exactly one gets it (the route checks `has` first and answers the other 409). Without `owner` the job is
+   * nobody's (see visibleTo): the upload route always gives one.
    */
-  async create (params: ScrubParams, format: InputFormat, jobId?: string): Promise<JobRecord> {
+  async create (params: ScrubParams, format: InputFormat, jobId?: string, owner?: JobOwner): Promise<JobRecord> {
     const id = jobId ?? randomUUID()
     if (this.jobs.has(id)) throw new Error(`scrub job ${id} exists already`)
-    const job: JobRecord = { jobId: id, state: 'uploading', params, format, createdAt: new Date().toISOString(), bytes: 0, totals: emptyTotals() }
+    const job: JobRecord = { jobId: id, ...(owner !== undefined ? { owner: { iysCode: owner.iysCode, keyId: owner.keyId } } : {}), state: 'uploading', params, format, createdAt: new Date().toISOString(), bytes: 0, totals: emptyTotals() }
     this.jobs.set(id, job)
     this.disk.set(id, { input: 0, result: 0 })
     try {
@@ -165,7 +182,11 @@ export class ScrubJobs {
 
   get (id: string): JobRecord | undefined { return this.jobs.get(id) }
 
-  list (): JobRecord[] { return [...this.jobs.values()].sort((a, b) => b.createdAt.localeCompare(a.createdAt)) }
+  /** Every job, newest first; with `p`, only those `p` may see. */
+  list (p?: Principal): JobRecord[] {
+    const all = [...this.jobs.values()]
+    return (p === undefined ? all : all.filter(j => visibleTo(j, p))).sort((a, b) => b.createdAt.localeCompare(a.createdAt))
+  }
 
   has (id: string): boolean { return this.jobs.has(id) }
 
