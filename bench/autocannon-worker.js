@@ -1,5 +1,5 @@
 // One autocannon load-generator process (bench/lib.js starts several and sums them when wrk is not installed).
-// argv[2]: JSON {url, connections, seconds, bodiesFile}. Prints one JSON line with the totals.
+// argv[2]: JSON {url, connections, seconds, bodiesFile, headers}. Prints one JSON line with the totals.
 //
 // The bodies become autocannon's `requests` array: each connection cycles through pre-built requests, which is
 // much cheaper per request than a setupRequest callback rebuilding the request every time.
@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs'
 import autocannon from 'autocannon'
 
-const { url, connections, seconds, bodiesFile } = JSON.parse(process.argv[2])
+const { url, connections, seconds, bodiesFile, headers } = JSON.parse(process.argv[2])
 const bodies = JSON.parse(readFileSync(bodiesFile, 'utf8'))
 const u = new URL(url)
 if (u.hostname !== '127.0.0.1') throw new Error('load is only ever sent to 127.0.0.1')
@@ -21,7 +21,7 @@ const result = await autocannon({
   connections,
   duration: seconds,
   timeout: 10,
-  requests: rotated.map(body => ({ method: 'POST', path: u.pathname, headers: { 'content-type': 'application/json' }, body }))
+  requests: rotated.map(body => ({ method: 'POST', path: u.pathname, headers: { 'content-type': 'application/json', ...headers }, body }))
 })
 
 process.stdout.write(JSON.stringify({

@@ -9,6 +9,7 @@ import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
+import { DEMO_API_KEY } from '../dist/src/auth/key-store.js'
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url))
 export const CLI = join(ROOT, 'bin', 'iys-gateway.js')
@@ -101,7 +102,7 @@ export function hasCommand (cmd, args = ['--version']) {
  * so anything of ours that happens to be set in the caller's shell is dropped and only what we choose is passed.
  */
 const GATEWAY_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'DATABASE_URL', 'PORT', 'HOST', 'LOG_LEVEL',
-  'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_']
+  'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTH_']
 // Per-run defaults the runner sets once (setGatewayDefaults): the scrub job folder and the decision spool default to
 // shared folders under $TMPDIR, which a gateway of ours must never read from (it would run other processes' queued
 // scrub jobs or replay their spooled decisions) nor leave files in.
@@ -113,14 +114,43 @@ export function gatewayEnv (vars) {
   return { ...env, LOG_LEVEL: 'warn', HOST: '127.0.0.1', ...gatewayDefaults, ...vars }
 }
 
-/** Starts `iys-gateway serve` on a free port with `vars` and waits until /readyz answers 200. */
+/** The API key of each gateway the bench started, by origin (the demo key for gateways without DATABASE_URL). */
+const KEYS = new Map()
+
+/** `{ authorization }` for requests to `url`: every request the benchmarks send carries its gateway's key. */
+export function authFor (url) {
+  return { authorization: `Bearer ${KEYS.get(new URL(url).origin) ?? DEMO_API_KEY}` }
+}
+
+/**
+ * A key of every scope, no rate limit, for the data set in `databaseUrl`: its tenant (700001) owns every brand the
+ * consents name. Created with the project's own code (dist/), as `iys-gateway keys create` would.
+ */
+export async function benchKey (databaseUrl) {
+  const { createKey, newKey } = await import('../dist/src/auth/keys.js')
+  const { migrate } = await import('../dist/src/store/migrate.js')
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 })
+  try {
+    await migrate(pool)
+    await pool.query("INSERT INTO tenants (iys_code) VALUES (700001) ON CONFLICT DO NOTHING")
+    await pool.query('INSERT INTO brands (brand_code, iys_code) SELECT DISTINCT brand_code, 700001 FROM consents ON CONFLICT DO NOTHING')
+    await pool.query("INSERT INTO brands (brand_code, iys_code) SELECT b, 700001 FROM generate_series(600000, 600099) b ON CONFLICT DO NOTHING")
+    return (await createKey(pool, newKey({ iysCode: '700001', scopes: 'admin', rate: '0' }))).apiKey
+  } finally {
+    await pool.end()
+  }
+}
+
+/** Starts `iys-gateway serve` on a free port with `vars` and waits until /readyz answers 200 (and knows its key). */
 export async function startGateway (label, vars, timeoutMs = 30_000) {
   const port = await freePort()
-  const child = spawnTracked(process.execPath, [CLI, 'serve'], { env: gatewayEnv({ ...vars, PORT: String(port) }), label })
   const url = `http://127.0.0.1:${port}`
+  const apiKey = vars.DATABASE_URL !== undefined ? await benchKey(vars.DATABASE_URL) : DEMO_API_KEY
+  KEYS.set(url, apiKey)
+  const child = spawnTracked(process.execPath, [CLI, 'serve'], { env: gatewayEnv({ ...vars, PORT: String(port) }), label })
   const ready = await waitReady(url + '/readyz', child, timeoutMs)
   if (ready?.uws !== undefined && ready.uws !== 'native') log(`WARNING: ${label} runs on the uWebSockets.js pure-JS fallback (${ready.uws}); its figures are not representative`)
-  return { child, url, port, ready }
+  return { child, url, port, ready, apiKey }
 }
 
 /** Memory figures of a process from /proc/<pid>/status, in bytes: { rss, hwm } (NaN when gone). */
@@ -196,7 +226,7 @@ export async function waitReady (url, child, timeoutMs = 30_000) {
 export async function postJson (url, body, timeoutMs = 10_000) {
   const res = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...authFor(url) },
     body: typeof body === 'string' ? body : JSON.stringify(body),
     signal: AbortSignal.timeout(timeoutMs)
   })
@@ -376,7 +406,7 @@ end
 `
 
 /** A wrk Lua script cycling through pre-formatted requests; each thread starts at a different offset. */
-export function writeWrkScript (file, path, bodies) {
+export function writeWrkScript (file, path, bodies, authorization) {
   const level = '='.repeat(4)
   const table = bodies.map(b => {
     if (b.includes(']' + level + ']')) throw new Error('body contains the Lua long-bracket terminator')
@@ -395,7 +425,7 @@ setup = function (thread)
 end
 init = function (args)
   for k, b in ipairs(bodies) do
-    reqs[k] = wrk.format("POST", "${path}", { ["Content-Type"] = "application/json" }, b)
+    reqs[k] = wrk.format("POST", "${path}", { ["Content-Type"] = "application/json", ["Authorization"] = ${JSON.stringify(authorization)} }, b)
   end
   i = ((tid or 1) * 7919) % #reqs
 end
@@ -412,7 +442,7 @@ ${WRK_DONE}`)
  * (id, row[1], row[2], ...) where `id` is unique per request across threads (`idPrefix` .. thread .. "-" .. n) and
  * rows cycle. With `idHeader` the id is also sent in that header (an idempotency key). Strings are quoted for Lua.
  */
-export function writeWrkTemplateScript (file, { path, format, rows, idPrefix, idHeader = null }) {
+export function writeWrkTemplateScript (file, { path, format, rows, idPrefix, idHeader = null, authorization }) {
   const q = (s) => JSON.stringify(String(s)) // a JSON string literal is a valid Lua string literal for ASCII text
   for (const r of rows) for (const v of r) if (!/^[\x20-\x7e]*$/.test(String(v))) throw new Error('wrk template rows must be printable ASCII')
   if (!/^[\x20-\x7e]*$/.test(format)) throw new Error('wrk template format must be printable ASCII')
@@ -438,7 +468,7 @@ request = function ()
   n = n + 1
   local id = prefix .. n
   local r = rows[i]
-  local headers = { ["Content-Type"] = "application/json" }
+  local headers = { ["Content-Type"] = "application/json", ["Authorization"] = ${q(authorization)} }
   ${idHeader === null ? '' : `headers[${q(idHeader)}] = id`}
   return wrk.format("POST", ${q(path)}, headers, string.format(fmt, id, unpack(r)))
 end
@@ -457,7 +487,7 @@ export async function runHttpLoad ({ generator, url, bodies, connections, second
   if (generator === 'wrk') {
     if (script === null) {
       script = join(tmpDir, `${label}.lua`)
-      writeWrkScript(script, u.pathname, bodies)
+      writeWrkScript(script, u.pathname, bodies, authFor(url).authorization)
     }
     const threads = Math.min(WRK_THREADS, connections)
     const child = spawnTracked('wrk', ['-t' + threads, '-c' + connections, '-d' + seconds + 's', '--timeout', '10s', '-s', script, url], { label: `wrk ${label}` })
@@ -493,7 +523,7 @@ export async function runHttpLoad ({ generator, url, bodies, connections, second
   const bodiesFile = join(tmpDir, `${label}.bodies.json`)
   writeFileSync(bodiesFile, JSON.stringify(bodies))
   const per = Array.from({ length: workers }, (_, w) => Math.floor(connections / workers) + (w < connections % workers ? 1 : 0))
-  const runs = per.map((c, w) => run(process.execPath, [join(BENCH_DIR, 'autocannon-worker.js'), JSON.stringify({ url, connections: c, seconds, bodiesFile })],
+  const runs = per.map((c, w) => run(process.execPath, [join(BENCH_DIR, 'autocannon-worker.js'), JSON.stringify({ url, connections: c, seconds, bodiesFile, headers: authFor(url) })],
     { label: `autocannon ${label} #${w + 1}`, timeoutMs: limitMs }))
   const outs = (await Promise.all(runs)).map(r => {
     const line = r.stdout.trim().split('\n').pop()

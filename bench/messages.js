@@ -19,7 +19,7 @@ import { join } from 'node:path'
 import { ensureLoaded } from './load.js'
 import {
   CLI, cpuSeconds, fmtInt, fmtNum, freePort, gatewayEnv, killChild, log, machineBusySeconds, metricSum, metricsText, print, query, runHttpLoad,
-  sleep, spawnTracked, startGateway, threadCpuSeconds, threadShares, waitQuiet, waitReady, writeWrkTemplateScript
+  sleep, spawnTracked, startGateway, threadCpuSeconds, threadShares, waitQuiet, waitReady, writeWrkTemplateScript, authFor
 } from './lib.js'
 
 const CONNECTIONS = 64
@@ -117,7 +117,7 @@ export async function messagesScenario (ctx) {
       const id = `verify-${ctx.pid}-${i}`
       const g = await fetch(gw.url + '/v1/messages', {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...authFor(gw.url) },
         body: JSON.stringify({ iysCode: Number(k.iys), brandCode: Number(k.brand), type: 'MESAJ', commercial: true, messages: [{ messageId: id, recipient: k.recipient, sender: SENDER, text: TEXT }] }),
         signal: AbortSignal.timeout(5000)
       })
@@ -143,7 +143,8 @@ export async function messagesScenario (ctx) {
         path: '/v1/messages',
         format: `{"messages":[{"messageId":"%s","recipient":"%s","sender":"${SENDER}","text":"${TEXT}"}],"iysCode":%s,"brandCode":%s,"type":"MESAJ","commercial":true}`,
         rows: keys.map(k => [k.recipient, k.iys, k.brand]),
-        idPrefix: `${label}-${ctx.pid}-`
+        idPrefix: `${label}-${ctx.pid}-`,
+        authorization: authFor(gw.url).authorization
       })
       return file
     }
@@ -154,7 +155,8 @@ export async function messagesScenario (ctx) {
         format: `{"messageId":"%s","type":"MESAJ","to":"%s","iysCode":"%s","brandCode":"%s","sender":"${SENDER}","text":"${TEXT}"}`,
         rows: keys.map(k => [k.recipient, k.iys, k.brand]),
         idPrefix: `${label}-${ctx.pid}-`,
-        idHeader: 'idempotency-key'
+        idHeader: 'idempotency-key',
+        authorization: authFor(gw.url).authorization // the carrier ignores it: both sides send the same header bytes
       })
       return file
     }

@@ -13,7 +13,7 @@
 
 import { Pool } from 'undici'
 import { ensureLoaded } from './load.js'
-import { fmtInt, fmtNum, killChild, log, percentile, print, query, sleep, startGateway, waitQuiet } from './lib.js'
+import { authFor, fmtInt, fmtNum, killChild, log, percentile, print, query, sleep, startGateway, waitQuiet } from './lib.js'
 import { formatIysDate } from '../dist/src/domain/time.js'
 import { mulberry32 } from '../dist/src/util/random.js'
 
@@ -56,12 +56,13 @@ async function pickKeys (ds, n) {
   return { onay, fresh }
 }
 
+/** One kept-alive connection to a gateway, with that gateway's key. */
 function client (url) {
-  return new Pool(url, { connections: 1, pipelining: 1, keepAliveTimeout: 60_000 })
+  return Object.assign(new Pool(url, { connections: 1, pipelining: 1, keepAliveTimeout: 60_000 }), { auth: authFor(url) })
 }
 
 async function post (pool, path, body) {
-  const r = await pool.request({ path, method: 'POST', headers: { 'content-type': 'application/json' }, body, headersTimeout: 10_000, bodyTimeout: 10_000 })
+  const r = await pool.request({ path, method: 'POST', headers: { 'content-type': 'application/json', ...pool.auth }, body, headersTimeout: 10_000, bodyTimeout: 10_000 })
   const text = await r.body.text()
   return { status: r.statusCode, text }
 }

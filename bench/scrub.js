@@ -24,7 +24,7 @@ import { pipeline } from 'node:stream/promises'
 import { mulberry32 } from '../dist/src/util/random.js'
 import {
   BENCH_DIR, CLI, cpuSeconds, createDatabase, dbUrl, dropDatabase, fmtInt, fmtNum, gatewayEnv, killChild, log, machineBusySeconds, percentile, postJson, print, procMemory,
-  query, run, runHttpLoad, sleep, startGateway, threadCpuSeconds, threadShares, unlinkPrefix, waitQuiet
+  query, run, runHttpLoad, sleep, startGateway, threadCpuSeconds, threadShares, unlinkPrefix, waitQuiet, authFor
 } from './lib.js'
 
 export const SCRUB_LINES_MAIN = 10_000_000
@@ -122,7 +122,7 @@ export function generateList (file, L, M) {
 function upload (url, file, signal) {
   const size = statSync(file).size
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'POST', headers: { 'content-type': 'text/csv', 'content-length': size }, signal }, res => {
+    const req = http.request(url, { method: 'POST', headers: { 'content-type': 'text/csv', 'content-length': size, ...authFor(url) }, signal }, res => {
       let text = ''
       res.setEncoding('utf8')
       res.on('data', d => { text += d })
@@ -138,7 +138,7 @@ function upload (url, file, signal) {
 
 function download (url, out, signal) {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { signal }, res => {
+    const req = http.get(url, { signal, headers: authFor(url) }, res => {
       if (res.statusCode !== 200) {
         let text = ''
         res.setEncoding('utf8')
@@ -169,7 +169,7 @@ export async function scrubOnce (gwUrl, file, out, { limitMs, progress = null, o
   let job
   while (true) {
     if (signal.aborted) throw new Error(`scrub job ${jobId} not done after ${limitMs / 1000} s`)
-    const res = await fetch(`${gwUrl}/v1/scrub/${jobId}`, { signal })
+    const res = await fetch(`${gwUrl}/v1/scrub/${jobId}`, { signal, headers: authFor(gwUrl) })
     job = await res.json()
     if (progress !== null) progress.current = job.totals?.checked ?? 0
     if (job.state === 'done') break
