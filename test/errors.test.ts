@@ -24,7 +24,7 @@ const squash = (s: string): string => s.trim().replace(/\s+/g, ' ')
 
 /** Every `| Hxxx | status | message |` row of every tag description, by code (a code may appear more than once). */
 function specErrorTable (): Map<string, SpecRow[]> {
-  const spec = JSON.parse(readFileSync(SPEC_PATH, 'utf8')) as { tags?: { description?: string }[] }
+  const spec = JSON.parse(readFileSync(SPEC_PATH, 'utf8')) as { tags?: { description?: string }[], paths?: unknown }
   const table = new Map<string, SpecRow[]>()
   for (const tag of spec.tags ?? []) {
     for (const line of (tag.description ?? '').split('\n')) {
@@ -37,7 +37,30 @@ function specErrorTable (): Map<string, SpecRow[]> {
       table.set(m[1]!, rows)
     }
   }
+  // A few codes are missing from the table and given only by an operation's own error examples (H506, H507 of the
+  // changes pull): those count too, with the status of the response they are examples of.
+  for (const [status, errors] of exampleErrors(spec)) {
+    for (const e of errors) if (!table.has(e.code)) table.set(e.code, [{ status, message: squash(e.message) }])
+  }
   return table
+}
+
+/** The `{errors:[{code, message}]}` bodies of every operation's response examples, with the response's status. */
+function exampleErrors (spec: any): [number, { code: string, message: string }[]][] {
+  const out: [number, { code: string, message: string }[]][] = []
+  for (const operations of Object.values<any>(spec.paths ?? {})) {
+    for (const op of Object.values<any>(operations)) {
+      for (const [status, response] of Object.entries<any>(op?.responses ?? {})) {
+        for (const media of Object.values<any>(response?.content ?? {})) {
+          for (const example of Object.values<any>(media?.examples ?? {})) {
+            const errors = example?.value?.errors
+            if (Array.isArray(errors)) out.push([Number(status), errors.filter(e => /^H\d+$/.test(e?.code) && typeof e.message === 'string')])
+          }
+        }
+      }
+    }
+  }
+  return out
 }
 
 // Where the table's message is a template or names variants, our message may be a prefix of it. Keep this short.

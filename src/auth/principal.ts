@@ -48,6 +48,11 @@ export const ANONYMOUS: Principal = Object.freeze({
   keyId: '', iysCode: '', brands: new Set<string>(), scopes: new Set<Scope>(), ratePerSecond: 0, demo: false
 })
 
+/** Throws İYS's 403 H353 unless `iysCode` is the caller's tenant (an İYS-shaped route that names no brand). */
+export function requireTenant (p: Principal, iysCode: string): void {
+  if (iysCode !== p.iysCode) throw new GatewayError('H353', { location: 'iysCode', message: 'iysCode, kullanıcı izinleriyle eşleştirilemiyor' })
+}
+
 /**
  * Throws 403 unless `p` may act for `brandCode` of `iysCode` (null: the request names no iysCode): FORBIDDEN on our
  * routes, İYS's H353 on the İYS-shaped ones (`iys`).

@@ -4,16 +4,16 @@
 
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
-import { requireBrand } from '../auth/principal.js'
 import type { ValidConsent } from '../domain/consent.js'
 import { GatewayError, type ErrorItem } from '../domain/errors.js'
 import { formatIysDate } from '../domain/time.js'
 import { NO_SOURCE } from '../domain/vocabulary.js'
-import { checkRecipientList, checkStatusQuery, iysError, isIysConsent, pathCodes, refusal, validateIysConsent } from '../iys/validate.js'
+import { checkRecipientList, checkStatusQuery, iysError, isIysConsent, refusal, validateIysConsent } from '../iys/validate.js'
 import { createRequest, type RequestProcessor } from '../store/consent-requests.js'
 import { outboxStatus } from '../iys/outbox.js'
 import { approvedAmong, consentStatus, type ConsentRecord } from '../store/consent-queries.js'
 import { writeMirroredTx, type Omitted } from '../store/mirrored-writes.js'
+import { iysPath } from './params.js'
 import { inTransaction, type Pool } from '../store/pg.js'
 import { json, type Reply, type RequestFacts, type Router } from './router.js'
 
@@ -29,12 +29,6 @@ const V2 = '/v2' + SP
 
 const nowSeconds = (): number => Math.floor(Date.now() / 1000)
 
-/** The path's iysCode and brandCode (H190/H191), which the caller's key must act for (H353). */
-function codesFrom (req: RequestFacts): { iysCode: string, brandCode: string } {
-  const codes = pathCodes(req.params[0] ?? '', req.params[1] ?? '')
-  requireBrand(req.principal, codes.brandCode, codes.iysCode, true)
-  return codes
-}
 
 /** The transactionId of a single write (64 hex digits): its request status is İYS's outcome of that write. */
 const TRANSACTION_ID = /^[0-9a-f]{64}$/
@@ -68,7 +62,7 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
 
   // Tekil izin ekleme (v1, v2). v2: a consent re-sent unchanged gets the transactionId it got the first time.
   const addOne = (v2: boolean) => async (body: unknown, req: RequestFacts): Promise<Reply> => {
-    const { iysCode, brandCode } = codesFrom(req)
+    const { iysCode, brandCode } = iysPath(req)
     const v = validateIysConsent(body, iysCode, brandCode, nowSeconds())
     if (!isIysConsent(v)) throw refusal(v)
     const [out] = await inTransaction(pool, client => writeMirroredTx(client, [{
@@ -83,7 +77,7 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
   // Asenkron çoklu izin ekleme (v1, v2): the list is checked whole (every error of every item, with its index), stored,
   // answered 202, and applied in the background (store/consent-requests.ts).
   const addMany = (v2: boolean) => async (body: unknown, req: RequestFacts): Promise<Reply> => {
-    const { iysCode, brandCode } = codesFrom(req)
+    const { iysCode, brandCode } = iysPath(req)
     if (!Array.isArray(body) || body.length === 0) throw new GatewayError('H092')
     if (body.length > MAX_BATCH) throw new GatewayError('H091', { value: String(body.length) })
     const now = nowSeconds()
@@ -110,7 +104,7 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
 
   // Çoklu izin ekleme isteği sorgulama (v1, v2); an unknown requestId is an empty list, as İYS answers an old one.
   const results = (v2: boolean) => async (_: unknown, req: RequestFacts): Promise<Reply> => {
-    const { iysCode, brandCode } = codesFrom(req)
+    const { iysCode, brandCode } = iysPath(req)
     const id = requestIdFrom(req)
     // Postgres text cannot hold U+0000 (the query would fail, a 500): no request was ever issued such an id.
     if (id.includes('\u0000')) return json(200, [])
@@ -122,7 +116,7 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
   // Tekil izin durumu sorgulama. No record: 200 with an empty object — the operation documents no "not found"
   // answer, and ConsentDetailResponse has no required field.
   router.post(`${SP}/consents/status`, 'consents', async (body, req) => {
-    const { brandCode } = codesFrom(req)
+    const { brandCode } = iysPath(req)
     const q = checkStatusQuery(body)
     if (Array.isArray(q)) throw refusal(q)
     const rec = await consentStatus(pool, brandCode, q.type, q.recipientType, q.recipient)
@@ -131,7 +125,7 @@ export function consentRoutes (router: Router, deps: ConsentRouteDeps): void {
 
   // Alıcı listesinin izin durumu sorgulama: answers the recipients whose consent is ONAY
   router.post(`${SP}/consents/:recipientType/status/:type`, 'consents', async (body, req) => {
-    const { brandCode } = codesFrom(req)
+    const { brandCode } = iysPath(req)
     const q = checkRecipientList(req.params[2]!, req.params[3]!, body, MAX_BATCH)
     if (Array.isArray(q)) throw refusal(q)
     return json(200, { requestId: randomUUID(), list: await approvedAmong(pool, brandCode, q.type, q.recipientType, q.recipients) })

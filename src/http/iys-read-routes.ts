@@ -6,46 +6,23 @@
 // Where we differ from İYS on purpose: changes are listed as soon as they commit (İYS holds back the last hour), and a
 // cursor older than İYS's 7-day window still continues where it stopped (İYS would start the window over).
 
-import { type Principal, requireBrand } from '../auth/principal.js'
+import { requireTenant } from '../auth/principal.js'
 import { absent } from '../domain/consent.js'
 import { errorItem, GatewayError, type ErrorItem } from '../domain/errors.js'
-import { canonicalCode, isConsentType, isRecipientType } from '../domain/vocabulary.js'
+import { isConsentType, isRecipientType } from '../domain/vocabulary.js'
 import { changesAfter, CHANGES_WINDOW_S, decodeAfter, firstSeqSince, historyOf, tenantBrands, type ChangeOrigin } from '../store/iys-reads.js'
 import type { Pool } from '../store/pg.js'
-import { recipientFor } from './params.js'
-import { json, type Reply, type RequestFacts, type Router } from './router.js'
+import { checkRecipient, iysError, pathCode, refusal } from '../iys/validate.js'
+import { iysPath } from './params.js'
+import { json, type Reply, type Router } from './router.js'
 
 const SP = '/sps/:iysCode/brands/:brandCode'
 /** İYS: `limit` of the changes pull, default and most. */
 const CHANGES_LIMIT = 1000
 /** İYS: `limit` of the history, default and most. */
 const HISTORY_LIMIT = 100
-const INTEGER = /^-?\d+$/
 /** The 204 of a pull with nothing (more) to list. */
 const NO_CONTENT: Reply = Object.freeze({ status: 204, body: '' })
-
-/** An answer of İYS error items (all that apply, as İYS reports them); its status is the first item's. */
-const refusal = (items: ErrorItem[]): GatewayError => new GatewayError(items[0]!.code, { message: items[0]!.message, items })
-
-/**
- * A path code: not an integer is H190/H191; an integer that is no code (0, negative, too long) cannot be the
- * caller's and falls to H353 (kept as sent, so it matches nothing).
- */
-function pathCode (raw: string, field: 'iysCode' | 'brandCode'): string {
-  if (!INTEGER.test(raw)) throw new GatewayError(field === 'iysCode' ? 'H190' : 'H191', { location: field, value: raw })
-  return canonicalCode(raw) ?? raw
-}
-
-/** iysCode and brandCode of the path, checked against the caller (H190, H191, then H353). */
-function brandPath (req: RequestFacts): string {
-  const iysCode = pathCode(req.params[0]!, 'iysCode')
-  const brandCode = pathCode(req.params[1]!, 'brandCode')
-  requireBrand(req.principal, brandCode, iysCode, true)
-  return brandCode
-}
-
-/** A value as İYS reports it in `errors[].value`: a string. */
-const asText = (v: unknown): string => typeof v === 'string' ? v : JSON.stringify(v)
 
 /** A whole number from a query parameter (perhaps beyond the safe integers: too large either way), or null. */
 const wholeNumber = (text: string): number | null => /^\d+$/.test(text) ? Number(text) : null
@@ -56,7 +33,7 @@ export function iysReadRoutes (router: Router, pool: Pool): void {
   // İzin Hareketi Sorgulama (Pull): the brand's changes from our ledger in seq (commit) order, so that following
   // `after` lists every change exactly once, including those committed after the last page.
   router.get(`${SP}/consents/changes`, 'consents', async (_, req) => {
-    const brandCode = brandPath(req)
+    const { brandCode } = iysPath(req)
     const q = new URLSearchParams(req.query)
     const errors: ErrorItem[] = []
     const source = q.get('source') ?? 'IYS' // İYS's default: the recipients' own changes
@@ -88,7 +65,7 @@ export function iysReadRoutes (router: Router, pool: Pool): void {
 
   // İzin Geçmişi Listeleme: one recipient's changes, newest consentDate first, a page of `limit` from `offset`.
   router.post(`${SP}/consents/history`, 'history', async (body, req) => {
-    const brandCode = brandPath(req)
+    const { brandCode } = iysPath(req)
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new GatewayError('H097')
     const b = body as Record<string, unknown>
     const q = new URLSearchParams(req.query)
@@ -103,14 +80,15 @@ export function iysReadRoutes (router: Router, pool: Pool): void {
     if (offset === null || !Number.isSafeInteger(offset)) errors.push(errorItem('H182', 'offset', offsetText))
     const { type, recipientType } = b
     if (absent(type)) errors.push(errorItem('H111', 'type'))
-    else if (!isConsentType(type)) errors.push(errorItem('H117', 'type', asText(type)))
+    else if (!isConsentType(type)) errors.push(iysError('H117', ['type'], type))
     if (absent(recipientType)) errors.push(errorItem('H170', 'recipientType'))
-    else if (!isRecipientType(recipientType)) errors.push(errorItem('H116', 'recipientType', asText(recipientType)))
+    else if (!isRecipientType(recipientType)) errors.push(iysError('H116', ['recipientType'], recipientType))
     // The recipient is judged for its channel; without a valid type only its presence can be.
-    const recipient = isConsentType(type) ? recipientFor(b.recipient, type) : absent(b.recipient) ? errorItem('H114', 'recipient') : ''
-    if (typeof recipient !== 'string') errors.push(recipient)
+    const checked = checkRecipient(b.recipient, isConsentType(type) ? type : null, true)
+    const recipient = 'recipient' in checked ? checked.recipient : null
+    if (!('recipient' in checked)) errors.push(...checked.errors)
     // (the checks after `errors.length > 0` only narrow the types: any of them failing has put an error in the list)
-    if (errors.length > 0 || !isConsentType(type) || !isRecipientType(recipientType) || typeof recipient !== 'string') throw refusal(errors)
+    if (errors.length > 0 || !isConsentType(type) || !isRecipientType(recipientType) || recipient === null) throw refusal(errors)
     const page = await historyOf(pool, brandCode, type, recipientType, recipient, limit!, offset!)
     return json(200, { list: page.list, pagination: { totalCount: page.totalCount, pageSize: page.list.length, offset } })
   }, { params: 2, query: true, ...READ })
@@ -127,9 +105,4 @@ export function iysReadRoutes (router: Router, pool: Pool): void {
       name: r.name
     })))
   }, { params: 1, ...READ })
-}
-
-/** H353 unless `iysCode` is the caller's tenant (a route that names no brand). */
-function requireTenant (p: Principal, iysCode: string): void {
-  if (iysCode !== p.iysCode) throw new GatewayError('H353', { location: 'iysCode', message: 'iysCode, kullanıcı izinleriyle eşleştirilemiyor' })
 }

@@ -12,7 +12,7 @@
 import { sourceOf } from '../auth/lockout.js'
 import type { KeyStore } from '../auth/key-store.js'
 import type { TokenIssuer } from '../auth/tokens.js'
-import { GatewayError } from '../domain/errors.js'
+import { CodedError, GatewayError } from '../domain/errors.js'
 import { readBody } from './body.js'
 import type { Router } from './router.js'
 
@@ -49,8 +49,9 @@ const FIELD = {
 const OTHER_OAUTH_GRANTS = new Set(['authorization_code', 'client_credentials', 'implicit', 'urn:ietf:params:oauth:grant-type:device_code',
   'urn:ietf:params:oauth:grant-type:jwt-bearer', 'urn:ietf:params:oauth:grant-type:saml2-bearer', 'urn:ietf:params:oauth:grant-type:token-exchange'])
 
-class TokenRequestError extends Error {
-  constructor (readonly error: string, readonly description: string) { super(description) }
+/** A token request OAuth2 refuses: answered 400 with OAuth2's `{error, error_description}`, not İYS's errors list. */
+class TokenRequestError extends CodedError<'OAUTH_REQUEST'> {
+  constructor (readonly error: string, readonly description: string) { super('OAUTH_REQUEST', description) }
 }
 
 const bad = ([error, description]: readonly [string, string]): TokenRequestError => new TokenRequestError(error, description)

@@ -1,9 +1,12 @@
 // Parameters shared by the GET/streaming endpoints (ledger, evidence, scrub) and the consent queries: brandCode,
 // type, recipientType and a recipient, with the same error codes as the JSON bodies.
 
+import { requireBrand } from '../auth/principal.js'
 import { errorItem, GatewayError, type ErrorItem } from '../domain/errors.js'
+import { pathCodes } from '../iys/validate.js'
 import { checkTypeFit, normalizeRecipient } from '../domain/normalize.js'
 import { canonicalCode, isConsentType, isRecipientType, type ConsentType, type RecipientType } from '../domain/vocabulary.js'
+import type { RequestFacts } from './router.js'
 
 export function keyParams (p: URLSearchParams): { brandCode: string, type: ConsentType, recipientType: RecipientType } {
   const brandCode = canonicalCode(p.get('brandCode'))
@@ -23,4 +26,11 @@ export function recipientFor (raw: unknown, type: ConsentType): string | ErrorIt
   if (typeof r !== 'string') return errorItem(r.code === 'H160' ? 'H166' : r.code, 'recipient', undefined, r.code === 'H160' ? undefined : r.message)
   const misfit = checkTypeFit(r, type)
   return misfit === null ? r : errorItem('H464', 'recipient', undefined, misfit.message)
+}
+
+/** The İYS path's iysCode and brandCode (H190/H191), which the caller's key must act for (H353). */
+export function iysPath (req: RequestFacts): { iysCode: string, brandCode: string } {
+  const codes = pathCodes(req.params[0] ?? '', req.params[1] ?? '')
+  requireBrand(req.principal, codes.brandCode, codes.iysCode, true)
+  return codes
 }

@@ -30,7 +30,9 @@ export function send (ex: Exchange, status: number, body: string, contentType = 
     ex.res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType)
     if (retryAfterS !== undefined) ex.res.writeHeader('Retry-After', String(retryAfterS))
     // end(…, true) writes `Connection: close` itself and closes once the answer is out; the header alone does not.
-    ex.res.end(body, close)
+    // A 204 carries no body and, unlike end(''), no Content-Length (RFC 9110 §8.6).
+    if (status === 204) ex.res.endWithoutBody(undefined, close)
+    else ex.res.end(body, close)
   })
 }
 

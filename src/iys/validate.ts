@@ -66,13 +66,22 @@ const INTEGER = /^[+-]?\d+$/
  * that is no code (0, negative, too long) is kept as written: no tenant has it, so the tenancy check answers H353.
  */
 export function pathCodes (rawIysCode: string, rawBrandCode: string): { iysCode: string, brandCode: string } {
-  const errors: ErrorItem[] = []
-  if (!INTEGER.test(rawIysCode)) errors.push(iysError('H190', ['iysCode'], rawIysCode))
-  if (!INTEGER.test(rawBrandCode)) errors.push(iysError('H191', ['brandCode'], rawBrandCode))
+  const errors = [pathCodeError(rawIysCode, 'iysCode'), pathCodeError(rawBrandCode, 'brandCode')].filter(e => e !== null)
   if (errors.length > 0) throw refusal(errors)
-  const code = (raw: string): string => canonicalCode(raw.startsWith('+') ? raw.slice(1) : raw) ?? raw
-  return { iysCode: code(rawIysCode), brandCode: code(rawBrandCode) }
+  return { iysCode: asCode(rawIysCode), brandCode: asCode(rawBrandCode) }
 }
+
+/** One path code (a route that names only an iysCode), İYS's way as in pathCodes. */
+export function pathCode (raw: string, field: 'iysCode' | 'brandCode'): string {
+  const error = pathCodeError(raw, field)
+  if (error !== null) throw refusal([error])
+  return asCode(raw)
+}
+
+const pathCodeError = (raw: string, field: 'iysCode' | 'brandCode'): ErrorItem | null =>
+  INTEGER.test(raw) ? null : iysError(field === 'iysCode' ? 'H190' : 'H191', [field], raw)
+
+const asCode = (raw: string): string => canonicalCode(raw.startsWith('+') ? raw.slice(1) : raw) ?? raw
 
 // ---- recipients ----
 

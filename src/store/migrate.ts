@@ -160,6 +160,9 @@ const MIGRATIONS: readonly string[] = [
   );
   INSERT INTO auth_state (version) VALUES (1);
 
+  -- The mirrored changes pull (GET …/consents/changes) reads one brand's ledger in seq order.
+  CREATE INDEX consent_history_brand_seq_idx ON consent_history (brand_code, seq);
+
   -- The secret that signs the access and refresh tokens of POST /oauth2/token (auth/tokens.ts), shared by every
   -- gateway: one row, created by the first gateway that needs it. Deleting it (and restarting) voids every token.
   CREATE TABLE auth_token_secret (
