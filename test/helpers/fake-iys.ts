@@ -300,16 +300,23 @@ export class FakeIys {
     this.send(res, rec, 200, { access_token: access, refresh_token: refresh, expires_in: this.expiresIn, refresh_expires_in: this.refreshExpiresIn, token_type: 'bearer' })
   }
 
+  /** Whether the request carries an access token this fake issued and that has not expired. */
+  private authorized (req: IncomingMessage): boolean {
+    const auth = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')
+    const until = auth === null ? undefined : this.access.get(auth[1]!)
+    return until !== undefined && until >= Date.now()
+  }
+
+  private refuseToken (res: ServerResponse, rec: RequestRecord): void {
+    this.counters.unauthorized++
+    rec.code = 'H351'
+    this.send(res, rec, 401, H351)
+  }
+
   private write (req: IncomingMessage, raw: string, res: ServerResponse, w: { version: 'v1' | 'v2', kind: 'consent' | 'request' | 'results', iysCode: string, brandCode: string, requestId: string | undefined }): void {
     const brandCode = String(Number(w.brandCode))
     const rec: RequestRecord = { at: Date.now(), kind: w.kind, version: w.version, status: 0, brandCode, ...(w.requestId !== undefined ? { requestId: w.requestId } : {}) }
-    const auth = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')
-    const until = auth === null ? undefined : this.access.get(auth[1]!)
-    if (until === undefined || until < Date.now()) {
-      this.counters.unauthorized++
-      rec.code = 'H351'
-      return this.send(res, rec, 401, H351)
-    }
+    if (!this.authorized(req)) return this.refuseToken(res, rec)
     const f = this.writeFaults.shift()
     if (f !== undefined) return this.fault(res, rec, f)
     if (String(Number(w.iysCode)) !== this.iysCode) {
@@ -398,13 +405,7 @@ export class FakeIys {
     const after = url.searchParams.get('after')
     const limitText = url.searchParams.get('limit')
     const rec: RequestRecord = { at: Date.now(), kind: 'changes', status: 0, brandCode, after, limit: limitText === null ? 1000 : Number(limitText) }
-    const auth = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')
-    const until = auth === null ? undefined : this.access.get(auth[1]!)
-    if (until === undefined || until < Date.now()) {
-      this.counters.unauthorized++
-      rec.code = 'H351'
-      return this.send(res, rec, 401, H351)
-    }
+    if (!this.authorized(req)) return this.refuseToken(res, rec)
     const f = this.changesFaults.shift() ?? this.failChanges ?? undefined
     if (f !== undefined) return this.fault(res, rec, f)
     if (String(Number(iysCode)) !== this.iysCode || !this.changes.has(String(Number(brandCode)))) {
