@@ -111,7 +111,9 @@ export function setGatewayDefaults (vars) { gatewayDefaults = { ...vars } }
 export function gatewayEnv (vars) {
   const env = {}
   for (const [k, v] of Object.entries(process.env)) if (!GATEWAY_PREFIXES.some(p => k.startsWith(p))) env[k] = v
-  return { ...env, LOG_LEVEL: 'warn', HOST: '127.0.0.1', ...gatewayDefaults, ...vars }
+  // Gateways without DATABASE_URL accept the demo key (off by default on a Redis gateway): the bench sends it there.
+  const demo = vars.DATABASE_URL === undefined ? { AUTH_DEMO_KEY: 'true' } : {}
+  return { ...env, LOG_LEVEL: 'warn', HOST: '127.0.0.1', ...gatewayDefaults, ...demo, ...vars }
 }
 
 /** The API key of each gateway the bench started, by origin (the demo key for gateways without DATABASE_URL). */
@@ -135,7 +137,8 @@ export async function benchKey (databaseUrl) {
     await pool.query("INSERT INTO tenants (iys_code) VALUES (700001) ON CONFLICT DO NOTHING")
     await pool.query('INSERT INTO brands (brand_code, iys_code) SELECT DISTINCT brand_code, 700001 FROM consents ON CONFLICT DO NOTHING')
     await pool.query("INSERT INTO brands (brand_code, iys_code) SELECT b, 700001 FROM generate_series(600000, 600099) b ON CONFLICT DO NOTHING")
-    return (await createKey(pool, newKey({ iysCode: '700001', scopes: 'admin', rate: '0' }))).apiKey
+    // A rate that never binds, so that the rate limiter's path is part of what is measured.
+    return (await createKey(pool, newKey({ iysCode: '700001', scopes: 'admin', rate: '1000000' }))).apiKey
   } finally {
     await pool.end()
   }

@@ -21,8 +21,10 @@ export interface Config {
   readonly filterPollMs: number
   /** How often a gateway asks Postgres whether API keys changed (a revoked key stops within this). */
   readonly authPollMs: number
+  /** Accept the README's demo API key (only without DATABASE_URL; by default only in the fully embedded trial). */
+  readonly demoKey: boolean
   /** POST /oauth2/token: token lifetimes (s; İYS's: 2 h and 4 h) and token requests per source address per hour (0: no limit). */
-  readonly oauth: Readonly<{ accessSeconds: number, refreshSeconds: number, requestsPerHour: number }>
+  readonly oauth: Readonly<{ accessSeconds: number, refreshSeconds: number, requestsPerHour: number, secret: string | null }>
   readonly redisTimeoutMs: number
   /** Rebuild the filter from Postgres by itself when Redis lost it (one gateway at a time, by advisory lock). */
   readonly autoRebuild: boolean
@@ -74,7 +76,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 /** Every variable we read; the README's configuration table lists the same names and defaults. */
 export const KNOWN_VARIABLES = [
   'HOST', 'PORT', 'REDIS_URL', 'REDIS_PREFIX', 'REDIS_CLUSTER_NODES', 'REDIS_TIMEOUT_MS', 'DATABASE_URL', 'LOG_LEVEL',
-  'MAX_BODY_BYTES', 'BLOOM_FPR', 'FILTER_POLL_MS', 'AUTH_POLL_MS', 'TACIR_ALLOW_WITHOUT_RECORD', 'STORE_FAILURE_MODE',
+  'MAX_BODY_BYTES', 'BLOOM_FPR', 'FILTER_POLL_MS', 'AUTH_POLL_MS', 'AUTH_DEMO_KEY', 'TACIR_ALLOW_WITHOUT_RECORD', 'STORE_FAILURE_MODE',
   'EMBEDDED_SEED_FILE', 'UPSTREAM_MESAJ_URL', 'UPSTREAM_EPOSTA_URL', 'UPSTREAM_ARAMA_URL', 'IYS_PUSH_USER',
   'IYS_PUSH_PASSWORD', 'IYS_PUSH_MAX_FAILURES', 'IYS_PUSH_FAILURE_WINDOW_MS', 'IYS_PUSH_LOCKOUT_MS', 'IYS_API_URL', 'IYS_USERNAME', 'IYS_PASSWORD', 'IYS_CODE', 'IYS_BRAND_CODES', 'IYS_SYNC_INTERVAL_MS',
   'IYS_WRITE_THROUGH', 'IYS_RESULT_POLL_MS',
@@ -82,7 +84,7 @@ export const KNOWN_VARIABLES = [
   'SCRUB_CHUNK_LINES', 'SCRUB_MAX_LINE_BYTES', 'SCRUB_MAX_TOTAL_BYTES', 'SCRUB_MAX_UPLOADS_PER_CLIENT', 'UPSTREAM_TIMEOUT_MS', 'UPSTREAM_RETRIES', 'UPSTREAM_BACKOFF_MS', 'UPSTREAM_BACKOFF_MAX_MS',
   'UPSTREAM_CONNECTIONS', 'UPSTREAM_BREAKER_FAILURE_RATIO', 'UPSTREAM_BREAKER_MIN_CALLS', 'UPSTREAM_BREAKER_WINDOW_MS',
   'UPSTREAM_BREAKER_COOLDOWN_MS', 'DECISION_LOG', 'DECISION_SPOOL_DIR', 'DECISION_FLUSH_MS', 'DECISION_FSYNC_MS', 'DECISION_RETENTION_DAYS',
-  'AUTO_REBUILD', 'AUTH_ACCESS_TOKEN_SECONDS', 'AUTH_REFRESH_TOKEN_SECONDS', 'AUTH_TOKEN_REQUESTS_PER_HOUR'
+  'AUTO_REBUILD', 'AUTH_TOKEN_SECRET', 'AUTH_ACCESS_TOKEN_SECONDS', 'AUTH_REFRESH_TOKEN_SECONDS', 'AUTH_TOKEN_REQUESTS_PER_HOUR'
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
@@ -125,6 +127,14 @@ function ratio (env: Env, name: string, def: number): number {
   const n = Number(v)
   if (!(n > 0 && n <= 1)) throw new ConfigError(`${name} must be a number in (0, 1], got "${v}"`)
   return n
+}
+
+/** AUTH_TOKEN_SECRET: mixed into the token signing keys, so that reading the database is not enough to mint tokens. */
+function tokenSecret (env: Env): string | null {
+  const s = env.AUTH_TOKEN_SECRET ?? ''
+  if (s === '') return null
+  if (s.length < 32) throw new ConfigError('AUTH_TOKEN_SECRET must be at least 32 characters (e.g. openssl rand -base64 32)')
+  return s
 }
 
 function bool (env: Env, name: string, def: boolean): boolean {
@@ -175,6 +185,9 @@ export function loadConfig (env: Env = process.env): Config {
   const brandCodes = (env.IYS_BRAND_CODES ?? '').split(',').map(s => s.trim()).filter(s => s !== '')
   const canonical = brandCodes.map(canonicalCode)
   if (canonical.includes(null)) throw new ConfigError('IYS_BRAND_CODES must be a comma-separated list of İYS brand codes')
+  // The demo key is public (README): by default only the embedded trial (no Redis, no Postgres) accepts it.
+  const demoKey = bool(env, 'AUTH_DEMO_KEY', (env.REDIS_URL ?? '') === '' && (env.DATABASE_URL ?? '') === '')
+  if (demoKey && (env.DATABASE_URL ?? '') !== '') throw new ConfigError('AUTH_DEMO_KEY cannot be true with DATABASE_URL: keys come from Postgres there (iys-gateway keys create)')
   const autoRebuild = bool(env, 'AUTO_REBUILD', env.REDIS_URL !== undefined && env.REDIS_URL !== '' && env.DATABASE_URL !== undefined && env.DATABASE_URL !== '')
   if (autoRebuild && (env.REDIS_URL ?? '') === '') throw new ConfigError('AUTO_REBUILD needs REDIS_URL (the filter is rebuilt into Redis)')
   if (autoRebuild && (env.DATABASE_URL ?? '') === '') throw new ConfigError('AUTO_REBUILD needs DATABASE_URL (the filter is rebuilt from Postgres)')
@@ -196,10 +209,12 @@ export function loadConfig (env: Env = process.env): Config {
     bloomFpr,
     filterPollMs: int(env, 'FILTER_POLL_MS', 250, 10, 60_000),
     authPollMs: int(env, 'AUTH_POLL_MS', 250, 10, 1000),
+    demoKey,
     oauth: Object.freeze({
       accessSeconds: int(env, 'AUTH_ACCESS_TOKEN_SECONDS', 7200, 1, 86_400),
       refreshSeconds: int(env, 'AUTH_REFRESH_TOKEN_SECONDS', 14_400, 1, 30 * 86_400),
-      requestsPerHour: int(env, 'AUTH_TOKEN_REQUESTS_PER_HOUR', 1000, 0, 1_000_000)
+      requestsPerHour: int(env, 'AUTH_TOKEN_REQUESTS_PER_HOUR', 1000, 0, 1_000_000),
+      secret: tokenSecret(env)
     }),
     redisTimeoutMs: int(env, 'REDIS_TIMEOUT_MS', 500, 10, 60_000),
     autoRebuild,

@@ -18,7 +18,7 @@ import { createRedis, waitReady } from './store/redis.js'
 import { createPool, type Pool } from './store/pg.js'
 import { ChangeApplier } from './filter/changes.js'
 import { consentRoutes, notConfiguredRoutes } from './http/consent-routes.js'
-import { iysReadRoutes } from './http/iys-read-routes.js' // reads helper: mirrored İYS reads
+import { iysReadRoutes } from './http/iys-read-routes.js'
 import { RequestProcessor } from './store/consent-requests.js'
 import { startWriteThrough, writeThroughStatus } from './iys/outbox.js'
 import { pruneHistory } from './store/consent-queries.js'
@@ -35,7 +35,7 @@ import { ScrubQueue } from './scrub/engine.js'
 import { ScrubJobs } from './scrub/jobs.js'
 import { createScrubPool } from './scrub/pool.js'
 import { settlesWithin } from './util/settle.js'
-import { DEMO_KEY_WARNING, KeyStore } from './auth/key-store.js'
+import { DEMO_KEY_WARNING, KeyStore, NO_KEYS_WARNING } from './auth/key-store.js'
 import { Lockout } from './auth/lockout.js'
 import { RateLimiter } from './auth/rate-limit.js'
 import { TokenIssuer } from './auth/tokens.js'
@@ -86,7 +86,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   const push = pool !== null ? new PushProcessor(pool, log, { receivePool: pushPool!, hooks: { onItems: (outcome, n) => { metrics.pushItems.inc({ outcome }, n) }, onFailed: () => { metrics.queueFailed.inc({ queue: 'push' }) } } }) : null
   requests?.drainer.kick() // requests and notifications left pending by a previous run
   push?.drainer.kick()
-  // İYS write-through (outbox helper, iys/outbox.ts): null when İYS is not configured; /readyz says which.
+  // İYS write-through (iys/outbox.ts): null when İYS is not configured; /readyz says which.
   const outbox = startWriteThrough(config, pool, log, metrics)
   const backlog = pool !== null ? new BacklogMonitor(pool, metrics, log) : null
   backlog?.start()
@@ -105,10 +105,14 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
 
   const warnings = uwsNative ? [] : [UWS_FALLBACK_WARNING]
   // API keys: Postgres's with DATABASE_URL (none until `keys create`), else the trial's demo key, said loudly.
-  const keys = pool !== null ? KeyStore.postgres(pool, { pollMs: config.authPollMs, log }) : KeyStore.demo()
+  // The keys have a connection of their own with a short query timeout: a revocation must not wait behind queued
+  // writes on the main pool, and a poll that never answers must not stop the polls after it.
+  const authPool: Pool | null = config.databaseUrl !== null ? createPool(config.databaseUrl, 1, { name: 'iys-gateway-auth', connectTimeoutMs: 2000, queryTimeoutMs: 2000 }) : null
+  const keys = authPool !== null ? KeyStore.postgres(authPool, { pollMs: config.authPollMs, log }) : config.demoKey ? KeyStore.demo() : KeyStore.none()
   await keys.start()
-  if (pool === null) { log.warn(DEMO_KEY_WARNING); warnings.push(DEMO_KEY_WARNING) }
-  // oauth/cli helper: POST /oauth2/token's tokens, signed with a secret shared through Postgres (this process's own without it)
+  if (config.demoKey) { log.warn(DEMO_KEY_WARNING); warnings.push(DEMO_KEY_WARNING) }
+  if (pool === null && !config.demoKey) { log.warn(NO_KEYS_WARNING); warnings.push(NO_KEYS_WARNING) }
+  // POST /oauth2/token's tokens, signed with a secret shared through Postgres (this process's own without it)
   const tokens = pool !== null ? await TokenIssuer.postgres(pool, config.oauth, { log }) : TokenIssuer.local(config.oauth)
   keys.useTokens(tokens)
   const uwsState = uwsNative ? 'native' : 'fallback'
@@ -221,10 +225,10 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     readiness: () => withKeys({ ...readiness(), writeThrough: writeThroughStatus(outbox) }, keys),
     decisions,
     routes: (router) => {
-      oauthRoute(router, { keys, tokens, requestsPerHour: config.oauth.requestsPerHour }) // oauth/cli helper
+      oauthRoute(router, { keys, tokens, requestsPerHour: config.oauth.requestsPerHour })
       if (pool !== null) {
         consentRoutes(router, { pool, log, requests: requests! })
-        iysReadRoutes(router, pool) // reads helper: changes, history, brands
+        iysReadRoutes(router, pool) // changes, history, brands
         pushRoute(router, { push: push!, credentials: pushCredentials, lockout: new Lockout(config.iysPushLockout), log, metrics })
         ledgerRoutes(router, pool)
       } else notConfiguredRoutes(router)
@@ -267,6 +271,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       if (pushPool !== null && !await settlesWithin(pushPool.end(), 2000)) log.warn('push receiver connections still busy at shutdown')
       if (mirror !== null) await mirror.stop()
       await keys.stop()
+      if (authPool !== null && !await settlesWithin(authPool.end(), 2000)) log.warn('API key connection still busy at shutdown')
       rateLimit.close()
       if (pool !== null && !await settlesWithin(pool.end(), 5000)) log.warn('Postgres connections still busy at shutdown; leaving them to the process exit')
       if (redis !== null) redis.disconnect()

@@ -12,12 +12,14 @@ import { secretMatches, sha256, splitApiKey } from './keys.js'
 import { SCOPES, type Authenticator, type Principal, type Scope } from './principal.js'
 
 /**
- * The trial's key (README): it exists only in a gateway without DATABASE_URL (no key table there), acts for the
- * seed's service provider and any brand, with every scope, and is announced loudly at start-up.
+ * The trial's key (README): accepted only without DATABASE_URL (no key table there) and by default only in the fully
+ * embedded trial (AUTH_DEMO_KEY), for the seed's service provider and any brand, with every scope; announced loudly.
  */
 export const DEMO_API_KEY = 'ik_0000000000000000.demo-key-for-trials-never-for-production'
 export const DEMO_IYS_CODE = '700001'
-export const DEMO_KEY_WARNING = `no DATABASE_URL: the demo API key "${DEMO_API_KEY}" (README) is accepted, with every scope, for every brand — for trials only; production needs DATABASE_URL and \`iys-gateway keys create\``
+export const DEMO_KEY_WARNING = `the demo API key "${DEMO_API_KEY}" (README) is accepted, with every scope, for every brand — for trials only (AUTH_DEMO_KEY); production needs DATABASE_URL and \`iys-gateway keys create\``
+
+export const NO_KEYS_WARNING = 'no DATABASE_URL and AUTH_DEMO_KEY is off: no API key exists, every request but /healthz, /readyz and /metrics is answered 401'
 
 /** Access tokens from POST /oauth2/token (auth/tokens.ts): the key a token stands for, or null. */
 export interface TokenVerifier {
@@ -30,11 +32,13 @@ interface Entry { principal: Principal, digest: Buffer }
 const MAX_VERIFIED = 10_000
 
 export interface KeyStoreStatus {
-  source: 'postgres' | 'demo'
+  source: 'postgres' | 'demo' | 'none'
   keys: number
   version: number
   /** the last successful load (ms since epoch); 0: never */
   loadedAt: number
+  /** the last poll that reached Postgres (ms since epoch) */
+  checkedAt: number
   problem: string | null
 }
 
@@ -47,6 +51,7 @@ export class KeyStore implements Authenticator {
   private readonly log: Logger | null
   private version = 0
   private loadedAt = 0
+  private checkedAt = 0
   private problem: string | null = null
   private timer: NodeJS.Timeout | null = null
   private polling: Promise<void> | null = null
@@ -60,6 +65,13 @@ export class KeyStore implements Authenticator {
   /** The keys of a deployment: Postgres's, reloaded when they change. Call start(). */
   static postgres (pool: Pool, opts: { pollMs: number, log: Logger }): KeyStore {
     return new KeyStore(pool, opts.pollMs, opts.log)
+  }
+
+  /** No key at all: a gateway without DATABASE_URL and without the demo key answers 401 to everything. */
+  static none (): KeyStore {
+    const store = new KeyStore(null, 0, null)
+    store.loadedAt = Date.now()
+    return store
   }
 
   /** The embedded trial's one key (DEMO_API_KEY). */
@@ -109,7 +121,10 @@ export class KeyStore implements Authenticator {
   }
 
   status (): KeyStoreStatus {
-    return { source: this.pool === null ? 'demo' : 'postgres', keys: this.entries.size, version: this.version, loadedAt: this.loadedAt, problem: this.problem }
+    // Polls that stopped reaching Postgres (a revocation would not arrive) are a problem even before one fails.
+    const stale = this.pool !== null && this.checkedAt > 0 && Date.now() - this.checkedAt > Math.max(10 * this.pollMs, 3000)
+    const problem = this.problem ?? (stale ? `API keys not refreshed for ${Math.round((Date.now() - this.checkedAt) / 1000)} s` : null)
+    return { source: this.pool !== null ? 'postgres' : this.entries.size > 0 ? 'demo' : 'none', keys: this.entries.size, version: this.version, loadedAt: this.loadedAt, checkedAt: this.checkedAt, problem }
   }
 
   /** First load (a failure is logged and retried by the poll), then polls for changes. */
@@ -134,9 +149,11 @@ export class KeyStore implements Authenticator {
       if (version !== this.version || this.loadedAt === 0) await this.load(pool, version)
       if (this.problem !== null) this.log?.info('API keys reachable again')
       this.problem = null
+      this.checkedAt = Date.now()
     } catch (err) {
+      // The reason goes to the log only: /readyz is public and says no more than what is wrong.
       if (this.problem === null) this.log?.error({ err }, 'cannot read the API keys from Postgres; serving the last copy')
-      this.problem = `API keys cannot be read from Postgres: ${(err as Error).message}`
+      this.problem = 'API keys cannot be read from Postgres (serving the last copy; revocations wait)'
     }
   }
 

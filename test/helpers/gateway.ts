@@ -34,7 +34,9 @@ export function registerKey (url: string, apiKey: string): void {
 export async function startTestGateway (env: Record<string, string>): Promise<RunningGateway> {
   // Scrub jobs and the decision spool in a folder of this gateway's own unless the test names one (and then keeps it).
   const own = mkdtempSync(join(tmpdir(), 'iys-gw-'))
-  const config = loadConfig({ PORT: '0', LOG_LEVEL: 'silent', FILTER_POLL_MS: '50', SCRUB_DIR: join(own, 'scrub'), DECISION_SPOOL_DIR: join(own, 'spool'), ...env })
+  // Without DATABASE_URL the tests use the demo key, also on a Redis gateway (AUTH_DEMO_KEY; off there by default).
+  const demo = env.DATABASE_URL === undefined ? { AUTH_DEMO_KEY: 'true' } : {}
+  const config = loadConfig({ PORT: '0', LOG_LEVEL: 'silent', FILTER_POLL_MS: '50', SCRUB_DIR: join(own, 'scrub'), DECISION_SPOOL_DIR: join(own, 'spool'), ...demo, ...env })
   const apiKey = config.databaseUrl !== null ? (await tenantKey(config.databaseUrl)).apiKey : DEMO_API_KEY
   const gw = await startGateway(config, createLogger(config.logLevel))
   registerKey(`http://127.0.0.1:${gw.port}`, apiKey)
