@@ -8,7 +8,9 @@
 // first gateway that needs it). So any gateway behind a load balancer verifies any gateway's token with one HMAC
 // and no I/O, and issuing one writes nothing. Without DATABASE_URL (the trial) the secret is this process's own.
 // What statelessness costs: a single token cannot be revoked before it expires (revoke the key instead), and a
-// refresh token may be used more than once within its lifetime. Rotating the secret: delete the row and restart
+// refresh token may be used more than once within its lifetime. Whoever can read that row could sign tokens, so
+// AUTH_TOKEN_SECRET (the same on every gateway) is mixed in: then a copy of the database alone signs nothing.
+// Rotating the secret: delete the row (or change AUTH_TOKEN_SECRET) and restart
 // every gateway (every token dies; clients log in again).
 //
 // Access and refresh tokens are signed with different keys derived from the secret, so one is never taken for the
@@ -25,6 +27,8 @@ export interface TokenLifetimes {
   accessSeconds: number
   /** refresh token lifetime (s); İYS's is 4 hours */
   refreshSeconds: number
+  /** AUTH_TOKEN_SECRET: mixed with the shared secret, so that a copy of the database cannot mint tokens; null: none */
+  secret?: string | null
 }
 
 /** The body of a successful POST /oauth2/token, field for field İYS's (Oauth2Response). */
@@ -65,10 +69,13 @@ const RETRY_MS = 1000
 
 interface SigningKeys { access: Buffer, refresh: Buffer }
 
-const derive = (secret: Buffer): SigningKeys => ({
-  access: createHmac('sha256', secret).update('iys-gateway access token v1').digest(),
-  refresh: createHmac('sha256', secret).update('iys-gateway refresh token v1').digest()
-})
+function derive (shared: Buffer, own: string | null | undefined): SigningKeys {
+  const secret = own === null || own === undefined ? shared : createHmac('sha256', own).update(shared).digest()
+  return {
+    access: createHmac('sha256', secret).update('iys-gateway access token v1').digest(),
+    refresh: createHmac('sha256', secret).update('iys-gateway refresh token v1').digest()
+  }
+}
 
 export class TokenIssuer implements TokenVerifier {
   private keys: SigningKeys | null = null
@@ -86,7 +93,7 @@ export class TokenIssuer implements TokenVerifier {
   /** Tokens of this process alone (a gateway without DATABASE_URL): a random secret, gone with the process. */
   static local (lifetimes: TokenLifetimes, opts: { now?: () => number } = {}): TokenIssuer {
     const issuer = new TokenIssuer(lifetimes, null, null, opts.now ?? Date.now)
-    issuer.keys = derive(randomBytes(32))
+    issuer.keys = derive(randomBytes(32), null)
     return issuer
   }
 
@@ -181,7 +188,7 @@ export class TokenIssuer implements TokenVerifier {
       await pool.query('INSERT INTO auth_token_secret (secret) VALUES ($1) ON CONFLICT DO NOTHING', [randomBytes(32)])
       const { rows } = await pool.query<{ secret: Buffer }>('SELECT secret FROM auth_token_secret')
       if (rows[0] === undefined) throw new Error('auth_token_secret has no row')
-      this.keys = derive(rows[0].secret)
+      this.keys = derive(rows[0].secret, this.lifetimes.secret)
       return true
     } catch (err) {
       this.log?.error({ err }, 'cannot load the token signing secret from Postgres; /oauth2/token tokens are refused until it loads')
