@@ -193,4 +193,14 @@ describe('POST /iys/push sign-in', () => {
     await push(r.url, a, basic('someone', 'else'))
     expect(r.logs.filter(l => l.includes('source locked out'))).toHaveLength(1)
   })
+
+  it('signs in before it reads a body: an unauthenticated push is 401 whatever its body (never parsed: no H014)', async () => {
+    const r = await receiver()
+    for (const body of ['not json at all', '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]']) {
+      const res = await fetch(r.url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: basic(USER, 'wrong') }, body, dispatcher: from('127.0.0.6') })
+      expect(res.status).toBe(401)
+      expect((await res.json()).errors[0].code).toBe('UNAUTHORIZED')
+    }
+    expect(r.stored).toHaveLength(0)
+  })
 })

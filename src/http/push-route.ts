@@ -13,7 +13,7 @@ import { sourceOf, type Lockout } from '../auth/lockout.js'
 import { ERRORS, errorItem, GatewayError } from '../domain/errors.js'
 import type { Metrics } from '../metrics.js'
 import type { PushProcessor } from '../store/push-inbox.js'
-import { json, type Router } from './router.js'
+import { json, type RequestFacts, type Router } from './router.js'
 
 export interface PushRouteDeps {
   push: Pick<PushProcessor, 'store'>
@@ -29,7 +29,8 @@ export function pushRoute (router: Router, deps: PushRouteDeps): void {
   const verify = deps.credentials === null ? null : basicAuthVerifier(deps.credentials)
   const refused = { missing: metrics.pushAuthFailures.labels('missing'), wrong: metrics.pushAuthFailures.labels('wrong'), locked: metrics.pushAuthFailures.labels('locked') }
 
-  router.post('/iys/push', 'push', async (body, req) => {
+  // The sign-in runs before the body is read: a locked-out or unauthenticated source never gets a body parsed.
+  const signIn = (req: RequestFacts): void => {
     if (verify === null) throw new GatewayError('NOT_CONFIGURED')
     const source = sourceOf(req.remoteAddress)
     const lockedMs = lockout.lockedFor(source)
@@ -50,13 +51,16 @@ export function pushRoute (router: Router, deps: PushRouteDeps): void {
       throw new GatewayError('UNAUTHORIZED')
     }
     lockout.succeed(source)
+  }
+
+  router.post('/iys/push', 'push', async (body) => {
     const list = (body as { list?: unknown } | null)?.list
     if (typeof body !== 'object' || body === null || !Array.isArray(list)) {
       throw new GatewayError('INVALID_PUSH', { items: [errorItem('INVALID_FIELD', 'list', undefined, ERRORS.INVALID_PUSH.message)] })
     }
     const id = await deps.push.store(body) // on the receiver's own pool; starts processing
     return json(200, { received: list.length, id })
-  }, { headers: ['authorization'], remote: true, auth: 'public' }) // İYS's own basic auth, not an API key
+  }, { headers: ['authorization'], remote: true, auth: 'public', beforeBody: signIn }) // İYS's own basic auth, not an API key
 }
 
 /** Why a sign-in failed, for the log and the metric: never the credentials themselves. */

@@ -60,6 +60,11 @@ export interface RouteOptions {
   /** Whether the handler reads the peer's address. */
   remote?: boolean
   /**
+   * POST: checks that run on the request's facts before its body is read (a sign-in of the route's own); a throw is
+   * the answer, and the connection is closed rather than the body read.
+   */
+  beforeBody?: (req: RequestFacts) => void
+  /**
    * Who may call: 'public' (no key), or a key with any one of `scopes` (admin may do anything). Every route says so
    * (no default: a route cannot be left open by forgetting it).
    */
@@ -70,6 +75,15 @@ export interface RouteOptions {
 
 /** What a route that asks for nothing gets: shared and frozen, so the hot path (POST /v1/check) copies nothing. */
 const NO_FACTS: RequestFacts = Object.freeze({ params: Object.freeze([]), query: '', headers: Object.freeze({}), principal: ANONYMOUS, remoteAddress: '' })
+
+/** NO_FACTS with a principal, made once per principal (a key store reload makes new principals; these go with them). */
+const factsOf = new WeakMap<Principal, RequestFacts>()
+function principalFacts (principal: Principal): RequestFacts {
+  if (principal === ANONYMOUS) return NO_FACTS
+  let facts = factsOf.get(principal)
+  if (facts === undefined) factsOf.set(principal, facts = Object.freeze({ ...NO_FACTS, principal }))
+  return facts
+}
 
 /** What a route that needs a key accepts: any one of its scopes; İYS's error bodies on İYS-shaped routes. */
 interface Guard {
@@ -111,7 +125,15 @@ export class Router {
   post (pattern: string, route: Route, handler: Handler, opts: RouteOptions): void {
     const asks = asksForFacts(opts)
     this.handle('post', pattern, route, (ex, req, principal) => {
-      const facts = asks ? this.facts(ex, req, opts, principal) : principal === ANONYMOUS ? NO_FACTS : { ...NO_FACTS, principal }
+      const facts = asks ? this.facts(ex, req, opts, principal) : principalFacts(principal)
+      if (opts.beforeBody !== undefined) {
+        try {
+          opts.beforeBody(facts)
+        } catch (err) {
+          this.fail(ex, route, err, true)
+          return
+        }
+      }
       const contentType = req.getHeader('content-type')
       if (contentType !== '' && !contentType.startsWith('application/json')) {
         this.fail(ex, route, new GatewayError('UNSUPPORTED_MEDIA_TYPE'))
@@ -137,7 +159,7 @@ export class Router {
   get (pattern: string, route: Route, handler: Handler, opts: RouteOptions): void {
     const asks = asksForFacts(opts)
     this.handle('get', pattern, route, (ex, req, principal) => {
-      this.run(ex, route, handler, undefined, asks ? this.facts(ex, req, opts, principal) : principal === ANONYMOUS ? NO_FACTS : { ...NO_FACTS, principal })
+      this.run(ex, route, handler, undefined, asks ? this.facts(ex, req, opts, principal) : principalFacts(principal))
     }, opts)
   }
 
@@ -245,15 +267,14 @@ export class Router {
    * rate is spent. Brands and iysCodes named in the path or body are the handler's to check (requireBrand).
    */
   private authorize (req: HttpRequest, guard: Guard): Principal {
-    const header = req.getHeader('authorization')
-    const bearer = header.length > 7 && header.charCodeAt(6) === 32 && header.slice(0, 6).toLowerCase() === 'bearer' ? header.slice(7).trim() : ''
+    const bearer = bearerOf(req.getHeader('authorization'))
     const principal = bearer === '' ? null : this.deps.auth.authenticate(bearer)
     if (principal === null) {
       throw guard.iys
         ? new GatewayError('H351')
         : new GatewayError('UNAUTHORIZED', { message: bearer === '' ? 'An API key is required: Authorization: Bearer <apiKey>.' : 'The API key or token is not valid (unknown, revoked or expired).' })
     }
-    if (!guard.scopes.some(s => hasScope(principal, s))) {
+    if (!mayCall(principal, guard.scopes)) {
       throw guard.iys
         ? new GatewayError('H353', { message: 'Kullanıcının bu işlem için yetkisi bulunmamaktadır.' })
         : new GatewayError('FORBIDDEN', { message: `This API key lacks the scope this route needs: ${guard.scopes.join(' or ')}.` })
@@ -334,6 +355,18 @@ export class Router {
     const remoteAddress = opts.remote === true ? Buffer.from(ex.res.getRemoteAddressAsText()).toString() : ''
     return { params, query: opts.query === true ? req.getQuery() ?? '' : '', headers, principal, remoteAddress }
   }
+}
+
+/** The credential of an `Authorization: Bearer …` header ('' when there is none); the scheme in any case. */
+function bearerOf (header: string): string {
+  if (header.startsWith('Bearer ')) return header.length > 7 ? header.slice(7).trim() : '' // what clients send
+  return header.length > 7 && header.charCodeAt(6) === 32 && header.slice(0, 6).toLowerCase() === 'bearer' ? header.slice(7).trim() : ''
+}
+
+/** Whether `p` has any one of `scopes` (a loop: this runs on every request). */
+function mayCall (p: Principal, scopes: readonly Scope[]): boolean {
+  for (let i = 0; i < scopes.length; i++) if (hasScope(p, scopes[i]!)) return true
+  return false
 }
 
 const asksForFacts = (opts: RouteOptions): boolean =>
