@@ -26,7 +26,7 @@ export interface ScrubRouteDeps {
   maxBytes: number
   /** SCRUB_MAX_TOTAL_BYTES: uploads and results of all jobs on disk; no upload is taken past it */
   maxTotalBytes: number
-  /** SCRUB_MAX_UPLOADS_PER_CLIENT: uploads in progress at once from one client address */
+  /** SCRUB_MAX_UPLOADS_PER_CLIENT: uploads in progress at once with one API key */
   maxUploadsPerClient: number
 }
 
@@ -53,15 +53,14 @@ const storageFull = (deps: ScrubRouteDeps): GatewayError => new GatewayError('ST
 
 export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
   const { jobs } = deps
-  /** uploads in progress per client address (TCP peer: behind a proxy, the proxy) */
+  /** uploads in progress per API key (not per address: behind a balancer every tenant would share one count) */
   const uploading = new Map<string, number>()
 
   // Streamed both ways, so these two are exchange handlers: the router has opened the exchange and refused
   // draining and bad framing already; a throw here is its 500.
   const SCRUB = { auth: { scopes: ['scrub'] } } as const
   router.handle('post', '/v1/scrub', 'scrub', (ex, req, principal) => {
-    const res = ex.res
-    const client = Buffer.from(res.getRemoteAddressAsText()).toString()
+    const client = principal.keyId
     const query = new URLSearchParams(req.getQuery() ?? '')
     const contentType = req.getHeader('content-type')
     const declared = req.getHeader('content-length')
@@ -90,7 +89,7 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
       }
       const open = uploading.get(client) ?? 0
       if (open >= deps.maxUploadsPerClient) {
-        throw new GatewayError('TOO_MANY_UPLOADS', { message: `This client has ${open} scrub uploads in progress, as many as SCRUB_MAX_UPLOADS_PER_CLIENT allows; send the next one when one of them has finished.` })
+        throw new GatewayError('TOO_MANY_UPLOADS', { message: `This API key has ${open} scrub uploads in progress, as many as SCRUB_MAX_UPLOADS_PER_CLIENT allows; send the next one when one of them has finished.` })
       }
       if (jobs.usedBytes + (declared !== '' && Number(declared) > 0 ? Number(declared) : 0) > deps.maxTotalBytes) throw storageFull(deps)
     } catch (err) {

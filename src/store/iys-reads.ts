@@ -13,7 +13,7 @@ const fmt = (col: string): string => `to_char(${col} AT TIME ZONE ${TR}, 'YYYY-M
 const CREATED = 'coalesce(creation_date, received_at)'
 
 /** One consent change as İYS lists it (changes and history), in İYS's field order. */
-export interface IysChange {
+export interface LedgerChange {
   consentDate: string
   creationDate: string
   source: string
@@ -87,7 +87,7 @@ export async function firstSeqSince (pool: Pool, since: Date): Promise<bigint> {
 }
 
 export interface ChangesPage {
-  list: IysChange[]
+  list: LedgerChange[]
   /** the cursor after the last change listed; null when the page is empty */
   after: string | null
 }
@@ -95,7 +95,7 @@ export interface ChangesPage {
 /** Up to `limit` changes of `brandCode` with seq > `afterSeq` whose source is of `origin`, in seq order. */
 export async function changesAfter (pool: Pool, brandCode: string, afterSeq: bigint, origin: ChangeOrigin, limit: number): Promise<ChangesPage> {
   // (the seq goes out as text under another name: ORDER BY seq must sort the bigint, not an output column's text)
-  const { rows } = await pool.query<IysChange & { seqText: string, epoch: number }>(
+  const { rows } = await pool.query<LedgerChange & { seqText: string, epoch: number }>(
     `SELECT seq::text AS "seqText", extract(epoch FROM ${CREATED})::float8 AS epoch,
             ${fmt('consent_date')} AS "consentDate", ${fmt(CREATED)} AS "creationDate", source, recipient,
             recipient_type AS "recipientType", status, type, transaction_id AS "transactionId"
@@ -113,7 +113,7 @@ export async function changesAfter (pool: Pool, brandCode: string, afterSeq: big
 // History
 
 export interface HistoryPage {
-  list: IysChange[]
+  list: LedgerChange[]
   totalCount: number
 }
 
@@ -122,7 +122,7 @@ export async function historyOf (pool: Pool, brandCode: string, type: ConsentTyp
   const key = [brandCode, type, recipientType, recipient]
   const where = 'WHERE brand_code = $1 AND type = $2 AND recipient_type = $3 AND recipient = $4'
   const [page, count] = await Promise.all([
-    pool.query<IysChange>(
+    pool.query<LedgerChange>(
       `SELECT ${fmt('consent_date')} AS "consentDate", source, recipient, recipient_type AS "recipientType", status, type,
               ${fmt(CREATED)} AS "creationDate", transaction_id AS "transactionId"
        FROM consent_history ${where} ORDER BY consent_date DESC, seq DESC LIMIT $5 OFFSET $6`,
