@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import type { DecisionLog, MessageTicket } from '../src/audit/decision-log.js'
 import { DecisionsHook } from '../src/audit/decisions-hook.js'
+import { KeyStore } from '../src/auth/key-store.js'
 import { Upstreams } from '../src/carriers/upstream.js'
 import { Checker } from '../src/check/checker.js'
 import { loadConfig } from '../src/config.js'
@@ -66,6 +67,8 @@ describe('the post-decision hook of /v1/check and /v1/messages', () => {
       metrics,
       log,
       maxBodyBytes: 1 << 20,
+      auth: KeyStore.demo(), // postJson sends the demo key to a gateway it did not start
+      rateLimit: { take: () => 0 },
       readiness: () => ({ ready: true }),
       decisions: hook,
       routes: r => { messagesRoute(r, { checker, upstreams, metrics, decisions: hook }) }

@@ -14,11 +14,15 @@ import { esc } from '../src/formats/copy-text.js'
 import { Journal, judgeRun, STALE_MS, WIDE_STALE_MS, type RunIdentity } from '../src/audit/journal.js'
 import { startFakeCarrier, type FakeCarrier } from '../src/dev/fake-carrier.js'
 import { BIN, cliEnv, runSteps } from './helpers/cli.js'
-import { postJson } from './helpers/gateway.js'
+import { tenantKey } from './helpers/auth.js'
+import { postJson, registerKey } from './helpers/gateway.js'
 import { freePort, until } from './helpers/redis-server.js'
 import { testServices, type TestServices } from './helpers/services.js'
 
 interface Serve { child: ChildProcess, url: string }
+
+/** The test tenant's key (made in beforeAll, in the database the served gateways load their keys from). */
+let apiKey = ''
 
 async function serve (env: Record<string, string>): Promise<Serve> {
   const port = await freePort()
@@ -30,6 +34,7 @@ async function serve (env: Record<string, string>): Promise<Serve> {
     if (child.exitCode !== null) throw new Error(`serve exited with ${child.exitCode}: ${stderr}`)
     try { return (await fetch(url + '/readyz')).status === 200 } catch { return false }
   }, 30_000, 'the gateway to be ready')
+  registerKey(url, apiKey) // what postJson authenticates with
   return { child, url }
 }
 
@@ -50,6 +55,7 @@ describe('decision journal', () => {
     pool = services.pool
     carrier = await startFakeCarrier({ port: 0 })
     await runSteps([['migrate'], ['load']], direct)
+    apiKey = (await tenantKey(direct.DATABASE_URL!)).apiKey
     env = { ...direct, UPSTREAM_MESAJ_URL: carrier.url, DECISION_SPOOL_DIR: join(dir, 'spool'), SCRUB_DIR: join(dir, 'scrub') }
   }, 120_000)
 

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ERRORS } from '../src/domain/errors.js'
-import { startTestGateway, type RunningGateway } from './helpers/gateway.js'
+import { authFor, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 
 const SEED = `iysCode,brandCode,recipient,recipientType,type,status,source,consentDate
 700001,600001,+905327000001,BIREYSEL,MESAJ,ONAY,HS_WEB,2024-01-15 10:00:00
@@ -38,9 +38,10 @@ afterAll(async () => {
 interface Answer { status: number, contentType: string | null, json: any }
 
 async function post (body: unknown, opts: { base?: string, path?: string, contentType?: string, raw?: boolean } = {}): Promise<Answer> {
-  const res = await fetch((opts.base ?? gw.url) + (opts.path ?? '/v1/check'), {
+  const url = (opts.base ?? gw.url) + (opts.path ?? '/v1/check')
+  const res = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': opts.contentType ?? 'application/json' },
+    headers: { 'content-type': opts.contentType ?? 'application/json', ...authFor(url) },
     body: opts.raw === true ? body as string : JSON.stringify(body)
   })
   const text = await res.text()
@@ -315,7 +316,7 @@ function streamed (base: string, chunks: () => Generator<Buffer>): Promise<Strea
   return new Promise((resolve, reject) => {
     const url = new URL(base + '/v1/check')
     let answered = false
-    const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } })
+    const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked', ...authFor(base) } })
     const sawContentLength = req.getHeader('content-length') !== undefined
     req.on('response', (res) => {
       answered = true

@@ -10,6 +10,7 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { generateConsents } from '../loaders/generate.js'
 import { importConsents, SLICE_SQL, stageImport, type ImportResult } from '../loaders/import.js'
+import { formatIysDate } from '../src/domain/time.js'
 import { CONSENT_WRITE_LOCK } from '../src/store/migrate.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
@@ -63,8 +64,10 @@ describe('import beside live consent writes', () => {
 
       // More API writes at once than the gateway's pool has connections, so that with a whole-run lock they hold
       // every connection while they wait.
+      // (a consentDate of this run: İYS refuses one more than three business days old, H467)
+      const consentDate = formatIysDate(Math.floor(Date.now() / 1000) - 3600)
       const writes = Array.from({ length: 16 }, (_, i) => postJson(`${gw.url}/sps/${IYS}/brands/${LIVE_BRAND}/consents`, {
-        recipient: `+90530999${String(i).padStart(4, '0')}`, type: 'MESAJ', source: 'HS_WEB', status: 'ONAY', consentDate: '2025-01-02 10:00:00', recipientType: 'BIREYSEL'
+        recipient: `+90530999${String(i).padStart(4, '0')}`, type: 'MESAJ', source: 'HS_WEB', status: 'ONAY', consentDate, recipientType: 'BIREYSEL'
       }))
       await new Promise(resolve => setTimeout(resolve, 50)) // let the writes take the connections first
       const pushes = Array.from({ length: 3 }, async (_, i) => {

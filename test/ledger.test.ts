@@ -3,12 +3,17 @@
 
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { formatIysDate } from '../src/domain/time.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
 import { testServices, type TestServices } from './helpers/services.js'
 
 const SP = '/sps/700001/brands/600001'
 const R = '+905321119900'
+// İYS refuses a consent taken more than three business days ago (H467): the consent dates are the run's own (what
+// the ledger answers at a moment goes by when an entry was received, set below).
+const ago = (seconds: number): string => formatIysDate(Math.floor(Date.now() / 1000) - seconds)
+const DATES = [ago(3 * 3600), ago(2 * 3600), ago(3600)] as const
 
 describe('evidence ledger', () => {
   let services: TestServices
@@ -20,7 +25,7 @@ describe('evidence ledger', () => {
     pool = services.pool
     gw = await startTestGateway({ ...services.env, RETENTION_INTERVAL_MS: '200', HISTORY_RETENTION_DAYS: '366' })
     // Three changes of one key: ONAY, RET, ONAY again; then we date their receipt to known moments.
-    for (const [status, consentDate] of [['ONAY', '2025-01-10 09:00:00'], ['RET', '2026-02-01 12:00:00'], ['ONAY', '2026-03-05 08:30:00']]) {
+    for (const [status, consentDate] of [['ONAY', DATES[0]], ['RET', DATES[1]], ['ONAY', DATES[2]]]) {
       const r = await postJson(gw.url + SP + '/consents', { recipient: R, type: 'MESAJ', source: 'HS_WEB', status, consentDate })
       expect(r.status).toBe(200)
     }
@@ -35,7 +40,7 @@ describe('evidence ledger', () => {
   })
 
   const get = async (path: string): Promise<{ status: number, json: any }> => {
-    const r = await fetch(gw.url + path)
+    const r = await fetch(gw.url + path, { headers: gw.auth })
     return { status: r.status, json: await r.json() }
   }
 
@@ -44,9 +49,9 @@ describe('evidence ledger', () => {
     expect(status).toBe(200)
     expect(json.recipient).toBe(R)
     expect(json.history.map((h: any) => [h.status, h.consentDate, h.via, h.source])).toEqual([
-      ['ONAY', '2025-01-10 09:00:00', 'api', 'HS_WEB'],
-      ['RET', '2026-02-01 12:00:00', 'api', 'HS_WEB'],
-      ['ONAY', '2026-03-05 08:30:00', 'api', 'HS_WEB']
+      ['ONAY', DATES[0], 'api', 'HS_WEB'],
+      ['RET', DATES[1], 'api', 'HS_WEB'],
+      ['ONAY', DATES[2], 'api', 'HS_WEB']
     ])
     expect(json.history[1].receivedAt).toBe('2026-02-01T09:00:07.000Z')
     for (const h of json.history) expect(h.transactionId).toMatch(/^[0-9a-f]{64}$/)
@@ -73,7 +78,7 @@ describe('evidence ledger', () => {
   it('the retention job removes entries replaced more than the retention ago, never the current one', async () => {
     // Another key whose first two entries were replaced two years ago; its last entry is current.
     const old = '+905321119901'
-    for (const [status, consentDate] of [['ONAY', '2020-01-01 00:00:00'], ['RET', '2021-01-01 00:00:00'], ['ONAY', '2022-01-01 00:00:00']]) {
+    for (const [status, consentDate] of [['ONAY', DATES[0]], ['RET', DATES[1]], ['ONAY', DATES[2]]]) {
       expect((await postJson(gw.url + SP + '/consents', { recipient: old, type: 'MESAJ', source: 'HS_WEB', status, consentDate })).status).toBe(200)
     }
     await pool.query(`UPDATE consent_history SET received_at = now() - interval '800 days' WHERE recipient = '${old}'`)

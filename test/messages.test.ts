@@ -5,6 +5,7 @@
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startFakeCarrier, type FakeCarrier } from '../src/dev/fake-carrier.js'
+import { formatIysDate } from '../src/domain/time.js'
 import { runSteps } from './helpers/cli.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
@@ -12,6 +13,8 @@ import { testServices, type TestServicesWithRedis } from './helpers/services.js'
 import { TcpProxy } from './helpers/tcp-proxy.js'
 
 const SP = '/sps/700001/brands/600001/consents'
+// İYS refuses a consent taken more than three business days ago (H467): the consent dates are the run's own.
+const ago = (seconds: number): string => formatIysDate(Math.floor(Date.now() / 1000) - seconds)
 
 describe('POST /v1/messages', () => {
   let services: TestServicesWithRedis
@@ -38,7 +41,7 @@ describe('POST /v1/messages', () => {
     await runSteps([['migrate'], ['load']], services.env)
     env = { ...services.env, DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/${services.db.name}`, UPSTREAM_MESAJ_URL: carrier.url, DECISION_SPOOL_DIR: services.dir, DECISION_FLUSH_MS: '50', UPSTREAM_TIMEOUT_MS: '300', UPSTREAM_BREAKER_MIN_CALLS: '5', UPSTREAM_BREAKER_COOLDOWN_MS: '300' }
     gw = await startTestGateway(env)
-    for (const r of phones(0, 50)) await consent(r, 'ONAY', '2024-01-01 10:00:00')
+    for (const r of phones(0, 50)) await consent(r, 'ONAY', ago(3600))
     const last = phones(49, 1)[0]!
     await until(async () => (await send([sms(last)])).json.results[0].reason === 'CONSENT', 15_000, 'the consents to reach the filter')
   }, 120_000)
@@ -140,25 +143,27 @@ describe('POST /v1/messages', () => {
 
   it('evidence for a recipient whose consent changed between two messages shows both states', async () => {
     const r = '+905399990001'
-    await consent(r, 'ONAY', '2025-01-01 10:00:00')
+    const onayDate = ago(7200)
+    const retDate = ago(3600)
+    await consent(r, 'ONAY', onayDate)
     await until(async () => (await send([sms(r, 'ev-probe')])).json.results[0].reason === 'CONSENT', 15_000, 'the ONAY to be served')
     expect((await send([sms(r, 'ev-1')])).json.results[0]).toMatchObject({ allowed: true, forwarded: true })
-    await consent(r, 'RET', '2025-06-01 10:00:00')
+    await consent(r, 'RET', retDate)
     await until(async () => (await send([sms(r, `ev-wait-${Date.now()}`)])).json.results[0].reason === 'REJECTED', 15_000, 'the RET to be served')
     expect((await send([sms(r, 'ev-2')])).json.results[0]).toMatchObject({ allowed: false, reason: 'REJECTED', forwarded: false })
     const q = `brandCode=600001&type=MESAJ&recipient=${encodeURIComponent(r)}`
     let ev: any
-    await until(async () => { ev = await (await fetch(`${gw.url}/v1/evidence?${q}`)).json(); return ev.decisions.some((d: any) => d.messageId === 'ev-2') }, 15_000, 'the decisions to be written')
+    await until(async () => { ev = await (await fetch(`${gw.url}/v1/evidence?${q}`, { headers: gw.auth })).json(); return ev.decisions.some((d: any) => d.messageId === 'ev-2') }, 15_000, 'the decisions to be written')
     const one = ev.decisions.find((d: any) => d.messageId === 'ev-1')
     const two = ev.decisions.find((d: any) => d.messageId === 'ev-2')
-    expect(one).toMatchObject({ source: 'messages', allowed: true, reason: 'CONSENT', upstreamStatus: 'accepted', consent: { status: 'ONAY', source: 'HS_WEB', consentDate: '2025-01-01 10:00:00' } })
-    expect(two).toMatchObject({ allowed: false, reason: 'REJECTED', upstreamStatus: null, consent: { status: 'RET', consentDate: '2025-06-01 10:00:00' } })
+    expect(one).toMatchObject({ source: 'messages', allowed: true, reason: 'CONSENT', upstreamStatus: 'accepted', consent: { status: 'ONAY', source: 'HS_WEB', consentDate: onayDate } })
+    expect(two).toMatchObject({ allowed: false, reason: 'REJECTED', upstreamStatus: null, consent: { status: 'RET', consentDate: retDate } })
     expect(one.consent.transactionId).toMatch(/^[0-9a-f]{64}$/)
     expect(two.consent.seq).toBeGreaterThan(one.consent.seq)
-    const html = await (await fetch(`${gw.url}/v1/evidence?${q}`, { headers: { accept: 'text/html' } })).text()
+    const html = await (await fetch(`${gw.url}/v1/evidence?${q}`, { headers: { accept: 'text/html', ...gw.auth } })).text()
     expect(html).toContain('<table>')
     expect(html).toContain('ev-1')
-    expect(html).toContain('2025-06-01 10:00:00')
+    expect(html).toContain(retDate)
   })
 
   it('SIGTERM during load loses nothing: every answered message has its decision record', async () => {

@@ -45,13 +45,15 @@ describe('real-time propagation', () => {
   // arrives, with a generous bound so that a busy machine cannot make them flaky.
   it('a RET written through the API on one gateway blocks the checks on another gateway process', async () => {
     const recipient = '+905301234500'
-    const onay = await postJson(consentsUrl(), { recipient, type: 'MESAJ', source: 'HS_WEB', status: 'ONAY', consentDate: '2024-01-01 10:00:00', recipientType: 'BIREYSEL' })
+    // İYS refuses a consent taken more than three business days ago (H467): dates of this run.
+    const now = Math.floor(Date.now() / 1000)
+    const onay = await postJson(consentsUrl(), { recipient, type: 'MESAJ', source: 'HS_WEB', status: 'ONAY', consentDate: formatIysDate(now - 7200), recipientType: 'BIREYSEL' })
     expect(onay.status).toBe(200)
     expect(onay.json.transactionId).toMatch(/^[0-9a-f]{64}$/)
     // A brand-new key: the other gateway learns its bloom bit from the change stream.
     await until(async () => (await reason(reader.url, recipient)) === 'CONSENT', 10_000, 'the ONAY to reach the other gateway')
 
-    const ret = await postJson(consentsUrl(), { recipient, type: 'MESAJ', source: 'HS_WEB', status: 'RET', consentDate: '2024-02-01 10:00:00' })
+    const ret = await postJson(consentsUrl(), { recipient, type: 'MESAJ', source: 'HS_WEB', status: 'RET', consentDate: formatIysDate(now - 3600) })
     expect(ret.status).toBe(200)
     await until(async () => (await reason(reader.url, recipient)) === 'REJECTED', 10_000, 'the RET to reach the other gateway')
     const { rows } = await pool.query('SELECT status, seq FROM consents WHERE recipient = $1', [recipient])

@@ -199,7 +199,7 @@ describe('POST /iys/push sign-in', () => {
     for (const body of ['not json at all', '[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]']) {
       const res = await fetch(r.url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: basic(USER, 'wrong') }, body, dispatcher: from('127.0.0.6') })
       expect(res.status).toBe(401)
-      expect((await res.json()).errors[0].code).toBe('UNAUTHORIZED')
+      expect(((await res.json()) as { errors: { code: string }[] }).errors[0]!.code).toBe('UNAUTHORIZED')
     }
     expect(r.stored).toHaveLength(0)
   })

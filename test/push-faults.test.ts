@@ -15,6 +15,8 @@ import { createRequest, RequestProcessor } from '../src/store/consent-requests.j
 import { createPool } from '../src/store/pg.js'
 import { PushProcessor, storePush } from '../src/store/push-inbox.js'
 import type { ValidConsent } from '../src/domain/consent.js'
+import { formatIysDate } from '../src/domain/time.js'
+import { bearer, tenantKey } from './helpers/auth.js'
 import { runCli } from './helpers/cli.js'
 import { check, postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
@@ -85,13 +87,15 @@ describe('İYS push pipeline under poison input and outages', () => {
 
   it('a push of {"list":[null]} is refused item by item and a later RET push for a consented recipient is applied and blocks checks', async () => {
     const recipient = '+905301110001'
-    const onay = await postJson(`${gw.url}/sps/${IYS}/brands/${BRAND}/consents`, { recipient, type: 'MESAJ', source: 'HS_WEB', status: 'ONAY', consentDate: '2024-01-01 10:00:00', recipientType: 'BIREYSEL' })
+    // İYS refuses a consent taken more than three business days ago (H467): the ONAY is of this run, the RET later.
+    const now = Math.floor(Date.now() / 1000)
+    const onay = await postJson(`${gw.url}/sps/${IYS}/brands/${BRAND}/consents`, { recipient, type: 'MESAJ', source: 'HS_WEB', status: 'ONAY', consentDate: formatIysDate(now - 7200), recipientType: 'BIREYSEL' })
     expect(onay.status).toBe(200)
     await until(async () => (await reason(recipient)) === 'CONSENT', 10_000, 'the ONAY to reach the filter')
 
     const poison = await push('{"list":[null]}')
     expect(poison.status).toBe(200)
-    const ret = await push(JSON.stringify({ list: [pushItem(recipient, 'RET', '2025-03-01 09:00:00')] }))
+    const ret = await push(JSON.stringify({ list: [pushItem(recipient, 'RET', formatIysDate(now - 3600))] }))
     expect(ret.status).toBe(200)
 
     await processed(ret.json.id)
@@ -172,7 +176,14 @@ describe('İYS push pipeline under poison input and outages', () => {
     expect(outcomes.flat()).toHaveLength(1 + records.length + variants.length)
 
     const first = records[0]!
-    await until(async () => (await check(gw.url, { brandCode: first.brandCode, type: first.type, recipient: first.recipient }))[0]!.reason === 'REJECTED', 10_000, 'the pushed RET to block checks')
+    // The records are of İYS's example tenant (their iysCode and brandCode): checked with a key of that tenant, which
+    // every gateway loads within AUTH_POLL_MS (until then: 401).
+    const specKey = await tenantKey(db.url, { iysCode: String(first.iysCode), brands: [String(first.brandCode)] })
+    const specReason = async (): Promise<string> => {
+      const res = await fetch(gw.url + '/v1/check', { method: 'POST', headers: { 'content-type': 'application/json', ...bearer(specKey.apiKey) }, body: JSON.stringify({ brandCode: first.brandCode, type: first.type, recipient: first.recipient }) })
+      return res.status === 200 ? ((await res.json()) as { results: { reason: string }[] }).results[0]!.reason : `HTTP ${res.status}`
+    }
+    await until(async () => (await specReason()) === 'REJECTED', 10_000, 'the pushed RET to block checks')
     const UTC = "to_char(creation_date AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
     const pushed = await pool.query<{ tx: string }>("SELECT transaction_id AS tx FROM consent_history WHERE recipient LIKE 'pushtest%@iys.org.tr'")
     expect(pushed.rows.map(r => r.tx).sort()).toEqual([...txs, String(testPush.list[0]!.transactionId)].sort())

@@ -13,7 +13,7 @@ import { readLineBatches, type LineBatch } from '../src/formats/csv.js'
 import { createLogger } from '../src/log.js'
 import { ScrubJobs } from '../src/scrub/jobs.js'
 import { seedGenerated } from './helpers/cli.js'
-import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
+import { authFor, postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
 import { testServices, type TestServices } from './helpers/services.js'
 
@@ -118,7 +118,7 @@ describe('scrub job names', () => {
 /** A streamed upload the test controls: headers and chunks go out when asked; the answer is awaited separately. */
 function openUpload (base: string, path: string, headers: Record<string, string> = {}): { write: (b: Buffer | string) => Promise<void>, end: () => void, answer: Promise<{ status: number, body: any } | { error: string }> } {
   const { port } = new URL(base)
-  const req = request({ host: '127.0.0.1', port, method: 'POST', path, headers: { 'content-type': 'text/csv', ...headers } })
+  const req = request({ host: '127.0.0.1', port, method: 'POST', path, headers: { 'content-type': 'text/csv', ...authFor(base), ...headers } })
   const answer = new Promise<{ status: number, body: any } | { error: string }>((resolve) => {
     req.on('response', (res: IncomingMessage) => {
       let text = ''
@@ -163,14 +163,14 @@ describe('scrub uploads under poison input and abuse', () => {
     await services?.close()
   })
 
-  const jobOf = async (base: string, jobId: string): Promise<any> => (await fetch(`${base}/v1/scrub/${jobId}`)).json()
+  const jobOf = async (base: string, jobId: string): Promise<any> => (await fetch(`${base}/v1/scrub/${jobId}`, { headers: authFor(base) })).json()
   const finished = async (base: string, jobId: string): Promise<any> => {
     let job: any
     await until(async () => { job = await jobOf(base, jobId); return job.state === 'done' || job.state === 'failed' }, 120_000, 'the scrub job')
     return job
   }
   const resultRows = async (base: string, jobId: string): Promise<string[][]> => {
-    const text = await (await fetch(`${base}/v1/scrub/${jobId}/result`)).text()
+    const text = await (await fetch(`${base}/v1/scrub/${jobId}/result`, { headers: authFor(base) })).text()
     const lines = text.trimEnd().split('\n')
     expect(lines[0]).toBe('recipient,normalized,allowed,reason,line,duplicateOf')
     return lines.slice(1).map(l => l.split(','))
@@ -236,7 +236,7 @@ describe('scrub uploads under poison input and abuse', () => {
     expect(job.totals.read).toBe(2)
     expect((await resultRows(gw.url, 'same-id-1')).map(r => r[1])).toEqual([present[0], present[1]])
     // A finished job's id is taken too.
-    const again = await fetch(`${gw.url}/v1/scrub?${Q}&jobId=same-id-1`, { method: 'POST', headers: { 'content-type': 'text/csv' }, body: 'x\n' })
+    const again = await fetch(`${gw.url}/v1/scrub?${Q}&jobId=same-id-1`, { method: 'POST', headers: { 'content-type': 'text/csv', ...gw.auth }, body: 'x\n' })
     expect(again.status).toBe(409)
   })
 
@@ -246,13 +246,13 @@ describe('scrub uploads under poison input and abuse', () => {
     await a.write(present[0]! + '\n')
     await b.write(present[1]! + '\n')
     await until(async () => (await jobOf(limited.url, 'cap-a')).state === 'uploading' && (await jobOf(limited.url, 'cap-b')).state === 'uploading', 10_000, 'two uploads in progress')
-    const c = await fetch(`${limited.url}/v1/scrub?${Q}&jobId=cap-c`, { method: 'POST', headers: { 'content-type': 'text/csv' }, body: '05009998877\n' })
+    const c = await fetch(`${limited.url}/v1/scrub?${Q}&jobId=cap-c`, { method: 'POST', headers: { 'content-type': 'text/csv', ...limited.auth }, body: '05009998877\n' })
     expect(c.status).toBe(429)
     expect(((await c.json()) as any).errors[0].code).toBe('TOO_MANY_UPLOADS')
-    expect((await fetch(`${limited.url}/v1/scrub/cap-c`)).status).toBe(404) // refused before any job was made
+    expect((await fetch(`${limited.url}/v1/scrub/cap-c`, { headers: limited.auth })).status).toBe(404) // refused before any job was made
     a.end()
     expect(await a.answer).toMatchObject({ status: 202 })
-    const d = await fetch(`${limited.url}/v1/scrub?${Q}&jobId=cap-d`, { method: 'POST', headers: { 'content-type': 'text/csv' }, body: '05009998877\n' })
+    const d = await fetch(`${limited.url}/v1/scrub?${Q}&jobId=cap-d`, { method: 'POST', headers: { 'content-type': 'text/csv', ...limited.auth }, body: '05009998877\n' })
     expect(d.status).toBe(202)
     b.end()
     expect(await b.answer).toMatchObject({ status: 202 })
@@ -277,18 +277,18 @@ describe('scrub uploads under poison input and abuse', () => {
     // The exchange was answered and counted (so a shutdown does not wait for it).
     expect(await requestsCounted(limited, 507)).toBe(before507 + 1)
     // Its bytes were given back: a list that fits is taken.
-    const ok = await fetch(`${limited.url}/v1/scrub?${Q}&jobId=quota-after`, { method: 'POST', headers: { 'content-type': 'text/csv' }, body: '05009998877\n'.repeat(40_000) }) // 480 kB
+    const ok = await fetch(`${limited.url}/v1/scrub?${Q}&jobId=quota-after`, { method: 'POST', headers: { 'content-type': 'text/csv', ...limited.auth }, body: '05009998877\n'.repeat(40_000) }) // 480 kB
     expect(ok.status).toBe(202)
     expect((await finished(limited.url, 'quota-after')).state).toBe('done')
   })
 
   it('refuses new uploads with 507 while the uploads and results on disk are over SCRUB_MAX_TOTAL_BYTES', async () => {
     // quota-after's input (480 kB) and its result (several times that) are on disk now: over the 1 MiB quota.
-    const declared = await fetch(`${limited.url}/v1/scrub?${Q}&jobId=quota-over`, { method: 'POST', headers: { 'content-type': 'text/csv' }, body: '05009998877\n' })
+    const declared = await fetch(`${limited.url}/v1/scrub?${Q}&jobId=quota-over`, { method: 'POST', headers: { 'content-type': 'text/csv', ...limited.auth }, body: '05009998877\n' })
     expect(declared.status).toBe(507)
     const body = (await declared.json()) as any
     expect(body.errors[0].code).toBe('STORAGE_FULL')
     expect(body.errors[0].message).toMatch(/SCRUB_MAX_TOTAL_BYTES/)
-    expect((await fetch(`${limited.url}/v1/scrub/quota-over`)).status).toBe(404)
+    expect((await fetch(`${limited.url}/v1/scrub/quota-over`, { headers: limited.auth })).status).toBe(404)
   })
 })

@@ -11,7 +11,7 @@ import { messyPhone } from '../loaders/generate.js'
 import { mulberry32 } from '../src/util/random.js'
 import { ScrubJobs } from '../src/scrub/jobs.js'
 import { seedGenerated } from './helpers/cli.js'
-import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
+import { authFor, check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
 import { testServices, type TestServices } from './helpers/services.js'
 
@@ -42,17 +42,17 @@ describe('bulk scrub', () => {
   })
 
   const upload = async (body: string, contentType = 'text/csv', query = Q): Promise<string> => {
-    const res = await fetch(`${gw.url}/v1/scrub?${query}`, { method: 'POST', headers: { 'content-type': contentType }, body })
+    const res = await fetch(`${gw.url}/v1/scrub?${query}`, { method: 'POST', headers: { 'content-type': contentType, ...gw.auth }, body })
     expect(res.status).toBe(202)
     return ((await res.json()) as { jobId: string }).jobId
   }
   const finished = async (jobId: string, base = gw.url): Promise<any> => {
     let job: any
-    await until(async () => { job = await (await fetch(`${base}/v1/scrub/${jobId}`)).json(); return job.state === 'done' || job.state === 'failed' }, 120_000, 'the scrub job')
+    await until(async () => { job = await (await fetch(`${base}/v1/scrub/${jobId}`, { headers: authFor(base) })).json(); return job.state === 'done' || job.state === 'failed' }, 120_000, 'the scrub job')
     return job
   }
   const resultRows = async (jobId: string, only = '', base = gw.url): Promise<string[][]> => {
-    const text = await (await fetch(`${base}/v1/scrub/${jobId}/result${only}`)).text()
+    const text = await (await fetch(`${base}/v1/scrub/${jobId}/result${only}`, { headers: authFor(base) })).text()
     const lines = text.trimEnd().split('\n')
     expect(lines[0]).toBe('recipient,normalized,allowed,reason,line,duplicateOf')
     return lines.slice(1).map(l => { const f = l.split(','); const n = f.length; return [f.slice(0, n - 5).join(','), ...f.slice(n - 5)] })
@@ -125,10 +125,10 @@ describe('bulk scrub', () => {
   })
 
   it('refuses bad parameters before reading the list', async () => {
-    const res = await fetch(`${gw.url}/v1/scrub?brandCode=600001&type=FAX`, { method: 'POST', headers: { 'content-type': 'text/csv' }, body: 'x\n' })
+    const res = await fetch(`${gw.url}/v1/scrub?brandCode=600001&type=FAX`, { method: 'POST', headers: { 'content-type': 'text/csv', ...gw.auth }, body: 'x\n' })
     expect(res.status).toBe(422)
     expect(((await res.json()) as any).errors[0].code).toBe('H117')
-    const res2 = await fetch(`${gw.url}/v1/scrub?${Q}`, { method: 'POST', headers: { 'content-type': 'application/pdf' }, body: 'x\n' })
+    const res2 = await fetch(`${gw.url}/v1/scrub?${Q}`, { method: 'POST', headers: { 'content-type': 'application/pdf', ...gw.auth }, body: 'x\n' })
     expect(res2.status).toBe(415)
   })
 
@@ -151,21 +151,21 @@ describe('bulk scrub', () => {
     const before = await resultRows(jobId)
     await gw.close()
     gw = await startTestGateway(env)
-    expect((await (await fetch(`${gw.url}/v1/scrub/${jobId}`)).json() as any).state).toBe('done')
+    expect((await (await fetch(`${gw.url}/v1/scrub/${jobId}`, { headers: gw.auth })).json() as any).state).toBe('done')
     expect(await resultRows(jobId)).toEqual(before)
   })
 
   it('leaves a failed job with a clear reason, and no result, when the upload breaks off', async () => {
     const { port } = new URL(gw.url)
     await new Promise<void>((resolve) => {
-      const req = request({ host: '127.0.0.1', port, method: 'POST', path: `/v1/scrub?${Q}&jobId=broken-upload-1`, headers: { 'content-type': 'text/csv', 'content-length': '1000000' } })
+      const req = request({ host: '127.0.0.1', port, method: 'POST', path: `/v1/scrub?${Q}&jobId=broken-upload-1`, headers: { 'content-type': 'text/csv', 'content-length': '1000000', ...gw.auth } })
       req.on('error', () => resolve())
       req.write('+905009998877\n'.repeat(1000), () => setTimeout(() => { req.destroy(); resolve() }, 100))
     })
     let job: any
-    await until(async () => { job = await (await fetch(`${gw.url}/v1/scrub/broken-upload-1`)).json(); return job.state === 'failed' }, 15_000, 'the broken upload to fail')
+    await until(async () => { job = await (await fetch(`${gw.url}/v1/scrub/broken-upload-1`, { headers: gw.auth })).json(); return job.state === 'failed' }, 15_000, 'the broken upload to fail')
     expect(job.reason).toMatch(/broke off after \d+ bytes/)
-    const res = await fetch(`${gw.url}/v1/scrub/broken-upload-1/result`)
+    const res = await fetch(`${gw.url}/v1/scrub/broken-upload-1/result`, { headers: gw.auth })
     expect(res.status).toBe(409)
     expect(existsSync(join(scrubDir, 'broken-upload-1', 'result.csv'))).toBe(false)
   })

@@ -5,6 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { DEMO_API_KEY, tenantKey } from './auth.js'
+import { registerKey } from './gateway.js'
 
 export const BIN = fileURLToPath(new URL('../../bin/iys-gateway.js', import.meta.url))
 
@@ -28,13 +30,21 @@ export function runCli (args: string[], env: Record<string, string>, timeoutMs =
   })
 }
 
-export interface ServeProcess { url: string, stop (): Promise<void> }
+export interface ServeProcess {
+  url: string
+  /** as startTestGateway's: a key of the test tenant with DATABASE_URL, else the demo key (registered for postJson and check) */
+  apiKey: string
+  stop (): Promise<void>
+}
 
 /** Starts `iys-gateway serve` as its own process on a free port and waits until /readyz answers 200. */
 export async function startServeProcess (env: Record<string, string>, port: number, timeoutMs = 20_000): Promise<ServeProcess> {
+  const apiKey = env.DATABASE_URL !== undefined ? (await tenantKey(env.DATABASE_URL)).apiKey : DEMO_API_KEY
+  // Without DATABASE_URL the demo key, also on a Redis gateway (AUTH_DEMO_KEY; off there by default), as startTestGateway.
+  const demo: Record<string, string> = env.DATABASE_URL === undefined ? { AUTH_DEMO_KEY: 'true' } : {}
   const own = mkdtempSync(join(tmpdir(), 'iys-serve-')) // its scrub jobs and spool, removed with it
   const child = spawn(process.execPath, [BIN, 'serve'], {
-    env: cliEnv({ SCRUB_DIR: join(own, 'scrub'), DECISION_SPOOL_DIR: join(own, 'spool'), ...env, PORT: String(port), FILTER_POLL_MS: '50' }),
+    env: cliEnv({ SCRUB_DIR: join(own, 'scrub'), DECISION_SPOOL_DIR: join(own, 'spool'), ...demo, ...env, PORT: String(port), FILTER_POLL_MS: '50' }),
     stdio: ['ignore', 'ignore', 'pipe']
   })
   let stderr = ''
@@ -47,8 +57,10 @@ export async function startServeProcess (env: Record<string, string>, port: numb
     if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`serve did not become ready: ${stderr}`) }
     await new Promise(resolve => setTimeout(resolve, 50))
   }
+  registerKey(url, apiKey)
   return {
     url,
+    apiKey,
     async stop () {
       if (child.exitCode === null) {
         const exited = new Promise(resolve => child.once('exit', resolve))

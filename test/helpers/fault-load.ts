@@ -6,6 +6,7 @@ import type pg from 'pg'
 import { messyPhone } from '../../loaders/generate.js'
 import { mulberry32 } from '../../src/util/random.js'
 import { sleep } from './fault-rig.js'
+import { authFor } from './gateway.js'
 import { isDocumented5xx, POISON_RECIPIENTS, truthKey, type Truth, type Wrong } from './fault-truth.js'
 
 export interface PhaseFigures {
@@ -181,7 +182,7 @@ export class LoadPhase {
     const sent = Date.now()
     this.fig.requests++
     try {
-      const res = await fetch(this.opts.url() + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(15_000) })
+      const res = await fetch(this.opts.url() + path, { method: 'POST', headers: { 'content-type': 'application/json', ...authFor(this.opts.url()) }, body: JSON.stringify(body), signal: AbortSignal.timeout(15_000) })
       const text = await res.text()
       const at = Date.now()
       if (at - sent > this.fig.maxLatencyMs) { this.fig.maxLatencyMs = at - sent; this.fig.maxLatencyWhere = `${path} sent at +${sent - this.startedAt} ms` }

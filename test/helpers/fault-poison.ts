@@ -66,10 +66,17 @@ export interface PoisonCase { name: string, request: Buffer, /** what a right an
 
 const nested = (depth: number, leaf = '"+905321234567"'): string => '['.repeat(depth) + leaf + ']'.repeat(depth)
 
-/** The bodies and paths of issue 8's defects 1, 3, 4, 5 and 9, as written there. */
-export function defectCases (scrubBytes: number): PoisonCase[] {
-  const post = (path: string, body: string, headers: [string, string][] = [JSON_CT]): Buffer => rawRequest('POST', path, headers, body)
-  const get = (path: string): Buffer => rawRequest('GET', path, [])
+/** `Authorization: Bearer <apiKey>`: every route but the probes and the push receiver (basic auth) needs a key. */
+const bearer = (apiKey: string): [string, string] => ['Authorization', `Bearer ${apiKey}`]
+
+/**
+ * The bodies and paths of issue 8's defects 1, 3, 4, 5 and 9, as written there, sent with `apiKey` (so that they
+ * reach the handlers, not only the router's 401).
+ */
+export function defectCases (scrubBytes: number, apiKey: string): PoisonCase[] {
+  const key = bearer(apiKey)
+  const post = (path: string, body: string, headers: [string, string][] = [JSON_CT, key]): Buffer => rawRequest('POST', path, headers, body)
+  const get = (path: string): Buffer => rawRequest('GET', path, [key])
   const consent = (extra: Record<string, unknown>): string => JSON.stringify({ recipient: '+905321234567', type: 'MESAJ', source: 'HS_WEB', status: 'ONAY', consentDate: '2024-01-01 10:00:00', recipientType: 'BIREYSEL', ...extra })
   const push = (item: unknown): string => JSON.stringify({ list: [item] })
   const pushItem = { iysCode: 700001, brandCode: 600001, consentDate: '2025-05-05 12:00:00', creationDate: '2025-05-05 12:00:05', source: 'IYS_KISAMESAJ', recipient: '+905321234567', recipientType: 'BIREYSEL', status: 'RET', type: 'MESAJ', transactionId: 'f'.repeat(64) }
@@ -93,14 +100,14 @@ export function defectCases (scrubBytes: number): PoisonCase[] {
     { name: 'd4 consent with \\u0000', request: post(`${SP}/consents`, consent({ recipient: '+90532\u00001234567' })), expect: '4xx' },
     { name: 'd4 consent request with \\u0000', request: post(`${SP}/consents/request`, '[' + consent({ source: 'HS_\u0000' }) + ']'), expect: '4xx' },
     // 5: a scrub upload without line breaks
-    { name: `d5 scrub upload of ${scrubBytes} bytes without a line break`, request: rawRequest('POST', '/v1/scrub?brandCode=600001&type=MESAJ', [['Content-Type', 'text/csv']], Buffer.alloc(scrubBytes, 0x35)), expect: 'any' },
+    { name: `d5 scrub upload of ${scrubBytes} bytes without a line break`, request: rawRequest('POST', '/v1/scrub?brandCode=600001&type=MESAJ', [['Content-Type', 'text/csv'], key], Buffer.alloc(scrubBytes, 0x35)), expect: 'any' },
     // 9: deep nesting, duplicate Content-Length
     { name: 'd9 check recipients nested 20,000 deep', request: post('/v1/check', `{"brandCode":600001,"type":"MESAJ","recipients":[${nested(20_000)}]}`), expect: '4xx' },
     { name: 'd9 check recipient nested 20,000 deep', request: post('/v1/check', `{"brandCode":600001,"type":"MESAJ","recipient":${nested(20_000)}}`), expect: '4xx' },
     { name: 'd9 check recipient object nested 5,000 deep', request: post('/v1/check', `{"brandCode":600001,"type":"MESAJ","recipient":${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}}`), expect: '4xx' },
     { name: 'd9 messages recipient nested 20,000 deep', request: post('/v1/messages', `{"iysCode":700001,"brandCode":600001,"type":"MESAJ","commercial":true,"messages":[{"recipient":${nested(20_000)},"sender":"A","text":"T"}]}`), expect: '4xx' },
-    { name: 'd9 duplicate Content-Length', request: rawRequest('POST', '/v1/check', [JSON_CT], '{"brandCode":600001,"type":"MESAJ","recipient":"+905321234567"}', { contentLength: 'duplicate' }), expect: 'not-200' },
-    { name: 'd9 two different Content-Length', request: Buffer.concat([Buffer.from('POST /v1/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 5\r\nContent-Length: 64\r\n\r\n'), Buffer.from('{"brandCode":600001,"type":"MESAJ","recipient":"+905321234567"}')]), expect: 'not-200' }
+    { name: 'd9 duplicate Content-Length', request: rawRequest('POST', '/v1/check', [JSON_CT, key], '{"brandCode":600001,"type":"MESAJ","recipient":"+905321234567"}', { contentLength: 'duplicate' }), expect: 'not-200' },
+    { name: 'd9 two different Content-Length', request: Buffer.concat([Buffer.from(`POST /v1/check HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n${key.join(': ')}\r\nContent-Length: 5\r\nContent-Length: 64\r\n\r\n`), Buffer.from('{"brandCode":600001,"type":"MESAJ","recipient":"+905321234567"}')]), expect: 'not-200' }
   ]
 }
 
@@ -119,7 +126,8 @@ const FIELDS = {
 
 const BAD_SEGMENTS = ['%', '%Z', '%ZZ', '%E0%A4%A', '%00', '%FF', '%C3%28', '%ED%A0%80', '%%', '%2', '%2F..%2F', '..', '%u0041', 'a%20b', '\u00ff', '\u0000']
 
-export function fuzzCases (count: number, seed: number): PoisonCase[] {
+/** `count` seeded cases; each carries `apiKey` unless the fuzz chose an Authorization header of its own. */
+export function fuzzCases (count: number, seed: number, apiKey: string): PoisonCase[] {
   const rnd = mulberry32(seed)
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!
   const seg = (valid: string): string => {
@@ -222,7 +230,9 @@ export function fuzzCases (count: number, seed: number): PoisonCase[] {
     const b = body(route)
     const r = rnd()
     const cl = r < 0.9 ? 'auto' : r < 0.94 ? 'duplicate' : r < 0.97 ? 'none' : Math.max(0, b.length - 3)
-    out.push({ name: `fuzz #${i} ${method} ${path.slice(0, 60)}`, request: rawRequest(method, path, headers(route, path), b, { contentLength: cl }), expect: 'any' })
+    const hs = headers(route, path)
+    if (!hs.some(([k]) => k === 'Authorization')) hs.push(bearer(apiKey))
+    out.push({ name: `fuzz #${i} ${method} ${path.slice(0, 60)}`, request: rawRequest(method, path, hs, b, { contentLength: cl }), expect: 'any' })
   }
   return out
 }

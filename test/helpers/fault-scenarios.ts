@@ -12,10 +12,12 @@ import { Redis } from 'ioredis'
 import { formatIysDate } from '../../src/domain/time.js'
 import { mulberry32 } from '../../src/util/random.js'
 import { startFakeCarrier, type FakeCarrier } from '../../src/dev/fake-carrier.js'
+import { tenantKey } from './auth.js'
 import { runCli, seedGenerated } from './cli.js'
 import { burst, defectCases, fuzzCases, PUSH_PASSWORD, PUSH_USER, rawRequest, sendRaw, type BurstFigures } from './fault-poison.js'
 import { lostCheckDecisions, LoadPhase, messageIdsRecorded, type PhaseFigures } from './fault-load.js'
 import { FaultRedis, GatewayProcess, killAllChildren, sleep, until } from './fault-rig.js'
+import { authFor, registerKey } from './gateway.js'
 import { Truth, truthKey } from './fault-truth.js'
 import { createTestDatabase, type TestDatabase } from './services.js'
 import { TcpProxy } from './tcp-proxy.js'
@@ -50,6 +52,8 @@ export interface World {
   proxy: TcpProxy
   carrier: FakeCarrier
   gw: GatewayProcess
+  /** the test tenant's key (every scope, no rate limit), registered for the gateway's URL (authFor) */
+  apiKey: string
   truth: Truth
   /** environment for CLI commands (`load`, `import`): straight to Postgres, not through the proxy */
   cli: Record<string, string>
@@ -76,6 +80,7 @@ export async function setupWorld (seed = 8): Promise<World> {
     closers.push(() => world.redis.kill())
     world.cli = { DATABASE_URL: world.db.url, REDIS_URL: world.redis.url, REDIS_PREFIX: PREFIX }
     await seedGenerated(world.cli, join(dir, 'consents.csv'), { rows: KNOBS.rows, brands: 2, seed, retShare: 0.25 })
+    world.apiKey = (await tenantKey(world.db.url)).apiKey
     const pgUrl = new URL(world.db.url)
     world.proxy = await TcpProxy.start({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) })
     closers.push(() => world.proxy.cut())
@@ -102,6 +107,7 @@ export async function setupWorld (seed = 8): Promise<World> {
       SCRUB_THREADS: '1',
       LOG_LEVEL: 'warn' // every other setting at its default, as deployed
     })
+    registerKey(world.gw.url, world.apiKey) // the same port across restarts
     closers.push(() => world.gw.kill('SIGKILL').then(() => {}))
     world.gw.start()
     await world.gw.waitReady()
@@ -258,8 +264,8 @@ export const scenarios = {
 
   poison: (w: World) => {
     // Built before the traffic starts: generating 10,000 bodies blocks this process (and its fake carrier) a while.
-    const defectBodies = defectCases(KNOBS.scrubBytes)
-    const fuzzBodies = fuzzCases(KNOBS.fuzz, w.seed * 7919)
+    const defectBodies = defectCases(KNOBS.scrubBytes, w.apiKey)
+    const fuzzBodies = fuzzCases(KNOBS.fuzz, w.seed * 7919, w.apiKey)
     return runScenario(w, 'poison burst', async ({ world, phase }) => {
       const port = world.gw.port
       const at = (): number => Date.now() - phase.startedAt
@@ -331,12 +337,12 @@ async function redisEmptyFault ({ world, phase }: ScenarioContext): Promise<void
 async function sameJobIdUploads (world: World, phase: LoadPhase): Promise<void> {
   const jobId = 'dup' + randomBytes(4).toString('hex')
   const body = Buffer.from(Array.from({ length: 20_000 }, (_, i) => '+90532' + String(1_000_000 + i)).join('\n') + '\n')
-  const req = rawRequest('POST', `/v1/scrub?brandCode=600001&type=MESAJ&jobId=${jobId}`, [['Content-Type', 'text/csv']], body)
+  const req = rawRequest('POST', `/v1/scrub?brandCode=600001&type=MESAJ&jobId=${jobId}`, [['Content-Type', 'text/csv'], ['Authorization', `Bearer ${world.apiKey}`]], body)
   const answers = await Promise.all([sendRaw(world.gw.port, req, 10_000), sendRaw(world.gw.port, req, 10_000)])
   let state = 'unknown'
   try {
     await until(async () => {
-      const r = await fetch(`${world.gw.url}/v1/scrub/${jobId}`, { signal: AbortSignal.timeout(1000) })
+      const r = await fetch(`${world.gw.url}/v1/scrub/${jobId}`, { headers: authFor(world.gw.url), signal: AbortSignal.timeout(1000) })
       state = r.status === 200 ? (await r.json() as { state: string }).state : `HTTP ${r.status}`
       return state !== 'uploading'
     }, 15_000, 'the job to leave "uploading"')
@@ -368,7 +374,7 @@ async function rejectOnce (world: World, phase: LoadPhase, via: 'push' | 'api', 
     })
     : await fetch(`${world.gw.url}/sps/700001/brands/${brand}/consents`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...authFor(world.gw.url) },
       body: JSON.stringify({ recipient, type: 'MESAJ', source: 'HS_WEB', status: 'RET', consentDate: formatIysDate(now - 5), recipientType: rt })
     })
   const answer = await res.text()
@@ -378,7 +384,7 @@ async function rejectOnce (world: World, phase: LoadPhase, via: 'push' | 'api', 
   let reason = ''
   try {
     await until(async () => {
-      const r = await fetch(world.gw.url + '/v1/check', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ brandCode: Number(brand), type: 'MESAJ', recipientType: rt, recipient }) })
+      const r = await fetch(world.gw.url + '/v1/check', { method: 'POST', headers: { 'content-type': 'application/json', ...authFor(world.gw.url) }, body: JSON.stringify({ brandCode: Number(brand), type: 'MESAJ', recipientType: rt, recipient }) })
       reason = r.status === 200 ? (await r.json() as { results: { reason: string }[] }).results[0]!.reason : `HTTP ${r.status}`
       return reason === 'REJECTED'
     }, 20_000, `the ${via} RET to take effect`)
