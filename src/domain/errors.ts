@@ -86,7 +86,6 @@ export const ERRORS = {
   JOB_EXISTS: { status: 409, message: 'A scrub job with this jobId exists already.' },
   TOO_MANY_UPLOADS: { status: 429, message: 'Too many scrub uploads from this client at once.' },
   STORAGE_FULL: { status: 507, message: 'The scrub jobs on this gateway hold all the disk space they may use.' },
-  CONSENT_NOT_FOUND: { status: 404, message: 'No consent is recorded for this recipient, type and recipient type.' },
   UNAUTHORIZED: { status: 401, message: 'Missing or wrong credentials.' },
   FORBIDDEN: { status: 403, message: 'This API key may not do this.' },
   RATE_LIMITED: { status: 429, message: 'Too many requests for this API key; retry after the time in Retry-After.' },
