@@ -180,6 +180,33 @@ describe('rate limits shared through Redis', () => {
     expect(counts[0]).toBeGreaterThanOrEqual(Math.floor(0.5 * rate))
   })
 
+  /** Lets `key` lease once (its first request), and waits until the answer is back. */
+  async function warm (l: RateLimiter, key: string, rate: number): Promise<void> {
+    expect(l.take(key, rate)).toBe(0)
+    await until('the first lease', () => l.leased(key))
+  }
+
+  it('lets a burst within one second\'s worth through while the next lease is on the wire (rate 100: 50 at once)', async () => {
+    const l = await limiter()
+    const rate = 100
+    await warm(l, 'burst100', rate)
+    await sleep(200) // the shared bucket refills what the first request and lease took
+    // The allowance (a tenth of a second's worth) is spent after 10; the other 40 are decided on the local bucket
+    // while the next lease is on the wire, because the shared bucket held tokens at its last answer.
+    expect(passed(takeMany(l, 'burst100', rate, 50))).toBe(50)
+    // Not more than the bucket's capacity, give or take the lease on the wire: no second capacity from the local bucket.
+    expect(passed(takeMany(l, 'burst100', rate, 200))).toBeLessThanOrEqual(rate + 2 * rate / 10 - 50)
+  })
+
+  it('lets a slow key (rate 5, a lease of one token) burst its capacity, not one request per round trip', async () => {
+    const l = await limiter()
+    const rate = 5
+    await warm(l, 'burst5', rate)
+    await sleep(1100) // the shared bucket is full again, the leased token has expired
+    expect(takeMany(l, 'burst5', rate, 5)).toEqual([0, 0, 0, 0, 0])
+    expect(l.take('burst5', rate)).toBe(1) // the sixth: the bucket is spent
+  })
+
   it('falls back to local limits (not to none) when Redis goes away, divided among the processes that shared the key, and shares again when it is back', async () => {
     const changes: boolean[] = []
     const a = await limiter({ viaProxy: true, onLocal: (local) => { changes.push(local) } })

@@ -10,11 +10,16 @@
 // and spends them locally. Every request let through is then paid for by a token from the one bucket, so all
 // processes together pass at most the bucket's capacity plus the rate × time, whatever their number; tokens leased
 // and not spent within LEASE_TTL_MS are dropped (a process never saves tokens up into a later burst). Where the
-// lease comes too late to decide (a key's first requests in this process, or a lease slower than LEASE_PATIENCE_MS),
-// the process decides on its local bucket and charges what it let through to the Redis bucket with its next lease
-// (the bucket may go one capacity into debt for it). What that costs: a process that has not seen a key for a minute
-// may let one capacity through before its first lease returns, and a key at exactly its rate may now and then be
-// refused while a lease is on the wire (Retry-After 1).
+// lease comes too late to decide, the process decides on its local bucket and charges what it let through to the
+// Redis bucket with its next lease (the bucket may go one capacity into debt for it): a key's first requests in this
+// process, a lease slower than LEASE_PATIENCE_MS, and a burst that spends the allowance while the next lease is on
+// the wire. In that last case only as far as the shared bucket held tokens at its last answer (refilled since, less
+// what this process already owes): a burst within the bucket's capacity passes whole instead of one lease per round
+// trip, and one process alone never passes more than the shared bucket holds, give or take the lease on the wire;
+// processes deciding on the same answer at once are held by their local buckets (rate ÷ peers each). What that
+// costs: a process that has not seen a key for a minute may let one capacity through before its first lease
+// returns; a burst may pass up to a lease more than the capacity (then owed); and a key at exactly its rate may now
+// and then be refused while a lease is on the wire after the bucket ran empty (Retry-After 1).
 //
 // Without Redis (the embedded store: one process) the local bucket is the limit. While Redis does not answer, each
 // process limits on its local bucket too, but not at the full rate: each key at its rate divided by the number of
@@ -54,7 +59,7 @@ const MAX_KEYS = 100_000
 
 interface LeaseCommand {
   iysRateLease (key: string, capacity: number, rate: number, want: number, owed: number, process: string,
-    peerWindowMs: number, ttlMs: number): Promise<[granted: number, waitMs: number, peers: number]>
+    peerWindowMs: number, ttlMs: number): Promise<[granted: number, waitMs: number, peers: number, left: number]>
 }
 
 /** One key's state in this process. */
@@ -77,6 +82,9 @@ class KeyState {
   nextLeaseAt = 0
   /** when the Redis bucket holds a whole token again, by its last answer (local clock) */
   retryAt = 0
+  /** whole tokens the Redis bucket held after its last answer (below 1: empty or in debt), and when (local clock) */
+  shared = 0
+  sharedAt = 0
   /** the limiter's health epoch of the last lease answer: another one means "no lease since Redis came back" */
   epoch = -1
   /** processes that leased this key lately (0: unknown) */
@@ -139,11 +147,12 @@ export class RateLimiter {
 
   /**
    * Takes one token of `keyId`'s bucket: 0 when the request may go, otherwise the whole seconds (≥ 1) to wait, for
-   * Retry-After. `ratePerSecond` 0 (or anything not positive) means not limited.
+   * Retry-After. `ratePerSecond` 0 (or anything not positive) means not limited. `now`: the caller's reading of the
+   * limiter's clock (performance.now() unless one was injected) for this request, if it has one: the clock read is
+   * most of what `take` costs, and on Node 20 it allocates (process.hrtime's array); the rest allocates nothing.
    */
-  take (keyId: string, ratePerSecond: number): number {
+  take (keyId: string, ratePerSecond: number, now = this.now()): number {
     if (!(ratePerSecond > 0 && ratePerSecond < Infinity)) return 0
-    const now = this.now()
     let s = this.keys.get(keyId)
     if (s === undefined) s = this.add(keyId, ratePerSecond, now)
     else if (s.rate !== ratePerSecond) { s.rate = ratePerSecond; s.want = leaseSize(ratePerSecond) }
@@ -168,6 +177,14 @@ export class RateLimiter {
       return wait
     }
     this.lease(s, keyId, now)
+    // The allowance ran out and the next lease is on the wire: rather than refuse a burst the shared bucket can pay
+    // for, spend what it held at its last answer (as it refilled since, less what this process owes it already).
+    if (s.leasing && s.shared >= 1) {
+      const capacity = capacityOf(s.rate)
+      let level = s.shared + (now - s.sharedAt) * s.rate / 1000
+      if (level > capacity) level = capacity
+      if (level - s.owed >= 1 && this.takeLocal(s, now) === 0) { s.owed++; return 0 }
+    }
     return Math.max(1, Math.ceil((s.retryAt - now) / 1000))
   }
 
@@ -180,6 +197,11 @@ export class RateLimiter {
   /** Keys this process holds state for (tests, and a bound to check). */
   get size (): number {
     return this.keys.size
+  }
+
+  /** True once a lease of `keyId` came back from Redis since it last failed (tests). */
+  leased (keyId: string): boolean {
+    return this.keys.get(keyId)?.epoch === this.epoch
   }
 
   private add (keyId: string, rate: number, now: number): KeyState {
@@ -220,7 +242,7 @@ export class RateLimiter {
     const capacity = capacityOf(s.rate)
     const ttlMs = Math.ceil(Math.max(IDLE_MS, 2000 * capacity / s.rate))
     redis.iysRateLease(this.prefix + keyId, capacity, s.rate, want, owed, this.id, PEER_WINDOW_MS, ttlMs).then(
-      ([granted, waitMs, peers]) => {
+      ([granted, waitMs, peers, left]) => {
         s.leasing = false
         if (this.closed) return
         const t = this.now()
@@ -232,6 +254,8 @@ export class RateLimiter {
         if (peers > this.peersHint) this.peersHint = peers
         if (granted > 0) { s.allowance += granted; s.allowanceUntil = t + LEASE_TTL_MS }
         s.retryAt = t + waitMs
+        s.shared = left
+        s.sharedAt = t
         s.nextLeaseAt = granted < want ? t + Math.max(waitMs, MIN_LEASE_GAP_MS) : 0
       },
       (err: unknown) => {

@@ -21,7 +21,7 @@ export interface AppDeps {
   log: Logger
   maxBodyBytes: number
   auth: Authenticator
-  rateLimit: { take (keyId: string, ratePerSecond: number): number }
+  rateLimit: { take (keyId: string, ratePerSecond: number, now?: number): number }
   readiness: () => Readiness
   /** The post-decision hook every front end calls (metrics, scrub-yield stamp, decision journal). */
   decisions: DecisionsHook

@@ -47,7 +47,7 @@ export interface RouterDeps {
   /** API keys and access tokens (auth/key-store.ts) */
   auth: Authenticator
   /** per-key token buckets (auth/rate-limit.ts): 0 to go on, else the seconds to wait */
-  rateLimit: { take (keyId: string, ratePerSecond: number): number }
+  rateLimit: { take (keyId: string, ratePerSecond: number, now?: number): number }
 }
 
 export interface RouteOptions {
@@ -203,7 +203,7 @@ export class Router {
         if (this.refuseIfDraining(ex, route)) return
         const bad = this.framingError(req, bodied)
         if (bad !== null) { this.refuseFraming(ex, route, bad); return }
-        const principal = guard === null ? ANONYMOUS : this.authorize(req, guard)
+        const principal = guard === null ? ANONYMOUS : this.authorize(req, guard, ex.startedAt)
         const out = fn(ex, req, principal)
         if (out instanceof Promise) out.then(undefined, (err: unknown) => { this.fail(ex, route, err) })
       } catch (err) {
@@ -266,7 +266,7 @@ export class Router {
    * body): 401 without a valid key or token, 403 when the key lacks every scope the route accepts, 429 when its
    * rate is spent. Brands and iysCodes named in the path or body are the handler's to check (requireBrand).
    */
-  private authorize (req: HttpRequest, guard: Guard): Principal {
+  private authorize (req: HttpRequest, guard: Guard, now: number): Principal {
     const bearer = bearerOf(req.getHeader('authorization'))
     const principal = bearer === '' ? null : this.deps.auth.authenticate(bearer)
     if (principal === null) {
@@ -280,7 +280,7 @@ export class Router {
         : new GatewayError('FORBIDDEN', { message: `This API key lacks the scope this route needs: ${guard.scopes.join(' or ')}.` })
     }
     if (principal.ratePerSecond > 0) {
-      const wait = this.deps.rateLimit.take(principal.keyId, principal.ratePerSecond)
+      const wait = this.deps.rateLimit.take(principal.keyId, principal.ratePerSecond, now) // the request's clock: no second read
       if (wait > 0) throw new GatewayError(guard.iys ? 'H124' : 'RATE_LIMITED', { retryAfterS: wait })
     }
     return principal

@@ -16,7 +16,8 @@
     ARGV[7]  time to live of the hash (ms)
 
   Output:
-    { granted tokens, ms until the bucket holds a whole token again (0: it does), processes sharing the key (>= 1) }
+    { granted tokens, ms until the bucket holds a whole token again (0: it does), processes sharing the key (>= 1),
+      whole tokens left in the bucket (floored; negative: debt) }
 ]]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -52,4 +53,4 @@ if tokens < 1 then wait = math.ceil((1 - tokens) * 1000 / rate) end
 
 redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', now, me, now)
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
-return { granted, wait, peers }
+return { granted, wait, peers, math.floor(tokens) }
