@@ -274,6 +274,57 @@ describe('İYS write-through (outbox against the fake İYS)', () => {
     expect(await status(bad)).toBe('RET')
   })
 
+  it('sends single writes that queue up as one İYS batch: each reaches İYS once, in a few requests, refusals corrected', async () => {
+    const sent = async (method: string): Promise<number> => await counter(metrics, 'iys_outbox_sent_total', { method })
+    const before = { single: await sent('single'), batch: await sent('batch'), withdrawn: await counter(metrics, 'iys_outbox_refused_total', { correction: 'withdrawn' }) }
+    // İYS away, and a failed pass waits a minute: the first write is tried alone (and so stays alone), the rest queue.
+    const ob = outbox({ backoffBaseMs: 60_000, backoffMaxMs: 60_000 })
+    await fake.goDown('refuse')
+    const rs = Array.from({ length: 50 }, nextPhone)
+    const txs = [await write(consent(rs[0]!, 'ONAY'))]
+    await until(async () => (await pool.query('SELECT attempts FROM iys_outbox WHERE recipient = $1', [rs[0]])).rows[0].attempts > 0, 5000, 'the first tried')
+    for (const r of rs.slice(1)) txs.push(await write(consent(r, 'ONAY')))
+    const refused = [rs[10]!, rs[20]!]
+    for (const r of refused) fake.refuseItems.set(r, 'H467')
+    fake.resultDelayMs = 800
+    // İYS takes the batch but its answer is lost: it is posted again as the same batch, and registered once.
+    let lose = true
+    fake.onWrite = rec => { if (rec.kind === 'request' && lose) { lose = false; throw new Error('answer lost') } }
+    const from = fake.log.length
+    await fake.comeBack()
+    // (a failed pass waits a minute here: wake it until the batch is answered)
+    await until(() => { ob.kick(); return fake.log.slice(from).some(l => l.kind === 'request') }, 5000, 'the batch posted')
+    // Posted, not yet answered: a single write's transactionId shows enqueue; a later change of one of its keys waits.
+    expect((await outboxStatus(pool, IYS, BRAND, txs[5]!))[0]).toMatchObject({ index: 0, status: 'enqueue' })
+    await write(consent(rs[1]!, 'RET'))
+    await drained('the queued singles answered')
+
+    const writes = fake.log.slice(from).filter(l => l.kind !== 'token')
+    expect(lose).toBe(false)
+    expect(writes.filter(l => l.kind === 'request').map(l => ({ items: l.items, status: l.status, version: l.version }))).toEqual([{ items: 49, status: 202, version: 'v2' }])
+    expect((await pool.query('SELECT posts, cardinality(seqs) AS n FROM iys_outbox_batches ORDER BY created_at DESC LIMIT 1')).rows[0]).toEqual({ posts: 2, n: 49 })
+    expect(writes.filter(l => l.kind === 'consent').length).toBe(2) // the one tried before, and the later RET
+    // 3 answered posts (and the lost one) against 50 one by one, plus the result polls (every 100 ms here until İYS has the results after 800 ms).
+    expect(writes.filter(l => l.kind !== 'results').length).toBe(3)
+    expect(writes.filter(l => l.kind === 'results').length).toBeLessThan(20)
+    expect(fake.registeredFor(rs[0]!).map(x => x.via)).toEqual(['single'])
+    for (const r of rs.slice(2)) expect(fake.registeredFor(r).map(x => x.via)).toEqual(refused.includes(r) ? [] : ['batch'])
+    // The later change of a key in the batch went only once İYS had answered for the first (a first RET would be H175).
+    expect(fake.registeredFor(rs[1]!).map(x => [x.via, x.consent.status])).toEqual([['batch', 'ONAY'], ['single', 'RET']])
+    // Each single write's transactionId shows İYS's outcome; the refused ones are corrected (withdrawn).
+    const ok = await outboxStatus(pool, IYS, BRAND, txs[5]!)
+    expect(ok).toEqual([expect.objectContaining({ index: 0, status: 'success', transactionId: txs[5], iysTransactionId: fake.registeredFor(rs[5]!)[0]!.transactionId })])
+    for (const r of refused) {
+      expect(await outboxStatus(pool, IYS, BRAND, txs[rs.indexOf(r)]!)).toEqual([{ index: 0, status: 'failure', error: { code: 'H467', message: expect.any(String) } }])
+      expect(await status(r)).toBe('RET')
+    }
+    const row = (await pool.query('SELECT iys_transaction_id FROM consents WHERE recipient = $1', [rs[7]])).rows[0]
+    expect(row.iys_transaction_id).toBe(fake.registeredFor(rs[7]!)[0]!.transactionId)
+    expect(await sent('batch')).toBe(before.batch + 47)
+    expect(await sent('single')).toBe(before.single + 2)
+    expect(await counter(metrics, 'iys_outbox_refused_total', { correction: 'withdrawn' })).toBe(before.withdrawn + 2)
+  })
+
   it('pending rows survive a restart: a new outbox sends what the stopped one could not', async () => {
     const first = outbox()
     await fake.goDown('refuse')

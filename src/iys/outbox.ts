@@ -13,6 +13,9 @@
 //   second the same transactionId). A single write goes to İYS's single endpoint; the changes of one asynchronous
 //   request go as one İYS batch (POST …/consents/request, at most one change per recipient, ≤ 1000), whose results
 //   are asked for after `resultPollMs` (İYS: not before 300 s) and again until every item is answered.
+// - Throughput. The client's pacing (8 requests a second) caps single writes sent one by one at about 8 a second;
+//   when SINGLES_BATCH_AT or more never-sent single writes of one brand wait, they go together as one İYS batch
+//   instead (as above), so a sustained load of single writes drains at up to 1000 per request (see SINGLES_BATCH_AT).
 // - Outages. A network error, a 5xx or a rate limit that outlasts the client's retries stops the pass: the next is
 //   tried with exponential back-off (honouring Retry-After), so a down İYS is asked about once per back-off, not once
 //   per row. A 401/403 (our credentials or permissions) backs off the row concerned and lets the others go on.
@@ -20,9 +23,10 @@
 //   transactionId of the first, and a batch item identical to one already registered is answered with the original
 //   (originalRequestInformation) instead of becoming a new transaction. A batch's id is a fingerprint of its seqs,
 //   stored before it is posted, so after a crash the same changes are posted again as the same batch and never
-//   regrouped with others. The window that remains: a crash (or lost answer) between İYS accepting a POST and our
-//   commit re-sends the same body; v2 makes that the same transaction, and only on v1 (IysClient writeVersion) would
-//   İYS answer H174 for a re-sent single — which we then treat as "İYS already holds it" (kept, see below).
+//   regrouped with others; a single write once tried alone is only ever sent alone again. The window that remains: a
+//   crash (or lost answer) between İYS accepting a POST and our commit re-sends the same body; v2 makes that the same
+//   transaction, and only on v1 (IysClient writeVersion) would İYS answer H174 for a re-sent single — which we then
+//   treat as "İYS already holds it" (kept, see below).
 // - Refusals. İYS refusing a change we had accepted (400/422 with an H code, or a batch item `failure`) corrects the
 //   local record in one transaction under the consent write lock, through the ordinary write path (ledger row with via
 //   'correction', seq, NOTIFY → change applier → Redis and every gateway), and never makes a recipient reachable who
@@ -48,6 +52,16 @@ import { IysApiError, IysClient, type IysConsent, type IysWriteApi } from './cli
 export const OUTBOX_LOCK = 0x1f5a7e03
 /** İYS's largest asynchronous request. */
 const BATCH_MAX = 1000
+/**
+ * Never-sent single writes of one brand waiting at once that go to İYS as one batch rather than one by one. Sent alone
+ * a single write is answered at once (İYS's transactionId within a second, the key's next change a second later); in a
+ * batch it is answered only when the results are polled, `resultPollMs` (IYS_RESULT_POLL_MS, 300 s) after posting,
+ * and the key's next change waits as long. Batching pays only when singles come faster than the sender can send them
+ * alone (about 8 a second); below that the queue stays short. 40 waiting is 5 s of single requests at that pace: a
+ * burst shorter than that still goes one by one, answered within seconds; a longer queue means the singles cannot keep
+ * up (or İYS was away), and then everything waiting (≤ 1000) goes in one request, registered 300 s later.
+ */
+const SINGLES_BATCH_AT = 40
 /** Batch item codes that say İYS failed the item for a passing reason: sent again on its own, not a refusal. */
 const PASSING_ITEM_CODES = new Set(['H015'])
 /** Pending work this old makes writeThroughStatus() say "behind". */
@@ -129,6 +143,23 @@ const consentOf = (r: Row): IysConsent => ({
   status: r.status,
   type: r.type
 })
+
+/** İYS keeps one change per recipient of a list: the others of the same recipient wait for the next batch. */
+function onePerRecipient (rows: Row[]): Row[] {
+  const seen = new Set<string>()
+  return rows.filter(r => {
+    if (seen.has(r.recipient)) return false
+    seen.add(r.recipient)
+    return true
+  })
+}
+
+/** Closes a batch none of whose rows still waits for İYS (answered, or taken out to go alone). */
+async function closeIfAnswered (q: Pool | PoolClient, batchId: string): Promise<void> {
+  await q.query(
+    `UPDATE iys_outbox_batches SET done_at = now() WHERE batch_id = $1 AND done_at IS NULL
+       AND NOT EXISTS (SELECT 1 FROM iys_outbox WHERE batch_id = $1 AND done_at IS NULL)`, [batchId])
+}
 
 const iysSeconds = (text: string | undefined): number | null => {
   if (text === undefined) return null
@@ -359,21 +390,35 @@ export class IysOutbox {
       const group = await this.pool.query<Row>(
         `SELECT ${ROW_COLUMNS} FROM iys_outbox o WHERE ${ELIGIBLE} AND o.write_id = $2 AND o.brand_code = $3 AND NOT o.solo
          ORDER BY o.seq LIMIT ${BATCH_MAX}`, [this.iysCode, row.write_id, row.brand_code])
-      // İYS keeps one change per recipient of a list: the others of the same recipient wait for the next batch.
-      const seen = new Set<string>()
-      const rows: Row[] = []
-      for (const r of group.rows) {
-        if (seen.has(r.recipient)) continue
-        seen.add(r.recipient)
-        rows.push(r)
-      }
+      const rows = onePerRecipient(group.rows)
       if (rows.length > 1) {
         await this.postBatch(await this.formBatch(row.brand_code, rows))
         return true
       }
+      const singles = await this.waitingSingles(row.brand_code)
+      if (singles.length >= SINGLES_BATCH_AT) {
+        await this.postBatch(await this.formBatch(row.brand_code, singles))
+        if (singles.some(r => r.seq === row.seq)) return true
+        // `row` was left out (tried alone before, or one of several changes of its write): it goes alone now.
+      }
     }
     await this.sendSingle(row)
     return true
+  }
+
+  /**
+   * Single writes of this brand that may go in one batch: eligible, never tried (one tried alone may have reached İYS
+   * with its answer lost: it is re-sent alone, where v2 answers it with its first transaction; the specification
+   * does not say that a batch item is matched against a single write), and the only waiting change of their write (the
+   * changes of a request go in a batch of their own). One per recipient, ≤ 1000, oldest first.
+   */
+  private async waitingSingles (brandCode: string): Promise<Row[]> {
+    const { rows } = await this.pool.query<Row>(
+      `SELECT ${ROW_COLUMNS} FROM iys_outbox o WHERE ${ELIGIBLE} AND o.brand_code = $2 AND NOT o.solo AND o.attempts = 0
+       ORDER BY o.seq LIMIT ${2 * BATCH_MAX}`, [this.iysCode, brandCode])
+    const perWrite = new Map<string, number>()
+    for (const r of rows) perWrite.set(r.write_id, (perWrite.get(r.write_id) ?? 0) + 1)
+    return onePerRecipient(rows.filter(r => perWrite.get(r.write_id) === 1)).slice(0, BATCH_MAX)
   }
 
   // ---- single writes ----
@@ -436,11 +481,7 @@ export class IysOutbox {
         this.log.warn({ code: err.iysCode, items: rows.length }, 'İYS outbox: İYS refused a batch as a whole; sending its changes one by one')
         return await this.dissolve(batch, batch.seqs)
       }
-      if (err instanceof IysApiError && !err.transient) {
-        await this.backOffRow(batch.seqs, err)
-        await this.pool.query(`UPDATE iys_outbox_batches SET next_poll_at = (SELECT max(next_at) FROM iys_outbox WHERE batch_id = $1) WHERE batch_id = $1`, [batch.batch_id])
-        return
-      }
+      if (err instanceof IysApiError && !err.transient) return await this.backOffBatch(batch, err)
       throw err
     }
   }
@@ -450,11 +491,7 @@ export class IysOutbox {
     try {
       items = await this.client.requestResults(this.iysCode, batch.brand_code, batch.request_id!, this.abort.signal)
     } catch (err) {
-      if (err instanceof IysApiError && !err.transient) {
-        await this.backOffRow(batch.seqs, err)
-        await this.pool.query(`UPDATE iys_outbox_batches SET next_poll_at = (SELECT max(next_at) FROM iys_outbox WHERE batch_id = $1) WHERE batch_id = $1`, [batch.batch_id])
-        return
-      }
+      if (err instanceof IysApiError && !err.transient) return await this.backOffBatch(batch, err)
       throw err
     }
     const byIndex = new Map(items.map(i => [i.index, i]))
@@ -471,23 +508,24 @@ export class IysOutbox {
     if (ok.length > 0) await this.registered(ok, 'batch')
     for (const r of refusals) await this.refused(r.seq, r.code, r.message)
     if (again.length > 0) await this.dissolve(batch, again)
-    const open = await this.pool.query<{ n: string }>('SELECT count(*) AS n FROM iys_outbox WHERE batch_id = $1 AND done_at IS NULL', [batch.batch_id])
-    if (Number(open.rows[0]!.n) === 0) {
-      await this.pool.query('UPDATE iys_outbox_batches SET done_at = now(), polls = polls + 1 WHERE batch_id = $1', [batch.batch_id])
-    } else {
-      await this.pool.query(
-        `UPDATE iys_outbox_batches SET polls = polls + 1, next_poll_at = now() + $2::float8 * interval '1 millisecond' WHERE batch_id = $1`,
-        [batch.batch_id, this.resultPollMs])
-    }
+    await this.pool.query(
+      `UPDATE iys_outbox_batches SET polls = polls + 1, next_poll_at = now() + $2::float8 * interval '1 millisecond' WHERE batch_id = $1`,
+      [batch.batch_id, this.resultPollMs])
+    await closeIfAnswered(this.pool, batch.batch_id)
   }
 
   /** Takes these rows out of their batch, to be sent on their own. */
   private async dissolve (batch: Batch, seqs: string[]): Promise<void> {
     await inTransaction(this.pool, async tx => {
       await tx.query('UPDATE iys_outbox SET batch_id = NULL, solo = true WHERE seq = ANY($1::bigint[]) AND batch_id = $2 AND done_at IS NULL', [seqs, batch.batch_id])
-      const open = await tx.query<{ n: string }>('SELECT count(*) AS n FROM iys_outbox WHERE batch_id = $1 AND done_at IS NULL', [batch.batch_id])
-      if (Number(open.rows[0]!.n) === 0) await tx.query('UPDATE iys_outbox_batches SET done_at = now() WHERE batch_id = $1', [batch.batch_id])
+      await closeIfAnswered(tx, batch.batch_id)
     })
+  }
+
+  /** İYS did not take a batch (credentials, permissions, configuration): its rows back off, and it is tried again when they are due. */
+  private async backOffBatch (batch: Batch, err: IysApiError): Promise<void> {
+    await this.backOffRow(batch.seqs, err)
+    await this.pool.query('UPDATE iys_outbox_batches SET next_poll_at = (SELECT max(next_at) FROM iys_outbox WHERE batch_id = $1) WHERE batch_id = $1', [batch.batch_id])
   }
 
   // ---- outcomes ----
@@ -611,7 +649,8 @@ export async function outboxStatus (pool: Pool, iysCode: string, brandCode: stri
   if (o === undefined) return []
   const { rows } = await pool.query<{ cd: string | null }>(
     `SELECT to_char(creation_date AT TIME ZONE ${TR}, 'YYYY-MM-DD HH24:MI:SS') AS cd FROM consent_history h
-     JOIN iys_outbox o ON o.seq = h.seq WHERE o.transaction_id = $1 ORDER BY h.seq DESC LIMIT 1`, [id])
+     JOIN iys_outbox o ON o.seq = h.seq WHERE o.transaction_id = $1 AND o.iys_code = $2 AND o.brand_code = $3
+     ORDER BY h.seq DESC LIMIT 1`, [id, iysCode, brandCode])
   return [overlay({ index: 0, status: 'success', transactionId: id, creationDate: rows[0]?.cd ?? undefined }, o)]
 }
 

@@ -11,7 +11,8 @@
 // Writes follow İYS's state rules over the fake's own register (H175 a first RET, H174 the same status, H178 an older
 // consentDate), plus refusals a test asks for by recipient (`refuseItems`). v2 keeps İYS's idempotency: a single
 // consent re-sent unchanged gets the transactionId of the first, and a batch item identical to one already registered
-// is answered success with that transactionId and `originalRequestInformation`; v1 answers a re-send with H174.
+// is answered success with that transactionId and `originalRequestInformation`; v1 answers a re-send with H174. A
+// list that repeats a consent (recipientType, type, recipient) is refused whole with 422 H194.
 // `registered` lists every transaction the fake recorded, so a test can assert that each consent arrived exactly
 // once. `goDown('refuse' | 503)` / `comeBack()` simulate an outage; `writeFaults` answers the next write requests
 // with a fault (e.g. 429 H124 with Retry-After); a batch's results appear `resultDelayMs` after it was posted.
@@ -114,6 +115,7 @@ const MESSAGES: Record<string, string> = {
   H174: 'İzin durumu (status) güncellemesi için farklı bir durum girilmelidir.',
   H175: 'İlk defa kaydedilen bir iznin durum (status) bilgisi RET olmamalıdır.',
   H178: 'Sistemdeki iznin tarihinden önceki tarihli izinlerle güncelleme yapılamaz.',
+  H194: 'İzin listede daha önce tanımlandı. Liste içinde izinler alıcı tipi (recipientType), tip (type) ve alıcı (recipient) değerleri için tekrarlanamaz.',
   H467: 'Üç iş günü öncesinde alınan izinler kaydedilemez.'
 }
 
@@ -353,6 +355,13 @@ export class FakeIys {
     if (!Array.isArray(body) || body.length === 0) return this.send(res, rec, 400, { errors: [{ code: 'H092', message: 'İzin listesi boş olmamalıdır.' }] })
     if (body.length > 1000) return this.send(res, rec, 400, { errors: [{ code: 'H091', message: 'En fazla 1000 izin gönderilebilir.' }] })
     rec.items = body.length
+    // H194: a list may not repeat a consent (recipientType, type, recipient); İYS refuses the list whole.
+    const keys = (body as FakeConsent[]).map(c => consentKey(brandCode, c))
+    const dup = keys.findIndex((k, i) => keys.indexOf(k) !== i)
+    if (dup >= 0) {
+      rec.code = 'H194'
+      return this.send(res, rec, 422, { errors: [{ code: 'H194', message: MESSAGES.H194, location: [String(dup)] }] })
+    }
     const requestId = randomBytes(16).toString('hex')
     rec.requestId = requestId
     const creationDate = iysNow()
