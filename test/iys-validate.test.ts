@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest'
 import { ERRORS, GatewayError, type ErrorItem } from '../src/domain/errors.js'
 import { businessDaysBefore, HOLIDAY_TABLE_YEARS, isBusinessDay, olderThanThreeBusinessDays, RELIGIOUS_HOLIDAYS, trDay } from '../src/domain/holidays.js'
 import { IYS_SOURCES, NO_SOURCE } from '../src/domain/vocabulary.js'
-import { checkRecipientList, checkStatusQuery, iysEmail, isIysConsent, pathCodes, validateIysConsent } from '../src/iys/validate.js'
+import { checkRecipientList, checkStatusQuery, iysEmail, isIysConsent, pathCodes, validateIysConsent } from '../src/domain/iys-validation.js'
 
 const SPEC = JSON.parse(readFileSync(fileURLToPath(new URL('../reference/iys-openapi-3.2.0.json', import.meta.url)), 'utf8'))
 const examples = (path: string, status: string): Record<string, { value: { errors: any[] } }> =>

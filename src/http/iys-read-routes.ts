@@ -12,7 +12,7 @@ import { errorItem, GatewayError, type ErrorItem } from '../domain/errors.js'
 import { isConsentType, isRecipientType } from '../domain/vocabulary.js'
 import { changesAfter, CHANGES_WINDOW_S, decodeAfter, firstSeqSince, historyOf, tenantBrands, type ChangeOrigin } from '../store/iys-reads.js'
 import type { Pool } from '../store/pg.js'
-import { checkRecipient, iysError, pathCode, refusal } from '../iys/validate.js'
+import { checkRecipient, iysError, pathCode, refusal } from '../domain/iys-validation.js'
 import { iysPath } from './params.js'
 import { json, type Reply, type Router } from './router.js'
 

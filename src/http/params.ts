@@ -3,7 +3,7 @@
 
 import { requireBrand } from '../auth/principal.js'
 import { errorItem, GatewayError, type ErrorItem } from '../domain/errors.js'
-import { pathCodes } from '../iys/validate.js'
+import { pathCodes } from '../domain/iys-validation.js'
 import { checkTypeFit, normalizeRecipient } from '../domain/normalize.js'
 import { canonicalCode, isConsentType, isRecipientType, type ConsentType, type RecipientType } from '../domain/vocabulary.js'
 import type { RequestFacts } from './router.js'

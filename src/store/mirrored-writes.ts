@@ -11,16 +11,10 @@
 import type { ValidConsent } from '../domain/consent.js'
 import { errorItem, type ErrorItem } from '../domain/errors.js'
 import { writeConsentsTx, type WriteOutcome } from './consent-store.js'
+import type { Omitted } from '../domain/iys-validation.js'
 import { CONSENT_WRITE_LOCK } from './migrate.js'
 import type { PoolClient } from './pg.js'
 
-/** The TACIR fields İYS let the provider leave out of a first record (stored as now and NO_SOURCE). */
-export interface Omitted {
-  source: boolean
-  consentDate: boolean
-}
-
-export const NOTHING_OMITTED: Omitted = Object.freeze({ source: false, consentDate: false })
 
 /** Where a write came from, for v2's answer to a re-send ("originalRequestInformation", "isAddConsentV2Service"). */
 export interface Origin {

@@ -12,15 +12,22 @@
 // Within a field, İYS's examples: H160 before H121, H156 before H155.
 
 import { createHash } from 'node:crypto'
-import type { ValidConsent } from '../domain/consent.js'
-import { ERRORS, GatewayError, type ErrorCode, type ErrorItem } from '../domain/errors.js'
-import { olderThanThreeBusinessDays } from '../domain/holidays.js'
-import { formatIysDate, IYS_EPOCH_S, parseIysDate } from '../domain/time.js'
+import type { ValidConsent } from './consent.js'
+import { ERRORS, GatewayError, type ErrorCode, type ErrorItem } from './errors.js'
+import { olderThanThreeBusinessDays } from './holidays.js'
+import { formatIysDate, IYS_EPOCH_S, parseIysDate } from './time.js'
 import {
   canonicalCode, isConsentType, isRecipientType, isStatus, NO_SOURCE, PROVIDER_SOURCES,
   type ConsentSource, type ConsentType, type RecipientType
-} from '../domain/vocabulary.js'
-import type { Omitted } from '../store/mirrored-writes.js'
+} from './vocabulary.js'
+
+/** The TACIR fields İYS lets the provider leave out of a first record (stored as now and NO_SOURCE). */
+export interface Omitted {
+  source: boolean
+  consentDate: boolean
+}
+
+export const NOTHING_OMITTED: Omitted = Object.freeze({ source: false, consentDate: false })
 
 type Location = readonly (string | number)[]
 
