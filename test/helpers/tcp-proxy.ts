@@ -28,6 +28,11 @@ export class TcpProxy {
       const upstream = connect(this.target.port, this.target.host)
       for (const s of [client, upstream]) { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); s.on('error', () => {}) }
       client.pipe(upstream).pipe(client)
+      // A side that goes away takes the other with it. pipe() ends the other side on a clean FIN only: a client
+      // killed with unread data resets its connection, and without this the server end stayed open — a Postgres
+      // backend of a SIGKILLed gateway then kept its transaction and its locks, and the next gateway waited on them.
+      client.once('close', () => { upstream.destroy() })
+      upstream.once('close', () => { client.destroy() })
     })
     await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(this.port, '127.0.0.1', resolve) })
     this.server = server
