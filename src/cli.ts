@@ -54,8 +54,12 @@ export async function main (argv: string[]): Promise<number> {
   const log = createLogger(config.logLevel)
   try {
     switch (command) {
-      case 'serve': return await serve(config, log)
+      case 'serve':
+        // Settings come from the environment (PORT=9000, not --port 9000): any flag is a usage error, never ignored.
+        parseArgs({ args: rest, options: {} })
+        return await serve(config, log)
       case 'migrate': {
+        parseArgs({ args: rest, options: {} })
         const pool = createPool(need(config.databaseUrl, 'DATABASE_URL'), 1)
         try {
           const r = await migrate(pool)

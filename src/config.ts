@@ -23,6 +23,8 @@ export interface Config {
   readonly authPollMs: number
   /** Accept the README's demo API key (only without DATABASE_URL; by default only in the fully embedded trial). */
   readonly demoKey: boolean
+  /** Several processes on one port on purpose (uWS's SO_REUSEPORT); otherwise a port in use stops start-up. */
+  readonly reusePort: boolean
   /** POST /oauth2/token: token lifetimes (s; İYS's: 2 h and 4 h) and token requests per source address per hour (0: no limit). */
   readonly oauth: Readonly<{ accessSeconds: number, refreshSeconds: number, requestsPerHour: number, secret: string | null }>
   readonly redisTimeoutMs: number
@@ -76,7 +78,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 /** Every variable we read; the README's configuration table lists the same names and defaults. */
 export const KNOWN_VARIABLES = [
   'HOST', 'PORT', 'REDIS_URL', 'REDIS_PREFIX', 'REDIS_CLUSTER_NODES', 'REDIS_TIMEOUT_MS', 'DATABASE_URL', 'LOG_LEVEL',
-  'MAX_BODY_BYTES', 'BLOOM_FPR', 'FILTER_POLL_MS', 'AUTH_POLL_MS', 'AUTH_DEMO_KEY', 'TACIR_ALLOW_WITHOUT_RECORD', 'STORE_FAILURE_MODE',
+  'MAX_BODY_BYTES', 'BLOOM_FPR', 'FILTER_POLL_MS', 'AUTH_POLL_MS', 'AUTH_DEMO_KEY', 'REUSE_PORT', 'TACIR_ALLOW_WITHOUT_RECORD', 'STORE_FAILURE_MODE',
   'EMBEDDED_SEED_FILE', 'UPSTREAM_MESAJ_URL', 'UPSTREAM_EPOSTA_URL', 'UPSTREAM_ARAMA_URL', 'IYS_PUSH_USER',
   'IYS_PUSH_PASSWORD', 'IYS_PUSH_MAX_FAILURES', 'IYS_PUSH_FAILURE_WINDOW_MS', 'IYS_PUSH_LOCKOUT_MS', 'IYS_API_URL', 'IYS_USERNAME', 'IYS_PASSWORD', 'IYS_CODE', 'IYS_BRAND_CODES', 'IYS_SYNC_INTERVAL_MS',
   'IYS_WRITE_THROUGH', 'IYS_RESULT_POLL_MS',
@@ -210,6 +212,7 @@ export function loadConfig (env: Env = process.env): Config {
     filterPollMs: int(env, 'FILTER_POLL_MS', 250, 10, 60_000),
     authPollMs: int(env, 'AUTH_POLL_MS', 250, 10, 1000),
     demoKey,
+    reusePort: bool(env, 'REUSE_PORT', false),
     oauth: Object.freeze({
       accessSeconds: int(env, 'AUTH_ACCESS_TOKEN_SECONDS', 7200, 1, 86_400),
       refreshSeconds: int(env, 'AUTH_REFRESH_TOKEN_SECONDS', 14_400, 1, 30 * 86_400),

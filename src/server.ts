@@ -1,6 +1,7 @@
 // Wires a gateway process together: the filter source (Redis mirror, or the embedded map when REDIS_URL is unset),
 // the checker, metrics and the HTTP app. Used by `iys-gateway serve` and by the tests (port 0).
 
+import { createServer } from 'node:net'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { Checker } from './check/checker.js'
@@ -55,6 +56,7 @@ export interface Gateway {
 export const UWS_FALLBACK_WARNING = 'uWebSockets.js native binding did not load: running on its slow pure-JS fallback server'
 
 export async function startGateway (config: Config, log: Logger): Promise<Gateway> {
+  if (config.port !== 0 && !config.reusePort) await assertPortFree(config.host, config.port)
   const metrics = new Metrics()
   metrics.uwsNative.set(uwsNative ? 1 : 0)
   if (!uwsNative) log.error(UWS_FALLBACK_WARNING + ' — throughput will be a fraction of normal; check the Node.js version and platform')
@@ -285,4 +287,22 @@ function withKeys (r: Readiness, keys: KeyStore): Readiness {
   const apiKeys = { source: k.source, keys: k.keys, ...(k.problem !== null ? { problem: k.problem } : {}) }
   if (k.loadedAt > 0) return { ...r, apiKeys }
   return { ...r, ready: false, apiKeys, problem: [r.problem, 'API keys not loaded yet: every request is answered 401'].filter(Boolean).join('; ') }
+}
+
+/**
+ * uWebSockets.js listens with SO_REUSEPORT, so a second gateway on a port in use would start and share it (an old
+ * and a new version splitting the traffic). Node's own listen does not set that option, so a port a gateway holds
+ * refuses it: checked first, before anything is started (what remains is the moment between this and uWS's listen).
+ * REUSE_PORT=true asks for several processes on one port on purpose.
+ */
+async function assertPortFree (host: string, port: number): Promise<void> {
+  const probe = createServer()
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (err: NodeJS.ErrnoException) => {
+      reject(new Error(err.code === 'EADDRINUSE'
+        ? `cannot listen on ${host}:${port}: address in use (another gateway? REUSE_PORT=true runs several on one port on purpose)`
+        : `cannot listen on ${host}:${port}: ${err.message}`))
+    })
+    probe.listen({ host, port, exclusive: true }, () => { probe.close(() => resolve()) })
+  })
 }

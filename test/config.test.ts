@@ -178,4 +178,11 @@ describe('the command line with a bad setting', () => {
     expect(lines[0]).toMatch(/config/i)
     expect(r.stdout).toBe('')
   })
+
+  it.each([['serve', '--port', '9000'], ['migrate', '--force']])('refuses an unknown flag (%s %s) as a usage error, exit 2, instead of ignoring it', async (...args) => {
+    const r = await runCli(args, {}, 30_000)
+    expect(r.code).toBe(2)
+    expect(r.stderr.split('\n')[0]).toContain(args[1])
+    expect(r.stdout).toBe('')
+  })
 })
