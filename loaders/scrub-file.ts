@@ -25,10 +25,17 @@ export async function scrubCommand (config: Config, log: Logger, file: string, p
   if (config.redisUrl !== null) {
     const redis = createRedis(config.redisUrl, { timeoutMs: config.redisTimeoutMs, name: 'iys-scrub' })
     redis.on('error', () => {})
-    await waitReady(redis, 10_000)
     const mirror = new FilterMirror(redis, layout(config.redisPrefix), { pollMs: config.filterPollMs, log })
-    await mirror.start()
-    if (mirror.view === null) throw new Error('no filter version in Redis: run `iys-gateway load` first')
+    try {
+      await waitReady(redis, 10_000)
+      await mirror.start()
+      if (mirror.view === null) throw new Error('no filter version in Redis: run `iys-gateway load` first')
+    } catch (err) {
+      // Nothing may stay open after a failed start: the command must end (exit 1), not wait on a reconnecting client.
+      redis.disconnect() // first: the mirror's goodbye then fails at once instead of waiting for a reconnect
+      await mirror.stop()
+      throw err
+    }
     getView = () => mirror.view
     pool = createScrubPool({ redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, redisTimeoutMs: config.redisTimeoutMs, policy }, config.scrub.threads)
     const p = pool
