@@ -50,7 +50,7 @@ export const ANONYMOUS: Principal = Object.freeze({
 
 /** Throws İYS's 403 H353 unless `iysCode` is the caller's tenant (an İYS-shaped route that names no brand). */
 export function requireTenant (p: Principal, iysCode: string): void {
-  if (iysCode !== p.iysCode) throw new GatewayError('H353', { location: 'iysCode', message: 'iysCode, kullanıcı izinleriyle eşleştirilemiyor' })
+  if (iysCode !== p.iysCode) throw notYours('iysCode', iysCode, true)
 }
 
 /**
@@ -59,9 +59,10 @@ export function requireTenant (p: Principal, iysCode: string): void {
  */
 export function requireBrand (p: Principal, brandCode: string, iysCode: string | null, iys: boolean): void {
   if (mayActFor(p, brandCode, iysCode)) return
-  const field = iysCode !== null && iysCode !== p.iysCode ? 'iysCode' : 'brandCode'
-  const value = field === 'iysCode' ? iysCode : brandCode
-  throw iys
-    ? new GatewayError('H353', { location: field, message: `${field}, kullanıcı izinleriyle eşleştirilemiyor` })
-    : new GatewayError('FORBIDDEN', { location: field, value, message: `This API key may not act for ${field} ${value ?? ''}.` })
+  throw iysCode !== null && iysCode !== p.iysCode ? notYours('iysCode', iysCode, iys) : notYours('brandCode', brandCode, iys)
 }
+
+/** The 403 for a code that is not the caller's: İYS's H353 body, or ours naming the code. */
+const notYours = (field: 'iysCode' | 'brandCode', value: string, iys: boolean): GatewayError => iys
+  ? new GatewayError('H353', { location: field, message: `${field}, kullanıcı izinleriyle eşleştirilemiyor` })
+  : new GatewayError('FORBIDDEN', { location: field, value, message: `This API key may not act for ${field} ${value}.` })

@@ -50,7 +50,7 @@ export const ERRORS = {
   H408: { status: 422, message: 'HS_KARAR kaynağından iletilen izinler için durum bilgisi RET olmalıdır.' },
   H478: { status: 422, message: 'Alıcı listesi (recipients) liste olmalıdır.' },
   H464: { status: 422, message: 'İzin tipi (type) MESAJ için, alıcı (recipient) telefon formatında olmalıdır.' },
-  // The mirrored routes' own validation (src/iys/validate.ts)
+  // The mirrored routes' own validation (src/domain/iys-validation.ts)
   H126: { status: 422, message: 'İzin erişimi olan bayilerin (retailer) liste uzunluğu en fazla 100 olmalıdır.' },
   H163: { status: 422, message: 'Bayiler kabul edilemedi. Lütfen boş liste eklemeyiniz.' },
   H180: { status: 403, message: 'İstek gövdesinde yer alan bayi İYS numarasıyla (retailerCode) herhangi bir bayi bulunamadı.' },

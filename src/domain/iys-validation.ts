@@ -15,6 +15,7 @@ import { createHash } from 'node:crypto'
 import type { ValidConsent } from './consent.js'
 import { ERRORS, GatewayError, type ErrorCode, type ErrorItem } from './errors.js'
 import { olderThanThreeBusinessDays } from './holidays.js'
+import { MISMATCH } from './normalize.js'
 import { formatIysDate, IYS_EPOCH_S, parseIysDate } from './time.js'
 import {
   canonicalCode, isConsentType, isRecipientType, isStatus, NO_SOURCE, PROVIDER_SOURCES,
@@ -61,8 +62,6 @@ const MSG_H267 = 'retailerCode değeri boş string olmamalıdır!'
 const MSG_H163 = 'İzin erişimi olan bayilerin (retailer) listesi boş olmamalıdır.'
 const MSG_H126 = 'İzin erişimi olan bayilerin (retailer) liste uzunluğu en fazla 3000 olmalıdır.'
 const MSG_H180 = 'retailerCode kullanıcı üzerinde bulunamadı.'
-const mismatch = (type: ConsentType): string =>
-  `İzin tipi (type) ${type} için, alıcı (recipient) ${type === 'EPOSTA' ? 'e-posta' : 'telefon'} formatında olmalıdır.`
 
 // ---- path codes ----
 
@@ -128,8 +127,8 @@ export function checkRecipient (raw: unknown, type: ConsentType | null, query: b
   if (raw === undefined || raw === null || raw === '') return { errors: [iysError('H114', location)] }
   const r = typeof raw === 'string' ? raw : String(raw)
   const email = r.includes('@')
-  if (type !== null && type !== 'EPOSTA' && email) return { errors: [iysError('H464', location, r, mismatch(type))] }
-  if (type === 'EPOSTA' && !email && PHONE_LIKE.test(r)) return { errors: [iysError('H464', location, r, mismatch(type))] }
+  if (type !== null && type !== 'EPOSTA' && email) return { errors: [iysError('H464', location, r, MISMATCH[type].message)] }
+  if (type === 'EPOSTA' && !email && PHONE_LIKE.test(r)) return { errors: [iysError('H464', location, r, MISMATCH[type].message)] }
   if (type === 'EPOSTA' || (type === null && email)) {
     const address = iysEmail(r)
     return address === null ? { errors: [iysError('H120', location, r)] } : { recipient: address }

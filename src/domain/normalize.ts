@@ -20,7 +20,8 @@ export const BAD_PHONE = err('H121')
 export const PHONE_TOO_LONG = err('H160')
 const mismatch = (type: ConsentType, kind: string): RecipientError =>
   Object.freeze({ code: 'H464', message: `İzin tipi (type) ${type} için, alıcı (recipient) ${kind} formatında olmalıdır.` })
-const MISMATCH: Readonly<Record<ConsentType, RecipientError>> = Object.freeze({
+/** H464 for each channel: the recipient is not of the channel's kind (İYS's wording). */
+export const MISMATCH: Readonly<Record<ConsentType, RecipientError>> = Object.freeze({
   MESAJ: mismatch('MESAJ', 'telefon'), ARAMA: mismatch('ARAMA', 'telefon'), EPOSTA: mismatch('EPOSTA', 'e-posta')
 })
 

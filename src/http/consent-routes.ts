@@ -1,6 +1,6 @@
 // The İYS-shaped consent API over the Router (v1 and v2). Paths, payloads, answers and error codes follow the İYS
 // specification so that a provider's İYS integration can point at the gateway; input is validated exactly as İYS
-// does (iys/validate.ts), and writes go through store/mirrored-writes.ts (İYS's TACIR update rules, v2's re-send rule).
+// does (domain/iys-validation.ts), and writes go through store/mirrored-writes.ts (İYS's TACIR update rules, v2's re-send rule).
 
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'

@@ -37,7 +37,7 @@ export interface SubRequest {
 export interface RequestOptions {
   /** POST /v2/…/consents/request: re-sent consents are answered with where they were first written */
   v2?: boolean
-  /** per consent, from iys/validate.ts: the TACIR fields left out, and the fingerprint v2 compares */
+  /** per consent, from domain/iys-validation.ts: the TACIR fields left out, and the fingerprint v2 compares */
   extras?: readonly { omitted: Omitted, fingerprint: string }[]
 }
 

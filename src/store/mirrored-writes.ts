@@ -3,7 +3,7 @@
 // transaction and under the same write lock:
 // - H462/H463: a TACIR consent may leave out consentDate and source when it is the key's first record, not when it
 //   updates one;
-// - v2: a consent re-sent identically (same fingerprint, see iys/validate.ts) while the change it made is still the
+// - v2: a consent re-sent identically (same fingerprint, see domain/iys-validation.ts) while the change it made is still the
 //   key's current state is answered with that change's transactionId and creationDate, and writes nothing.
 // Every applied write leaves its fingerprint (table consent_fingerprints, one row per key), whatever API version
 // wrote it: a v2 re-send of a consent written through v1 is a re-send too (İYS: "daha önce İYS'ye kaydedilmiş bir izin").
@@ -28,7 +28,7 @@ export interface Origin {
 export interface MirroredWrite {
   consent: ValidConsent
   omitted: Omitted
-  /** hex sha-256 of the consent as sent (iys/validate.ts); null: none known (requests stored before migration 8) */
+  /** hex sha-256 of the consent as sent (domain/iys-validation.ts); null: none known (requests stored before migration 8) */
   fingerprint: string | null
   /** v2: answer an identical re-send with the change it made instead of judging it again (H174) */
   v2: boolean
