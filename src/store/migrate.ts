@@ -251,6 +251,15 @@ const MIGRATIONS: readonly string[] = [
   );
   -- Requests of POST /v2/.../consents/request answer re-sent consents with where they were first written.
   ALTER TABLE consent_requests ADD COLUMN v2 boolean NOT NULL DEFAULT false;
+  `,
+  // 9: what \`sync-iys\` last did per brand, so that the gateways can export its freshness (store/freshness.ts): İYS
+  // lists only the last days of changes, so a pull that silently stopped loses rejections for good.
+  `
+  ALTER TABLE iys_sync_cursors
+    ADD COLUMN attempted_at    timestamptz,
+    ADD COLUMN succeeded_at    timestamptz,
+    ADD COLUMN failed_at       timestamptz,
+    ADD COLUMN error_code      text;
   `
 ]
 
