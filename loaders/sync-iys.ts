@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from '../src/log.js'
 import { ConfigError, need, type Config } from '../src/config.js'
 import { isValidConsent, validateConsent } from '../src/domain/consent.js'
+import { errorCode } from '../src/domain/errors.js'
 import { parseIysDate } from '../src/domain/time.js'
 import { writeConsentsTx, type ConsentWrite } from '../src/store/consent-store.js'
 import { createPool, inTransaction, type Pool, type PoolClient } from '../src/store/pg.js'
@@ -79,6 +80,22 @@ async function storeCursor (tx: PoolClient, iysCode: string, brandCode: string, 
     `INSERT INTO iys_sync_cursors (iys_code, brand_code, after_token, updated_at) VALUES ($1, $2, $3, now())
      ON CONFLICT (iys_code, brand_code) DO UPDATE SET after_token = EXCLUDED.after_token, updated_at = now()`,
     [iysCode, brandCode, after])
+}
+
+/**
+ * What this run did for a brand, in its cursor row (migration 9), so that every gateway exports sync-iys's freshness
+ * (store/freshness.ts) however it runs, continuously or from a scheduler with --once. Best effort: a Postgres that
+ * cannot take this cannot take the changes either, and that failure is reported on its own.
+ */
+async function recordSync (pool: Pool, iysCode: string, brandCode: string, outcome: 'attempted' | 'succeeded' | 'failed', errorCode = ''): Promise<void> {
+  const failed = outcome === 'failed'
+  const columns = failed ? 'failed_at, error_code' : `${outcome}_at`
+  const update = failed ? 'failed_at = EXCLUDED.failed_at, error_code = EXCLUDED.error_code' : `${outcome}_at = EXCLUDED.${outcome}_at`
+  await pool.query(
+    `INSERT INTO iys_sync_cursors (iys_code, brand_code, ${columns}) VALUES ($1, $2, now()${failed ? ', $3' : ''})
+     ON CONFLICT (iys_code, brand_code) DO UPDATE SET ${update}`,
+    failed ? [iysCode, brandCode, errorCode] : [iysCode, brandCode]
+  ).catch(() => {})
 }
 
 type Checked = { write: ConsentWrite } | { code: string }
@@ -157,9 +174,12 @@ export async function runSyncIys (opts: SyncIysOptions): Promise<SyncIysSummary>
     let complete = true
     for (const b of brands.values()) {
       try {
+        await recordSync(pool, iysCode, b.brandCode, 'attempted')
         if (!await pullBrand(b)) { complete = false; break }
+        await recordSync(pool, iysCode, b.brandCode, 'succeeded')
         log.debug({ brandCode: b.brandCode, pulled: b.pulled, applied: b.applied }, 'İYS changes pulled')
       } catch (err) {
+        if (signal?.aborted !== true) await recordSync(pool, iysCode, b.brandCode, 'failed', err instanceof IysApiError ? err.iysCode : failureCode(err))
         if (signal?.aborted === true) { complete = false; break }
         // --once fails as a whole; a long-running sync logs a passing failure and tries again next round.
         if (opts.once || !(err instanceof IysApiError ? err.transient : isTransientDbOrNet(err))) throw err
@@ -178,6 +198,12 @@ export async function runSyncIys (opts: SyncIysOptions): Promise<SyncIysSummary>
   }
   summary.complete &&= signal?.aborted !== true
   return summary
+}
+
+/** What a failed round is recorded as: İYS's code, a socket's or Postgres's code (ECONNREFUSED, 57P01), else the error's. */
+function failureCode (err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && code !== '' ? code : errorCode(err)
 }
 
 /** Connection-level failures (Postgres restarting, network) pass; programming errors and refusals do not. */

@@ -6,8 +6,24 @@ import { CONSENT_TYPES, type ConsentType } from './domain/vocabulary.js'
 import { REASON_INDEX, REASONS, type Reason } from './policy/decide.js'
 import { CORRECTIONS, RETRY_CAUSES, SEND_METHODS } from './iys/outbox.js'
 
-export const ROUTES = ['check', 'messages', 'consents', 'push', 'history', 'scrub', 'health', 'ready', 'metrics', 'token', 'other'] as const
+// check_batch: /v1/check with a `recipients` list (up to 1000), timed apart from single checks (their latencies differ
+// by two orders of magnitude, so one histogram would hide a slow single check behind the batches)
+export const ROUTES = ['check', 'check_batch', 'messages', 'consents', 'push', 'history', 'scrub', 'health', 'ready', 'metrics', 'token', 'other'] as const
 export type Route = (typeof ROUTES)[number]
+
+/** Why a gateway is not ready, bounded for the iys_ready label; /readyz gives the same word as `reason`. */
+export const READY_REASONS = ['ok', 'no_filter_version', 'filter_version_lost', 'filter_version_unloadable', 'redis_unreachable', 'api_keys_not_loaded'] as const
+export type ReadyReason = (typeof READY_REASONS)[number]
+
+export interface MetricSources {
+  readiness (): { ready: boolean, reason: ReadyReason }
+  /** [upstream name, whether its breaker refuses messages now] per configured carrier */
+  breakers (): Iterable<readonly [string, boolean]>
+}
+
+/** Scrub jobs by state, and the wait of the oldest queued one (iys_scrub_jobs, iys_scrub_queue_oldest_seconds). */
+export const SCRUB_JOB_STATES = ['uploading', 'queued', 'running'] as const
+export type ScrubJobCounts = Record<(typeof SCRUB_JOB_STATES)[number], number> & { oldestQueuedSeconds: number }
 
 export class Metrics {
   readonly registry = new client.Registry()
@@ -29,9 +45,8 @@ export class Metrics {
   readonly decisionsSpooled: client.Counter<string>
   readonly decisionsQuarantined: client.Counter<string>
   readonly upstreamOutcomes: client.Counter<'type' | 'status'>
-  readonly breakerState: client.Gauge<'upstream'>
   readonly scrubDiskBytes: client.Gauge<string>
-  // consent write queues (İYS push inbox, asynchronous consent requests), set by store/backlog.ts
+  // consent write queues (İYS push inbox, asynchronous consent requests), set by store/freshness.ts
   readonly pushBacklog: client.Gauge<string>
   readonly pushBacklogOldest: client.Gauge<string>
   readonly requestsBacklog: client.Gauge<string>
@@ -48,10 +63,64 @@ export class Metrics {
   readonly pushAuthFailures: client.Counter<'kind'>
   readonly pushLockouts: client.Counter<string>
   readonly rateLimitLocal: client.Gauge<string>
+  // Freshness of the consent pipeline, polled from Postgres and the spool folder (store/freshness.ts)
+  readonly postgresUnreachable: client.Gauge<string>
+  readonly ledgerSeq: client.Gauge<string>
+  readonly appliedSeq: client.Gauge<string>
+  readonly applierLagSeconds: client.Gauge<string>
+  readonly syncBrands: client.Gauge<string>
+  readonly syncFailingBrands: client.Gauge<string>
+  readonly syncSuccessAge: client.Gauge<string>
+  readonly syncAttemptAge: client.Gauge<string>
+  readonly spoolSegments: client.Gauge<string>
+  readonly spoolBytes: client.Gauge<string>
+  readonly spoolOldest: client.Gauge<string>
+  readonly quarantinedFiles: client.Gauge<string>
+  /** What iys_ready and the carrier breakers report are read on scrape (see watch()): null until the server wires them. */
+  private sources: MetricSources | null = null
+
+  // ---- Scrub jobs (issue 11; scrub/engine.ts, audit/decisions-hook.ts). One block, kept apart: the fields are
+  // created by their initialisers (after `registry`), so nothing in the constructor below refers to them.
+  /** Counts jobs by state on scrape (ScrubQueue wires it): null until a queue exists. */
+  private scrubJobCounts: (() => ScrubJobCounts) | null = null
+  readonly scrubJobs = new client.Gauge({
+    name: 'iys_scrub_jobs',
+    help: 'Scrub jobs on this gateway by state: uploading, queued (waiting for the one job that runs at a time), running',
+    labelNames: ['state'],
+    registers: [this.registry],
+    collect: () => {
+      const counts = this.scrubJobCounts?.()
+      if (counts === undefined) return
+      for (const state of SCRUB_JOB_STATES) this.scrubJobs.labels(state).set(counts[state])
+    }
+  })
+  readonly scrubQueueOldest = new client.Gauge({
+    name: 'iys_scrub_queue_oldest_seconds',
+    help: 'How long the oldest queued scrub job has waited to run (0: none queued)',
+    registers: [this.registry],
+    collect: () => { const counts = this.scrubJobCounts?.(); if (counts !== undefined) this.scrubQueueOldest.set(counts.oldestQueuedSeconds) }
+  })
+  readonly scrubLines = new client.Counter({ name: 'iys_scrub_lines_total', help: 'Lines scrub jobs decided (duplicates and invalid lines included): rate() is lines/s', registers: [this.registry] })
+  readonly scrubJobsFinished = new client.Counter({ name: 'iys_scrub_jobs_finished_total', help: 'Scrub job runs that ended, by result (done, failed; a run a shutdown interrupted is neither: it runs again)', labelNames: ['result'], registers: [this.registry] })
+
+  /** Counts jobs by state on every scrape. */
+  watchScrubJobs (counts: () => ScrubJobCounts): void {
+    this.scrubJobCounts = counts
+    for (const result of ['done', 'failed']) this.scrubJobsFinished.labels(result).inc(0)
+  }
+
+  /** iys_decisions_total from counts by reason index (REASONS): a scrub chunk's, one inc() per reason present. */
+  decisionCounts (type: ConsentType, counts: ArrayLike<number>): void {
+    for (let r = 0; r < REASONS.length; r++) if (counts[r]! > 0) this.decisionsBound[REASONS[r]! + type]!.inc(counts[r])
+  }
+  // ---- end of scrub jobs
 
   constructor () {
     const r = this.registry
     client.collectDefaultMetrics({ register: r, prefix: 'iys_' })
+    // prom-client names three gauges *_total, which `promtool check metrics` refuses (only counters end in _total);
+    // their labelled twins (iys_nodejs_active_handles{type}, ...) carry the same figures: sum() gives the totals.
+    for (const name of ['handles', 'requests', 'resources']) r.removeSingleMetric(`iys_nodejs_active_${name}_total`)
     this.requests = new client.Counter({ name: 'iys_http_requests_total', help: 'HTTP requests by route and status code', labelNames: ['route', 'status'], registers: [r] })
     this.duration = new client.Histogram({
       name: 'iys_http_request_duration_seconds',
@@ -74,7 +143,6 @@ export class Metrics {
     this.decisionsSpooled = new client.Counter({ name: 'iys_decision_log_spooled_total', help: 'Decision records spooled to disk because Postgres could not take them', registers: [r] })
     this.decisionsQuarantined = new client.Counter({ name: 'iys_decision_batches_quarantined_total', help: 'Decision records Postgres refused for their content, kept in the spool folder\'s quarantine/ with the reason', registers: [r] })
     this.upstreamOutcomes = new client.Counter({ name: 'iys_upstream_messages_total', help: 'Messages sent to carriers by channel and outcome', labelNames: ['type', 'status'], registers: [r] })
-    this.breakerState = new client.Gauge({ name: 'iys_upstream_breaker_open', help: '1 while the carrier circuit breaker of a channel is open (or half open), 0 when closed', labelNames: ['upstream'], registers: [r] })
     this.scrubDiskBytes = new client.Gauge({ name: 'iys_scrub_disk_bytes', help: 'Bytes of scrub uploads and results on disk or being written (bounded by SCRUB_MAX_TOTAL_BYTES)', registers: [r] })
     this.pushBacklog = new client.Gauge({ name: 'iys_push_backlog', help: 'İYS push notifications stored and not yet applied', registers: [r] })
     this.pushBacklogOldest = new client.Gauge({ name: 'iys_push_backlog_oldest_seconds', help: 'Age of the oldest İYS push notification not yet applied (0: none pending)', registers: [r] })
@@ -93,7 +161,50 @@ export class Metrics {
     this.pushAuthFailures = new client.Counter({ name: 'iys_push_auth_failures_total', help: 'İYS push requests refused at sign-in, by kind (missing: no basic credentials, wrong: wrong credentials, locked: the source is locked out)', labelNames: ['kind'], registers: [r] })
     this.pushLockouts = new client.Counter({ name: 'iys_push_lockouts_total', help: 'Sources the İYS push receiver locked out after repeated failed sign-ins', registers: [r] })
     this.rateLimitLocal = new client.Gauge({ name: 'iys_rate_limit_local', help: '1 while per-key rate limits are kept per process because Redis does not answer, 0 while shared through Redis (or without Redis)', registers: [r] })
+    const sources = (): MetricSources | null => this.sources
+    new client.Gauge({
+      name: 'iys_ready',
+      help: 'Readiness as /readyz answers it: 1 with reason="ok", else 0 with the one reason (bounded: ' + READY_REASONS.join(', ') + ')',
+      labelNames: ['reason'],
+      registers: [r],
+      collect () {
+        const s = sources()
+        if (s === null) return
+        const { ready, reason } = s.readiness()
+        this.reset()
+        this.labels(reason).set(ready ? 1 : 0)
+      }
+    })
+    new client.Gauge({
+      name: 'iys_upstream_breaker_open',
+      help: '1 while the carrier circuit breaker of a channel refuses messages (open, or its probe in flight), 0 while messages go through (closed, or the cool-down is over and the next message is the probe)',
+      labelNames: ['upstream'],
+      registers: [r],
+      collect () {
+        const s = sources()
+        if (s === null) return
+        this.reset()
+        for (const [upstream, refusing] of s.breakers()) this.labels(upstream).set(refusing ? 1 : 0)
+      }
+    })
+    this.postgresUnreachable = new client.Gauge({ name: 'iys_postgres_unreachable', help: '1 while Postgres (DATABASE_URL) does not answer this gateway: the consent API and evidence answer 503, decisions spool to disk (0 when it answers, or without DATABASE_URL)', registers: [r] })
+    this.ledgerSeq = new client.Gauge({ name: 'iys_ledger_seq', help: 'Highest change sequence number in the Postgres evidence ledger', registers: [r] })
+    this.appliedSeq = new client.Gauge({ name: 'iys_applied_seq', help: 'Highest ledger sequence number applied to Redis (the change applier\'s watermark as this gateway last saw it)', registers: [r] })
+    this.applierLagSeconds = new client.Gauge({ name: 'iys_applier_lag_seconds', help: 'Age of the oldest ledger change not yet applied to Redis (0: none waiting); checks do not see such a change yet', registers: [r] })
+    this.syncBrands = new client.Gauge({ name: 'iys_sync_brands', help: 'Brands sync-iys has pulled İYS changes for (recorded in Postgres; 0: sync-iys never ran)', registers: [r] })
+    this.syncFailingBrands = new client.Gauge({ name: 'iys_sync_failing_brands', help: 'Brands whose last sync-iys pull failed', registers: [r] })
+    this.syncSuccessAge = new client.Gauge({ name: 'iys_sync_success_age_seconds', help: 'Time since the stalest brand last pulled İYS changes to the end (İYS keeps only the last days of changes)', registers: [r] })
+    this.syncAttemptAge = new client.Gauge({ name: 'iys_sync_attempt_age_seconds', help: 'Time since the stalest brand was last tried by sync-iys (grows when sync-iys is not running)', registers: [r] })
+    this.spoolSegments = new client.Gauge({ name: 'iys_decision_log_spool_segments', help: 'Decision journal segments on local disk not yet in Postgres (one or two while Postgres keeps up)', registers: [r] })
+    this.spoolBytes = new client.Gauge({ name: 'iys_decision_log_spool_bytes', help: 'Bytes of decision journal segments on local disk not yet in Postgres', registers: [r] })
+    this.spoolOldest = new client.Gauge({ name: 'iys_decision_log_spool_oldest_seconds', help: 'Age of the oldest decision journal segment on local disk (0: none)', registers: [r] })
+    this.quarantinedFiles = new client.Gauge({ name: 'iys_decision_log_quarantine_files', help: 'Decision records Postgres refused, kept in the spool folder\'s quarantine/ for a person to look at', registers: [r] })
     this.uwsNative = new client.Gauge({ name: 'iys_uws_native', help: '1 if the native uWebSockets.js binding is loaded, 0 on the slow pure-JS fallback', registers: [r] })
+  }
+
+  /** Wires the figures read on scrape: readiness (iys_ready) and whether each carrier breaker refuses messages. */
+  watch (sources: MetricSources): void {
+    this.sources = sources
   }
 
   request (route: Route, status: number, seconds: number): void {

@@ -8,13 +8,13 @@ import { Checker } from './check/checker.js'
 import type { Config } from './config.js'
 import { buildEmbeddedView } from './filter/embedded.js'
 import { layout } from './filter/layout.js'
-import { describeMirrorProblem, FilterMirror } from './filter/mirror.js'
+import { describeMirrorProblem, FilterMirror, type MirrorProblem } from './filter/mirror.js'
 import { AutoRebuilder, describeRebuild } from './filter/rebuild.js'
 import type { FilterView } from './filter/view.js'
 import { createApp, type Readiness } from './http/app.js'
 import type { Router } from './http/router.js'
 import { uWS, uwsNative } from './http/uws.js'
-import { Metrics } from './metrics.js'
+import { Metrics, type ReadyReason } from './metrics.js'
 import { createRedis, waitReady } from './store/redis.js'
 import { createPool, type Pool } from './store/pg.js'
 import { ChangeApplier } from './filter/changes.js'
@@ -24,7 +24,7 @@ import { RequestProcessor } from './store/consent-requests.js'
 import { startWriteThrough, writeThroughStatus } from './iys/outbox.js'
 import { pruneHistory } from './store/consent-queries.js'
 import { PushProcessor } from './store/push-inbox.js'
-import { BacklogMonitor } from './store/backlog.js'
+import { FreshnessMonitor } from './store/freshness.js'
 import { DecisionLog } from './audit/decision-log.js'
 import { DecisionsHook } from './audit/decisions-hook.js'
 import { scrubRoutes } from './http/scrub-routes.js'
@@ -90,8 +90,10 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   push?.drainer.kick()
   // İYS write-through (iys/outbox.ts): null when İYS is not configured; /readyz says which.
   const outbox = startWriteThrough(config, pool, log, metrics)
-  const backlog = pool !== null ? new BacklogMonitor(pool, metrics, log) : null
-  backlog?.start()
+  // The pipeline's freshness (queues, applier lag, sync-iys, the decision spool) and whether Postgres answers.
+  const freshness = pool !== null
+    ? new FreshnessMonitor(pool, metrics, log, { appliedSeq: () => applier?.appliedSeq ?? null, spoolDir: decisionLog !== null ? config.decisions.spoolDir : null })
+    : null
   let retentionTimer: NodeJS.Timeout | null = null
   if (pool !== null && config.retentionIntervalMs > 0) {
     const prune = (): void => {
@@ -102,6 +104,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     retentionTimer = setInterval(prune, config.retentionIntervalMs)
     retentionTimer.unref()
   }
+  freshness?.start()
   let getView: () => FilterView | null
   let readiness: () => Readiness
 
@@ -166,8 +169,10 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       const problem = m.problem !== null
         ? describeMirrorProblem(m.problem) + (rebuilding !== null ? '; ' + rebuilding : '')
         : !redisReady ? `Redis connection is ${r.status}` : null
+      const reason: ReadyReason = m.problem !== null ? MIRROR_REASONS[m.problem.kind] : !redisReady ? 'redis_unreachable' : view === null ? 'no_filter_version' : 'ok'
       return {
-        ready: redisReady && view !== null && problem === null,
+        ready: reason === 'ok',
+        reason,
         mode: 'redis',
         filterVersion: view?.version ?? 0,
         generation: view?.generation ?? null,
@@ -185,7 +190,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     metrics.filterVersion.set(seed.view.version)
     metrics.filterKeys.set(seed.view.states.size)
     getView = () => seed.view
-    readiness = () => ({ ready: true, mode: 'embedded', filterVersion: seed.view.version, keys: seed.view.states.size, uws: uwsState, warnings })
+    readiness = () => ({ ready: true, reason: 'ok', mode: 'embedded', filterVersion: seed.view.version, keys: seed.view.states.size, uws: uwsState, warnings })
   }
 
   // Per-key token buckets, shared through Redis when there is one (leased in the background: no round trip per request).
@@ -214,8 +219,9 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   const upstreams = new Upstreams(config.upstreams, {
     ...config.upstream,
     log,
-    onBreakerChange: (upstream, _from, to) => { metrics.breakerState.set({ upstream }, to === 'closed' ? 0 : 1) }
   })
+  const fullReadiness = (): Readiness => withKeys({ ...readiness(), ...postgresStatus(freshness), writeThrough: writeThroughStatus(outbox) }, keys)
+  metrics.watch({ readiness: fullReadiness, breakers: () => upstreams.refusing() })
   const pushCredentials = config.iysPushUser !== null ? { user: config.iysPushUser, password: config.iysPushPassword! } : null
   const { app, router } = createApp({
     checker,
@@ -224,7 +230,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     maxBodyBytes: config.maxBodyBytes,
     auth: keys,
     rateLimit,
-    readiness: () => withKeys({ ...readiness(), writeThrough: writeThroughStatus(outbox) }, keys),
+    readiness: fullReadiness,
     decisions,
     routes: (router) => {
       oauthRoute(router, { keys, tokens, requestsPerHour: config.oauth.requestsPerHour })
@@ -269,7 +275,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       await decisionLog?.close() // everything to Postgres, or to the spool when it is away
       if (!await settlesWithin(upstreams.close(), 3000)) await upstreams.destroy() // carriers that never answer
       await push?.drainer.stop()
-      await backlog?.stop()
+      await freshness?.stop()
       if (pushPool !== null && !await settlesWithin(pushPool.end(), 2000)) log.warn('push receiver connections still busy at shutdown')
       if (mirror !== null) await mirror.stop()
       await keys.stop()
@@ -286,7 +292,27 @@ function withKeys (r: Readiness, keys: KeyStore): Readiness {
   const k = keys.status()
   const apiKeys = { source: k.source, keys: k.keys, ...(k.problem !== null ? { problem: k.problem } : {}) }
   if (k.loadedAt > 0) return { ...r, apiKeys }
-  return { ...r, ready: false, apiKeys, problem: [r.problem, 'API keys not loaded yet: every request is answered 401'].filter(Boolean).join('; ') }
+  const reason: ReadyReason = r.reason === 'ok' ? 'api_keys_not_loaded' : r.reason
+  return { ...r, ready: false, reason, apiKeys, problem: [r.problem, 'API keys not loaded yet: every request is answered 401'].filter(Boolean).join('; ') }
+}
+
+/** The readiness reason of each mirror problem (filter/mirror.ts). */
+const MIRROR_REASONS = {
+  'no-version': 'no_filter_version',
+  lost: 'filter_version_lost',
+  unloadable: 'filter_version_unloadable',
+  unreachable: 'redis_unreachable'
+} as const satisfies Record<MirrorProblem['kind'], ReadyReason>
+
+/**
+ * Postgres in /readyz. It names Postgres but does not make the gateway unready: checks never ask Postgres (their
+ * decisions spool to disk meanwhile), and taking every gateway out of the load balancer when the one database
+ * fails would stop the checks too. The routes that need Postgres answer 503 DATABASE_UNAVAILABLE meanwhile.
+ */
+function postgresStatus (freshness: FreshnessMonitor | null): { postgres?: string } {
+  if (freshness === null) return {}
+  const pg = freshness.postgres
+  return { postgres: pg.reachable ? 'ok' : `not answering since ${new Date(pg.since).toISOString()} (DATABASE_URL): the consent API, İYS push and evidence answer 503, decisions spool to disk; checks go on` }
 }
 
 /**

@@ -69,7 +69,7 @@ describe('the post-decision hook of /v1/check and /v1/messages', () => {
       maxBodyBytes: 1 << 20,
       auth: KeyStore.demo(), // postJson sends the demo key to a gateway it did not start
       rateLimit: { take: () => 0 },
-      readiness: () => ({ ready: true }),
+      readiness: () => ({ ready: true, reason: 'ok' }),
       decisions: hook,
       routes: r => { messagesRoute(r, { checker, upstreams, metrics, decisions: hook }) }
     })

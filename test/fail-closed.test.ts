@@ -41,11 +41,18 @@ describe('fail closed when Redis is unavailable', () => {
   const ask = (recipient: string, more: Record<string, unknown> = {}): Promise<any> =>
     check(gateway.url, { brandCode: 600001, type: 'MESAJ', recipient, ...more }).then(r => r[0])
   const ready = async (): Promise<number> => (await fetch(gateway.url + '/readyz')).status
+  /** The one iys_ready series a scrape shows, e.g. 'redis_unreachable 0' */
+  const readyGauge = async (): Promise<string> => {
+    const lines = (await (await fetch(gateway.url + '/metrics')).text()).split('\n').filter(l => l.startsWith('iys_ready{'))
+    expect(lines).toHaveLength(1)
+    return lines[0]!.replace(/^iys_ready\{reason="(\w+)"\} /, '$1 ')
+  }
 
   it('answers from Redis while it is up', async () => {
     expect(await ask('+905321110001')).toMatchObject({ allowed: true, reason: 'CONSENT' })
     expect(await ask('+905321110002', { recipientType: 'TACIR' })).toMatchObject({ allowed: false, reason: 'REJECTED' })
     expect(await ready()).toBe(200)
+    expect(await readyGauge()).toBe('ok 1')
   })
 
   it('blocks commercial checks with STORE_UNAVAILABLE while Redis is down, and stays up', async () => {
@@ -56,6 +63,7 @@ describe('fail closed when Redis is unavailable', () => {
     expect(await ask('+905321110001', { commercial: false })).toMatchObject({ allowed: true, reason: 'INFORMATIONAL' })
     expect(await ask('123')).toMatchObject({ allowed: false, reason: 'INVALID_RECIPIENT' })
     await until(async () => (await ready()) === 503, 15_000, 'readyz to report 503')
+    expect(await readyGauge()).toBe('redis_unreachable 0')
     const metrics = await (await fetch(gateway.url + '/metrics')).text()
     expect(metrics).toMatch(/iys_store_errors_total [1-9]/)
   })
@@ -70,12 +78,16 @@ describe('fail closed when Redis is unavailable', () => {
     expect(await ask('+905321110002', { recipientType: 'TACIR' })).toMatchObject({ allowed: false, reason: 'STORE_UNAVAILABLE' })
     await until(async () => /gone from Redis/.test((await readyBody()).problem ?? ''), 15_000, 'readyz to report the missing version')
     expect(await ready()).toBe(503)
+    // What IysGatewayNotReady alerts on: Redis was emptied under a gateway that served a version.
+    expect((await readyBody()).reason).toBe('filter_version_lost')
+    expect(await readyGauge()).toBe('filter_version_lost 0')
   })
 
   it('recovers by itself once the filter is loaded again', async () => {
     const r = await runCli(['load'], env)
     expect(r.code).toBe(0)
     await until(async () => (await ready()) === 200, 10_000, 'readyz to recover')
+    expect(await readyGauge()).toBe('ok 1')
     expect(await ask('+905321110001')).toMatchObject({ allowed: true, reason: 'CONSENT' })
     expect(await ask('+905321110002', { recipientType: 'TACIR' })).toMatchObject({ allowed: false, reason: 'REJECTED' })
   })

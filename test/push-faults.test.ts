@@ -10,7 +10,7 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createLogger } from '../src/log.js'
 import { Metrics } from '../src/metrics.js'
-import { BacklogMonitor } from '../src/store/backlog.js'
+import { FreshnessMonitor } from '../src/store/freshness.js'
 import { createRequest, RequestProcessor } from '../src/store/consent-requests.js'
 import { createPool } from '../src/store/pg.js'
 import { PushProcessor, storePush } from '../src/store/push-inbox.js'
@@ -265,14 +265,14 @@ describe('İYS push pipeline under poison input and outages', () => {
 
   it('the backlog metrics count pending pushes and consent requests and the age of the oldest', async () => {
     const metrics = new Metrics()
-    const monitor = new BacklogMonitor(pool, metrics, log)
+    const monitor = new FreshnessMonitor(pool, metrics, log)
     const client = await pool.connect()
     try {
       // Pending rows with a known age, in a transaction the processors never see (rolled back at the end).
       await client.query('BEGIN')
       await client.query("INSERT INTO iys_push_inbox (payload, received_at) VALUES ('{\"list\":[]}', now() - interval '90 seconds'), ('{\"list\":[]}', now())")
       await client.query("INSERT INTO consent_requests (request_id, iys_code, brand_code, items, created_at) VALUES ('r1', 1, 1, '[]', now() - interval '40 seconds')")
-      const inTx = new BacklogMonitor({ query: client.query.bind(client) } as unknown as pg.Pool, metrics, log)
+      const inTx = new FreshnessMonitor({ query: client.query.bind(client) } as unknown as pg.Pool, metrics, log)
       await inTx.poll()
       const text = await metrics.registry.metrics()
       expect(text).toMatch(/^iys_push_backlog 2$/m)

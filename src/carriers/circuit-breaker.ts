@@ -93,6 +93,15 @@ export class CircuitBreaker {
     return Math.max(0, this.#since + this.cooldownMs - this.#now())
   }
 
+  /**
+   * Whether acquire() would refuse a call now: open within its cool-down, or half open with the probe out. Changes
+   * nothing, so a metric can read it on scrape: once the cool-down is over with no traffic, the breaker no longer
+   * refuses anything (the next message is the probe), and says so.
+   */
+  refusing (): boolean {
+    return this.#state !== 'closed' && this.#now() - this.#since < this.cooldownMs
+  }
+
   /** Asks to make one call. Returns a ticket (≥ 0) for record(), or DENIED: fail fast, do not call. */
   acquire (): number {
     if (this.#state === 'closed') return this.#generation

@@ -395,6 +395,11 @@ export class Upstreams {
     return out
   }
 
+  /** [channel, whether its breaker refuses messages now] per configured channel (iys_upstream_breaker_open). */
+  * refusing (): Generator<readonly [ConsentType, boolean]> {
+    for (const t of CONSENT_TYPES) { const u = this.#byType[t]; if (u !== null) yield [t, u.breaker.refusing()] }
+  }
+
   async close (): Promise<void> {
     await Promise.all(this.#pools.map(p => p.close()))
   }

@@ -82,6 +82,7 @@ export const ERRORS = {
   TOO_MANY_RECIPIENTS: { status: 422, message: 'At most 1000 recipients may be checked in one request.' },
   TOO_MANY_MESSAGES: { status: 422, message: 'At most 1000 messages may be sent in one request.' },
   SERVICE_UNAVAILABLE: { status: 503, message: 'The consent store is not available.' },
+  DATABASE_UNAVAILABLE: { status: 503, message: 'Postgres (DATABASE_URL) is not answering: this route needs it. Consent checks go on; retry this later.' },
   RESULT_NOT_READY: { status: 409, message: 'The scrub job has no result yet.' },
   JOB_EXISTS: { status: 409, message: 'A scrub job with this jobId exists already.' },
   TOO_MANY_UPLOADS: { status: 429, message: 'Too many scrub uploads from this client at once.' },

@@ -56,7 +56,7 @@ export class ChangeApplier {
   private readonly flight = new SingleFlight(() => this.pass())
   private stopped = false
   private lastProblem = ''
-  /** Highest seq this applier has seen applied (for readiness and tests). */
+  /** Highest seq this applier has seen applied to Redis, by itself or another (the lag metric, readiness, tests). */
   appliedSeq = 0
 
   constructor (opts: ApplierOptions) {
@@ -182,6 +182,7 @@ export class ChangeApplier {
       const [applied, cur, bld] = await redis.mget(layout.applied, layout.current, layout.building)
       if (cur === null && bld === null) throw new Error(NO_VERSION)
       from = Math.max(from, Number(applied ?? '0'))
+      this.appliedSeq = Math.max(this.appliedSeq, from) // another applier's (or a build's) progress counts too
       const next = await this.applyFrom(from)
       if (next === from) return
       from = next

@@ -5,13 +5,15 @@ import type { Logger } from 'pino'
 import type { DecisionsHook } from '../audit/decisions-hook.js'
 import type { Checker } from '../check/checker.js'
 import { requireBrand, type Authenticator } from '../auth/principal.js'
-import type { Metrics } from '../metrics.js'
+import type { Metrics, ReadyReason } from '../metrics.js'
 import { parseCheckRequest, serializeResults } from './check-request.js'
 import { Router } from './router.js'
 import { uWS } from './uws.js'
 
 export interface Readiness {
   ready: boolean
+  /** 'ok', or the one reason it is not ready (bounded: the iys_ready label) */
+  reason: ReadyReason
   [detail: string]: unknown
 }
 
@@ -39,7 +41,8 @@ export function createApp (deps: AppDeps): { app: uWS.TemplatedApp, router: Rout
     requireBrand(req.principal, query.brandCode, null, false)
     const results = await checker.check(query)
     decisions.afterDecisions('check', query, results) // journalled before the answer is sent
-    return { status: 200, body: serializeResults(results) }
+    // A `recipients` list (up to 1000) is timed apart from a single check: one histogram would hide either.
+    return { status: 200, body: serializeResults(results), route: (body as { recipients?: unknown }).recipients !== undefined ? 'check_batch' : 'check' }
   }, { auth: { scopes: ['check'] } })
 
   // Public: probes and scrapers carry no key (they reveal no recipient and change nothing).

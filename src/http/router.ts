@@ -10,6 +10,7 @@ import { ERRORS, GatewayError } from '../domain/errors.js'
 import type { Metrics, Route } from '../metrics.js'
 import { jsonNestingExceeds, MAX_JSON_DEPTH, PLAIN_LENGTH, readBody } from './body.js'
 import { JSON_TYPE, send, sendError, type Exchange } from './respond.js'
+import { isDbUnreachable } from '../store/pg.js'
 
 export interface RequestFacts {
   /** the :parameters, decoded; empty unless the route asked for them (RouteOptions.params) */
@@ -28,6 +29,8 @@ export interface Reply {
   status: number
   body: string
   contentType?: string
+  /** the route the answer is counted under in the metrics, when not the registered one (check vs check_batch) */
+  route?: Route
 }
 
 export type Handler = (body: unknown, req: RequestFacts) => Promise<Reply> | Reply
@@ -234,7 +237,7 @@ export class Router {
       return
     }
     this.settle(ex)
-    this.deps.metrics.request(route, r.status, (performance.now() - ex.startedAt) / 1000)
+    this.deps.metrics.request(r.route ?? route, r.status, (performance.now() - ex.startedAt) / 1000)
   }
 
   begin (res: HttpResponse): Exchange {
@@ -295,7 +298,7 @@ export class Router {
 
   /** Answers an error; never throws. Unexpected errors (anything but a GatewayError) are a 500 H015, and logged. */
   fail (ex: Exchange, route: Route, err: unknown, close = false): void {
-    const ge = err instanceof GatewayError ? err : new GatewayError('H015', { cause: err })
+    const ge = err instanceof GatewayError ? err : isDbUnreachable(err) ? new GatewayError('DATABASE_UNAVAILABLE', { cause: err, retryAfterS: 5 }) : new GatewayError('H015', { cause: err })
     if (ge.code === 'H015') this.deps.log.error({ err }, 'unexpected error')
     if (ex.done) return // answered already, or the client is gone
     try {

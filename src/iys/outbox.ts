@@ -74,7 +74,7 @@ export const SEND_METHODS = ['single', 'batch'] as const
 export const RETRY_CAUSES = ['unavailable', 'rate_limited', 'unauthorized', 'error'] as const
 export type RetryCause = (typeof RETRY_CAUSES)[number]
 
-/** The metrics this module sets (Metrics has them); named by shape, as store/backlog.ts does. */
+/** The metrics this module sets (Metrics has them); named by shape, as store/freshness.ts does. */
 export interface OutboxMetrics {
   readonly outboxPending: Gauge
   readonly outboxOldest: Gauge

@@ -256,10 +256,18 @@ const MIGRATIONS: readonly string[] = [
   // lists only the last days of changes, so a pull that silently stopped loses rejections for good.
   `
   ALTER TABLE iys_sync_cursors
+    ADD COLUMN created_at      timestamptz NOT NULL DEFAULT now(),
     ADD COLUMN attempted_at    timestamptz,
     ADD COLUMN succeeded_at    timestamptz,
     ADD COLUMN failed_at       timestamptz,
     ADD COLUMN error_code      text;
+  `,
+  // 10: scrub jobs' decisions go to the decision log too (audit/scrub-decisions.ts), with source 'scrub' and the job
+  // they were taken in: the complaint evidence finds them by the same recipient index as checks and messages. No
+  // index on job_id: nothing reads decisions by job on a hot path, and every index slows the bulk COPY of millions
+  // of rows a job writes. Nullable without a default, so adding it rewrites no partition.
+  `
+  ALTER TABLE decisions ADD COLUMN job_id text;
   `
 ]
 

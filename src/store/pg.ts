@@ -48,6 +48,21 @@ export async function inTransaction<T> (pool: Pool, fn: (client: PoolClient) => 
 }
 
 /**
+ * True when Postgres could not be reached or dropped the connection (no SQLSTATE of the work's own): what a route
+ * answers 503 DATABASE_UNAVAILABLE for, rather than a 500.
+ */
+export function isDbUnreachable (err: unknown): boolean {
+  if (err instanceof pg.DatabaseError) return /^(08|57P)/.test(err.code ?? '') // connection exceptions, shutting down
+  // Network errors only (a file error has a syscall too, and must stay a 500): refused, reset, unresolvable, timed out
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|EPIPE)$/.test(code)) return true
+  return err instanceof Error && PG_CONNECTION_LOST.test(err.message)
+}
+
+// node-postgres reports a dropped or unobtainable connection without a code
+const PG_CONNECTION_LOST = /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i
+
+/**
  * True for a failure of the database rather than of the work: no connection, a connection lost, the server
  * shutting down or out of resources, a deadlock or serialization conflict. Such work is retried as it is; any
  * other error (a constraint, a value Postgres refuses, a bug) would fail the same way again.
@@ -57,7 +72,5 @@ export function isTransientDbError (err: unknown): boolean {
   // and 42 (undefined table or column: the schema is not migrated yet), which no row is to blame for either
   if (err instanceof pg.DatabaseError) return /^(08|40|42|53|57|58)/.test(err.code ?? '')
   if (typeof (err as { syscall?: unknown } | null)?.syscall === 'string') return true // ECONNREFUSED, ECONNRESET, ...
-  const message = err instanceof Error ? err.message : ''
-  // node-postgres reports a dropped or unobtainable connection without a code
-  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(message)
+  return err instanceof Error && PG_CONNECTION_LOST.test(err.message)
 }
