@@ -20,6 +20,7 @@ FROM node:20-bookworm-slim AS runtime
 ENV NODE_ENV=production \
     HOST=0.0.0.0
 WORKDIR /app
+# package.json is also read at run time (the version in GET /openapi.json, src/http/openapi.ts).
 COPY package.json package-lock.json ./
 # --ignore-scripts: `prepare` runs tsc, a devDependency that is not installed here; dist/ comes from the build stage.
 # No dependency needs an install script (the uWebSockets.js binaries ship prebuilt in the package).

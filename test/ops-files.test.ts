@@ -257,7 +257,7 @@ describe('docker-compose.yml', () => {
     }
   })
 
-  it('wires the gateway to the stack: Postgres, Redis, the fake carrier, İYS push, volumes for scrub jobs and the spool', () => {
+  it('wires the gateway to the stack: Postgres, Redis, no carrier unless the environment names one, İYS push, volumes for scrub jobs and the spool', () => {
     const env = environment('gateway')
     const config = loadConfig(env)
     expect(command('gateway')).toEqual(['serve'])
@@ -265,14 +265,7 @@ describe('docker-compose.yml', () => {
     expect(new URL(config.databaseUrl!).hostname).toBe('postgres')
     expect(new URL(config.redisUrl!).hostname).toBe('redis')
     expect(env.REDIS_PREFIX).toBeDefined()
-    const carrierPort = command('fake-carrier')[command('fake-carrier').indexOf('--port') + 1]
-    expect(command('fake-carrier')[0]).toBe('fake-carrier')
-    expect(command('fake-carrier')).toEqual(expect.arrayContaining(['--host', '0.0.0.0']))
-    for (const type of CONSENT_TYPES) {
-      const u = new URL(config.upstreams[type]!)
-      expect(u.hostname, type).toBe('fake-carrier')
-      expect(u.port, type).toBe(carrierPort)
-    }
+    for (const type of CONSENT_TYPES) expect(config.upstreams[type], type).toBeNull() // the demo's carrier: below
     expect(config.iysPushUser).not.toBeNull()
     expect(config.iysPushPassword).not.toBeNull()
     const targets = mounts('gateway').map(m => m.target)
@@ -482,5 +475,85 @@ describe('metrics named in prometheus/ and grafana/', () => {
         for (const v of values) expect(closed, `${file}: ${m[0]}`).toContain(v)
       }
     }
+  })
+})
+
+// ---- a compose file that is safe to copy -----------------------------------------------------------------------
+
+describe('docker-compose.yml sends nothing to a fake unless asked to, and keeps its parts apart', () => {
+  const profiles = (name: string): string[] => (service(name).profiles === undefined ? [] : asList(service(name).profiles, `${name}.profiles`)).map(p => asString(p, 'profile'))
+  const inDemo = (name: string): boolean => profiles(name).includes('demo')
+  /** KEY=VALUE lines of an env file (comments and blank lines skipped). */
+  const envFile = (path: string): Record<string, string> => Object.fromEntries(read(path).split('\n').map(l => l.trim())
+    .filter(l => l !== '' && !l.startsWith('#')).map(l => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+  /** Compose's interpolation with `shell` as the environment. */
+  const interpolateWith = (text: string, shell: Record<string, string>): string =>
+    text.replace(/\$\$|\$\{([A-Z0-9_]+)(?:(:?)-([^}]*))?\}/g, (all, name: string | undefined, colon: string | undefined, def: string | undefined) => {
+      if (all === '$$') return '$'
+      const v = shell[name!]
+      if (def === undefined) { if (v === undefined) throw new Error(`${all} is not set`); return v }
+      return (colon === ':' ? v !== undefined && v !== '' : v !== undefined) ? v! : def
+    })
+  const rawEnvironment = (name: string): Record<string, string> => Object.fromEntries(Object.entries(asMap(service(name).environment ?? {}, `${name}.environment`))
+    .map(([k, v]) => [k, v === null ? '' : asString(v, k)]))
+  const carrierPort = (): string => command('fake-carrier')[command('fake-carrier').indexOf('--port') + 1]!
+
+  it('runs the fake carrier only in the demo profile', () => {
+    expect(profiles('fake-carrier')).toEqual(['demo'])
+    expect(command('fake-carrier')[0]).toBe('fake-carrier')
+    expect(command('fake-carrier')).toEqual(expect.arrayContaining(['--host', '0.0.0.0']))
+    for (const name of builtFromDockerfile) if (command(name)[0] === 'fake-carrier') expect(profiles(name), name).toEqual(['demo'])
+    // `docker compose up` without the profile must not need it: nothing outside the profile depends on it.
+    for (const name of serviceNames.filter(n => !inDemo(n))) {
+      const deps = service(name).depends_on
+      const named = deps === undefined ? [] : Array.isArray(deps) ? deps.map(d => asString(d, 'dependency')) : Object.keys(asMap(deps, 'depends_on'))
+      for (const dep of named) expect(inDemo(dep), `${name} depends on ${dep} of the demo profile`).toBe(false)
+    }
+  })
+
+  it('points no service outside the demo profile at the fake carrier: the carriers come from the environment', () => {
+    for (const name of serviceNames.filter(n => !inDemo(n))) {
+      for (const [key, value] of Object.entries(environment(name))) expect(value, `${name}: ${key}`).not.toMatch(/fake-carrier/)
+      for (const [key, raw] of Object.entries(rawEnvironment(name))) {
+        if (/^UPSTREAM_[A-Z]+_URL$/.test(key)) expect(raw, `${name}: ${key}`).toBe(`\${${key}:-}`)
+      }
+    }
+    const gateway = rawEnvironment('gateway')
+    for (const type of CONSENT_TYPES) expect(Object.keys(gateway)).toContain(`UPSTREAM_${type}_URL`)
+    // A carrier set in the shell (or .env) is the one the gateway gets.
+    const shell = { UPSTREAM_MESAJ_URL: 'https://sms.carrier.example', UPSTREAM_EPOSTA_URL: 'https://mail.carrier.example' }
+    const config = loadConfig(Object.fromEntries(Object.entries(gateway).map(([k, v]) => [k, interpolateWith(v, shell)])))
+    expect(config.upstreams).toEqual({ MESAJ: 'https://sms.carrier.example', EPOSTA: 'https://mail.carrier.example', ARAMA: null })
+  })
+
+  it('wires the demo\'s fake carrier as every channel\'s carrier through .env.demo, which also turns the profile on', () => {
+    const demo = envFile('.env.demo')
+    expect(demo.COMPOSE_PROFILES?.split(',')).toContain('demo')
+    const env = Object.fromEntries(Object.entries(rawEnvironment('gateway')).map(([k, v]) => [k, interpolateWith(v, demo)]))
+    const config = loadConfig(env)
+    for (const type of CONSENT_TYPES) {
+      const u = new URL(config.upstreams[type]!)
+      expect(u.hostname, type).toBe('fake-carrier')
+      expect(u.port, type).toBe(carrierPort())
+    }
+    const notes = read('docker-compose.yml').split('\n').filter(l => l.trimStart().startsWith('#')).join('\n')
+    expect(notes).toContain('docker compose --profile demo --env-file .env.demo up')
+  })
+
+  it('runs Prometheus without --web.enable-lifecycle', () => {
+    for (const name of serviceNames) {
+      const words = [...command(name), ...(service(name).entrypoint === undefined ? [] : [JSON.stringify(service(name).entrypoint)])]
+      expect(words.join(' '), name).not.toMatch(/enable-lifecycle/)
+    }
+    expect(command('prometheus')).toContain(`--config.file=${mounts('prometheus').find(m => m.source === './prometheus')!.target}/prometheus.yml`)
+  })
+
+  it('names each of the four images built from the Dockerfile apart', () => {
+    expect([...builtFromDockerfile].sort()).toEqual(['fake-carrier', 'gateway', 'load', 'migrate'])
+    const images = builtFromDockerfile.map(n => asString(service(n).image, `${n}.image`))
+    expect(new Set(images).size).toBe(images.length)
+    const others = serviceNames.filter(n => !builtFromDockerfile.includes(n)).map(n => asString(service(n).image, `${n}.image`))
+    for (const image of images) expect(others).not.toContain(image)
+    for (const n of builtFromDockerfile) expect(asString(service(n).image, n), n).toMatch(new RegExp(n === 'gateway' ? '^iys-gateway:' : `^iys-gateway-${n}:`))
   })
 })
