@@ -7,7 +7,8 @@ import type { Checker } from '../check/checker.js'
 import { requireBrand, type Authenticator } from '../auth/principal.js'
 import type { Metrics, ReadyReason } from '../metrics.js'
 import { parseCheckRequest, serializeResults } from './check-request.js'
-import { Router } from './router.js'
+import { OPENAPI_DOCUMENT } from './openapi.js'
+import { Router, type Reply } from './router.js'
 import { uWS } from './uws.js'
 
 export interface Readiness {
@@ -55,6 +56,10 @@ export function createApp (deps: AppDeps): { app: uWS.TemplatedApp, router: Rout
   }, PUBLIC)
 
   router.get('/metrics', 'metrics', async () => ({ status: 200, body: await metrics.registry.metrics(), contentType: metrics.registry.contentType }), PUBLIC)
+
+  // The OpenAPI document of these routes (http/openapi.ts), serialised once; counted under the 'other' route label.
+  const openapi: Reply = { status: 200, body: JSON.stringify(OPENAPI_DOCUMENT) }
+  router.get('/openapi.json', 'other', () => openapi, PUBLIC)
 
   // Route modules register through the router only (its guard keeps a throw from reaching uWS, which would end the process).
   deps.routes?.(router)

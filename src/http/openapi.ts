@@ -11,6 +11,7 @@ import { SCOPES, type Scope } from '../auth/principal.js'
 import { OUTCOME_STATUSES } from '../carriers/upstream.js'
 import { ERRORS, type ErrorCode } from '../domain/errors.js'
 import { CONSENT_TYPES, RECIPIENT_TYPES, STATUSES } from '../domain/vocabulary.js'
+import { READY_REASONS } from '../metrics.js'
 import { REASONS } from '../policy/decide.js'
 import { projectUrl } from '../util/paths.js'
 import { MAX_RECIPIENTS } from './check-request.js'
@@ -36,6 +37,10 @@ const JSON_BODY: readonly ErrorCode[] = ['H014', 'H1042', 'JSON_TOO_DEEP', 'BODY
 const KEY_FIELDS: readonly ErrorCode[] = ['INVALID_BRAND_CODE', 'H111', 'H117', 'H116']
 /** A recipient in a query: missing, not an address, too long, or not of the channel's kind. */
 const RECIPIENT: readonly ErrorCode[] = ['H114', 'H120', 'H121', 'H166', 'H464']
+/** The routes that read Postgres: it does not answer (the checks go on without it). */
+const DATABASE: readonly ErrorCode[] = ['NOT_CONFIGURED', 'DATABASE_UNAVAILABLE']
+/** Codes answered with a Retry-After header. */
+const RETRY_AFTER: readonly ErrorCode[] = ['RATE_LIMITED', 'DATABASE_UNAVAILABLE']
 
 const STATUS_TITLE: Readonly<Record<number, string>> = {
   400: 'Bad request', 401: 'No valid API key', 403: 'Not allowed for this key', 404: 'Not found', 405: 'Method not allowed',
@@ -58,6 +63,7 @@ const MEANING: Partial<Record<ErrorCode, string>> = {
   H464: 'recipient is not of the channel\'s kind (MESAJ and ARAMA need a phone number, EPOSTA an e-mail address)',
   SERVICE_UNAVAILABLE: 'the gateway is shutting down (retry on another instance), or it cannot record the decisions of this request (decision journal unwritable; nothing was forwarded)',
   NOT_CONFIGURED: 'the gateway runs without DATABASE_URL: the ledger needs Postgres',
+  DATABASE_UNAVAILABLE: 'Postgres is not answering (checks and sends go on without it): retry after Retry-After seconds',
   UNAUTHORIZED: 'no API key, or one that is unknown, revoked or expired',
   FORBIDDEN: 'the key lacks the route\'s scope, or may not act for the brand (or iysCode, scrub job) the request names',
   RATE_LIMITED: 'the key\'s rate is spent: retry after Retry-After seconds'
@@ -74,7 +80,7 @@ function errorResponses (codes: readonly ErrorCode[], extra: Readonly<Record<num
   }
   const out: Record<string, JsonObject> = {}
   for (const [status, list] of [...byStatus].sort((a, b) => a[0] - b[0])) {
-    const headers: JsonObject = list.includes('RATE_LIMITED') ? { 'Retry-After': { $ref: '#/components/headers/RetryAfter' } } : {}
+    const headers: JsonObject = list.some(c => RETRY_AFTER.includes(c)) ? { 'Retry-After': { $ref: '#/components/headers/RetryAfter' } } : {}
     out[String(status)] = {
       description: `${STATUS_TITLE[status] ?? 'Error'}${extra[status] !== undefined ? ' — ' + extra[status] : ''}. Codes: ${list.map(describeCode).join('; ')}.`,
       ...(Object.keys(headers).length > 0 ? { headers } : {}),
@@ -353,7 +359,7 @@ const schemas: Record<string, JsonObject> = {
     required: ['decidedAt', 'source', 'recipientType', 'commercial', 'allowed', 'reason', 'consent'],
     properties: {
       decidedAt: INSTANT,
-      source: { type: 'string', description: 'the front end that decided', examples: ['check', 'messages'] },
+      source: { type: 'string', description: 'what decided: check, messages, or scrub (a bulk scrub job: jobId)', examples: ['check', 'messages', 'scrub'] },
       recipientType: ref('RecipientType'),
       commercial: { type: 'boolean' },
       allowed: { type: 'boolean' },
@@ -361,6 +367,7 @@ const schemas: Record<string, JsonObject> = {
       messageId: nullable({ type: 'string' }),
       upstreamStatus: nullable({ type: 'string', description: 'the carrier outcome of a message' }),
       carrierId: nullable({ type: 'string' }),
+      jobId: nullable({ type: 'string', description: 'the scrub job that took the decision (source scrub)' }),
       consent: nullable({
         type: 'object',
         required: ['seq', 'status', 'source', 'consentDate'],
@@ -381,10 +388,11 @@ const schemas: Record<string, JsonObject> = {
   Health: { type: 'object', required: ['status'], additionalProperties: false, properties: { status: { const: 'ok' } } },
   Readiness: {
     type: 'object',
-    required: ['ready'],
-    description: 'ready, and why not (problem); the other fields report the parts (they may grow).',
+    required: ['ready', 'reason'],
+    description: 'ready, the one reason it is not (reason, as in the iys_ready metric) and in words (problem); the other fields report the parts (they may grow).',
     properties: {
       ready: { type: 'boolean' },
+      reason: { type: 'string', enum: [...READY_REASONS] },
       mode: { type: 'string', enum: ['redis', 'embedded'] },
       filterVersion: { type: 'integer', minimum: 0 },
       problem: { type: 'string' },
@@ -550,7 +558,7 @@ const paths: Record<string, JsonObject> = {
       parameters: [...KEY_PARAMS, RECIPIENT_PARAM],
       responses: {
         200: { description: 'The history.', content: json(ref('History'), { history: { ...ECHO, history: [LEDGER_ENTRY] } }) },
-        ...errorResponses([...ALWAYS, ...AUTH, ...KEY_FIELDS, ...RECIPIENT, 'NOT_CONFIGURED'])
+        ...errorResponses([...ALWAYS, ...AUTH, ...KEY_FIELDS, ...RECIPIENT, ...DATABASE])
       }
     }
   },
@@ -564,7 +572,7 @@ const paths: Record<string, JsonObject> = {
       parameters: [...KEY_PARAMS, RECIPIENT_PARAM, isoParam('at', 'The moment (default: now).')],
       responses: {
         200: { description: 'The state.', content: json(ref('StateAt'), { state: { ...ECHO, at: '2026-03-01T07:00:00.000Z', state: LEDGER_ENTRY }, none: { ...ECHO, at: '2026-03-01T07:00:00.000Z', state: null } }) },
-        ...errorResponses([...ALWAYS, ...AUTH, ...KEY_FIELDS, ...RECIPIENT, 'INVALID_FIELD', 'NOT_CONFIGURED'])
+        ...errorResponses([...ALWAYS, ...AUTH, ...KEY_FIELDS, ...RECIPIENT, 'INVALID_FIELD', ...DATABASE])
       }
     }
   },
@@ -595,7 +603,7 @@ const paths: Record<string, JsonObject> = {
             'text/html': { schema: { type: 'string' } }
           }
         },
-        ...errorResponses([...ALWAYS, ...AUTH, ...KEY_FIELDS, ...RECIPIENT, 'INVALID_FIELD', 'NOT_CONFIGURED'])
+        ...errorResponses([...ALWAYS, ...AUTH, ...KEY_FIELDS, ...RECIPIENT, 'INVALID_FIELD', ...DATABASE])
       }
     }
   },
@@ -615,11 +623,11 @@ const paths: Record<string, JsonObject> = {
       summary: 'Ready to serve: the filter is current and the stores answer',
       security: PUBLIC,
       responses: {
-        200: { description: 'Ready.', content: json(ref('Readiness'), { ready: { ready: true, mode: 'redis', filterVersion: 7, uws: 'native', warnings: [] } }) },
+        200: { description: 'Ready.', content: json(ref('Readiness'), { ready: { ready: true, reason: 'ok', mode: 'redis', filterVersion: 7, uws: 'native', warnings: [] } }) },
         ...errorResponses(['BAD_CONTENT_LENGTH', 'H015']),
         503: {
           description: 'Not ready, with the reason (problem); or SERVICE_UNAVAILABLE (an error body) while shutting down.',
-          content: json({ anyOf: [ref('Readiness'), errorBody(['SERVICE_UNAVAILABLE'])] }, { notReady: { ready: false, mode: 'redis', filterVersion: 0, problem: 'no filter version in Redis yet (run iys-gateway load)' } })
+          content: json({ anyOf: [ref('Readiness'), errorBody(['SERVICE_UNAVAILABLE'])] }, { notReady: { ready: false, reason: 'no_filter_version', mode: 'redis', filterVersion: 0, problem: 'no filter version in Redis yet (run iys-gateway load)' } })
         }
       }
     }
