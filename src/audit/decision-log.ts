@@ -15,9 +15,13 @@
 // log starts in the background can reject: a failure (Postgres, a segment file that cannot be removed) is logged and
 // retried. At start-up the segments a crashed run left are shipped like any other.
 //
+// Scrub jobs write their decisions as whole batches (audit/scrub-decisions.ts) through writeScrubBatch(), and put a
+// batch Postgres cannot take now in this spool folder (spoolScrubBatch(): `scrub-….tsv`, written whole and renamed
+// into place); the shipper ships those with the scrub columns (job_id) like any other spooled batch.
+//
 // The table is partitioned by day (UTC); partitions are created ahead and those older than the retention dropped.
 
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, open as openFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
@@ -28,8 +32,8 @@ import type { Pool } from '../store/pg.js'
 import type { CheckQuery, CheckResult } from '../check/checker.js'
 import { GatewayError } from '../domain/errors.js'
 import { esc, opt } from '../formats/copy-text.js'
-import { COLUMNS, segmentToCopy } from './copy-text.js'
-import { Journal, type JournalFs, type Segment } from './journal.js'
+import { COLUMNS, SCRUB_COLUMNS, SCRUB_PREFIX, segmentToCopy } from './copy-text.js'
+import { Journal, LEGACY_EXT, type JournalFs, type Segment } from './journal.js'
 import { settlesWithin } from '../util/settle.js'
 
 export interface DecisionLogOptions {
@@ -64,6 +68,8 @@ const RETRY_MS = 1000
 const REFUSED_MAX_MS = 60_000
 const CLOSE_WAIT_MS = 15_000
 const QUARANTINE = 'quarantine'
+/** spooled scrub batches (and spool files of older versions) are whole files of COPY text: journal.ts LEGACY_EXT */
+const LEGACY_SPOOL_EXT = LEGACY_EXT
 
 const partitionName = (dayStartMs: number): string => 'decisions_' + new Date(dayStartMs).toISOString().slice(0, 10).replace(/-/g, '')
 
@@ -123,6 +129,41 @@ export class DecisionLog {
       onSyncError: err => { opts.log.error({ err }, 'decision journal: fsync failed') },
       ...(opts.journalFs !== undefined ? { fs: opts.journalFs } : {})
     })
+  }
+
+  /** Postgres failed the last shipping attempt and its retry is not due yet: a bulk writer had better spool. */
+  get postgresAway (): boolean {
+    return Date.now() < this.retryAt
+  }
+
+  /**
+   * COPYs one batch of a scrub job's decision rows (COPY text, SCRUB_COLUMNS), exactly once by `batchId`. Rows
+   * Postgres refuses for their content are quarantined as the shipper's are; any other failure is thrown (the
+   * caller spools the batch with spoolScrubBatch()).
+   */
+  async writeScrubBatch (batchId: string, text: string, rows: number): Promise<void> {
+    await this.writeChunk(batchId, text, rows, SCRUB_COLUMNS)
+  }
+
+  /**
+   * Puts a scrub batch Postgres could not take in the spool folder, where the shipper finds it: written to a
+   * temporary name, fsynced, renamed into place (a spooled batch is always whole). Counted as spooled now.
+   */
+  async spoolScrubBatch (batchId: string, text: string, rows: number): Promise<void> {
+    const name = batchId + LEGACY_SPOOL_EXT
+    const path = join(this.opts.spoolDir, name)
+    const file = await openFile(path + '.tmp', 'w')
+    try {
+      await file.writeFile(text)
+      await file.sync()
+    } finally {
+      await file.close()
+    }
+    await rename(path + '.tmp', path)
+    if (!this.spooledNames.has(name)) {
+      this.spooledNames.add(name)
+      this.opts.onSpooled?.(rows)
+    }
   }
 
   /** Segments waiting to be shipped (for /readyz and metrics). */
@@ -271,7 +312,7 @@ export class DecisionLog {
       }
       const { text, rows } = segmentToCopy(raw)
       try {
-        if (rows > 0) await this.writeChunk(name.slice(0, name.lastIndexOf('.')), text, rows)
+        if (rows > 0) await this.writeChunk(name.slice(0, name.lastIndexOf('.')), text, rows, name.startsWith(SCRUB_PREFIX) ? SCRUB_COLUMNS : COLUMNS)
       } catch (err) {
         this.spool(name, rows, err as Error)
         if (!isRefusal(err)) { this.retryAt = Date.now() + RETRY_MS; return false } // Postgres away: all of it waits
@@ -327,17 +368,17 @@ export class DecisionLog {
   }
 
   /** Writes a batch; one refused for a value in a row is split until the refused lines are alone in quarantine. */
-  private async writeChunk (batchId: string, text: string, rows: number): Promise<void> {
+  private async writeChunk (batchId: string, text: string, rows: number, columns: string): Promise<void> {
     try {
-      await this.writeBatch(batchId, text, rows)
+      await this.writeBatch(batchId, text, rows, columns)
     } catch (err) {
       if (!isDataError(err)) throw err
       if (rows === 1) { await this.quarantine(batchId, text, err as Error & { code: string }); return }
       const half = Math.ceil(rows / 2)
       let cut = -1
       for (let i = 0; i < half; i++) cut = text.indexOf('\n', cut + 1)
-      await this.writeChunk(batchId + '.0', text.slice(0, cut + 1), half)
-      await this.writeChunk(batchId + '.1', text.slice(cut + 1), rows - half)
+      await this.writeChunk(batchId + '.0', text.slice(0, cut + 1), half, columns)
+      await this.writeChunk(batchId + '.1', text.slice(cut + 1), rows - half, columns)
     }
   }
 
@@ -350,12 +391,12 @@ export class DecisionLog {
     this.opts.log.error({ batchId, sqlstate: err.code }, 'decision log: Postgres refused a decision record; it is kept in the quarantine folder')
   }
 
-  private async writeBatch (batchId: string, text: string, rows: number): Promise<void> {
+  private async writeBatch (batchId: string, text: string, rows: number, columns: string): Promise<void> {
     await this.ensurePartitionFor(text)
     const copy = (): Promise<boolean> => inTransaction(this.opts.pool, async client => {
       const claim = await client.query('INSERT INTO decision_batches (batch_id, rows) VALUES ($1, $2) ON CONFLICT DO NOTHING', [batchId, rows])
       if (claim.rowCount === 0) return false // committed before: this is a replay of a batch we could not confirm
-      await pipeline(Readable.from([text]), client.query(copyStreams.from(`COPY decisions ${COLUMNS} FROM STDIN`)))
+      await pipeline(Readable.from([text]), client.query(copyStreams.from(`COPY decisions ${columns} FROM STDIN`)))
       return true
     })
     let written: boolean

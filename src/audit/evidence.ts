@@ -1,5 +1,7 @@
 // Complaint evidence: every decision for one recipient in a time window, each with the consent change it relied on
-// (taken from the evidence ledger by seq), as JSON or as a printable one-page HTML report.
+// (taken from the evidence ledger by seq), as JSON or as a printable one-page HTML report. The decisions of checks,
+// messages and scrub jobs are in one table, found by one index (brand, type, normalised recipient, time): a scrub
+// decision says which job took it (`source` scrub, `jobId`).
 
 import type { ConsentType } from '../domain/vocabulary.js'
 import type { Pool } from '../store/pg.js'
@@ -24,6 +26,8 @@ export interface EvidenceEntry {
   messageId: string | null
   upstreamStatus: string | null
   carrierId: string | null
+  /** the scrub job that took the decision (source `scrub`); null for checks and messages */
+  jobId: string | null
   consent: { seq: number, status: string, source: string, consentDate: string, transactionId: string | null, via: string, receivedAt: string } | null
 }
 
@@ -31,7 +35,7 @@ export interface EvidenceEntry {
 export async function findEvidence (pool: Pool, q: EvidenceQuery): Promise<EvidenceEntry[]> {
   const { rows } = await pool.query(
     `SELECT to_char(d.decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "decidedAt", d.source, d.recipient_type AS "recipientType",
-            d.commercial, d.allowed, d.reason, d.message_id AS "messageId", d.upstream_status AS "upstreamStatus", d.carrier_id AS "carrierId",
+            d.commercial, d.allowed, d.reason, d.message_id AS "messageId", d.upstream_status AS "upstreamStatus", d.carrier_id AS "carrierId", d.job_id AS "jobId",
             h.seq::float8 AS seq, h.status, h.source AS "consentSource",
             to_char(h.consent_date AT TIME ZONE ${TR}, 'YYYY-MM-DD HH24:MI:SS') AS "consentDate", h.transaction_id AS "transactionId", h.via,
             to_char(h.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "receivedAt"
@@ -51,9 +55,13 @@ export async function findEvidence (pool: Pool, q: EvidenceQuery): Promise<Evide
     messageId: r.messageId,
     upstreamStatus: r.upstreamStatus,
     carrierId: r.carrierId,
+    jobId: r.jobId,
     consent: r.seq === null ? null : { seq: r.seq, status: r.status, source: r.consentSource, consentDate: r.consentDate, transactionId: r.transactionId, via: r.via, receivedAt: r.receivedAt }
   }))
 }
+
+/** The report's word for each front end: a send, a check, a bulk scrub (with its job below it). */
+const SOURCE_TR: Readonly<Record<string, string>> = { messages: 'gönderim', check: 'sorgu', scrub: 'toplu tarama' }
 
 const esc = (s: unknown): string => String(s ?? '').replace(/[&<>"']/g, c => `&#${c.charCodeAt(0)};`)
 
@@ -62,7 +70,7 @@ const trTime = (iso: string): string => new Date(Date.parse(iso) + 3 * 3_600_000
 /** A printable one-page report a compliance officer can attach to an answer to the Ministry. */
 export function evidenceHtml (q: EvidenceQuery, entries: EvidenceEntry[], generatedAt: Date): string {
   const rows = entries.map(e => `<tr>
-<td>${esc(trTime(e.decidedAt))}</td><td>${esc(e.source === 'messages' ? 'gönderim' : 'sorgu')}${e.messageId !== null ? '<br><small>' + esc(e.messageId) + '</small>' : ''}</td>
+<td>${esc(trTime(e.decidedAt))}</td><td>${esc(SOURCE_TR[e.source] ?? e.source)}${e.messageId !== null ? '<br><small>' + esc(e.messageId) + '</small>' : ''}${e.jobId !== null ? '<br><small>iş ' + esc(e.jobId) + '</small>' : ''}</td>
 <td>${e.commercial ? 'ticari' : 'bilgilendirme'}</td><td class="${e.allowed ? 'ok' : 'no'}">${e.allowed ? 'izin verildi' : 'engellendi'}<br><small>${esc(e.reason)}</small></td>
 <td>${e.consent === null ? '—' : `${esc(e.consent.status)} · ${esc(e.consent.source)}<br>${esc(e.consent.consentDate)}<br><small>${esc(e.consent.transactionId ?? '')}</small>`}</td>
 <td>${esc(e.upstreamStatus ?? '—')}${e.carrierId !== null ? '<br><small>' + esc(e.carrierId) + '</small>' : ''}</td></tr>`).join('\n')

@@ -6,6 +6,9 @@
 // so is a line longer than maxLineBytes, which the splitter skips unread and which is shown with an empty recipient.
 // Jobs run one at a time per process, each using every scrub thread; a few chunks are in flight so that the
 // workers, Redis and the writer overlap, and the bounded window keeps memory flat whatever the file size.
+// Each chunk's decisions go through the post-decision hook as one batch (metrics by reason, never per line) and, with
+// a decision log, to Postgres as COPY text the workers built (audit/scrub-decisions.ts): DUPLICATE lines are left
+// out of both, since the first occurrence carries the decision.
 
 import { once } from 'node:events'
 import { createReadStream, createWriteStream } from 'node:fs'
@@ -16,7 +19,10 @@ import type { CheckerOptions } from '../check/checker.js'
 import { RedisView, type FilterView } from '../filter/view.js'
 import { DEFAULT_MAX_LINE_BYTES, readLineBatches, splitCsvLine, type LineBatch } from '../formats/csv.js'
 import { REASONS } from '../policy/decide.js'
-import { checkChunk, type ChunkInput, type ChunkOutput, type InputFormat } from './chunk.js'
+import type { DecisionsHook } from '../audit/decisions-hook.js'
+import { scrubLogFormat, type ScrubDecisionWriter } from '../audit/scrub-decisions.js'
+import type { Metrics } from '../metrics.js'
+import { checkChunk, type ChunkInput, type ChunkOutput, type InputFormat, type ScrubLogFormat } from './chunk.js'
 import { FirstSeen } from './dedup.js'
 import type { JobRecord, ScrubJobs, ScrubParams } from './jobs.js'
 import type { ScrubTask } from './pool.js'
@@ -44,13 +50,25 @@ export interface EngineDeps {
    * few ms while checks are being served, so a scrub takes the cores only when the checks leave them free.
    */
   pauseMs?: () => number
+  /** the post-decision hook (gateway): decision metrics per chunk, and the decision log's writer per run */
+  hook?: Pick<DecisionsHook, 'afterScrubChunk' | 'scrubWriter'>
+  /** job metrics (gateway): jobs by state, lines, finished runs */
+  metrics?: Pick<Metrics, 'scrubLines' | 'scrubJobsFinished' | 'watchScrubJobs'>
+}
+
+/** Where a job's decisions go besides its result file. */
+export interface ScrubSinks {
+  /** after each chunk is written: its decisions by reason index (REASONS, DUPLICATE lines left out) and its lines */
+  onChunk?: (counts: Uint32Array, lines: number) => void
+  /** the decision log: the rows' layout the workers fill in, and the writer that takes them */
+  log?: { format: ScrubLogFormat, writer: ScrubDecisionWriter }
 }
 
 /**
  * Reads `path` and writes the result file; the progress callback sees the totals as they grow, the bytes of the
  * input read and the bytes of the result written so far.
  */
-export async function scrubFile (deps: EngineDeps, input: string, output: string, params: ScrubParams, format: InputFormat, totals: JobRecord['totals'], onProgress?: (bytesRead: number, bytesWritten: number) => void): Promise<void> {
+export async function scrubFile (deps: EngineDeps, input: string, output: string, params: ScrubParams, format: InputFormat, totals: JobRecord['totals'], onProgress?: (bytesRead: number, bytesWritten: number) => void, sinks: ScrubSinks = {}): Promise<void> {
   // Small reads and a yield after every chunk: the scrub shares the event loop with the gateway's checks, which must
   // not wait behind tens of thousands of lines handled in one go.
   const stream = createReadStream(input, { highWaterMark: 64 * 1024 })
@@ -65,9 +83,12 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
   let lines: string[] = []
   let numbers: number[] = []
   let chunkLimit = deps.chunkLines
+  const { onChunk, log } = sinks
+  const counts = new Uint32Array(REASONS.length)
+  const duplicates: number[] = []
 
   const dispatch = (): void => {
-    const chunk: ChunkInput = { lines, format, column }
+    const chunk: ChunkInput = log !== undefined ? { lines, format, column, log: log.format } : { lines, format, column }
     inflight.push(runChunk(deps, params, chunk))
     pendingLines.push(numbers)
     lines = []
@@ -78,11 +99,14 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
     const res = await inflight.shift()!
     const nums = pendingLines.shift()!
     let text = ''
+    counts.fill(0)
+    duplicates.length = 0
     for (let i = 0; i < nums.length; i++) {
       const line = nums[i]!
       let first = 0
       if (res.valid[i] === 1) first = seen.firstLine(res.h1[i]!, res.h2[i]!, line)
       if (first !== 0) {
+        duplicates.push(i)
         totals.duplicates++
         totals.blocked++
         totals.blockedByReason.DUPLICATE = (totals.blockedByReason.DUPLICATE ?? 0) + 1
@@ -90,12 +114,18 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
         continue
       }
       const reason = REASONS[res.reasons[i]!]!
+      counts[res.reasons[i]!]!++
       if (reason === 'INVALID_RECIPIENT') totals.invalid++
       if (res.allowed[i] === 1) totals.allowed++
       else { totals.blocked++; totals.blockedByReason[reason] = (totals.blockedByReason[reason] ?? 0) + 1 }
       text += res.prefixes[i]! + DECISION_FIELDS[res.allowed[i]!]![res.reasons[i]!]! + ',' + line + ',\n'
     }
     totals.checked += nums.length
+    onChunk?.(counts, nums.length)
+    if (log !== undefined && res.log !== null) {
+      log.writer.add(duplicates.length === 0 ? res.log : withoutLines(res.log, res.logEnds!, duplicates), nums.length - duplicates.length)
+      await log.writer.ready()
+    }
     if (!out.write(text)) await once(out, 'drain')
   }
 
@@ -141,6 +171,17 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
   }
 }
 
+/** A chunk's decision-log rows without those of the lines `skip` (indices, ascending): its DUPLICATE lines. */
+function withoutLines (rows: string, ends: Uint32Array, skip: readonly number[]): string {
+  let text = ''
+  let from = 0
+  for (const i of skip) {
+    text += rows.slice(from, i === 0 ? 0 : ends[i - 1])
+    from = ends[i]!
+  }
+  return text + rows.slice(from)
+}
+
 /**
  * The batch with an empty line in the place of each line that was too long, so that it goes through the chunk as
  * every other line and comes out INVALID_RECIPIENT with its line number (an empty recipient is never valid).
@@ -181,6 +222,7 @@ export class ScrubQueue {
 
   constructor (deps: EngineDeps & { jobs: ScrubJobs }) {
     this.deps = deps
+    deps.metrics?.watchScrubJobs(() => deps.jobs.counts())
   }
 
   enqueue (job: JobRecord): void {
@@ -199,13 +241,20 @@ export class ScrubQueue {
   }
 
   private async drain (): Promise<void> {
-    const { jobs, log } = this.deps
+    const { jobs, log, hook, metrics } = this.deps
     for (let job = this.queue.shift(); job !== undefined; job = this.queue.shift()) {
       job.state = 'running'
       job.startedAt = new Date().toISOString()
+      delete job.decisionLog
       await jobs.save(job)
       const started = Date.now()
       let lastSave = started
+      const type = job.params.type
+      const writer = hook?.scrubWriter(job.jobId, started) ?? null
+      const sinks: ScrubSinks = {
+        onChunk: (counts, lines) => { hook?.afterScrubChunk(type, counts); metrics?.scrubLines.inc(lines) },
+        ...(writer !== null ? { log: { format: scrubLogFormat(job.jobId, job.owner?.iysCode ?? null, job.params), writer } } : {})
+      }
       try {
         await scrubFile(this.deps, jobs.inputPath(job.jobId), jobs.tmpResultPath(job.jobId), job.params, job.format, job.totals, (bytesRead, bytesWritten) => {
           jobs.setResultBytes(job.jobId, bytesWritten)
@@ -213,16 +262,21 @@ export class ScrubQueue {
           job.rate = secs > 0 ? Math.round(job.totals.read / secs) : 0
           job.etaSeconds = bytesRead > 0 ? Math.max(0, Math.round(secs * (job.bytes - bytesRead) / bytesRead)) : undefined
           if (Date.now() - lastSave > 2000) { lastSave = Date.now(); void jobs.save(job) }
-        })
+        }, sinks)
+        // Done only once every decision is in Postgres or in the decision spool: a served result is all logged.
+        if (writer !== null) job.decisionLog = { ...await writer.finish() }
         await rename(jobs.tmpResultPath(job.jobId), jobs.resultPath(job.jobId))
         job.resultBytes = (await stat(jobs.resultPath(job.jobId))).size
         jobs.setResultBytes(job.jobId, job.resultBytes)
         const secs = (Date.now() - started) / 1000
         job.rate = secs > 0 ? Math.round(job.totals.read / secs) : 0
         await jobs.finish(job, 'done')
-        log.info({ jobId: job.jobId, lines: job.totals.read, seconds: secs }, 'scrub job done')
+        metrics?.scrubJobsFinished.labels('done').inc()
+        log.info({ jobId: job.jobId, lines: job.totals.read, seconds: secs, decisionLog: job.decisionLog }, 'scrub job done')
       } catch (err) {
         if (this.stopping) return
+        metrics?.scrubJobsFinished.labels('failed').inc()
+        if (writer !== null) job.decisionLog = { ...writer.totals }
         log.warn({ jobId: job.jobId, err }, 'scrub job failed')
         await jobs.removeTmpResult(job.jobId).catch(() => {})
         await jobs.finish(job, 'failed', `the job stopped: ${(err as Error).message}`)

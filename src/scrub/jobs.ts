@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { mayActFor, type Principal } from '../auth/principal.js'
 import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
+import type { ScrubJobCounts } from '../metrics.js'
 import type { InputFormat } from './chunk.js'
 
 export type JobState = 'uploading' | 'queued' | 'running' | 'done' | 'failed'
@@ -64,6 +65,12 @@ export interface JobRecord {
   rate?: number
   etaSeconds?: number
   resultBytes?: number
+  /**
+   * With a decision log (DATABASE_URL): where the run's decisions went — rows in all (a DUPLICATE line is no
+   * decision and has none), rows written to Postgres during the run, rows left in the decision spool for the
+   * decision log to write when Postgres takes them (audit/scrub-decisions.ts).
+   */
+  decisionLog?: { rows: number, written: number, spooled: number }
 }
 
 export const JOB_ID = /^[A-Za-z0-9_-]{1,64}$/
@@ -189,6 +196,20 @@ export class ScrubJobs {
   }
 
   has (id: string): boolean { return this.jobs.has(id) }
+
+  /** Jobs uploading, queued and running, and how long the oldest queued one has waited (for metrics). */
+  counts (now = Date.now()): ScrubJobCounts {
+    const c: ScrubJobCounts = { uploading: 0, queued: 0, running: 0, oldestQueuedSeconds: 0 }
+    for (const job of this.jobs.values()) {
+      if (job.state === 'uploading' || job.state === 'running') c[job.state]++
+      else if (job.state === 'queued') {
+        c.queued++
+        const since = Date.parse(job.uploadedAt ?? job.createdAt)
+        c.oldestQueuedSeconds = Math.max(c.oldestQueuedSeconds, (now - since) / 1000)
+      }
+    }
+    return c
+  }
 
   /** Writes job.json atomically (write + rename). */
   async save (job: JobRecord): Promise<void> {
