@@ -36,7 +36,8 @@ export interface ImportOptions {
   file: string
   rejectFile?: string
   actor?: string
-  progress?: boolean
+  /** false: no progress lines (tests); a Progress to report to; default: progress on stderr */
+  progress?: boolean | Progress
   /** Which rules judge the rows: see the header. Default 'iys'. */
   rules?: Authority
   /** iysCode/brandCode for items that do not carry them (İYS lists are per brand). */
@@ -61,6 +62,8 @@ export interface ImportResult {
   rejectFile: string | null
   /** highest seq assigned (0 when nothing was applied) */
   lastSeq: number
+  /** ';' when the CSV file was read as semicolon-separated (detected from its header row); absent otherwise */
+  separator?: ';'
 }
 
 // COPY text format: no consent field can contain tab, newline, carriage return or backslash after validation (codes
@@ -159,7 +162,7 @@ const unescapeCopy = (_: string, c: string): string => c === 't' ? '\t' : c === 
 
 export async function importConsents (pool: Pool, opts: ImportOptions): Promise<ImportResult> {
   const totalBytes = statSync(opts.file).size
-  const progress = opts.progress === false ? null : new Progress({ label: 'import', totalBytes })
+  const progress = opts.progress === false ? null : opts.progress instanceof Progress ? opts.progress : new Progress({ label: 'import', totalBytes })
   const rejectPath = opts.rejectFile ?? opts.file + '.rejects.csv'
   let applied = 0
   let lastSeq = 0
@@ -171,12 +174,15 @@ export async function importConsents (pool: Pool, opts: ImportOptions): Promise<
   let staged: Staged
   try {
     staged = await stageImport(client, opts, progress)
-    progress?.setPhase('applying İYS rules')
+    // The longest phase: one transaction per slice, each a tick of the progress line (slices done, %, ETA).
+    progress?.setPhase('applying İYS rules', staged.slices, 'slices')
     for (let slice = 0; slice < staged.slices; slice++) {
       const r = await applySlice(client, slice, opts)
       applied += r.applied
       if (r.lastSeq > 0) lastSeq = r.lastSeq
+      progress?.advance(slice + 1)
     }
+    progress?.setPhase('counting and writing rejects')
     const byCode = await client.query<{ code: string, n: string }>('SELECT code, count(*) AS n FROM import_staging WHERE code IS NOT NULL GROUP BY code')
     for (const r of byCode.rows) { rejectsByCode[r.code] = Number(r.n); rejected += Number(r.n) }
     if (rejected > 0) await writeRejectFile(client, rejectPath)
@@ -186,7 +192,9 @@ export async function importConsents (pool: Pool, opts: ImportOptions): Promise<
   const { rows, invalid } = staged
   const superseded = rejectsByCode.H178 ?? 0
   const result: ImportResult = { rows, valid: rows - invalid, rejected, applied, superseded, rejectsByCode, rejectFile: rejected > 0 ? rejectPath : null, lastSeq }
-  progress?.done(`${applied} applied, ${superseded} superseded, ${rejected} rejected${rejected > 0 ? ` (see ${rejectPath})` : ''}`)
+  if (staged.separator !== undefined) result.separator = staged.separator
+  const how = staged.separator === ';' ? ' (read as ;-separated CSV)' : ''
+  progress?.done(`${applied} applied, ${superseded} superseded, ${rejected} rejected${rejected > 0 ? ` (see ${rejectPath})` : ''}${how}`)
   return result
 }
 
@@ -196,6 +204,8 @@ export interface Staged {
   invalid: number
   /** slices to apply, numbered from 0 */
   slices: number
+  /** ';' when the CSV file is semicolon-separated */
+  separator?: ';'
 }
 
 /**
@@ -206,9 +216,11 @@ export async function stageImport (client: PoolClient, opts: ImportOptions, prog
   let rows = 0
   let invalid = 0
   let id = 0
+  let separator: ';' | undefined
   const nowSeconds = Math.floor(Date.now() / 1000)
   async function * tsv (): AsyncGenerator<string> {
     for await (const batch of readConsentFile(opts.file, nowSeconds, opts.defaults)) {
+      separator = batch.separator
       rows += batch.consents.length + batch.rejects.length
       invalid += batch.rejects.length
       let out = ''
@@ -228,12 +240,16 @@ export async function stageImport (client: PoolClient, opts: ImportOptions, prog
     }
   }
   await client.query(STAGING)
+  progress?.setPhase('reading')
   await pipeline(Readable.from(tsv()), client.query(copyStreams.from(COPY_STAGING)))
+  // Single statements of a few seconds at millions of rows: the progress line shows each phase's elapsed time.
+  progress?.setPhase('sorting keys into slices')
   await client.query(SLICES[0]!, [opts.sliceKeys ?? SLICE_KEYS])
   for (const q of SLICES.slice(1)) await client.query(q)
+  progress?.setPhase('indexing')
   for (const q of SLICE_INDEXES) await client.query(q)
   const slices = Number((await client.query<{ n: string }>('SELECT coalesce(max(slice) + 1, 0) AS n FROM import_staging')).rows[0]!.n)
-  return { rows, invalid, slices }
+  return separator === undefined ? { rows, invalid, slices } : { rows, invalid, slices, separator }
 }
 
 /** The statements a slice runs under the write lock, in order (see applySlice); exported for the plan test. */
@@ -293,4 +309,37 @@ async function writeRejectFile (client: PoolClient, path: string): Promise<void>
   }
   out.end()
   await once(out, 'close')
+}
+
+/** `--max-rejects`: at most `count` refused rows, or at most `percent` % of the rows read. */
+export type RejectLimit = { count: number } | { percent: number }
+
+/** `100` or `0.5%`; null when the text is neither. */
+export function parseRejectLimit (text: string): RejectLimit | null {
+  const m = /^(\d+(?:\.\d+)?)(%?)$/.exec(text.trim())
+  if (m === null) return null
+  const v = Number(m[1])
+  if (m[2] === '%') return v <= 100 ? { percent: v } : null
+  return Number.isInteger(v) ? { count: v } : null
+}
+
+/**
+ * Why an import that ran to its end still failed (exit 1), or null. The good rows are applied either way: the
+ * limit is judged on the whole file, once it is read, and the exit code is what tells a script.
+ * - more rows refused than --max-rejects allows;
+ * - nothing applied while rows were refused, except when, under İYS rules, every refused row is one already stored
+ *   (H174 duplicate) or older than what is stored (H178): re-running an imported file changes nothing and is no failure.
+ */
+export function importFailure (r: ImportResult, rules: Authority, limit: RejectLimit | null): string | null {
+  const codes = Object.entries(r.rejectsByCode).sort((a, b) => b[1] - a[1]).map(([code, n]) => `${code}: ${n}`).join(', ')
+  const see = r.rejectFile !== null ? `; see ${r.rejectFile}` : ''
+  if (limit !== null) {
+    const allowed = 'count' in limit ? limit.count : r.rows * limit.percent / 100
+    const text = 'count' in limit ? String(limit.count) : `${limit.percent}% (${Math.floor(allowed)} of ${r.rows} rows)`
+    if (r.rejected > allowed) return `${r.rejected} rows refused (${codes}), more than --max-rejects ${text}; ${r.applied} good row${r.applied === 1 ? ' was' : 's were'} applied${see}`
+  }
+  if (r.applied > 0 || r.rejected === 0) return null
+  const alreadyStored = Object.keys(r.rejectsByCode).every(c => c === 'H174' || c === 'H178')
+  if (rules === 'iys' && alreadyStored) return null
+  return `nothing applied: ${r.rejected === 1 ? 'the one row was' : `all ${r.rejected} rows were`} refused (${codes})${see}`
 }

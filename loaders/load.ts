@@ -14,6 +14,12 @@ export interface LoadOptions extends Omit<BuildOptions, 'progress' | 'lock' | 's
 
 export async function loadFilter (opts: LoadOptions): Promise<LoadResult> {
   const { progress, ...rest } = opts
-  const r = await buildFilter({ ...rest, lock: 'wait', progress: progress === false ? undefined : v => new Progress({ label: `load v${v}` }) })
+  const r = await buildFilter({ ...rest, lock: 'wait', progress: progress === false ? undefined : v => started(new Progress({ label: `load v${v}` })) })
   return r! // with lock 'wait' and no stillNeeded, a build always runs
+}
+
+/** The first phase is named here, so that the line ticks (elapsed time) from the start, before the rows flow. */
+function started (p: Progress): Progress {
+  p.setPhase('copying consents from Postgres')
+  return p
 }

@@ -2,7 +2,8 @@
 // - `.json`: İYS's JSON consent lists, a top-level array of consent objects or İYS's `{"list":[...]}` wrapper
 //   (pull answers, push bodies; other top-level keys such as "after" are ignored), streamed (json-lines.ts);
 // - `.ndjson` / `.jsonl`: one consent object per line;
-// - anything else: CSV with a header row naming İYS fields, in any order.
+// - anything else: CSV with a header row naming İYS fields, in any order, separated by commas, or by semicolons when
+//   the header row is (what spreadsheet software writes in a Turkish locale); every row has as many fields as the header.
 // Every item goes through the same validation as the API (domain/consent.ts). Invalid items come out beside the
 // good ones with their line numbers (for JSON, the line the item starts on) and İYS error codes; they never stop
 // the file. Only a file whose structure is broken (a bad CSV header, a JSON document that is not a list) throws
@@ -43,6 +44,8 @@ export interface ConsentBatch {
   creationDates: (number | null)[]
   /** bytes of the file read so far (for progress) */
   bytesRead: number
+  /** ';' when the CSV file is semicolon-separated (detected from its header row); absent otherwise */
+  separator?: ';'
 }
 
 /** Values for fields an item leaves out: İYS's lists carry neither iysCode nor brandCode (the request names them). */
@@ -132,25 +135,44 @@ function addRow (batch: ConsentBatch, line: number, row: Record<string, unknown>
 const newBatch = (bytesRead: number): ConsentBatch =>
   ({ consents: [], lines: [], rejects: [], transactionIds: [], creationDates: [], bytesRead })
 
+/**
+ * The field separator of a CSV file, from its header row: ';' when the header has more semicolons than commas
+ * (spreadsheet software writes ';' in locales whose decimal separator is a comma, Turkish among them), else ','.
+ */
+export function csvSeparator (header: string): ',' | ';' {
+  const count = (c: string): number => header.split(c).length - 1
+  return count(';') > count(',') ? ';' : ','
+}
+
 async function * readCsv (path: string, stream: ReturnType<typeof createReadStream>, nowSeconds: number, defaults: ConsentDefaults): AsyncGenerator<ConsentBatch> {
   let columns: number[] | null = null
+  let width = 0 // fields in the header: every row must have as many (RFC 4180)
+  let sep: ',' | ';' = ','
   const row: Record<string, string | undefined> = {}
   for await (const { lines, numbers, tooLong } of readLineBatches(stream, { maxLineBytes: MAX_CSV_LINE_BYTES })) {
     const batch = newBatch(stream.bytesRead)
+    if (columns === null && lines.length > 0) sep = csvSeparator(lines[0]!)
+    if (sep === ';') batch.separator = sep
     // A line over the limit was skipped unread: it is a reject of its own (or, before the header, a broken file).
     if (columns === null && tooLong.length > 0 && (lines.length === 0 || tooLong[0]! < numbers[0]!)) {
       throw new FileFormatError(`line ${tooLong[0]!}: the header row is longer than ${MAX_CSV_LINE_BYTES} bytes`)
     }
     for (const line of tooLong) batch.rejects.push({ line, error: { code: 'INVALID_FIELD', message: `the line is longer than ${MAX_CSV_LINE_BYTES} bytes` } })
     for (let i = 0; i < lines.length; i++) {
-      const fields = splitCsvLine(lines[i]!)
+      const fields = splitCsvLine(lines[i]!, sep)
       const line = numbers[i]!
       if (columns === null) {
         columns = headerColumns(fields, line, defaults)
+        width = fields!.length
         continue
       }
       if (fields === null) {
         batch.rejects.push({ line, error: { code: 'INVALID_FIELD', message: 'malformed CSV line (unbalanced quotes)' } })
+        continue
+      }
+      // A row with fields missing or extra is shifted or cut somewhere: no field of it can be trusted.
+      if (fields.length !== width) {
+        batch.rejects.push({ line, error: { code: 'INVALID_FIELD', message: `the row has ${fields.length} fields, the header ${width} (field count)` } })
         continue
       }
       for (let c = 0; c < FIELDS.length; c++) {

@@ -4,8 +4,13 @@
 // line number of every row is exact (a bad row is reported by line). A quoted field that spans lines is not
 // supported: no İYS field can contain a newline, so such a row is reported as malformed.
 
-export function splitCsvLine (s: string): string[] | null {
-  if (!s.includes('"')) return s.split(',')
+/**
+ * The fields of one CSV line, or null when its quotes are malformed. `sep` is the field separator: ',' by default,
+ * ';' for what spreadsheet software writes in locales whose decimal separator is a comma (Turkish among them).
+ */
+export function splitCsvLine (s: string, sep = ','): string[] | null {
+  if (!s.includes('"')) return s.split(sep)
+  const sepCode = sep.charCodeAt(0)
   const out: string[] = []
   let i = 0
   const n = s.length
@@ -23,10 +28,10 @@ export function splitCsvLine (s: string): string[] | null {
       }
       out.push(v)
       if (i === n) return out
-      if (s.charCodeAt(i) !== 44 /* , */) return null // text after a closing quote
+      if (s.charCodeAt(i) !== sepCode) return null // text after a closing quote
       i++
     } else {
-      const c = s.indexOf(',', i)
+      const c = s.indexOf(sep, i)
       const end = c === -1 ? n : c
       const v = s.slice(i, end)
       if (v.includes('"')) return null // a quote inside an unquoted field
