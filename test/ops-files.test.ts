@@ -1,8 +1,9 @@
 // The operations files (Dockerfile, docker-compose.yml, prometheus/, grafana/) cannot be run here (no Docker engine
-// in CI, no promtool), so they are held to the code by reading them: every environment variable the compose file
+// in CI), so they are held to the code by reading them: every environment variable the compose file
 // gives the gateway is one src/config.ts accepts (and the whole environment loads), every service a command or the
 // README names exists, every metric and label value the alerts and the dashboard use is one src/metrics.ts exports,
-// and the image's entry point is the real CLI. promtool checks the PromQL itself (see prometheus/alerts.test.yml).
+// and the image's entry point is the real CLI. The real promtool checks the PromQL and the alerts' unit tests
+// (prometheus/alerts.test.yml), and the exported metrics, in test/ops-metrics.test.ts.
 //
 // The YAML files are read with the `yaml` package under its failsafe schema: every scalar is a string (`8080`,
 // `true`, `no` and `~` stay as written), which is how compose and Prometheus values are compared below.
@@ -12,7 +13,7 @@ import { describe, expect, it } from 'vitest'
 import { parse } from 'yaml'
 import { KNOWN_VARIABLES, loadConfig } from '../src/config.js'
 import { CONSENT_TYPES } from '../src/domain/vocabulary.js'
-import { Metrics, ROUTES } from '../src/metrics.js'
+import { Metrics, READY_REASONS, ROUTES } from '../src/metrics.js'
 import { REASONS } from '../src/policy/decide.js'
 import { OUTCOME_STATUSES } from '../src/carriers/upstream.js'
 
@@ -385,7 +386,14 @@ describe('prometheus/', () => {
     const exprs = rules.map(r => asString(r.expr, 'expr').replace(/\s+/g, ' '))
     for (const needle of [
       'up{job="iys-gateway"} == 0',
-      'iys_filter_version == 0',
+      'iys_ready == 0',
+      'iys_http_request_duration_seconds_bucket{route="check_batch"}',
+      'iys_postgres_unreachable == 1',
+      'iys_applier_lag_seconds',
+      'iys_sync_failing_brands',
+      'iys_sync_success_age_seconds',
+      'iys_decision_log_spool_oldest_seconds',
+      'iys_scrub_queue_oldest_seconds',
       'rate(iys_store_errors_total',
       'iys_http_request_duration_seconds_bucket{route="check"}',
       'status=~"5.."',
@@ -439,13 +447,18 @@ describe('grafana/', () => {
     }
   })
 
-  it('shows traffic, latency, decisions, bloom, store errors, filter, decision log, carriers, event loop and memory', () => {
+  it('shows traffic, latency, decisions, bloom, store errors, filter, decision log, carriers, event loop, memory, and the pipeline\'s freshness', () => {
     const text = dashboard.panels.flatMap(p => p.targets ?? []).map(t => t.expr).join('\n')
     for (const name of [
       'iys_http_requests_total', 'iys_http_request_duration_seconds_bucket', 'iys_decisions_total', 'iys_bloom_maybe_total',
       'iys_bloom_absent_total', 'iys_store_errors_total', 'iys_filter_version', 'iys_filter_keys', 'iys_decision_log_written_total',
       'iys_decision_log_spooled_total', 'iys_upstream_messages_total', 'iys_upstream_breaker_open', 'iys_nodejs_eventloop_lag_p99_seconds',
-      'iys_process_resident_memory_bytes', 'iys_nodejs_heap_size_used_bytes'
+      'iys_process_resident_memory_bytes', 'iys_nodejs_heap_size_used_bytes',
+      // freshness and readiness (issue 11)
+      'iys_ready', 'iys_postgres_unreachable', 'iys_applier_lag_seconds', 'iys_ledger_seq', 'iys_applied_seq',
+      'iys_sync_success_age_seconds', 'iys_sync_attempt_age_seconds', 'iys_sync_failing_brands', 'iys_push_backlog_oldest_seconds',
+      'iys_consent_requests_backlog_oldest_seconds', 'iys_outbox_oldest_seconds', 'iys_decision_log_spool_segments',
+      'iys_decision_log_spool_oldest_seconds', 'iys_decision_log_spool_bytes', 'iys_scrub_jobs', 'iys_scrub_lines_total'
     ]) expect(text, name).toContain(name)
   })
 })
@@ -469,7 +482,9 @@ describe('metrics named in prometheus/ and grafana/', () => {
       for (const matcher of m[2]!.matchAll(/([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)"/g)) {
         const [, label, op, value] = matcher as unknown as [string, string, string, string]
         expect(labels, `${file}: ${m[0]}`).toContain(label)
-        const closed = name.startsWith('iys_upstream_messages') && label === 'status' ? OUTCOME_STATUSES : LABEL_VALUES[label]
+        const closed = name.startsWith('iys_upstream_messages') && label === 'status'
+          ? OUTCOME_STATUSES
+          : name === 'iys_ready' && label === 'reason' ? READY_REASONS : LABEL_VALUES[label]
         if (closed === undefined || value.includes('$')) continue
         const values = op === '=' || op === '!=' ? [value] : value.split('|')
         for (const v of values) expect(closed, `${file}: ${m[0]}`).toContain(v)
