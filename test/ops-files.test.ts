@@ -354,6 +354,22 @@ describe('README', () => {
       if (m.command !== undefined && builtFromDockerfile.includes(m.service)) expect(CLI_COMMANDS, m.line).toContain(m.command)
     }
   })
+
+  it('lists every metric the gateway exports and every alert, with what to do, in its Operations section', () => {
+    const readme = read('README.md')
+    const ops = readme.slice(readme.indexOf('### Operations'), readme.indexOf('### Docker and monitoring'))
+    for (const m of registered) {
+      if (/^iys_(process|nodejs)_/.test(m.name)) continue // Node's own, listed as a family
+      expect(ops, m.name).toContain('`' + m.name + '`')
+    }
+    const groups = asList(asMap(parseYaml(read('prometheus/alerts.yml')), 'alerts.yml').groups, 'groups')
+    for (const r of groups.flatMap(g => asList(asMap(g, 'group').rules, 'rules').map(x => asMap(x, 'rule')))) {
+      const name = asString(r.alert, 'alert')
+      const row = ops.split('\n').find(l => l.startsWith(`| \`${name}\` |`))
+      expect(row, name).toBeDefined()
+      expect(row, name).toContain(`| ${asString(asMap(r.labels, 'labels').severity, 'severity')} |`)
+    }
+  })
 })
 
 // ---- Prometheus ----------------------------------------------------------------------------------------------
