@@ -210,7 +210,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     : null
   // One post-decision hook for every front end: metrics, the decision journal, and the stamp scrubs yield to.
   const decisions = new DecisionsHook({ metrics, decisionLog })
-  const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, maxLineBytes: config.scrub.maxLineBytes, log, pauseMs: decisions.scrubPauseMs })
+  const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, maxLineBytes: config.scrub.maxLineBytes, log, pauseMs: decisions.scrubPauseMs, hook: decisions, metrics })
   for (const job of unfinished) queue.enqueue(job)
   const sweepJobs = (): void => { jobs.sweep().catch((err: Error) => { log.warn({ err }, 'scrub job retention failed') }) }
   sweepJobs()

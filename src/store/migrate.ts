@@ -266,8 +266,16 @@ const MIGRATIONS: readonly string[] = [
   // they were taken in: the complaint evidence finds them by the same recipient index as checks and messages. No
   // index on job_id: nothing reads decisions by job on a hot path, and every index slows the bulk COPY of millions
   // of rows a job writes. Nullable without a default, so adding it rewrites no partition.
+  // The recipient index becomes a hash index on the normalised recipient: the btree on (brand_code, type, normalized,
+  // decided_at) compared two text columns under the database collation for every row inserted, and made COPY of
+  // decision rows about 8 times slower than without an index (1M scrub rows: 15.4 s against 1.8 s unindexed and 4.5 s
+  // with this hash index, PostgreSQL 15, 2026-12-07). Evidence asks for one recipient (equality), and filters its few
+  // rows by brand, type and time. On a large decision log this migration takes a while: the decision log spools
+  // meanwhile.
   `
   ALTER TABLE decisions ADD COLUMN job_id text;
+  DROP INDEX IF EXISTS decisions_recipient_idx;
+  CREATE INDEX decisions_recipient_idx ON decisions USING hash (normalized);
   `
 ]
 
