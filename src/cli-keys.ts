@@ -17,8 +17,8 @@ import { createPool, type Pool } from './store/pg.js'
 export const KEYS_USAGE = `  keys create --iys-code C [--brand-codes B1,B2] [--scopes s1,s2] [--name TEXT] [--rate PER_SECOND]
                                 create an API key (DATABASE_URL); prints {"keyId","secret","apiKey"} once
   keys list [--iys-code C]      the keys, one JSON line each (never the secret)
-  keys revoke KEYID             revoke a key on every gateway within AUTH_POLL_MS
-  brands add --iys-code C --brand-code B [--name N]
+  keys revoke KEYID             revoke a key on every gateway within AUTH_POLL_MS`
+export const BRANDS_USAGE = `  brands add --iys-code C --brand-code B [--name N]
                                 register a brand to a tenant (an unrestricted key acts for all of its brands)
   brands list [--iys-code C]    the brands, one JSON line each`
 

@@ -116,6 +116,23 @@ function editDistance (a: string, b: string): number {
   return row[b.length]!
 }
 
+/**
+ * Warnings for variables outside our prefixes that look like a misspelt setting of ours (`PORTT`, `DATABSE_URL`,
+ * `log_level`): within edit distance 2 of a known name, 1 for names of four letters (`HOME` is two from `HOST`).
+ * Only warnings: anything else in the environment may be another program's setting.
+ */
+export function configWarnings (env: Env = process.env): string[] {
+  const warnings: string[] = []
+  for (const name of Object.keys(env)) {
+    if (OUR_PREFIXES.some(p => name.startsWith(p)) || (KNOWN_VARIABLES as readonly string[]).includes(name)) continue
+    const upper = name.toUpperCase() // `redis_url` is a near miss too
+    for (const k of KNOWN_VARIABLES) {
+      if (editDistance(upper, k) <= (k.length <= 4 ? 1 : 2)) { warnings.push(`${name} is not a setting and is ignored (did you mean ${k}?)`); break }
+    }
+  }
+  return warnings
+}
+
 function int (env: Env, name: string, def: number, min: number, max: number): number {
   const v = env[name]
   if (v === undefined || v === '') return def

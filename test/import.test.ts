@@ -140,7 +140,8 @@ describe('import', () => {
       { recipient: '+905321260001', recipientType: 'BIREYSEL', type: 'MESAJ', status: 'ONAY', source: 'HS_WEB', consentDate: '2024-01-01 10:00:00', creationDate: '2024-01-01 10:00:03', transactionId: 'b'.repeat(64), citizenName: 'never stored' }
     ] }, null, 2))
     const without = await runCli(['import', file], env)
-    expect(without.code).toBe(0)
+    expect(without.code).toBe(1) // nothing applied: every row was refused
+    expect(without.stderr).toMatch(/^iys-gateway import: nothing applied: the one row was refused \(/m)
     expect(JSON.parse(without.stdout)).toMatchObject({ applied: 0, rejected: 1 })
     const res = await runCli(['import', file, '--iys-code', '700001', '--brand-code', '600011'], env)
     expect(res.code).toBe(0)

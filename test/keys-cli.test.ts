@@ -133,7 +133,7 @@ describe('iys-gateway keys and brands', () => {
       [['keys', 'frob'], /unknown keys command "frob"/],
       [['keys', 'create'], /keys create needs --iys-code/],
       [['keys', 'create', '--iys-code'], /--iys-code/],
-      [['keys', 'create', '--iys-code', '700001', '--colour', 'red'], /Unknown option '--colour'/],
+      [['keys', 'create', '--iys-code', '700001', '--colour', 'red'], /unknown option '--colour'/],
       [['keys', 'create', '--iys-code', 'abc'], /--iys-code must be an İYS service provider code/],
       [['keys', 'create', '--iys-code', '700001', '--scopes', 'check,root'], /unknown scope "root"/],
       [['keys', 'create', '--iys-code', '700001', '--rate', 'fast'], /--rate must be a whole number/],

@@ -20,14 +20,24 @@ export function createRedis (url: string, opts: { timeoutMs: number, name: strin
   })
 }
 
-/** Waits until the client is ready, or fails after `ms` with a clear message (used by CLI commands). */
+/**
+ * Waits until the client is ready, or fails after `ms` with one line that says where it tried, the last connection
+ * error and the variable to check (used by CLI commands).
+ */
 export async function waitReady (redis: Redis, ms: number): Promise<void> {
   if (redis.status === 'ready') return
+  let last = ''
   await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => { cleanup(); reject(new Error(`Redis is not reachable after ${ms} ms`)) }, ms)
+    const t = setTimeout(() => {
+      cleanup()
+      const { host, port } = redis.options
+      reject(new Error(`Redis at ${host ?? '?'}:${port ?? '?'} is not reachable after ${ms} ms${last !== '' ? ` (${last})` : ''} (check REDIS_URL)`))
+    }, ms)
     const onReady = (): void => { cleanup(); resolve() }
-    const cleanup = (): void => { clearTimeout(t); redis.off('ready', onReady) }
+    const onError = (err: Error): void => { last = err.message }
+    const cleanup = (): void => { clearTimeout(t); redis.off('ready', onReady); redis.off('error', onError) }
     redis.on('ready', onReady)
+    redis.on('error', onError)
   })
 }
 
