@@ -36,12 +36,19 @@ export function ledgerRoutes (router: Router, pool: Pool): void {
   }, { query: true, ...READ })
 }
 
+// A `+` in a query string means a space, so `at=2026-03-01T10:00:00+03:00` typed into curl or a browser arrives as
+// "2026-03-01T10:00:00 03:00". A space before an hh:mm offset at the end of a date-time can only have been a `+`
+// (the same goes for /v1/evidence's from and to).
+const PLUS_AS_SPACE = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$/
+
+/** A date or date-time query parameter (ISO 8601), `def` when absent; `+` sent unencoded in the offset is accepted. */
 function dateParam (p: URLSearchParams, name: string, def: Date): Date {
-  const text = p.get(name)
-  if (text === null) return def
+  const raw = p.get(name)
+  if (raw === null) return def
+  const text = raw.replace(PLUS_AS_SPACE, '$1+$2')
   const d = new Date(text)
   if (Number.isNaN(d.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(text)) {
-    throw new GatewayError('INVALID_FIELD', { location: name, value: text, message: `${name} must be an ISO 8601 date or date-time, e.g. 2026-03-01T10:00:00+03:00.` })
+    throw new GatewayError('INVALID_FIELD', { location: name, value: text, message: `${name} must be an ISO 8601 date or date-time, e.g. 2026-03-01T10:00:00+03:00 (%2B03:00 in a URL).` })
   }
   return d
 }
