@@ -15,9 +15,9 @@
 // log starts in the background can reject: a failure (Postgres, a segment file that cannot be removed) is logged and
 // retried. At start-up the segments a crashed run left are shipped like any other.
 //
-// Scrub jobs write their decisions as whole batches (audit/scrub-decisions.ts) through writeScrubBatch(), and put a
-// batch Postgres cannot take now in this spool folder (spoolScrubBatch(): `scrub-….tsv`, written whole and renamed
-// into place); the shipper ships those with the scrub columns (job_id) like any other spooled batch.
+// Scrub jobs put their decisions in this spool folder as whole batches (audit/scrub-decisions.ts, spoolScrubBatch():
+// `scrub-….tsv`, written whole and renamed into place); the shipper ships those with the scrub columns (job_id) like
+// any other spooled batch, once no scrub runs (holdScrubBatches) or SCRUB_HOLD_MAX_MS after their run started.
 //
 // The table is partitioned by day (UTC); partitions are created ahead and those older than the retention dropped.
 
@@ -73,6 +73,16 @@ const LEGACY_SPOOL_EXT = LEGACY_EXT
 
 const partitionName = (dayStartMs: number): string => 'decisions_' + new Date(dayStartMs).toISOString().slice(0, 10).replace(/-/g, '')
 
+/** The longest a spooled scrub batch waits for the scrubs to stop before it is shipped beside them. */
+export const SCRUB_HOLD_MAX_MS = 300_000
+
+/** When the run that wrote a scrub batch started: `scrub-<job>-<run, base 36 ms>-<n>.tsv` (0 if unreadable). */
+function scrubRunStart (name: string): number {
+  const end = name.lastIndexOf('-')
+  const ms = parseInt(name.slice(name.lastIndexOf('-', end - 1) + 1, end), 36)
+  return Number.isFinite(ms) ? ms : 0
+}
+
 const sqlstate = (err: unknown): string | null => {
   const code = (err as { code?: unknown } | null)?.code
   return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : null
@@ -118,6 +128,7 @@ export class DecisionLog {
   private readonly landed = new Set<string>()
   private timers: NodeJS.Timeout[] = []
   private readonly partitions = new Set<string>()
+  private scrubRunning: () => boolean = () => false
 
   constructor (opts: DecisionLogOptions) {
     this.opts = opts
@@ -131,25 +142,21 @@ export class DecisionLog {
     })
   }
 
-  /** Postgres failed the last shipping attempt and its retry is not due yet: a bulk writer had better spool. */
-  get postgresAway (): boolean {
-    return Date.now() < this.retryAt
+  /**
+   * Scrub batches in the spool wait while `running()` says a scrub job runs (their rows cost Postgres about as much
+   * CPU as the scrub spends on their lines), each at most SCRUB_HOLD_MAX_MS after its run started.
+   */
+  holdScrubBatches (running: () => boolean): void {
+    this.scrubRunning = running
   }
 
   /**
-   * COPYs one batch of a scrub job's decision rows (COPY text, SCRUB_COLUMNS), exactly once by `batchId`. Rows
-   * Postgres refuses for their content are quarantined as the shipper's are; any other failure is thrown (the
-   * caller spools the batch with spoolScrubBatch()).
+   * Puts a batch of a scrub job's decision rows (COPY text, SCRUB_COLUMNS) in the spool folder, where the shipper
+   * finds it: written to a temporary name, fsynced, renamed into place (a spooled batch is always whole). It is
+   * shipped exactly once by `batchId`, once no scrub runs (holdScrubBatches); counted as spooled only if Postgres
+   * then fails to take it.
    */
-  async writeScrubBatch (batchId: string, text: string, rows: number): Promise<void> {
-    await this.writeChunk(batchId, text, rows, SCRUB_COLUMNS)
-  }
-
-  /**
-   * Puts a scrub batch Postgres could not take in the spool folder, where the shipper finds it: written to a
-   * temporary name, fsynced, renamed into place (a spooled batch is always whole). Counted as spooled now.
-   */
-  async spoolScrubBatch (batchId: string, text: string, rows: number): Promise<void> {
+  async spoolScrubBatch (batchId: string, text: string): Promise<void> {
     const name = batchId + LEGACY_SPOOL_EXT
     const path = join(this.opts.spoolDir, name)
     const file = await openFile(path + '.tmp', 'w')
@@ -160,10 +167,6 @@ export class DecisionLog {
       await file.close()
     }
     await rename(path + '.tmp', path)
-    if (!this.spooledNames.has(name)) {
-      this.spooledNames.add(name)
-      this.opts.onSpooled?.(rows)
-    }
   }
 
   /** Segments waiting to be shipped (for /readyz and metrics). */
@@ -297,7 +300,9 @@ export class DecisionLog {
     }
     let ok = true
     let lastRefused: string | null = null // the SQLSTATE of the segment just refused in this round
+    const holdScrub = this.scrubRunning()
     for (const name of names) {
+      if (holdScrub && name.startsWith(SCRUB_PREFIX) && Date.now() - scrubRunStart(name) < SCRUB_HOLD_MAX_MS) continue
       if (this.landed.has(name)) { ok = await this.remove(name) && ok; continue } // in Postgres already
       const back = this.refused.get(name)
       if (back !== undefined && Date.now() < back.until) continue

@@ -79,6 +79,11 @@ export class DecisionsHook {
     this.metrics.decisionCounts(type, counts)
   }
 
+  /** The decision log holds scrub batches back while `running()` (ScrubQueue: a job runs). */
+  holdScrubLogWhile (running: () => boolean): void {
+    this.scrubLog?.holdScrubBatches(running)
+  }
+
   /** The writer of one run of a scrub job's decisions; null when decisions are not logged (no DATABASE_URL). */
   scrubWriter (jobId: string, runStartedMs: number): ScrubDecisionWriter | null {
     return this.scrubLog === null ? null : new ScrubDecisionWriter(this.scrubLog, scrubBatchPrefix(jobId, runStartedMs))

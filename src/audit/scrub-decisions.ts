@@ -3,37 +3,33 @@
 // scrub workers as COPY text (scrub/chunk.ts) and handed over here chunk by chunk, duplicates left out (a repeated
 // recipient is no new decision: its first line carries it).
 //
-// Each batch (BATCH_ROWS rows) is COPYed straight into the `decisions` table with its batch id in `decision_batches`,
-// in one transaction, off the scrub's path: the scrub never waits for Postgres. When Postgres cannot take a batch now
-// (away, slow: more than MAX_DIRECT batches already on their way, or it refused the last one), the batch is written
-// whole to the decision spool folder instead (`scrub-<job>-<run>-<n>.tsv`, fsynced, renamed into place) and the
-// decision log ships it later with its other spooled batches, exactly once (the same batch id). A job is done only
-// once each of its batches is in Postgres or in the spool: nothing of a served result is missing from the log. A
-// batch that can be neither written nor spooled (the local disk refuses it too) fails the job: its result, whose
-// decisions were not recorded, is never served.
+// Each batch (BATCH_ROWS rows) is written whole to the decision spool folder (`scrub-<job>-<run>-<n>.tsv`, fsynced,
+// renamed into place): a job is done only once each of its batches is there, so nothing of a served result is
+// missing from the log. The decision log ships these files to the `decisions` table (COPY, batch id in
+// `decision_batches`, exactly once), like any other spooled batch — but not while a scrub runs (DecisionLog
+// holdScrubBatches): writing a row to Postgres costs about as much CPU as scrubbing its line (the recipient index),
+// and on a gateway that shares its cores with Postgres a scrub that wrote as it went ran at a third of its speed
+// (README, Benchmarks). A batch held longer than SCRUB_HOLD_MAX_MS is shipped anyway, so back-to-back jobs cannot
+// grow the spool without end. A batch the local disk refuses fails the job: its result, whose decisions were not
+// recorded, is never served.
 
 import type { ScrubLogFormat } from '../scrub/chunk.js'
 import type { ScrubParams } from '../scrub/jobs.js'
 import { SCRUB_PREFIX } from './copy-text.js'
 import type { DecisionLog } from './decision-log.js'
 
-/** Rows per batch: large enough that a transaction per batch costs nothing, small enough to hold two in memory. */
+/** Rows per batch: about 6 MB of COPY text, fsynced once. */
 export const BATCH_ROWS = 50_000
-/** Batches COPYed at once; more waiting go to the spool rather than hold memory or the scrub. */
-const MAX_DIRECT = 2
-/** Batches on their way (being COPYed or spooled) before the scrub waits for the local disk. */
+/** Batches being written to the spool before the scrub waits for the local disk. */
 const MAX_PENDING = 4
-/** After a batch Postgres did not take, the next ones go straight to the spool for this long. */
-const AWAY_MS = 1000
 
 /** What the writer needs of the decision log (DecisionLog implements it). */
-export type ScrubDecisionTarget = Pick<DecisionLog, 'writeScrubBatch' | 'spoolScrubBatch' | 'postgresAway'>
+export type ScrubDecisionTarget = Pick<DecisionLog, 'spoolScrubBatch' | 'holdScrubBatches'>
 
-/** Where a run's decisions went: rows in all, rows COPYed during the run, rows left in the spool for the shipper. */
+/** A run's decisions: rows in all, in how many batches (each a file in the decision spool until it is in Postgres). */
 export interface ScrubLogTotals {
   rows: number
-  written: number
-  spooled: number
+  batches: number
 }
 
 export class ScrubDecisionWriter {
@@ -43,11 +39,9 @@ export class ScrubDecisionWriter {
   private parts: string[] = []
   private rows = 0
   private batchNo = 0
-  private direct = 0
-  private awayUntil = 0
   private readonly pending = new Set<Promise<void>>()
   private failure: Error | null = null
-  readonly totals: ScrubLogTotals = { rows: 0, written: 0, spooled: 0 }
+  readonly totals: ScrubLogTotals = { rows: 0, batches: 0 }
 
   /** `batchPrefix`: unique per run of a job (scrubBatchPrefix), so each batch id is written once. */
   constructor (target: ScrubDecisionTarget, batchPrefix: string, batchRows = BATCH_ROWS) {
@@ -56,7 +50,7 @@ export class ScrubDecisionWriter {
     this.batchRows = batchRows
   }
 
-  /** Takes `rows` complete COPY lines; a full batch is sent on its way (not awaited). */
+  /** Takes `rows` complete COPY lines; a full batch is written to the spool (not awaited: see ready()). */
   add (text: string, rows: number): void {
     if (rows === 0) return
     if (this.failure !== null) throw this.failure
@@ -71,7 +65,7 @@ export class ScrubDecisionWriter {
     if (this.failure !== null) throw this.failure
   }
 
-  /** Sends the last batch and waits until every batch is in Postgres or in the spool; throws if one is in neither. */
+  /** Writes the last batch and waits until every batch is in the spool; throws if one could not be written. */
   async finish (): Promise<ScrubLogTotals> {
     if (this.rows > 0) this.seal()
     while (this.pending.size > 0) await Promise.all(this.pending)
@@ -86,28 +80,11 @@ export class ScrubDecisionWriter {
     this.rows = 0
     this.totals.rows += rows
     const id = `${this.batchPrefix}-${String(++this.batchNo).padStart(6, '0')}`
-    const p: Promise<void> = this.place(id, text, rows)
-      .catch((err: Error) => { this.failure ??= new Error(`the job's decisions could not be logged (Postgres and the decision spool both refused a batch): ${err.message}`, { cause: err }) })
+    this.totals.batches++
+    const p: Promise<void> = this.target.spoolScrubBatch(id, text)
+      .catch((err: Error) => { this.failure ??= new Error(`the job's decisions could not be logged (the decision spool refused a batch): ${err.message}`, { cause: err }) })
       .finally(() => { this.pending.delete(p) })
     this.pending.add(p)
-  }
-
-  private async place (id: string, text: string, rows: number): Promise<void> {
-    if (this.direct < MAX_DIRECT && Date.now() >= this.awayUntil && !this.target.postgresAway) {
-      this.direct++
-      try {
-        await this.target.writeScrubBatch(id, text, rows)
-        this.totals.written += rows
-        return
-      } catch {
-        // Away, or refusing the table's batches: to the spool, whose shipper retries it (and logs why).
-        this.awayUntil = Date.now() + AWAY_MS
-      } finally {
-        this.direct--
-      }
-    }
-    await this.target.spoolScrubBatch(id, text, rows)
-    this.totals.spooled += rows
   }
 }
 

@@ -51,7 +51,7 @@ export interface EngineDeps {
    */
   pauseMs?: () => number
   /** the post-decision hook (gateway): decision metrics per chunk, and the decision log's writer per run */
-  hook?: Pick<DecisionsHook, 'afterScrubChunk' | 'scrubWriter'>
+  hook?: Pick<DecisionsHook, 'afterScrubChunk' | 'scrubWriter' | 'holdScrubLogWhile'>
   /** job metrics (gateway): jobs by state, lines, finished runs */
   metrics?: Pick<Metrics, 'scrubLines' | 'scrubJobsFinished' | 'watchScrubJobs'>
 }
@@ -223,6 +223,7 @@ export class ScrubQueue {
   constructor (deps: EngineDeps & { jobs: ScrubJobs }) {
     this.deps = deps
     deps.metrics?.watchScrubJobs(() => deps.jobs.counts())
+    deps.hook?.holdScrubLogWhile(() => this.running !== null)
   }
 
   enqueue (job: JobRecord): void {
@@ -263,7 +264,7 @@ export class ScrubQueue {
           job.etaSeconds = bytesRead > 0 ? Math.max(0, Math.round(secs * (job.bytes - bytesRead) / bytesRead)) : undefined
           if (Date.now() - lastSave > 2000) { lastSave = Date.now(); void jobs.save(job) }
         }, sinks)
-        // Done only once every decision is in Postgres or in the decision spool: a served result is all logged.
+        // Done only once every decision is in the decision spool (durable): a served result is all logged.
         if (writer !== null) job.decisionLog = { ...await writer.finish() }
         await rename(jobs.tmpResultPath(job.jobId), jobs.resultPath(job.jobId))
         job.resultBytes = (await stat(jobs.resultPath(job.jobId))).size

@@ -66,11 +66,11 @@ export interface JobRecord {
   etaSeconds?: number
   resultBytes?: number
   /**
-   * With a decision log (DATABASE_URL): where the run's decisions went — rows in all (a DUPLICATE line is no
-   * decision and has none), rows written to Postgres during the run, rows left in the decision spool for the
-   * decision log to write when Postgres takes them (audit/scrub-decisions.ts).
+   * With a decision log (DATABASE_URL): the run's decision records (a DUPLICATE line is no decision and has none)
+   * and the batches they were spooled in; the decision log writes them to Postgres once no scrub runs
+   * (audit/scrub-decisions.ts).
    */
-  decisionLog?: { rows: number, written: number, spooled: number }
+  decisionLog?: { rows: number, batches: number }
 }
 
 export const JOB_ID = /^[A-Za-z0-9_-]{1,64}$/
