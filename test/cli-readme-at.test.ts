@@ -30,6 +30,7 @@ describe('the at= timestamp of /v1/consents/state', () => {
   it('reads the README example as written (its + unencoded) and URL-encoded, as the same moment', async () => {
     const example = /consents\/state\?[^`\s]*&at=([^`\s&]+)/.exec(README)?.[1]
     expect(example).toBeDefined()
+    expect(example).not.toContain('+') // the README writes the offset's + as %2B, as a URL must
     expect((await state(example!)).json).toMatchObject({ at: '2026-03-01T07:00:00.000Z', state: null })
     for (const at of ['2026-03-01T10:00:00+03:00', '2026-03-01T10:00:00%2B03:00', '2026-03-01T10:00:00+0300', '2026-03-01T10:00+03:00']) {
       const r = await state(at)
