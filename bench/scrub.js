@@ -6,8 +6,8 @@
 // valid ones written the ways people type numbers. Half the list being present means millions of distinct present
 // keys, more than the shared data set holds, so the scenario seeds its own database (iys_bench_<pid>_scrub) with
 // exactly the list's present keys (one INSERT … SELECT generate_series: a fixture, not the import being measured)
-// and runs `iys-gateway load` into its own Redis prefix. The gateway runs in Redis mode (no DATABASE_URL: a scrub
-// does not write the decision log).
+// and runs `iys-gateway load` into its own Redis prefix. The gateway runs as in production: Redis for the filter, and
+// DATABASE_URL set to that database, so a scrub writes its decisions to the decision log (issue 11) while it runs.
 //
 // 1. End to end: from the first byte of `POST /v1/scrub` to the last byte of `GET /v1/scrub/{id}/result`: lines/s,
 //    and the gateway's peak RSS (VmRSS polled every 100 ms during the job, and VmHWM). Every result line is then
@@ -295,11 +295,10 @@ export async function scrubScenario (ctx) {
     env: gatewayEnv({ DATABASE_URL: url, REDIS_URL: ctx.redisUrl, REDIS_PREFIX: prefix }), label: 'load', forward: true, timeoutMs: 60_000 + list.presentKeys * 0.2
   })
   const loaded = JSON.parse(ld.stdout.trim().split('\n').pop())
-  // Postgres is not needed any more (the gateway reads Redis only): give its memory and disk back now.
-  await dropDatabase(ctx.adminUrl, db).then(() => ctx.databases.delete(db), err => log(`    (could not drop ${db} yet: ${err.message})`))
 
   const jobsDir = join(ctx.tmpDir, 'scrub-jobs')
-  const gw = await startGateway('gateway (scrub)', { REDIS_URL: ctx.redisUrl, REDIS_PREFIX: prefix, SCRUB_DIR: jobsDir })
+  // With the database: the scrub's decisions go to its decision log, part of what is measured.
+  const gw = await startGateway('gateway (scrub)', { REDIS_URL: ctx.redisUrl, REDIS_PREFIX: prefix, SCRUB_DIR: jobsDir, DATABASE_URL: url })
   const resultFile = join(ctx.tmpDir, `scrub-${L}.result.csv`)
   const dropJob = (jobId) => rmSync(join(jobsDir, jobId), { recursive: true, force: true })
   try {
@@ -477,6 +476,8 @@ export async function scrubScenario (ctx) {
     }]
   } finally {
     await killChild(gw.child)
+    // Millions of decision rows: give Postgres its disk back now rather than at the end of the whole run.
+    await dropDatabase(ctx.adminUrl, db).then(() => ctx.databases.delete(db), err => log(`    (could not drop ${db} yet: ${err.message})`))
     rmSync(resultFile, { force: true })
     rmSync(jobsDir, { recursive: true, force: true })
     rmSync(listFile, { force: true })
