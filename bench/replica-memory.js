@@ -3,8 +3,9 @@
 //   npm run build && node bench/replica-memory.js [--keys 10000000] [--headroom 0.1] [--load 0.8] [--lookups 1000000]
 //
 // Standalone for now (not in bench/run.js). Builds a table for keys × (1 + headroom) with N distinct phone keys
-// (50 brands, MESAJ/ARAMA × BIREYSEL/TACIR, "+905" and 9 scattered digits), generated while building so that no key
-// array sits in the heap when memory is measured. Memory is process.memoryUsage() after a full GC before and after
+// (50 brands, MESAJ/ARAMA × BIREYSEL/TACIR, "+905" and 9 scattered digits) through upsertEncoded, from chunks of 1000
+// [key text, encoded state] pairs as Redis's HSCAN would give them, generated while building so that no key array
+// sits in the heap when memory is measured. Memory is process.memoryUsage() after a full GC before and after
 // the build: arrayBuffers (the SharedArrayBuffers exactly) and RSS (what the machine pays, including any heap the
 // build left behind). Lookups: fresh flat recipient strings (as parsed from a request), hits and misses timed apart.
 // Prints a readable block, then one JSON line.
@@ -67,21 +68,35 @@ const mb = (b) => (b / 1048576).toFixed(1)
 const mem = () => { gc(); gc(); return process.memoryUsage() }
 const secs = (t0) => Number(process.hrtime.bigint() - t0) / 1e9
 
+// The build takes what Redis's HSCAN gives: chunks of [key text, encoded state, …] pairs, 1000 keys a chunk.
+function chunkOf (from, to, st, out) {
+  out.length = 0
+  for (let i = from; i < to; i++) {
+    const [type, rt] = typeOf(i)
+    stateOf(i, st)
+    out.push(brandOf(i) + keyCode(type, rt) + phoneOf(i), encodeState(st.status, st.sourceIndex, st.consentDate, st.seq))
+  }
+  return out
+}
+const CHUNK = 1000
+const st = newReplicaState()
+const pairs = []
+
 // Generation alone (the strings the build loop makes), to say how much of the build is the table's.
 const genN = Math.min(keys, 2_000_000)
 let sink = 0
 let t0 = process.hrtime.bigint()
-for (let i = 0; i < genN; i++) sink += phoneOf(i).length
+for (let i = 0; i < genN; i += CHUNK) sink += chunkOf(i, Math.min(genN, i + CHUNK), st, pairs).length
 const genPerKey = secs(t0) / genN
 
 const before = mem()
 t0 = process.hrtime.bigint()
 const table = ReplicaTable.create({ capacity: Math.ceil(keys * (1 + headroom)), emailBytes: 0, maxLoad })
-const st = newReplicaState()
-for (let i = 0; i < keys; i++) {
-  const [type, rt] = typeOf(i)
-  table.upsert(brandOf(i), type, rt, phoneOf(i), stateOf(i, st))
+for (let i = 0; i < keys; i += CHUNK) {
+  chunkOf(i, Math.min(keys, i + CHUNK), st, pairs)
+  for (let j = 0; j < pairs.length; j += 2) table.upsertEncoded(pairs[j], pairs[j + 1])
 }
+pairs.length = 0
 const buildS = secs(t0)
 const after = mem()
 if (table.keys !== keys) throw new Error(`table holds ${table.keys} keys, expected ${keys}`)
@@ -120,14 +135,15 @@ function queries (hit) {
 const hits = queries(true)
 const misses = queries(false)
 
-function timeLookups ({ idx, rec }, expectHit, fresh) {
+// mode 'one': lookup per key into one scratch state; 'fresh': a new state object per lookup.
+function timeLookups ({ idx, rec }, expectHit, mode) {
   const out = newReplicaState()
   let found = 0
   const t = process.hrtime.bigint()
   for (let j = 0; j < M; j++) {
     const i = idx[j]
     const [type, rt] = typeOf(i)
-    if (fresh) {
+    if (mode === 'fresh') {
       const o = newReplicaState() // what a lookup returning a new object per hit would cost
       if (table.lookup(brandOf(i), type, rt, rec[j], o)) { found++; sink += o.seq }
     } else if (table.lookup(brandOf(i), type, rt, rec[j], out)) { found++; sink += out.seq }
@@ -138,11 +154,11 @@ function timeLookups ({ idx, rec }, expectHit, fresh) {
 }
 const ROUNDS = 3
 const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-const hitRates = []; const missRates = []; const freshRates = []
+const rates = { hit: [], miss: [], hitFresh: [] }
 for (let r = 0; r < ROUNDS; r++) {
-  hitRates.push(timeLookups(hits, true, false))
-  missRates.push(timeLookups(misses, false, false))
-  freshRates.push(timeLookups(hits, true, true))
+  rates.hit.push(timeLookups(hits, true, 'one'))
+  rates.miss.push(timeLookups(misses, false, 'one'))
+  rates.hitFresh.push(timeLookups(hits, true, 'fresh'))
 }
 
 // Check a sample exactly (states as written, then +1 seq where the text path applied).
@@ -171,13 +187,13 @@ const result = {
   buildGenerationS: +(genPerKey * keys).toFixed(2),
   buildKeysPerS: Math.round(keys / buildS),
   upsertEncodedPerS: Math.round(encN / encS),
-  lookupHitPerS: Math.round(median(hitRates)),
-  lookupMissPerS: Math.round(median(missRates)),
-  lookupHitFreshObjectPerS: Math.round(median(freshRates))
+  lookupHitPerS: Math.round(median(rates.hit)),
+  lookupMissPerS: Math.round(median(rates.miss)),
+  lookupHitFreshObjectPerS: Math.round(median(rates.hitFresh))
 }
 console.log(`replica: ${keys} phone keys, capacity ${result.capacity} (headroom ${headroom}), ${result.slots} slots, load ${result.loadFactor}`)
 console.log(`  memory: table ${mb(result.tableBytes)} MiB; per consent ${result.bytesPerKeyArrayBuffers} B (arrayBuffers), ${result.bytesPerKeyExternal} B (external), ${result.bytesPerKeyRss} B (RSS); heap Δ ${result.heapUsedDeltaMB} MiB`)
-console.log(`  build: ${result.buildS} s (${result.buildKeysPerS} keys/s; of it ≈ ${result.buildGenerationS} s making the key strings)`)
+console.log(`  build (upsertEncoded, 1000-key HSCAN-like chunks): ${result.buildS} s (${result.buildKeysPerS} keys/s; of it ≈ ${result.buildGenerationS} s making the key and state strings)`)
 console.log(`  upsertEncoded (text path, newer states): ${result.upsertEncodedPerS}/s`)
 console.log(`  lookups: hit ${result.lookupHitPerS}/s, miss ${result.lookupMissPerS}/s, hit with a new object each ${result.lookupHitFreshObjectPerS}/s (median of ${ROUNDS} × ${M})`)
 console.log(JSON.stringify(result))
