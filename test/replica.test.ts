@@ -344,6 +344,7 @@ describe('replica table shared with worker threads', () => {
     expect(got.keys).toBe(t.keys)
     expect(got.bytes).toBe(t.bytes)
     expect(got.refused).toBe(true)
+    expect(() => ReplicaTable.attach({ ...t.shared(), locks: new SharedArrayBuffer(4) })).toThrow(TypeError)
   })
 
   it('never shows a reader a torn state or a half-inserted key while the writer applies 2,000,000 changes', async () => {
