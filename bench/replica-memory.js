@@ -1,11 +1,12 @@
 // Local exact replica (src/filter/replica.ts): memory per consent, build time and lookups per second at N phone keys.
 //
 //   npm run build && node bench/replica-memory.js [--keys 10000000] [--headroom 0.1] [--load 0.8] [--lookups 1000000]
+//                                                 [--build many|one]
 //
 // Standalone for now (not in bench/run.js). Builds a table for keys × (1 + headroom) with N distinct phone keys
-// (50 brands, MESAJ/ARAMA × BIREYSEL/TACIR, "+905" and 9 scattered digits) through upsertEncoded, from chunks of 1000
-// [key text, encoded state] pairs as Redis's HSCAN would give them, generated while building so that no key array
-// sits in the heap when memory is measured. Memory is process.memoryUsage() after a full GC before and after
+// (50 brands, MESAJ/ARAMA × BIREYSEL/TACIR, "+905" and 9 scattered digits) through upsertEncodedMany (or, with
+// --build one, upsertEncoded per key), from chunks of 1000 [key text, encoded state] pairs as Redis's HSCAN gives
+// them, generated while building so that no key array sits in the heap when memory is measured. Memory is process.memoryUsage() after a full GC before and after
 // the build: arrayBuffers (the SharedArrayBuffers exactly) and RSS (what the machine pays, including any heap the
 // build left behind). Lookups: fresh flat recipient strings (as parsed from a request), hits and misses timed apart.
 // Prints a readable block, then one JSON line.
@@ -33,8 +34,13 @@ const keys = Number(arg('keys', '10000000'))
 const headroom = Number(arg('headroom', '0.1'))
 const maxLoad = Number(arg('load', '0.8'))
 const lookups = Number(arg('lookups', '1000000'))
+const buildMode = arg('build', 'many')
 if (!Number.isSafeInteger(keys) || keys < 1000 || keys > 100_000_000) {
   console.error(`bench/replica-memory: --keys must be an integer in 1000…100000000, got ${arg('keys')}`)
+  process.exit(2)
+}
+if (buildMode !== 'many' && buildMode !== 'one') {
+  console.error('bench/replica-memory: --build is many (upsertEncodedMany, the default) or one (upsertEncoded per key)')
   process.exit(2)
 }
 if (!(headroom >= 0 && headroom <= 2) || !(maxLoad > 0 && maxLoad <= 0.95) || !(lookups >= 1000)) {
@@ -94,12 +100,14 @@ t0 = process.hrtime.bigint()
 const table = ReplicaTable.create({ capacity: Math.ceil(keys * (1 + headroom)), emailBytes: 0, maxLoad })
 for (let i = 0; i < keys; i += CHUNK) {
   chunkOf(i, Math.min(keys, i + CHUNK), st, pairs)
-  for (let j = 0; j < pairs.length; j += 2) table.upsertEncoded(pairs[j], pairs[j + 1])
+  if (buildMode === 'many') table.upsertEncodedMany(pairs)
+  else for (let j = 0; j < pairs.length; j += 2) table.upsertEncoded(pairs[j], pairs[j + 1])
 }
 pairs.length = 0
 const buildS = secs(t0)
 const after = mem()
 if (table.keys !== keys) throw new Error(`table holds ${table.keys} keys, expected ${keys}`)
+table.shared() // as the gateway will before posting it to workers: from here on, writes take the seqlock path
 
 // The text path (Redis HSCAN pairs: key text, encoded state): newer states for existing keys, plus building the
 // strings, over a slice of the keys.
@@ -186,6 +194,7 @@ const result = {
   buildS: +buildS.toFixed(2),
   buildGenerationS: +(genPerKey * keys).toFixed(2),
   buildKeysPerS: Math.round(keys / buildS),
+  buildMode,
   upsertEncodedPerS: Math.round(encN / encS),
   lookupHitPerS: Math.round(median(rates.hit)),
   lookupMissPerS: Math.round(median(rates.miss)),
@@ -193,7 +202,7 @@ const result = {
 }
 console.log(`replica: ${keys} phone keys, capacity ${result.capacity} (headroom ${headroom}), ${result.slots} slots, load ${result.loadFactor}`)
 console.log(`  memory: table ${mb(result.tableBytes)} MiB; per consent ${result.bytesPerKeyArrayBuffers} B (arrayBuffers), ${result.bytesPerKeyExternal} B (external), ${result.bytesPerKeyRss} B (RSS); heap Δ ${result.heapUsedDeltaMB} MiB`)
-console.log(`  build (upsertEncoded, 1000-key HSCAN-like chunks): ${result.buildS} s (${result.buildKeysPerS} keys/s; of it ≈ ${result.buildGenerationS} s making the key and state strings)`)
+console.log(`  build (${buildMode === 'many' ? 'upsertEncodedMany' : 'upsertEncoded per key'}, 1000-key HSCAN-like chunks): ${result.buildS} s (${result.buildKeysPerS} keys/s; of it ≈ ${result.buildGenerationS} s making the key and state strings)`)
 console.log(`  upsertEncoded (text path, newer states): ${result.upsertEncodedPerS}/s`)
 console.log(`  lookups: hit ${result.lookupHitPerS}/s, miss ${result.lookupMissPerS}/s, hit with a new object each ${result.lookupHitFreshObjectPerS}/s (median of ${ROUNDS} × ${M})`)
 console.log(JSON.stringify(result))

@@ -73,6 +73,8 @@ describe('replica table', () => {
     let applied = 0
     let mismatches = 0
     for (let op = 0; op < 200_000; op++) {
+      // The first half before shared() (plain stores), the second after (seqlock and publishing stores).
+      if (op === 100_000) t.shared()
       const k = randomKey(rnd)
       const text = textOf(k)
       if (rnd() < 0.6) {
@@ -264,6 +266,41 @@ describe('replica table', () => {
     expect(t.lookupText('600001MB+905321234567', out) && plain(out)).toEqual({ status: 'ONAY', sourceIndex: 2, consentDate: 1_600_000_000, seq: 10 })
     expect(t.lookup('600001', 'EPOSTA', 'BIREYSEL', 'a@b.co', out) && plain(out)).toEqual({ status: 'RET', sourceIndex: 20, consentDate: 1_600_000_001, seq: 2 ** 40 })
     expect(t.lookup('999999999999999', 'ARAMA', 'TACIR', '+905321234567', out) && plain(out)).toEqual({ status: 'ONAY', sourceIndex: 22, consentDate: 1_600_000_003, seq: 11 })
+  })
+
+  it('applies [keyText, encodedState, …] chunks like upsertEncoded one by one; a bad entry stops after those before it', () => {
+    const rnd = mulberry32(21)
+    const bulk = ReplicaTable.create({ capacity: 40_000, emailBytes: 2_000_000 })
+    const one = ReplicaTable.create({ capacity: 40_000, emailBytes: 2_000_000 })
+    const ref = new Map<string, ReplicaState>()
+    let expectedApplied = 0
+    for (let round = 0; round < 12; round++) {
+      if (round === 6) bulk.shared()
+      const pairs: string[] = []
+      for (let i = 0; i < 3000; i++) {
+        const k = randomKey(rnd)
+        const st = randomState(rnd)
+        pairs.push(textOf(k), encodeState(st.status, st.sourceIndex, st.consentDate, st.seq))
+        const old = ref.get(textOf(k))
+        if (old === undefined || old.seq < st.seq) { ref.set(textOf(k), st); expectedApplied++ }
+        one.upsertEncoded(pairs[pairs.length - 2]!, pairs[pairs.length - 1]!)
+      }
+      expect(bulk.upsertEncodedMany(pairs)).toBe(expectedApplied)
+      expectedApplied = 0
+    }
+    expect(bulk.keys).toBe(ref.size)
+    expect(one.keys).toBe(ref.size)
+    for (const [text, st] of ref) {
+      expect(lookupTextRaw(bulk, text)).toEqual(st)
+    }
+    const bad = ['5MB+905321234567', encodeState('ONAY', 1, 1, 1), '6MB+905321234567', 'not a state', '9MB+905321234567', encodeState('ONAY', 1, 1, 1)]
+    expect(() => bulk.upsertEncodedMany(bad)).toThrow(/not an encoded state/)
+    expect(lookupTextRaw(bulk, '5MB+905321234567')?.seq).toBe(1)
+    expect(lookupTextRaw(bulk, '6MB+905321234567')).toBeNull()
+    expect(lookupTextRaw(bulk, '9MB+905321234567')).toBeNull()
+    expect(() => bulk.upsertEncodedMany(['8MB+905321234567', encodeState('ONAY', 1, 1, 1), '08MB+905321234567', encodeState('ONAY', 1, 1, 1)])).toThrow(RangeError)
+    expect(lookupTextRaw(bulk, '8MB+905321234567')?.seq).toBe(1)
+    expect(() => bulk.upsertEncodedMany(['x'])).toThrow(RangeError)
   })
 
   it('reports its shared bytes (20 bytes a slot and a little more) and its keys', () => {
