@@ -220,11 +220,16 @@ export class ReplicaTable {
 
   /**
    * A table built from (key text, encoded state) pairs (Redis's HSCAN of a version's buckets, load's snapshot), as
-   * upsertEncoded would apply them one by one: a key given twice keeps its newest seq.
+   * upsertEncoded would apply them one by one (through upsertEncodedMany): a key given twice keeps its newest seq.
    */
   static fromEntries (entries: Iterable<readonly [string, string]>, opts: ReplicaOptions): ReplicaTable {
     const t = ReplicaTable.create(opts)
-    for (const [key, state] of entries) t.upsertEncoded(key, state)
+    const chunk: string[] = []
+    for (const [key, state] of entries) {
+      chunk.push(key, state)
+      if (chunk.length === 2 * BULK) { t.upsertEncodedMany(chunk); chunk.length = 0 }
+    }
+    t.upsertEncodedMany(chunk)
     return t
   }
 
