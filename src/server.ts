@@ -27,6 +27,7 @@ import { PushProcessor } from './store/push-inbox.js'
 import { FreshnessMonitor } from './store/freshness.js'
 import { DecisionLog } from './audit/decision-log.js'
 import { DecisionsHook } from './audit/decisions-hook.js'
+import { ScrubDecisionLog } from './audit/scrub-decisions.js'
 import { scrubRoutes } from './http/scrub-routes.js'
 import { pushRoute } from './http/push-route.js'
 import { ledgerRoutes } from './http/ledger-routes.js'
@@ -210,7 +211,11 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     : null
   // One post-decision hook for every front end: metrics, the decision journal, and the stamp scrubs yield to.
   const decisions = new DecisionsHook({ metrics, decisionLog })
-  const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, maxLineBytes: config.scrub.maxLineBytes, log, pauseMs: decisions.scrubPauseMs, hook: decisions, metrics })
+  // A done scrub job's decisions go to the decision log from its result file (audit/scrub-decisions.ts).
+  const scrubLog = decisionLog !== null
+    ? new ScrubDecisionLog({ pool: pool!, log, partitionFor: ms => decisionLog.partitionFor(ms), onWritten: n => { metrics.decisionsWritten.inc(n) } })
+    : null
+  const queue = new ScrubQueue({ jobs, getView, policy, pool: scrubPool, chunkLines: config.scrub.chunkLines, threads: config.scrub.threads, maxLineBytes: config.scrub.maxLineBytes, log, pauseMs: decisions.scrubPauseMs, hook: decisions, metrics, scrubLog })
   for (const job of unfinished) queue.enqueue(job)
   const sweepJobs = (): void => { jobs.sweep().catch((err: Error) => { log.warn({ err }, 'scrub job retention failed') }) }
   sweepJobs()
@@ -272,6 +277,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       if (applier !== null) await applier.stop()
       await requests?.drainer.stop()
       await outbox?.stop() // İYS write-through: an in-flight send is re-sent, as the same request, by the next sender
+      await scrubLog?.stop() // a job's decisions not yet written are written at the next start
       await decisionLog?.close() // everything to Postgres, or to the spool when it is away
       if (!await settlesWithin(upstreams.close(), 3000)) await upstreams.destroy() // carriers that never answer
       await push?.drainer.stop()

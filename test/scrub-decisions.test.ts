@@ -2,8 +2,8 @@
 // Redis (issue 11): every decision of a job (each DUPLICATE line excepted: its first occurrence carries the decision)
 // is a row of `decisions` with the job's id, found by GET /v1/evidence for its recipient; iys_decisions_total counts
 // exactly the file's decisions by reason; the scrub job metrics move; malformed lines are reported and logged;
-// Postgres cut off during a job leaves the job done with its decisions in the spool, and they land exactly once when
-// it returns. Without DATABASE_URL the decisions are still counted.
+// Postgres cut off during a job leaves the job done with its decisions pending (its result file kept), and they land
+// exactly once when it returns. Without DATABASE_URL the decisions are still counted.
 
 import { readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -19,7 +19,7 @@ const phone = (block: number, i: number): string => `+90532${block}${String(i).p
 const ONAY = Array.from({ length: 5 }, (_, i) => phone(2, i + 1))
 const RET = Array.from({ length: 5 }, (_, i) => phone(3, i + 1))
 
-interface Job { jobId: string, state: string, reason?: string, startedAt: string, finishedAt: string, totals: { read: number, duplicates: number }, decisionLog?: { rows: number, batches: number } }
+interface Job { jobId: string, state: string, reason?: string, startedAt: string, finishedAt: string, totals: { read: number, duplicates: number }, decisionLog?: { state: string, rows?: number } }
 
 /** iys_decisions_total{type="MESAJ"} by reason, and any other sample by its full name with labels. */
 async function scrape (url: string): Promise<{ decisions: Record<string, number>, samples: Map<string, number> }> {
@@ -58,16 +58,18 @@ describe('scrub decisions in the decision log, the evidence and the metrics', ()
     // The gateway reaches Postgres through a proxy the outage test cuts; the test reads it directly (services.pool).
     proxy = await TcpProxy.start({ host: '127.0.0.1', port: 5432 })
     spool = join(services.dir, 'spool')
-    gw = await startTestGateway({
-      ...services.env,
-      DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/${services.db.name}`,
-      DECISION_SPOOL_DIR: spool,
-      DECISION_FLUSH_MS: '50',
-      SCRUB_DIR: join(services.dir, 'jobs'),
-      SCRUB_THREADS: '1',
-      SCRUB_CHUNK_LINES: '1000'
-    })
+    gw = await startTestGateway(gatewayEnv())
   }, 120_000)
+
+  const gatewayEnv = (): Record<string, string> => ({
+    ...services.env,
+    DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/${services.db.name}`,
+    DECISION_SPOOL_DIR: spool,
+    DECISION_FLUSH_MS: '50',
+    SCRUB_DIR: join(services.dir, 'jobs'),
+    SCRUB_THREADS: '1',
+    SCRUB_CHUNK_LINES: '1000'
+  })
 
   afterAll(async () => {
     await gw?.close()
@@ -85,6 +87,7 @@ describe('scrub decisions in the decision log, the evidence and the metrics', ()
     await until(async () => { job = await (await fetch(`${base.url}/v1/scrub/${jobId}`, { headers: base.auth })).json() as Job; return job.state === 'done' || job.state === 'failed' }, 60_000, 'the scrub job')
     return job!
   }
+  const jobNow = async (jobId: string): Promise<Job> => await (await fetch(`${gw.url}/v1/scrub/${jobId}`, { headers: gw.auth })).json() as Job
   /** The result's rows: [recipient, normalized, allowed, reason, line, duplicateOf] (recipients here hold no comma). */
   const resultRows = async (jobId: string): Promise<string[][]> => {
     const text = await (await fetch(`${gw.url}/v1/scrub/${jobId}/result`, { headers: gw.auth })).text()
@@ -103,9 +106,10 @@ describe('scrub decisions in the decision log, the evidence and the metrics', ()
     expect(rows).toHaveLength(lines.length)
     const decided = rows.filter(r => r[3] !== 'DUPLICATE')
     expect(rows.length - decided.length).toBe(2) // RET[0] again, and ONAY[0] typed another way
-    expect(job.decisionLog).toEqual({ rows: decided.length, batches: 1 })
 
     await until(async () => (await logged(jobId)).length === decided.length, 15_000, 'the job\'s decisions to be written')
+    await until(async () => (await jobNow(jobId)).decisionLog?.state === 'written', 5000, 'the job to say its decisions are written')
+    expect((await jobNow(jobId)).decisionLog).toEqual({ state: 'written', rows: decided.length })
     const inDb = await logged(jobId)
     const expected = decided.map(([recipient, normalized, allowed, reason]) => ({
       recipient: recipient!, normalized: normalized === '' ? null : normalized!, allowed: allowed === 'true', reason: reason!,
@@ -181,12 +185,13 @@ describe('scrub decisions in the decision log, the evidence and the metrics', ()
     const inDb = await logged(jobId)
     expect(inDb.map(r => r.recipient).sort()).toEqual(['', 'a\tb\\c', 'nul\uFFFDhere', '\uFFFDlone', phone(6, 1), phone(6, 2)].sort())
     expect(inDb.filter(r => r.reason === 'INVALID_RECIPIENT')).toHaveLength(4)
-    expect(job.decisionLog).toEqual({ rows: 6, batches: 1 })
+    await until(async () => (await jobNow(jobId)).decisionLog?.state === 'written', 5000, 'the job to say its decisions are written')
+    expect((await jobNow(jobId)).decisionLog).toEqual({ state: 'written', rows: 6 })
     expect(grown((await scrape(gw.url)).decisions, before.decisions)).toEqual({ INVALID_RECIPIENT: 4, NO_CONSENT: 2 })
     expect(readdirSync(join(spool, 'quarantine'))).toEqual([])
   })
 
-  it('finishes a job while Postgres is unreachable, keeps its decisions in the spool, and writes them exactly once when it returns', async () => {
+  it('finishes a job while Postgres is unreachable, keeps its decisions pending with its result, and writes them exactly once when it returns', async () => {
     const count = async (jobId: string): Promise<number> => (await services.pool.query('SELECT count(*)::int AS n FROM decisions WHERE job_id = $1', [jobId])).rows[0].n
     await proxy.cut()
     let jobId = ''
@@ -194,20 +199,36 @@ describe('scrub decisions in the decision log, the evidence and the metrics', ()
       jobId = await upload(Array.from({ length: 60_000 }, (_, i) => phone(7, i)).join('\n') + '\n')
       const job = await finished(jobId)
       expect(job.state).toBe('done')
-      expect(job.decisionLog).toEqual({ rows: 60_000, batches: 2 })
-      expect(readdirSync(spool).filter(f => f.startsWith(`scrub-${jobId}-`) && f.endsWith('.tsv'))).toHaveLength(2)
-      // The shipper tried the first batch (50,000 rows), failed, and waits to retry: counted as spooled.
-      await until(async () => ((await scrape(gw.url)).samples.get('iys_decision_log_spooled_total') ?? 0) >= 50_000, 15_000, 'a batch Postgres could not take to be counted as spooled')
-      expect(readdirSync(spool).filter(f => f.startsWith(`scrub-${jobId}-`) && f.endsWith('.tsv'))).toHaveLength(2)
+      expect(job.decisionLog).toEqual({ state: 'pending' })
+      // The result is served meanwhile, and the job stays pending while the writes are retried.
+      expect((await resultRows(jobId))).toHaveLength(60_000)
+      await new Promise(resolve => setTimeout(resolve, 1500))
+      expect((await jobNow(jobId)).decisionLog).toEqual({ state: 'pending' })
       expect(await count(jobId)).toBe(0)
     } finally {
       await proxy.restore()
     }
-    await until(async () => (await count(jobId)) === 60_000, 30_000, 'the spooled scrub decisions to be written')
-    await until(() => readdirSync(spool).filter(f => f.startsWith('scrub-')).length === 0, 15_000, 'the spool to empty')
+    await until(async () => (await jobNow(jobId)).decisionLog?.state === 'written', 60_000, 'the pending scrub decisions to be written')
+    expect((await jobNow(jobId)).decisionLog).toEqual({ state: 'written', rows: 60_000 })
     const dup = await services.pool.query('SELECT normalized FROM decisions WHERE job_id = $1 GROUP BY normalized HAVING count(*) > 1', [jobId])
     expect(dup.rows).toEqual([])
     expect(await count(jobId)).toBe(60_000)
+  }, 120_000)
+
+  it('writes at the next start the decisions a stopped gateway had not written yet', async () => {
+    const count = async (jobId: string): Promise<number> => (await services.pool.query('SELECT count(*)::int AS n FROM decisions WHERE job_id = $1', [jobId])).rows[0].n
+    await proxy.cut()
+    let jobId = ''
+    try {
+      jobId = await upload(Array.from({ length: 1000 }, (_, i) => phone(8, i)).join('\n') + '\n')
+      expect((await finished(jobId)).decisionLog).toEqual({ state: 'pending' })
+      await gw.close() // stops with the decisions still pending in job.json
+    } finally {
+      await proxy.restore()
+    }
+    gw = await startTestGateway(gatewayEnv())
+    await until(async () => (await jobNow(jobId)).decisionLog?.state === 'written', 30_000, 'the restarted gateway to write the pending decisions')
+    expect(await count(jobId)).toBe(1000)
   }, 90_000)
 
   it('counts the decisions of a job without DATABASE_URL too (embedded)', async () => {

@@ -12,14 +12,6 @@
 /** The decisions table's columns, in line order. */
 export const COLUMNS = '(decided_at, source, iys_code, brand_code, type, recipient_type, recipient, normalized, commercial, allowed, reason, consent_seq, message_id, upstream_status, carrier_id)'
 
-/**
- * A scrub job's decisions (audit/scrub-decisions.ts): the same columns and one more, the job. Written as whole
- * batches, never through the journal; one spooled while Postgres could not take it is a file named SCRUB_PREFIX….tsv
- * in the decision spool folder, shipped with these columns by the decision log like any other spooled batch.
- */
-export const SCRUB_COLUMNS = COLUMNS.slice(0, -1) + ', job_id)'
-export const SCRUB_PREFIX = 'scrub-'
-
 /** The upstream status of a message decision whose carrier outcome was never journalled. */
 export const INTERRUPTED = 'interrupted'
 

@@ -15,13 +15,9 @@
 // log starts in the background can reject: a failure (Postgres, a segment file that cannot be removed) is logged and
 // retried. At start-up the segments a crashed run left are shipped like any other.
 //
-// Scrub jobs put their decisions in this spool folder as whole batches (audit/scrub-decisions.ts, spoolScrubBatch():
-// `scrub-….tsv`, written whole and renamed into place); the shipper ships those with the scrub columns (job_id) like
-// any other spooled batch, once no scrub runs (holdScrubBatches) or SCRUB_HOLD_MAX_MS after their run started.
-//
 // The table is partitioned by day (UTC); partitions are created ahead and those older than the retention dropped.
 
-import { mkdir, open as openFile, rename, writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
@@ -32,8 +28,8 @@ import type { Pool } from '../store/pg.js'
 import type { CheckQuery, CheckResult } from '../check/checker.js'
 import { GatewayError } from '../domain/errors.js'
 import { esc, opt } from '../formats/copy-text.js'
-import { COLUMNS, SCRUB_COLUMNS, SCRUB_PREFIX, segmentToCopy } from './copy-text.js'
-import { Journal, LEGACY_EXT, type JournalFs, type Segment } from './journal.js'
+import { COLUMNS, segmentToCopy } from './copy-text.js'
+import { Journal, type JournalFs, type Segment } from './journal.js'
 import { settlesWithin } from '../util/settle.js'
 
 export interface DecisionLogOptions {
@@ -68,20 +64,8 @@ const RETRY_MS = 1000
 const REFUSED_MAX_MS = 60_000
 const CLOSE_WAIT_MS = 15_000
 const QUARANTINE = 'quarantine'
-/** spooled scrub batches (and spool files of older versions) are whole files of COPY text: journal.ts LEGACY_EXT */
-const LEGACY_SPOOL_EXT = LEGACY_EXT
 
 const partitionName = (dayStartMs: number): string => 'decisions_' + new Date(dayStartMs).toISOString().slice(0, 10).replace(/-/g, '')
-
-/** The longest a spooled scrub batch waits for the scrubs to stop before it is shipped beside them. */
-export const SCRUB_HOLD_MAX_MS = 300_000
-
-/** When the run that wrote a scrub batch started: `scrub-<job>-<run, base 36 ms>-<n>.tsv` (0 if unreadable). */
-function scrubRunStart (name: string): number {
-  const end = name.lastIndexOf('-')
-  const ms = parseInt(name.slice(name.lastIndexOf('-', end - 1) + 1, end), 36)
-  return Number.isFinite(ms) ? ms : 0
-}
 
 const sqlstate = (err: unknown): string | null => {
   const code = (err as { code?: unknown } | null)?.code
@@ -128,7 +112,6 @@ export class DecisionLog {
   private readonly landed = new Set<string>()
   private timers: NodeJS.Timeout[] = []
   private readonly partitions = new Set<string>()
-  private scrubRunning: () => boolean = () => false
 
   constructor (opts: DecisionLogOptions) {
     this.opts = opts
@@ -140,33 +123,6 @@ export class DecisionLog {
       onSyncError: err => { opts.log.error({ err }, 'decision journal: fsync failed') },
       ...(opts.journalFs !== undefined ? { fs: opts.journalFs } : {})
     })
-  }
-
-  /**
-   * Scrub batches in the spool wait while `running()` says a scrub job runs (their rows cost Postgres about as much
-   * CPU as the scrub spends on their lines), each at most SCRUB_HOLD_MAX_MS after its run started.
-   */
-  holdScrubBatches (running: () => boolean): void {
-    this.scrubRunning = running
-  }
-
-  /**
-   * Puts a batch of a scrub job's decision rows (COPY text, SCRUB_COLUMNS) in the spool folder, where the shipper
-   * finds it: written to a temporary name, fsynced, renamed into place (a spooled batch is always whole). It is
-   * shipped exactly once by `batchId`, once no scrub runs (holdScrubBatches); counted as spooled only if Postgres
-   * then fails to take it.
-   */
-  async spoolScrubBatch (batchId: string, text: string): Promise<void> {
-    const name = batchId + LEGACY_SPOOL_EXT
-    const path = join(this.opts.spoolDir, name)
-    const file = await openFile(path + '.tmp', 'w')
-    try {
-      await file.writeFile(text)
-      await file.sync()
-    } finally {
-      await file.close()
-    }
-    await rename(path + '.tmp', path)
   }
 
   /** Segments waiting to be shipped (for /readyz and metrics). */
@@ -300,9 +256,7 @@ export class DecisionLog {
     }
     let ok = true
     let lastRefused: string | null = null // the SQLSTATE of the segment just refused in this round
-    const holdScrub = this.scrubRunning()
     for (const name of names) {
-      if (holdScrub && name.startsWith(SCRUB_PREFIX) && Date.now() - scrubRunStart(name) < SCRUB_HOLD_MAX_MS) continue
       if (this.landed.has(name)) { ok = await this.remove(name) && ok; continue } // in Postgres already
       const back = this.refused.get(name)
       if (back !== undefined && Date.now() < back.until) continue
@@ -317,7 +271,7 @@ export class DecisionLog {
       }
       const { text, rows } = segmentToCopy(raw)
       try {
-        if (rows > 0) await this.writeChunk(name.slice(0, name.lastIndexOf('.')), text, rows, name.startsWith(SCRUB_PREFIX) ? SCRUB_COLUMNS : COLUMNS)
+        if (rows > 0) await this.writeChunk(name.slice(0, name.lastIndexOf('.')), text, rows)
       } catch (err) {
         this.spool(name, rows, err as Error)
         if (!isRefusal(err)) { this.retryAt = Date.now() + RETRY_MS; return false } // Postgres away: all of it waits
@@ -373,17 +327,17 @@ export class DecisionLog {
   }
 
   /** Writes a batch; one refused for a value in a row is split until the refused lines are alone in quarantine. */
-  private async writeChunk (batchId: string, text: string, rows: number, columns: string): Promise<void> {
+  private async writeChunk (batchId: string, text: string, rows: number): Promise<void> {
     try {
-      await this.writeBatch(batchId, text, rows, columns)
+      await this.writeBatch(batchId, text, rows)
     } catch (err) {
       if (!isDataError(err)) throw err
       if (rows === 1) { await this.quarantine(batchId, text, err as Error & { code: string }); return }
       const half = Math.ceil(rows / 2)
       let cut = -1
       for (let i = 0; i < half; i++) cut = text.indexOf('\n', cut + 1)
-      await this.writeChunk(batchId + '.0', text.slice(0, cut + 1), half, columns)
-      await this.writeChunk(batchId + '.1', text.slice(cut + 1), rows - half, columns)
+      await this.writeChunk(batchId + '.0', text.slice(0, cut + 1), half)
+      await this.writeChunk(batchId + '.1', text.slice(cut + 1), rows - half)
     }
   }
 
@@ -396,12 +350,12 @@ export class DecisionLog {
     this.opts.log.error({ batchId, sqlstate: err.code }, 'decision log: Postgres refused a decision record; it is kept in the quarantine folder')
   }
 
-  private async writeBatch (batchId: string, text: string, rows: number, columns: string): Promise<void> {
+  private async writeBatch (batchId: string, text: string, rows: number): Promise<void> {
     await this.ensurePartitionFor(text)
     const copy = (): Promise<boolean> => inTransaction(this.opts.pool, async client => {
       const claim = await client.query('INSERT INTO decision_batches (batch_id, rows) VALUES ($1, $2) ON CONFLICT DO NOTHING', [batchId, rows])
       if (claim.rowCount === 0) return false // committed before: this is a replay of a batch we could not confirm
-      await pipeline(Readable.from([text]), client.query(copyStreams.from(`COPY decisions ${columns} FROM STDIN`)))
+      await pipeline(Readable.from([text]), client.query(copyStreams.from(`COPY decisions ${COLUMNS} FROM STDIN`)))
       return true
     })
     let written: boolean
@@ -416,6 +370,11 @@ export class DecisionLog {
       written = await copy()
     }
     if (written) this.opts.onWritten?.(rows)
+  }
+
+  /** Creates the partition of the day of `ms` if it is missing (scrub jobs' decisions: audit/scrub-decisions.ts). */
+  async partitionFor (ms: number): Promise<void> {
+    await this.createPartition(Math.floor(ms / DAY_MS) * DAY_MS)
   }
 
   /** Creates partitions from yesterday to two days ahead, and drops those past the retention. */

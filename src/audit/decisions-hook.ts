@@ -6,14 +6,14 @@
 //   3. the decision journal, written BEFORE the answer leaves or the message is forwarded (it throws a 503
 //      GatewayError when the local disk refuses it: then nothing may leave).
 // It allocates nothing per call: the send-side extras are the front end's own parsed request.
-// Scrub jobs are a front end too, in bulk: each chunk's decisions are counted here (afterScrubChunk) and each run's
-// are written through a ScrubDecisionWriter (scrubWriter); a scrub stamps nothing (it is not live traffic).
+// Scrub jobs are a front end too, in bulk: each chunk's decisions are counted here (afterScrubChunk), and a done job's
+// are written to the decision log from its result file (audit/scrub-decisions.ts); a scrub stamps nothing (it is
+// not live traffic).
 
 import type { CheckQuery, CheckResult } from '../check/checker.js'
 import type { ConsentType } from '../domain/vocabulary.js'
 import type { Metrics } from '../metrics.js'
-import { DecisionLog, type DecisionSource, type MessageOutcome, type MessageTicket } from './decision-log.js'
-import { scrubBatchPrefix, ScrubDecisionWriter, type ScrubDecisionTarget } from './scrub-decisions.js'
+import type { DecisionLog, DecisionSource, MessageOutcome, MessageTicket } from './decision-log.js'
 
 /** What a sending front end adds: the provider and one message id per result. */
 export interface SendExtras {
@@ -29,8 +29,6 @@ export interface DecisionsHookDeps {
   metrics: Metrics
   /** null: decisions are not journalled (no DATABASE_URL, or DECISIONS_ENABLED=false) */
   decisionLog: Pick<DecisionLog, 'recordChecks' | 'recordMessages' | 'recordOutcomes'> | null
-  /** where scrub jobs' decisions go; default: `decisionLog` when it is a DecisionLog, else none */
-  scrubLog?: ScrubDecisionTarget | null
   /** the clock of the yield stamp (milliseconds, monotonic); for tests */
   now?: () => number
 }
@@ -38,7 +36,6 @@ export interface DecisionsHookDeps {
 export class DecisionsHook {
   private readonly metrics: Metrics
   private readonly decisionLog: DecisionsHookDeps['decisionLog']
-  private readonly scrubLog: ScrubDecisionTarget | null
   private readonly now: () => number
   /** when live traffic was last decided (`now()`); 0: never */
   lastDecisionAt = 0
@@ -46,7 +43,6 @@ export class DecisionsHook {
   constructor (deps: DecisionsHookDeps) {
     this.metrics = deps.metrics
     this.decisionLog = deps.decisionLog
-    this.scrubLog = deps.scrubLog !== undefined ? deps.scrubLog : deps.decisionLog instanceof DecisionLog ? deps.decisionLog : null
     this.now = deps.now ?? (() => performance.now())
   }
 
@@ -77,16 +73,6 @@ export class DecisionsHook {
    */
   afterScrubChunk (type: ConsentType, counts: ArrayLike<number>): void {
     this.metrics.decisionCounts(type, counts)
-  }
-
-  /** The decision log holds scrub batches back while `running()` (ScrubQueue: a job runs). */
-  holdScrubLogWhile (running: () => boolean): void {
-    this.scrubLog?.holdScrubBatches(running)
-  }
-
-  /** The writer of one run of a scrub job's decisions; null when decisions are not logged (no DATABASE_URL). */
-  scrubWriter (jobId: string, runStartedMs: number): ScrubDecisionWriter | null {
-    return this.scrubLog === null ? null : new ScrubDecisionWriter(this.scrubLog, scrubBatchPrefix(jobId, runStartedMs))
   }
 
   /** The pause a running scrub takes between chunks right now: live traffic first (EngineDeps.pauseMs). */

@@ -321,7 +321,13 @@ const schemas: Record<string, JsonObject> = {
       totals: ref('ScrubTotals'),
       rate: { type: 'number', minimum: 0, description: 'lines per second so far' },
       etaSeconds: { type: 'number', minimum: 0 },
-      resultBytes: { type: 'integer', minimum: 0 }
+      resultBytes: { type: 'integer', minimum: 0 },
+      decisionLog: {
+        type: 'object',
+        required: ['state'],
+        description: 'with DATABASE_URL, a done job\'s decisions in the decision log: pending until they are in Postgres (written from the result file after the job; the job is kept past its retention until then), then written with the rows (DUPLICATE lines have none)',
+        properties: { state: { type: 'string', enum: ['pending', 'written'] }, rows: { type: 'integer', minimum: 0 } }
+      }
     }
   },
   ScrubList: { type: 'object', required: ['jobs'], additionalProperties: false, properties: { jobs: { type: 'array', items: ref('ScrubJob'), description: 'the caller\'s tenant\'s jobs for brands the key may act for, newest first' } } },

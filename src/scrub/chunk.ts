@@ -3,15 +3,11 @@
 // never disagree. Each decision is returned once, as numbers (reason index, allowed); the row text carries only what
 // the job runner cannot rebuild from them, its prefix `recipient,normalized,`, so that it can write a line as
 // decided or as a DUPLICATE without re-serialising it.
-// With `log` (the gateway has a decision log), the chunk also returns its decisions as decision-log rows in COPY text,
-// built here in the worker thread rather than on the gateway's event loop: the job runner only drops the rows of
-// duplicates and passes the text on (audit/scrub-decisions.ts).
 
 import { Checker, type CheckerOptions, type CheckQuery } from '../check/checker.js'
 import { errorCode } from '../domain/errors.js'
 import type { FilterView } from '../filter/view.js'
 import { hashText, keyHash } from '../filter/key.js'
-import { esc } from '../formats/copy-text.js'
 import { csvField, splitCsvLine } from '../formats/csv.js'
 import { REASON_INDEX } from '../policy/decide.js'
 
@@ -22,17 +18,6 @@ export interface ChunkInput {
   format: InputFormat
   /** csv: index of the recipient column */
   column: number
-  /** decision-log rows wanted (see ScrubLogFormat); absent: none */
-  log?: ScrubLogFormat
-}
-
-/**
- * What a decision-log row of this job holds around the per-line fields, in COPY text (audit/copy-text.ts
- * SCRUB_COLUMNS): `head` from source to recipient type, `tail` from the message columns to job_id and the newline.
- */
-export interface ScrubLogFormat {
-  head: string
-  tail: string
 }
 
 export interface ChunkOutput {
@@ -49,9 +34,6 @@ export interface ChunkOutput {
   h2: Uint32Array
   /** name of the error when the exact store failed for this chunk (its lines then say STORE_UNAVAILABLE) */
   storeError: string | null
-  /** with input.log: one decision-log row per line, in line order, and where each ends (UTF-16 offset) in it */
-  log: string | null
-  logEnds: Uint32Array | null
 }
 
 /** The recipient a line carries; undefined when the line itself is malformed. */
@@ -81,15 +63,8 @@ export async function checkChunk (getView: () => FilterView | null, policy: Chec
     valid: new Uint8Array(n),
     h1: new Uint32Array(n),
     h2: new Uint32Array(n),
-    storeError,
-    log: null,
-    logEnds: null
+    storeError
   }
-  const fmt = input.log
-  // One timestamp per chunk: its lines were decided in one lookup, within milliseconds.
-  const head = fmt !== undefined ? new Date().toISOString() + fmt.head : ''
-  const ends = fmt !== undefined ? new Uint32Array(n) : null
-  let log = ''
   for (let i = 0; i < n; i++) {
     const r = results[i]!
     const raw = recipients[i]
@@ -106,12 +81,7 @@ export async function checkChunk (getView: () => FilterView | null, policy: Chec
       out.h1[i] = keyHash[0]!
       out.h2[i] = keyHash[1]!
     }
-    if (ends !== null) {
-      log += head + esc(shown) + '\t' + (r.normalized ?? '\\N') + '\t' + query.commercial + '\t' + r.allowed + '\t' + r.reason + '\t' + (r.state?.seq ?? '\\N') + fmt!.tail
-      ends[i] = log.length
-    }
   }
-  if (ends !== null) { out.log = log; out.logEnds = ends }
   out.storeError = storeError
   return out
 }

@@ -6,9 +6,9 @@
 // so is a line longer than maxLineBytes, which the splitter skips unread and which is shown with an empty recipient.
 // Jobs run one at a time per process, each using every scrub thread; a few chunks are in flight so that the
 // workers, Redis and the writer overlap, and the bounded window keeps memory flat whatever the file size.
-// Each chunk's decisions go through the post-decision hook as one batch (metrics by reason, never per line) and, with
-// a decision log, to Postgres as COPY text the workers built (audit/scrub-decisions.ts): DUPLICATE lines are left
-// out of both, since the first occurrence carries the decision.
+// Each chunk's decisions go through the post-decision hook as one batch (metrics by reason, never per line; DUPLICATE
+// lines left out, since the first occurrence carries the decision). With a decision log, a done job's decisions are
+// written to it from the result file, off the scrub's path (audit/scrub-decisions.ts).
 
 import { once } from 'node:events'
 import { createReadStream, createWriteStream } from 'node:fs'
@@ -20,9 +20,9 @@ import { RedisView, type FilterView } from '../filter/view.js'
 import { DEFAULT_MAX_LINE_BYTES, readLineBatches, splitCsvLine, type LineBatch } from '../formats/csv.js'
 import { REASONS } from '../policy/decide.js'
 import type { DecisionsHook } from '../audit/decisions-hook.js'
-import { scrubLogFormat, type ScrubDecisionWriter } from '../audit/scrub-decisions.js'
+import type { ScrubDecisionLog } from '../audit/scrub-decisions.js'
 import type { Metrics } from '../metrics.js'
-import { checkChunk, type ChunkInput, type ChunkOutput, type InputFormat, type ScrubLogFormat } from './chunk.js'
+import { checkChunk, type ChunkInput, type ChunkOutput, type InputFormat } from './chunk.js'
 import { FirstSeen } from './dedup.js'
 import type { JobRecord, ScrubJobs, ScrubParams } from './jobs.js'
 import type { ScrubTask } from './pool.js'
@@ -50,8 +50,10 @@ export interface EngineDeps {
    * few ms while checks are being served, so a scrub takes the cores only when the checks leave them free.
    */
   pauseMs?: () => number
-  /** the post-decision hook (gateway): decision metrics per chunk, and the decision log's writer per run */
-  hook?: Pick<DecisionsHook, 'afterScrubChunk' | 'scrubWriter' | 'holdScrubLogWhile'>
+  /** the post-decision hook (gateway): decision metrics per chunk */
+  hook?: Pick<DecisionsHook, 'afterScrubChunk'>
+  /** the decision log of done jobs (gateway with DATABASE_URL): written from their result files */
+  scrubLog?: Pick<ScrubDecisionLog, 'enqueue'> | null
   /** job metrics (gateway): jobs by state, lines, finished runs */
   metrics?: Pick<Metrics, 'scrubLines' | 'scrubJobsFinished' | 'watchScrubJobs'>
 }
@@ -60,8 +62,6 @@ export interface EngineDeps {
 export interface ScrubSinks {
   /** after each chunk is written: its decisions by reason index (REASONS, DUPLICATE lines left out) and its lines */
   onChunk?: (counts: Uint32Array, lines: number) => void
-  /** the decision log: the rows' layout the workers fill in, and the writer that takes them */
-  log?: { format: ScrubLogFormat, writer: ScrubDecisionWriter }
 }
 
 /**
@@ -83,12 +83,11 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
   let lines: string[] = []
   let numbers: number[] = []
   let chunkLimit = deps.chunkLines
-  const { onChunk, log } = sinks
+  const { onChunk } = sinks
   const counts = new Uint32Array(REASONS.length)
-  const duplicates: number[] = []
 
   const dispatch = (): void => {
-    const chunk: ChunkInput = log !== undefined ? { lines, format, column, log: log.format } : { lines, format, column }
+    const chunk: ChunkInput = { lines, format, column }
     inflight.push(runChunk(deps, params, chunk))
     pendingLines.push(numbers)
     lines = []
@@ -100,13 +99,11 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
     const nums = pendingLines.shift()!
     let text = ''
     counts.fill(0)
-    duplicates.length = 0
     for (let i = 0; i < nums.length; i++) {
       const line = nums[i]!
       let first = 0
       if (res.valid[i] === 1) first = seen.firstLine(res.h1[i]!, res.h2[i]!, line)
       if (first !== 0) {
-        duplicates.push(i)
         totals.duplicates++
         totals.blocked++
         totals.blockedByReason.DUPLICATE = (totals.blockedByReason.DUPLICATE ?? 0) + 1
@@ -122,10 +119,6 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
     }
     totals.checked += nums.length
     onChunk?.(counts, nums.length)
-    if (log !== undefined && res.log !== null) {
-      log.writer.add(duplicates.length === 0 ? res.log : withoutLines(res.log, res.logEnds!, duplicates), nums.length - duplicates.length)
-      await log.writer.ready()
-    }
     if (!out.write(text)) await once(out, 'drain')
   }
 
@@ -171,17 +164,6 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
   }
 }
 
-/** A chunk's decision-log rows without those of the lines `skip` (indices, ascending): its DUPLICATE lines. */
-function withoutLines (rows: string, ends: Uint32Array, skip: readonly number[]): string {
-  let text = ''
-  let from = 0
-  for (const i of skip) {
-    text += rows.slice(from, i === 0 ? 0 : ends[i - 1])
-    from = ends[i]!
-  }
-  return text + rows.slice(from)
-}
-
 /**
  * The batch with an empty line in the place of each line that was too long, so that it goes through the chunk as
  * every other line and comes out INVALID_RECIPIENT with its line number (an empty recipient is never valid).
@@ -223,7 +205,8 @@ export class ScrubQueue {
   constructor (deps: EngineDeps & { jobs: ScrubJobs }) {
     this.deps = deps
     deps.metrics?.watchScrubJobs(() => deps.jobs.counts())
-    deps.hook?.holdScrubLogWhile(() => this.running !== null)
+    // Done jobs whose decisions a previous run did not get into Postgres (it was away, or the process stopped).
+    for (const job of deps.jobs.pendingDecisionLogs()) deps.scrubLog?.enqueue(job, deps.jobs.resultPath(job.jobId), j => deps.jobs.save(j))
   }
 
   enqueue (job: JobRecord): void {
@@ -242,19 +225,17 @@ export class ScrubQueue {
   }
 
   private async drain (): Promise<void> {
-    const { jobs, log, hook, metrics } = this.deps
+    const { jobs, log, hook, metrics, scrubLog } = this.deps
     for (let job = this.queue.shift(); job !== undefined; job = this.queue.shift()) {
       job.state = 'running'
       job.startedAt = new Date().toISOString()
-      delete job.decisionLog
+      delete job.decisionLog // a run again after a restart logs its own decisions
       await jobs.save(job)
       const started = Date.now()
       let lastSave = started
       const type = job.params.type
-      const writer = hook?.scrubWriter(job.jobId, started) ?? null
       const sinks: ScrubSinks = {
-        onChunk: (counts, lines) => { hook?.afterScrubChunk(type, counts); metrics?.scrubLines.inc(lines) },
-        ...(writer !== null ? { log: { format: scrubLogFormat(job.jobId, job.owner?.iysCode ?? null, job.params), writer } } : {})
+        onChunk: (counts, lines) => { hook?.afterScrubChunk(type, counts); metrics?.scrubLines.inc(lines) }
       }
       try {
         await scrubFile(this.deps, jobs.inputPath(job.jobId), jobs.tmpResultPath(job.jobId), job.params, job.format, job.totals, (bytesRead, bytesWritten) => {
@@ -264,20 +245,20 @@ export class ScrubQueue {
           job.etaSeconds = bytesRead > 0 ? Math.max(0, Math.round(secs * (job.bytes - bytesRead) / bytesRead)) : undefined
           if (Date.now() - lastSave > 2000) { lastSave = Date.now(); void jobs.save(job) }
         }, sinks)
-        // Done only once every decision is in the decision spool (durable): a served result is all logged.
-        if (writer !== null) job.decisionLog = { ...await writer.finish() }
         await rename(jobs.tmpResultPath(job.jobId), jobs.resultPath(job.jobId))
         job.resultBytes = (await stat(jobs.resultPath(job.jobId))).size
         jobs.setResultBytes(job.jobId, job.resultBytes)
         const secs = (Date.now() - started) / 1000
         job.rate = secs > 0 ? Math.round(job.totals.read / secs) : 0
+        // The decision log's 'pending' is saved with the job's end: a crash from here on leaves it for the next start.
+        if (scrubLog != null) job.decisionLog = { state: 'pending' }
         await jobs.finish(job, 'done')
+        scrubLog?.enqueue(job, jobs.resultPath(job.jobId), j => jobs.save(j))
         metrics?.scrubJobsFinished.labels('done').inc()
         log.info({ jobId: job.jobId, lines: job.totals.read, seconds: secs, decisionLog: job.decisionLog }, 'scrub job done')
       } catch (err) {
         if (this.stopping) return
         metrics?.scrubJobsFinished.labels('failed').inc()
-        if (writer !== null) job.decisionLog = { ...writer.totals }
         log.warn({ jobId: job.jobId, err }, 'scrub job failed')
         await jobs.removeTmpResult(job.jobId).catch(() => {})
         await jobs.finish(job, 'failed', `the job stopped: ${(err as Error).message}`)

@@ -66,11 +66,11 @@ export interface JobRecord {
   etaSeconds?: number
   resultBytes?: number
   /**
-   * With a decision log (DATABASE_URL): the run's decision records (a DUPLICATE line is no decision and has none)
-   * and the batches they were spooled in; the decision log writes them to Postgres once no scrub runs
-   * (audit/scrub-decisions.ts).
+   * With a decision log (DATABASE_URL), a done job's decisions: 'pending' until they are in Postgres (the job's files
+   * are kept past their retention until then), then 'written' with the rows (a DUPLICATE line is no decision and has
+   * none). See audit/scrub-decisions.ts.
    */
-  decisionLog?: { rows: number, batches: number }
+  decisionLog?: { state: 'pending' } | { state: 'written', rows: number }
 }
 
 export const JOB_ID = /^[A-Za-z0-9_-]{1,64}$/
@@ -211,6 +211,11 @@ export class ScrubJobs {
     return c
   }
 
+  /** Done jobs whose decisions are not in the decision log yet (a previous run of the gateway could not write them). */
+  pendingDecisionLogs (): JobRecord[] {
+    return [...this.jobs.values()].filter(j => j.state === 'done' && j.decisionLog?.state === 'pending')
+  }
+
   /** Writes job.json atomically (write + rename). */
   async save (job: JobRecord): Promise<void> {
     const file = join(this.dir, job.jobId, 'job.json')
@@ -232,6 +237,7 @@ export class ScrubJobs {
     let n = 0
     for (const job of [...this.jobs.values()]) {
       if (job.expiresAt === undefined || Date.parse(job.expiresAt) > now) continue
+      if (job.decisionLog?.state === 'pending') continue // its result file is what the decision log is written from
       await rm(join(this.dir, job.jobId), { recursive: true, force: true })
       this.jobs.delete(job.jobId)
       this.forget(job.jobId)
