@@ -298,7 +298,9 @@ export async function scrubScenario (ctx) {
 
   const jobsDir = join(ctx.tmpDir, 'scrub-jobs')
   // With the database: the scrub's decisions go to its decision log, part of what is measured.
-  const gw = await startGateway('gateway (scrub)', { REDIS_URL: ctx.redisUrl, REDIS_PREFIX: prefix, SCRUB_DIR: jobsDir, DATABASE_URL: url })
+  // BENCH_DECISION_LOG=false runs the same gateway without it, for an A/B of what the decision log costs a scrub.
+  const noLog = process.env.BENCH_DECISION_LOG === 'false' ? { DECISION_LOG: 'false' } : {}
+  const gw = await startGateway('gateway (scrub)', { REDIS_URL: ctx.redisUrl, REDIS_PREFIX: prefix, SCRUB_DIR: jobsDir, DATABASE_URL: url, ...noLog })
   const resultFile = join(ctx.tmpDir, `scrub-${L}.result.csv`)
   const dropJob = (jobId) => rmSync(join(jobsDir, jobId), { recursive: true, force: true })
   try {
