@@ -26,6 +26,7 @@ import { pruneHistory } from './store/consent-queries.js'
 import { PushProcessor } from './store/push-inbox.js'
 import { FreshnessMonitor } from './store/freshness.js'
 import { DecisionLog } from './audit/decision-log.js'
+import { spoolFigures } from './audit/journal.js'
 import { DecisionsHook } from './audit/decisions-hook.js'
 import { ScrubDecisionLog } from './audit/scrub-decisions.js'
 import { scrubRoutes } from './http/scrub-routes.js'
@@ -93,7 +94,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   const outbox = startWriteThrough(config, pool, log, metrics)
   // The pipeline's freshness (queues, applier lag, sync-iys, the decision spool) and whether Postgres answers.
   const freshness = pool !== null
-    ? new FreshnessMonitor(pool, metrics, log, { appliedSeq: () => applier?.appliedSeq ?? null, spoolDir: decisionLog !== null ? config.decisions.spoolDir : null })
+    ? new FreshnessMonitor(pool, metrics, log, { appliedSeq: () => applier?.appliedSeq ?? null, spool: decisionLog !== null ? () => spoolFigures(config.decisions.spoolDir) : null })
     : null
   let retentionTimer: NodeJS.Timeout | null = null
   if (pool !== null && config.retentionIntervalMs > 0) {

@@ -5,6 +5,7 @@
 import { mkdirSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { spoolFigures } from '../src/audit/journal.js'
 import { IysApiError, type IysApi } from '../src/iys/client.js'
 import { createLogger } from '../src/log.js'
 import { Metrics } from '../src/metrics.js'
@@ -92,7 +93,7 @@ describe('the freshness monitor', () => {
     writeFileSync(join(spool, 'quarantine', 'b1.tsv'), 'row\n')
     writeFileSync(join(spool, 'quarantine', 'b1.json'), '{}\n')
     const metrics = new Metrics()
-    await new FreshnessMonitor(services.pool, metrics, log, { spoolDir: spool }).poll()
+    await new FreshnessMonitor(services.pool, metrics, log, { spool: () => spoolFigures(spool) }).poll()
     const text = await metrics.registry.metrics()
     expect(value(text, 'iys_decision_log_spool_segments')).toBe(2)
     expect(value(text, 'iys_decision_log_spool_bytes')).toBe(150)

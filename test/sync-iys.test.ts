@@ -292,7 +292,7 @@ describe('sync-iys', () => {
     expect(res.stderr).toBe('iys-gateway: configuration error: IYS_USERNAME must be set for sync-iys\n')
     const bad = await runCli(['sync-iys', '--brand-code', 'abc'], env())
     expect(bad.code).toBe(2)
-    expect(bad.stderr.split('\n')[0]).toBe('iys-gateway: --brand-code must be an İYS brand code (digits)')
+    expect(bad.stderr.split('\n')[0]).toBe('iys-gateway: --brand-code must be an İYS brand code (digits) (see iys-gateway sync-iys --help)')
   })
 
   it('keeps polling without --once, picks up new changes, and stops cleanly on SIGTERM', async () => {

@@ -20,6 +20,7 @@ import { closeSync, fsync, fsyncSync, ftruncateSync, openSync, writeSync, close 
 import { readdir, readFile, readlink, stat, unlink, writeFile } from 'node:fs/promises'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
+import type { SpoolFigures } from '../store/freshness.js'
 
 export const SEGMENT_EXT = '.jnl'
 export const LEGACY_EXT = '.tsv'
@@ -56,6 +57,25 @@ export function judgeRun (beat: Partial<RunIdentity>, silentMs: number, self: Ru
 }
 
 /** The file operations whose failure the log must survive (a seam for tests; the real fs by default). */
+/**
+ * Lists a spool folder for the metrics (store/freshness.ts): segments (and older versions' spool files) not yet in
+ * Postgres, and the records Postgres refused (each a `.tsv` in quarantine/ beside a `.json` of why). A file shipped
+ * while it is listed is simply not counted.
+ */
+export async function spoolFigures (dir: string): Promise<SpoolFigures> {
+  const f: SpoolFigures = { segments: 0, bytes: 0, oldestMs: null, quarantined: 0 }
+  for (const name of await readdir(dir)) {
+    if (!name.endsWith(SEGMENT_EXT) && !name.endsWith(LEGACY_EXT)) continue
+    const st = await stat(join(dir, name)).catch(() => null)
+    if (st === null) continue
+    f.segments++
+    f.bytes += st.size
+    f.oldestMs = Math.min(f.oldestMs ?? Infinity, st.mtimeMs)
+  }
+  f.quarantined = (await readdir(join(dir, 'quarantine')).catch(() => [])).filter(n => n.endsWith(LEGACY_EXT)).length
+  return f
+}
+
 export interface JournalFs {
   unlink: (path: string) => Promise<void>
 }

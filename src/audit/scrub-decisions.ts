@@ -18,7 +18,6 @@ import { Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { Logger } from 'pino'
 import copyStreams from 'pg-copy-streams'
-import type { JobRecord } from '../scrub/jobs.js'
 import { inTransaction, type Pool } from '../store/pg.js'
 
 const RETRY_MIN_MS = 1000
@@ -38,8 +37,21 @@ const INSERT = `INSERT INTO decisions (decided_at, source, iys_code, brand_code,
        ORDER BY h.seq DESC LIMIT 1) h ON true
    WHERE r.reason <> 'DUPLICATE'`
 
+/** Where a done job's decisions are: not yet in Postgres, or written (with how many rows). */
+export type ScrubDecisionLogState = { state: 'pending' } | { state: 'written', rows: number }
+
+/** What this module reads of a scrub job (scrub/jobs.ts JobRecord has it; named by shape, as scrub/ sits above audit/). */
+export interface LoggedJob {
+  readonly jobId: string
+  readonly startedAt?: string
+  readonly finishedAt?: string
+  readonly owner?: { readonly iysCode: string }
+  readonly params: { readonly brandCode: string, readonly type: string, readonly recipientType: string, readonly commercial: boolean }
+  decisionLog?: ScrubDecisionLogState
+}
+
 /** The batch id of one run of a job (a job run again after a restart is a new run, with decisions of its own). */
-export const scrubBatchId = (job: JobRecord): string => `scrub-${job.jobId}-${Date.parse(job.startedAt ?? '').toString(36)}`
+export const scrubBatchId = (job: LoggedJob): string => `scrub-${job.jobId}-${Date.parse(job.startedAt ?? '').toString(36)}`
 
 export interface ScrubDecisionLogOptions {
   pool: Pool
@@ -52,9 +64,9 @@ export interface ScrubDecisionLogOptions {
 
 /** A job whose decisions are waiting to be written, and how to record that they were. */
 interface Pending {
-  job: JobRecord
+  job: LoggedJob
   resultPath: string
-  save: (job: JobRecord) => Promise<void>
+  save: () => Promise<void>
 }
 
 export class ScrubDecisionLog {
@@ -70,10 +82,10 @@ export class ScrubDecisionLog {
   }
 
   /** Writes a done job's decisions (now, or after those queued before it); marks the job 'pending' until then. */
-  enqueue (job: JobRecord, resultPath: string, save: (job: JobRecord) => Promise<void>): void {
+  enqueue<J extends LoggedJob> (job: J, resultPath: string, save: (job: J) => Promise<void>): void {
     if (job.decisionLog?.state === 'written') return
     job.decisionLog = { state: 'pending' }
-    this.queue.push({ job, resultPath, save })
+    this.queue.push({ job, resultPath, save: () => save(job) })
     this.kick()
   }
 
@@ -88,7 +100,7 @@ export class ScrubDecisionLog {
       try {
         const rows = await this.write(p.job, p.resultPath)
         p.job.decisionLog = { state: 'written', rows }
-        await p.save(p.job)
+        await p.save()
         this.queue.shift()
         this.backoffMs = RETRY_MIN_MS
       } catch (err) {
@@ -103,7 +115,7 @@ export class ScrubDecisionLog {
   }
 
   /** The rows of one job, in one transaction with the claim of its batch id; 0 rows if that was written before. */
-  private async write (job: JobRecord, resultPath: string): Promise<number> {
+  private async write (job: LoggedJob, resultPath: string): Promise<number> {
     const decidedAt = job.finishedAt ?? new Date().toISOString()
     await this.opts.partitionFor(Date.parse(decidedAt))
     const { params } = job

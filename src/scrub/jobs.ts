@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { mayActFor, type Principal } from '../auth/principal.js'
 import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
+import type { ScrubDecisionLogState } from '../audit/scrub-decisions.js'
 import type { ScrubJobCounts } from '../metrics.js'
 import type { InputFormat } from './chunk.js'
 
@@ -70,7 +71,7 @@ export interface JobRecord {
    * are kept past their retention until then), then 'written' with the rows (a DUPLICATE line is no decision and has
    * none). See audit/scrub-decisions.ts.
    */
-  decisionLog?: { state: 'pending' } | { state: 'written', rows: number }
+  decisionLog?: ScrubDecisionLogState
 }
 
 export const JOB_ID = /^[A-Za-z0-9_-]{1,64}$/

@@ -7,11 +7,8 @@
 // When Postgres cannot be asked, the counts stay as last seen and the ages keep growing from the last figures, so the
 // backlog and freshness alerts still fire during an outage that holds pending work; iys_postgres_unreachable says why.
 
-import { readdir, stat } from 'node:fs/promises'
-import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { Gauge } from 'prom-client'
-import { LEGACY_EXT, SEGMENT_EXT } from '../audit/journal.js'
 import { requestBacklog } from './consent-requests.js'
 import { pushBacklog } from './push-inbox.js'
 import type { Pool } from './pg.js'
@@ -42,9 +39,21 @@ export interface FreshnessGauges {
 export interface FreshnessOptions {
   /** The change applier's watermark (highest seq applied to Redis); null without Redis (nothing to lag behind). */
   appliedSeq?: () => number | null
-  /** The decision log's spool folder; null when decisions are not logged. */
-  spoolDir?: string | null
+  /**
+   * What waits in the decision log's spool folder (audit/journal.ts spoolFigures, given by the caller: store/ sits
+   * below audit/); null when decisions are not logged.
+   */
+  spool?: (() => Promise<SpoolFigures>) | null
   intervalMs?: number
+}
+
+/** A spool folder's contents, as audit/journal.ts counts them. */
+export interface SpoolFigures {
+  segments: number
+  bytes: number
+  /** mtime (ms) of the oldest segment; null when there is none */
+  oldestMs: number | null
+  quarantined: number
 }
 
 /** Postgres as this gateway last found it: answering, or not since `since` (ms). */
@@ -75,12 +84,12 @@ export class FreshnessMonitor {
   private last: Figures | null = null
   private pg: PostgresHealth = { reachable: true }
   private readonly appliedSeq: () => number | null
-  private readonly spoolDir: string | null
+  private readonly spool: (() => Promise<SpoolFigures>) | null
   private readonly intervalMs: number
 
   constructor (private readonly pool: Pool, private readonly metrics: FreshnessGauges, private readonly log: Logger, opts: FreshnessOptions = {}) {
     this.appliedSeq = opts.appliedSeq ?? (() => null)
-    this.spoolDir = opts.spoolDir ?? null
+    this.spool = opts.spool ?? null
     this.intervalMs = opts.intervalMs ?? 5000
   }
 
@@ -153,25 +162,14 @@ export class FreshnessMonitor {
 
   /** The decision journal's segments waiting on local disk, and what Postgres refused (quarantine/). */
   private async pollSpool (): Promise<void> {
-    if (this.spoolDir === null) return
+    if (this.spool === null) return
     try {
-      let segments = 0
-      let bytes = 0
-      let oldest = Infinity
-      for (const name of await readdir(this.spoolDir)) {
-        if (!name.endsWith(SEGMENT_EXT) && !name.endsWith(LEGACY_EXT)) continue // spool files of older versions too
-        const st = await stat(join(this.spoolDir, name)).catch(() => null) // shipped meanwhile
-        if (st === null) continue
-        segments++
-        bytes += st.size
-        oldest = Math.min(oldest, st.mtimeMs)
-      }
-      const quarantined = (await readdir(join(this.spoolDir, 'quarantine')).catch(() => [])).filter(f => f.endsWith(LEGACY_EXT)).length // with a .json of why
+      const f = await this.spool()
       const m = this.metrics
-      m.spoolSegments.set(segments)
-      m.spoolBytes.set(bytes)
-      m.spoolOldest.set(segments > 0 ? Math.max(0, (Date.now() - oldest) / 1000) : 0)
-      m.quarantinedFiles.set(quarantined)
+      m.spoolSegments.set(f.segments)
+      m.spoolBytes.set(f.bytes)
+      m.spoolOldest.set(f.oldestMs !== null ? Math.max(0, (Date.now() - f.oldestMs) / 1000) : 0)
+      m.quarantinedFiles.set(f.quarantined)
     } catch (err) {
       this.log.debug({ err }, 'decision spool folder cannot be listed')
     }
