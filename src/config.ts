@@ -30,6 +30,8 @@ export interface Config {
   readonly redisTimeoutMs: number
   /** Rebuild the filter from Postgres by itself when Redis lost it (one gateway at a time, by advisory lock). */
   readonly autoRebuild: boolean
+  /** The local exact replica of the served version (filter/replica.ts), Redis mode only. */
+  readonly replica: Readonly<{ enabled: boolean, maxLagMs: number, maxBytes: number }>
   readonly tacirAllowedWithoutRecord: boolean
   readonly storeFailureMode: 'closed' | 'open'
   readonly embeddedSeedFile: string
@@ -86,11 +88,12 @@ export const KNOWN_VARIABLES = [
   'SCRUB_CHUNK_LINES', 'SCRUB_MAX_LINE_BYTES', 'SCRUB_MAX_TOTAL_BYTES', 'SCRUB_MAX_UPLOADS_PER_CLIENT', 'UPSTREAM_TIMEOUT_MS', 'UPSTREAM_RETRIES', 'UPSTREAM_BACKOFF_MS', 'UPSTREAM_BACKOFF_MAX_MS',
   'UPSTREAM_CONNECTIONS', 'UPSTREAM_BREAKER_FAILURE_RATIO', 'UPSTREAM_BREAKER_MIN_CALLS', 'UPSTREAM_BREAKER_WINDOW_MS',
   'UPSTREAM_BREAKER_COOLDOWN_MS', 'DECISION_LOG', 'DECISION_SPOOL_DIR', 'DECISION_FLUSH_MS', 'DECISION_FSYNC_MS', 'DECISION_RETENTION_DAYS',
-  'AUTO_REBUILD', 'AUTH_TOKEN_SECRET', 'AUTH_ACCESS_TOKEN_SECONDS', 'AUTH_REFRESH_TOKEN_SECONDS', 'AUTH_TOKEN_REQUESTS_PER_HOUR'
+  'AUTO_REBUILD', 'AUTH_TOKEN_SECRET', 'AUTH_ACCESS_TOKEN_SECONDS', 'AUTH_REFRESH_TOKEN_SECONDS', 'AUTH_TOKEN_REQUESTS_PER_HOUR',
+  'REPLICA', 'REPLICA_MAX_LAG_MS', 'REPLICA_MAX_BYTES'
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
-const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTO_', 'AUTH_']
+const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTO_', 'AUTH_', 'REPLICA_']
 
 function closest (name: string): string | null {
   let best: string | null = null
@@ -238,6 +241,11 @@ export function loadConfig (env: Env = process.env): Config {
     }),
     redisTimeoutMs: int(env, 'REDIS_TIMEOUT_MS', 500, 10, 60_000),
     autoRebuild,
+    replica: Object.freeze({
+      enabled: bool(env, 'REPLICA', true),
+      maxLagMs: int(env, 'REPLICA_MAX_LAG_MS', 3000, 100, 600_000),
+      maxBytes: int(env, 'REPLICA_MAX_BYTES', 2 * 1024 ** 3, 0, 64 * 1024 ** 3)
+    }),
     tacirAllowedWithoutRecord: bool(env, 'TACIR_ALLOW_WITHOUT_RECORD', true),
     storeFailureMode: oneOf(env, 'STORE_FAILURE_MODE', ['closed', 'open'] as const, 'closed'),
     // data/ at the project root: one level up from src/config.ts, two from its build, dist/src/config.js.

@@ -19,6 +19,8 @@ export interface MetricSources {
   readiness (): { ready: boolean, reason: ReadyReason }
   /** [upstream name, whether its breaker refuses messages now] per configured carrier */
   breakers (): Iterable<readonly [string, boolean]>
+  /** the local replica's figures (filter/mirror.ts); null without Redis */
+  replica?: () => { serving: boolean, keys: number, bytes: number, newsAgeMs: number | null } | null
 }
 
 /** Scrub jobs by state, and the wait of the oldest queued one (iys_scrub_jobs, iys_scrub_queue_oldest_seconds). */
@@ -187,6 +189,11 @@ export class Metrics {
         for (const [upstream, refusing] of s.breakers()) this.labels(upstream).set(refusing ? 1 : 0)
       }
     })
+    const replica = (): ReturnType<NonNullable<MetricSources['replica']>> => sources()?.replica?.() ?? null
+    new client.Gauge({ name: 'iys_replica_serving', help: '1 while checks are answered from the local exact replica (built and current within REPLICA_MAX_LAG_MS), 0 while they ask Redis', registers: [r], collect () { this.set(replica()?.serving === true ? 1 : 0) } })
+    new client.Gauge({ name: 'iys_replica_keys', help: 'Consent keys in the local exact replica (0: none built)', registers: [r], collect () { this.set(replica()?.keys ?? 0) } })
+    new client.Gauge({ name: 'iys_replica_bytes', help: 'Memory of the local exact replica (SharedArrayBuffers), bounded by REPLICA_MAX_BYTES', registers: [r], collect () { this.set(replica()?.bytes ?? 0) } })
+    new client.Gauge({ name: 'iys_replica_lag_seconds', help: 'Time since the change stream last brought news (a change or an applier heartbeat): past REPLICA_MAX_LAG_MS the replica stops answering alone', registers: [r], collect () { const a = replica()?.newsAgeMs; this.set(a === null || a === undefined ? 0 : a / 1000) } })
     this.postgresUnreachable = new client.Gauge({ name: 'iys_postgres_unreachable', help: '1 while Postgres (DATABASE_URL) does not answer this gateway: the consent API and evidence answer 503, decisions spool to disk (0 when it answers, or without DATABASE_URL)', registers: [r] })
     this.ledgerSeq = new client.Gauge({ name: 'iys_ledger_seq', help: 'Highest change sequence number in the Postgres evidence ledger', registers: [r] })
     this.appliedSeq = new client.Gauge({ name: 'iys_applied_seq', help: 'Highest ledger sequence number applied to Redis (the change applier\'s watermark as this gateway last saw it)', registers: [r] })

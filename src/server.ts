@@ -132,7 +132,8 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       timeoutMs: config.redisTimeoutMs,
       log,
       onSwitch: (view, keys) => { metrics.filterVersion.set(view.version); metrics.filterKeys.set(keys) },
-      onDrop: () => { metrics.filterVersion.set(0); metrics.filterKeys.set(0) }
+      onDrop: () => { metrics.filterVersion.set(0); metrics.filterKeys.set(0) },
+      ...(config.replica.enabled ? { replica: { maxLagMs: config.replica.maxLagMs, maxBytes: config.replica.maxBytes } } : {})
     })
     // Serve the current version from the first request when Redis is there; start anyway (not ready) when not.
     await waitReady(redis, 5000).catch(err => { log.error({ err }, 'Redis is not reachable at start-up; retrying in the background') })
@@ -180,6 +181,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
         generation: view?.generation ?? null,
         redis: redisReady ? 'ok' : r.status,
         lastSync: m.lastSyncAt > 0 ? new Date(m.lastSyncAt).toISOString() : null,
+        replica: m.replicaStatus(),
         ...(problem !== null ? { problem } : {}),
         uws: uwsState,
         warnings
@@ -227,7 +229,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     log,
   })
   const fullReadiness = (): Readiness => withKeys({ ...readiness(), ...postgresStatus(freshness), writeThrough: writeThroughStatus(outbox) }, keys)
-  metrics.watch({ readiness: fullReadiness, breakers: () => upstreams.refusing() })
+  metrics.watch({ readiness: fullReadiness, breakers: () => upstreams.refusing(), replica: () => mirror?.replicaStatus() ?? null })
   const pushCredentials = config.iysPushUser !== null ? { user: config.iysPushUser, password: config.iysPushPassword! } : null
   const { app, router } = createApp({
     checker,

@@ -9,6 +9,7 @@ import { messyPhone } from '../loaders/generate.js'
 import { mulberry32 } from '../src/util/random.js'
 import { seedGenerated } from './helpers/cli.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
+import { until } from './helpers/redis-server.js'
 import { testServices, type TestServices } from './helpers/services.js'
 
 const CHECKS = 100_000
@@ -27,6 +28,7 @@ interface Item {
 describe('gateway vs SQL, differential', () => {
   let services: TestServices
   let gateway: RunningGateway
+  let redisWay: RunningGateway
   let pool: pg.Pool
 
   beforeAll(async () => {
@@ -36,14 +38,19 @@ describe('gateway vs SQL, differential', () => {
     await seedGenerated(env, file, { rows: 60_000, brands: 4, retShare: 0.3, seed: 99 })
     pool = services.pool
     gateway = await startTestGateway(env)
+    redisWay = await startTestGateway({ ...env, REPLICA: 'false' })
+    // The first gateway answers from its local replica (built, and kept current by the appliers' heartbeats).
+    await until(async () => /^iys_replica_serving 1$/m.test(await (await fetch(gateway.url + '/metrics')).text()), 30_000, 'the replica to serve')
   }, 180_000)
 
   afterAll(async () => {
+    await redisWay?.close()
     await gateway?.close()
     await services?.close()
   })
 
-  it('agrees with SQL on 100,000 random checks (present, absent, rejected, every type, messy input)', async () => {
+  it.each([['the local replica', () => gateway, 1], ['Redis (REPLICA=false)', () => redisWay, 0]] as const)('agrees with SQL on 100,000 random checks (present, absent, rejected, every type, messy input), answered from %s', async (_, gw, serving) => {
+    const gateway = gw()
     const rnd = mulberry32(20261129)
     const { rows: keys } = await pool.query<{ b: string, t: string, r: string, rc: string }>(
       'SELECT brand_code::text AS b, type AS t, recipient_type AS r, recipient AS rc FROM consents')
@@ -103,6 +110,7 @@ describe('gateway vs SQL, differential', () => {
     const client = await pool.connect()
     let expected: { allowed: boolean, reason: string }[]
     try {
+      await client.query('DROP TABLE IF EXISTS probe') // the pooled connection may hold the other case's
       await client.query('CREATE TEMP TABLE probe (i int, brand_code bigint, type text, recipient_type text, recipient text, commercial bool, valid bool)')
       await client.query(`INSERT INTO probe SELECT * FROM unnest($1::int[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::bool[])`, [
         items.map((_, i) => i), items.map(x => x.brand), items.map(x => x.type), items.map(x => x.rt),
@@ -136,6 +144,8 @@ describe('gateway vs SQL, differential', () => {
       }
     }
     expect(differences.slice(0, 20)).toEqual([])
+    // …and the path named is the one that answered.
+    expect(await (await fetch(gateway.url + '/metrics')).text()).toMatch(new RegExp(`^iys_replica_serving ${serving}$`, 'm'))
     // The sample covers every outcome.
     const seen = new Set(expected.map(e => e.reason))
     for (const r of ['INVALID_RECIPIENT', 'INFORMATIONAL', 'CONSENT', 'REJECTED', 'TACIR_NO_RECORD', 'NO_CONSENT']) expect(seen).toContain(r)

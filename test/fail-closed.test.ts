@@ -29,7 +29,7 @@ describe('fail closed when Redis is unavailable', () => {
     env = { ...services.env, REDIS_URL: redis.url, REDIS_PREFIX: 'fc:' }
     await runSteps([['migrate'], ['import', join(dir, 'c.csv')], ['load']], env)
     // A person runs `load` here (the automatic rebuild has its own test, auto-rebuild.test.ts).
-    gateway = await startTestGateway({ ...env, REDIS_TIMEOUT_MS: '200', AUTO_REBUILD: 'false' })
+    gateway = await startTestGateway({ ...env, REDIS_TIMEOUT_MS: '200', AUTO_REBUILD: 'false', REPLICA_MAX_LAG_MS: '500' })
   }, 60_000)
 
   afterAll(async () => {
@@ -57,6 +57,9 @@ describe('fail closed when Redis is unavailable', () => {
 
   it('blocks commercial checks with STORE_UNAVAILABLE while Redis is down, and stays up', async () => {
     await redis.stop()
+    // The local replica answers alone until REPLICA_MAX_LAG_MS (here 500 ms) passes without news from the change
+    // stream; then checks go the Redis way, and fail closed.
+    await until(async () => (await ask('+905321110001')).reason === 'STORE_UNAVAILABLE', 10_000, 'checks to fail closed')
     expect(await ask('+905321110001')).toMatchObject({ allowed: false, reason: 'STORE_UNAVAILABLE' })
     expect(await ask('+905321110002', { recipientType: 'TACIR' })).toMatchObject({ allowed: false, reason: 'STORE_UNAVAILABLE' })
     // Informational messages need no consent, and an invalid recipient needs no store.

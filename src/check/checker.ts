@@ -2,11 +2,12 @@
 // the hot path. Per recipient: normalise → hash (no allocation) → bloom; only bloom "maybe" keys build their key
 // text and go to the exact store, all in one batch (one Redis pipeline).
 
-import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
+import { SOURCES, type ConsentSource, type ConsentType, type RecipientType } from '../domain/vocabulary.js'
 import { checkTypeFit, normalizeRecipient } from '../domain/normalize.js'
 import { bucketOf, hashKey, keyCode, keyHash, keyText } from '../filter/key.js'
 import { decodeState, type ConsentState } from '../filter/state.js'
 import type { FilterView } from '../filter/view.js'
+import { newReplicaState, type ReplicaState } from '../filter/replica-codec.js'
 import { ALLOWED_BY_REASON, decide, type PolicyOptions, type Reason } from '../policy/decide.js'
 
 export interface CheckQuery {
@@ -45,6 +46,7 @@ export class Checker {
   private readonly getView: () => FilterView | null
   private readonly opts: CheckerOptions
   private readonly observer: CheckObserver | null
+  private readonly scratch = newReplicaState()
 
   constructor (getView: () => FilterView | null, opts: CheckerOptions, observer: CheckObserver | null = null) {
     this.getView = getView
@@ -57,6 +59,8 @@ export class Checker {
     const results = new Array<CheckResult>(n)
     // One version for the whole batch: a flip in the middle must not mix bloom of one with buckets of another.
     const view = q.commercial ? this.getView() : null
+    // The local replica while it is current: answered here with no I/O, no bloom and no key text (mirror.ts).
+    const replica = view?.exact?.() ?? null
     const code = keyCode(q.type, q.recipientType)
     // Keys the bloom let through, decided after one lookup for all of them: their text, bucket, index and recipient.
     let fields: string[] | null = null
@@ -83,6 +87,11 @@ export class Checker {
       }
       if (view === null) {
         results[i] = this.unavailable(raw, norm)
+        continue
+      }
+      if (replica !== null) {
+        const found = replica.lookup(q.brandCode, q.type, q.recipientType, norm, this.scratch)
+        results[i] = this.decided(raw, norm, q.recipientType, found ? consentStateOf(this.scratch) : null)
         continue
       }
       hashKey(q.brandCode, code, norm)
@@ -132,6 +141,11 @@ export class Checker {
   private unavailable (raw: unknown, norm: string): CheckResult {
     return { recipient: raw, normalized: norm, allowed: this.opts.storeFailureMode === 'open', reason: 'STORE_UNAVAILABLE' }
   }
+}
+
+/** A replica's state as the decision carries it (the result keeps it: one object per key found). */
+function consentStateOf (s: ReplicaState): ConsentState {
+  return { status: s.status, source: SOURCES[s.sourceIndex] as ConsentSource, consentDate: s.consentDate, seq: s.seq }
 }
 
 function invalid (raw: unknown, norm: string | null, e: { code: string, message: string }): CheckResult {

@@ -23,6 +23,11 @@ const BATCH = 2000
 const LISTEN_RETRY_MIN_MS = 200
 const LISTEN_RETRY_MAX_MS = 5000
 const STREAM_MAXLEN = 100_000
+/**
+ * A pass that wrote nothing to the change stream for this long adds a heartbeat entry (`h`, the watermark): the
+ * replicas' proof that the pipeline from Postgres into Redis is alive and that they have missed nothing (mirror.ts).
+ */
+export const HEARTBEAT_MS = 500
 const NO_VERSION = 'no filter version in Redis yet: changes wait in Postgres until `iys-gateway load` runs'
 
 // One batch of the ledger: key text and the pieces of the encoded state, computed by Postgres from the tables that
@@ -58,6 +63,8 @@ export class ChangeApplier {
   private lastProblem = ''
   /** Highest seq this applier has seen applied to Redis, by itself or another (the lag metric, readiness, tests). */
   appliedSeq = 0
+  /** When this applier last wrote to the change stream (changes or a heartbeat). */
+  private streamWrittenAt = 0
 
   constructor (opts: ApplierOptions) {
     this.opts = opts
@@ -159,6 +166,10 @@ export class ChangeApplier {
   private async pass (): Promise<void> {
     try {
       await this.catchUp()
+      if (Date.now() - this.streamWrittenAt >= HEARTBEAT_MS) {
+        await this.opts.redis.xadd(this.opts.layout.changes, 'MAXLEN', '~', STREAM_MAXLEN, '*', 'h', String(this.appliedSeq))
+        this.streamWrittenAt = Date.now()
+      }
     } catch (err) {
       const message = (err as Error).message
       if (message !== this.lastProblem) this.opts.log.warn({ err }, 'change applier: pass failed; will retry')
@@ -200,6 +211,7 @@ export class ChangeApplier {
     }
     const last = Number(rows[rows.length - 1]!.seq)
     this.appliedSeq = Math.max(this.appliedSeq, last)
+    this.streamWrittenAt = Date.now()
     this.lastProblem = ''
     return last
   }

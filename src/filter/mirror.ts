@@ -4,6 +4,13 @@
 // heartbeat (which version this gateway serves), which is how `load` knows when the old version may go.
 // Between loads, changes arrive through the change stream: a second connection blocks on XREAD and sets each
 // changed key's bits in the local bloom, so a key that just got its first record is looked up in Redis at once.
+//
+// With a replica (REPLICA, filter/replica.ts), the mirror also keeps the served version's exact states in local
+// memory: read from Redis once the version is served (replica-source.ts), then kept current from the same stream,
+// whose entries carry each change's state. Checks are answered from it, without Redis, only while it is current:
+// while the change appliers' entries or heartbeats (changes.ts, HEARTBEAT_MS) keep arriving, at most
+// REPLICA_MAX_LAG_MS apart. Past that (Redis away, no applier running, Redis emptied) the checks go the Redis way
+// again, and fail closed where Redis cannot answer.
 
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
@@ -12,6 +19,8 @@ import { BloomFilter } from './bloom.js'
 import { hashText, keyHash } from './key.js'
 import type { Layout } from './layout.js'
 import { RedisView } from './view.js'
+import type { ReplicaTable } from './replica.js'
+import { buildReplica } from './replica-source.js'
 
 /**
  * Command timeout of the connection that downloads a version's bloom and meta. The gateway's own connection fails
@@ -19,6 +28,8 @@ import { RedisView } from './view.js'
  * load. Generous, not unbounded: a poll stuck on a hung Redis would stop the heartbeat for good.
  */
 const DOWNLOAD_TIMEOUT_MS = 120_000
+/** Wait before building a replica again after a build failed. */
+const REPLICA_RETRY_MS = 5000
 
 export interface MirrorOptions {
   pollMs: number
@@ -28,6 +39,8 @@ export interface MirrorOptions {
   onSwitch?: (view: RedisView, keys: number) => void
   /** The mirror stopped serving a version (it is gone from Redis, or was replaced by one it cannot load). */
   onDrop?: () => void
+  /** The local exact replica (off: every check asks Redis). */
+  replica?: { maxLagMs: number, maxBytes: number }
 }
 
 /** Why the mirror serves nothing, or serves a version it cannot vouch for (null: it serves the current version). */
@@ -57,6 +70,12 @@ export class FilterMirror {
   private reloadNeeded = false
   /** The follower reconnected: ioredis re-sends its XREAD silently, so the poll checks for a gap in the stream. */
   private followerReconnected = false
+  /** The replica of the served view, once built (null: none, or building, or dropped). */
+  private replica: ReplicaTable | null = null
+  /** What the replica is doing, for /readyz and the metrics. */
+  replicaState: ReplicaStatus = 'off'
+  /** When the last change-stream entry (a change or an applier's heartbeat) arrived: the replica's proof of news. */
+  private newsAt = 0
 
   constructor (redis: Redis, layout: Layout, opts: MirrorOptions) {
     this.redis = redis
@@ -87,10 +106,14 @@ export class FilterMirror {
         if (res === null) continue
         const entries = res[0]![1]
         const view = this.view
+        const replica = this.replica
         for (const [id, fields] of entries) {
           this.streamId = id
+          if (fields[0] !== 'k') continue // an applier's heartbeat
           if (view !== null) { hashText(fields[1]!); view.bloom.add(keyHash[0]!, keyHash[1]!) }
+          if (replica !== null) this.applyToReplica(replica, fields)
         }
+        this.newsAt = Date.now()
         // The stream is trimmed: a follower that fell further behind than its length has missed bits.
         if (entries.length === 1000 && await this.fellBehind(sub)) this.reloadNeeded = true
       } catch (err) {
@@ -181,6 +204,7 @@ export class FilterMirror {
    * whose first record, a RET, arrived after the loss.
    */
   private lose (): void {
+    this.replica = null
     if (this.view !== null) {
       this.opts.log.error({ version: this.view.version }, 'the filter version pointer is gone from Redis (restarted empty?): commercial checks fail closed until a version is loaded')
       this.view = null
@@ -215,15 +239,88 @@ export class FilterMirror {
     while (compareIds(this.streamId, replayedTo) > 0) {
       const upTo = this.streamId
       const missed = await this.redis.xrange(this.layout.changes, '(' + replayedTo, upTo)
-      for (const [, fields] of missed) { hashText(fields[1]!); bloom.add(keyHash[0]!, keyHash[1]!) }
+      for (const [, fields] of missed) if (fields[0] === 'k') { hashText(fields[1]!); bloom.add(keyHash[0]!, keyHash[1]!) }
       replayedTo = upTo
     }
     if (compareIds(streamMark, this.streamId) > 0) this.streamId = streamMark // entries up to the mark are in the bits
     const reload = this.view?.version === version && this.view.generation === generation
     const view = new RedisView(this.redis, version, bloom, buckets, this.layout, { generation, timeoutMs: this.opts.timeoutMs })
     this.view = view
+    this.replica = null
+    if (this.opts.replica !== undefined) void this.startReplica(view, Number(meta.count))
     this.opts.log.info({ version, generation, keys: Number(meta.count), buckets, bloomBytes: bits.byteLength }, reload ? 'reloaded filter version after a gap in the change stream' : 'serving filter version')
     this.opts.onSwitch?.(view, Number(meta.count))
+  }
+
+  /**
+   * Builds the replica of `view` and attaches it once it has caught up with the stream; checks use Redis meanwhile.
+   * A change's state and its stream entry are written by one script (lua/apply.lua), so every change is either in
+   * the buckets read after the stream's last entry (the mark) or in an entry after it: those are replayed from the
+   * stream, until it stops moving, and the table is attached with no await in between. A build that fails is tried
+   * again a few seconds later, for as long as the view is served.
+   */
+  private async startReplica (view: RedisView, keys: number): Promise<void> {
+    const { maxBytes } = this.opts.replica!
+    this.replicaState = 'building'
+    const wanted = (): boolean => this.view === view && !this.stopped
+    try {
+      const started = Date.now()
+      const last = await this.redis.xrevrange(this.layout.changes, '+', '-', 'COUNT', 1)
+      const mark = last[0]?.[0] ?? '0-0'
+      const built = await buildReplica(this.downloader!, this.layout, view.version, view.buckets, keys, maxBytes, wanted)
+      if (built === null || !wanted()) return
+      if (built.table === null) {
+        this.replicaState = 'too_large'
+        this.opts.log.warn({ version: view.version, keys, neededBytes: built.tooLarge?.neededBytes, maxBytes }, 'filter version does not fit in REPLICA_MAX_BYTES: checks ask Redis')
+        return
+      }
+      const table = built.table
+      let replayedTo = mark
+      while (compareIds(this.streamId, replayedTo) > 0) {
+        const upTo = this.streamId
+        const missed = await this.redis.xrange(this.layout.changes, '(' + replayedTo, upTo)
+        if (!wanted()) return
+        for (const [, fields] of missed) if (fields[0] === 'k' && !this.applyToReplica(table, fields)) return
+        replayedTo = upTo
+      }
+      this.replica = table
+      view.exact = () => this.replica === table && Date.now() - this.newsAt < this.opts.replica!.maxLagMs ? table : null
+      this.replicaState = 'ready'
+      this.opts.log.info({ version: view.version, keys: table.keys, bytes: table.bytes, seconds: (Date.now() - started) / 1000 }, 'replica of the filter version ready: checks answered locally while it is current')
+    } catch (err) {
+      if (!wanted()) return
+      this.replicaState = 'failed'
+      this.opts.log.error({ err, version: view.version }, 'cannot build the replica of the filter version: checks ask Redis; trying again')
+      setTimeout(() => { if (wanted()) void this.startReplica(view, keys) }, REPLICA_RETRY_MS).unref()
+    }
+  }
+
+  /** One change-stream entry (`k` key, `s` seq, `v` state) into the replica; false (and the replica dropped) if it cannot take it. */
+  private applyToReplica (table: ReplicaTable, fields: string[]): boolean {
+    try {
+      if (fields[4] !== 'v') throw new Error('a change-stream entry without its state (written by an older applier)')
+      table.upsertEncoded(fields[1]!, fields[5]!)
+      return true
+    } catch (err) {
+      // Full, or a change it cannot read: this replica is no longer exact. The next reload builds a new one.
+      if (this.replica === table) this.replica = null
+      this.replicaState = 'failed'
+      this.reloadNeeded = true
+      this.opts.log.warn({ err }, 'replica dropped: checks ask Redis until it is built again')
+      return false
+    }
+  }
+
+  /** The replica's figures for /readyz and the metrics. */
+  replicaStatus (): { state: ReplicaStatus, serving: boolean, keys: number, bytes: number, newsAgeMs: number | null } {
+    const table = this.replica
+    return {
+      state: this.opts.replica === undefined ? 'off' : this.replicaState,
+      serving: table !== null && this.view?.exact?.() === table,
+      keys: table?.keys ?? 0,
+      bytes: table?.bytes ?? 0,
+      newsAgeMs: this.newsAt > 0 ? Date.now() - this.newsAt : null
+    }
   }
 
   async stop (): Promise<void> {
@@ -234,6 +331,9 @@ export class FilterMirror {
     try { await this.redis.hdel(this.layout.gateways, this.gatewayId) } catch { /* Redis may be gone; the entry ages out */ }
   }
 }
+
+/** off: REPLICA=false; building; ready: built and followed (serving while current); too_large; failed. */
+export type ReplicaStatus = 'off' | 'building' | 'ready' | 'too_large' | 'failed'
 
 /** Orders Redis stream ids ("ms-seq"). */
 export function compareIds (a: string, b: string): number {

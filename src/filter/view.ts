@@ -6,6 +6,7 @@ import type { Redis } from 'ioredis'
 import type { BloomFilter } from './bloom.js'
 import { CodedError } from '../domain/errors.js'
 import { BUCKET_SENTINEL, type Layout } from './layout.js'
+import type { ReplicaTable } from './replica.js'
 import { withScripts, type ScriptedRedis } from './scripts.js'
 
 export interface FilterView {
@@ -14,6 +15,8 @@ export interface FilterView {
   readonly buckets: number
   /** Exact encoded states for `fields` (key texts) in `buckets`; null where absent. Rejects if the store fails. */
   lookup (fields: string[], buckets: number[]): Promise<(string | null)[]>
+  /** The version's local exact replica while it is current (mirror.ts), else null: checks then need no I/O. */
+  exact?: () => ReplicaTable | null
 }
 
 export class MemoryView implements FilterView {
@@ -61,6 +64,8 @@ export class RedisView implements FilterView {
   private readonly bucketPrefix: string
   private readonly metaKey: string
   private readonly deadlines: DeadlineQueue | null
+  /** Set by the mirror once the replica of this version is built (FilterView.exact). */
+  exact: () => ReplicaTable | null = () => null
 
   constructor (redis: Redis, version: number, bloom: BloomFilter, buckets: number, layout: Layout, opts: RedisViewOptions = {}) {
     this.redis = withScripts(redis)

@@ -1,7 +1,8 @@
 --[[
   Applies a batch of changes to the current filter version and to the one being built (changes.ts, ChangeApplier):
   the exact state (only when newer by seq than the stored one, so replays and concurrent appliers are harmless), the
-  bloom bits, one change-stream entry per change, and the applied watermark.
+  bloom bits, one change-stream entry per change (key, seq and state: gateways' replicas apply it by the same
+  newer-seq rule; mirror.ts), and the applied watermark.
 
   Input:
     KEYS[1]  current pointer
@@ -58,7 +59,7 @@ for c = 1, n do
     for b = 1, 8 do redis.call('SETBIT', bloom, ARGV[i + b], 1) end
     i = i + 9
   end
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'k', field, 's', seq)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'k', field, 's', seq, 'v', value)
   if seq > maxseq then maxseq = seq end
 end
 redis.call('SET', KEYS[3], maxseq)
