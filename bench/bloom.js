@@ -12,17 +12,9 @@ import { BloomFilter } from '../dist/src/filter/bloom.js'
 import { hashText, keyHash } from '../dist/src/filter/key.js'
 import bloomFilters from 'bloom-filters'
 import { mulberry32 } from '../dist/src/util/random.js'
+import { arg } from './args.js'
 
 const Baseline = bloomFilters.BloomFilter
-
-function arg (name, fallback) {
-  const argv = process.argv.slice(2)
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === `--${name}` && i + 1 < argv.length) return argv[i + 1]
-    if (argv[i].startsWith(`--${name}=`)) return argv[i].slice(name.length + 3)
-  }
-  return fallback
-}
 
 const n = Number(arg('n', '1000000'))
 const fpr = Number(arg('fpr', '0.001'))

@@ -17,18 +17,10 @@ import { ReplicaTable, newReplicaState } from '../dist/src/filter/replica.js'
 import { encodeState } from '../dist/src/filter/state.js'
 import { keyCode } from '../dist/src/filter/key.js'
 import { mulberry32 } from '../dist/src/util/random.js'
+import { arg } from './args.js'
 
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc')
-
-function arg (name, fallback) {
-  const argv = process.argv.slice(2)
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === `--${name}` && i + 1 < argv.length) return argv[i + 1]
-    if (argv[i].startsWith(`--${name}=`)) return argv[i].slice(name.length + 3)
-  }
-  return fallback
-}
 
 const keys = Number(arg('keys', '10000000'))
 const headroom = Number(arg('headroom', '0.1'))
