@@ -252,9 +252,9 @@ export class ScrubQueue {
         job.rate = secs > 0 ? Math.round(job.totals.read / secs) : 0
         // The decision log's 'pending' is saved with the job's end: a crash from here on leaves it for the next start.
         if (scrubLog != null) job.decisionLog = { state: 'pending' }
+        metrics?.scrubJobsFinished.labels('done').inc() // before the job reads 'done' (finish() sets it before its await)
         await jobs.finish(job, 'done')
         scrubLog?.enqueue(job, jobs.resultPath(job.jobId), j => jobs.save(j))
-        metrics?.scrubJobsFinished.labels('done').inc()
         log.info({ jobId: job.jobId, lines: job.totals.read, seconds: secs, decisionLog: job.decisionLog }, 'scrub job done')
       } catch (err) {
         if (this.stopping) return
