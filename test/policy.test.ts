@@ -39,7 +39,7 @@ interface AnsweringChecker { check (q: CheckQuery): Promise<Answered[]> }
 
 function checker (view: FilterView | null, opts: Partial<{ tacirAllowedWithoutRecord: boolean, storeFailureMode: 'closed' | 'open' }> = {}, storeError?: (e: unknown) => void): AnsweringChecker {
   const c = new Checker(() => view, { ...BASE_OPTS, ...opts }, storeError === undefined ? null : { storeError })
-  const answered = (r: CheckResult): Answered => r.state === undefined ? r : { ...r, consent: JSON.parse(serializeResults([r])).results[0].consent }
+  const answered = (r: CheckResult): Answered => r.state === undefined ? r : { ...r, consent: JSON.parse(serializeResults([r]).toString()).results[0].consent }
   return { check: async q => (await c.check(q)).map(answered) }
 }
 

@@ -51,22 +51,89 @@ export function parseCheckRequest (body: unknown): CheckQuery {
   return { brandCode, type: b.type, recipientType, commercial, recipients }
 }
 
-// Hand-written serialisation of the hot path's answer: the shapes are fixed and only `recipient` (the caller's raw
-// input) needs escaping; `normalized` is E.164 or an e-mail that passed a strict ASCII pattern without quotes or
-// backslashes, status and source are vocabulary words. Measurably faster than JSON.stringify over per-item objects.
-// The consent the decision relied on is shown with its date in İYS's format (Turkey time), straight from its state.
-export function serializeResults (results: readonly CheckResult[]): string {
-  let s = '{"results":['
+// Hand-written serialisation of the hot path's answer, straight into bytes: the shapes are fixed and only `recipient`
+// (the caller's raw input) needs escaping; `normalized` is E.164 or an e-mail that passed a strict ASCII pattern
+// without quotes or backslashes, status, source and reason are vocabulary words. Measured on a 1000-recipient answer
+// (136 KB): building it as one string took 0.2 ms and handing that string to uWS 0.66 ms more (flattening the
+// concatenation and transcoding it to UTF-8), 28 % of a batch check's CPU in a profile; ASCII is copied here byte by
+// byte in JS (a native write per field costs more than it saves), and only a recipient with non-ASCII text goes
+// through Buffer's UTF-8 encoder. A fresh buffer per answer: answers are sent a microtask after they are built, so a
+// shared one could be overwritten by another request's in between.
+export function serializeResults (results: readonly CheckResult[]): Buffer {
+  const w = new AnswerWriter(results.length * 200 + 32)
+  w.ascii('{"results":[')
   for (let i = 0; i < results.length; i++) {
     const r = results[i]!
-    if (i > 0) s += ','
-    s += '{"recipient":' + (r.recipient === undefined ? 'null' : JSON.stringify(r.recipient)) +
-      ',"normalized":' + (r.normalized === null ? 'null' : '"' + r.normalized + '"') +
-      ',"allowed":' + r.allowed + ',"reason":"' + r.reason + '"'
+    if (i > 0) w.byte(COMMA)
+    w.ascii('{"recipient":')
+    w.text(r.recipient === undefined ? 'null' : JSON.stringify(r.recipient))
+    w.ascii(',"normalized":')
+    if (r.normalized === null) w.ascii('null')
+    else { w.byte(QUOTE); w.ascii(r.normalized); w.byte(QUOTE) }
+    w.ascii(r.allowed ? ',"allowed":true,"reason":"' : ',"allowed":false,"reason":"')
+    w.ascii(r.reason)
+    w.byte(QUOTE)
     const c = r.state
-    if (c !== undefined) s += ',"consent":{"status":"' + c.status + '","source":"' + c.source + '","consentDate":"' + formatIysDate(c.consentDate) + '"}'
-    if (r.error !== undefined) s += ',"error":{"code":"' + r.error.code + '","message":' + JSON.stringify(r.error.message) + '}'
-    s += '}'
+    if (c !== undefined) {
+      w.ascii(',"consent":{"status":"'); w.ascii(c.status)
+      w.ascii('","source":"'); w.ascii(c.source)
+      w.ascii('","consentDate":"'); w.ascii(formatIysDate(c.consentDate)); w.ascii('"}')
+    }
+    if (r.error !== undefined) {
+      w.ascii(',"error":{"code":"'); w.ascii(r.error.code)
+      w.ascii('","message":'); w.text(JSON.stringify(r.error.message)); w.byte(CLOSE)
+    }
+    w.byte(CLOSE)
   }
-  return s + ']}'
+  w.ascii(']}')
+  return w.done()
+}
+
+const COMMA = 0x2c
+const QUOTE = 0x22
+const CLOSE = 0x7d
+
+/** Appends to a growing Buffer: ASCII by a JS loop, other text through the UTF-8 encoder. */
+class AnswerWriter {
+  private buf: Buffer
+  private pos = 0
+
+  constructor (size: number) {
+    this.buf = Buffer.allocUnsafe(size)
+  }
+
+  byte (b: number): void {
+    if (this.pos === this.buf.length) this.grow(1)
+    this.buf[this.pos++] = b
+  }
+
+  /** `s` must be ASCII (vocabulary words, E.164, validated e-mails, our own JSON punctuation). */
+  ascii (s: string): void {
+    const n = s.length
+    if (this.pos + n > this.buf.length) this.grow(n)
+    const buf = this.buf
+    let p = this.pos
+    for (let i = 0; i < n; i++) buf[p++] = s.charCodeAt(i)
+    this.pos = p
+  }
+
+  /** Any text (JSON.stringify's output of the caller's input), UTF-8. */
+  text (s: string): void {
+    const n = s.length
+    let i = 0
+    while (i < n && s.charCodeAt(i) < 0x80) i++
+    if (i === n) { this.ascii(s); return }
+    if (this.pos + 3 * n > this.buf.length) this.grow(3 * n) // UTF-8 takes at most 3 bytes per UTF-16 unit
+    this.pos += this.buf.write(s, this.pos, 'utf8')
+  }
+
+  done (): Buffer {
+    return this.buf.subarray(0, this.pos)
+  }
+
+  private grow (need: number): void {
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + need))
+    this.buf.copy(next, 0, 0, this.pos)
+    this.buf = next
+  }
 }

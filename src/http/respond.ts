@@ -23,7 +23,7 @@ export interface Exchange {
   done: boolean
 }
 
-export function send (ex: Exchange, status: number, body: string, contentType = JSON_TYPE, close = false, retryAfterS?: number): void {
+export function send (ex: Exchange, status: number, body: string | Uint8Array, contentType = JSON_TYPE, close = false, retryAfterS?: number): void {
   // A response is invalid once ended or aborted, and touching it then throws inside uWS: answer at most once.
   if (ex.aborted || ex.done) return
   ex.res.cork(() => {

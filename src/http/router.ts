@@ -27,7 +27,8 @@ export interface RequestFacts {
 
 export interface Reply {
   status: number
-  body: string
+  /** text, or the bytes of an answer built as such (the check answer: check-request.ts) */
+  body: string | Uint8Array
   contentType?: string
   /** the route the answer is counted under in the metrics, when not the registered one (check vs check_batch) */
   route?: Route
