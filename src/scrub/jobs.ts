@@ -127,9 +127,11 @@ export class ScrubJobs {
 
   /** Deletes a job's input (an upload that failed: it can never run) and gives its bytes back. */
   async removeInput (id: string): Promise<void> {
-    await rm(this.inputPath(id), { force: true })
+    // Given back before the file goes, in the same tick as the caller's decision: a job already reads 'failed' by
+    // then, and an upload that follows at once must find the room (seen under load as a spurious 507).
     const d = this.disk.get(id)
     if (d !== undefined) { this.used -= d.input; d.input = 0; this.onUsage(this.used) }
+    await rm(this.inputPath(id), { force: true })
   }
 
   /** Deletes the result a failed run left half-written. */
