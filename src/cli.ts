@@ -16,7 +16,7 @@ import { startGateway } from './server.js'
 import { fakeCarrierCommand } from './dev/fake-carrier.js'
 import { migrate } from './store/migrate.js'
 import pg from 'pg'
-import { createPool, type Pool } from './store/pg.js'
+import { createPool, isDbUnreachable, type Pool } from './store/pg.js'
 import { createRedis, waitReady } from './store/redis.js'
 import { projectUrl } from './util/paths.js'
 import { brandsCommand, BRANDS_USAGE, keysCommand, KEYS_USAGE, UsageError } from './cli-keys.js'
@@ -281,10 +281,8 @@ function describeDbError (err: unknown, url: string | null): string | null {
     const u = new URL(url ?? '')
     where = `Postgres at ${u.hostname}:${u.port !== '' ? u.port : '5432'}${u.pathname.length > 1 ? u.pathname : ''}`
   } catch { /* no URL: the variable itself is what to check */ }
-  // 28xxx authentication, 3D000 no such database, network errors (not file errors: a missing FILE is not Postgres's),
-  // node-postgres's own connection timeouts. Redis's are worded where they happen (waitReady).
-  const connection = (err instanceof pg.DatabaseError && /^(28|3D)/.test(String(code ?? ''))) ||
-    (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN)$/.test(code)) ||
-    /timeout exceeded when trying to connect|Connection terminated|connection timeout/i.test(message)
+  // 28xxx authentication, 3D000 no such database, and what a route answers 503 for (store/pg.ts: network errors, not
+  // file errors, and node-postgres's own connection failures). Redis's are worded where they happen (waitReady).
+  const connection = (err instanceof pg.DatabaseError && /^(28|3D)/.test(String(code ?? ''))) || isDbUnreachable(err)
   return connection ? `cannot use ${where}: ${message} (check DATABASE_URL)` : null
 }

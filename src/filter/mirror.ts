@@ -235,13 +235,7 @@ export class FilterMirror {
     const bloom = BloomFilter.fromBytes(bits)
     // Entries after the mark that the follower has already applied to the old bloom: apply them to the new one
     // too, until it stops moving; the swap below then happens with no await in between.
-    let replayedTo = streamMark
-    while (compareIds(this.streamId, replayedTo) > 0) {
-      const upTo = this.streamId
-      const missed = await this.redis.xrange(this.layout.changes, '(' + replayedTo, upTo)
-      for (const [, fields] of missed) if (fields[0] === 'k') { hashText(fields[1]!); bloom.add(keyHash[0]!, keyHash[1]!) }
-      replayedTo = upTo
-    }
+    await this.replayChanges(streamMark, fields => { hashText(fields[1]!); bloom.add(keyHash[0]!, keyHash[1]!); return true })
     if (compareIds(streamMark, this.streamId) > 0) this.streamId = streamMark // entries up to the mark are in the bits
     const reload = this.view?.version === version && this.view.generation === generation
     const view = new RedisView(this.redis, version, bloom, buckets, this.layout, { generation, timeoutMs: this.opts.timeoutMs })
@@ -275,14 +269,7 @@ export class FilterMirror {
         return
       }
       const table = built.table
-      let replayedTo = mark
-      while (compareIds(this.streamId, replayedTo) > 0) {
-        const upTo = this.streamId
-        const missed = await this.redis.xrange(this.layout.changes, '(' + replayedTo, upTo)
-        if (!wanted()) return
-        for (const [, fields] of missed) if (fields[0] === 'k' && !this.applyToReplica(table, fields)) return
-        replayedTo = upTo
-      }
+      if (!await this.replayChanges(mark, fields => wanted() && this.applyToReplica(table, fields)) || !wanted()) return
       this.replica = table
       view.exact = () => this.replica === table && Date.now() - this.newsAt < this.opts.replica!.maxLagMs ? table : null
       this.replicaState = 'ready'
@@ -293,6 +280,23 @@ export class FilterMirror {
       this.opts.log.error({ err, version: view.version }, 'cannot build the replica of the filter version: checks ask Redis; trying again')
       setTimeout(() => { if (wanted()) void this.startReplica(view, keys) }, REPLICA_RETRY_MS).unref()
     }
+  }
+
+  /**
+   * Replays the changes after `mark` up to where the follower has read, until it stops moving: what the follower
+   * applied only to what the caller is replacing. `apply` gets each change's fields (`k` key, `s` seq, `v` state) and
+   * may stop the replay (false, also returned). The caller swaps its copy in after this, with no await in between.
+   */
+  private async replayChanges (mark: string, apply: (fields: string[]) => boolean): Promise<boolean> {
+    let replayedTo = mark
+    while (compareIds(this.streamId, replayedTo) > 0) {
+      const upTo = this.streamId
+      for (const [, fields] of await this.redis.xrange(this.layout.changes, '(' + replayedTo, upTo)) {
+        if (fields[0] === 'k' && !apply(fields)) return false // heartbeats carry no change
+      }
+      replayedTo = upTo
+    }
+    return true
   }
 
   /** One change-stream entry (`k` key, `s` seq, `v` state) into the replica; false (and the replica dropped) if it cannot take it. */
