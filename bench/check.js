@@ -36,7 +36,7 @@ export async function startServers (ctx) {
 
   const gwPort = await freePort()
   const gw = spawnTracked(process.execPath, [CLI, 'serve'], {
-    env: gatewayEnv({ REDIS_URL: ctx.redisUrl, REDIS_PREFIX: ds.prefix, PORT: String(gwPort) }), label: 'gateway'
+    env: gatewayEnv({ REDIS_URL: ctx.redisUrl, REDIS_PREFIX: ds.prefix, PORT: String(gwPort), REPLICA: 'true' }), label: 'gateway'
   })
   const gwUrl = `http://127.0.0.1:${gwPort}`
   const gwReady = await waitReady(gwUrl + '/readyz', gw, 30_000)

@@ -37,7 +37,7 @@ describe('gateway vs SQL, differential', () => {
     const file = join(services.dir, 'c.csv')
     await seedGenerated(env, file, { rows: 60_000, brands: 4, retShare: 0.3, seed: 99 })
     pool = services.pool
-    gateway = await startTestGateway(env)
+    gateway = await startTestGateway({ ...env, REPLICA: 'true' })
     redisWay = await startTestGateway({ ...env, REPLICA: 'false' })
     // The first gateway answers from its local replica (built, and kept current by the appliers' heartbeats).
     await until(async () => /^iys_replica_serving 1$/m.test(await (await fetch(gateway.url + '/metrics')).text()), 30_000, 'the replica to serve')

@@ -26,8 +26,8 @@ describe('the local replica in a gateway', () => {
       ONAY.map(p => `700001,600001,${p},BIREYSEL,MESAJ,ONAY,HS_WEB,2024-01-15 10:00:00\n`).join('') +
       '700001,600001,someone@example.com,BIREYSEL,EPOSTA,ONAY,HS_WEB,2024-01-15 10:00:00\n')
     await runSteps([['migrate'], ['import', file], ['load']], services.env)
-    serving = await startTestGateway(services.env)
-    tooSmall = await startTestGateway({ ...services.env, REPLICA_MAX_BYTES: '1000' })
+    serving = await startTestGateway({ ...services.env, REPLICA: 'true' })
+    tooSmall = await startTestGateway({ ...services.env, REPLICA: 'true', REPLICA_MAX_BYTES: '1000' })
   }, 120_000)
 
   afterAll(async () => {

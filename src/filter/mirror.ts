@@ -217,6 +217,7 @@ export class FilterMirror {
 
   private async switchTo (version: number, generation: string | null): Promise<void> {
     this.reloadNeeded = false
+    this.replica = null // the version served is being replaced: its replica stops answering now, not after the download
     // Changes applied after this point are in the stream; those before it are in the bloom we download.
     const last = await this.redis.xrevrange(this.layout.changes, '+', '-', 'COUNT', 1)
     const streamMark = last[0]?.[0] ?? '0-0'
@@ -240,7 +241,6 @@ export class FilterMirror {
     const reload = this.view?.version === version && this.view.generation === generation
     const view = new RedisView(this.redis, version, bloom, buckets, this.layout, { generation, timeoutMs: this.opts.timeoutMs })
     this.view = view
-    this.replica = null
     if (this.opts.replica !== undefined) void this.startReplica(view, Number(meta.count))
     this.opts.log.info({ version, generation, keys: Number(meta.count), buckets, bloomBytes: bits.byteLength }, reload ? 'reloaded filter version after a gap in the change stream' : 'serving filter version')
     this.opts.onSwitch?.(view, Number(meta.count))
@@ -271,7 +271,8 @@ export class FilterMirror {
       const table = built.table
       if (!await this.replayChanges(mark, fields => wanted() && this.applyToReplica(table, fields)) || !wanted()) return
       this.replica = table
-      view.exact = () => this.replica === table && Date.now() - this.newsAt < this.opts.replica!.maxLagMs ? table : null
+      // Only while the last poll saw this version as the one Redis points at (as the Redis path's generation check).
+      view.exact = () => this.replica === table && this.problem === null && Date.now() - this.newsAt < this.opts.replica!.maxLagMs ? table : null
       this.replicaState = 'ready'
       this.opts.log.info({ version: view.version, keys: table.keys, bytes: table.bytes, seconds: (Date.now() - started) / 1000 }, 'replica of the filter version ready: checks answered locally while it is current')
     } catch (err) {
