@@ -242,9 +242,7 @@ export function loadConfig (env: Env = process.env): Config {
     redisTimeoutMs: int(env, 'REDIS_TIMEOUT_MS', 500, 10, 60_000),
     autoRebuild,
     replica: Object.freeze({
-      // Off by default for now: the fault suite once saw a wrong answer from it after Redis came back empty and was
-      // rebuilt under traffic (README, Real-time propagation). REPLICA=true to use it.
-      enabled: bool(env, 'REPLICA', false),
+      enabled: bool(env, 'REPLICA', true),
       maxLagMs: int(env, 'REPLICA_MAX_LAG_MS', 3000, 100, 600_000),
       maxBytes: int(env, 'REPLICA_MAX_BYTES', 2 * 1024 ** 3, 0, 64 * 1024 ** 3)
     }),

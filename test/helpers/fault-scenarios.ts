@@ -18,7 +18,7 @@ import { burst, defectCases, fuzzCases, PUSH_PASSWORD, PUSH_USER, rawRequest, se
 import { lostCheckDecisions, LoadPhase, messageIdsRecorded, type PhaseFigures } from './fault-load.js'
 import { FaultRedis, GatewayProcess, killAllChildren, sleep, until } from './fault-rig.js'
 import { authFor, registerKey } from './gateway.js'
-import { Truth, truthKey } from './fault-truth.js'
+import { Truth, truthKey, type Status } from './fault-truth.js'
 import { createTestDatabase, type TestDatabase } from './services.js'
 import { TcpProxy } from './tcp-proxy.js'
 
@@ -318,11 +318,15 @@ async function redisEmptyFault ({ world, phase }: ScenarioContext): Promise<void
   })()
   // As in issue 8, defect 2: a few hundred rows imported (new keys, and RETs of consenting recipients), then load.
   const file = join(world.dir, `more-${Date.now()}.csv`)
-  writeFileSync(file, importRows(world.truth, 300, 100, world.seed))
+  const rows = importRows(world.truth, 300, 100, world.seed)
+  writeFileSync(file, rows.csv)
+  // In flux from before the import starts: its rows are committed, applied and answered while it still runs (a RET
+  // answered REJECTED before the import had exited was once judged wrong against the old truth).
+  for (const [key, status] of rows.changes) world.truth.set(key, status, 600_000)
   const imp = await runCli(['import', file], world.cli)
   if (imp.code !== 0) phase.note(`import failed: ${imp.stderr.slice(-400)}`)
-  const changed = await world.truth.reload(world.pool, Date.now() + 600_000) // in flux until the load is done
-  phase.note(`import of 400 rows changed ${changed} keys, done after ${Date.now() - t0} ms`)
+  const other = await world.truth.reload(world.pool, Date.now() + 600_000) // in flux until the load is done
+  phase.note(`import of ${rows.changes.length} rows done after ${Date.now() - t0} ms${other > 0 ? ` (${other} other keys changed)` : ''}`)
   await sleep(1500) // the gateway meanwhile: fail closed, not ready (or rebuilding by itself)
   const r = await runCli(['load'], world.cli)
   loadDone = Date.now()
@@ -396,17 +400,22 @@ async function rejectOnce (world: World, phase: LoadPhase, via: 'push' | 'api', 
   world.truth.fluxUntil(Date.now() + 1000)
 }
 
-/** `fresh` new ONAY rows for recipients nobody has, and `rets` RETs of consenting recipients, as an İYS CSV. */
-function importRows (truth: Truth, fresh: number, rets: number, seed: number): string {
+/**
+ * `fresh` new ONAY rows for recipients nobody has, and `rets` RETs of consenting recipients, as an İYS CSV, with the
+ * truth key and status each row sets.
+ */
+function importRows (truth: Truth, fresh: number, rets: number, seed: number): { csv: string, changes: [string, Status][] } {
   const rnd = mulberry32(seed * 31 + Date.now() % 1000)
   const date = formatIysDate(Math.floor(Date.now() / 1000) - 60)
   const lines = ['iysCode,brandCode,recipient,recipientType,type,status,source,consentDate']
+  const changes: [string, Status][] = []
   const brand = truth.brands[0]!
   for (let i = 0; lines.length <= fresh; i++) {
     const recipient = '+90539' + String(Math.floor(rnd() * 1e7)).padStart(7, '0')
     const rt = i % 2 === 0 ? 'BIREYSEL' : 'TACIR'
     if (truth.map.has(truthKey(brand, 'MESAJ', rt, recipient))) continue
     lines.push(`700001,${brand},${recipient},${rt},MESAJ,ONAY,HS_WEB,${date}`)
+    changes.push([truthKey(brand, 'MESAJ', rt, recipient), 'ONAY'])
   }
   let n = 0
   for (const [key, s] of truth.map) {
@@ -414,9 +423,10 @@ function importRows (truth: Truth, fresh: number, rets: number, seed: number): s
     if (s !== 'ONAY' || rnd() < 0.5) continue
     const [b, t, rt, recipient] = key.split('|') as [string, string, string, string]
     lines.push(`700001,${b},${recipient},${rt},${t},RET,HS_WEB,${date}`)
+    changes.push([key, 'RET'])
     n++
   }
-  return lines.join('\n') + '\n'
+  return { csv: lines.join('\n') + '\n', changes }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
