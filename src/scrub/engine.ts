@@ -25,7 +25,7 @@ import type { Metrics } from '../metrics.js'
 import { checkChunk, type ChunkInput, type ChunkOutput, type InputFormat } from './chunk.js'
 import { FirstSeen } from './dedup.js'
 import type { JobRecord, ScrubJobs, ScrubParams } from './jobs.js'
-import type { ScrubTask } from './pool.js'
+import { sharedId, type ScrubTask } from './pool.js'
 
 /** Chunk size while the gateway is answering checks (see EngineDeps.pauseMs). */
 const QUIET_CHUNK_LINES = 1024
@@ -184,13 +184,26 @@ function withTooLong (b: LineBatch): LineBatch {
 /**
  * One chunk through the pool (Redis mode) or inline. A filter version removed while the job ran (a `load` flipped
  * and the old version was dropped) fails the chunk's lookups; it is then run again on the version served now.
+ *
+ * The gateway's local replica goes with the chunk when it is current now, at dispatch (view.exact(): built, following
+ * the change stream, news within REPLICA_MAX_LAG_MS), and the worker answers the whole chunk from it. A chunk
+ * answered that way is as fresh as the lag bound plus the time the chunk waits and runs (milliseconds): the worker
+ * does not ask again per line. When it is not current, the chunk carries none and the worker asks Redis.
  */
 async function runChunk (deps: EngineDeps, params: ScrubParams, input: ChunkInput): Promise<ChunkOutput> {
   for (let attempt = 0; ; attempt++) {
     const view = deps.getView()
-    const out = deps.pool !== null && view instanceof RedisView
-      ? await deps.pool.run({ input, query: params, view: { version: view.version, generation: view.generation, sab: view.bloom.buffer as SharedArrayBuffer, buckets: view.buckets } })
-      : await checkChunk(deps.getView, deps.policy, params, input)
+    let out: ChunkOutput
+    if (deps.pool !== null && view instanceof RedisView) {
+      const bloom = view.bloom.buffer as SharedArrayBuffer
+      const replica = view.exact()
+      out = await deps.pool.run({
+        input,
+        query: params,
+        view: { id: sharedId(bloom), version: view.version, generation: view.generation, sab: bloom, buckets: view.buckets },
+        replica: replica === null ? null : { id: sharedId(replica), shared: replica.shared() }
+      })
+    } else out = await checkChunk(deps.getView, deps.policy, params, input)
     if (out.storeError !== 'VERSION_GONE' || attempt === 3) return out
   }
 }

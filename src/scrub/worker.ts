@@ -1,11 +1,14 @@
-// Piscina worker for scrub chunks (Redis mode). It reads the gateway's bloom filter through the SharedArrayBuffer it
-// is handed (zero copy: the very memory the gateway's checks read), resolves bloom positives against Redis with its
-// own connection, in one pipeline per chunk, and decides with the same Checker as /v1/check.
+// Piscina worker for scrub chunks (Redis mode). While the gateway's local replica of the version is current, a chunk
+// comes with the replica's SharedArrayBuffers and is answered from them with no I/O at all (the very memory the
+// gateway's checks read). Otherwise it reads the gateway's bloom filter through the SharedArrayBuffer it is handed
+// (zero copy), resolves bloom positives against Redis with its own connection, in one pipeline per chunk. Either way
+// it decides with the same Checker as /v1/check.
 
 import { workerData } from 'node:worker_threads'
 import { BloomFilter } from '../filter/bloom.js'
 import { layout } from '../filter/layout.js'
-import { RedisView } from '../filter/view.js'
+import { ReplicaTable } from '../filter/replica.js'
+import { RedisView, type FilterView } from '../filter/view.js'
 import { createRedis } from '../store/redis.js'
 import { checkChunk, type ChunkInput, type ChunkOutput } from './chunk.js'
 import type { ScrubWorkerData, ScrubTask } from './pool.js'
@@ -14,22 +17,33 @@ const data = workerData as ScrubWorkerData
 const redis = createRedis(data.redisUrl, { timeoutMs: data.redisTimeoutMs, name: 'iys-scrub-worker', failFast: false })
 redis.on('error', () => {}) // surfaced as a failed lookup: the chunk then fails closed like a check
 const keys = layout(data.redisPrefix)
-const views = new Map<SharedArrayBuffer, RedisView>()
-let current: RedisView | null = null
-const getView = (): RedisView | null => current
+// One version at a time, named by the gateway's ids (the buffers themselves arrive as new objects with every task):
+// a new bloom or replica replaces the old wrapper, so that its memory can go once the gateway drops it.
+let bloomView: { id: number, view: RedisView } | null = null
+let replicaView: { id: number, view: FilterView } | null = null
 
-function viewFor (task: ScrubTask): RedisView {
-  let v = views.get(task.view.sab)
-  if (v === undefined) {
-    views.clear() // one version at a time: drop the old bloom's wrapper so its memory can go when the gateway drops it
+function viewFor (task: ScrubTask): FilterView {
+  const b = task.view
+  if (bloomView?.id !== b.id) {
     // The same generation check and lookup deadline as the gateway's own view: a chunk never reads another build.
-    v = new RedisView(redis, task.view.version, new BloomFilter(task.view.sab), task.view.buckets, keys, { generation: task.view.generation, timeoutMs: data.redisTimeoutMs })
-    views.set(task.view.sab, v)
+    bloomView = { id: b.id, view: new RedisView(redis, b.version, new BloomFilter(b.sab), b.buckets, keys, { generation: b.generation, timeoutMs: data.redisTimeoutMs }) }
+    replicaView = null
   }
-  return v
+  const r = task.replica
+  if (r === null) {
+    replicaView = null
+    return bloomView.view
+  }
+  if (replicaView?.id !== r.id) {
+    const table = ReplicaTable.attach(r.shared)
+    const base = bloomView.view
+    // The gateway found the replica current when it sent this chunk: the Checker answers from it, never from Redis.
+    replicaView = { id: r.id, view: { version: base.version, bloom: base.bloom, buckets: base.buckets, lookup: (f, bk) => base.lookup(f, bk), exact: () => table } }
+  }
+  return replicaView.view
 }
 
 export default async function run (task: ScrubTask): Promise<ChunkOutput> {
-  current = viewFor(task)
-  return checkChunk(getView, data.policy, task.query, task.input as ChunkInput)
+  const view = viewFor(task)
+  return checkChunk(() => view, data.policy, task.query, task.input as ChunkInput)
 }
