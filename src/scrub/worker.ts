@@ -5,6 +5,7 @@
 // it decides with the same Checker as /v1/check.
 
 import { workerData } from 'node:worker_threads'
+import { Piscina } from 'piscina'
 import { BloomFilter } from '../filter/bloom.js'
 import { layout } from '../filter/layout.js'
 import { ReplicaTable } from '../filter/replica.js'
@@ -45,5 +46,9 @@ function viewFor (task: ScrubTask): FilterView {
 
 export default async function run (task: ScrubTask): Promise<ChunkOutput> {
   const view = viewFor(task)
-  return checkChunk(() => view, data.policy, task.query, task.input as ChunkInput)
+  const out = await checkChunk(() => view, data.policy, task.query, task.input as ChunkInput)
+  // The chunk's arrays are handed over, not copied (each owns its memory: chunk.ts makes them so): posting ~560 KB
+  // measured 0.6 ms moved against 2.2 ms copied, most of it the receiver's fresh allocation.
+  const moved = [out.rows, out.rowEnds, out.prefixEnds, out.reasons, out.allowed, out.valid, out.h1, out.h2].map(a => a.buffer)
+  return Piscina.move({ [Piscina.transferableSymbol]: moved, [Piscina.valueSymbol]: out } as never) as unknown as ChunkOutput
 }
