@@ -5,6 +5,7 @@ import client from 'prom-client'
 import { CONSENT_TYPES, type ConsentType } from './domain/vocabulary.js'
 import { REASON_INDEX, REASONS, type Reason } from './policy/decide.js'
 import { CORRECTIONS, RETRY_CAUSES, SEND_METHODS } from './iys/outbox.js'
+import type { ReplicaFigures } from './filter/mirror.js'
 
 // check_batch: /v1/check with a `recipients` list (up to 1000), timed apart from single checks (their latencies differ
 // by two orders of magnitude, so one histogram would hide a slow single check behind the batches)
@@ -12,7 +13,7 @@ export const ROUTES = ['check', 'check_batch', 'messages', 'consents', 'push', '
 export type Route = (typeof ROUTES)[number]
 
 /** Why a gateway is not ready, bounded for the iys_ready label; /readyz gives the same word as `reason`. */
-export const READY_REASONS = ['ok', 'no_filter_version', 'filter_version_lost', 'filter_version_unloadable', 'redis_unreachable', 'api_keys_not_loaded'] as const
+export const READY_REASONS = ['ok', 'replica_without_redis', 'no_filter_version', 'filter_version_lost', 'filter_version_unloadable', 'redis_unreachable', 'api_keys_not_loaded'] as const
 export type ReadyReason = (typeof READY_REASONS)[number]
 
 export interface MetricSources {
@@ -20,7 +21,7 @@ export interface MetricSources {
   /** [upstream name, whether its breaker refuses messages now] per configured carrier */
   breakers (): Iterable<readonly [string, boolean]>
   /** the local replica's figures (filter/mirror.ts); null without Redis */
-  replica?: () => { serving: boolean, keys: number, bytes: number, newsAgeMs: number | null } | null
+  replica?: () => ReplicaFigures | null
 }
 
 /** Scrub jobs by state, and the wait of the oldest queued one (iys_scrub_jobs, iys_scrub_queue_oldest_seconds). */
@@ -166,7 +167,7 @@ export class Metrics {
     const sources = (): MetricSources | null => this.sources
     new client.Gauge({
       name: 'iys_ready',
-      help: 'Readiness as /readyz answers it: 1 with reason="ok", else 0 with the one reason (bounded: ' + READY_REASONS.join(', ') + ')',
+      help: 'Readiness as /readyz answers it: 1 with reason="ok" (or "replica_without_redis": Redis away, checks answered from the local replica kept current from Postgres), else 0 with the one reason (bounded: ' + READY_REASONS.join(', ') + ')',
       labelNames: ['reason'],
       registers: [r],
       collect () {
@@ -193,7 +194,9 @@ export class Metrics {
     new client.Gauge({ name: 'iys_replica_serving', help: '1 while checks are answered from the local exact replica (built and current within REPLICA_MAX_LAG_MS), 0 while they ask Redis', registers: [r], collect () { this.set(replica()?.serving === true ? 1 : 0) } })
     new client.Gauge({ name: 'iys_replica_keys', help: 'Consent keys in the local exact replica (0: none built)', registers: [r], collect () { this.set(replica()?.keys ?? 0) } })
     new client.Gauge({ name: 'iys_replica_bytes', help: 'Memory of the local exact replica (SharedArrayBuffers), bounded by REPLICA_MAX_BYTES', registers: [r], collect () { this.set(replica()?.bytes ?? 0) } })
-    new client.Gauge({ name: 'iys_replica_lag_seconds', help: 'Time since the change stream last brought news (a change or an applier heartbeat): past REPLICA_MAX_LAG_MS the replica stops answering alone', registers: [r], collect () { const a = replica()?.newsAgeMs; this.set(a === null || a === undefined ? 0 : a / 1000) } })
+    new client.Gauge({ name: 'iys_replica_lag_seconds', help: 'Time since the replica last had news (a change-stream entry, an applier heartbeat, or its own read of the ledger reaching the end while the stream is quiet): past REPLICA_MAX_LAG_MS it stops answering alone', registers: [r], collect () { const a = replica()?.newsAgeMs; this.set(a === null || a === undefined ? 0 : a / 1000) } })
+    new client.Gauge({ name: 'iys_replica_seq', help: 'Every ledger change up to this seq is in the local replica (0: no replica)', registers: [r], collect () { this.set(replica()?.seq ?? 0) } })
+    new client.Gauge({ name: 'iys_replica_following_ledger', help: '1 while the change stream is quiet (Redis away) and the replica follows the ledger in Postgres itself', registers: [r], collect () { this.set(replica()?.newsFrom === 'ledger' ? 1 : 0) } })
     this.postgresUnreachable = new client.Gauge({ name: 'iys_postgres_unreachable', help: '1 while Postgres (DATABASE_URL) does not answer this gateway: the consent API and evidence answer 503, decisions spool to disk (0 when it answers, or without DATABASE_URL)', registers: [r] })
     this.ledgerSeq = new client.Gauge({ name: 'iys_ledger_seq', help: 'Highest change sequence number in the Postgres evidence ledger', registers: [r] })
     this.appliedSeq = new client.Gauge({ name: 'iys_applied_seq', help: 'Highest ledger sequence number applied to Redis (the change applier\'s watermark as this gateway last saw it)', registers: [r] })

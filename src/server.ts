@@ -133,7 +133,8 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       log,
       onSwitch: (view, keys) => { metrics.filterVersion.set(view.version); metrics.filterKeys.set(keys) },
       onDrop: () => { metrics.filterVersion.set(0); metrics.filterKeys.set(0) },
-      ...(config.replica.enabled ? { replica: { maxLagMs: config.replica.maxLagMs, maxBytes: config.replica.maxBytes } } : {})
+      ...(config.replica.enabled ? { replica: { maxLagMs: config.replica.maxLagMs, maxBytes: config.replica.maxBytes } } : {}),
+      ...(config.replica.enabled && pool !== null ? { ledger: pool } : {})
     })
     // Serve the current version from the first request when Redis is there; start anyway (not ready) when not.
     await waitReady(redis, 5000).catch(err => { log.error({ err }, 'Redis is not reachable at start-up; retrying in the background') })
@@ -172,16 +173,20 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       const problem = m.problem !== null
         ? describeMirrorProblem(m.problem) + (rebuilding !== null ? '; ' + rebuilding : '')
         : !redisReady ? `Redis connection is ${r.status}` : null
-      const reason: ReadyReason = m.problem !== null ? MIRROR_REASONS[m.problem.kind] : !redisReady ? 'redis_unreachable' : view === null ? 'no_filter_version' : 'ok'
+      const replica = m.replicaStatus()
+      let reason: ReadyReason = m.problem !== null ? MIRROR_REASONS[m.problem.kind] : !redisReady ? 'redis_unreachable' : view === null ? 'no_filter_version' : 'ok'
+      // Redis away, but every check is answered exactly from the replica, kept current from the ledger: ready, saying
+      // so. Not when Redis has just come back and no poll has looked at it yet (it may have come back empty).
+      if (reason === 'redis_unreachable' && replica.serving && !m.redisBackUnverified) reason = 'replica_without_redis'
       return {
-        ready: reason === 'ok',
+        ready: reason === 'ok' || reason === 'replica_without_redis',
         reason,
         mode: 'redis',
         filterVersion: view?.version ?? 0,
         generation: view?.generation ?? null,
         redis: redisReady ? 'ok' : r.status,
         lastSync: m.lastSyncAt > 0 ? new Date(m.lastSyncAt).toISOString() : null,
-        replica: m.replicaStatus(),
+        replica,
         ...(problem !== null ? { problem } : {}),
         uws: uwsState,
         warnings
@@ -301,7 +306,7 @@ function withKeys (r: Readiness, keys: KeyStore): Readiness {
   const k = keys.status()
   const apiKeys = { source: k.source, keys: k.keys, ...(k.problem !== null ? { problem: k.problem } : {}) }
   if (k.loadedAt > 0) return { ...r, apiKeys }
-  const reason: ReadyReason = r.reason === 'ok' ? 'api_keys_not_loaded' : r.reason
+  const reason: ReadyReason = r.ready ? 'api_keys_not_loaded' : r.reason
   return { ...r, ready: false, reason, apiKeys, problem: [r.problem, 'API keys not loaded yet: every request is answered 401'].filter(Boolean).join('; ') }
 }
 

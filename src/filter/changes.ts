@@ -18,7 +18,8 @@ import type { Layout } from './layout.js'
 import { withScripts, type ScriptedRedis } from './scripts.js'
 import { encodeStateFrom, stateColumnsSql } from './state.js'
 
-const BATCH = 2000
+/** Changes read from the ledger per query (readChanges). */
+export const CHANGES_BATCH = 2000
 /** Back-off between attempts to take LISTEN again after its connection broke. */
 const LISTEN_RETRY_MIN_MS = 200
 const LISTEN_RETRY_MAX_MS = 5000
@@ -33,10 +34,22 @@ const NO_VERSION = 'no filter version in Redis yet: changes wait in Postgres unt
 // One batch of the ledger: key text and the pieces of the encoded state, computed by Postgres from the tables that
 // own both encodings (key.ts, state.ts), the same columns `load` reads (build.ts).
 const CHANGES_SQL = `SELECT ${keyTextSql()} AS k, ${stateColumnsSql()}
-       FROM consent_history WHERE seq > $1 ORDER BY seq LIMIT ${BATCH}`
+       FROM consent_history WHERE seq > $1 ORDER BY seq LIMIT ${CHANGES_BATCH}`
 
 interface VersionGeometry { buckets: number, blocks: number, gen: string }
-interface ChangeRow { k: string, s: string, src: number, d: string, seq: string }
+/** One ledger change: key text, and the pieces of its encoded state (encodeStateFrom(s, src, d, seq)). */
+export interface ChangeRow { k: string, s: string, src: number, d: string, seq: string }
+
+/**
+ * The next CHANGES_BATCH changes with seq > `from`, in seq order. Seq order is commit order, so a reader that
+ * applies every change it is given and goes on from the last one's seq never skips a change.
+ */
+export async function readChanges (pool: Pool, from: number): Promise<ChangeRow[]> {
+  return (await pool.query<ChangeRow>(CHANGES_SQL, [from])).rows
+}
+
+/** A change's state as Redis and the change stream hold it (state.ts). */
+export const encodedStateOf = (row: ChangeRow): string => encodeStateFrom(row.s, row.src, Number(row.d), Number(row.seq))
 
 export interface ApplierOptions {
   pool: Pool
@@ -202,7 +215,7 @@ export class ChangeApplier {
 
   /** Applies one batch of changes with seq > from; returns the highest seq applied (`from` when none). */
   async applyFrom (from: number): Promise<number> {
-    const { rows } = await this.opts.pool.query<ChangeRow>(CHANGES_SQL, [from])
+    const rows = await readChanges(this.opts.pool, from)
     if (rows.length === 0) return from
     for (let attempt = 0; ; attempt++) {
       if (await this.applyRows(rows) !== -1) break
@@ -228,8 +241,7 @@ export class ChangeApplier {
     const argv: (string | number)[] = [cur ?? '0', bld ?? '0', layout.prefix, rows.length, STREAM_MAXLEN, versions[0]?.gen ?? '', versions[1]?.gen ?? '']
     const offsets = new Array<number>(8)
     for (const row of rows) {
-      const seq = Number(row.seq)
-      argv.push(seq, row.k, encodeStateFrom(row.s, row.src, Number(row.d), seq))
+      argv.push(Number(row.seq), row.k, encodedStateOf(row))
       hashText(row.k)
       const h1 = keyHash[0]!; const h2 = keyHash[1]!
       for (const g of versions) {

@@ -9,8 +9,10 @@
 // memory: read from Redis once the version is served (replica-source.ts), then kept current from the same stream,
 // whose entries carry each change's state. Checks are answered from it, without Redis, only while it is current:
 // while the change appliers' entries or heartbeats (changes.ts, HEARTBEAT_MS) keep arriving, at most
-// REPLICA_MAX_LAG_MS apart. Past that (Redis away, no applier running, Redis emptied) the checks go the Redis way
-// again, and fail closed where Redis cannot answer.
+// REPLICA_MAX_LAG_MS apart. When the stream goes quiet (Redis unreachable or hung) and the gateway has Postgres, the
+// mirror follows the ledger itself by seq (LEDGER_POLL_MS), so a RET committed during a Redis outage still reaches the
+// replica within a poll and checks keep being answered exactly from it. Without news from either (both down, or no
+// applier and no Postgres) the checks go the Redis way again, and fail closed where Redis cannot answer.
 
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
@@ -21,6 +23,8 @@ import type { Layout } from './layout.js'
 import { RedisView } from './view.js'
 import type { ReplicaTable } from './replica.js'
 import { buildReplica } from './replica-source.js'
+import { CHANGES_BATCH, encodedStateOf, readChanges } from './changes.js'
+import type { Pool } from '../store/pg.js'
 
 /**
  * Command timeout of the connection that downloads a version's bloom and meta. The gateway's own connection fails
@@ -30,6 +34,13 @@ import { buildReplica } from './replica-source.js'
 const DOWNLOAD_TIMEOUT_MS = 120_000
 /** Wait before building a replica again after a build failed. */
 const REPLICA_RETRY_MS = 5000
+/**
+ * The replica follows the ledger in Postgres when the change stream has brought nothing for STREAM_QUIET_MS (two
+ * heartbeat intervals, changes.ts HEARTBEAT_MS), reading it every LEDGER_POLL_MS: a RET committed while Redis is away
+ * reaches the checks within about LEDGER_POLL_MS plus one query.
+ */
+const STREAM_QUIET_MS = 1000
+const LEDGER_POLL_MS = 200
 
 export interface MirrorOptions {
   pollMs: number
@@ -41,6 +52,8 @@ export interface MirrorOptions {
   onDrop?: () => void
   /** The local exact replica (off: every check asks Redis). */
   replica?: { maxLagMs: number, maxBytes: number }
+  /** Postgres, for the replica to follow the ledger while the change stream is quiet (Redis away). */
+  ledger?: Pool
 }
 
 /** Why the mirror serves nothing, or serves a version it cannot vouch for (null: it serves the current version). */
@@ -74,8 +87,24 @@ export class FilterMirror {
   private replica: ReplicaTable | null = null
   /** What the replica is doing, for /readyz and the metrics. */
   replicaState: ReplicaStatus = 'off'
-  /** When the last change-stream entry (a change or an applier's heartbeat) arrived: the replica's proof of news. */
+  /**
+   * When the replica last had news: a change-stream entry (a change or an applier's heartbeat) arrived, or a read
+   * of the ledger in Postgres reached its end. Its proof of being current (REPLICA_MAX_LAG_MS).
+   */
   private newsAt = 0
+  /** When the last change-stream entry arrived. */
+  private streamNewsAt = 0
+  /** Where the replica's last news came from, for /readyz. */
+  private newsFrom: 'stream' | 'ledger' | null = null
+  /** Every change with seq ≤ replicaSeq is in the replica (a stream entry's seq, a heartbeat's watermark, the ledger). */
+  private replicaSeq = 0
+  private ledgerTimer: NodeJS.Timeout | null = null
+  /**
+   * The connection to Redis came back and no poll has read the pointer through it yet: Redis may have come back
+   * empty, so nothing is vouched for until the poll (started at once) has looked.
+   */
+  redisBackUnverified = false
+  private polling: Promise<void> | null = null
 
   constructor (redis: Redis, layout: Layout, opts: MirrorOptions) {
     this.redis = redis
@@ -85,6 +114,19 @@ export class FilterMirror {
 
   /** Polls once right away (so a caller can await the first version) and then every pollMs. */
   async start (): Promise<void> {
+    // The connection's state, at once rather than at the next poll: a Redis that went away is unreachable from the
+    // moment its connection closed, and one that came back is polled right away (it may have come back empty).
+    let closed = false
+    this.redis.on('close', () => {
+      closed = true
+      if (this.problem === null) this.problem = { kind: 'unreachable', since: Date.now(), error: 'the connection to Redis closed' }
+    })
+    this.redis.on('ready', () => {
+      if (!closed || this.stopped) return
+      closed = false
+      this.redisBackUnverified = true
+      void this.poll()
+    })
     await this.poll()
     this.schedule()
     this.follower = this.redis.duplicate({ enableOfflineQueue: true, commandTimeout: undefined, maxRetriesPerRequest: null })
@@ -95,6 +137,7 @@ export class FilterMirror {
       connectedOnce = true
     })
     void this.follow()
+    if (this.opts.ledger !== undefined && this.opts.replica !== undefined) this.scheduleLedger()
   }
 
   /** Applies change-stream entries to the local bloom, forever. */
@@ -109,11 +152,15 @@ export class FilterMirror {
         const replica = this.replica
         for (const [id, fields] of entries) {
           this.streamId = id
-          if (fields[0] !== 'k') continue // an applier's heartbeat
+          if (fields[0] !== 'k') { // an applier's heartbeat: every change up to its watermark is before it
+            if (replica !== null) this.raiseReplicaSeq(replica, Number(fields[1]))
+            continue
+          }
           if (view !== null) { hashText(fields[1]!); view.bloom.add(keyHash[0]!, keyHash[1]!) }
-          if (replica !== null) this.applyToReplica(replica, fields)
+          if (replica !== null && this.applyToReplica(replica, fields[1]!, fields[4] === 'v' ? fields[5] : undefined)) this.raiseReplicaSeq(replica, Number(fields[3]))
         }
-        this.newsAt = Date.now()
+        this.newsAt = this.streamNewsAt = Date.now()
+        this.newsFrom = 'stream'
         // The stream is trimmed: a follower that fell further behind than its length has missed bits.
         if (entries.length === 1000 && await this.fellBehind(sub)) this.reloadNeeded = true
       } catch (err) {
@@ -145,7 +192,13 @@ export class FilterMirror {
     this.timer.unref()
   }
 
+  /** Reads the pointer and follows it; a poll asked for while one runs joins it (they never overlap). */
   async poll (): Promise<void> {
+    if (this.polling === null) this.polling = this.pollOnce().finally(() => { this.polling = null })
+    return this.polling
+  }
+
+  private async pollOnce (): Promise<void> {
     let cur: string | null
     let gen: string | null
     try {
@@ -167,6 +220,7 @@ export class FilterMirror {
     }
     this.lastSyncAt = Date.now()
     this.lastError = null
+    this.redisBackUnverified = false
     if (cur === null) {
       this.lose()
     } else {
@@ -259,6 +313,9 @@ export class FilterMirror {
     const wanted = (): boolean => this.view === view && !this.stopped
     try {
       const started = Date.now()
+      // The watermark before the mark: every change up to it is in the buckets read after the mark (apply.lua writes
+      // a change's state, its stream entry and the watermark in one script).
+      const watermark = Number(await this.redis.get(this.layout.applied) ?? '0')
       const last = await this.redis.xrevrange(this.layout.changes, '+', '-', 'COUNT', 1)
       const mark = last[0]?.[0] ?? '0-0'
       const built = await buildReplica(this.downloader!, this.layout, view.version, view.buckets, keys, maxBytes, wanted)
@@ -269,10 +326,13 @@ export class FilterMirror {
         return
       }
       const table = built.table
-      if (!await this.replayChanges(mark, fields => wanted() && this.applyToReplica(table, fields)) || !wanted()) return
+      const replayed = await this.replayChanges(mark, fields => wanted() && this.applyToReplica(table, fields[1]!, fields[4] === 'v' ? fields[5] : undefined))
+      if (replayed === false || !wanted()) return
       this.replica = table
-      // Only while the last poll saw this version as the one Redis points at (as the Redis path's generation check).
-      view.exact = () => this.replica === table && this.problem === null && Date.now() - this.newsAt < this.opts.replica!.maxLagMs ? table : null
+      this.replicaSeq = Math.max(watermark, replayed)
+      // Only while the last poll saw this version as the one Redis points at (as the Redis path's generation check),
+      // or could not ask (Redis unreachable: the news then comes from the ledger, which is the truth itself).
+      view.exact = () => this.replica === table && (this.problem === null || this.problem.kind === 'unreachable') && Date.now() - this.newsAt < this.opts.replica!.maxLagMs ? table : null
       this.replicaState = 'ready'
       this.opts.log.info({ version: view.version, keys: table.keys, bytes: table.bytes, seconds: (Date.now() - started) / 1000 }, 'replica of the filter version ready: checks answered locally while it is current')
     } catch (err) {
@@ -286,25 +346,70 @@ export class FilterMirror {
   /**
    * Replays the changes after `mark` up to where the follower has read, until it stops moving: what the follower
    * applied only to what the caller is replacing. `apply` gets each change's fields (`k` key, `s` seq, `v` state) and
-   * may stop the replay (false, also returned). The caller swaps its copy in after this, with no await in between.
+   * may stop the replay (false, also returned). Returns the highest seq the replayed entries vouch for (a change's
+   * seq, a heartbeat's watermark; 0 for none). The caller swaps its copy in after this, with no await in between.
    */
-  private async replayChanges (mark: string, apply: (fields: string[]) => boolean): Promise<boolean> {
+  private async replayChanges (mark: string, apply: (fields: string[]) => boolean): Promise<number | false> {
     let replayedTo = mark
+    let seq = 0
     while (compareIds(this.streamId, replayedTo) > 0) {
       const upTo = this.streamId
       for (const [, fields] of await this.redis.xrange(this.layout.changes, '(' + replayedTo, upTo)) {
-        if (fields[0] === 'k' && !apply(fields)) return false // heartbeats carry no change
+        if (fields[0] !== 'k') { seq = Math.max(seq, Number(fields[1])); continue } // a heartbeat carries no change
+        if (!apply(fields)) return false
+        seq = Math.max(seq, Number(fields[3]))
       }
       replayedTo = upTo
     }
-    return true
+    return seq
   }
 
-  /** One change-stream entry (`k` key, `s` seq, `v` state) into the replica; false (and the replica dropped) if it cannot take it. */
-  private applyToReplica (table: ReplicaTable, fields: string[]): boolean {
+  private raiseReplicaSeq (table: ReplicaTable, seq: number): void {
+    if (this.replica === table && seq > this.replicaSeq) this.replicaSeq = seq
+  }
+
+  private scheduleLedger (): void {
+    if (this.stopped) return
+    this.ledgerTimer = setTimeout(() => { this.followLedger().finally(() => this.scheduleLedger()) }, LEDGER_POLL_MS)
+    this.ledgerTimer.unref()
+  }
+
+  /**
+   * While the change stream is quiet, brings the replica up to the end of the ledger in Postgres, from the seq it
+   * has (the applier's query, changes.ts). Reaching the end is news: the replica is then as current as the truth.
+   * A read that fails brings none, so with Postgres away too the replica goes past its lag bound and stops answering.
+   */
+  private async followLedger (): Promise<void> {
+    const table = this.replica
+    if (table === null || Date.now() - this.streamNewsAt < STREAM_QUIET_MS) return
+    const asked = Date.now()
     try {
-      if (fields[4] !== 'v') throw new Error('a change-stream entry without its state (written by an older applier)')
-      table.upsertEncoded(fields[1]!, fields[5]!)
+      while (true) {
+        const rows = await readChanges(this.opts.ledger!, this.replicaSeq)
+        if (this.replica !== table) return
+        for (const row of rows) if (!this.applyToReplica(table, row.k, encodedStateOf(row))) return
+        if (rows.length > 0) this.raiseReplicaSeq(table, Number(rows[rows.length - 1]!.seq))
+        if (rows.length < CHANGES_BATCH) break
+      }
+    } catch (err) {
+      if (this.newsFrom === 'ledger') this.opts.log.warn({ err }, 'the replica cannot read the ledger either: it stops answering once past REPLICA_MAX_LAG_MS')
+      this.newsFrom = null
+      return
+    }
+    if (Date.now() - this.streamNewsAt < STREAM_QUIET_MS) return // the stream came back meanwhile
+    if (this.newsFrom !== 'ledger') this.opts.log.warn({ quietMs: asked - this.streamNewsAt, seq: this.replicaSeq }, 'the change stream is quiet (Redis away?): the replica follows the ledger in Postgres')
+    this.newsAt = Math.max(this.newsAt, asked)
+    this.newsFrom = 'ledger'
+  }
+
+  /**
+   * One change (key text, encoded state) into the replica; false (and the replica dropped) if it cannot take it.
+   * `encoded` is undefined for a stream entry written without its state (an older applier).
+   */
+  private applyToReplica (table: ReplicaTable, keyText: string, encoded: string | undefined): boolean {
+    try {
+      if (encoded === undefined) throw new Error('a change-stream entry without its state (written by an older applier)')
+      table.upsertEncoded(keyText, encoded)
       return true
     } catch (err) {
       // Full, or a change it cannot read: this replica is no longer exact. The next reload builds a new one.
@@ -317,13 +422,15 @@ export class FilterMirror {
   }
 
   /** The replica's figures for /readyz and the metrics. */
-  replicaStatus (): { state: ReplicaStatus, serving: boolean, keys: number, bytes: number, newsAgeMs: number | null } {
+  replicaStatus (): ReplicaFigures {
     const table = this.replica
     return {
       state: this.opts.replica === undefined ? 'off' : this.replicaState,
       serving: table !== null && this.view?.exact?.() === table,
       keys: table?.keys ?? 0,
       bytes: table?.bytes ?? 0,
+      seq: table !== null ? this.replicaSeq : null,
+      newsFrom: table !== null ? this.newsFrom : null,
       newsAgeMs: this.newsAt > 0 ? Date.now() - this.newsAt : null
     }
   }
@@ -331,6 +438,7 @@ export class FilterMirror {
   async stop (): Promise<void> {
     this.stopped = true
     if (this.timer !== null) clearTimeout(this.timer)
+    if (this.ledgerTimer !== null) clearTimeout(this.ledgerTimer)
     this.follower?.disconnect()
     this.downloader?.disconnect()
     try { await this.redis.hdel(this.layout.gateways, this.gatewayId) } catch { /* Redis may be gone; the entry ages out */ }
@@ -339,6 +447,21 @@ export class FilterMirror {
 
 /** off: REPLICA=false; building; ready: built and followed (serving while current); too_large; failed. */
 export type ReplicaStatus = 'off' | 'building' | 'ready' | 'too_large' | 'failed'
+
+/** The replica's figures (/readyz `replica`, the iys_replica_* metrics). */
+export interface ReplicaFigures {
+  state: ReplicaStatus
+  /** checks are answered from it now */
+  serving: boolean
+  keys: number
+  bytes: number
+  /** every change up to this seq is in it (null: no replica) */
+  seq: number | null
+  /** what brought its last news: the change stream, or its own read of the ledger while the stream was quiet */
+  newsFrom: 'stream' | 'ledger' | null
+  /** since its last news (ms; null: never had any) */
+  newsAgeMs: number | null
+}
 
 /** Orders Redis stream ids ("ms-seq"). */
 export function compareIds (a: string, b: string): number {

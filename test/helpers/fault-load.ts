@@ -36,6 +36,8 @@ export interface PhaseFigures {
   /** /readyz said 200 while the gateway could not vouch for what it serves (Redis empty, no new version yet) */
   readyWhileUnvouched: number
   readyPolls: number
+  /** /readyz answers 200 with reason replica_without_redis */
+  readyFromReplica: number
   maxLatencyMs: number
   /** where the slowest answer was: route and ms since the phase started */
   maxLatencyWhere: string
@@ -83,7 +85,11 @@ export class LoadPhase {
   private faultStart = 0
   private faultEnd = 0
   private lastReady: boolean | null = null
-  /** set while Redis is known to hold no version: a /readyz 200 then is dishonest */
+  /**
+   * set while Redis is known to hold no version: a /readyz 200 then is dishonest, unless its reason is
+   * replica_without_redis (the gateway has not reached Redis since and answers from its local replica, kept exact
+   * from the ledger: its answers are judged like any other)
+   */
   unvouched = false
   /** asked before a /readyz 200 is counted as dishonest: true when a version has appeared in the meantime */
   vouched: (() => Promise<boolean>) | null = null
@@ -102,7 +108,7 @@ export class LoadPhase {
       meanwhile: { answered: 0, allowed: 0, storeUnavailable: 0, http503: 0, netErrors: 0 },
       storeUnavailable: 0, http503: 0, netErrors: 0, bad5xx: 0, otherStatus: 0,
       wrong: { retAllowed: 0, noOnayAllowed: 0, wrongBlocked: 0, wrongReason: 0 }, wrongWhileReady: 0,
-      readyWhileUnvouched: 0, readyPolls: 0, maxLatencyMs: 0, maxLatencyWhere: '', recoveryAllowedMs: null, recoveryReadyMs: null,
+      readyWhileUnvouched: 0, readyPolls: 0, readyFromReplica: 0, maxLatencyMs: 0, maxLatencyWhere: '', recoveryAllowedMs: null, recoveryReadyMs: null,
       lostCheckDecisions: null, lostMessageDecisions: null, sentWithoutDecision: null, sentButBlocked: 0, gatewayCrashes: 0, changesNotApplied: 0, notes: [], samples: []
     }
   }
@@ -132,15 +138,21 @@ export class LoadPhase {
   private async readyPoller (): Promise<void> {
     while (this.running) {
       const sent = Date.now()
+      // Judged only when Redis was already back empty as the request left: an answer to a request sent before (while
+      // the gateway still rightly served) must not be judged by a probe that waited for the empty Redis to come back.
+      const unvouchedAtSend = this.unvouched
       let ready = false
+      let fromReplica = false
       try {
         const res = await fetch(this.opts.url() + '/readyz', { signal: AbortSignal.timeout(1000) })
-        await res.text()
+        const body = await res.text()
         ready = res.status === 200
+        fromReplica = ready && body.includes('"reason":"replica_without_redis"')
       } catch { /* not listening: not ready */ }
       this.lastReady = ready
       this.fig.readyPolls++
-      if (ready && this.unvouched && !(await this.vouched?.().catch(() => false) ?? false)) {
+      if (fromReplica) this.fig.readyFromReplica++
+      if (ready && !fromReplica && unvouchedAtSend && this.unvouched && !(await this.vouched?.().catch(() => false) ?? false)) {
         this.fig.readyWhileUnvouched++
         this.sample(`/readyz answered 200 while Redis held no filter version, at +${Date.now() - this.startedAt} ms`)
       }

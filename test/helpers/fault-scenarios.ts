@@ -158,6 +158,7 @@ export async function runScenario (world: World, name: string, fault: ((c: Scena
   world.phase = null
   if (fault !== null && phase.fig.recoveryAllowedMs === null) phase.note('no correct allowed answer after the fault within the deadline')
   if (fault !== null && phase.fig.recoveryReadyMs === null) phase.note('/readyz never said ready after the fault within the deadline')
+  if (phase.fig.readyFromReplica > 0) phase.note(`/readyz said ready without Redis (replica_without_redis) in ${phase.fig.readyFromReplica} of ${phase.fig.readyPolls} polls`)
   phase.fig.gatewayCrashes = world.gw.crashes.length - crashesBefore
   if (!world.gw.alive()) {
     const crash = world.gw.crashes[world.gw.crashes.length - 1]
