@@ -35,7 +35,9 @@ export async function startServers (ctx) {
   const ds = await ensureLoaded(ctx, 'main')
 
   const gwPort = await freePort()
-  const gw = spawnTracked(process.execPath, [CLI, 'serve'], {
+  // BENCH_CPU_PROF=DIR: the measured gateway writes a V8 CPU profile there when it stops (node --cpu-prof).
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []
+  const gw = spawnTracked(process.execPath, [...prof, CLI, 'serve'], {
     env: gatewayEnv({ REDIS_URL: ctx.redisUrl, REDIS_PREFIX: ds.prefix, PORT: String(gwPort), REPLICA: 'true' }), label: 'gateway'
   })
   const gwUrl = `http://127.0.0.1:${gwPort}`

@@ -33,7 +33,8 @@ const USAGE = `usage: npm run bench -- [--only ${SCENARIOS.join(',')}] [--quick]
 before each timed step the runner waits (up to 60 s, 3 s with --quick) for the machine to be quiet, and it reports
 the CPU other processes used during each HTTP run: on a shared machine, figures taken beside a busy neighbour are flagged.
 environment: BENCH_DATABASE_URL (admin connection, default postgres://postgres@127.0.0.1:5432/postgres),
-             BENCH_REDIS_URL (default redis://127.0.0.1:6379)`
+             BENCH_REDIS_URL (default redis://127.0.0.1:6379),
+             BENCH_CPU_PROF=DIR (the measured check gateway writes a V8 CPU profile into DIR when it stops)`
 
 function options () {
   let values
