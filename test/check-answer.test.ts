@@ -21,6 +21,7 @@ function reference (results: readonly CheckResult[]): string {
   })
 }
 
+const SOURCES = ['HS_WEB', 'IYS_KISAMESAJ', 'HS_FIZIKSEL_ORTAM', 'HS_MESAJ'] as const
 const ODD = ['ali', 'çağrı@örnek.com.tr', '😀+90532', '"quoted"\\back', 'tab\there', 'nul\u0000', '\uD800lone', 'line\nbreak', '']
 
 describe('the check answer', () => {
@@ -32,9 +33,11 @@ describe('the check answer', () => {
       for (let i = 0; i < n; i++) {
         const kind = rnd()
         const recipient: unknown = kind < 0.1 ? ODD[Math.floor(rnd() * ODD.length)] : kind < 0.15 ? 12345 : kind < 0.17 ? { a: 'ş' } : kind < 0.19 ? undefined : '+90532' + Math.floor(1e6 + rnd() * 9e6)
-        const found = rnd() < 0.5
-        const r: CheckResult = { recipient, normalized: rnd() < 0.1 ? null : '+905321234567', allowed: found, reason: found ? 'CONSENT' : 'NO_CONSENT' }
-        if (found) r.state = { status: 'ONAY', source: 'HS_WEB', consentDate: 1_700_000_000 + Math.floor(rnd() * 1e8), seq: i }
+        const roll = rnd()
+        const status = roll < 0.35 ? 'ONAY' : roll < 0.5 ? 'RET' : null
+        const r: CheckResult = { recipient, normalized: rnd() < 0.1 ? null : '+905321234567', allowed: status === 'ONAY', reason: status === 'ONAY' ? 'CONSENT' : status === 'RET' ? 'REJECTED' : 'NO_CONSENT' }
+        // dates from 1970 to 2033 (the date is written as digits, formatIysDate is the reference), a few sources
+        if (status !== null) r.state = { status, source: SOURCES[Math.floor(rnd() * SOURCES.length)]!, consentDate: Math.floor(rnd() * 2e9), seq: i }
         if (rnd() < 0.05) r.error = { code: 'H121', message: 'Alıcı (recipient) için E164 "biçim" \\ gerekli' }
         results.push(r)
       }

@@ -33,18 +33,42 @@ const pad2 = (n: number): string => (n < 10 ? '0' : '') + n
 const DAY_S = 86_400
 const prefixByDay: string[] = []
 
-/** Formats epoch seconds as an İYS date in Turkey time. */
-export function formatIysDate (seconds: number): string {
-  const local = seconds + TR_OFFSET_S
-  const day = Math.floor(local / DAY_S)
+/** "YYYY-MM-DD " of a day (days since the epoch, Turkey time). */
+function dayPrefix (day: number): string {
   let prefix = day >= 0 && day < 100_000 ? prefixByDay[day] : undefined
   if (prefix === undefined) {
     const d = new Date(day * DAY_S * 1000)
     prefix = d.getUTCFullYear() + '-' + pad2(d.getUTCMonth() + 1) + '-' + pad2(d.getUTCDate()) + ' '
     if (day >= 0 && day < 100_000) prefixByDay[day] = prefix
   }
+  return prefix
+}
+
+/** Formats epoch seconds as an İYS date in Turkey time. */
+export function formatIysDate (seconds: number): string {
+  const local = seconds + TR_OFFSET_S
+  const day = Math.floor(local / DAY_S)
   const rem = local - day * DAY_S
   const h = (rem / 3600) | 0
   const m = ((rem % 3600) / 60) | 0
-  return prefix + pad2(h) + ':' + pad2(m) + ':' + pad2(rem % 60)
+  return dayPrefix(day) + pad2(h) + ':' + pad2(m) + ':' + pad2(rem % 60)
+}
+
+/**
+ * formatIysDate's text as ASCII bytes at buf[pos…] (at most 24 of them); returns the position after it. The /v1/check
+ * answer writes dates this way, with no string per answer item.
+ */
+export function writeIysDate (seconds: number, buf: Uint8Array, pos: number): number {
+  const local = seconds + TR_OFFSET_S
+  const day = Math.floor(local / DAY_S)
+  const prefix = dayPrefix(day)
+  for (let i = 0; i < prefix.length; i++) buf[pos++] = prefix.charCodeAt(i)
+  const rem = local - day * DAY_S
+  const h = (rem / 3600) | 0
+  const m = ((rem % 3600) / 60) | 0
+  const s = rem % 60
+  buf[pos++] = 48 + ((h / 10) | 0); buf[pos++] = 48 + (h % 10); buf[pos++] = 58
+  buf[pos++] = 48 + ((m / 10) | 0); buf[pos++] = 48 + (m % 10); buf[pos++] = 58
+  buf[pos++] = 48 + ((s / 10) | 0); buf[pos++] = 48 + (s % 10)
+  return pos
 }

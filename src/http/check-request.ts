@@ -13,7 +13,8 @@
 import { GatewayError } from '../domain/errors.js'
 import { canonicalCode, isConsentType, isRecipientType } from '../domain/vocabulary.js'
 import type { CheckQuery, CheckResult } from '../check/checker.js'
-import { formatIysDate } from '../domain/time.js'
+import { writeIysDate } from '../domain/time.js'
+import { REASON_INDEX, type Reason } from '../policy/decide.js'
 
 export const MAX_RECIPIENTS = 1000
 
@@ -55,30 +56,27 @@ export function parseCheckRequest (body: unknown): CheckQuery {
 // (the caller's raw input) needs escaping; `normalized` is E.164 or an e-mail that passed a strict ASCII pattern
 // without quotes or backslashes, status, source and reason are vocabulary words. Measured on a 1000-recipient answer
 // (136 KB): building it as one string took 0.2 ms and handing that string to uWS 0.66 ms more (flattening the
-// concatenation and transcoding it to UTF-8), 28 % of a batch check's CPU in a profile; ASCII is copied here byte by
-// byte in JS (a native write per field costs more than it saves), and only a recipient with non-ASCII text goes
-// through Buffer's UTF-8 encoder. A fresh buffer per answer: answers are sent a microtask after they are built, so a
-// shared one could be overwritten by another request's in between.
+// concatenation and transcoding it to UTF-8), 28 % of a batch check's CPU in a profile. What is the same for many
+// items is encoded once and copied as bytes (the decision's part per reason, the consent's head per status and
+// source), and the date is written as digits (0.37 → 0.22 ms per 1000-item answer, measured alone); only a
+// recipient with non-ASCII text goes through Buffer's UTF-8 encoder. A fresh buffer per answer: answers are sent a
+// microtask after they are built, so a shared one could be overwritten by another request's in between.
 export function serializeResults (results: readonly CheckResult[]): Buffer {
   const w = new AnswerWriter(results.length * 200 + 32)
   w.ascii('{"results":[')
   for (let i = 0; i < results.length; i++) {
     const r = results[i]!
-    if (i > 0) w.byte(COMMA)
-    w.ascii('{"recipient":')
+    w.bytes(i > 0 ? NEXT_ITEM : FIRST_ITEM)
     if (typeof r.recipient === 'string') w.jsonString(r.recipient)
     else w.text(r.recipient === undefined ? 'null' : JSON.stringify(r.recipient))
-    w.ascii(',"normalized":')
-    if (r.normalized === null) w.ascii('null')
-    else { w.byte(QUOTE); w.ascii(r.normalized); w.byte(QUOTE) }
-    w.ascii(r.allowed ? ',"allowed":true,"reason":"' : ',"allowed":false,"reason":"')
-    w.ascii(r.reason)
-    w.byte(QUOTE)
+    if (r.normalized === null) w.bytes(NORMALIZED_NULL)
+    else { w.bytes(NORMALIZED); w.ascii(r.normalized); w.byte(QUOTE) }
+    w.bytes(decisionPart(r.reason, r.allowed))
     const c = r.state
     if (c !== undefined) {
-      w.ascii(',"consent":{"status":"'); w.ascii(c.status)
-      w.ascii('","source":"'); w.ascii(c.source)
-      w.ascii('","consentDate":"'); w.ascii(formatIysDate(c.consentDate)); w.ascii('"}')
+      w.bytes(consentHead(c.status, c.source))
+      w.date(c.consentDate)
+      w.bytes(CONSENT_TAIL)
     }
     if (r.error !== undefined) {
       w.ascii(',"error":{"code":"'); w.ascii(r.error.code)
@@ -90,7 +88,27 @@ export function serializeResults (results: readonly CheckResult[]): Buffer {
   return w.done()
 }
 
-const COMMA = 0x2c
+const latin1 = (s: string): Uint8Array => Buffer.from(s, 'latin1')
+const FIRST_ITEM = latin1('{"recipient":')
+const NEXT_ITEM = latin1(',{"recipient":')
+const NORMALIZED = latin1(',"normalized":"')
+const NORMALIZED_NULL = latin1(',"normalized":null')
+const CONSENT_TAIL = latin1('"}')
+/** `,"allowed":…,"reason":"…"` per reason and allowed (index 2·reason + allowed), made on first use. */
+const decisionParts: Uint8Array[] = []
+const decisionPart = (reason: Reason, allowed: boolean): Uint8Array => {
+  const i = 2 * REASON_INDEX[reason] + (allowed ? 1 : 0)
+  return decisionParts[i] ??= latin1(`,"allowed":${allowed},"reason":"${reason}"`)
+}
+/** `,"consent":{"status":"…","source":"…","consentDate":"` per status and source, made on first use. */
+const consentHeads = [new Map<string, Uint8Array>(), new Map<string, Uint8Array>()]
+const consentHead = (status: string, source: string): Uint8Array => {
+  const bySource = consentHeads[status === 'RET' ? 1 : 0]!
+  let head = bySource.get(source)
+  if (head === undefined) bySource.set(source, head = latin1(`,"consent":{"status":"${status}","source":"${source}","consentDate":"`))
+  return head
+}
+
 const QUOTE = 0x22
 const BACKSLASH = 0x5c
 const CLOSE = 0x7d
@@ -107,6 +125,19 @@ class AnswerWriter {
   byte (b: number): void {
     if (this.pos === this.buf.length) this.grow(1)
     this.buf[this.pos++] = b
+  }
+
+  /** Bytes encoded once (the answer's fixed parts). */
+  bytes (b: Uint8Array): void {
+    if (this.pos + b.length > this.buf.length) this.grow(b.length)
+    this.buf.set(b, this.pos)
+    this.pos += b.length
+  }
+
+  /** An İYS date (formatIysDate's text) as digits. */
+  date (seconds: number): void {
+    if (this.pos + 24 > this.buf.length) this.grow(24)
+    this.pos = writeIysDate(seconds, this.buf, this.pos)
   }
 
   /** `s` must be ASCII (vocabulary words, E.164, validated e-mails, our own JSON punctuation). */
