@@ -54,7 +54,11 @@ export class Checker {
     this.observer = observer
   }
 
-  async check (q: CheckQuery): Promise<CheckResult[]> {
+  /**
+   * Decides every recipient of `q`. Synchronous (no promise, no microtask) when no key needs a lookup: answered from
+   * the replica, ruled out by the bloom filter, invalid or informational; a promise when some went to the store.
+   */
+  check (q: CheckQuery): CheckResult[] | Promise<CheckResult[]> {
     const n = q.recipients.length
     const results = new Array<CheckResult>(n)
     // One version for the whole batch: a flip in the middle must not mix bloom of one with buckets of another.
@@ -110,22 +114,25 @@ export class Checker {
     }
 
     if (this.observer?.bloom !== undefined && view !== null) this.observer.bloom(fields?.length ?? 0, absent)
-    if (fields !== null) {
-      let states: (string | null)[] | null = null
-      try {
-        states = await view!.lookup(fields, buckets!)
-      } catch (err) {
-        this.observer?.storeError(err)
-      }
-      for (let j = 0; j < pending!.length; j++) {
-        const i = pending![j]!
-        const raw = q.recipients[i]
-        if (states === null) {
-          results[i] = this.unavailable(raw, norms![j]!)
-        } else {
-          const enc = states[j]
-          results[i] = this.decided(raw, norms![j]!, q.recipientType, enc == null ? null : decodeState(enc))
-        }
+    return fields === null ? results : this.lookedUp(q, results, view!, fields, buckets!, pending!, norms!)
+  }
+
+  /** Decides the keys the bloom let through, after one lookup for all of them. */
+  private async lookedUp (q: CheckQuery, results: CheckResult[], view: FilterView, fields: string[], buckets: number[], pending: number[], norms: string[]): Promise<CheckResult[]> {
+    let states: (string | null)[] | null = null
+    try {
+      states = await view.lookup(fields, buckets)
+    } catch (err) {
+      this.observer?.storeError(err)
+    }
+    for (let j = 0; j < pending.length; j++) {
+      const i = pending[j]!
+      const raw = q.recipients[i]
+      if (states === null) {
+        results[i] = this.unavailable(raw, norms[j]!)
+      } else {
+        const enc = states[j]
+        results[i] = this.decided(raw, norms[j]!, q.recipientType, enc == null ? null : decodeState(enc))
       }
     }
     return results
