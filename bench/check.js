@@ -152,26 +152,39 @@ function picker (S) {
   }
 }
 
-/** Single-recipient bodies: 40 % ONAY, 20 % RET, 40 % absent; a third of them typed messily. */
-export function singleBodies (S, count) {
+/**
+ * What slot `i` of every 100 holds when `present` % of the keys have a record (two ONAY to one RET) and, in a batch,
+ * 2 % are invalid (taken from the absent share). The default mix (present 60) is the one the README's figures use.
+ */
+function kindAt (i, present, invalid) {
+  const slot = i % 100
+  const onay = Math.round(present * 2 / 3)
+  return slot < onay ? 'onay' : slot < present ? 'ret' : invalid && slot >= 98 ? 'invalid' : 'absent'
+}
+const mixText = (present, invalid) => {
+  const onay = Math.round(present * 2 / 3)
+  return `${onay}% ONAY, ${present - onay}% RET, ${100 - present - (invalid ? 2 : 0)}% absent${invalid ? ', 2% invalid' : ''}`
+}
+
+/** Single-recipient bodies (present: % of them with a record); a third of them typed messily. */
+export function singleBodies (S, count, present = 60) {
   const rnd = mulberry32(7)
   const pick = picker(S)
   const bodies = []
   const expected = []
   for (let i = 0; i < count; i++) {
     const brand = S.brands[i % S.brands.length]
-    const slot = i % 5
-    const kind = slot < 2 ? 'onay' : slot === 2 ? 'ret' : 'absent'
+    const kind = kindAt((i * 37) % 100, present, false) // 37 is prime to 100: every slot, spread over the bodies
     const canonical = pick(brand, kind)
     const recipient = i % 3 === 0 ? messy(canonical, rnd) : canonical
     bodies.push(JSON.stringify({ brandCode: Number(brand), type: 'MESAJ', recipient }))
     expected.push([EXPECTED[kind]])
   }
-  return { bodies, expected, mix: '40% ONAY, 20% RET, 40% absent; 1/3 typed messily' }
+  return { bodies, expected, mix: `${mixText(present, false)}; 1/3 typed messily` }
 }
 
-/** 1000-recipient bodies: 40 % ONAY, 20 % RET, 38 % absent, 2 % invalid, shuffled; 10 % of valid ones messy. */
-export function batchBodies (S, count) {
+/** 1000-recipient bodies (present: % with a record; 2 % invalid), shuffled; 10 % of valid ones messy. */
+export function batchBodies (S, count, present = 60) {
   const rnd = mulberry32(11)
   const pick = picker(S)
   const bodies = []
@@ -180,8 +193,7 @@ export function batchBodies (S, count) {
     const brand = S.brands[b % S.brands.length]
     const items = []
     for (let j = 0; j < BATCH_SIZE; j++) {
-      const r = j % 50
-      const kind = r < 20 ? 'onay' : r < 30 ? 'ret' : r < 49 ? 'absent' : 'invalid'
+      const kind = kindAt(j, present, true)
       if (kind === 'invalid') { items.push([INVALID[j % INVALID.length], kind]); continue }
       const canonical = pick(brand, kind)
       items.push([rnd() < 0.1 ? messy(canonical, rnd) : canonical, kind])
@@ -193,7 +205,7 @@ export function batchBodies (S, count) {
     bodies.push(JSON.stringify({ brandCode: Number(brand), type: 'MESAJ', recipients: items.map(x => x[0]) }))
     expected.push(items.map(x => EXPECTED[x[1]]))
   }
-  return { bodies, expected, mix: '40% ONAY, 20% RET, 38% absent, 2% invalid; 10% of valid ones typed messily' }
+  return { bodies, expected, mix: `${mixText(present, true)}; 10% of valid ones typed messily` }
 }
 
 /** Sends every body once and compares each answer's reason with what the data says. */
@@ -299,7 +311,7 @@ async function checkScenario (ctx, { scenario, bodySet, connections, perRequest,
 export function checkSingleScenario (ctx) {
   return checkScenario(ctx, {
     scenario: 'check-single',
-    bodySet: (S) => singleBodies(S, ctx.quick ? 200 : 400),
+    bodySet: (S) => singleBodies(S, ctx.quick ? 200 : 400, ctx.present),
     connections: SINGLE_CONNECTIONS,
     perRequest: 1,
     measure: `req/s, POST /v1/check, 1 recipient, ${SINGLE_CONNECTIONS} connections`,
@@ -310,7 +322,7 @@ export function checkSingleScenario (ctx) {
 export function checkBatchScenario (ctx) {
   return checkScenario(ctx, {
     scenario: 'check-batch',
-    bodySet: (S) => batchBodies(S, ctx.quick ? 8 : 32),
+    bodySet: (S) => batchBodies(S, ctx.quick ? 8 : 32, ctx.present),
     connections: BATCH_CONNECTIONS,
     perRequest: BATCH_SIZE,
     measure: `recipients/s, POST /v1/check, ${BATCH_SIZE} recipients, ${BATCH_CONNECTIONS} connections`,

@@ -1,7 +1,7 @@
 // `npm run bench`: runs the benchmark scenarios in sequence, each beside a baseline measured in the same run, then
 // prints a Markdown table for the README and writes the same as JSON to bench/out/results-<date>.json.
 //
-//   npm run bench [-- --only name[,name]] [--quick] [--size-10m] [--scrub-lines N] [--generator wrk|autocannon] [--no-build]
+//   npm run bench [-- --only name[,name]] [--quick] [--size-10m] [--scrub-lines N] [--present P] [--generator wrk|autocannon] [--no-build]
 //
 // Each run owns a Postgres database (iys_bench_<pid>) and a Redis prefix (bench:<pid>:) and removes both at the end,
 // as well as every child process it started, whatever happens: tests and other deployments are never disturbed.
@@ -23,11 +23,12 @@ import { SCRUB_LINES_MAIN, SCRUB_LINES_QUICK, scrubScenario } from './scrub.js'
 
 const SCENARIOS = ['bloom', 'check-single', 'check-batch', 'load', 'import', 'propagation', 'scrub', 'messages']
 
-const USAGE = `usage: npm run bench -- [--only ${SCENARIOS.join(',')}] [--quick] [--size-10m] [--scrub-lines N] [--generator wrk|autocannon] [--no-build]
+const USAGE = `usage: npm run bench -- [--only ${SCENARIOS.join(',')}] [--quick] [--size-10m] [--scrub-lines N] [--present P] [--generator wrk|autocannon] [--no-build]
   --only        run a subset of the scenarios (comma-separated)
   --quick       small sizes and short runs, to smoke-test the runner (about three minutes for every scenario)
   --size-10m    also time import and load on a 10,000,000-row data set (generating and importing it takes a while)
   --scrub-lines lines of the list the scrub scenario sends (default ${SCRUB_LINES_MAIN.toLocaleString('en')}; --quick ${SCRUB_LINES_QUICK.toLocaleString('en')})
+  --present     % of the keys in the check bodies that have a record (default 60: 40 ONAY, 20 RET; 95 is the realistic case)
   --generator   force the HTTP load generator (default: wrk when installed, else autocannon in worker processes)
   --no-build    do not compile src/ first (benchmarks the dist/ that is there)
 before each timed step the runner waits (up to 60 s, 3 s with --quick) for the machine to be quiet, and it reports
@@ -46,6 +47,7 @@ function options () {
         quick: { type: 'boolean', default: false },
         'size-10m': { type: 'boolean', default: false },
         'scrub-lines': { type: 'string' },
+        present: { type: 'string' },
         generator: { type: 'string' },
         'no-build': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false }
@@ -74,7 +76,12 @@ function options () {
       process.exit(2)
     }
   }
-  return { only: new Set(only), quick: values.quick, size10m: values['size-10m'], scrubLines, generator: values.generator, build: !values['no-build'] }
+  const present = values.present === undefined ? 60 : Number(values.present)
+  if (!/^\d+$/.test(values.present ?? '60') || present < 3 || present > 98) {
+    process.stderr.write('bench: --present must be an integer from 3 to 98 (% of checked keys that have a record)\n')
+    process.exit(2)
+  }
+  return { only: new Set(only), quick: values.quick, size10m: values['size-10m'], scrubLines, present, generator: values.generator, build: !values['no-build'] }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -181,6 +188,7 @@ async function main () {
     quick: opts.quick,
     size10m: opts.size10m,
     scrubLines: opts.scrubLines,
+    present: opts.present,
     adminUrl: process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
     redisUrl: process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379',
     prefix: `bench:${pid}:`,
@@ -286,6 +294,7 @@ async function main () {
     size10m: ctx.size10m,
     rows: ctx.quick ? ROWS_QUICK : ROWS_MAIN,
     scrubLines: ctx.scrubLines,
+    present: ctx.present,
     generator: ctx.generatorUsed,
     markdown: md,
     results
