@@ -154,7 +154,7 @@ function picker (S) {
 
 /**
  * What slot `i` of every 100 holds when `present` % of the keys have a record (two ONAY to one RET) and, in a batch,
- * 2 % are invalid (taken from the absent share). The default mix (present 60) is the one the README's figures use.
+ * 2 % are invalid (taken from the absent share).
  */
 function kindAt (i, present, invalid) {
   const slot = i % 100
@@ -167,7 +167,7 @@ const mixText = (present, invalid) => {
 }
 
 /** Single-recipient bodies (present: % of them with a record); a third of them typed messily. */
-export function singleBodies (S, count, present = 60) {
+export function singleBodies (S, count, present = 50) {
   const rnd = mulberry32(7)
   const pick = picker(S)
   const bodies = []
@@ -184,7 +184,7 @@ export function singleBodies (S, count, present = 60) {
 }
 
 /** 1000-recipient bodies (present: % with a record; 2 % invalid), shuffled; 10 % of valid ones messy. */
-export function batchBodies (S, count, present = 60) {
+export function batchBodies (S, count, present = 50) {
   const rnd = mulberry32(11)
   const pick = picker(S)
   const bodies = []
