@@ -142,7 +142,8 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     if (pool !== null) {
       // Changes committed in Postgres (API, push, pull, import) reach Redis and, through the change stream, every
       // gateway's bloom. Every gateway with a database runs an applier: they are idempotent, so more is only redundancy.
-      applier = new ChangeApplier({ pool, redis, layout: layout(config.redisPrefix), log })
+      const replicaOwner = mirror
+      applier = new ChangeApplier({ pool, redis, layout: layout(config.redisPrefix), log, onNotify: () => { replicaOwner.ledgerChanged() } })
       await applier.start()
       if (config.autoRebuild) {
         // Redis lost the index (or never had it): rebuild it from Postgres, one gateway at a time (filter/rebuild.ts).

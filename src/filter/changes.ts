@@ -58,6 +58,8 @@ export interface ApplierOptions {
   log: Logger
   /** Backstop poll interval (ms) in case a NOTIFY is missed. */
   pollMs?: number
+  /** Called on every NOTIFY of a committed change (the mirror's replica follows the ledger by it while Redis is away). */
+  onNotify?: () => void
 }
 
 export class ChangeApplier {
@@ -122,7 +124,7 @@ export class ChangeApplier {
       client = await this.opts.pool.connect()
       client.on('error', drop)
       client.on('end', () => { drop() })
-      client.on('notification', () => { this.kick() })
+      client.on('notification', () => { this.kick(); this.opts.onNotify?.() })
       await client.query(`LISTEN ${CHANGES_CHANNEL}`)
       if (released) return
       if (this.stopped) { drop(); return }

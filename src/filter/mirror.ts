@@ -10,8 +10,8 @@
 // whose entries carry each change's state. Checks are answered from it, without Redis, only while it is current:
 // while the change appliers' entries or heartbeats (changes.ts, HEARTBEAT_MS) keep arriving, at most
 // REPLICA_MAX_LAG_MS apart. When the stream goes quiet (Redis unreachable or hung) and the gateway has Postgres, the
-// mirror follows the ledger itself by seq (LEDGER_POLL_MS), so a RET committed during a Redis outage still reaches the
-// replica within a poll and checks keep being answered exactly from it. Without news from either (both down, or no
+// mirror follows the ledger itself by seq (woken by the applier's NOTIFY, and every LEDGER_POLL_MS), so a RET committed
+// during a Redis outage still reaches the replica at once and checks keep being answered exactly from it. Without news from either (both down, or no
 // applier and no Postgres) the checks go the Redis way again, and fail closed where Redis cannot answer.
 
 import { randomUUID } from 'node:crypto'
@@ -25,6 +25,7 @@ import type { ReplicaTable } from './replica.js'
 import { buildReplica } from './replica-source.js'
 import { CHANGES_BATCH, encodedStateOf, readChanges } from './changes.js'
 import type { Pool } from '../store/pg.js'
+import { SingleFlight } from '../util/single-flight.js'
 
 /**
  * Command timeout of the connection that downloads a version's bloom and meta. The gateway's own connection fails
@@ -99,6 +100,8 @@ export class FilterMirror {
   /** Every change with seq ≤ replicaSeq is in the replica (a stream entry's seq, a heartbeat's watermark, the ledger). */
   private replicaSeq = 0
   private ledgerTimer: NodeJS.Timeout | null = null
+  /** Reads of the ledger never overlap; a NOTIFY during one runs another right after it. */
+  private readonly ledgerFlight = new SingleFlight(() => this.followLedger())
   /**
    * The connection to Redis came back and no poll has read the pointer through it yet: Redis may have come back
    * empty, so nothing is vouched for until the poll (started at once) has looked.
@@ -370,8 +373,16 @@ export class FilterMirror {
 
   private scheduleLedger (): void {
     if (this.stopped) return
-    this.ledgerTimer = setTimeout(() => { this.followLedger().finally(() => this.scheduleLedger()) }, LEDGER_POLL_MS)
+    this.ledgerTimer = setTimeout(() => { this.ledgerFlight.kick(); this.scheduleLedger() }, LEDGER_POLL_MS)
     this.ledgerTimer.unref()
+  }
+
+  /**
+   * A change was committed (the applier's NOTIFY): while the replica follows the ledger itself, it reads it now
+   * rather than at the next poll, so a RET written during a Redis outage reaches the checks in milliseconds.
+   */
+  ledgerChanged (): void {
+    if (this.opts.ledger !== undefined && this.replica !== null && Date.now() - this.streamNewsAt >= STREAM_QUIET_MS) this.ledgerFlight.kick()
   }
 
   /**
@@ -439,6 +450,7 @@ export class FilterMirror {
     this.stopped = true
     if (this.timer !== null) clearTimeout(this.timer)
     if (this.ledgerTimer !== null) clearTimeout(this.ledgerTimer)
+    this.ledgerFlight.stop()
     this.follower?.disconnect()
     this.downloader?.disconnect()
     try { await this.redis.hdel(this.layout.gateways, this.gatewayId) } catch { /* Redis may be gone; the entry ages out */ }
