@@ -140,9 +140,11 @@ export class Checker {
 
   private decided (raw: unknown, norm: string, rt: RecipientType, state: ConsentState | null): CheckResult {
     const reason = decide(rt, state, this.opts)
-    const r: CheckResult = { recipient: raw, normalized: norm, allowed: ALLOWED_BY_REASON[reason], reason }
-    if (state !== null) r.state = state
-    return r
+    // Two literals rather than adding `state` afterwards: each is one object shape made at once, no shape transition
+    // per result (a third of this function's time in a profile of 1000-recipient checks from the replica).
+    return state !== null
+      ? { recipient: raw, normalized: norm, allowed: ALLOWED_BY_REASON[reason], reason, state }
+      : { recipient: raw, normalized: norm, allowed: ALLOWED_BY_REASON[reason], reason }
   }
 
   private unavailable (raw: unknown, norm: string): CheckResult {
