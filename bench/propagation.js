@@ -229,7 +229,7 @@ export async function propagationScenario (ctx) {
       const ours = `p50 ${fmtNum(fa.p50)} ms, p99 ${fmtNum(fa.p99)} ms, max ${fmtNum(fa.max)} ms`
       const baseline = `p50 ${fmtNum(base.p50, 3)} ms (p99 ${fmtNum(base.p99, 3)} ms)`
       const notes = [
-        `${fmtInt(fa.n)} samples (${s.errors.length} failed, ${s.timeouts} timed out after ${POLL_LIMIT_MS / 1000} s), measured from A's 200 answer to the arrival of B's first ${name === 'propagation' ? 'REJECTED' : 'CONSENT'}`,
+        `${fmtInt(fa.n)} samples (${s.errors.length} failed, ${s.timeouts} timed out after ${POLL_LIMIT_MS / 1000} s), measured from A's 200 answer to the arrival of B's first ${name === 'propagation-new' ? 'CONSENT' : 'REJECTED'}`,
         `from sending the write: p50 ${fmtNum(fs.p50)} ms, p99 ${fmtNum(fs.p99)} ms, max ${fmtNum(fs.max)} ms; the write itself (A's answer): p50 ${fmtNum(w.p50)} ms, p99 ${fmtNum(w.p99)} ms`,
         `polls of B per sample: p50 ${fmtInt(p.p50)}, max ${fmtInt(p.max)} (one in flight; resolution one round trip ≈ ${fmtNum(base.p50, 3)} ms)`,
         ...(name === 'propagation-outage' ? [`Redis killed: B' answered from its local replica, which followed the ledger in Postgres (${s.note})`] : []),
