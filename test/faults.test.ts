@@ -1,9 +1,9 @@
 // The fault suite (issue 8): the gateway as its own process against a private redis-server and a TCP proxy in
 // front of Postgres, with a load generator that checks every answer against the truth in Postgres. While traffic
 // runs, each scenario injects one fault: a `load` flip, Redis SIGSTOP, Redis SIGKILL with its data, Redis back
-// empty followed by an import and `load`, the Postgres link cut (30 s; FAULTS_PG_CUT_MS for local runs), the
-// gateway SIGTERM'd and SIGKILL'd and restarted, and a burst of poison input (issue 8's bodies and 10,000 fuzzed
-// raw requests). Every scenario asserts: no wrong answer, no undocumented 5xx, the process alive, readiness
+// empty followed by an import and `load`, Redis and Postgres down together past the replica's lag bound, the Postgres
+// link cut (30 s; FAULTS_PG_CUT_MS for local runs), the gateway SIGTERM'd and SIGKILL'd and restarted, and a burst of
+// poison input (issue 8's bodies and 10,000 fuzzed raw requests). Every scenario asserts: no wrong answer, no undocumented 5xx, the process alive, readiness
 // honest, every answered decision in Postgres afterwards, and recovery. The figures are printed as a table and
 // written to test-results/faults.json (the README's "What survives what" table comes from them).
 //
@@ -61,6 +61,13 @@ describe('fault suite: faults while traffic runs', () => {
 
   it('Redis SIGKILLed and restarted with its data: no wrong answer, no lost decision, recovery by itself', async () => {
     expectClean(await scenarios.redisKill(world))
+  }, SCENARIO_MS)
+
+  it('Redis and Postgres down together: the replica answers until its lag bound, then commercial checks fail closed; all recovers', async () => {
+    const f = await scenarios.bothDown(world)
+    expectClean(f)
+    // Failed closed, not answered from a replica without news: STORE_UNAVAILABLE answers during the outage.
+    expect(f.during.storeUnavailable, `${f.name}: ${f.notes.join(' | ')}`).toBeGreaterThan(0)
   }, SCENARIO_MS)
 
   it('the Postgres link cut for 30 s: checks and messages go on, every decision reaches Postgres after the cut', async () => {

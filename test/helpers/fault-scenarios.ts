@@ -31,6 +31,8 @@ const envInt = (name: string, def: number): number => {
 export const KNOBS = {
   pgCutMs: envInt('FAULTS_PG_CUT_MS', 30_000),
   redisStopMs: envInt('FAULTS_REDIS_STOP_MS', 3000),
+  /** Redis and Postgres both away: longer than REPLICA_MAX_LAG_MS (3 s), so that the replica stops answering */
+  bothDownMs: envInt('FAULTS_BOTH_DOWN_MS', 6000),
   fuzz: envInt('FAULTS_FUZZ', 10_000),
   clients: envInt('FAULTS_CLIENTS', 4),
   pauseMs: envInt('FAULTS_PAUSE_MS', 5),
@@ -242,6 +244,17 @@ export const scenarios = {
     await world.redis.start({ empty: false })
   }),
 
+
+  // Issue 12: with the replica, Redis down alone is answered exactly (it follows the ledger); with Postgres cut too,
+  // no news reaches the replica, and past REPLICA_MAX_LAG_MS (3 s by default) commercial checks fail closed.
+  bothDown: (w: World) => runScenario(w, `Redis and Postgres down ${KNOBS.bothDownMs / 1000} s`, async ({ world, phase }) => {
+    await world.redis.save()
+    await Promise.all([world.redis.kill(), world.proxy.cut()])
+    await sleep(KNOBS.bothDownMs)
+    await world.proxy.restore()
+    await world.redis.start({ empty: false })
+    phase.markFaultEnd()
+  }),
 
   pgCut: (w: World) => runScenario(w, `Postgres link cut ${KNOBS.pgCutMs / 1000} s`, async ({ world, phase }) => {
     await world.proxy.cut()
