@@ -53,9 +53,15 @@ export async function startServers (ctx) {
     env: gatewayEnv({ REDIS_URL: ctx.redisUrl, REDIS_PREFIX: ds.prefix, DATABASE_URL: ds.url, PORT: String(await freePort()), DECISION_LOG: 'false', AUTO_REBUILD: 'false' }), label: 'applier'
   })
   const deadline = Date.now() + 120_000
+  const building = Date.now()
   for (;;) {
     const r = await fetch(gwUrl + '/readyz').then(res => res.json()).catch(() => null)
-    if (r?.replica?.serving === true) break
+    if (r?.replica?.serving === true) {
+      // From the gateway's first ready answer (the version served the Redis way) to its replica answering: the build
+      // from Redis, the replay, and the first heartbeat of the applier started meanwhile.
+      log(`[check] replica of ${r.replica.keys.toLocaleString('en')} keys (${(r.replica.bytes / 1048576).toFixed(1)} MiB) serving ${((Date.now() - building) / 1000).toFixed(1)} s after the gateway was ready`)
+      break
+    }
     if (Date.now() > deadline) throw new Error(`the gateway's replica did not start serving: ${JSON.stringify(r?.replica)}`)
     await new Promise(resolve => setTimeout(resolve, 200))
   }
