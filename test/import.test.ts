@@ -6,6 +6,10 @@ import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { importConsents } from '../loaders/import.js'
+import type { ValidConsent } from '../src/domain/consent.js'
+import { parseIysDate } from '../src/domain/time.js'
+import { writeConsentsTx } from '../src/store/consent-store.js'
+import { CONSENT_WRITE_LOCK } from '../src/store/migrate.js'
 import { runCli } from './helpers/cli.js'
 import { testServices, type TestServices } from './helpers/services.js'
 
@@ -179,6 +183,55 @@ describe('import', () => {
     expect(readFileSync(file + '.rejects.csv', 'utf8').trim().split('\n').slice(1).map(l => l.split(',').slice(0, 2).join(','))).toEqual(['1,H174'])
     const { rows } = await pool.query('SELECT recipient, status FROM consents WHERE brand_code = 600013 ORDER BY recipient')
     expect(rows).toEqual([{ recipient: '+905321290001', status: 'ONAY' }, { recipient: '+905321290002', status: 'RET' }, { recipient: '+905321290003', status: 'ONAY' }])
+  })
+
+  it('judges again, against the state stored then, the keys another writer changed after the rows were judged', async () => {
+    // The rows are judged once, outside the write lock; İYS pushes land (under the lock) before the first slice runs.
+    const date = (text: string): number => { const d = parseIysDate(text); if (!d.ok) throw new Error(text); return d.seconds }
+    const at = (n: number, status: string, d: string): string => `700001,600014,+90532128000${n},MESAJ,${status},HS_WEB,${d}`
+    const file = join(dir, 'raced.csv')
+    writeFileSync(file, 'iysCode,brandCode,recipient,type,status,source,consentDate\n' + [
+      at(1, 'ONAY', '2024-01-01 00:00:00'), // a newer RET is pushed meanwhile: superseded (H178)
+      at(2, 'RET', '2024-01-01 00:00:00'), // an ONAY of 2024-02-01 is pushed meanwhile: superseded (H178) ...
+      at(2, 'ONAY', '2024-03-01 00:00:00'), // ... and this renewed ONAY still applies
+      at(3, 'ONAY', '2024-01-01 00:00:00'), // the same record is pushed meanwhile: a duplicate (H174)
+      at(4, 'ONAY', '2024-01-01 00:00:00') // nobody else writes this key: applies
+    ].join('\n') + '\n')
+    const pushed = (n: number, status: 'ONAY' | 'RET', d: string): ValidConsent =>
+      ({ iysCode: '700001', brandCode: '600014', recipient: `+90532128000${n}`, recipientType: 'BIREYSEL', type: 'MESAJ', status, source: 'HS_WEB', consentDate: date(d) })
+    // Hold the write lock, so that the import judges its rows and then waits for it at its first slice.
+    const writer = await pool.connect()
+    let importing: Promise<Awaited<ReturnType<typeof importConsents>>> | null = null
+    try {
+      await writer.query('BEGIN')
+      await writer.query('SELECT pg_advisory_xact_lock($1)', [CONSENT_WRITE_LOCK])
+      const importPool = new pg.Pool({ connectionString: ws.db.url, max: 1 })
+      importing = importConsents(importPool, { file, progress: false, sliceKeys: 2 }).finally(() => { void importPool.end() })
+      for (;;) {
+        const { rows } = await writer.query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted
+                                               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, [CONSENT_WRITE_LOCK])
+        if (rows[0].n > 0) break
+        await new Promise(resolve => setTimeout(resolve, 20))
+      }
+      const outcomes = await writeConsentsTx(writer, [pushed(1, 'RET', '2024-06-01 00:00:00'), pushed(2, 'ONAY', '2024-02-01 00:00:00'), pushed(3, 'ONAY', '2024-01-01 00:00:00')]
+        .map(consent => ({ consent, authority: 'iys' as const, via: 'push' as const })))
+      expect(outcomes.map(o => o.status)).toEqual(['applied', 'applied', 'applied'])
+      await writer.query('COMMIT')
+    } finally {
+      writer.release()
+    }
+    const res = await importing
+    expect(res).toMatchObject({ rows: 5, applied: 2, rejected: 3, rejectsByCode: { H178: 2, H174: 1 } })
+    expect(readFileSync(file + '.rejects.csv', 'utf8').trim().split('\n').slice(1).map(l => l.split(',').slice(0, 2).join(','))).toEqual(['2,H178', '3,H178', '5,H174'])
+    const { rows } = await pool.query("SELECT recipient, status, to_char(consent_date AT TIME ZONE INTERVAL '+03:00', 'YYYY-MM-DD') AS d FROM consents WHERE brand_code = 600014 ORDER BY recipient")
+    expect(rows).toEqual([
+      { recipient: '+905321280001', status: 'RET', d: '2024-06-01' },
+      { recipient: '+905321280002', status: 'ONAY', d: '2024-03-01' },
+      { recipient: '+905321280003', status: 'ONAY', d: '2024-01-01' },
+      { recipient: '+905321280004', status: 'ONAY', d: '2024-01-01' }
+    ])
+    const ledger = await pool.query("SELECT recipient, via FROM consent_history WHERE brand_code = 600014 ORDER BY seq")
+    expect(ledger.rows.map(r => `${r.recipient.slice(-1)} ${r.via}`)).toEqual(['1 push', '2 push', '3 push', '2 import', '4 import'])
   })
 
   it('refuses a file whose header lacks a required column, importing nothing', async () => {
