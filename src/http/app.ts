@@ -3,12 +3,12 @@
 
 import type { Logger } from 'pino'
 import type { DecisionsHook } from '../audit/decisions-hook.js'
-import type { Checker, CheckResult } from '../check/checker.js'
+import type { Checker, CheckQuery, CheckResult } from '../check/checker.js'
 import { requireBrand, type Authenticator } from '../auth/principal.js'
 import type { Metrics, ReadyReason } from '../metrics.js'
 import { parseCheckRequest, serializeResults } from './check-request.js'
 import { OPENAPI_DOCUMENT } from './openapi.js'
-import { Router, type Reply } from './router.js'
+import { Router, type Reply, type RouterDeps } from './router.js'
 import { uWS } from './uws.js'
 
 export interface Readiness {
@@ -30,26 +30,47 @@ export interface AppDeps {
   decisions: DecisionsHook
   /** Registers further routes (consent API, push, history) on the same router. */
   routes?: (router: Router) => void
+  /** Where the router counts answered requests, when not `metrics` (SERVE_THREADS: per thread too). */
+  requests?: RouterDeps['metrics']
+  /** SERVE_THREADS: the secret proxied requests carry (RouterDeps.peerSecret). */
+  peerSecret?: string
 }
 
-export function createApp (deps: AppDeps): { app: uWS.TemplatedApp, router: Router } {
-  const { checker, metrics, decisions } = deps
-  const app = uWS.App()
-  const router = new Router(app, deps)
+export interface CheckRouteDeps {
+  checker: Pick<Checker, 'check'>
+  /**
+   * The post-decision hook of a check, called before its answer is sent: returns once the decisions are journalled
+   * (the main thread: DecisionsHook), or a promise that settles then (a serving thread asks the main thread,
+   * http/serve-thread.ts). A throw or rejection is the answer instead (a 503 when the journal refuses).
+   */
+  afterChecks: (query: CheckQuery, results: CheckResult[]) => void | Promise<void>
+}
 
+/** POST /v1/check, on the main thread's router and on every serving thread's (one route code for both). */
+export function checkRoute (router: Router, deps: CheckRouteDeps): void {
+  const { checker, afterChecks } = deps
   router.post('/v1/check', 'check', (body, req) => {
     const query = parseCheckRequest(body)
     requireBrand(req.principal, query.brandCode, null, false)
     // A `recipients` list (up to 1000) is timed apart from a single check: one histogram would hide either.
     const route = (body as { recipients?: unknown }).recipients !== undefined ? 'check_batch' : 'check'
-    const answer = (results: CheckResult[]): Reply => {
-      decisions.afterDecisions('check', query, results) // journalled before the answer is sent
-      return { status: 200, body: serializeResults(results), route }
+    const answer = (results: CheckResult[]): Reply | Promise<Reply> => {
+      const journalled = afterChecks(query, results) // journalled before the answer is sent
+      const reply: Reply = { status: 200, body: serializeResults(results), route }
+      return journalled instanceof Promise ? journalled.then(() => reply) : reply
     }
     // Answered from the replica (or the bloom filter alone), the check is synchronous: no promise hop.
     const results = checker.check(query)
     return results instanceof Promise ? results.then(answer) : answer(results)
   }, { auth: { scopes: ['check'] } })
+}
+
+export function createApp (deps: AppDeps): { app: uWS.TemplatedApp, router: Router } {
+  const { metrics, decisions } = deps
+  const app = uWS.App()
+  const router = new Router(app, { ...deps, metrics: deps.requests ?? metrics })
+
+  checkRoute(router, { checker: deps.checker, afterChecks: (query, results) => { decisions.afterDecisions('check', query, results) } })
 
   // Public: probes and scrapers carry no key (they reveal no recipient and change nothing).
   const PUBLIC = { auth: 'public' } as const

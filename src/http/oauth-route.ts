@@ -85,7 +85,7 @@ export function oauthRoute (router: Router, deps: OauthRouteDeps): void {
   router.handle('post', '/oauth2/token', 'token', (ex, req) => {
     const contentType = req.getHeader('content-type').toLowerCase()
     if (limit !== null) {
-      const waitS = limit.take(sourceOf(Buffer.from(ex.res.getRemoteAddressAsText()).toString()))
+      const waitS = limit.take(sourceOf(router.remoteAddress(ex, req)))
       if (waitS > 0) throw new GatewayError('H084', { retryAfterS: waitS })
     }
     readBody(ex, req, MAX_BODY, (err, body) => {

@@ -3,6 +3,7 @@
 // the parsed body and the request facts they asked for (uWS request objects are only valid synchronously, so
 // parameters, headers and the query are copied up front, and only for the routes that read them).
 
+import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js'
 import { ANONYMOUS, hasScope, type Authenticator, type Principal, type Scope } from '../auth/principal.js'
@@ -45,14 +46,23 @@ export type ExchangeHandler = (ex: Exchange, req: HttpRequest, principal: Princi
 type Method = 'get' | 'post' | 'put' | 'del' | 'patch' | 'options' | 'head' | 'connect' | 'trace' | 'any'
 
 export interface RouterDeps {
-  metrics: Metrics
+  /** where each answered request is counted (a serving thread's goes to the main thread's Metrics) */
+  metrics: Pick<Metrics, 'request'>
   log: Logger
   maxBodyBytes: number
   /** API keys and access tokens (auth/key-store.ts) */
   auth: Authenticator
   /** per-key token buckets (auth/rate-limit.ts): 0 to go on, else the seconds to wait */
   rateLimit: { take (keyId: string, ratePerSecond: number, now?: number): number }
+  /**
+   * With serving threads (SERVE_THREADS), the secret a thread's proxied request proves itself with in PEER_HEADER
+   * (`<secret> <client address>`): only then is the header's address taken as the peer's. Unset: the header is ignored.
+   */
+  peerSecret?: string
 }
+
+/** The header a serving thread names the client's address in when it proxies a request to the main thread. */
+export const PEER_HEADER = 'x-iys-thread-peer'
 
 export interface RouteOptions {
   /** How many :parameters the pattern has. */
@@ -118,11 +128,13 @@ export class Router {
   inFlight = 0
   private draining = false
   private lengthHeaders = 0
+  private readonly peerSecret: Buffer | null
   private readonly countLengthHeader = (key: string): void => { if (key === 'content-length') this.lengthHeaders++ }
 
   constructor (app: TemplatedApp, deps: RouterDeps) {
     this.app = app
     this.deps = deps
+    this.peerSecret = deps.peerSecret !== undefined ? Buffer.from(deps.peerSecret) : null
   }
 
   /** POST with a JSON body (an empty body is H1042, bad JSON H014, nesting deeper than MAX_JSON_DEPTH JSON_TOO_DEEP). */
@@ -339,6 +351,23 @@ export class Router {
     setImmediate(() => { this.fail(ex, route, err, true) })
   }
 
+  /**
+   * The client's address: the TCP peer's, or, for a request a serving thread proxied (it carries the process's secret
+   * in PEER_HEADER, which no client knows), the address of that thread's client, so per-client limits see the client.
+   */
+  remoteAddress (ex: Exchange, req: HttpRequest): string {
+    const secret = this.peerSecret
+    if (secret !== null) {
+      const claimed = req.getHeader(PEER_HEADER)
+      // Compared in constant time: the header reaches the public port too, where a client may try guessing.
+      if (claimed.length > secret.length + 1 && claimed.charCodeAt(secret.length) === 32) {
+        const given = Buffer.from(claimed.slice(0, secret.length))
+        if (given.length === secret.length && timingSafeEqual(given, secret)) return claimed.slice(secret.length + 1)
+      }
+    }
+    return Buffer.from(ex.res.getRemoteAddressAsText()).toString()
+  }
+
   /** The facts `opts` asks for, copied from `req`; what it does not ask for is left empty. */
   private facts (ex: Exchange, req: HttpRequest, opts: RouteOptions, principal: Principal): RequestFacts {
     let params = NO_FACTS.params
@@ -356,7 +385,7 @@ export class Router {
       for (const h of opts.headers) named[h] = req.getHeader(h)
       headers = named
     }
-    const remoteAddress = opts.remote === true ? Buffer.from(ex.res.getRemoteAddressAsText()).toString() : ''
+    const remoteAddress = opts.remote === true ? this.remoteAddress(ex, req) : ''
     return { params, query: opts.query === true ? req.getQuery() ?? '' : '', headers, principal, remoteAddress }
   }
 }
