@@ -25,6 +25,8 @@ export interface Config {
   readonly demoKey: boolean
   /** Several processes on one port on purpose (uWS's SO_REUSEPORT); otherwise a port in use stops start-up. */
   readonly reusePort: boolean
+  /** HTTP serving threads on the one port (http/serve-threads.ts): 1 is the main thread alone; more needs REDIS_URL. */
+  readonly serveThreads: number
   /** POST /oauth2/token: token lifetimes (s; İYS's: 2 h and 4 h) and token requests per source address per hour (0: no limit). */
   readonly oauth: Readonly<{ accessSeconds: number, refreshSeconds: number, requestsPerHour: number, secret: string | null }>
   readonly redisTimeoutMs: number
@@ -89,11 +91,11 @@ export const KNOWN_VARIABLES = [
   'UPSTREAM_CONNECTIONS', 'UPSTREAM_BREAKER_FAILURE_RATIO', 'UPSTREAM_BREAKER_MIN_CALLS', 'UPSTREAM_BREAKER_WINDOW_MS',
   'UPSTREAM_BREAKER_COOLDOWN_MS', 'DECISION_LOG', 'DECISION_SPOOL_DIR', 'DECISION_FLUSH_MS', 'DECISION_FSYNC_MS', 'DECISION_RETENTION_DAYS',
   'AUTO_REBUILD', 'AUTH_TOKEN_SECRET', 'AUTH_ACCESS_TOKEN_SECONDS', 'AUTH_REFRESH_TOKEN_SECONDS', 'AUTH_TOKEN_REQUESTS_PER_HOUR',
-  'REPLICA', 'REPLICA_MAX_LAG_MS', 'REPLICA_MAX_BYTES'
+  'REPLICA', 'REPLICA_MAX_LAG_MS', 'REPLICA_MAX_BYTES', 'SERVE_THREADS'
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
-const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTO_', 'AUTH_', 'REPLICA_']
+const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTO_', 'AUTH_', 'REPLICA_', 'SERVE_']
 
 function closest (name: string): string | null {
   let best: string | null = null
@@ -213,6 +215,10 @@ export function loadConfig (env: Env = process.env): Config {
   const autoRebuild = bool(env, 'AUTO_REBUILD', env.REDIS_URL !== undefined && env.REDIS_URL !== '' && env.DATABASE_URL !== undefined && env.DATABASE_URL !== '')
   if (autoRebuild && (env.REDIS_URL ?? '') === '') throw new ConfigError('AUTO_REBUILD needs REDIS_URL (the filter is rebuilt into Redis)')
   if (autoRebuild && (env.DATABASE_URL ?? '') === '') throw new ConfigError('AUTO_REBUILD needs DATABASE_URL (the filter is rebuilt from Postgres)')
+  const serveThreads = int(env, 'SERVE_THREADS', 1, 1, 64)
+  // The serving threads read the main thread's filter through SharedArrayBuffers and Redis; the embedded store is a
+  // Map in the main thread's heap, which no other thread can read.
+  if (serveThreads > 1 && (env.REDIS_URL ?? '') === '') throw new ConfigError('SERVE_THREADS above 1 needs REDIS_URL (the embedded store serves from the main thread only)')
   const iysCodeText = env.IYS_CODE ?? ''
   const iysCode = iysCodeText === '' ? null : canonicalCode(iysCodeText)
   if (iysCodeText !== '' && iysCode === null) throw new ConfigError('IYS_CODE must be an İYS code (digits)')
@@ -233,6 +239,7 @@ export function loadConfig (env: Env = process.env): Config {
     authPollMs: int(env, 'AUTH_POLL_MS', 250, 10, 1000),
     demoKey,
     reusePort: bool(env, 'REUSE_PORT', false),
+    serveThreads,
     oauth: Object.freeze({
       accessSeconds: int(env, 'AUTH_ACCESS_TOKEN_SECONDS', 7200, 1, 86_400),
       refreshSeconds: int(env, 'AUTH_REFRESH_TOKEN_SECONDS', 14_400, 1, 30 * 86_400),

@@ -1,7 +1,8 @@
 // Wires a gateway process together: the filter source (Redis mirror, or the embedded map when REDIS_URL is unset),
 // the checker, metrics and the HTTP app. Used by `iys-gateway serve` and by the tests (port 0).
 
-import { createServer } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import { createServer, type AddressInfo } from 'node:net'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { Checker } from './check/checker.js'
@@ -13,6 +14,7 @@ import { AutoRebuilder, describeRebuild } from './filter/rebuild.js'
 import type { FilterView } from './filter/view.js'
 import { createApp, type Readiness } from './http/app.js'
 import type { Router } from './http/router.js'
+import { ServeThreads } from './http/serve-threads.js'
 import { uWS, uwsNative } from './http/uws.js'
 import { Metrics, type ReadyReason } from './metrics.js'
 import { createRedis, waitReady } from './store/redis.js'
@@ -234,7 +236,12 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     ...config.upstream,
     log,
   })
-  const fullReadiness = (): Readiness => withKeys({ ...readiness(), ...postgresStatus(freshness), writeThrough: writeThroughStatus(outbox) }, keys)
+  // SERVE_THREADS > 1 (Redis mode only: config.ts): the serving threads, started once this thread listens.
+  let threads: ServeThreads | null = null
+  const peerSecret = config.serveThreads > 1 ? randomBytes(24).toString('hex') : undefined
+  const fullReadiness = (): Readiness => withKeys({
+    ...readiness(), ...postgresStatus(freshness), writeThrough: writeThroughStatus(outbox), ...(threads !== null ? { serveThreads: threads.listening() } : {})
+  }, keys)
   metrics.watch({ readiness: fullReadiness, breakers: () => upstreams.refusing(), replica: () => mirror?.replicaStatus() ?? null })
   const pushCredentials = config.iysPushUser !== null ? { user: config.iysPushUser, password: config.iysPushPassword! } : null
   const { app, router } = createApp({
@@ -246,6 +253,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     rateLimit,
     readiness: fullReadiness,
     decisions,
+    ...(peerSecret !== undefined ? { peerSecret, requests: { request: (route, status, seconds) => { (threads ?? metrics).request(route, status, seconds) } } } : {}),
     routes: (router) => {
       oauthRoute(router, { keys, tokens, requestsPerHour: config.oauth.requestsPerHour })
       if (pool !== null) {
@@ -259,14 +267,26 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     }
   })
 
+  // uWS sets SO_REUSEPORT only on a port it is given, not on port 0: serving threads could not join a port the kernel
+  // picked, so with PORT=0 (tests) the main thread asks the kernel for a free one first and listens on that.
+  const wantedPort = config.port === 0 && peerSecret !== undefined ? await freePort(config.host) : config.port
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
-    app.listen(config.host, config.port, (token) => {
-      if (token === false) reject(new Error(`cannot listen on ${config.host}:${config.port} (address in use or not available)`))
+    app.listen(config.host, wantedPort, (token) => {
+      if (token === false) reject(new Error(`cannot listen on ${config.host}:${wantedPort} (address in use or not available)`))
       else resolve(token)
     })
   })
   const port = uWS.us_socket_local_port(listenSocket)
-  log.info({ host: config.host, port, mode: redis !== null ? 'redis' : 'embedded', uws: uwsState }, 'iys-gateway listening')
+  // The serving threads proxy what they do not answer themselves to this app on a loopback port of its own.
+  let internalSocket: uWS.us_listen_socket | null = null
+  if (peerSecret !== undefined) {
+    internalSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
+      app.listen('127.0.0.1', 0, (token) => { if (token === false) reject(new Error('cannot listen on a loopback port for the serving threads')); else resolve(token) })
+    })
+    threads = new ServeThreads({ config, port, internalPort: uWS.us_socket_local_port(internalSocket), peerSecret, mirror: mirror!, decisions, metrics, log })
+    threads.start()
+  }
+  log.info({ host: config.host, port, mode: redis !== null ? 'redis' : 'embedded', uws: uwsState, serveThreads: config.serveThreads }, 'iys-gateway listening')
 
   return {
     port,
@@ -276,6 +296,9 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     routes: () => router.routes(),
     async close () {
       uWS.us_listen_socket_close(listenSocket)
+      // The serving threads first: what they have in flight needs this thread (acknowledgements, proxied requests).
+      await threads?.stop(10_000)
+      if (internalSocket !== null) uWS.us_listen_socket_close(internalSocket)
       await router.drain(10_000) // answer what is in flight; later requests on kept-alive connections get 503
       if (retentionTimer !== null) clearInterval(retentionTimer)
       clearInterval(sweepTimer)
@@ -328,6 +351,15 @@ function postgresStatus (freshness: FreshnessMonitor | null): { postgres?: strin
   if (freshness === null) return {}
   const pg = freshness.postgres
   return { postgres: pg.reachable ? 'ok' : `not answering since ${new Date(pg.since).toISOString()} (DATABASE_URL): the consent API, İYS push and evidence answer 503, decisions spool to disk; checks go on` }
+}
+
+/** A port free on `host` now (the kernel's pick). */
+async function freePort (host: string): Promise<number> {
+  const probe = createServer()
+  await new Promise<void>((resolve, reject) => { probe.once('error', reject); probe.listen({ host, port: 0, exclusive: true }, resolve) })
+  const { port } = probe.address() as AddressInfo
+  await new Promise<void>(resolve => { probe.close(() => resolve()) })
+  return port
 }
 
 /**

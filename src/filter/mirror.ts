@@ -261,7 +261,7 @@ export class FilterMirror {
    * whose first record, a RET, arrived after the loss.
    */
   private lose (): void {
-    this.replica = null
+    this.setReplica(null)
     if (this.view !== null) {
       this.opts.log.error({ version: this.view.version }, 'the filter version pointer is gone from Redis (restarted empty?): commercial checks fail closed until a version is loaded')
       this.view = null
@@ -274,7 +274,7 @@ export class FilterMirror {
 
   private async switchTo (version: number, generation: string | null): Promise<void> {
     this.reloadNeeded = false
-    this.replica = null // the version served is being replaced: its replica stops answering now, not after the download
+    this.setReplica(null) // the version served is being replaced: its replica stops answering now, not after the download
     // Changes applied after this point are in the stream; those before it are in the bloom we download.
     const last = await this.redis.xrevrange(this.layout.changes, '+', '-', 'COUNT', 1)
     const streamMark = last[0]?.[0] ?? '0-0'
@@ -331,11 +331,11 @@ export class FilterMirror {
       const table = built.table
       const replayed = await this.replayChanges(mark, fields => wanted() && this.applyToReplica(table, fields[1]!, fields[4] === 'v' ? fields[5] : undefined))
       if (replayed === false || !wanted()) return
-      this.replica = table
       this.replicaSeq = Math.max(watermark, replayed)
       // Only while the last poll saw this version as the one Redis points at (as the Redis path's generation check),
       // or could not ask (Redis unreachable: the news then comes from the ledger, which is the truth itself).
       view.exact = () => this.replica === table && (this.problem === null || this.problem.kind === 'unreachable') && Date.now() - this.newsAt < this.opts.replica!.maxLagMs ? table : null
+      this.setReplica(table) // after exact(): a listener told now finds it vouched
       this.replicaState = 'ready'
       this.opts.log.info({ version: view.version, keys: table.keys, bytes: table.bytes, seconds: (Date.now() - started) / 1000 }, 'replica of the filter version ready: checks answered locally while it is current')
     } catch (err) {
@@ -424,12 +424,34 @@ export class FilterMirror {
       return true
     } catch (err) {
       // Full, or a change it cannot read: this replica is no longer exact. The next reload builds a new one.
-      if (this.replica === table) this.replica = null
+      if (this.replica === table) this.setReplica(null)
       this.replicaState = 'failed'
       this.reloadNeeded = true
       this.opts.log.warn({ err }, 'replica dropped: checks ask Redis until it is built again')
       return false
     }
+  }
+
+  /**
+   * Told at once whenever the replica attaches or is dropped (the serving threads stop reading a dropped one now,
+   * not at their next look at vouchedReplica()).
+   */
+  onReplica: (() => void) | null = null
+
+  private setReplica (table: ReplicaTable | null): void {
+    this.replica = table
+    this.onReplica?.()
+  }
+
+  /**
+   * The replica checks may answer from now and until when (ms since the epoch) without further news: what exact()
+   * judges, for serving threads (http/serve-threads.ts), which read the same table and follow this judgement. null:
+   * none may answer.
+   */
+  vouchedReplica (): { table: ReplicaTable, until: number } | null {
+    const table = this.replica
+    if (table === null || this.view?.exact() !== table) return null
+    return { table, until: this.newsAt + this.opts.replica!.maxLagMs }
   }
 
   /** The replica's figures for /readyz and the metrics. */
