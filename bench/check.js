@@ -21,6 +21,8 @@ const SINGLE_CONNECTIONS = 64
 const BATCH_CONNECTIONS = 8
 const BATCH_SIZE = 1000
 const EXPECTED = { onay: 'CONSENT', ret: 'REJECTED', absent: 'NO_CONSENT', invalid: 'INVALID_RECIPIENT' }
+// BENCH_SERVE_THREADS=N: the two measured gateways (replica and Redis way) serve on N threads (SERVE_THREADS).
+const SERVE_THREADS = process.env.BENCH_SERVE_THREADS ?? '1'
 const SHARED_CPU_NOTE = 'server, Redis and load generator share the same 2 cores: figures are lower bounds of a dedicated server'
 
 function timing (ctx) {
@@ -38,13 +40,13 @@ export async function startServers (ctx) {
   // BENCH_CPU_PROF=DIR: the measured gateway writes a V8 CPU profile there when it stops (node --cpu-prof).
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : []
   const gw = spawnTracked(process.execPath, [...prof, CLI, 'serve'], {
-    env: gatewayEnv({ REDIS_URL: ctx.redisUrl, REDIS_PREFIX: ds.prefix, PORT: String(gwPort), REPLICA: 'true' }), label: 'gateway'
+    env: gatewayEnv({ REDIS_URL: ctx.redisUrl, REDIS_PREFIX: ds.prefix, PORT: String(gwPort), REPLICA: 'true', SERVE_THREADS }), label: 'gateway'
   })
   const gwUrl = `http://127.0.0.1:${gwPort}`
   const gwReady = await waitReady(gwUrl + '/readyz', gw, 30_000)
   const noReplicaPort = await freePort()
   const noReplica = spawnTracked(process.execPath, [CLI, 'serve'], {
-    env: gatewayEnv({ REDIS_URL: ctx.redisUrl, REDIS_PREFIX: ds.prefix, PORT: String(noReplicaPort), REPLICA: 'false' }), label: 'gateway (REPLICA=false)'
+    env: gatewayEnv({ REDIS_URL: ctx.redisUrl, REDIS_PREFIX: ds.prefix, PORT: String(noReplicaPort), REPLICA: 'false', SERVE_THREADS }), label: 'gateway (REPLICA=false)'
   })
   const noReplicaUrl = `http://127.0.0.1:${noReplicaPort}`
   await waitReady(noReplicaUrl + '/readyz', noReplica, 30_000)

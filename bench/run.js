@@ -35,7 +35,8 @@ before each timed step the runner waits (up to 60 s, 3 s with --quick) for the m
 the CPU other processes used during each HTTP run: on a shared machine, figures taken beside a busy neighbour are flagged.
 environment: BENCH_DATABASE_URL (admin connection, default postgres://postgres@127.0.0.1:5432/postgres),
              BENCH_REDIS_URL (default redis://127.0.0.1:6379),
-             BENCH_CPU_PROF=DIR (the measured check gateway writes a V8 CPU profile into DIR when it stops)`
+             BENCH_CPU_PROF=DIR (the measured check gateway writes a V8 CPU profile into DIR when it stops),
+             BENCH_SERVE_THREADS=N (the check gateways serve on N threads, SERVE_THREADS; default 1)`
 
 function options () {
   let values
