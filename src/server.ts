@@ -283,7 +283,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     internalSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
       app.listen('127.0.0.1', 0, (token) => { if (token === false) reject(new Error('cannot listen on a loopback port for the serving threads')); else resolve(token) })
     })
-    threads = new ServeThreads({ config, port, internalPort: uWS.us_socket_local_port(internalSocket), peerSecret, mirror: mirror!, decisions, metrics, log })
+    threads = new ServeThreads({ config, port, internalPort: uWS.us_socket_local_port(internalSocket), peerSecret, journal: decisionLog !== null, mirror: mirror!, decisions, metrics, log })
     threads.start()
   }
   log.info({ host: config.host, port, mode: redis !== null ? 'redis' : 'embedded', uws: uwsState, serveThreads: config.serveThreads }, 'iys-gateway listening')

@@ -42,6 +42,8 @@ describe('SERVE_THREADS=2', () => {
   let services: TestServicesWithRedis
   let threaded: RunningGateway
   let single: RunningGateway
+  /** no decision log: a thread then answers without waiting for the main thread, which gets counts only */
+  let unjournalled: RunningGateway
 
   beforeAll(async () => {
     services = await testServices({ redis: true, dirPrefix: 'iys-threads-' })
@@ -53,19 +55,21 @@ describe('SERVE_THREADS=2', () => {
     await runSteps([['migrate'], ['import', file], ['load']], services.env)
     threaded = await startTestGateway({ ...services.env, REPLICA: 'true', SERVE_THREADS: '2' })
     single = await startTestGateway({ ...services.env, REPLICA: 'true', DECISION_LOG: 'false' })
+    unjournalled = await startTestGateway({ ...services.env, REPLICA: 'true', DECISION_LOG: 'false', SERVE_THREADS: '2' })
     const ready = async (gw: RunningGateway): Promise<any> => (await fetch(gw.url + '/readyz')).json()
-    await until(async () => (await ready(threaded)).replica?.serving === true && (await ready(single)).replica?.serving === true, 30_000, 'both replicas to serve')
-    await until(async () => (await ready(threaded)).serveThreads === 2, 15_000, 'the serving thread to listen')
+    for (const gw of [threaded, single, unjournalled]) await until(async () => (await ready(gw)).replica?.serving === true, 30_000, 'the replicas to serve')
+    for (const gw of [threaded, unjournalled]) await until(async () => (await ready(gw)).serveThreads === 2, 15_000, 'the serving thread to listen')
   }, 120_000)
 
   afterAll(async () => {
+    await unjournalled?.close()
     await single?.close()
     await threaded?.close()
     await services?.close()
   })
 
-  const threadCounts = async (): Promise<number[]> => {
-    const text = await (await fetch(threaded.url + '/metrics')).text()
+  const threadCounts = async (gw: RunningGateway = threaded): Promise<number[]> => {
+    const text = await (await fetch(gw.url + '/metrics')).text()
     return [0, 1].map(t => Number(new RegExp(`^iys_serve_thread_requests_total\\{thread="${t}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0))
   }
   const checkOn = async (gw: RunningGateway, recipients: string[]): Promise<any[]> => {
@@ -75,8 +79,13 @@ describe('SERVE_THREADS=2', () => {
   }
   const decisionRows = async (): Promise<number> => Number((await services.pool.query('SELECT count(*)::int AS n FROM decisions')).rows[0].n)
 
+  const decisionsCounted = async (gw: RunningGateway): Promise<number> =>
+    [...(await (await fetch(gw.url + '/metrics')).text()).matchAll(/^iys_decisions_total\{[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0)
+
   it('answers checks on both threads exactly as SERVE_THREADS=1 does, and journals every decision of both', async () => {
     const before = await threadCounts()
+    const unjournalledBefore = await threadCounts(unjournalled)
+    const countedBefore = await decisionsCounted(unjournalled)
     const rowsBefore = await decisionRows()
     let sent = 0
     const all = Array.from({ length: 2 * KEYS }, (_, i) => phoneOf(i))
@@ -86,8 +95,9 @@ describe('SERVE_THREADS=2', () => {
     for (let i = 0; i < 100; i++) bodies.push([all[(i * 37) % all.length]!])
     for (let i = 0; i < bodies.length; i += 8) {
       await Promise.all(bodies.slice(i, i + 8).map(async recipients => {
-        const [a, b] = await Promise.all([checkOn(threaded, recipients), checkOn(single, recipients)])
+        const [a, b, c] = await Promise.all([checkOn(threaded, recipients), checkOn(single, recipients), checkOn(unjournalled, recipients)])
         expect(a).toEqual(b)
+        expect(c).toEqual(b)
         sent += recipients.length
       }))
     }
@@ -98,6 +108,10 @@ describe('SERVE_THREADS=2', () => {
     expect(after[0]! - before[0]!).toBeGreaterThan(0)
     expect(after[1]! - before[1]!).toBeGreaterThan(0)
     await until(async () => await decisionRows() - rowsBefore === sent, 15_000, 'every check decision in the decision log')
+    // Without a journal, each thread's decisions are still counted in the one /metrics.
+    const unjournalledAfter = await threadCounts(unjournalled)
+    expect(unjournalledAfter[1]! - unjournalledBefore[1]!).toBeGreaterThan(0)
+    await until(async () => await decisionsCounted(unjournalled) - countedBefore === sent - 3, 5_000, 'every decision counted')
   }, 120_000)
 
   it('makes a RET written through its consent API effective on every thread at once', async () => {

@@ -62,6 +62,15 @@ export class DecisionsHook {
     return this.decisionLog.recordMessages(extras.iysCode, query, results, extras.messageIds)
   }
 
+  /**
+   * After checks decided elsewhere (a serving thread, when nothing is journalled: http/serve-threads.ts), counted there
+   * by reason index (REASONS): the metrics and the yield stamp, as afterDecisions gives them.
+   */
+  afterCountedChecks (type: ConsentType, counts: ArrayLike<number>): void {
+    this.metrics.decisionCounts(type, counts)
+    this.lastDecisionAt = this.now()
+  }
+
   /** After forwarding: journals the carrier outcomes (null: not forwarded) beside the ticket's decisions. */
   afterOutcomes (ticket: MessageTicket, outcomes: readonly (MessageOutcome | null)[]): void {
     this.decisionLog?.recordOutcomes(ticket, outcomes)

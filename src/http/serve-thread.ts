@@ -16,11 +16,13 @@ import { RateLimiter } from '../auth/rate-limit.js'
 import { TokenIssuer } from '../auth/tokens.js'
 import { Checker, type CheckQuery, type CheckResult } from '../check/checker.js'
 import { GatewayError } from '../domain/errors.js'
+import type { ConsentType } from '../domain/vocabulary.js'
 import { BloomFilter } from '../filter/bloom.js'
 import { layout } from '../filter/layout.js'
 import { ReplicaTable } from '../filter/replica.js'
 import { RedisView } from '../filter/view.js'
 import { createLogger } from '../log.js'
+import { REASON_INDEX, REASONS } from '../policy/decide.js'
 import type { Route } from '../metrics.js'
 import { createPool } from '../store/pg.js'
 import { createRedis } from '../store/redis.js'
@@ -77,6 +79,7 @@ if (data.replica !== null) useReplica(data.replica)
 
 let requests: (Route | number)[] = []
 let checks: JournalItem[] = []
+let counted: Partial<Record<ConsentType, number[]>> = {}
 let bloomMaybe = 0
 let bloomAbsent = 0
 let storeErrors = 0
@@ -86,8 +89,8 @@ let lastId = 0
 
 function flush (): void {
   flushing = false
-  post({ t: 'batch', checks, requests, bloomMaybe, bloomAbsent, storeErrors })
-  checks = []; requests = []; bloomMaybe = bloomAbsent = storeErrors = 0
+  post({ t: 'batch', checks, counted, requests, bloomMaybe, bloomAbsent, storeErrors })
+  checks = []; counted = {}; requests = []; bloomMaybe = bloomAbsent = storeErrors = 0
 }
 function flushSoon (): void {
   if (flushing) return
@@ -100,8 +103,17 @@ const checker = new Checker(() => view, { tacirAllowedWithoutRecord: config.taci
   bloom: (maybe, absent) => { bloomMaybe += maybe; bloomAbsent += absent; flushSoon() }
 })
 
-/** Journals a check's decisions through the main thread: settles when it has acknowledged them. */
-function afterChecks (query: CheckQuery, results: CheckResult[]): Promise<void> {
+/**
+ * Journals a check's decisions through the main thread: settles when it has acknowledged them. Without a journal
+ * only their counts go there: posting a batch's results is a structured clone on both threads, here for nothing.
+ */
+function afterChecks (query: CheckQuery, results: CheckResult[]): Promise<void> | undefined {
+  if (!data.journal) {
+    const counts = counted[query.type] ??= new Array<number>(REASONS.length).fill(0)
+    for (let i = 0; i < results.length; i++) counts[REASON_INDEX[results[i]!.reason]]!++
+    flushSoon()
+    return undefined
+  }
   const id = ++lastId
   checks.push([id, { brandCode: query.brandCode, type: query.type, recipientType: query.recipientType, commercial: query.commercial }, results])
   flushSoon()

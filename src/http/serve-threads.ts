@@ -18,6 +18,7 @@ import type { DecisionsHook } from '../audit/decisions-hook.js'
 import type { CheckQuery, CheckResult } from '../check/checker.js'
 import type { Config } from '../config.js'
 import { GatewayError, type ErrorCode } from '../domain/errors.js'
+import { CONSENT_TYPES, type ConsentType } from '../domain/vocabulary.js'
 import type { FilterMirror } from '../filter/mirror.js'
 import type { ReplicaShared, ReplicaTable } from '../filter/replica.js'
 import type { RedisView } from '../filter/view.js'
@@ -42,6 +43,11 @@ export interface ServeThreadData {
   port: number
   internalPort: number
   peerSecret: string
+  /**
+   * Whether decisions are journalled (a decision log): then a check's answer waits for the main thread's
+   * acknowledgement; without one there is nothing to wait for, and the thread sends counts only (`counted`).
+   */
+  journal: boolean
   vouch: SharedArrayBuffer
   view: BloomShare | null
   replica: ReplicaShare | null
@@ -63,7 +69,8 @@ export type ToThread =
 export type FromThread =
   | { t: 'listening' }
   /** requests: route, status, seconds, … of the answers the thread gave itself (proxied ones are counted here) */
-  | { t: 'batch', checks: JournalItem[], requests: (Route | number)[], bloomMaybe: number, bloomAbsent: number, storeErrors: number }
+  /** counted: decisions by channel and reason index (REASONS), when nothing is journalled */
+  | { t: 'batch', checks: JournalItem[], counted: Partial<Record<ConsentType, number[]>>, requests: (Route | number)[], bloomMaybe: number, bloomAbsent: number, storeErrors: number }
   | { t: 'drained' }
 
 /** How often the replica's vouch is refreshed (it moves with every piece of news the mirror gets). */
@@ -80,6 +87,8 @@ export interface ServeThreadsDeps {
   port: number
   internalPort: number
   peerSecret: string
+  /** decisions are journalled (ServeThreadData.journal) */
+  journal: boolean
   mirror: FilterMirror
   decisions: DecisionsHook
   metrics: Metrics
@@ -170,6 +179,7 @@ export class ServeThreads {
       port: d.port,
       internalPort: d.internalPort,
       peerSecret: d.peerSecret,
+      journal: d.journal,
       vouch: this.vouch.buffer as SharedArrayBuffer,
       view: view !== null ? bloomShare(view) : null,
       replica: vouched !== null ? replicaShare(vouched.table) : null
@@ -215,6 +225,10 @@ export class ServeThreads {
         }
       }
       worker.postMessage({ t: 'acks', acks } satisfies ToThread)
+    }
+    for (const type of CONSENT_TYPES) {
+      const counts = m.counted[type]
+      if (counts !== undefined) decisions.afterCountedChecks(type, counts)
     }
     const r = m.requests
     for (let i = 0; i < r.length; i += 3) metrics.request(r[i] as Route, r[i + 1] as number, r[i + 2] as number)
