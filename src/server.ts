@@ -54,6 +54,8 @@ export interface Gateway {
   routes (): ReturnType<Router['routes']>
   /** The filter version served right now (0: none). */
   version (): number
+  /** The serving threads (SERVE_THREADS > 1), else null. */
+  readonly serveThreads: Pick<ServeThreads, 'listening' | 'fail'> | null
   close (): Promise<void>
 }
 
@@ -294,6 +296,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     mode: redis !== null ? 'redis' : 'embedded',
     version: () => getView()?.version ?? 0,
     routes: () => router.routes(),
+    serveThreads: threads,
     async close () {
       uWS.us_listen_socket_close(listenSocket)
       // The serving threads first: what they have in flight needs this thread (acknowledgements, proxied requests).

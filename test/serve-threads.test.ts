@@ -159,6 +159,23 @@ describe('SERVE_THREADS=2', () => {
     expect(after[0]! - before[0]!).toBeGreaterThanOrEqual(20 * 5)
   }, 120_000)
 
+  it('starts a serving thread again when it dies, and answers right meanwhile from the main thread', async () => {
+    const serveThreads = async (): Promise<number> => ((await (await fetch(threaded.url + '/readyz')).json()) as { serveThreads: number }).serveThreads
+    await threaded.gw.serveThreads!.fail(1)
+    expect(await serveThreads()).toBe(1)
+    // Meanwhile every new connection reaches the main thread's socket, and is answered as SERVE_THREADS=1 answers.
+    const recipients = Array.from({ length: 40 }, (_, i) => phoneOf(100 + i))
+    const expected = (await checkOn(single, recipients)).map(r => r.reason)
+    expect(new Set(expected)).toEqual(new Set(['CONSENT', 'REJECTED']))
+    for (let round = 0; round < 5; round++) expect((await checkOn(threaded, recipients)).map(r => r.reason)).toEqual(expected)
+    await until(async () => (await serveThreads()) === 2, 15_000, 'the serving thread to be started again')
+    const before = await threadCounts()
+    await until(async () => {
+      expect((await checkOn(threaded, recipients)).map(r => r.reason)).toEqual(expected)
+      return (await threadCounts())[1]! > before[1]!
+    }, 15_000, 'the restarted thread to answer checks')
+  }, 60_000)
+
   it('stops both threads on close, answering nothing afterwards', async () => {
     const { port } = new URL(threaded.url)
     await threaded.close()

@@ -273,6 +273,15 @@ if (listenSocket === false) {
 }
 post({ t: 'listening' })
 
+// A fault this thread cannot answer for (the router turns a handler's throw into a 500; this is anything else): its
+// uWS sockets are closed first, since a thread that ends holding them takes the whole process down (Node aborts
+// closing that loop), and the main thread starts it again with back-off. Its requests in flight are cut off.
+process.on('uncaughtException', err => {
+  log.error({ err }, 'serving thread failed; closing its connections and stopping (the main thread starts it again)')
+  try { (app as unknown as { close (): void }).close() } catch { /* already closed */ }
+  process.exit(1)
+})
+
 // Messages posted meanwhile (a new view, acknowledgements cannot be among them yet) wait in the port's queue.
 port.on('message', (m: ToThread) => {
   switch (m.t) {
@@ -280,6 +289,7 @@ port.on('message', (m: ToThread) => {
     case 'replica': useReplica(m.replica); break
     case 'acks': acknowledge(m.acks); break
     case 'drain': void drain(m.timeoutMs); break
+    case 'fail': setImmediate(() => { throw new Error('failed on request (ServeThreads#fail)') }); break
   }
 })
 

@@ -65,6 +65,7 @@ export type ToThread =
   | { t: 'replica', replica: ReplicaShare }
   | { t: 'acks', acks: Ack[] }
   | { t: 'drain', timeoutMs: number }
+  | { t: 'fail' }
 
 export type FromThread =
   | { t: 'listening' }
@@ -137,6 +138,19 @@ export class ServeThreads {
     this.timer = setInterval(() => { this.sync() }, VOUCH_REFRESH_MS)
     this.timer.unref()
     for (const slot of this.slots) this.spawn(slot)
+  }
+
+  /**
+   * Makes serving thread `thread` (1 … N−1) fail as an uncaught error would: it closes its connections and ends, and
+   * is started again with back-off like any thread that died. Resolves once it has ended. (Worker#terminate is no
+   * way to do this: a thread ended holding uWS sockets takes the whole process down.) For tests of that path.
+   */
+  async fail (thread: number): Promise<void> {
+    const worker = this.slots.find(s => s.thread === thread)?.worker
+    if (worker == null) return
+    const ended = new Promise(resolve => worker.once('exit', resolve))
+    worker.postMessage({ t: 'fail' } satisfies ToThread)
+    await ended
   }
 
   /** Threads listening on the public port, the main thread included. */
