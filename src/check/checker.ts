@@ -1,6 +1,7 @@
-// The decision core: recipients in, decisions out, independent of any protocol. This file and bloom.ts/key.ts are
-// the hot path. Per recipient: normalise → hash (no allocation) → bloom; only bloom "maybe" keys build their key
-// text and go to the exact store, all in one batch (one Redis pipeline).
+// The decision core: recipients in, decisions out, independent of any protocol. This file and replica.ts (or
+// bloom.ts/key.ts) are the hot path. Per recipient: normalise → the local replica while it is current (no I/O), else
+// hash (no allocation) → bloom; only bloom "maybe" keys build their key text and go to the exact store, all in one
+// batch (one Redis pipeline).
 
 import { SOURCES, type ConsentSource, type ConsentType, type RecipientType } from '../domain/vocabulary.js'
 import { checkTypeFit, normalizeRecipient } from '../domain/normalize.js'

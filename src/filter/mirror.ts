@@ -10,9 +10,10 @@
 // whose entries carry each change's state. Checks are answered from it, without Redis, only while it is current:
 // while the change appliers' entries or heartbeats (changes.ts, HEARTBEAT_MS) keep arriving, at most
 // REPLICA_MAX_LAG_MS apart. When the stream goes quiet (Redis unreachable or hung) and the gateway has Postgres, the
-// mirror follows the ledger itself by seq (woken by the applier's NOTIFY, and every LEDGER_POLL_MS), so a RET committed
-// during a Redis outage still reaches the replica at once and checks keep being answered exactly from it. Without news from either (both down, or no
-// applier and no Postgres) the checks go the Redis way again, and fail closed where Redis cannot answer.
+// mirror follows the ledger itself by seq (woken by the applier's NOTIFY, and every LEDGER_POLL_MS), so a RET
+// committed during a Redis outage still reaches the replica at once and checks keep being answered exactly from it.
+// Without news from either (both down, or no applier and no Postgres) the checks go the Redis way again, and fail
+// closed where Redis cannot answer.
 
 import { randomUUID } from 'node:crypto'
 import type { Redis } from 'ioredis'
@@ -160,7 +161,7 @@ export class FilterMirror {
             continue
           }
           if (view !== null) { hashText(fields[1]!); view.bloom.add(keyHash[0]!, keyHash[1]!) }
-          if (replica !== null && this.applyToReplica(replica, fields[1]!, fields[4] === 'v' ? fields[5] : undefined)) this.raiseReplicaSeq(replica, Number(fields[3]))
+          if (replica !== null && this.applyEntry(replica, fields)) this.raiseReplicaSeq(replica, Number(fields[3]))
         }
         this.newsAt = this.streamNewsAt = Date.now()
         this.newsFrom = 'stream'
@@ -329,7 +330,7 @@ export class FilterMirror {
         return
       }
       const table = built.table
-      const replayed = await this.replayChanges(mark, fields => wanted() && this.applyToReplica(table, fields[1]!, fields[4] === 'v' ? fields[5] : undefined))
+      const replayed = await this.replayChanges(mark, fields => wanted() && this.applyEntry(table, fields))
       if (replayed === false || !wanted()) return
       this.replicaSeq = Math.max(watermark, replayed)
       // Only while the last poll saw this version as the one Redis points at (as the Redis path's generation check),
@@ -411,6 +412,11 @@ export class FilterMirror {
     if (this.newsFrom !== 'ledger') this.opts.log.warn({ quietMs: asked - this.streamNewsAt, seq: this.replicaSeq }, 'the change stream is quiet (Redis away?): the replica follows the ledger in Postgres')
     this.newsAt = Math.max(this.newsAt, asked)
     this.newsFrom = 'ledger'
+  }
+
+  /** A change-stream entry (`k` key, `s` seq, `v` state) into the replica: applyToReplica. */
+  private applyEntry (table: ReplicaTable, fields: string[]): boolean {
+    return this.applyToReplica(table, fields[1]!, fields[4] === 'v' ? fields[5] : undefined)
   }
 
   /**

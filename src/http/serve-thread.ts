@@ -17,10 +17,10 @@ import { TokenIssuer } from '../auth/tokens.js'
 import { Checker, type CheckQuery, type CheckResult } from '../check/checker.js'
 import { GatewayError } from '../domain/errors.js'
 import type { ConsentType } from '../domain/vocabulary.js'
-import { BloomFilter } from '../filter/bloom.js'
 import { layout } from '../filter/layout.js'
-import { ReplicaTable } from '../filter/replica.js'
-import { RedisView } from '../filter/view.js'
+import type { ReplicaTable } from '../filter/replica.js'
+import { tableOfShare, viewOfShare, type BloomShare, type ReplicaShare } from '../filter/shared-view.js'
+import type { RedisView } from '../filter/view.js'
 import { createLogger } from '../log.js'
 import { REASON_INDEX, REASONS } from '../policy/decide.js'
 import type { Route } from '../metrics.js'
@@ -28,7 +28,7 @@ import { createPool } from '../store/pg.js'
 import { createRedis } from '../store/redis.js'
 import { checkRoute } from './app.js'
 import { PEER_HEADER, Router } from './router.js'
-import { ackError, VOUCH_ID, VOUCH_UNTIL, type Ack, type BloomShare, type FromThread, type JournalItem, type ReplicaShare, type ServeThreadData, type ToThread } from './serve-threads.js'
+import { ackError, VOUCH_ID, VOUCH_UNTIL, type Ack, type FromThread, type JournalItem, type ServeThreadData, type ToThread } from './serve-threads.js'
 import { statusLine } from './respond.js'
 import { uWS } from './uws.js'
 
@@ -60,8 +60,7 @@ function exact (): ReplicaTable | null {
 function useView (b: BloomShare | null): void {
   if (b === null) { view = null; bloomId = 0; return }
   if (b.id === bloomId) return
-  // The same generation check and lookup deadline as the main thread's view: a check never reads another build.
-  const v = new RedisView(redis, b.version, new BloomFilter(b.sab), b.buckets, keysLayout, { generation: b.generation, timeoutMs: config.redisTimeoutMs })
+  const v = viewOfShare(b, redis, keysLayout, config.redisTimeoutMs)
   v.exact = exact
   view = v
   bloomId = b.id
@@ -69,7 +68,7 @@ function useView (b: BloomShare | null): void {
 
 function useReplica (r: ReplicaShare): void {
   if (replica !== null && replica.id === BigInt(r.id)) return
-  replica = { id: BigInt(r.id), table: ReplicaTable.attach(r.shared) }
+  replica = { id: BigInt(r.id), table: tableOfShare(r) }
 }
 
 useView(data.view)

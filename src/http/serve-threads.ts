@@ -20,16 +20,11 @@ import type { Config } from '../config.js'
 import { GatewayError, type ErrorCode } from '../domain/errors.js'
 import { CONSENT_TYPES, type ConsentType } from '../domain/vocabulary.js'
 import type { FilterMirror } from '../filter/mirror.js'
-import type { ReplicaShared, ReplicaTable } from '../filter/replica.js'
+import type { ReplicaTable } from '../filter/replica.js'
+import { bloomShare, replicaShare, sharedId, type BloomShare, type ReplicaShare } from '../filter/shared-view.js'
 import type { RedisView } from '../filter/view.js'
 import type { Metrics, Route } from '../metrics.js'
-import { sharedId } from '../scrub/pool.js'
 import { projectUrl } from '../util/paths.js'
-
-/** The served bloom filter, as a thread builds its view over it (`id`: sharedId of the buffer). */
-export interface BloomShare { id: number, version: number, generation: string | null, sab: SharedArrayBuffer, buckets: number }
-/** The replica table a thread attaches to (`id`: sharedId of the table; VOUCH says whether it may answer). */
-export interface ReplicaShare { id: number, shared: ReplicaShared }
 
 /** VOUCH (BigInt64Array): the id of the replica that may answer (0: none), and until when (ms since the epoch). */
 export const VOUCH_ID = 0
@@ -282,15 +277,6 @@ export class ServeThreads {
   private broadcast (m: ToThread): void {
     for (const s of this.slots) s.worker?.postMessage(m)
   }
-}
-
-function bloomShare (view: RedisView): BloomShare {
-  const sab = view.bloom.buffer as SharedArrayBuffer
-  return { id: sharedId(sab), version: view.version, generation: view.generation, sab, buckets: view.buckets }
-}
-
-function replicaShare (table: ReplicaTable): ReplicaShare {
-  return { id: sharedId(table), shared: table.shared() }
 }
 
 /** A thread's GatewayError from a refused acknowledgement. */

@@ -25,7 +25,8 @@ import type { Metrics } from '../metrics.js'
 import { checkChunk, type ChunkInput, type ChunkOutput, type InputFormat } from './chunk.js'
 import { FirstSeen } from './dedup.js'
 import type { JobRecord, ScrubJobs, ScrubParams } from './jobs.js'
-import { sharedId, type ScrubTask } from './pool.js'
+import type { ScrubTask } from './pool.js'
+import { bloomShare, replicaShare } from '../filter/shared-view.js'
 
 /** Chunk size while the gateway is answering checks (see EngineDeps.pauseMs). */
 const QUIET_CHUNK_LINES = 1024
@@ -208,14 +209,8 @@ async function runChunk (deps: EngineDeps, params: ScrubParams, input: ChunkInpu
     const view = deps.getView()
     let out: ChunkOutput
     if (deps.pool !== null && view instanceof RedisView) {
-      const bloom = view.bloom.buffer as SharedArrayBuffer
       const replica = view.exact()
-      out = await deps.pool.run({
-        input,
-        query: params,
-        view: { id: sharedId(bloom), version: view.version, generation: view.generation, sab: bloom, buckets: view.buckets },
-        replica: replica === null ? null : { id: sharedId(replica), shared: replica.shared() }
-      })
+      out = await deps.pool.run({ input, query: params, view: bloomShare(view), replica: replica === null ? null : replicaShare(replica) })
     } else out = await checkChunk(deps.getView, deps.policy, params, input)
     if (out.storeError !== 'VERSION_GONE' || attempt === 3) return out
   }

@@ -6,10 +6,9 @@
 
 import { workerData } from 'node:worker_threads'
 import { Piscina } from 'piscina'
-import { BloomFilter } from '../filter/bloom.js'
 import { layout } from '../filter/layout.js'
-import { ReplicaTable } from '../filter/replica.js'
-import { RedisView, type FilterView } from '../filter/view.js'
+import { tableOfShare, viewOfShare } from '../filter/shared-view.js'
+import type { FilterView, RedisView } from '../filter/view.js'
 import { createRedis } from '../store/redis.js'
 import { checkChunk, type ChunkInput, type ChunkOutput } from './chunk.js'
 import type { ScrubWorkerData, ScrubTask } from './pool.js'
@@ -26,8 +25,7 @@ let replicaView: { id: number, view: FilterView } | null = null
 function viewFor (task: ScrubTask): FilterView {
   const b = task.view
   if (bloomView?.id !== b.id) {
-    // The same generation check and lookup deadline as the gateway's own view: a chunk never reads another build.
-    bloomView = { id: b.id, view: new RedisView(redis, b.version, new BloomFilter(b.sab), b.buckets, keys, { generation: b.generation, timeoutMs: data.redisTimeoutMs }) }
+    bloomView = { id: b.id, view: viewOfShare(b, redis, keys, data.redisTimeoutMs) }
     replicaView = null
   }
   const r = task.replica
@@ -36,7 +34,7 @@ function viewFor (task: ScrubTask): FilterView {
     return bloomView.view
   }
   if (replicaView?.id !== r.id) {
-    const table = ReplicaTable.attach(r.shared)
+    const table = tableOfShare(r)
     const base = bloomView.view
     // The gateway found the replica current when it sent this chunk: the Checker answers from it, never from Redis.
     replicaView = { id: r.id, view: { version: base.version, bloom: base.bloom, buckets: base.buckets, lookup: (f, bk) => base.lookup(f, bk), exact: () => table } }
