@@ -1,0 +1,213 @@
+// One SMPP 3.4 session over a TCP or TLS socket, either side of it: our front end's sessions with providers'
+// platforms (server.ts) and our binds to the operators (carriers/smpp-upstream.ts).
+//
+// node-smpp is the PDU codec (new PDU(buffer), pdu.toBuffer()); the session is ours because the package's stops
+// reading for good after one PDU it cannot decode, and because both of our sides need the same things it lacks:
+// a PDU that cannot be decoded is answered generic_nack and the session goes on (only a length that breaks the
+// framing closes it), every request we send has a deadline, and what is in flight is counted (the window).
+
+import type { Socket } from 'node:net'
+import { PDU, errors } from 'smpp'
+
+/** Header length: command_length, command_id, command_status, sequence_number. */
+const HEADER = 16
+/** Longest PDU accepted: a submit_sm with a full message_payload fits (64 KiB of text is not an SMS). */
+export const MAX_PDU_BYTES = 65_536
+PDU.maxLength = MAX_PDU_BYTES
+
+export class SessionClosedError extends Error {
+  readonly code = 'SMPP_SESSION_CLOSED'
+}
+export class ResponseTimeoutError extends Error {
+  readonly code = 'SMPP_RESPONSE_TIMEOUT'
+}
+
+export interface SessionOptions {
+  /** How long a request we send waits for its response (ms). */
+  responseTimeoutMs: number
+  /** Send enquire_link after this long without any PDU from the peer (ms); 0: never. A missed answer closes. */
+  enquireLinkMs?: number
+  /** Every request from the peer (not responses, not enquire_link, which the session answers itself). */
+  onRequest: (pdu: PDU, session: SmppSession) => void
+  /** A PDU that could not be decoded (already answered generic_nack): for a metric or a log line, never the bytes. */
+  onMalformed?: (reason: string) => void
+  /** Once, when the socket is gone; `err` when it went with an error. */
+  onClose?: (err?: Error) => void
+}
+
+interface Pending {
+  resolve: (pdu: PDU) => void
+  reject: (err: Error) => void
+  timer: NodeJS.Timeout
+}
+
+export class SmppSession {
+  readonly socket: Socket
+  /** Requests we sent that have no response yet (the window in use). */
+  inFlight = 0
+  closed = false
+  private readonly opts: SessionOptions
+  private readonly pending = new Map<number, Pending>()
+  private sequence = 0
+  private buffered: Buffer | null = null
+  private lastHeardAt = Date.now()
+  private keepalive: NodeJS.Timeout | null = null
+
+  constructor (socket: Socket, opts: SessionOptions) {
+    this.socket = socket
+    this.opts = opts
+    socket.setNoDelay(true)
+    socket.on('data', chunk => this.onData(chunk))
+    socket.on('error', err => this.shut(err))
+    socket.on('close', () => this.shut())
+    const every = opts.enquireLinkMs ?? 0
+    if (every > 0) {
+      this.keepalive = setInterval(() => this.probe(every), Math.max(100, every / 2))
+      this.keepalive.unref()
+    }
+  }
+
+  /** Sends a request and resolves with its response (any command_status: the caller judges it). */
+  request (command: string, fields: Record<string, unknown> = {}): Promise<PDU> {
+    const pdu = new PDU(command, fields)
+    pdu.sequence_number = this.nextSequence()
+    return this.sendRequest(pdu.sequence_number, pdu.toBuffer())
+  }
+
+  /**
+   * Sends an already encoded request (a provider's submit_sm passed on to an operator byte for byte: its text,
+   * coding and UDH stay exactly as the provider wrote them) under a sequence number of this session.
+   */
+  requestEncoded (encoded: Buffer): Promise<PDU> {
+    const copy = Buffer.from(encoded)
+    const seq = this.nextSequence()
+    copy.writeUInt32BE(seq, 12)
+    return this.sendRequest(seq, copy)
+  }
+
+  /** Answers a request: its `_resp` (or generic_nack) with `status` and, on success, the fields. */
+  respond (req: PDU, status: number, fields?: Record<string, unknown>): void {
+    if (this.closed) return
+    const resp = req.response(status === 0 ? { ...fields } : { command_status: status })
+    this.write(resp.toBuffer())
+  }
+
+  /** Sends a PDU that expects no answer of ours to wait for (generic_nack, a response built elsewhere). */
+  sendPdu (pdu: PDU): void {
+    if (!this.closed) this.write(pdu.toBuffer())
+  }
+
+  /** Ends the session: unbind (answered or not within the response timeout), then the socket. */
+  async unbind (): Promise<void> {
+    if (this.closed) return
+    try { await this.request('unbind') } catch { /* closing anyway */ }
+    this.close()
+  }
+
+  close (): void {
+    if (!this.closed) this.socket.end()
+    this.shut()
+  }
+
+  destroy (): void {
+    this.socket.destroy()
+    this.shut()
+  }
+
+  private nextSequence (): number {
+    this.sequence = this.sequence >= 0x7fffffff ? 1 : this.sequence + 1
+    return this.sequence
+  }
+
+  private sendRequest (seq: number, bytes: Buffer): Promise<PDU> {
+    if (this.closed) return Promise.reject(new SessionClosedError('the SMPP session is closed'))
+    return new Promise<PDU>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this.pending.delete(seq)) this.inFlight--
+        reject(new ResponseTimeoutError(`no SMPP response within ${this.opts.responseTimeoutMs} ms`))
+      }, this.opts.responseTimeoutMs)
+      this.pending.set(seq, { resolve, reject, timer })
+      this.inFlight++
+      this.write(bytes)
+    })
+  }
+
+  private write (bytes: Buffer): void {
+    if (this.socket.writable) this.socket.write(bytes)
+  }
+
+  private onData (chunk: Buffer): void {
+    this.lastHeardAt = Date.now()
+    const buf = this.buffered === null ? chunk : Buffer.concat([this.buffered, chunk])
+    let at = 0
+    while (buf.length - at >= 4) {
+      const length = buf.readUInt32BE(at)
+      if (length < HEADER || length > MAX_PDU_BYTES) {
+        // The framing is lost: nothing after this can be found reliably. Say why and close.
+        const seq = buf.length - at >= HEADER ? buf.readUInt32BE(at + 12) : 0
+        this.nack(seq, errors.ESME_RINVCMDLEN!, `command_length ${length} is outside ${HEADER}..${MAX_PDU_BYTES}`)
+        this.close()
+        return
+      }
+      if (buf.length - at < length) break
+      this.onPdu(buf.subarray(at, at + length))
+      at += length
+      if (this.closed) return
+    }
+    // A partial PDU is copied out so that it does not pin the whole chunk it came in.
+    this.buffered = at === buf.length ? null : at === 0 ? buf : Buffer.from(buf.subarray(at))
+  }
+
+  private onPdu (bytes: Buffer): void {
+    let pdu: PDU
+    try {
+      pdu = new PDU(bytes)
+    } catch (err) {
+      this.nack(bytes.readUInt32BE(12), errors.ESME_RINVCMDLEN!, `undecodable PDU: ${(err as Error).message}`)
+      return
+    }
+    if (pdu.command === 'unknown') {
+      this.nack(pdu.sequence_number, errors.ESME_RINVCMDID!, `unknown command_id 0x${(pdu.command_id >>> 0).toString(16)}`)
+      return
+    }
+    if (pdu.isResponse()) {
+      const p = this.pending.get(pdu.sequence_number)
+      if (p === undefined) return // late (timed out) or not ours: nothing waits for it
+      this.pending.delete(pdu.sequence_number)
+      this.inFlight--
+      clearTimeout(p.timer)
+      p.resolve(pdu)
+      return
+    }
+    if (pdu.command === 'enquire_link') { this.respond(pdu, 0); return }
+    try {
+      this.opts.onRequest(pdu, this)
+    } catch (err) {
+      // A handler bug must cost this PDU, not the session: answer it as a system error.
+      this.respond(pdu, errors.ESME_RSYSERR!)
+      this.opts.onMalformed?.(`handler failed: ${(err as Error).message}`)
+    }
+  }
+
+  private nack (seq: number, status: number, reason: string): void {
+    this.sendPdu(new PDU('generic_nack', { sequence_number: seq, command_status: status }))
+    this.opts.onMalformed?.(reason)
+  }
+
+  /** Keep-alive: enquire_link when the peer has been quiet; a peer that does not answer it is gone. */
+  private probe (every: number): void {
+    if (this.closed || Date.now() - this.lastHeardAt < every) return
+    this.request('enquire_link').catch(() => { if (!this.closed) this.destroy() })
+  }
+
+  private shut (err?: Error): void {
+    if (this.closed && this.pending.size === 0 && this.keepalive === null) return
+    const first = !this.closed
+    this.closed = true
+    if (this.keepalive !== null) { clearInterval(this.keepalive); this.keepalive = null }
+    for (const [, p] of this.pending) { clearTimeout(p.timer); p.reject(new SessionClosedError('the SMPP session closed before the response')) }
+    this.pending.clear()
+    this.inFlight = 0
+    if (first) this.opts.onClose?.(err)
+  }
+}
