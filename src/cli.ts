@@ -1,4 +1,4 @@
-// `iys-gateway <command>`: serve · migrate · keys · brands · import FILE · load · sync-iys · scrub FILE · fake-carrier · generate.
+// `iys-gateway <command>`: serve · migrate · keys · brands · originators · import FILE · load · sync-iys · scrub FILE · fake-carrier · generate.
 // Exit codes: 0 ok, 1 failure, 2 usage or configuration error. An error is one line on stderr (details go to the
 // log); an unknown flag is a usage error for every command, never ignored. `iys-gateway COMMAND --help` prints the
 // command's usage, `iys-gateway --version` the version. stdout holds only what scripts read (JSON summaries, the
@@ -19,7 +19,7 @@ import pg from 'pg'
 import { createPool, isDbUnreachable, type Pool } from './store/pg.js'
 import { createRedis, waitReady } from './store/redis.js'
 import { projectUrl } from './util/paths.js'
-import { brandsCommand, BRANDS_USAGE, keysCommand, KEYS_USAGE, UsageError } from './cli-keys.js'
+import { brandsCommand, BRANDS_USAGE, keysCommand, KEYS_USAGE, originatorsCommand, ORIGINATORS_USAGE, UsageError } from './cli-keys.js'
 // The offline programs: this command table is the one place in src/ that imports loaders/ (test/layout.test.ts).
 import { generateConsents } from '../loaders/generate.js'
 import { importConsents, importFailure, parseRejectLimit } from '../loaders/import.js'
@@ -35,6 +35,7 @@ const COMMANDS: Record<string, string> = {
   migrate: '  migrate                       create or upgrade the Postgres schema (needs DATABASE_URL)',
   keys: KEYS_USAGE,
   brands: BRANDS_USAGE,
+  originators: ORIGINATORS_USAGE,
   import: `  import FILE [--rules iys|provider] [--iys-code C] [--brand-code B] [--rejects FILE] [--actor NAME] [--max-rejects N|P%]
                                 bulk-load a consent file (.csv, .json, .ndjson/.jsonl) into Postgres (DATABASE_URL);
                                 exit 1 when rows were refused and none applied, or more than --max-rejects refused
@@ -136,6 +137,7 @@ async function run (command: string, rest: string[], config: Config, log: Logger
     }
     case 'keys': return await keysCommand(config, rest)
     case 'brands': return await brandsCommand(config, rest)
+    case 'originators': return await originatorsCommand(config, rest)
     case 'import': {
       const { values, positionals } = parseArgs({
         args: rest,

@@ -276,6 +276,35 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE decisions ADD COLUMN job_id text;
   DROP INDEX IF EXISTS decisions_recipient_idx;
   CREATE INDEX decisions_recipient_idx ON decisions USING hash (normalized);
+  `,
+  // 11: SMPP credentials of API keys and the originator → brand table (auth/keys.ts, auth/originators.ts). An ESME
+  // binds with system_id (1–15 visible ASCII characters, unique across tenants, as the SMPP server knows only it) and
+  // an 8-character password, of which only SHA-256(key_id ':' password) is kept (salted by the key, so that equal
+  // passwords do not show). The per-bind defaults apply to a submit_sm whose TLVs do not say; recipient type NULL is
+  // BIREYSEL. (brand_code, iys_code) is made a key of brands so that a key's default brand and an originator's brand
+  // must be brands of the same tenant, in the schema too (a brand never changes tenant: auth/keys.ts).
+  // Originators are stored in their key form (auth/originators.ts); an MO lookup goes by originator across tenants.
+  `
+  ALTER TABLE brands ADD CONSTRAINT brands_brand_tenant_key UNIQUE (brand_code, iys_code);
+
+  ALTER TABLE api_keys
+    ADD COLUMN smpp_system_id        text    UNIQUE CHECK (smpp_system_id ~ '^[!-~]{1,15}$'),
+    ADD COLUMN smpp_password_sha256  bytea,
+    ADD COLUMN smpp_brand_code       bigint,
+    ADD COLUMN smpp_commercial       boolean,
+    ADD COLUMN smpp_recipient_type   text    CHECK (smpp_recipient_type IN ('BIREYSEL', 'TACIR')),
+    ADD CONSTRAINT api_keys_smpp_password_check CHECK ((smpp_system_id IS NULL) = (smpp_password_sha256 IS NULL)),
+    ADD CONSTRAINT api_keys_smpp_brand_fkey FOREIGN KEY (smpp_brand_code, iys_code) REFERENCES brands (brand_code, iys_code);
+
+  CREATE TABLE originators (
+    iys_code    bigint      NOT NULL REFERENCES tenants (iys_code),
+    originator  text        NOT NULL,
+    brand_code  bigint      NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (iys_code, originator),
+    FOREIGN KEY (brand_code, iys_code) REFERENCES brands (brand_code, iys_code)
+  );
+  CREATE INDEX originators_originator_idx ON originators (originator);
   `
 ]
 
