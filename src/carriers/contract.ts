@@ -7,7 +7,16 @@ import type { HeaderMap } from '../util/retry-after.js'
 
 // ---- Messages ----------------------------------------------------------------------------------------------
 
-export interface MesajPayload { readonly sender: string, readonly text: string }
+export interface MesajPayload {
+  readonly sender: string
+  readonly text: string
+  /**
+   * The provider's own encoded submit_sm, from the SMPP front end: an SMPP carrier sends it on byte for byte (its
+   * coding, UDH and TLVs as the provider wrote them; only the sequence number is ours) instead of building one from
+   * `sender` and `text`. Other carriers ignore it.
+   */
+  readonly smppPdu?: Buffer
+}
 export interface EpostaPayload { readonly from: string, readonly subject: string, readonly body: string }
 export interface AramaPayload { readonly callerId: string }
 export interface PayloadByType { MESAJ: MesajPayload, EPOSTA: EpostaPayload, ARAMA: AramaPayload }

@@ -1,4 +1,5 @@
-// Forwarding one allowed message to its channel's carrier, over HTTP (undici, one kept-alive Pool per origin).
+// Forwarding one allowed message to its channel's carrier, over HTTP (undici, one kept-alive Pool per origin), or
+// for MESAJ over SMPP (smpp-upstream.ts) when UPSTREAM_MESAJ_URL is smpp:// or smpps://. Both are a `Carrier`.
 //
 // The carrier contract is `CarrierAdapter` (contract.ts): how to turn a message into one HTTP request, and how to
 // read the carrier's answer. A carrier with its own API is one new file implementing it (json-adapter.ts is the one
@@ -32,6 +33,8 @@ import { CONSENT_TYPES, type ConsentType } from '../domain/vocabulary.js'
 import { CircuitBreaker, DENIED, type BreakerSettings, type BreakerState } from './circuit-breaker.js'
 import { isValidMessageId, type CarrierAdapter, type CarrierRequest, type CarrierResult, type OutboundMessage, type ResponseHeaders } from './contract.js'
 import { jsonAdapter } from './json-adapter.js'
+import { SmppUpstream } from './smpp-upstream.js'
+import type { PDU } from 'smpp'
 import { CodedError } from '../domain/errors.js'
 
 // ---- Outcomes ----------------------------------------------------------------------------------------------
@@ -43,7 +46,9 @@ export interface ForwardedOutcome {
   readonly forwarded: true
   readonly status: 'accepted'
   readonly carrierId: string
-  /** HTTP attempts made (1 + retries used). */
+  /** The SMPP carrier's ids of every part when it sent a long text as several submit_sm (carrierId is the first). */
+  readonly carrierIds?: readonly string[]
+  /** HTTP attempts made (1 + retries used); for SMPP, submit_sm attempts over all parts. */
   readonly attempts: number
 }
 
@@ -63,6 +68,23 @@ export interface NotForwardedOutcome {
   readonly maybeDelivered: boolean
   /** The HTTP status of the last answer, when there was one. */
   readonly httpStatus?: number
+  /** The SMPP command_status of the operator's last answer, when it refused (SMPP carrier). */
+  readonly smppStatus?: number
+}
+
+/**
+ * What the gateway needs from a channel's carrier, whatever its protocol: `Upstream` (HTTP) and `SmppUpstream`.
+ * `send` never throws and its outcome keeps the promises at the top of this file.
+ */
+export interface Carrier {
+  /** For logs and metric labels (the channel). */
+  readonly name: string
+  readonly breaker: CircuitBreaker
+  send (msg: OutboundMessage): Promise<UpstreamOutcome>
+  /** Stops after what is in flight has its answer (or its timeout). */
+  close (): Promise<void>
+  /** Drops every connection now. */
+  destroy (): Promise<void>
 }
 
 export type UpstreamOutcome = ForwardedOutcome | NotForwardedOutcome
@@ -209,7 +231,7 @@ type Verdict =
   | { kind: 'final', status: 'rejected' | 'unknown', error: string, maybeDelivered: boolean }
   | { kind: 'retry', status: 'failed' | 'timeout', error: string, maybeDelivered: boolean, retryAfterMs: number | undefined }
 
-export class Upstream {
+export class Upstream implements Carrier {
   readonly name: string
   readonly adapter: CarrierAdapter
   readonly breaker: CircuitBreaker
@@ -314,6 +336,11 @@ export class Upstream {
     if (this.#ownsDispatcher) await this.#dispatcher.close()
   }
 
+  /** Drops the pool's connections (if the pool is ours). */
+  async destroy (): Promise<void> {
+    if (this.#ownsDispatcher) await this.#dispatcher.destroy()
+  }
+
   #attempt (opts: Dispatcher.DispatchOptions): Promise<RawAttempt> {
     return new Promise(resolve => {
       const handler = new AttemptHandler(resolve, this.timeoutMs)
@@ -349,6 +376,8 @@ export class Upstream {
 export interface UpstreamsOptions extends UpstreamOptions {
   /** A carrier-specific adapter per channel; the JSON adapter otherwise. */
   adapters?: Partial<Record<ConsentType, CarrierAdapter>>
+  /** Receipts and MO messages from an SMPP carrier's operator (deliver_sm); see SmppUpstreamInit.onDeliver. */
+  onDeliver?: (pdu: PDU) => Promise<void> | void
 }
 
 const NO_UPSTREAM: Readonly<Record<ConsentType, NotForwardedOutcome>> = Object.freeze(Object.fromEntries(CONSENT_TYPES.map(t => [t, Object.freeze({
@@ -357,18 +386,32 @@ const NO_UPSTREAM: Readonly<Record<ConsentType, NotForwardedOutcome>> = Object.f
 
 /**
  * The carriers of the three channels (config.upstreams). Channels whose URLs share an origin share one pool;
- * each channel has its own breaker, named after the channel.
+ * each channel has its own breaker, named after the channel. MESAJ may instead be an SMPP carrier (smpp://, smpps://).
  */
 export class Upstreams {
-  readonly #byType: Record<ConsentType, Upstream | null>
+  readonly #byType: Record<ConsentType, Carrier | null>
   readonly #pools: Pool[] = []
+  readonly #smpp: SmppUpstream[] = []
 
   constructor (urls: Readonly<Record<ConsentType, string | null>>, opts: UpstreamsOptions) {
     const pools = new Map<string, Pool>()
-    const byType = {} as Record<ConsentType, Upstream | null>
+    const byType = {} as Record<ConsentType, Carrier | null>
     for (const type of CONSENT_TYPES) {
       const url = urls[type]
       if (url === null) { byType[type] = null; continue }
+      if (/^smpps?:/i.test(url)) {
+        if (type !== 'MESAJ') throw new TypeError(`UPSTREAM_${type}_URL: only MESAJ can go to an SMPP carrier`)
+        let c: SmppUpstream
+        try {
+          c = new SmppUpstream({ ...opts, url, name: type })
+        } catch (err) {
+          this.#abandon()
+          throw new TypeError(`UPSTREAM_${type}_URL: ${(err as Error).message}`)
+        }
+        this.#smpp.push(c)
+        byType[type] = c
+        continue
+      }
       const origin = new URL(url).origin
       let pool = pools.get(origin)
       if (pool === undefined) {
@@ -381,7 +424,7 @@ export class Upstreams {
     this.#byType = byType
   }
 
-  get (type: ConsentType): Upstream | null { return this.#byType[type] }
+  get (type: ConsentType): Carrier | null { return this.#byType[type] }
 
   send (msg: OutboundMessage): Promise<UpstreamOutcome> {
     const u = this.#byType[msg.type]
@@ -401,11 +444,17 @@ export class Upstreams {
   }
 
   async close (): Promise<void> {
-    await Promise.all(this.#pools.map(p => p.close()))
+    await Promise.all([...this.#pools.map(p => p.close()), ...this.#smpp.map(c => c.close())])
   }
 
   /** Drops every connection at once (after close() has waited long enough). */
   async destroy (): Promise<void> {
-    await Promise.all(this.#pools.map(p => p.destroy()))
+    await Promise.all([...this.#pools.map(p => p.destroy()), ...this.#smpp.map(c => c.destroy())])
+  }
+
+  /** A constructor that throws leaves nothing connecting behind. */
+  #abandon (): void {
+    for (const p of this.#pools) void p.destroy()
+    for (const c of this.#smpp) void c.destroy()
   }
 }
