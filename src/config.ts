@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { CodedError } from './domain/errors.js'
 import { canonicalCode } from './domain/vocabulary.js'
+import { parseSmppStatusMap, type SmppStatusMap } from './smpp/status.js'
 import { projectUrl } from './util/paths.js'
 
 export interface Config {
@@ -59,6 +60,15 @@ export interface Config {
     /** longest line of a list (bytes); a total of upload and result bytes on disk; concurrent uploads per client */
     maxLineBytes: number, maxTotalBytes: number, maxUploadsPerClient: number
   }>
+  /**
+   * The SMPP front end (smpp/server.ts): ports (null: off), the TLS certificate and key files, window per bind, binds
+   * per key, response timeout, keep-alive, command_status mapping, receipt routing and concatenation memory.
+   */
+  readonly smpp: Readonly<{
+    port: number | null, tlsPort: number | null, tlsCertFile: string | null, tlsKeyFile: string | null
+    window: number, maxBindsPerKey: number, responseTimeoutMs: number, enquireLinkMs: number, statuses: SmppStatusMap
+    receiptTtlHours: number, queueMax: number, concatTtlMs: number
+  }>
   /** Decision log (needs DATABASE_URL): on/off, journal and spool folder, flush interval, fsync interval, retention. */
   readonly decisions: Readonly<{ enabled: boolean, spoolDir: string, flushMs: number, fsyncMs: number, retentionDays: number }>
 }
@@ -91,11 +101,13 @@ export const KNOWN_VARIABLES = [
   'UPSTREAM_CONNECTIONS', 'UPSTREAM_BREAKER_FAILURE_RATIO', 'UPSTREAM_BREAKER_MIN_CALLS', 'UPSTREAM_BREAKER_WINDOW_MS',
   'UPSTREAM_BREAKER_COOLDOWN_MS', 'DECISION_LOG', 'DECISION_SPOOL_DIR', 'DECISION_FLUSH_MS', 'DECISION_FSYNC_MS', 'DECISION_RETENTION_DAYS',
   'AUTO_REBUILD', 'AUTH_TOKEN_SECRET', 'AUTH_ACCESS_TOKEN_SECONDS', 'AUTH_REFRESH_TOKEN_SECONDS', 'AUTH_TOKEN_REQUESTS_PER_HOUR',
-  'REPLICA', 'REPLICA_MAX_LAG_MS', 'REPLICA_MAX_BYTES', 'SERVE_THREADS'
+  'REPLICA', 'REPLICA_MAX_LAG_MS', 'REPLICA_MAX_BYTES', 'SERVE_THREADS',
+  'SMPP_PORT', 'SMPP_TLS_PORT', 'SMPP_TLS_CERT', 'SMPP_TLS_KEY', 'SMPP_WINDOW', 'SMPP_MAX_BINDS', 'SMPP_RESPONSE_TIMEOUT_MS',
+  'SMPP_ENQUIRE_LINK_MS', 'SMPP_STATUS_MAP', 'SMPP_RECEIPT_TTL_HOURS', 'SMPP_QUEUE_MAX', 'SMPP_CONCAT_TTL_MS'
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
-const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTO_', 'AUTH_', 'REPLICA_', 'SERVE_']
+const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTO_', 'AUTH_', 'REPLICA_', 'SERVE_', 'SMPP_']
 
 function closest (name: string): string | null {
   let best: string | null = null
@@ -143,6 +155,12 @@ function int (env: Env, name: string, def: number, min: number, max: number): nu
   if (v === undefined || v === '') return def
   if (!/^\d+$/.test(v) || +v < min || +v > max) throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${v}"`)
   return +v
+}
+
+/** A port that is off unless set (0: any free port, for tests). */
+function optionalPort (env: Env, name: string): number | null {
+  const v = env[name]
+  return v === undefined || v === '' ? null : int(env, name, 0, 0, 65535)
 }
 
 function ratio (env: Env, name: string, def: number): number {
@@ -219,6 +237,16 @@ export function loadConfig (env: Env = process.env): Config {
   // The serving threads read the main thread's filter through SharedArrayBuffers and Redis; the embedded store is a
   // Map in the main thread's heap, which no other thread can read.
   if (serveThreads > 1 && (env.REDIS_URL ?? '') === '') throw new ConfigError('SERVE_THREADS above 1 needs REDIS_URL (the embedded store serves from the main thread only)')
+  const smppTlsPort = optionalPort(env, 'SMPP_TLS_PORT')
+  const tlsCertFile = env.SMPP_TLS_CERT ?? null
+  const tlsKeyFile = env.SMPP_TLS_KEY ?? null
+  if (smppTlsPort !== null && (tlsCertFile === null || tlsKeyFile === null)) throw new ConfigError('SMPP_TLS_PORT needs SMPP_TLS_CERT and SMPP_TLS_KEY (PEM files)')
+  let statuses: SmppStatusMap
+  try {
+    statuses = parseSmppStatusMap(env.SMPP_STATUS_MAP ?? '')
+  } catch (err) {
+    throw new ConfigError(`SMPP_STATUS_MAP: ${(err as Error).message}`)
+  }
   const iysCodeText = env.IYS_CODE ?? ''
   const iysCode = iysCodeText === '' ? null : canonicalCode(iysCodeText)
   if (iysCodeText !== '' && iysCode === null) throw new ConfigError('IYS_CODE must be an İYS code (digits)')
@@ -258,7 +286,7 @@ export function loadConfig (env: Env = process.env): Config {
     // data/ at the project root: one level up from src/config.ts, two from its build, dist/src/config.js.
     embeddedSeedFile: env.EMBEDDED_SEED_FILE ?? fileURLToPath(projectUrl('data/sample-consents.csv')),
     upstreams: Object.freeze({
-      MESAJ: url(env, 'UPSTREAM_MESAJ_URL', ['http:', 'https:']),
+      MESAJ: url(env, 'UPSTREAM_MESAJ_URL', ['http:', 'https:', 'smpp:', 'smpps:']),
       EPOSTA: url(env, 'UPSTREAM_EPOSTA_URL', ['http:', 'https:']),
       ARAMA: url(env, 'UPSTREAM_ARAMA_URL', ['http:', 'https:'])
     }),
@@ -303,6 +331,20 @@ export function loadConfig (env: Env = process.env): Config {
       maxLineBytes: int(env, 'SCRUB_MAX_LINE_BYTES', 4096, 64, 1 << 20),
       maxTotalBytes: int(env, 'SCRUB_MAX_TOTAL_BYTES', 64 * 1024 ** 3, 1 << 20, 2 ** 52),
       maxUploadsPerClient: int(env, 'SCRUB_MAX_UPLOADS_PER_CLIENT', 4, 1, 100_000)
+    }),
+    smpp: Object.freeze({
+      port: optionalPort(env, 'SMPP_PORT'),
+      tlsPort: smppTlsPort,
+      tlsCertFile,
+      tlsKeyFile,
+      window: int(env, 'SMPP_WINDOW', 64, 1, 10_000),
+      maxBindsPerKey: int(env, 'SMPP_MAX_BINDS', 8, 1, 1000),
+      responseTimeoutMs: int(env, 'SMPP_RESPONSE_TIMEOUT_MS', 10_000, 100, 600_000),
+      enquireLinkMs: int(env, 'SMPP_ENQUIRE_LINK_MS', 30_000, 0, 3_600_000),
+      statuses,
+      receiptTtlHours: int(env, 'SMPP_RECEIPT_TTL_HOURS', 72, 1, 24 * 30),
+      queueMax: int(env, 'SMPP_QUEUE_MAX', 100_000, 1, 10_000_000),
+      concatTtlMs: int(env, 'SMPP_CONCAT_TTL_MS', 600_000, 1000, 86_400_000)
     }),
     decisions: Object.freeze({
       enabled: bool(env, 'DECISION_LOG', true),

@@ -48,6 +48,11 @@ export class Metrics {
   readonly decisionsSpooled: client.Counter<string>
   readonly decisionsQuarantined: client.Counter<string>
   readonly upstreamOutcomes: client.Counter<'type' | 'status'>
+  // the SMPP front end (smpp/): binds, PDUs answered, receipts and MO messages routed
+  readonly smppBinds: client.Gauge<string>
+  readonly smppPdus: client.Counter<'command' | 'status'>
+  readonly smppReceipts: client.Counter<'result'>
+  readonly smppMo: client.Counter<'result'>
   readonly scrubDiskBytes: client.Gauge<string>
   // consent write queues (İYS push inbox, asynchronous consent requests), set by store/freshness.ts
   readonly pushBacklog: client.Gauge<string>
@@ -146,6 +151,10 @@ export class Metrics {
     this.decisionsSpooled = new client.Counter({ name: 'iys_decision_log_spooled_total', help: 'Decision records spooled to disk because Postgres could not take them', registers: [r] })
     this.decisionsQuarantined = new client.Counter({ name: 'iys_decision_batches_quarantined_total', help: 'Decision records Postgres refused for their content, kept in the spool folder\'s quarantine/ with the reason', registers: [r] })
     this.upstreamOutcomes = new client.Counter({ name: 'iys_upstream_messages_total', help: 'Messages sent to carriers by channel and outcome', labelNames: ['type', 'status'], registers: [r] })
+    this.smppBinds = new client.Gauge({ name: 'iys_smpp_binds', help: 'Providers\' SMPP sessions bound to this gateway', registers: [r] })
+    this.smppPdus = new client.Counter({ name: 'iys_smpp_pdus_total', help: 'SMPP requests from providers\' binds answered, by command and command_status name (malformed: answered generic_nack)', labelNames: ['command', 'status'], registers: [r] })
+    this.smppReceipts = new client.Counter({ name: 'iys_smpp_receipts_total', help: 'Operators\' delivery receipts by what became of them (routed, delivered to a bind, unknown_message, queue_full_dropped_oldest…)', labelNames: ['result'], registers: [r] })
+    this.smppMo = new client.Counter({ name: 'iys_smpp_mo_total', help: 'MO messages from operators by what became of them (routed, unrouted, rejection_recorded…)', labelNames: ['result'], registers: [r] })
     this.scrubDiskBytes = new client.Gauge({ name: 'iys_scrub_disk_bytes', help: 'Bytes of scrub uploads and results on disk or being written (bounded by SCRUB_MAX_TOTAL_BYTES)', registers: [r] })
     this.pushBacklog = new client.Gauge({ name: 'iys_push_backlog', help: 'İYS push notifications stored and not yet applied', registers: [r] })
     this.pushBacklogOldest = new client.Gauge({ name: 'iys_push_backlog_oldest_seconds', help: 'Age of the oldest İYS push notification not yet applied (0: none pending)', registers: [r] })

@@ -1,6 +1,7 @@
 // Wires a gateway process together: the filter source (Redis mirror, or the embedded map when REDIS_URL is unset),
 // the checker, metrics and the HTTP app. Used by `iys-gateway serve` and by the tests (port 0).
 
+import { readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { createServer, type AddressInfo } from 'node:net'
 import type { Redis } from 'ioredis'
@@ -36,6 +37,11 @@ import { pushRoute } from './http/push-route.js'
 import { ledgerRoutes } from './http/ledger-routes.js'
 import { messagesRoute } from './http/messages-route.js'
 import { Upstreams } from './carriers/upstream.js'
+import { OperatorMessages } from './smpp/operator-messages.js'
+import { MemoryReceiptStore, RedisReceiptStore, type ReceiptStore } from './smpp/receipts.js'
+import { SmppServer } from './smpp/server.js'
+import { SubmitHandler } from './smpp/submit.js'
+import { writeConsents } from './store/consent-store.js'
 import { ScrubQueue } from './scrub/engine.js'
 import { ScrubJobs } from './scrub/jobs.js'
 import { createScrubPool } from './scrub/pool.js'
@@ -48,6 +54,9 @@ import { oauthRoute } from './http/oauth-route.js'
 
 export interface Gateway {
   readonly port: number
+  /** The SMPP front end's ports (SMPP_PORT, SMPP_TLS_PORT), null when off. */
+  readonly smppPort: number | null
+  readonly smppTlsPort: number | null
   readonly metrics: Metrics
   readonly mode: 'redis' | 'embedded'
   /** the routes this gateway serves, with the scopes each needs (null: public) */
@@ -234,15 +243,31 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   sweepJobs()
   const sweepTimer = setInterval(sweepJobs, 10 * 60_000)
   sweepTimer.unref()
+  // SMPP (issue 13): receipts and MO messages from an SMPP operator are routed through a queue per target (Redis, or
+  // this process's memory in the embedded trial) to the providers' binds on whichever gateway they are bound to.
+  const receipts: ReceiptStore = redis !== null
+    ? new RedisReceiptStore(redis, config.redisPrefix, { ttlSeconds: config.smpp.receiptTtlHours * 3600, queueMax: config.smpp.queueMax })
+    : new MemoryReceiptStore({ ttlSeconds: config.smpp.receiptTtlHours * 3600, queueMax: config.smpp.queueMax })
+  let smpp: SmppServer | null = null
+  const operatorMessages = new OperatorMessages({
+    receipts,
+    deliver: async (target, pdu) => { if (smpp !== null) await smpp.deliver(target, pdu); else await receipts.enqueue(target, pdu) },
+    keys,
+    writeConsents: pool !== null ? writes => writeConsents(pool, writes) : null,
+    metrics,
+    log
+  })
   const upstreams = new Upstreams(config.upstreams, {
     ...config.upstream,
     log,
+    onDeliver: pdu => operatorMessages.onDeliver(pdu)
   })
   // SERVE_THREADS > 1 (Redis mode only: config.ts): the serving threads, started once this thread listens.
   let threads: ServeThreads | null = null
   const peerSecret = config.serveThreads > 1 ? randomBytes(24).toString('hex') : undefined
   const fullReadiness = (): Readiness => withKeys({
-    ...readiness(), ...postgresStatus(freshness), writeThrough: writeThroughStatus(outbox), ...(threads !== null ? { serveThreads: threads.listening() } : {})
+    ...readiness(), ...postgresStatus(freshness), writeThrough: writeThroughStatus(outbox), ...(threads !== null ? { serveThreads: threads.listening() } : {}),
+    ...(smpp !== null ? { smpp: { binds: smpp.bound() } } : {})
   }, keys)
   metrics.watch({ readiness: fullReadiness, breakers: () => upstreams.refusing(), replica: () => mirror?.replicaStatus() ?? null })
   const pushCredentials = config.iysPushUser !== null ? { user: config.iysPushUser, password: config.iysPushPassword! } : null
@@ -288,10 +313,36 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     threads = new ServeThreads({ config, port, internalPort: uWS.us_socket_local_port(internalSocket), peerSecret, journal: decisionLog !== null, mirror: mirror!, decisions, metrics, log })
     threads.start()
   }
+  let smppPorts: { port: number | null, tlsPort: number | null } = { port: null, tlsPort: null }
+  if (config.smpp.port !== null || config.smpp.tlsPort !== null) {
+    const s = config.smpp
+    smpp = new SmppServer({
+      host: config.host,
+      port: s.port,
+      tlsPort: s.tlsPort,
+      tls: s.tlsPort !== null ? { cert: readFileSync(s.tlsCertFile!), key: readFileSync(s.tlsKeyFile!) } : null,
+      window: s.window,
+      maxBindsPerKey: s.maxBindsPerKey,
+      responseTimeoutMs: s.responseTimeoutMs,
+      enquireLinkMs: s.enquireLinkMs
+    }, {
+      keys,
+      submits: new SubmitHandler({ checker, decisions, upstreams, receipts, metrics, statuses: s.statuses, originatorBrand: (iysCode, o) => keys.originatorBrand(iysCode, o), concatTtlMs: s.concatTtlMs }),
+      receipts,
+      rateLimit,
+      statuses: s.statuses,
+      metrics,
+      log
+    })
+    smppPorts = await smpp.start()
+    log.info(smppPorts, 'SMPP front end listening')
+  }
   log.info({ host: config.host, port, mode: redis !== null ? 'redis' : 'embedded', uws: uwsState, serveThreads: config.serveThreads }, 'iys-gateway listening')
 
   return {
     port,
+    smppPort: smppPorts.port,
+    smppTlsPort: smppPorts.tlsPort,
     metrics,
     mode: redis !== null ? 'redis' : 'embedded',
     version: () => getView()?.version ?? 0,
@@ -299,6 +350,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     serveThreads: threads,
     async close () {
       uWS.us_listen_socket_close(listenSocket)
+      await smpp?.close() // unbinds the providers' platforms: they reconnect to another gateway
       // The serving threads first: what they have in flight needs this thread (acknowledgements, proxied requests).
       await threads?.stop(10_000)
       if (internalSocket !== null) uWS.us_listen_socket_close(internalSocket)

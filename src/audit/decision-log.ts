@@ -49,7 +49,7 @@ export interface DecisionLogOptions {
 }
 
 /** The front ends whose decisions are journalled (the `source` column). */
-export type DecisionSource = 'check' | 'messages'
+export type DecisionSource = 'check' | 'messages' | 'smpp'
 
 /** What a carrier answered for one message (null: not forwarded, it was blocked). */
 export interface MessageOutcome { upstreamStatus: string, carrierId: string | null }
@@ -171,13 +171,13 @@ export class DecisionLog {
   }
 
   /**
-   * Journals a /v1/messages request's decisions with one write(), BEFORE anything is forwarded: blocked messages as
+   * Journals a send's decisions (/v1/messages, an SMPP submit) with one write(), BEFORE anything is forwarded: blocked messages as
    * finished records, allowed ones as records awaiting their carrier outcome (recordOutcomes()). Throws a 503
    * GatewayError when the local disk refuses it: nothing may be forwarded then.
    */
-  recordMessages (iysCode: string, q: CheckQuery, results: readonly CheckResult[], messageIds: readonly string[]): MessageTicket {
+  recordMessages (source: DecisionSource, iysCode: string, q: CheckQuery, results: readonly CheckResult[], messageIds: readonly string[]): MessageTicket {
     const key = String(++this.reqNo)
-    const head = this.head('messages', iysCode, q)
+    const head = this.head(source, iysCode, q)
     let text = ''
     let pending = 0
     for (let i = 0; i < results.length; i++) {

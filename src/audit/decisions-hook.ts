@@ -1,5 +1,5 @@
 // The post-decision hook: what follows every batch of decisions, whichever front end made it (/v1/check,
-// /v1/messages, later SMPP). In one place so that no front end can skip a part of it:
+// /v1/messages, SMPP). In one place so that no front end can skip a part of it:
 //   1. the decision metrics,
 //   2. the scrub-yield stamp: live traffic was just served, so running scrubs take small chunks and pause
 //      (ScrubQueue's pauseMs is this hook's scrubPauseMs),
@@ -59,7 +59,7 @@ export class DecisionsHook {
       this.decisionLog.recordChecks(source, null, query, results)
       return null
     }
-    return this.decisionLog.recordMessages(extras.iysCode, query, results, extras.messageIds)
+    return this.decisionLog.recordMessages(source, extras.iysCode, query, results, extras.messageIds)
   }
 
   /**

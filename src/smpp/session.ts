@@ -7,7 +7,9 @@
 // framing closes it), every request we send has a deadline, and what is in flight is counted (the window).
 
 import type { Socket } from 'node:net'
-import { PDU, errors } from 'smpp'
+import smpp, { PDU } from 'smpp'
+
+const { errors } = smpp
 
 /** Header length: command_length, command_id, command_status, sequence_number. */
 const HEADER = 16
@@ -27,8 +29,11 @@ export interface SessionOptions {
   responseTimeoutMs: number
   /** Send enquire_link after this long without any PDU from the peer (ms); 0: never. A missed answer closes. */
   enquireLinkMs?: number
-  /** Every request from the peer (not responses, not enquire_link, which the session answers itself). */
-  onRequest: (pdu: PDU, session: SmppSession) => void
+  /**
+   * Every request from the peer (not responses, not enquire_link, which the session answers itself), with its
+   * bytes as they came (valid only during the call: copy what outlives it, as requestEncoded does).
+   */
+  onRequest: (pdu: PDU, session: SmppSession, bytes: Buffer) => void
   /** A PDU that could not be decoded (already answered generic_nack): for a metric or a log line, never the bytes. */
   onMalformed?: (reason: string) => void
   /** Once, when the socket is gone; `err` when it went with an error. */
@@ -181,7 +186,7 @@ export class SmppSession {
     }
     if (pdu.command === 'enquire_link') { this.respond(pdu, 0); return }
     try {
-      this.opts.onRequest(pdu, this)
+      this.opts.onRequest(pdu, this, bytes)
     } catch (err) {
       // A handler bug must cost this PDU, not the session: answer it as a system error.
       this.respond(pdu, errors.ESME_RSYSERR!)

@@ -25,4 +25,10 @@ declare module 'smpp' {
   export const encodings: Record<string, any>
   export function addTLV (tag: string, options: { id: number, type: unknown, multiple?: boolean }): void
   export const types: { tlv: Record<string, unknown>, [k: string]: any }
+  /**
+   * The module object. Node's ESM loader finds only some of this CommonJS module's exports by name (PDU, not the
+   * tables it copies in a loop): import the default and read `errors`, `commands`… from it.
+   */
+  const smpp: { PDU: typeof PDU, commands: typeof commands, commandsById: typeof commandsById, errors: typeof errors, consts: typeof consts, encodings: typeof encodings, types: typeof types, addTLV: typeof addTLV }
+  export default smpp
 }

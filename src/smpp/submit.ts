@@ -1,0 +1,144 @@
+// One submit_sm from a provider's bind, through the decision core: which brand, commercial or not, which recipient
+// type (our TLVs, then the tenant's originator table, then the bind's defaults), the decision (taken once for all
+// parts of a concatenated message), the post-decision hook, and for an allowed message the operator. Answers with
+// the command_status and message_id of the submit_sm_resp; never throws for what a peer can send.
+
+import { randomUUID } from 'node:crypto'
+import type { PDU } from 'smpp'
+import type { DecisionsHook } from '../audit/decisions-hook.js'
+import type { SmppLogin } from '../auth/key-store.js'
+import { mayActFor } from '../auth/principal.js'
+import type { UpstreamOutcome, Upstreams } from '../carriers/upstream.js'
+import type { MessageTicket } from '../audit/decision-log.js'
+import type { Checker, CheckQuery, CheckResult } from '../check/checker.js'
+import { isRecipientError } from '../domain/normalize.js'
+import type { Metrics } from '../metrics.js'
+import { destinationOf } from './address.js'
+import { concatOf, ConcatDecisions, isConcatError } from './concat.js'
+import type { ReceiptStore } from './receipts.js'
+import { statusOfReason, statusOfOutcome, type SmppStatusMap } from './status.js'
+import { withoutTlvs } from './pdu-bytes.js'
+import { isTagError, messageTags, TAG_BRAND_CODE, TAG_COMMERCIAL, TAG_RECIPIENT_TYPE } from './tags.js'
+
+const OUR_TAGS: ReadonlySet<number> = new Set([TAG_BRAND_CODE, TAG_COMMERCIAL, TAG_RECIPIENT_TYPE])
+
+export interface SubmitAnswer {
+  status: number
+  messageId?: string
+}
+
+/** What the front end needs to know about the bind a submit came on. */
+export interface SubmitBind {
+  readonly login: SmppLogin
+  readonly systemId: string
+}
+
+export interface SubmitDeps {
+  checker: Checker
+  decisions: DecisionsHook
+  /** The carriers (the MESAJ one; none configured: allowed messages are answered as not forwarded). */
+  upstreams: Pick<Upstreams, 'send'>
+  receipts: ReceiptStore
+  metrics: Metrics
+  statuses: SmppStatusMap
+  /** Looks up a tenant's originator → brand table (KeyStore.originatorBrand). */
+  originatorBrand: (iysCode: string, originator: string) => string | null
+  /** How long all parts of a concatenated message share one decision (ms). */
+  concatTtlMs: number
+}
+
+/**
+ * A decision, shared by every part of one concatenated message. `ticket`: the journal's record awaiting its carrier
+ * outcome; the first part forwarded takes it (the message is logged once, with that part's outcome).
+ */
+interface Decided { result: CheckResult, ticket: MessageTicket | null }
+type PartsDecision = Promise<Decided | SubmitAnswer>
+
+export class SubmitHandler {
+  private readonly deps: SubmitDeps
+  private readonly parts: ConcatDecisions<PartsDecision>
+
+  constructor (deps: SubmitDeps) {
+    this.deps = deps
+    this.parts = new ConcatDecisions<PartsDecision>({ ttlMs: deps.concatTtlMs })
+  }
+
+  async handle (bind: SubmitBind, pdu: PDU, bytes: Buffer): Promise<SubmitAnswer> {
+    const s = this.deps.statuses
+    const recipient = destinationOf(String(pdu.destination_addr ?? ''), pdu.dest_addr_ton ?? 0, pdu.dest_addr_npi ?? 0)
+    if (isRecipientError(recipient)) return { status: s.INVALID_RECIPIENT }
+    const tags = messageTags(pdu)
+    if (isTagError(tags)) return { status: s.BAD_TLV }
+    const { principal, defaults } = bind.login
+    const source = String(pdu.source_addr ?? '')
+    const brandCode = tags.brandCode ?? this.deps.originatorBrand(principal.iysCode, source) ?? defaults.brandCode
+    // No brand, or one this key may not send for: the originator is what is wrong (ESME_RINVSRCADR by default).
+    if (brandCode === null || !mayActFor(principal, brandCode)) return { status: s.NO_BRAND }
+    const query: CheckQuery = {
+      brandCode,
+      type: 'MESAJ',
+      recipientType: tags.recipientType ?? defaults.recipientType,
+      // Neither the message nor the bind says: commercial, i.e. consent needed (the safe side of the law).
+      commercial: tags.commercial ?? defaults.commercial ?? true,
+      recipients: [recipient]
+    }
+    const concat = concatOf(pdu)
+    if (concat !== null && isConcatError(concat)) return { status: concat.field === 'udh' ? s.BAD_UDH : s.BAD_TLV }
+    // Our id for this part: the decision log's and the carrier's idempotency key (the operator's id is answered).
+    const messageId = randomUUID()
+    let decided: Decided | SubmitAnswer
+    if (concat === null) {
+      decided = await this.decide(query, principal.iysCode, messageId)
+    } else {
+      // Every part gets the decision of the first one to arrive (parts may arrive together: share the promise).
+      const key = ConcatDecisions.keyOf(principal.keyId, source, recipient, concat)
+      let shared = this.parts.get(key)
+      if (shared === undefined) { shared = this.decide(query, principal.iysCode, messageId); this.parts.set(key, shared) }
+      decided = await shared
+      // A temporary answer is not the message's decision: the platform retries those parts, and they are decided again.
+      if (!('result' in decided) || decided.result.reason === 'STORE_UNAVAILABLE') this.parts.delete(key)
+    }
+    if (!('result' in decided)) return decided
+    if (!decided.result.allowed) return { status: statusOfReason(s, decided.result.reason) }
+    const ticket = decided.ticket
+    decided.ticket = null
+    return this.forward(bind, query, recipient, source, bytes, pdu, ticket, messageId)
+  }
+
+  /** The decision for one message, through the post-decision hook (journalled before anything is forwarded). */
+  private async decide (query: CheckQuery, iysCode: string, messageId: string): Promise<Decided | SubmitAnswer> {
+    const results = await this.deps.checker.check(query)
+    let ticket: MessageTicket | null
+    try {
+      ticket = this.deps.decisions.afterDecisions('smpp', query, results, { iysCode, messageIds: [messageId] })
+    } catch {
+      // The journal cannot take it: nothing may leave. Temporary, the platform retries.
+      return { status: this.deps.statuses.STORE_UNAVAILABLE }
+    }
+    return { result: results[0]!, ticket }
+  }
+
+  private async forward (bind: SubmitBind, query: CheckQuery, recipient: string, source: string, bytes: Buffer, pdu: PDU, ticket: MessageTicket | null, messageId: string): Promise<SubmitAnswer> {
+    const o = await this.send(bind, query, recipient, source, bytes, pdu, messageId)
+    if (ticket !== null) this.deps.decisions.afterOutcomes(ticket, [{ upstreamStatus: o.status, carrierId: o.forwarded ? o.carrierId : null }])
+    this.deps.metrics.upstreamOutcomes.inc({ type: 'MESAJ', status: o.status })
+    const s = this.deps.statuses
+    if (!o.forwarded) return { status: statusOfOutcome(s, o.status) }
+    // The operator's id goes back to the platform as is, so its receipts need no rewriting; who sent it is kept
+    // for routing them. A failure to remember loses a receipt, never the message: answered as sent.
+    await this.deps.receipts.remember(o.carrierId, bind.systemId).catch(() => { this.deps.metrics.smppReceipts.inc({ result: 'owner_not_stored' }) })
+    return { status: 0, messageId: o.carrierId }
+  }
+
+  private send (bind: SubmitBind, query: CheckQuery, recipient: string, source: string, bytes: Buffer, pdu: PDU, messageId: string): Promise<UpstreamOutcome> {
+    const encoded = pdu[TAG_BRAND_CODE] !== undefined || pdu[TAG_COMMERCIAL] !== undefined || pdu[TAG_RECIPIENT_TYPE] !== undefined ? withoutTlvs(bytes, OUR_TAGS) : Buffer.from(bytes)
+    return this.deps.upstreams.send({
+      messageId,
+      type: 'MESAJ',
+      recipient,
+      iysCode: bind.login.principal.iysCode,
+      brandCode: query.brandCode,
+      payload: { sender: source, text: '', smppPdu: encoded }
+    })
+  }
+}
