@@ -102,7 +102,8 @@ export class SubmitHandler {
     if (!decided.result.allowed) return { status: statusOfReason(s, decided.result.reason) }
     const ticket = decided.ticket
     decided.ticket = null
-    return this.forward(bind, query, recipient, source, bytes, pdu, ticket, messageId)
+    const tagged = tags.brandCode !== undefined || tags.commercial !== undefined || tags.recipientType !== undefined
+    return this.forward(bind, query, recipient, source, bytes, tagged, ticket, messageId)
   }
 
   /** The decision for one message, through the post-decision hook (journalled before anything is forwarded). */
@@ -118,8 +119,8 @@ export class SubmitHandler {
     return { result: results[0]!, ticket }
   }
 
-  private async forward (bind: SubmitBind, query: CheckQuery, recipient: string, source: string, bytes: Buffer, pdu: PDU, ticket: MessageTicket | null, messageId: string): Promise<SubmitAnswer> {
-    const o = await this.send(bind, query, recipient, source, bytes, pdu, messageId)
+  private async forward (bind: SubmitBind, query: CheckQuery, recipient: string, source: string, bytes: Buffer, tagged: boolean, ticket: MessageTicket | null, messageId: string): Promise<SubmitAnswer> {
+    const o = await this.send(bind, query, recipient, source, bytes, tagged, messageId)
     if (ticket !== null) this.deps.decisions.afterOutcomes(ticket, [{ upstreamStatus: o.status, carrierId: o.forwarded ? o.carrierId : null }])
     this.deps.metrics.upstreamOutcomes.inc({ type: 'MESAJ', status: o.status })
     const s = this.deps.statuses
@@ -130,8 +131,8 @@ export class SubmitHandler {
     return { status: 0, messageId: o.carrierId }
   }
 
-  private send (bind: SubmitBind, query: CheckQuery, recipient: string, source: string, bytes: Buffer, pdu: PDU, messageId: string): Promise<UpstreamOutcome> {
-    const encoded = pdu[TAG_BRAND_CODE] !== undefined || pdu[TAG_COMMERCIAL] !== undefined || pdu[TAG_RECIPIENT_TYPE] !== undefined ? withoutTlvs(bytes, OUR_TAGS) : Buffer.from(bytes)
+  private send (bind: SubmitBind, query: CheckQuery, recipient: string, source: string, bytes: Buffer, tagged: boolean, messageId: string): Promise<UpstreamOutcome> {
+    const encoded = tagged ? withoutTlvs(bytes, OUR_TAGS) : Buffer.from(bytes)
     return this.deps.upstreams.send({
       messageId,
       type: 'MESAJ',
