@@ -123,6 +123,24 @@ describe('the SMPP front end', () => {
     await e.unbind()
   })
 
+  it('answers a submit_multi per destination: the allowed one sent, the others in unsuccess_sme with their status', async () => {
+    const e = await esme(a)
+    const before = smsc.submits().length
+    const r = await e.request('submit_multi', {
+      source_addr: 'ACME',
+      source_addr_ton: 5,
+      dest_address: [{ dest_addr_ton: 1, dest_addr_npi: 1, destination_addr: digits(ONAY[0]!) }, { dest_addr_ton: 1, dest_addr_npi: 1, destination_addr: digits(RET) }, { dest_addr_ton: 1, dest_addr_npi: 1, destination_addr: '1' }],
+      short_message: 'Kampanya'
+    })
+    expect(r.command_status).toBe(E.OK)
+    const sent = smsc.submits().slice(before)
+    expect(sent.map(s => s.pdu.destination_addr)).toEqual([digits(ONAY[0]!)])
+    expect(sent[0]!.pdu.short_message.message).toBe('Kampanya')
+    expect(r.message_id).toBe(sent[0]!.messageId)
+    expect(r.unsuccess_sme.map((u: any) => [u.destination_addr, u.error_status_code])).toEqual([[digits(RET), E.RX_R_APPN], ['1', E.RINVDSTADR]])
+    await e.unbind()
+  })
+
   it('gives every part of a concatenated message the decision of its first part, and logs it once', async () => {
     const e = await esme(a)
     const before = smsc.submits().length

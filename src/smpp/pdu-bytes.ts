@@ -34,3 +34,34 @@ export function withoutTlvs (pdu: Buffer, drop: ReadonlySet<number>): Buffer {
   out.writeUInt32BE(out.length, 0)
   return out
 }
+
+/** One destination of a submit_multi, as node-smpp decodes it (dest_flag 1: an SME address; 2: a list name). */
+export interface MultiDestination { dest_addr_ton?: number, dest_addr_npi?: number, destination_addr?: string, dl_name?: string }
+
+/**
+ * The submit_sm a submit_multi makes for one SME destination: the same bytes — originator, esm_class, coding,
+ * short_message, TLVs — around that one destination, so that each is decided and forwarded as a submit_sm is.
+ * null when the submit_multi is cut short.
+ */
+export function submitSmForDestination (multi: Buffer, ton: number, npi: number, addr: string): Buffer | null {
+  let at = 16
+  const cstring = (): boolean => { const nul = multi.indexOf(0, at); if (nul < 0) return false; at = nul + 1; return true }
+  if (!cstring()) return null // service_type
+  at += 2
+  if (!cstring()) return null // source_addr
+  const head = multi.subarray(16, at)
+  if (at >= multi.length) return null
+  let dests = multi[at++]!
+  while (dests-- > 0) {
+    const flag = multi[at++]
+    if (flag === 1) at += 2
+    else if (flag !== 2) return null
+    if (!cstring()) return null
+  }
+  if (at > multi.length) return null
+  const dest = Buffer.concat([Buffer.from([ton & 0xff, npi & 0xff]), Buffer.from(addr, 'latin1'), Buffer.from([0])])
+  const out = Buffer.concat([multi.subarray(0, 16), head, dest, multi.subarray(at)])
+  out.writeUInt32BE(out.length, 0)
+  out.writeUInt32BE(0x00000004, 4) // submit_sm
+  return out
+}

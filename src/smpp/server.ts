@@ -146,13 +146,13 @@ export class SmppServer {
     if (command in BIND_MODES) { this.bind(bind, pdu); return }
     if (command === 'unbind') { this.answer(bind, pdu, 0); bind.session.close(); return }
     if (bind.mode === null) { this.answer(bind, pdu, errors.ESME_RINVBNDSTS!); return }
-    if (command === 'submit_sm') {
+    if (command === 'submit_sm' || command === 'submit_multi') {
       if (bind.mode === 'rx') { this.answer(bind, pdu, errors.ESME_RINVBNDSTS!); return }
       void this.submit(bind, pdu, bytes)
       return
     }
     // deliver_sm_resp and the like are responses (the session matches them); a platform's other requests
-    // (query_sm, cancel_sm, replace_sm, data_sm, submit_multi…) are not offered.
+    // (query_sm, cancel_sm, replace_sm, data_sm…) are not offered.
     this.answer(bind, pdu, errors.ESME_RINVCMDID!)
   }
 
@@ -186,10 +186,18 @@ export class SmppServer {
   private async submit (bind: Bind, pdu: PDU, bytes: Buffer): Promise<void> {
     if (bind.busy >= this.settings.window) { this.answer(bind, pdu, this.deps.statuses.WINDOW_FULL); return }
     const login = bind.login!
-    if (this.deps.rateLimit.take(login.principal.keyId, login.principal.ratePerSecond) > 0) { this.answer(bind, pdu, this.deps.statuses.THROTTLED); return }
+    const admit = (): boolean => this.deps.rateLimit.take(login.principal.keyId, login.principal.ratePerSecond) === 0
     bind.busy++
     try {
-      const a = await this.deps.submits.handle({ login, systemId: bind.systemId }, pdu, bytes)
+      const who = { login, systemId: bind.systemId }
+      if (pdu.command === 'submit_multi') {
+        // The rate counts its destinations, each one a message (handleMulti asks `admit` per destination).
+        const m = await this.deps.submits.handleMulti(who, pdu, bytes, admit)
+        this.answer(bind, pdu, m.status, { message_id: m.messageId, unsuccess_sme: m.unsuccess })
+        return
+      }
+      if (!admit()) { this.answer(bind, pdu, this.deps.statuses.THROTTLED); return }
+      const a = await this.deps.submits.handle(who, pdu, bytes)
       this.answer(bind, pdu, a.status, a.messageId !== undefined ? { message_id: a.messageId } : undefined)
     } catch (err) {
       this.deps.log.error({ err }, 'SMPP submit_sm failed')

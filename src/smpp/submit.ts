@@ -4,7 +4,7 @@
 // the command_status and message_id of the submit_sm_resp; never throws for what a peer can send.
 
 import { randomUUID } from 'node:crypto'
-import type { PDU } from 'smpp'
+import { PDU } from 'smpp'
 import type { DecisionsHook } from '../audit/decisions-hook.js'
 import type { SmppLogin } from '../auth/key-store.js'
 import { mayActFor } from '../auth/principal.js'
@@ -17,8 +17,11 @@ import { destinationOf } from './address.js'
 import { concatOf, ConcatDecisions, isConcatError } from './concat.js'
 import type { ReceiptStore } from './receipts.js'
 import { statusOfReason, statusOfOutcome, type SmppStatusMap } from './status.js'
-import { withoutTlvs } from './pdu-bytes.js'
+import { submitSmForDestination, withoutTlvs, type MultiDestination } from './pdu-bytes.js'
 import { isTagError, messageTags, TAG_BRAND_CODE, TAG_COMMERCIAL, TAG_RECIPIENT_TYPE } from './tags.js'
+
+/** ESME_RINVDLNAME: a distribution list name in a submit_multi (not offered). */
+const INVALID_DL_NAME = 0x34
 
 const OUR_TAGS: ReadonlySet<number> = new Set([TAG_BRAND_CODE, TAG_COMMERCIAL, TAG_RECIPIENT_TYPE])
 
@@ -53,6 +56,13 @@ export interface SubmitDeps {
  */
 interface Decided { result: CheckResult, ticket: MessageTicket | null }
 type PartsDecision = Promise<Decided | SubmitAnswer>
+
+/** What a submit_multi is answered: the first accepted message id, and the destinations that were not sent. */
+export interface MultiAnswer {
+  status: number
+  messageId: string
+  unsuccess: { dest_addr_ton: number, dest_addr_npi: number, destination_addr: string, error_status_code: number }[]
+}
 
 export class SubmitHandler {
   private readonly deps: SubmitDeps
@@ -104,6 +114,31 @@ export class SubmitHandler {
     decided.ticket = null
     const tagged = tags.brandCode !== undefined || tags.commercial !== undefined || tags.recipientType !== undefined
     return this.forward(bind, query, recipient, source, bytes, tagged, ticket, messageId)
+  }
+
+  /**
+   * A submit_multi: each SME destination decided and forwarded as the submit_sm it makes (pdu-bytes.ts), all at
+   * once. Answered 0 with the destinations that were not sent in unsuccess_sme, each with the status its submit_sm
+   * would have had, and the first accepted operator id as message_id (the receipts of the others are routed to the
+   * bind all the same). Distribution lists (dest_flag 2) are not offered: ESME_RINVDLNAME for each.
+   * `admit` says whether one more message fits the key's rate now (false: that destination is ESME_RTHROTTLED).
+   */
+  async handleMulti (bind: SubmitBind, pdu: PDU, bytes: Buffer, admit: () => boolean): Promise<MultiAnswer> {
+    const dests: MultiDestination[] = Array.isArray(pdu.dest_address) ? pdu.dest_address : []
+    const answers = await Promise.all(dests.map(async (d): Promise<SubmitAnswer> => {
+      if (d.dl_name !== undefined) return { status: INVALID_DL_NAME }
+      if (!admit()) return { status: this.deps.statuses.THROTTLED }
+      const one = submitSmForDestination(bytes, d.dest_addr_ton ?? 0, d.dest_addr_npi ?? 0, String(d.destination_addr ?? ''))
+      if (one === null) return { status: this.deps.statuses.BAD_TLV }
+      return this.handle(bind, new PDU(one), one)
+    }))
+    const out: MultiAnswer = { status: 0, messageId: '', unsuccess: [] }
+    answers.forEach((a, i) => {
+      if (a.status === 0) { if (out.messageId === '') out.messageId = a.messageId ?? ''; return }
+      const d = dests[i]!
+      out.unsuccess.push({ dest_addr_ton: d.dest_addr_ton ?? 0, dest_addr_npi: d.dest_addr_npi ?? 0, destination_addr: String(d.destination_addr ?? d.dl_name ?? ''), error_status_code: a.status })
+    })
+    return out
   }
 
   /** The decision for one message, through the post-decision hook (journalled before anything is forwarded). */

@@ -17,6 +17,8 @@ export interface Esme {
   /** Status to answer the next deliver_sm PDUs with (0 by default). */
   answerDeliverWith: number
   submit (fields: Record<string, unknown>): Promise<PDU>
+  /** Any request by its command name (submit_multi, query_sm…), resolved with its response. */
+  request (command: string, fields: Record<string, unknown>): Promise<PDU>
   /** Sends raw bytes (a broken PDU). */
   writeRaw (bytes: Buffer): void
   /** Any PDU received (responses included), for generic_nack checks. */
@@ -34,8 +36,9 @@ export async function bindEsme (port: number, systemId: string, password: string
     delivered: [],
     received: [],
     answerDeliverWith: 0,
-    submit: (fields) => new Promise<PDU>((resolve, reject) => {
-      const sent = session.submit_sm(fields, (pdu: PDU) => { resolve(pdu) })
+    submit: (fields) => esme.request('submit_sm', fields),
+    request: (command, fields) => new Promise<PDU>((resolve, reject) => {
+      const sent = session[command](fields, (pdu: PDU) => { resolve(pdu) })
       if (sent === false) reject(new Error('the ESME session is not writable'))
     }),
     writeRaw: (bytes) => { session.socket.write(bytes) },
