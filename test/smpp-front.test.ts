@@ -5,6 +5,7 @@
 // to the other gateway), an MO "İptal" becomes a RET that blocks the next submit on the other gateway, and broken
 // PDUs, throttling, bind limits and the operator going down and back are answered as SMPP says.
 
+import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
@@ -66,8 +67,19 @@ describe('the SMPP front end', () => {
       const r = await runCli(['originators', 'add', '--iys-code', '700001', '--originator', originator, '--brand-code', BRAND], services.env)
       expect(r.code, r.stderr).toBe(0)
     }
+    // A self-signed certificate for SMPP_TLS_PORT.
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+      '-keyout', join(services.dir, 'key.pem'), '-out', join(services.dir, 'cert.pem')], { stdio: 'ignore' })
     smsc = await startFakeSmsc()
-    const env = { ...services.env, LOG_LEVEL: process.env.GW_LOG ?? 'silent', SMPP_PORT: '0', SMPP_MAX_BINDS: '3', UPSTREAM_MESAJ_URL: smsc.url('binds=1'), UPSTREAM_RETRIES: '0', UPSTREAM_TIMEOUT_MS: '1000', UPSTREAM_BREAKER_MIN_CALLS: '1000' }
+    const env = {
+      ...services.env,
+      LOG_LEVEL: process.env.GW_LOG ?? 'silent',
+      SMPP_TLS_PORT: '0',
+      SMPP_TLS_CERT: join(services.dir, 'cert.pem'),
+      SMPP_TLS_KEY: join(services.dir, 'key.pem'),
+      SMPP_WINDOW: '4',
+      SMPP_PORT: '0',
+      SMPP_MAX_BINDS: '3', UPSTREAM_MESAJ_URL: smsc.url('binds=1'), UPSTREAM_RETRIES: '0', UPSTREAM_TIMEOUT_MS: '1000', UPSTREAM_BREAKER_MIN_CALLS: '1000' }
     a = await startTestGateway(env)
     b = await startTestGateway(env)
     await until(() => smsc.stats().bound >= 2, 20_000, 'both gateways to bind to the operator')
@@ -192,6 +204,27 @@ describe('the SMPP front end', () => {
     expect(rows).toEqual([{ status: 'RET', source: 'HS_MESAJ' }])
     await rx.unbind()
     await tx.unbind()
+  })
+
+  it('takes binds over TLS on SMPP_TLS_PORT', async () => {
+    const e = await bindEsme(a.gw.smppTlsPort!, 'esme1', password, 'transceiver', true)
+    open.push(e)
+    expect(e.bindStatus).toBe(0)
+    expect((await submit(e, ONAY[0]!)).command_status).toBe(E.OK)
+    await e.unbind()
+  })
+
+  it('answers ESME_RMSGQFUL beyond SMPP_WINDOW submits in progress on one bind', async () => {
+    const e = await esme(a)
+    smsc.setDelay(300)
+    try {
+      const statuses = (await Promise.all(Array.from({ length: 8 }, () => submit(e, ONAY[0]!)))).map(r => r.command_status)
+      expect(statuses.filter(s => s === E.OK)).toHaveLength(4)
+      expect(statuses.filter(s => s === 0x14)).toHaveLength(4)
+    } finally {
+      smsc.setDelay(0)
+    }
+    await e.unbind()
   })
 
   it('throttles beyond the key\'s rate with ESME_RTHROTTLED', async () => {

@@ -27,10 +27,11 @@ export interface Esme {
   close (): void
 }
 
-export async function bindEsme (port: number, systemId: string, password: string, mode: 'transceiver' | 'transmitter' | 'receiver' = 'transceiver'): Promise<Esme> {
-  const session = smpp.connect({ host: '127.0.0.1', port })
+/** `tls`: SMPP over TLS (the gateway's SMPP_TLS_PORT; the tests' certificate is self-signed, so not verified). */
+export async function bindEsme (port: number, systemId: string, password: string, mode: 'transceiver' | 'transmitter' | 'receiver' = 'transceiver', tls = false): Promise<Esme> {
+  const session = smpp.connect({ host: '127.0.0.1', port, ...(tls ? { tls: true, rejectUnauthorized: false } : {}) })
   session.on('error', () => {})
-  await new Promise<void>((resolve, reject) => { session.once('connect', resolve); session.once('error', reject) })
+  await new Promise<void>((resolve, reject) => { session.once(tls ? 'secureConnect' : 'connect', resolve); session.once('error', reject) })
   const esme: Esme = {
     bindStatus: -1,
     delivered: [],
