@@ -58,7 +58,7 @@ describe('the demo and the empty KeyStore', () => {
     const { principal, defaults } = login as SmppLogin
     expect(principal).toBe(store.authenticate(DEMO_API_KEY))
     expect(principal.demo).toBe(true)
-    expect(defaults).toEqual({ brandCode: null, commercial: null, recipientType: 'BIREYSEL' })
+    expect(defaults).toEqual({ brandCode: '600001', commercial: null, recipientType: 'BIREYSEL' })
     expect(store.authenticateSmpp(DEMO_SMPP_SYSTEM_ID, 'demo123')).toBe('ESME_RINVPASWD')
     expect(store.authenticateSmpp('DEMO', DEMO_SMPP_PASSWORD)).toBe('ESME_RINVSYSID')
     expect(store.originatorBrand('700001', 'ACME')).toBeNull()
