@@ -35,7 +35,7 @@ COPY data ./data
 # /data: scrub jobs and the decision-log spool (SCRUB_DIR, DECISION_SPOOL_DIR); mount a volume there.
 RUN mkdir -p /data && chown node:node /data
 USER node
-EXPOSE 8080
+EXPOSE 8080 2775
 # No curl in the slim image: Node's fetch. The port follows PORT (default 8080).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || '8080') + '/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
