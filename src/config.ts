@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { CodedError } from './domain/errors.js'
 import { canonicalCode } from './domain/vocabulary.js'
-import { parseSmppStatusMap, type SmppStatusMap } from './smpp/status.js'
+import { parseSmppStatusMap, type SmppStatusMap } from './domain/smpp-status.js'
 import { projectUrl } from './util/paths.js'
 
 export interface Config {

@@ -53,9 +53,11 @@ import { connect as netConnect, isIP, type Socket } from 'node:net'
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
 import { setTimeout as sleep } from 'node:timers/promises'
 import smpp, { PDU } from 'smpp'
+import { statusName } from '../domain/smpp-status.js'
 import type { Logger } from '../log.js'
-import { ResponseTimeoutError, SmppSession } from '../smpp/session.js'
-import { CircuitBreaker, DENIED } from './circuit-breaker.js'
+import { ResponseTimeoutError, SmppSession } from '../wire/smpp-session.js'
+import { carrierBreaker, intOption } from './carrier-options.js'
+import { DENIED, type CircuitBreaker } from './circuit-breaker.js'
 import { isValidMessageId, type OutboundMessage } from './contract.js'
 // Types only: upstream.ts builds this carrier, so a value import back would be a cycle.
 import type { Carrier, NotForwardedOutcome, UpstreamOptions, UpstreamOutcome } from './upstream.js'
@@ -72,14 +74,11 @@ const X_T_APPN = 0x64
 const INVBNDSTS = 0x04
 const SUBMIT_SM = 0x00000004
 
-const STATUS_NAMES = new Map<number, string>()
-for (const [name, code] of Object.entries(errors)) if (!STATUS_NAMES.has(code)) STATUS_NAMES.set(code, name)
-
 /** `ESME_RINVDSTADR (0x0b)`: a command_status as operators' documents name it. */
 export function statusText (status: number): string {
   const hex = `0x${status.toString(16).padStart(2, '0')}`
-  const name = STATUS_NAMES.get(status)
-  return name !== undefined ? `${name} (${hex})` : `status ${hex}`
+  const name = statusName(status)
+  return name.startsWith('ESME_') ? `${name} (${hex})` : `status ${hex}`
 }
 
 // ---- The URL -----------------------------------------------------------------------------------------------
@@ -289,10 +288,6 @@ const EXPIRED = new Error('attempt deadline')
 
 interface Waiter { resolve: (() => void) | null, timer: NodeJS.Timeout | null }
 
-function intOption (name: string, v: number, min: number, max: number): number {
-  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`smpp upstream: ${name} must be an integer from ${min} to ${max}, got ${v}`)
-  return v
-}
 
 /** Resolves with `p`, or rejects with EXPIRED after `ms`; `p` goes on (its window slot is freed when it settles). */
 function within<T> (p: Promise<T>, ms: number): Promise<T> {
@@ -344,28 +339,17 @@ export class SmppUpstream implements Carrier {
     this.#url = parseSmppUrl(init.url)
     const u = this.#url
     this.name = init.name ?? `${u.host}:${u.port}`
-    this.timeoutMs = intOption('timeoutMs', init.timeoutMs, 1, 600_000)
-    this.retries = intOption('retries', init.retries, 0, 10)
-    this.#backoffMs = intOption('backoffMs', init.backoffMs, 0, 60_000)
-    this.#backoffMaxMs = intOption('backoffMaxMs', init.backoffMaxMs, this.#backoffMs, 600_000)
+    this.timeoutMs = intOption('smpp upstream', 'timeoutMs', init.timeoutMs, 1, 600_000)
+    this.retries = intOption('smpp upstream', 'retries', init.retries, 0, 10)
+    this.#backoffMs = intOption('smpp upstream', 'backoffMs', init.backoffMs, 0, 60_000)
+    this.#backoffMaxMs = intOption('smpp upstream', 'backoffMaxMs', init.backoffMaxMs, this.#backoffMs, 600_000)
     this.#random = init.random ?? Math.random
     this.#log = init.log
     this.#onDeliver = init.onDeliver
     this.#tls = init.tls
     this.#timeoutText = `no submit_sm_resp within ${this.timeoutMs} ms`
     this.#interval = u.rate > 0 ? 1000 / u.rate : 0
-    const { log, onBreakerChange } = init
-    const name = this.name
-    this.breaker = new CircuitBreaker({
-      ...init.breaker,
-      onStateChange: (from, to) => {
-        if (log !== undefined) {
-          if (to === 'open') log.warn({ upstream: name, from, to }, 'carrier circuit open: failing fast')
-          else log.info({ upstream: name, from, to }, 'carrier circuit ' + to)
-        }
-        onBreakerChange?.(name, from, to)
-      }
-    })
+    this.breaker = carrierBreaker(this.name, init.breaker, init.log, init.onBreakerChange)
     this.#links = new Array<Link | null>(u.binds).fill(null)
     this.#failures = new Array<number>(u.binds).fill(0)
     this.#timers = new Array<NodeJS.Timeout | null>(u.binds).fill(null)

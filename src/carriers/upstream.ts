@@ -30,7 +30,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Pool, type Dispatcher } from 'undici'
 import type { Logger } from '../log.js'
 import { CONSENT_TYPES, type ConsentType } from '../domain/vocabulary.js'
-import { CircuitBreaker, DENIED, type BreakerSettings, type BreakerState } from './circuit-breaker.js'
+import { carrierBreaker, intOption } from './carrier-options.js'
+import { DENIED, type BreakerSettings, type BreakerState, type CircuitBreaker } from './circuit-breaker.js'
 import { isValidMessageId, type CarrierAdapter, type CarrierRequest, type CarrierResult, type OutboundMessage, type ResponseHeaders } from './contract.js'
 import { jsonAdapter } from './json-adapter.js'
 import { SmppUpstream } from './smpp-upstream.js'
@@ -114,10 +115,6 @@ export interface UpstreamOptions extends UpstreamSettings {
   random?: () => number
 }
 
-function intOption (name: string, v: number, min: number, max: number): number {
-  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`upstream: ${name} must be an integer from ${min} to ${max}, got ${v}`)
-  return v
-}
 
 /** Builds a kept-alive pool for one carrier origin, with settings that suit `Upstream`. */
 export function createCarrierPool (origin: string, opts: Pick<UpstreamSettings, 'timeoutMs' | 'connections'>): Pool {
@@ -251,26 +248,15 @@ export class Upstream implements Carrier {
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new TypeError(`upstream: url must be http: or https:, got ${u.protocol}`)
     this.name = init.name ?? u.host
     this.adapter = init.adapter ?? jsonAdapter
-    this.timeoutMs = intOption('timeoutMs', init.timeoutMs, 1, 600_000)
-    this.retries = intOption('retries', init.retries, 0, 10)
-    this.#backoffMs = intOption('backoffMs', init.backoffMs, 0, 60_000)
-    this.#backoffMaxMs = intOption('backoffMaxMs', init.backoffMaxMs, this.#backoffMs, 600_000)
-    intOption('connections', init.connections, 1, 10_000)
+    this.timeoutMs = intOption('upstream', 'timeoutMs', init.timeoutMs, 1, 600_000)
+    this.retries = intOption('upstream', 'retries', init.retries, 0, 10)
+    this.#backoffMs = intOption('upstream', 'backoffMs', init.backoffMs, 0, 60_000)
+    this.#backoffMaxMs = intOption('upstream', 'backoffMaxMs', init.backoffMaxMs, this.#backoffMs, 600_000)
+    intOption('upstream', 'connections', init.connections, 1, 10_000)
     this.#random = init.random ?? Math.random
     this.#basePath = u.pathname.replace(/\/+$/, '')
     this.#timeoutText = `no answer within ${this.timeoutMs} ms`
-    const { log, onBreakerChange } = init
-    const name = this.name
-    this.breaker = new CircuitBreaker({
-      ...init.breaker,
-      onStateChange: (from, to) => {
-        if (log !== undefined) {
-          if (to === 'open') log.warn({ upstream: name, from, to }, 'carrier circuit open: failing fast')
-          else log.info({ upstream: name, from, to }, 'carrier circuit ' + to)
-        }
-        onBreakerChange?.(name, from, to)
-      }
-    })
+    this.breaker = carrierBreaker(this.name, init.breaker, init.log, init.onBreakerChange)
     // Last, once every option has been checked: nothing to close if the constructor threw.
     if (init.dispatcher !== undefined) {
       this.#dispatcher = init.dispatcher

@@ -24,7 +24,7 @@ import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import smpp, { type PDU } from 'smpp'
 import { encodeText } from '../carriers/smpp-upstream.js'
-import { SmppSession } from '../smpp/session.js'
+import { SmppSession } from '../wire/smpp-session.js'
 
 export type BindType = 'transceiver' | 'transmitter' | 'receiver'
 

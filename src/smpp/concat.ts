@@ -9,7 +9,7 @@
 // Other IEs (ports, national language shift tables...) may come before or after and are walked over.
 //
 // A malformed UDH or sar_* set is returned as a ConcatError, not thrown: it is a property of the message the front
-// end answers with a status (BAD_UDH, BAD_TLV in status.ts), not a failure of ours. TS 23.040 would have a handset
+// end answers with a status (BAD_UDH, BAD_TLV in domain/smpp-status.ts), not a failure of ours. TS 23.040 would have a handset
 // ignore such a header and show the part on its own; we refuse the part instead, since a part decided on its own
 // could go out while its siblings are blocked. Two concatenation IEs in one UDH: the last counts (TS 23.040).
 

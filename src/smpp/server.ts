@@ -20,8 +20,8 @@ import type { KeyStore, SmppLogin } from '../auth/key-store.js'
 import type { RateLimiter } from '../auth/rate-limit.js'
 import type { Metrics } from '../metrics.js'
 import type { ReceiptStore } from './receipts.js'
-import type { SmppStatusMap } from './status.js'
-import { SmppSession } from './session.js'
+import { statusName, type SmppStatusMap } from '../domain/smpp-status.js'
+import { SmppSession } from '../wire/smpp-session.js'
 import type { SubmitHandler } from './submit.js'
 
 const { errors } = smpp
@@ -242,7 +242,3 @@ export class SmppServer {
 
 /** The queues a bound receiver takes from: its own system_id's receipts and its tenant's MO messages. */
 const targetsOf = (b: Bind): string[] => ['sys:' + b.systemId, 'tenant:' + b.login!.principal.iysCode]
-
-const NAMES = new Map<number, string>(Object.entries(errors).map(([name, code]) => [code, name]))
-/** A bounded label: the status's ESME_ name (unknown numbers as hex). */
-export const statusName = (status: number): string => NAMES.get(status) ?? '0x' + status.toString(16).padStart(8, '0')

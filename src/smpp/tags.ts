@@ -5,7 +5,7 @@
 //   0x1421 commercial      1 octet: 0 informational, 1 commercial (ASCII "0"/"1" too)
 //   0x1422 recipient type  1 octet: 0 BIREYSEL, 1 TACIR; or ASCII "0"/"1", "BIREYSEL"/"TACIR" (any case)
 //
-// A tag that is present but malformed refuses the message (ESME_RINVTLVVAL by default, status.ts): ignoring it would
+// A tag that is present but malformed refuses the message (ESME_RINVTLVVAL by default, domain/smpp-status.ts): ignoring it would
 // decide under the defaults a sender explicitly overrode. node-smpp hands unknown TLVs over as `pdu[tag] = Buffer`;
 // a process that registers them with smpp.addTLV must use the names in TAG_NAMES (any TLV type works: Buffer,
 // string and number values are all read). node-smpp keeps only the last of a repeated TLV.

@@ -1,5 +1,5 @@
 // Types for the part of node-smpp (`smpp` 0.5.1, no published types) the gateway uses: its PDU codec and its
-// tables. Sessions are our own (session.ts): the package's session stops reading after one malformed PDU.
+// tables. Sessions are our own (smpp-session.ts): the package's session stops reading after one malformed PDU.
 declare module 'smpp' {
   /** A decoded PDU: header fields, the command's mandatory fields and its TLVs as properties. */
   export class PDU {
