@@ -104,7 +104,11 @@ export class SubmitHandler {
       // Every part gets the decision of the first one to arrive (parts may arrive together: share the promise).
       const key = ConcatDecisions.keyOf(principal.keyId, source, recipient, concat)
       let shared = this.parts.get(key)
-      if (shared === undefined) { shared = this.decide(query, principal.iysCode, messageId); this.parts.set(key, shared) }
+      if (shared === undefined) {
+        shared = this.decide(query, principal.iysCode, messageId)
+        this.parts.set(key, shared)
+        shared.catch(() => { this.parts.delete(key) }) // a failure is no decision: the next part decides again
+      }
       decided = await shared
       // A temporary answer is not the message's decision: the platform retries those parts, and they are decided again.
       if (!('result' in decided) || decided.result.reason === 'STORE_UNAVAILABLE') this.parts.delete(key)
