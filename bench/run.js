@@ -20,8 +20,9 @@ import { importScenario, loadScenario, ROWS_MAIN, ROWS_QUICK } from './load.js'
 import { messagesScenario } from './messages.js'
 import { propagationScenario } from './propagation.js'
 import { SCRUB_LINES_MAIN, SCRUB_LINES_QUICK, scrubScenario } from './scrub.js'
+import { smppScenario } from './smpp.js'
 
-const SCENARIOS = ['bloom', 'check-single', 'check-batch', 'load', 'import', 'propagation', 'scrub', 'messages']
+const SCENARIOS = ['bloom', 'check-single', 'check-batch', 'load', 'import', 'propagation', 'scrub', 'messages', 'smpp']
 
 const USAGE = `usage: npm run bench -- [--only ${SCENARIOS.join(',')}] [--quick] [--size-10m] [--scrub-lines N] [--present P] [--generator wrk|autocannon] [--no-build]
   --only        run a subset of the scenarios (comma-separated)
@@ -35,7 +36,8 @@ before each timed step the runner waits (up to 60 s, 3 s with --quick) for the m
 the CPU other processes used during each HTTP run: on a shared machine, figures taken beside a busy neighbour are flagged.
 environment: BENCH_DATABASE_URL (admin connection, default postgres://postgres@127.0.0.1:5432/postgres),
              BENCH_REDIS_URL (default redis://127.0.0.1:6379),
-             BENCH_CPU_PROF=DIR (the measured check gateway writes a V8 CPU profile into DIR when it stops),
+             BENCH_CPU_PROF=DIR (the measured check gateway, and the smpp scenario's gateway, write a V8 CPU profile into DIR
+                               when they stop; smpp prints its top self-time functions),
              BENCH_SERVE_THREADS=N (the check gateways serve on N threads, SERVE_THREADS; default 1)`
 
 function options () {
@@ -148,6 +150,10 @@ function tableNote (r) {
       return `added p50 ${fmtNum(d.addedP50Ms)} / p99 ${fmtNum(d.addedP99Ms)} ms under load, ${fmtNum(d.added1P50Ms)} / ${fmtNum(d.added1P99Ms)} ms on 1 connection; decision log ${fmtInt(d.decisionLog.writtenPerSecond)}/s`
     case 'messages-decision-log':
       return d.keepsUp ? `keeps up: ${fmtInt(d.rowsWritten)} rows for ${fmtInt(d.answered)} answered after the final flush (a decision is journalled before its answer: requests cut off in flight at the end have one too)` : `MISMATCH: ${fmtInt(d.rowsWritten)} rows for ${fmtInt(d.answered)} answered`
+    case 'smpp':
+      return `p50 ${fmtNum(d.gateway.measured.p50Ms)} / p99 ${fmtNum(d.gateway.measured.p99Ms)} ms vs ${fmtNum(d.direct.measured.p50Ms)} / ${fmtNum(d.direct.measured.p99Ms)} ms; ` +
+        `gateway CPU ${fmtInt((d.gateway.cpu?.gateway ?? NaN) * 100)}% of a core; goals ≥ ${d.goals.ratio}× ${d.goals.ratioMet ? 'met' : 'NOT met'}, ≥ ${fmtInt(d.goals.rate)}/s ${d.goals.rateMet ? 'met' : 'NOT met'}; ` +
+        (d.check.gwConsistent ? 'SMSC accepted = gateway ok answers' : 'MISMATCH between SMSC accepted and ok answers')
     default: return ''
   }
 }
@@ -174,6 +180,7 @@ function markdown (results, info, ctx) {
   lines.push(ctx.size10m
     ? '10M-row data set: included (load-10m, import-10m).'
     : `Data set: ${fmtInt(ctx.quick ? ROWS_QUICK : ROWS_MAIN)} generated consents; the 10M-row data set is opt-in (\`npm run bench -- --size-10m\`).`)
+  if (results.some(r => r.scenario === 'smpp')) lines.push('SMPP: its own data set (10,000 recipients with an ONAY for the bind\'s brand: every submit_sm is checked, allowed and forwarded); ESME = node-smpp client in its own process, fake SMSC in its own.')
   if (results.some(r => r.scenario === 'scrub')) lines.push(`Scrub list: ${fmtInt(ctx.scrubLines)} lines (\`--scrub-lines N\`), with its own consents (half the list's lines have a record).`)
   return lines.join('\n')
 }
@@ -261,6 +268,8 @@ async function main () {
     if (opts.only.has('propagation')) plan.push(['propagation', () => propagationScenario(ctx)])
     if (opts.only.has('scrub')) plan.push(['scrub', () => scrubScenario(ctx)])
     if (opts.only.has('messages')) plan.push(['messages', () => messagesScenario(ctx)])
+    // Its own small data set (database and Redis prefix of its own): independent of the others.
+    if (opts.only.has('smpp')) plan.push(['smpp', () => smppScenario(ctx)])
 
     for (const [name, fn] of plan) {
       if (isAborting()) break
