@@ -57,6 +57,7 @@ export class SmppSession {
   private buffered: Buffer | null = null
   private lastHeardAt = Date.now()
   private keepalive: NodeJS.Timeout | null = null
+  private corked = false
 
   constructor (socket: Socket, opts: SessionOptions) {
     this.socket = socket
@@ -137,8 +138,22 @@ export class SmppSession {
     })
   }
 
+  // The PDUs written in one turn of the event loop leave in one write: a socket write per PDU was 29% of the
+  // front end's CPU at 17,000 submit_sm/s (bench smpp profile: the answer to the platform and the submit to the
+  // operator each paid a syscall).
   private write (bytes: Buffer): void {
-    if (this.socket.writable) this.socket.write(bytes)
+    if (!this.socket.writable) return
+    if (!this.corked) {
+      this.corked = true
+      this.socket.cork()
+      process.nextTick(this.uncork)
+    }
+    this.socket.write(bytes)
+  }
+
+  private readonly uncork = (): void => {
+    this.corked = false
+    this.socket.uncork()
   }
 
   private onData (chunk: Buffer): void {
