@@ -104,7 +104,7 @@ export type ErrorCode = keyof typeof ERRORS
  * Codes of the errors that stay inside the gateway: a store lookup that failed becomes STORE_UNAVAILABLE per item,
  * a filter version that went away makes a scrub chunk run again, a bad setting stops the CLI.
  */
-export const INTERNAL_ERRORS = ['STORE_TIMEOUT', 'VERSION_GONE', 'CONFIG_INVALID', 'USAGE', 'FILE_FORMAT', 'UPSTREAM_TIMEOUT', 'IYS_API', 'OAUTH_REQUEST'] as const
+export const INTERNAL_ERRORS = ['STORE_TIMEOUT', 'VERSION_GONE', 'CONFIG_INVALID', 'USAGE', 'FILE_FORMAT', 'UPSTREAM_TIMEOUT', 'IYS_API', 'OAUTH_REQUEST', 'SMPP_SESSION_CLOSED', 'SMPP_RESPONSE_TIMEOUT'] as const
 
 export type InternalErrorCode = (typeof INTERNAL_ERRORS)[number]
 

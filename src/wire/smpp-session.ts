@@ -8,6 +8,7 @@
 
 import type { Socket } from 'node:net'
 import smpp, { PDU } from 'smpp'
+import { CodedError } from '../domain/errors.js'
 
 const { errors } = smpp
 
@@ -17,11 +18,11 @@ const HEADER = 16
 export const MAX_PDU_BYTES = 65_536
 PDU.maxLength = MAX_PDU_BYTES
 
-export class SessionClosedError extends Error {
-  readonly code = 'SMPP_SESSION_CLOSED'
+export class SessionClosedError extends CodedError<'SMPP_SESSION_CLOSED'> {
+  constructor (message: string) { super('SMPP_SESSION_CLOSED', message) }
 }
-export class ResponseTimeoutError extends Error {
-  readonly code = 'SMPP_RESPONSE_TIMEOUT'
+export class ResponseTimeoutError extends CodedError<'SMPP_RESPONSE_TIMEOUT'> {
+  constructor (message: string) { super('SMPP_RESPONSE_TIMEOUT', message) }
 }
 
 export interface SessionOptions {
