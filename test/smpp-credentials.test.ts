@@ -40,8 +40,15 @@ describe('originatorKey', () => {
     expect(originatorKey('A101')).toBe('A101')
   })
 
+  it('stores e-mail senders (an address or a domain) lower-cased, up to 254 characters', () => {
+    expect(originatorKey(' News@Acme.COM.tr ')).toBe('news@acme.com.tr')
+    expect(originatorKey('ACME.com.tr')).toBe('acme.com.tr')
+    expect(originatorKey('a@' + 'b'.repeat(248) + '.com')).toBe('a@' + 'b'.repeat(248) + '.com')
+    expect(originatorKey('a@' + 'b'.repeat(249) + '.com')).toBeNull()
+  })
+
   it('is its own fixed point', () => {
-    for (const t of ['+90 532 111 22 33', 'acme', '4545', 'x-y.z']) expect(originatorKey(originatorKey(t)!)).toBe(originatorKey(t))
+    for (const t of ['+90 532 111 22 33', 'acme', '4545', 'x-y.z', 'News@Acme.com']) expect(originatorKey(originatorKey(t)!)).toBe(originatorKey(t))
   })
 
   it('refuses empty text, more than 20 characters, control and non-ASCII characters', () => {

@@ -1,6 +1,10 @@
-// The key form of an SMS originator (the SMPP source_addr, a "başlık"/sender ID, a short code or a number), under
-// which the originator → brand table (`originators add`) stores it and the SMPP front end looks it up, so that the
-// same sender written two ways is one entry.
+// The key form of an originator — an SMS sender (the SMPP source_addr, a "başlık"/sender ID, a short code or a
+// number) or an e-mail sender (an envelope sender address, or its domain) — under which the originator → brand table
+// (`originators add`) stores it and the SMPP and SMTP front ends look it up, so that the same sender written two
+// ways is one entry.
+//
+// E-mail: text with an `@` is an address, text with a dot and no `@` a domain; both lower-cased (as normalizeEmail
+// does for recipients), at most 254 characters. The SMTP front end looks up the envelope sender, then its domain.
 //
 // Decisions: the text is trimmed. A phone number (normalizePhone, as everywhere) becomes its E.164 form, so
 // `05321112233`, `+90 532 111 22 33` and `905321112233` are one originator. Anything else is kept as typed, except
@@ -15,7 +19,12 @@ import { isRecipientError, normalizePhone } from '../domain/normalize.js'
 /** The longest originator accepted (SMPP 3.4's source_addr holds 20 characters). */
 export const MAX_ORIGINATOR_LENGTH = 20
 
+/** The longest e-mail address (RFC 5321's path limit less its brackets) or domain accepted. */
+export const MAX_EMAIL_ORIGINATOR_LENGTH = 254
+
 const PRINTABLE_ASCII = /^[\x20-\x7e]+$/
+// An address (local@domain) or a bare domain with at least one dot; no spaces or brackets.
+const EMAIL_OR_DOMAIN = /^(?:[^\s@<>()[\],;:"]+@)?[a-z0-9-]+(?:\.[a-z0-9-]+)+$/i
 const LOWER = /[a-z]/
 
 /**
@@ -24,6 +33,7 @@ const LOWER = /[a-z]/
  */
 export function originatorKey (text: string): string | null {
   const t = text.trim()
+  if (EMAIL_OR_DOMAIN.test(t)) return t.length <= MAX_EMAIL_ORIGINATOR_LENGTH ? t.toLowerCase() : null
   if (t.length === 0 || t.length > MAX_ORIGINATOR_LENGTH || !PRINTABLE_ASCII.test(t)) return null
   const phone = normalizePhone(t)
   if (!isRecipientError(phone)) return phone
