@@ -17,6 +17,7 @@ import addFormatsModule from 'ajv-formats'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createKey, newKey } from '../src/auth/keys.js'
 import { SCOPES } from '../src/auth/principal.js'
+import { signUnsubscribe } from '../src/auth/unsubscribe-tokens.js'
 import { ERRORS } from '../src/domain/errors.js'
 import { startFakeCarrier, type FakeCarrier } from '../src/dev/fake-carrier.js'
 import { OPENAPI_DOCUMENT } from '../src/http/openapi.js'
@@ -368,6 +369,8 @@ const SEED = `iysCode,brandCode,recipient,recipientType,type,status,source,conse
 700001,600001,+905327000001,BIREYSEL,MESAJ,ONAY,HS_WEB,2024-01-15 10:00:00
 700001,600001,+905327000002,BIREYSEL,MESAJ,RET,IYS_KISAMESAJ,2024-02-01 10:00:00
 `
+const UNSUBSCRIBE_SECRET = 'the openapi test unsubscribe secret of 32+ characters'
+const ONE_CLICK = 'List-Unsubscribe=One-Click'
 const ONAY = '+905327000001'
 const RET = '+905327000002'
 
@@ -390,7 +393,8 @@ describe('real answers of an embedded gateway fit the document', () => {
       MAX_BODY_BYTES: '4096',
       SCRUB_MAX_BYTES: String(4 << 20),
       SCRUB_MAX_TOTAL_BYTES: String(1 << 20),
-      SCRUB_MAX_UPLOADS_PER_CLIENT: '1'
+      SCRUB_MAX_UPLOADS_PER_CLIENT: '1',
+      SMTP_UNSUBSCRIBE_SECRETS: UNSUBSCRIBE_SECRET
     })
   })
 
@@ -559,6 +563,13 @@ describe('real answers of an embedded gateway fit the document', () => {
     }
   })
 
+  it('the unsubscribe page shows, and its POST answers 503 NOT_CONFIGURED without DATABASE_URL', async () => {
+    const path = `/v1/unsubscribe/${signUnsubscribe(UNSUBSCRIBE_SECRET, { iysCode: '700001', brandCode: '600001', recipient: 'oa@example.com' })}`
+    expect((await exercise(gw.url, 'GET /v1/unsubscribe/{token}', path)).status).toBe(200)
+    const a = await exercise(gw.url, 'POST /v1/unsubscribe/{token}', path, { contentType: 'application/x-www-form-urlencoded', body: ONE_CLICK })
+    expect([a.status, codeOf(a)]).toEqual([503, 'NOT_CONFIGURED'])
+  })
+
   it('the operations routes, and the answers for unknown paths and methods', async () => {
     expect((await exercise(gw.url, 'GET /healthz', '/healthz')).json).toEqual({ status: 'ok' })
     expect((await exercise(gw.url, 'GET /readyz', '/readyz')).json.ready).toBe(true)
@@ -611,7 +622,7 @@ describe('real answers of a gateway with Postgres and Redis fit the document', (
     // runs (below), so /readyz answers 503 first.
     proxy = await TcpProxy.start({ host: '127.0.0.1', port: 5432 })
     const databaseUrl = `postgres://postgres@127.0.0.1:${proxy.port}/${services.db.name}`
-    gw = await startTestGateway({ ...services.env, DATABASE_URL: databaseUrl, AUTO_REBUILD: 'false', AUTH_POLL_MS: '50', DECISION_FLUSH_MS: '50' })
+    gw = await startTestGateway({ ...services.env, DATABASE_URL: databaseUrl, AUTO_REBUILD: 'false', AUTH_POLL_MS: '50', DECISION_FLUSH_MS: '50', SMTP_UNSUBSCRIBE_SECRETS: UNSUBSCRIBE_SECRET })
     checkOnly = (await createKey(services.pool, newKey({ iysCode: '700001', scopes: 'check', rate: '0' }))).apiKey
     otherBrand = (await createKey(services.pool, newKey({ iysCode: '700001', brandCodes: '600002', rate: '0' }))).apiKey
     slow = (await createKey(services.pool, newKey({ iysCode: '700001', scopes: 'consents:read', rate: '1' }))).apiKey
@@ -676,6 +687,24 @@ describe('real answers of a gateway with Postgres and Redis fit the document', (
     }
   })
 
+  it('the one-click unsubscribe: the page, the POST (twice), and their errors', async () => {
+    const token = signUnsubscribe(UNSUBSCRIBE_SECRET, { iysCode: '700001', brandCode: '600001', recipient: 'oa@example.com' })
+    const path = `/v1/unsubscribe/${token}`
+    const form = { contentType: 'application/x-www-form-urlencoded', body: ONE_CLICK }
+    expect((await exercise(gw.url, 'GET /v1/unsubscribe/{token}', path)).text).toContain('List-Unsubscribe')
+    for (let i = 0; i < 2; i++) expect((await exercise(gw.url, 'POST /v1/unsubscribe/{token}', path, form)).status).toBe(200)
+    for (const [op, p, opts, status, code] of [
+      ['GET /v1/unsubscribe/{token}', '/v1/unsubscribe/nonsense', {}, 404, 'NOT_FOUND'],
+      ['GET /v1/unsubscribe/{token}', '/v1/unsubscribe/%ZZ', {}, 400, 'MALFORMED_PATH'],
+      ['POST /v1/unsubscribe/{token}', '/v1/unsubscribe/nonsense', form, 404, 'NOT_FOUND'],
+      ['POST /v1/unsubscribe/{token}', path, { contentType: 'application/x-www-form-urlencoded', body: 'List-Unsubscribe=Yes' }, 422, 'INVALID_FIELD'],
+      ['POST /v1/unsubscribe/{token}', path, { contentType: 'text/plain', body: 'x'.repeat(20_000) }, 413, 'BODY_TOO_LARGE']
+    ] as const) {
+      const a = await exercise(gw.url, op, p, opts)
+      expect([a.status, codeOf(a)], `${op} ${p}`).toEqual([status, code])
+    }
+  })
+
   it('keys that may not: 401, 403 for a scope or a brand, 429 over the rate', async () => {
     const noKey = await exercise(gw.url, 'GET /v1/consents/history', `/v1/consents/history?${q()}`, { key: null })
     expect([noKey.status, codeOf(noKey)]).toEqual([401, 'UNAUTHORIZED'])
@@ -708,6 +737,10 @@ describe('real answers of a gateway with Postgres and Redis fit the document', (
       expect(codeOf(a!), op).toBe('DATABASE_UNAVAILABLE')
       expect(Number(a!.headers['retry-after']), op).toBeGreaterThanOrEqual(1)
     }
+    const token = signUnsubscribe(UNSUBSCRIBE_SECRET, { iysCode: '700001', brandCode: '600001', recipient: 'oa@example.com' })
+    const unsubscribe = await exercise(gw.url, 'POST /v1/unsubscribe/{token}', `/v1/unsubscribe/${token}`, { contentType: 'application/x-www-form-urlencoded', body: ONE_CLICK })
+    expect([unsubscribe.status, codeOf(unsubscribe)]).toEqual([503, 'DATABASE_UNAVAILABLE'])
+    expect(Number(unsubscribe.headers['retry-after'])).toBeGreaterThanOrEqual(1)
     conforms('GET /readyz', await call(gw.url, 'GET', '/readyz'))
   }, 30_000)
 })
@@ -730,6 +763,8 @@ describe('the answers above', () => {
       'GET /v1/consents/history 401', 'GET /v1/consents/history 403', 'GET /v1/consents/history 422', 'GET /v1/consents/history 429', 'GET /v1/consents/history 503',
       'GET /v1/consents/state 403', 'GET /v1/consents/state 422', 'GET /v1/consents/state 503',
       'GET /v1/evidence 403', 'GET /v1/evidence 422', 'GET /v1/evidence 503',
+      'GET /v1/unsubscribe/{token} 400', 'GET /v1/unsubscribe/{token} 404',
+      'POST /v1/unsubscribe/{token} 404', 'POST /v1/unsubscribe/{token} 413', 'POST /v1/unsubscribe/{token} 422', 'POST /v1/unsubscribe/{token} 503',
       'GET /healthz 503', 'GET /readyz 503',
       '#NotFound 404', '#MethodNotAllowed 405'
     ]

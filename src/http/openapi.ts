@@ -429,6 +429,23 @@ const EXAMPLE_RESULTS: Json = {
 const LEDGER_ENTRY = { seq: 42, status: 'ONAY', source: 'HS_WEB', consentDate: '2024-01-15 10:00:00', creationDate: '2024-01-15 10:00:03', transactionId: 'f3b3c0de-0000-4000-8000-000000000042', iysCode: '700001', via: 'api', actor: 'ik_3f9c2a1b7d0e4c55', receivedAt: '2024-01-15T07:00:03.120Z' }
 const ECHO = { brandCode: '600001', type: 'MESAJ', recipientType: 'BIREYSEL', recipient: '+905321234567' }
 
+/** The token of a one-click unsubscribe link (auth/unsubscribe-tokens.ts): base64url, opaque. */
+const UNSUBSCRIBE_TOKEN: JsonObject = {
+  name: 'token', in: 'path', required: true,
+  description: 'The signed token of the link (the recipient\'s address in it is encrypted).',
+  schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,512}$' },
+  example: 'AVeif8Jgjae6TGXqIyl95PlYGD9diP8XoUSxFo2QMBldso6fao7ZDd9xtDxS4k1XFD1C'
+}
+const UNSUBSCRIBE_ERRORS: Readonly<Record<number, string>> = {
+  404: 'the token is unknown, altered, or signed with a secret no longer in SMTP_UNSUBSCRIBE_SECRETS',
+  503: 'NOT_CONFIGURED here: the gateway has no SMTP_UNSUBSCRIBE_SECRETS'
+}
+const ONE_CLICK_FORM: JsonObject = {
+  type: 'object',
+  required: ['List-Unsubscribe'],
+  properties: { 'List-Unsubscribe': { type: 'string', const: 'One-Click' } }
+}
+
 const paths: Record<string, JsonObject> = {
   '/v1/check': {
     post: {
@@ -613,6 +630,41 @@ const paths: Record<string, JsonObject> = {
       }
     }
   },
+  '/v1/unsubscribe/{token}': {
+    get: {
+      operationId: 'unsubscribePage',
+      tags: ['unsubscribe'],
+      summary: 'The page behind a one-click unsubscribe link: a button that POSTs the unsubscribe (changes nothing itself)',
+      description: 'The target of the `List-Unsubscribe` header the SMTP relay adds to commercial mail (RFC 8058). A GET never unsubscribes (link scanners follow links): it answers a small page, in Turkish and English, whose form POSTs `List-Unsubscribe=One-Click` to the same URL.',
+      security: PUBLIC,
+      parameters: [UNSUBSCRIBE_TOKEN],
+      responses: {
+        200: { description: 'The page.', content: { 'text/html': { schema: { type: 'string' } } } },
+        ...errorResponses([...ALWAYS, 'MALFORMED_PATH', 'NOT_FOUND', 'NOT_CONFIGURED'], UNSUBSCRIBE_ERRORS)
+      }
+    },
+    post: {
+      operationId: 'unsubscribe',
+      tags: ['unsubscribe'],
+      summary: 'One-click unsubscribe (RFC 8058): record a RET for the token\'s recipient and brand on EPOSTA',
+      description: 'No key, no cookies: the signed token names the recipient, the brand and the tenant. Records a `RET` (source `HS_EPOSTA`, now) for BIREYSEL and TACIR through the consent API\'s write path, so every gateway refuses the address within a second, and İYS write-through registers it. A write İYS\'s rules refuse (no record, or RET already) changes nothing and is answered 200 all the same: a repeat is 200.',
+      security: PUBLIC,
+      parameters: [UNSUBSCRIBE_TOKEN],
+      requestBody: {
+        required: true,
+        description: '`List-Unsubscribe=One-Click`: as a form (urlencoded or multipart), or that text alone with any Content-Type.',
+        content: {
+          'application/x-www-form-urlencoded': { schema: ONE_CLICK_FORM, example: { 'List-Unsubscribe': 'One-Click' } },
+          'multipart/form-data': { schema: ONE_CLICK_FORM },
+          'text/plain': { schema: { type: 'string', const: 'List-Unsubscribe=One-Click' } }
+        }
+      },
+      responses: {
+        200: { description: 'Unsubscribed (or it was already): a short page saying so.', content: { 'text/html': { schema: { type: 'string' } } } },
+        ...errorResponses([...ALWAYS, 'BODY_TOO_LARGE', 'NOT_FOUND', 'INVALID_FIELD', ...DATABASE], { ...UNSUBSCRIBE_ERRORS, 422: 'the body is not List-Unsubscribe=One-Click', 503: 'NOT_CONFIGURED here: the gateway has no SMTP_UNSUBSCRIBE_SECRETS, or no DATABASE_URL to record the RET in; DATABASE_UNAVAILABLE: mail providers retry after Retry-After seconds' })
+      }
+    }
+  },
   '/healthz': {
     get: {
       operationId: 'health',
@@ -663,7 +715,7 @@ const paths: Record<string, JsonObject> = {
 
 const DESCRIPTION = `The gateway's own HTTP API: consent checks, sending through carriers, bulk scrubbing, the evidence ledger, and the operations endpoints.
 
-**Authentication.** Every operation but /healthz, /readyz, /metrics and /openapi.json needs \`Authorization: Bearer <apiKey>\` (or an access token from \`POST /oauth2/token\`). A key belongs to one tenant (an İYS service provider, iysCode), may be limited to some of its brands, has scopes (${SCOPES.map(s => '`' + s + '`').join(', ')}; \`admin\` implies every other) and a rate. Each operation's security lists the scopes that let a key call it: any one of them. No or a bad key is 401 UNAUTHORIZED; a key without the scope, or naming a brand, iysCode or scrub job that is not its own, 403 FORBIDDEN; over its rate 429 RATE_LIMITED with Retry-After. The router checks all of this before it reads a body.
+**Authentication.** Every operation but /healthz, /readyz, /metrics, /openapi.json and the one-click unsubscribe links (/v1/unsubscribe/{token}, whose signed token is the authority) needs \`Authorization: Bearer <apiKey>\` (or an access token from \`POST /oauth2/token\`). A key belongs to one tenant (an İYS service provider, iysCode), may be limited to some of its brands, has scopes (${SCOPES.map(s => '`' + s + '`').join(', ')}; \`admin\` implies every other) and a rate. Each operation's security lists the scopes that let a key call it: any one of them. No or a bad key is 401 UNAUTHORIZED; a key without the scope, or naming a brand, iysCode or scrub job that is not its own, 403 FORBIDDEN; over its rate 429 RATE_LIMITED with Retry-After. The router checks all of this before it reads a body.
 
 **API keys are not managed over HTTP**: they are created, listed and revoked on the command line with DATABASE_URL set (\`iys-gateway keys create --iys-code 700001 --brand-codes 600001 --scopes check,send\`, \`keys list\`, \`keys revoke KEY_ID\`, \`brands add\`); only a SHA-256 of each secret is stored.
 
@@ -688,6 +740,7 @@ export const OPENAPI_DOCUMENT = {
     { name: 'messages', description: 'Sending through the channels\' carriers' },
     { name: 'scrub', description: 'Bulk scrubbing of lists' },
     { name: 'ledger', description: 'Consent history and decision evidence (needs DATABASE_URL; 503 NOT_CONFIGURED without it)' },
+    { name: 'unsubscribe', description: 'One-click unsubscribe links of the SMTP relay (RFC 8058; no key: the signed token is the authority)' },
     { name: 'operations', description: 'Probes, metrics and this document (no key)' }
   ],
   paths,
