@@ -1,5 +1,6 @@
 // Forwarding one allowed message to its channel's carrier, over HTTP (undici, one kept-alive Pool per origin), or
-// for MESAJ over SMPP (smpp-upstream.ts) when UPSTREAM_MESAJ_URL is smpp:// or smpps://. Both are a `Carrier`.
+// for MESAJ over SMPP (smpp-upstream.ts) when UPSTREAM_MESAJ_URL is smpp:// or smpps://, or for EPOSTA to a mail
+// relay (smtp-upstream.ts) when UPSTREAM_EPOSTA_URL is smtp:// or smtps://. Each is a `Carrier`.
 //
 // The carrier contract is `CarrierAdapter` (contract.ts): how to turn a message into one HTTP request, and how to
 // read the carrier's answer. A carrier with its own API is one new file implementing it (json-adapter.ts is the one
@@ -35,6 +36,7 @@ import { DENIED, type BreakerSettings, type BreakerState, type CircuitBreaker } 
 import { isValidMessageId, type CarrierAdapter, type CarrierRequest, type CarrierResult, type OutboundMessage, type ResponseHeaders } from './contract.js'
 import { jsonAdapter } from './json-adapter.js'
 import { SmppUpstream } from './smpp-upstream.js'
+import { SmtpUpstream, type DkimOptions } from './smtp-upstream.js'
 import type { PDU } from 'smpp'
 import { CodedError } from '../domain/errors.js'
 
@@ -364,6 +366,8 @@ export interface UpstreamsOptions extends UpstreamOptions {
   adapters?: Partial<Record<ConsentType, CarrierAdapter>>
   /** Receipts and MO messages from an SMPP carrier's operator (deliver_sm); see SmppUpstreamInit.onDeliver. */
   onDeliver?: (pdu: PDU) => Promise<void> | void
+  /** DKIM signing of what an SMTP carrier sends and relays; see SmtpUpstreamInit.dkim. */
+  dkim?: DkimOptions
 }
 
 const NO_UPSTREAM: Readonly<Record<ConsentType, NotForwardedOutcome>> = Object.freeze(Object.fromEntries(CONSENT_TYPES.map(t => [t, Object.freeze({
@@ -372,12 +376,14 @@ const NO_UPSTREAM: Readonly<Record<ConsentType, NotForwardedOutcome>> = Object.f
 
 /**
  * The carriers of the three channels (config.upstreams). Channels whose URLs share an origin share one pool;
- * each channel has its own breaker, named after the channel. MESAJ may instead be an SMPP carrier (smpp://, smpps://).
+ * each channel has its own breaker, named after the channel. MESAJ may instead be an SMPP carrier (smpp://, smpps://),
+ * EPOSTA a mail relay (smtp://, smtps://).
  */
 export class Upstreams {
   readonly #byType: Record<ConsentType, Carrier | null>
   readonly #pools: Pool[] = []
   readonly #smpp: SmppUpstream[] = []
+  #smtp: SmtpUpstream | null = null
 
   constructor (urls: Readonly<Record<ConsentType, string | null>>, opts: UpstreamsOptions) {
     const pools = new Map<string, Pool>()
@@ -398,6 +404,19 @@ export class Upstreams {
         byType[type] = c
         continue
       }
+      if (/^smtps?:/i.test(url)) {
+        if (type !== 'EPOSTA') throw new TypeError(`UPSTREAM_${type}_URL: only EPOSTA can go to an SMTP relay`)
+        let c: SmtpUpstream
+        try {
+          c = new SmtpUpstream({ ...opts, url, name: type })
+        } catch (err) {
+          this.#abandon()
+          throw new TypeError(`UPSTREAM_${type}_URL: ${(err as Error).message}`)
+        }
+        this.#smtp = c
+        byType[type] = c
+        continue
+      }
       const origin = new URL(url).origin
       let pool = pools.get(origin)
       if (pool === undefined) {
@@ -411,6 +430,9 @@ export class Upstreams {
   }
 
   get (type: ConsentType): Carrier | null { return this.#byType[type] }
+
+  /** The EPOSTA carrier when it is a mail relay: the SMTP front end relays through it. */
+  smtp (): SmtpUpstream | null { return this.#smtp }
 
   send (msg: OutboundMessage): Promise<UpstreamOutcome> {
     const u = this.#byType[msg.type]
@@ -430,17 +452,18 @@ export class Upstreams {
   }
 
   async close (): Promise<void> {
-    await Promise.all([...this.#pools.map(p => p.close()), ...this.#smpp.map(c => c.close())])
+    await Promise.all([...this.#pools.map(p => p.close()), ...this.#smpp.map(c => c.close()), this.#smtp?.close()])
   }
 
   /** Drops every connection at once (after close() has waited long enough). */
   async destroy (): Promise<void> {
-    await Promise.all([...this.#pools.map(p => p.destroy()), ...this.#smpp.map(c => c.destroy())])
+    await Promise.all([...this.#pools.map(p => p.destroy()), ...this.#smpp.map(c => c.destroy()), this.#smtp?.destroy()])
   }
 
   /** A constructor that throws leaves nothing connecting behind. */
   #abandon (): void {
     for (const p of this.#pools) void p.destroy()
     for (const c of this.#smpp) void c.destroy()
+    void this.#smtp?.destroy()
   }
 }

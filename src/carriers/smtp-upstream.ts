@@ -1,0 +1,517 @@
+// The SMTP carrier: EPOSTA goes to a mail relay (UPSTREAM_EPOSTA_URL=smtp://… or smtps://…) over a nodemailer pool.
+// Same surface as the HTTP `Upstream` (`Carrier`, upstream.ts) for /v1/messages, plus `relay()` for the SMTP front
+// end, which hands on a client's message as it came.
+//
+//   smtp://user:password@host:port?pool=5&starttls=required     (smtps:// for TLS from the first byte; credentials
+//                                                                 URL-encoded, both or neither)
+//
+// | parameter | default | meaning |
+// |---|---|---|
+// | port | 25 (smtps 465) | the relay's port; write 587 for a submission port |
+// | `pool` | 5 | connections kept open to the relay (1..100): what its per-client limit allows |
+// | `starttls` | `required` with credentials, else `opportunistic` | smtp: only. `required`: no STARTTLS, no mail; `opportunistic`: when the relay offers it; `never` |
+// | `reject_unauthorized` | true | verify the relay's certificate (trust a private CA with NODE_EXTRA_CA_CERTS); not with starttls=never |
+// | `timeout_ms` | UPSTREAM_TIMEOUT_MS | connect, greeting, the wait for each reply, and how long a pooled connection may sit silent (10..600000): relays that scan content answer the end of DATA in seconds |
+// | `ehlo` | this host's name (nodemailer's choice) | the name we give in EHLO, for relays that check it |
+// Unknown parameters are an error naming them. `required` is the default with credentials because a password must not
+// cross the network in clear; a relay on the same host may say `starttls=never`.
+//
+// What the relay's answer means (an SMTP reply code, or no reply):
+//
+// | the relay | relay() | send() (/v1/messages) | breaker |
+// |---|---|---|---|
+// | 250 after the message | accepted, its reply | accepted, carrierId = its queue id from the reply, else our Message-ID | healthy |
+// | 5xx to MAIL, RCPT or DATA (not 503) | permanent, code; `rejected` at RCPT | rejected | healthy |
+// | 4xx, 503 | temporary, code | retried, then failed | failure |
+// | 5xx to the greeting, EHLO, STARTTLS or AUTH; 530 (it wants a login we lack) | temporary: the session, not the message | retried, then failed | failure |
+// | refused, reset, TLS failure, no answer in timeout_ms before the message went out | temporary | retried, then failed / timeout | failure |
+// | lost or silent after the message's bytes began to go out | temporary, maybeDelivered, "the relay may have it" | unknown / timeout, maybeDelivered, not retried | failure |
+// | breaker open | temporary, "circuit open" | circuit_open | |
+// | message over the relay's SIZE (checked here); an envelope address that is not a plain mailbox | permanent, 552 / 553 | failed | not told |
+// 503 is "bad sequence of commands", a session problem rather than a verdict on the message (nodemailer reads it so
+// too). SMTP has no idempotency key: a message whose end of DATA went out and got no answer may be delivered, and
+// sending it again may deliver it twice. relay() says so and leaves the decision to the caller; send() does not retry
+// it. The Message-ID that send() builds from messageId makes such a duplicate recognisable downstream.
+//
+// relay() never retries: the caller's spool retries with its own back-off, so that a message waits on disk, not in
+// memory. The pool may put a message on a fresh connection once (maxRequeues 1) when not a byte of it was sent: a
+// pooled connection the relay had closed while idle, or that it closes with a 421; that is no second delivery.
+// send() retries what certainly did not arrive, with the shared UPSTREAM_RETRIES and back-off, as the other carriers do.
+//
+// relay() takes one recipient per call (the front end sends one copy per accepted recipient, each with its own
+// unsubscribe headers), so a permanent answer is that recipient's and a 250 is the whole message's; a caller that
+// passes more is a bug and gets a TypeError. The raw message goes out as given: SMTP adds dot-stuffing (undone by the
+// relay) and nodemailer turns a bare CR or LF into CRLF and ends the message with one; with DKIM configured a
+// DKIM-Signature header goes first. BODY=8BITMIME is asked for when the message has 8-bit bytes and the relay offers
+// it; SIZE= when it offers SIZE.
+//
+// DKIM (optional): nodemailer's signer, over the message as it leaves (headers we add included), RSA-SHA256. Nothing
+// here logs a recipient, a message or the password; errors quote the relay's reply, never our credentials.
+
+import { createPrivateKey } from 'node:crypto'
+import { isIP } from 'node:net'
+import type { Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { ConnectionOptions } from 'node:tls'
+import nodemailer from 'nodemailer'
+import DKIM from 'nodemailer/lib/dkim'
+import type Mail from 'nodemailer/lib/mailer'
+import type SMTPPool from 'nodemailer/lib/smtp-pool'
+import type { Logger } from '../log.js'
+import { carrierBreaker, intOption } from './carrier-options.js'
+import { DENIED, type CircuitBreaker } from './circuit-breaker.js'
+import { isValidMessageId, type OutboundMessage } from './contract.js'
+// Types only: upstream.ts builds this carrier, so a value import back would be a cycle.
+import type { Carrier, NotForwardedOutcome, UpstreamOptions, UpstreamOutcome } from './upstream.js'
+
+// ---- The URL -----------------------------------------------------------------------------------------------
+
+export type StartTls = 'required' | 'opportunistic' | 'never'
+
+export interface SmtpUrl {
+  /** smtps: TLS from the first byte. */
+  readonly tls: boolean
+  readonly host: string
+  readonly port: number
+  /** Both null without credentials. */
+  readonly user: string | null
+  readonly password: string | null
+  readonly pool: number
+  /** smtps: 'never' (TLS is already there). */
+  readonly starttls: StartTls
+  readonly rejectUnauthorized: boolean
+  /** null: the shared UPSTREAM_TIMEOUT_MS. */
+  readonly timeoutMs: number | null
+  readonly ehlo: string | null
+}
+
+const PARAMS = ['pool', 'starttls', 'reject_unauthorized', 'timeout_ms', 'ehlo'] as const
+const KNOWN_PARAMS: ReadonlySet<string> = new Set(PARAMS)
+const STARTTLS: readonly StartTls[] = ['required', 'opportunistic', 'never']
+const EHLO_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])$/
+
+function urlError (message: string): TypeError { return new TypeError(`SMTP carrier URL: ${message}`) }
+
+function intParam (q: URLSearchParams, name: string, min: number, max: number): number | null {
+  const v = q.get(name)
+  if (v === null) return null
+  const n = /^\d{1,10}$/.test(v) ? Number(v) : NaN
+  if (!(n >= min && n <= max)) throw urlError(`${name} must be an integer from ${min} to ${max}, got "${v}"`)
+  return n
+}
+
+function decode (part: string, what: string): string {
+  try { return decodeURIComponent(part) } catch { throw urlError(`the ${what} is not valid percent-encoding`) }
+}
+
+/** Reads and checks an smtp:// or smtps:// URL. Errors never quote the password. */
+export function parseSmtpUrl (text: string): SmtpUrl {
+  let u: URL
+  try { u = new URL(text) } catch { throw urlError('not a URL (smtp://user:password@host:port?…)') }
+  if (u.protocol !== 'smtp:' && u.protocol !== 'smtps:') throw urlError(`must be smtp: or smtps:, got ${u.protocol}`)
+  const tls = u.protocol === 'smtps:'
+  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname
+  if (host === '') throw urlError('no host')
+  if (u.port === '0') throw urlError('the port must be from 1 to 65535')
+  if (u.pathname !== '' && u.pathname !== '/') throw urlError('no path is allowed after host:port')
+  if (u.hash !== '') throw urlError('no #fragment is allowed')
+  const user = decode(u.username, 'user')
+  const password = decode(u.password, 'password')
+  if (user === '' && password !== '') throw urlError('a password without a user')
+  if (user !== '' && password === '') throw urlError('a user without a password (AUTH needs both)')
+  if (/[\r\n\0]/.test(user) || /[\r\n\0]/.test(password)) throw urlError('the credentials must not contain CR, LF or NUL')
+  const q = u.searchParams
+  const seen = new Set<string>()
+  const unknown: string[] = []
+  for (const k of q.keys()) {
+    if (!KNOWN_PARAMS.has(k)) unknown.push(k)
+    else if (seen.has(k)) throw urlError(`${k} is given twice`)
+    seen.add(k)
+  }
+  if (unknown.length > 0) throw urlError(`unknown parameter${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${PARAMS.join(', ')})`)
+  const st = q.get('starttls')
+  if (st !== null && !(STARTTLS as readonly string[]).includes(st)) throw urlError(`starttls must be ${STARTTLS.join(', ')}, got "${st}"`)
+  if (st !== null && tls) throw urlError('starttls is for smtp: only (smtps: is TLS from the first byte)')
+  const starttls: StartTls = tls ? 'never' : (st as StartTls | null) ?? (user !== '' ? 'required' : 'opportunistic')
+  const ru = q.get('reject_unauthorized')
+  if (ru !== null && ru !== 'true' && ru !== 'false') throw urlError(`reject_unauthorized must be true or false, got "${ru}"`)
+  if (ru !== null && !tls && starttls === 'never') throw urlError('reject_unauthorized needs TLS (smtps:, or starttls other than never)')
+  const ehlo = q.get('ehlo')
+  if (ehlo !== null && !EHLO_RE.test(ehlo)) throw urlError(`ehlo must be a host name or an address literal like [192.0.2.1], got "${ehlo}"`)
+  return Object.freeze({
+    tls,
+    host,
+    port: u.port === '' ? (tls ? 465 : 25) : Number(u.port),
+    user: user === '' ? null : user,
+    password: user === '' ? null : password,
+    pool: intParam(q, 'pool', 1, 100) ?? 5,
+    starttls,
+    rejectUnauthorized: ru !== 'false',
+    timeoutMs: intParam(q, 'timeout_ms', 10, 600_000),
+    ehlo
+  })
+}
+
+// ---- What goes out -----------------------------------------------------------------------------------------
+
+/** What relay() reports; see the table at the top of this file. */
+export type RelayOutcome =
+  /** The relay took it; `response` is its reply (`250 2.0.0 Ok: queued as 4F2…`). */
+  | { readonly kind: 'accepted', readonly response: string }
+  /**
+   * Not taken now; try again later. `maybeDelivered`: the message's bytes went out and no answer came, so the relay
+   * may have it and another try may deliver it twice (the error says so too).
+   */
+  | { readonly kind: 'temporary', readonly error: string, readonly code?: number, readonly maybeDelivered?: boolean }
+  /** Refused for good: bounce it. `rejected`: the recipient, when the refusal was its RCPT TO. */
+  | { readonly kind: 'permanent', readonly error: string, readonly code?: number, readonly rejected?: readonly string[] }
+
+export interface RelayEnvelope {
+  /** The envelope sender; '' for the null sender (a bounce). */
+  readonly from: string
+  /** Exactly one recipient (see the top of this file). */
+  readonly to: readonly string[]
+}
+
+export interface DkimOptions {
+  readonly domainName: string
+  readonly keySelector: string
+  /** PEM, an RSA key. */
+  readonly privateKey: string
+}
+
+// A msg-id's left part must be a dot-atom; ids made of these characters are used as they are, any other is encoded
+// (base64url after '=', a character the first form never has), so that different messageIds never share one.
+const PLAIN_ID = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/
+const DOMAIN_OF = /@([A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)>?\s*$/
+
+/** `<messageId@sender's domain>`: the same messageId gives the same Message-ID, so a resend is recognisable. */
+export function messageIdHeader (messageId: string, from: string): string {
+  const left = PLAIN_ID.test(messageId) ? messageId : `=${Buffer.from(messageId).toString('base64url')}`
+  const domain = DOMAIN_OF.exec(from)?.[1]?.toLowerCase() ?? 'iys-gateway.invalid'
+  return `<${left}@${domain}>`
+}
+
+// The queue id in the 250 after DATA, as the common relays write it: Postfix "queued as 4F2xY3", Exim "id=1qA2b3-…",
+// Sendmail "2.0.0 3B9Jx2Zq012345 Message accepted", Gmail "OK 1700000000 a1b2c3… - gsmtp".
+const QUEUE_ID: readonly RegExp[] = [
+  /\bqueued as ([A-Za-z0-9]+)/i,
+  /\bid=([A-Za-z0-9-]+)/,
+  /^250[ -](?:\d\.\d{1,3}\.\d{1,3} )?([A-Za-z0-9]{8,}) Message accepted/i,
+  /^250[ -]\S+ OK +\d+ (\S+) - gsmtp/
+]
+
+/** The relay's id for the message from its final reply, when it names one in a known form. */
+export function queueIdOf (response: string): string | null {
+  for (const re of QUEUE_ID) {
+    const m = re.exec(response)
+    if (m !== null && m[1]!.length <= 128) return m[1]!
+  }
+  return null
+}
+
+// nodemailer parses envelope addresses as header text: a comma there would be a second recipient, a parenthesis a
+// comment. The front end's addresses are plain mailboxes; anything else is refused before it can mean more.
+const UNSAFE_ADDRESS = /[\s<>,;:"()[\]\\]/
+
+function has8bit (b: Buffer): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i]! > 0x7f) return true
+  return false
+}
+
+// ---- One attempt -------------------------------------------------------------------------------------------
+
+type Attempt =
+  | { readonly kind: 'accepted', readonly response: string, readonly serverMessageId: string | null }
+  /** `ours`: decided here, not by the relay (the breaker is not told). */
+  | { readonly kind: 'permanent', readonly text: string, readonly code?: number, readonly rejected?: readonly string[], readonly ours: boolean }
+  | { readonly kind: 'temporary', readonly text: string, readonly code?: number, readonly maybeDelivered: boolean, readonly timeout: boolean, readonly ours: boolean }
+
+/** What nodemailer puts on its errors. */
+interface SmtpError extends Error {
+  code?: string
+  responseCode?: number
+  response?: string
+  command?: string
+  rejected?: unknown
+}
+
+/** Per attempt, in the mail's data: the stream the pool sends, to tell whether any of it left. */
+interface Track { stream: Readable | null }
+interface TrackedMail extends Mail.Options { iysTrack: Track }
+
+// The relay wants a login we did not give, or refused ours: our configuration, not a verdict on the message.
+const AUTH_CODES: ReadonlySet<number> = new Set([530, 534, 535, 538])
+// Only an answer to these is about the message; a 5xx to the greeting, EHLO or STARTTLS is about the session.
+const MESSAGE_COMMANDS: ReadonlySet<string> = new Set(['MAIL FROM', 'RCPT TO', 'DATA'])
+
+function clip (s: string): string {
+  const t = s.replace(/\s+/g, ' ').trim()
+  return t.length > 200 ? t.slice(0, 200) : t
+}
+
+// ---- The carrier -------------------------------------------------------------------------------------------
+
+export interface SmtpUpstreamInit extends Omit<UpstreamOptions, 'connections'> {
+  /** smtp://user:password@host:port?… or smtps://… (see the top of this file). */
+  url: string
+  /** For logs and metric labels (the channel). Default host:port. */
+  name?: string
+  /** Sign what goes out (relayed and sent) with this key. */
+  dkim?: DkimOptions
+  /** More TLS options (a `ca` in tests); a deployment trusts a private CA with NODE_EXTRA_CA_CERTS. */
+  tls?: Pick<ConnectionOptions, 'ca' | 'servername'>
+}
+
+/** nodemailer's pool options that its types (written for an older version) do not list. */
+interface PoolOptions {
+  maxRequeues: number
+  opportunisticTLS: boolean
+}
+
+export class SmtpUpstream implements Carrier {
+  readonly name: string
+  readonly breaker: CircuitBreaker
+  readonly timeoutMs: number
+  readonly retries: number
+  readonly #url: SmtpUrl
+  readonly #backoffMs: number
+  readonly #backoffMaxMs: number
+  readonly #random: () => number
+  readonly #log: Logger | undefined
+  readonly #mailer: Mail
+  readonly #timeoutText: string
+  #inFlight = 0
+  #drained: (() => void) | null = null
+  #closing = false
+  #closed: Promise<void> | null = null
+
+  constructor (init: SmtpUpstreamInit) {
+    this.#url = parseSmtpUrl(init.url)
+    const u = this.#url
+    this.name = init.name ?? `${u.host}:${u.port}`
+    this.timeoutMs = u.timeoutMs ?? intOption('smtp upstream', 'timeoutMs', init.timeoutMs, 1, 600_000)
+    this.retries = intOption('smtp upstream', 'retries', init.retries, 0, 10)
+    this.#backoffMs = intOption('smtp upstream', 'backoffMs', init.backoffMs, 0, 60_000)
+    this.#backoffMaxMs = intOption('smtp upstream', 'backoffMaxMs', init.backoffMaxMs, this.#backoffMs, 600_000)
+    this.#random = init.random ?? Math.random
+    this.#log = init.log
+    this.#timeoutText = `no answer from the relay within ${this.timeoutMs} ms`
+    const dkim = init.dkim === undefined ? null : checkedDkim(init.dkim)
+    this.breaker = carrierBreaker(this.name, init.breaker, init.log, init.onBreakerChange)
+    const options: SMTPPool.Options & PoolOptions = {
+      pool: true,
+      maxConnections: u.pool,
+      host: u.host,
+      port: u.port,
+      secure: u.tls,
+      requireTLS: u.starttls === 'required',
+      ignoreTLS: u.starttls === 'never' && !u.tls,
+      // A STARTTLS that fails ends the connection: it never goes on in clear.
+      opportunisticTLS: false,
+      tls: { rejectUnauthorized: u.rejectUnauthorized, ...(isIP(u.host) === 0 ? { servername: u.host } : {}), ...init.tls },
+      ...(u.user !== null ? { auth: { user: u.user, pass: u.password! } } : {}),
+      ...(u.ehlo !== null ? { name: u.ehlo } : {}),
+      connectionTimeout: this.timeoutMs,
+      greetingTimeout: this.timeoutMs,
+      socketTimeout: this.timeoutMs,
+      dnsTimeout: this.timeoutMs,
+      // Not a retry: only when no byte of the message went out (a pooled connection closed while idle, or with a 421).
+      maxRequeues: 1,
+      logger: false,
+      debug: false,
+      disableFileAccess: true,
+      disableUrlAccess: true
+    }
+    this.#mailer = nodemailer.createTransport(options)
+    // Errors come per message; one for the transport as a whole (none today) must not take the process with it.
+    this.#mailer.on('error', (err: Error) => this.#log?.warn({ upstream: this.name, error: this.#scrub(clip(err.message)) }, 'SMTP carrier error'))
+    this.#mailer.use('stream', (mail, done) => {
+      // DKIM here rather than nodemailer's `dkim` option, which would wrap the stream below: the pool must get the
+      // stream we watch, so that "did any of it go out" means the relay's socket, not the signer reading ahead.
+      if (dkim !== null) mail.message.processFunc(input => dkim.sign(input))
+      const track = (mail.data as Partial<TrackedMail>).iysTrack
+      if (track !== undefined) mail.message.processFunc(input => { track.stream = input; return input })
+      done()
+    })
+    this.#log?.info({ upstream: this.name, host: u.host, port: u.port, tls: u.tls ? 'implicit' : u.starttls, user: u.user, pool: u.pool, dkim: dkim !== null }, 'SMTP carrier ready')
+  }
+
+  /** Messages handed to the pool and not answered yet (queued for a connection included). */
+  inFlight (): number { return this.#inFlight }
+
+  /** Sends one /v1/messages EPOSTA message as a plain-text mail; never throws. See the tables here and in upstream.ts. */
+  async send (msg: OutboundMessage): Promise<UpstreamOutcome> {
+    if (!isValidMessageId(msg.messageId)) return unsent('messageId must be 1 to 128 visible ASCII characters')
+    if (msg.type !== 'EPOSTA') return unsent(`an SMTP carrier sends EPOSTA only, not ${msg.type}`)
+    if (this.#closing) return unsent(`carrier ${this.name} is closed`)
+    const p = msg.payload
+    // Without an address in From, nodemailer would send from the null sender, as a bounce does.
+    if (!DOMAIN_OF.test(p.from)) return unsent('payload.from must contain an e-mail address')
+    const messageId = messageIdHeader(msg.messageId, p.from)
+    const mail: Mail.Options = { from: p.from, to: msg.recipient, subject: p.subject, text: p.body, messageId, xMailer: false }
+    let attempts = 0
+    let lastError = ''
+    for (;;) {
+      const ticket = this.breaker.acquire()
+      if (ticket === DENIED) {
+        const wait = Math.ceil(this.breaker.retryInMs())
+        const error = `carrier ${this.name} is failing; circuit open, next try in ${wait} ms${lastError !== '' ? ` (this message: ${lastError})` : ''}`
+        return { forwarded: false, status: 'circuit_open', error, attempts, maybeDelivered: false }
+      }
+      attempts++
+      const r = await this.#attempt(mail)
+      this.#record(ticket, r)
+      if (r.kind === 'accepted') return { forwarded: true, status: 'accepted', carrierId: queueIdOf(r.response) ?? r.serverMessageId ?? messageId, attempts }
+      if (r.kind === 'permanent') return { forwarded: false, status: r.ours ? 'failed' : 'rejected', error: r.text, attempts, maybeDelivered: false }
+      if (r.maybeDelivered) return { forwarded: false, status: r.timeout ? 'timeout' : 'unknown', error: r.text, attempts, maybeDelivered: true }
+      lastError = r.text
+      // The SMTP reply code has no field of its own in the outcome: the error quotes it.
+      if (attempts > this.retries || this.#closing) {
+        return { forwarded: false, status: r.timeout ? 'timeout' : 'failed', error: r.text, attempts, maybeDelivered: false }
+      }
+      const cap = Math.min(this.#backoffMaxMs, this.#backoffMs * 2 ** (attempts - 1))
+      const delay = cap / 2 + this.#random() * cap / 2
+      if (delay >= 1) await sleep(delay)
+    }
+  }
+
+  /**
+   * Hands one raw RFC 5322 message to the relay for one recipient, unchanged; never retries, never throws for the
+   * relay's sake (a `to` of other than one address is the caller's bug: TypeError). See the table at the top.
+   */
+  async relay (envelope: RelayEnvelope, raw: Buffer): Promise<RelayOutcome> {
+    if (envelope.to.length !== 1) throw new TypeError(`relay takes exactly one recipient per call, got ${envelope.to.length}`)
+    const to = envelope.to[0]!
+    if (to === '' || UNSAFE_ADDRESS.test(to) || UNSAFE_ADDRESS.test(envelope.from)) {
+      return { kind: 'permanent', error: 'the envelope address is not a plain mailbox (empty, or with spaces, <>, quotes, commas or the like)', code: 553 }
+    }
+    if (this.#closing) return { kind: 'temporary', error: `carrier ${this.name} is closed` }
+    const ticket = this.breaker.acquire()
+    if (ticket === DENIED) {
+      return { kind: 'temporary', error: `circuit open: carrier ${this.name} is failing, next try in ${Math.ceil(this.breaker.retryInMs())} ms` }
+    }
+    const env: Mail.Envelope & { size: number, use8BitMime: boolean } = { from: envelope.from, to: [to], size: raw.length, use8BitMime: has8bit(raw) }
+    const r = await this.#attempt({ envelope: env, raw, xMailer: false })
+    this.#record(ticket, r)
+    switch (r.kind) {
+      case 'accepted': return { kind: 'accepted', response: r.response }
+      case 'permanent': return { kind: 'permanent', error: r.text, ...(r.code !== undefined ? { code: r.code } : {}), ...(r.rejected !== undefined ? { rejected: r.rejected } : {}) }
+      case 'temporary': return { kind: 'temporary', error: r.text, ...(r.code !== undefined ? { code: r.code } : {}), ...(r.maybeDelivered ? { maybeDelivered: true } : {}) }
+    }
+  }
+
+  /** Stops taking messages, waits for the ones in the pool to get their answer (or their timeout), then closes it. */
+  close (): Promise<void> {
+    this.#closed ??= this.#close()
+    return this.#closed
+  }
+
+  /** Drops every connection now: messages in flight end temporary (maybe delivered, when their bytes had gone out). */
+  async destroy (): Promise<void> {
+    this.#closing = true
+    // `force` closes the busy connections too (nodemailer 10; its types, written for 8, do not list the argument).
+    const close = this.#mailer.close as (this: Mail, o?: { force: boolean }) => void
+    close.call(this.#mailer, { force: true })
+    this.#drained?.()
+  }
+
+  async #close (): Promise<void> {
+    this.#closing = true
+    if (this.#inFlight > 0) await new Promise<void>(resolve => { this.#drained = resolve })
+    this.#mailer.close()
+  }
+
+  /** The relay answered (yes or a definite no): healthy. Silence, refusals to connect, 4xx: not. Our own errors: neither. */
+  #record (ticket: number, r: Attempt): void {
+    if (r.kind === 'accepted') this.breaker.record(ticket, true)
+    else if (!r.ours) this.breaker.record(ticket, r.kind === 'permanent')
+  }
+
+  #attempt (options: Mail.Options): Promise<Attempt> {
+    const track: Track = { stream: null }
+    const mail: TrackedMail = { ...options, iysTrack: track }
+    this.#inFlight++
+    return new Promise<Attempt>(resolve => {
+      const done = (): void => { if (--this.#inFlight === 0 && this.#drained !== null) { this.#drained(); this.#drained = null } }
+      const answer = (err: Error | null, info: { response?: unknown, serverMessageId?: unknown }): void => {
+        done()
+        if (err == null) {
+          resolve({
+            kind: 'accepted',
+            response: typeof info.response === 'string' ? clip(info.response) : '250',
+            serverMessageId: typeof info.serverMessageId === 'string' ? info.serverMessageId : null
+          })
+          return
+        }
+        // The pool pipes the stream only after the relay's 354: any byte read means the message began to go out.
+        resolve(this.#judge(err as SmtpError, track.stream?.readableDidRead === true))
+      }
+      try {
+        this.#mailer.sendMail(mail, answer)
+      } catch (err) {
+        // A bug of ours or nodemailer's, not an answer: nothing went out.
+        done()
+        resolve({ kind: 'temporary', text: `SMTP carrier error: ${clip((err as Error).message)}`, maybeDelivered: false, timeout: false, ours: true })
+      }
+    })
+  }
+
+  #judge (err: SmtpError, started: boolean): Attempt {
+    const reply = typeof err.response === 'string' ? clip(err.response) : ''
+    const code = typeof err.responseCode === 'number' ? err.responseCode : undefined
+    const at = typeof err.command === 'string' ? err.command : ''
+    const ours = this.#closing
+    if (code !== undefined && code >= 400 && code < 600) {
+      if (err.code === 'EAUTH' || AUTH_CODES.has(code)) {
+        return { kind: 'temporary', text: this.#scrub(`the relay refused our login: ${reply}`), code, maybeDelivered: false, timeout: false, ours }
+      }
+      const text = this.#scrub(`the relay answered ${reply} to ${at !== '' ? at : 'the connection'}`)
+      if (code >= 500 && code !== 503 && MESSAGE_COMMANDS.has(at)) {
+        const rejected = at === 'RCPT TO' && Array.isArray(err.rejected) ? (err.rejected as unknown[]).filter((a): a is string => typeof a === 'string') : undefined
+        return { kind: 'permanent', text, code, ...(rejected !== undefined && rejected.length > 0 ? { rejected } : {}), ours: false }
+      }
+      // A 4xx after the end of DATA is still a "not taken".
+      return { kind: 'temporary', text, code, maybeDelivered: false, timeout: false, ours }
+    }
+    switch (err.code) {
+      case 'EAUTH':
+      case 'ENOAUTH':
+        return { kind: 'temporary', text: this.#scrub(`login to the relay failed: ${err.message}`), maybeDelivered: false, timeout: false, ours }
+      case 'EMESSAGE':
+        if (at === 'MAIL FROM') return { kind: 'permanent', text: this.#scrub(`the relay takes no message this large: ${err.message}`), code: 552, ours: true }
+        break
+      case 'EENVELOPE':
+      case 'EMAXRECIPIENTS':
+        if (at === 'API' || err.code === 'EMAXRECIPIENTS') return { kind: 'permanent', text: this.#scrub(err.message), ours: true }
+        break
+      case 'ESTREAM':
+        return { kind: 'temporary', text: this.#scrub(`the message could not be read: ${err.message}`), maybeDelivered: false, timeout: false, ours: true }
+    }
+    const timeout = err.code === 'ETIMEDOUT'
+    const what = timeout ? this.#timeoutText : `${err.code ?? 'error'}: ${clip(err.message)}`
+    const text = started ? `${what} after the message went out: the relay may have it, and sending it again may deliver it twice` : what
+    return { kind: 'temporary', text: this.#scrub(text), ...(code !== undefined ? { code } : {}), maybeDelivered: started, timeout, ours }
+  }
+
+  /** Our password never leaves in an error, whatever a library put into one. */
+  #scrub (text: string): string {
+    const p = this.#url.password
+    return p !== null && p.length >= 4 && text.includes(p) ? text.split(p).join('…') : text
+  }
+}
+
+function unsent (error: string): NotForwardedOutcome {
+  return { forwarded: false, status: 'failed', error, attempts: 0, maybeDelivered: false }
+}
+
+/** A signer for a checked key: a bad key is a start-up error, not a failure of every message. */
+function checkedDkim (o: DkimOptions): DKIM {
+  if (!EHLO_RE.test(o.domainName) || o.domainName.startsWith('[')) throw new TypeError('dkim: domainName must be a domain name')
+  if (!/^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$/.test(o.keySelector)) throw new TypeError('dkim: keySelector must be a DNS label (letters, digits, . _ -)')
+  let type: string | undefined
+  try { type = createPrivateKey(o.privateKey).asymmetricKeyType } catch { throw new TypeError('dkim: privateKey is not a PEM private key') }
+  // nodemailer signs rsa-sha256 only.
+  if (type !== 'rsa') throw new TypeError(`dkim: privateKey must be an RSA key, got ${type ?? 'unknown'}`)
+  return new DKIM({ domainName: o.domainName, keySelector: o.keySelector, privateKey: o.privateKey })
+}
