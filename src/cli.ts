@@ -1,4 +1,4 @@
-// `iys-gateway <command>`: serve · migrate · keys · brands · originators · import FILE · load · sync-iys · scrub FILE · fake-carrier · fake-smsc · generate.
+// `iys-gateway <command>`: serve · migrate · keys · brands · originators · import FILE · load · sync-iys · scrub FILE · fake-carrier · fake-smsc · fake-smtp · generate.
 // Exit codes: 0 ok, 1 failure, 2 usage or configuration error. An error is one line on stderr (details go to the
 // log); an unknown flag is a usage error for every command, never ignored. `iys-gateway COMMAND --help` prints the
 // command's usage, `iys-gateway --version` the version. stdout holds only what scripts read (JSON summaries, the
@@ -15,6 +15,7 @@ import { parseScrubParams } from './http/scrub-routes.js'
 import { startGateway } from './server.js'
 import { fakeCarrierCommand } from './dev/fake-carrier.js'
 import { fakeSmscCommand } from './dev/fake-smsc.js'
+import { fakeSmtpCommand } from './dev/fake-smtp.js'
 import { migrate } from './store/migrate.js'
 import pg from 'pg'
 import { createPool, isDbUnreachable, type Pool } from './store/pg.js'
@@ -46,6 +47,8 @@ const COMMANDS: Record<string, string> = {
                                 scrub a recipient list locally (CSV or NDJSON) against the same stores`,
   'fake-carrier': `  fake-carrier [--port 8081] [--host 127.0.0.1] [--latency-ms 0] [--failure-rate 0] [--seed S]
                                 a fake carrier (the generic JSON wire format) for tests, benchmarks and docker-compose`,
+  'fake-smtp': `  fake-smtp [--port 2525] [--host 127.0.0.1] [--user U --password P] [--delay-ms 0]
+                                a fake upstream mail relay (SMTP) for trying the SMTP front end by hand`,
   'fake-smsc': `  fake-smsc [--port 2775] [--host 127.0.0.1] [--system-id smsc-test] [--password secret] [--delay-ms 0]
                                 a fake operator SMSC (SMPP 3.4) for trying the SMPP front end and carrier by hand`,
   generate: `  generate --rows N [--brands B] [--ret-share 0.2] [--seed S] [--out FILE]
@@ -206,6 +209,8 @@ async function run (command: string, rest: string[], config: Config, log: Logger
       return await fakeCarrierCommand(rest)
     case 'fake-smsc':
       return await fakeSmscCommand(rest)
+    case 'fake-smtp':
+      return await fakeSmtpCommand(rest)
     case 'generate': {
       const { values } = parseArgs({
         args: rest,

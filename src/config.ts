@@ -2,12 +2,13 @@
 // line that names the variable; a misspelt variable in our namespaces is an error with a hint, not ignored.
 
 import { createHash } from 'node:crypto'
-import { availableParallelism, tmpdir } from 'node:os'
+import { availableParallelism, hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { CodedError } from './domain/errors.js'
 import { canonicalCode } from './domain/vocabulary.js'
 import { parseSmppStatusMap, type SmppStatusMap } from './domain/smpp-status.js'
+import { parseUnsubscribeSecrets } from './auth/unsubscribe-tokens.js'
 import { projectUrl } from './util/paths.js'
 
 export interface Config {
@@ -69,6 +70,16 @@ export interface Config {
     window: number, maxBindsPerKey: number, responseTimeoutMs: number, enquireLinkMs: number, statuses: SmppStatusMap
     receiptTtlHours: number, queueMax: number, concatTtlMs: number
   }>
+  /**
+   * The SMTP front end (smtp/server.ts): ports (null: off), TLS, the name it greets with, limits, the relay spool and
+   * its retries, the one-click unsubscribe (base URL, signing secrets, optional mailto) and optional DKIM signing.
+   */
+  readonly smtp: Readonly<{
+    port: number | null, tlsPort: number | null, tlsCertFile: string | null, tlsKeyFile: string | null, hostname: string
+    maxMessageBytes: number, maxRecipients: number, spoolDir: string, spoolMaxBytes: number, retryMaxHours: number
+    retryBaseMs: number, unsubscribeUrl: string | null, unsubscribeSecrets: readonly string[], unsubscribeMailto: string | null
+    dkim: Readonly<{ domainName: string, keySelector: string, privateKeyFile: string }> | null
+  }>
   /** Decision log (needs DATABASE_URL): on/off, journal and spool folder, flush interval, fsync interval, retention. */
   readonly decisions: Readonly<{ enabled: boolean, spoolDir: string, flushMs: number, fsyncMs: number, retentionDays: number }>
 }
@@ -103,11 +114,14 @@ export const KNOWN_VARIABLES = [
   'AUTO_REBUILD', 'AUTH_TOKEN_SECRET', 'AUTH_ACCESS_TOKEN_SECONDS', 'AUTH_REFRESH_TOKEN_SECONDS', 'AUTH_TOKEN_REQUESTS_PER_HOUR',
   'REPLICA', 'REPLICA_MAX_LAG_MS', 'REPLICA_MAX_BYTES', 'SERVE_THREADS',
   'SMPP_PORT', 'SMPP_TLS_PORT', 'SMPP_TLS_CERT', 'SMPP_TLS_KEY', 'SMPP_WINDOW', 'SMPP_MAX_BINDS', 'SMPP_RESPONSE_TIMEOUT_MS',
-  'SMPP_ENQUIRE_LINK_MS', 'SMPP_STATUS_MAP', 'SMPP_RECEIPT_TTL_HOURS', 'SMPP_QUEUE_MAX', 'SMPP_CONCAT_TTL_MS'
+  'SMPP_ENQUIRE_LINK_MS', 'SMPP_STATUS_MAP', 'SMPP_RECEIPT_TTL_HOURS', 'SMPP_QUEUE_MAX', 'SMPP_CONCAT_TTL_MS',
+  'SMTP_PORT', 'SMTP_TLS_PORT', 'SMTP_TLS_CERT', 'SMTP_TLS_KEY', 'SMTP_HOSTNAME', 'SMTP_MAX_MESSAGE_BYTES', 'SMTP_MAX_RECIPIENTS',
+  'SMTP_SPOOL_DIR', 'SMTP_SPOOL_MAX_BYTES', 'SMTP_RETRY_MAX_HOURS', 'SMTP_RETRY_BASE_MS', 'SMTP_UNSUBSCRIBE_URL', 'SMTP_UNSUBSCRIBE_SECRETS',
+  'SMTP_UNSUBSCRIBE_MAILTO', 'SMTP_DKIM_DOMAIN', 'SMTP_DKIM_SELECTOR', 'SMTP_DKIM_KEY'
 ] as const
 
 // Variables starting with these belong to us: an unknown one is a typo, not someone else's setting.
-const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTO_', 'AUTH_', 'REPLICA_', 'SERVE_', 'SMPP_']
+const OUR_PREFIXES = ['REDIS_', 'UPSTREAM_', 'IYS_', 'BLOOM_', 'FILTER_', 'TACIR_', 'STORE_', 'EMBEDDED_', 'MAX_BODY', 'HISTORY_', 'RETENTION_', 'SCRUB_', 'DECISION_', 'AUTO_', 'AUTH_', 'REPLICA_', 'SERVE_', 'SMPP_', 'SMTP_']
 
 function closest (name: string): string | null {
   let best: string | null = null
@@ -155,6 +169,45 @@ function int (env: Env, name: string, def: number, min: number, max: number): nu
   if (v === undefined || v === '') return def
   if (!/^\d+$/.test(v) || +v < min || +v > max) throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${v}"`)
   return +v
+}
+
+/** The SMTP front end's settings (Config.smtp); what needs what is checked here, once. */
+function smtpSettings (env: Env): Config['smtp'] {
+  const port = optionalPort(env, 'SMTP_PORT')
+  const tlsPort = optionalPort(env, 'SMTP_TLS_PORT')
+  const tlsCertFile = env.SMTP_TLS_CERT ?? null
+  const tlsKeyFile = env.SMTP_TLS_KEY ?? null
+  if ((tlsCertFile === null) !== (tlsKeyFile === null)) throw new ConfigError('SMTP_TLS_CERT and SMTP_TLS_KEY must be set together (PEM files)')
+  if (tlsPort !== null && tlsCertFile === null) throw new ConfigError('SMTP_TLS_PORT needs SMTP_TLS_CERT and SMTP_TLS_KEY (PEM files)')
+  const on = port !== null || tlsPort !== null
+  // Tokens must verify after a restart and on every gateway: the secrets are configuration, never made up here.
+  let secrets: string[]
+  try { secrets = parseUnsubscribeSecrets(env.SMTP_UNSUBSCRIBE_SECRETS ?? '') } catch (err) { throw new ConfigError(`SMTP_UNSUBSCRIBE_SECRETS: ${(err as Error).message}`) }
+  // Accepted mail must have somewhere to go: the relay is the EPOSTA carrier, over SMTP.
+  if (on && !/^smtps?:/i.test(env.UPSTREAM_EPOSTA_URL ?? '')) throw new ConfigError('SMTP_PORT needs UPSTREAM_EPOSTA_URL=smtp://… or smtps://… (the relay accepted mail goes on to)')
+  if (on && secrets.length === 0) throw new ConfigError('SMTP_PORT needs SMTP_UNSUBSCRIBE_SECRETS (the one-click unsubscribe links are signed with it; e.g. openssl rand -hex 32)')
+  const dkimNames = ['SMTP_DKIM_DOMAIN', 'SMTP_DKIM_SELECTOR', 'SMTP_DKIM_KEY'] as const
+  const dkimSet = dkimNames.filter(n => (env[n] ?? '') !== '')
+  if (dkimSet.length !== 0 && dkimSet.length !== 3) throw new ConfigError('SMTP_DKIM_DOMAIN, SMTP_DKIM_SELECTOR and SMTP_DKIM_KEY must be set together')
+  // Unset: the gateway's own address once it listens (server.ts), right for a trial, not behind a load balancer.
+  const unsubscribeUrl = url(env, 'SMTP_UNSUBSCRIBE_URL', ['http:', 'https:'])
+  return Object.freeze({
+    port,
+    tlsPort,
+    tlsCertFile,
+    tlsKeyFile,
+    hostname: env.SMTP_HOSTNAME ?? hostname(),
+    maxMessageBytes: int(env, 'SMTP_MAX_MESSAGE_BYTES', 25 * 1024 * 1024, 1024, 1024 ** 3),
+    maxRecipients: int(env, 'SMTP_MAX_RECIPIENTS', 100, 1, 10_000),
+    spoolDir: env.SMTP_SPOOL_DIR ?? join(tmpdir(), 'iys-gateway', 'smtp-spool'),
+    spoolMaxBytes: int(env, 'SMTP_SPOOL_MAX_BYTES', 4 * 1024 ** 3, 1024 * 1024, 2 ** 50),
+    retryMaxHours: int(env, 'SMTP_RETRY_MAX_HOURS', 48, 1, 24 * 30),
+    retryBaseMs: int(env, 'SMTP_RETRY_BASE_MS', 60_000, 100, 3_600_000),
+    unsubscribeUrl: unsubscribeUrl?.replace(/\/+$/, '') ?? null,
+    unsubscribeSecrets: Object.freeze(secrets),
+    unsubscribeMailto: env.SMTP_UNSUBSCRIBE_MAILTO ?? null,
+    dkim: dkimSet.length === 3 ? Object.freeze({ domainName: env.SMTP_DKIM_DOMAIN!, keySelector: env.SMTP_DKIM_SELECTOR!, privateKeyFile: env.SMTP_DKIM_KEY! }) : null
+  })
 }
 
 /** A port that is off unless set (0: any free port, for tests). */
@@ -247,6 +300,7 @@ export function loadConfig (env: Env = process.env): Config {
   } catch (err) {
     throw new ConfigError(`SMPP_STATUS_MAP: ${(err as Error).message}`)
   }
+  const smtp = smtpSettings(env)
   const iysCodeText = env.IYS_CODE ?? ''
   const iysCode = iysCodeText === '' ? null : canonicalCode(iysCodeText)
   if (iysCodeText !== '' && iysCode === null) throw new ConfigError('IYS_CODE must be an İYS code (digits)')
@@ -287,7 +341,7 @@ export function loadConfig (env: Env = process.env): Config {
     embeddedSeedFile: env.EMBEDDED_SEED_FILE ?? fileURLToPath(projectUrl('data/sample-consents.csv')),
     upstreams: Object.freeze({
       MESAJ: url(env, 'UPSTREAM_MESAJ_URL', ['http:', 'https:', 'smpp:', 'smpps:']),
-      EPOSTA: url(env, 'UPSTREAM_EPOSTA_URL', ['http:', 'https:']),
+      EPOSTA: url(env, 'UPSTREAM_EPOSTA_URL', ['http:', 'https:', 'smtp:', 'smtps:']),
       ARAMA: url(env, 'UPSTREAM_ARAMA_URL', ['http:', 'https:'])
     }),
     upstream: Object.freeze({
@@ -346,6 +400,7 @@ export function loadConfig (env: Env = process.env): Config {
       queueMax: int(env, 'SMPP_QUEUE_MAX', 100_000, 1, 10_000_000),
       concatTtlMs: int(env, 'SMPP_CONCAT_TTL_MS', 600_000, 1000, 86_400_000)
     }),
+    smtp,
     decisions: Object.freeze({
       enabled: bool(env, 'DECISION_LOG', true),
       // Per database by default: a spool is replayed into the database it was meant for, never another one.

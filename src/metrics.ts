@@ -53,6 +53,10 @@ export class Metrics {
   readonly smppPdus: client.Counter<'command' | 'status'>
   readonly smppReceipts: client.Counter<'result'>
   readonly smppMo: client.Counter<'result'>
+  // the SMTP front end (smtp/): commands answered, relayed copies
+  readonly smtpCommands: client.Counter<'command' | 'result'>
+  readonly smtpRelay: client.Counter<'result'>
+  readonly smtpSpooled: client.Gauge<string>
   readonly scrubDiskBytes: client.Gauge<string>
   // consent write queues (İYS push inbox, asynchronous consent requests), set by store/freshness.ts
   readonly pushBacklog: client.Gauge<string>
@@ -155,6 +159,9 @@ export class Metrics {
     this.smppPdus = new client.Counter({ name: 'iys_smpp_pdus_total', help: 'SMPP requests from providers\' binds answered, by command and command_status name (malformed: answered generic_nack)', labelNames: ['command', 'status'], registers: [r] })
     this.smppReceipts = new client.Counter({ name: 'iys_smpp_receipts_total', help: 'Operators\' delivery receipts by what became of them (routed, delivered to a bind, unknown_message, queue_full_dropped_oldest…)', labelNames: ['result'], registers: [r] })
     this.smppMo = new client.Counter({ name: 'iys_smpp_mo_total', help: 'MO messages from operators by what became of them (routed, unrouted, rejection_recorded…)', labelNames: ['result'], registers: [r] })
+    this.smtpCommands = new client.Counter({ name: 'iys_smtp_commands_total', help: 'SMTP commands of providers\' mail software by command (auth, mail, rcpt, data) and result (rcpt: accepted, REJECTED, NO_CONSENT, STORE_UNAVAILABLE, invalid, throttled…)', labelNames: ['command', 'result'], registers: [r] })
+    this.smtpRelay = new client.Counter({ name: 'iys_smtp_relay_total', help: 'Copies relayed to the upstream mail relay by result (delivered, retrying, bounced)', labelNames: ['result'], registers: [r] })
+    this.smtpSpooled = new client.Gauge({ name: 'iys_smtp_spool_messages', help: 'Messages in the SMTP spool with recipients not yet delivered or bounced', registers: [r] })
     this.scrubDiskBytes = new client.Gauge({ name: 'iys_scrub_disk_bytes', help: 'Bytes of scrub uploads and results on disk or being written (bounded by SCRUB_MAX_TOTAL_BYTES)', registers: [r] })
     this.pushBacklog = new client.Gauge({ name: 'iys_push_backlog', help: 'İYS push notifications stored and not yet applied', registers: [r] })
     this.pushBacklogOldest = new client.Gauge({ name: 'iys_push_backlog_oldest_seconds', help: 'Age of the oldest İYS push notification not yet applied (0: none pending)', registers: [r] })

@@ -41,6 +41,11 @@ import { OperatorMessages } from './smpp/operator-messages.js'
 import { MemoryReceiptStore, RedisReceiptStore, type ReceiptStore } from './smpp/receipts.js'
 import { SmppServer } from './smpp/server.js'
 import { SubmitHandler } from './smpp/submit.js'
+import { MailRelay, RETRY_DELAYS } from './smtp/relay.js'
+import { SmtpFrontEnd } from './smtp/server.js'
+import { MailSpool } from './smtp/spool.js'
+import { signUnsubscribe } from './auth/unsubscribe-tokens.js'
+import { unsubscribeRoute } from './http/unsubscribe-route.js'
 import { writeConsents } from './store/consent-store.js'
 import { ScrubQueue } from './scrub/engine.js'
 import { ScrubJobs } from './scrub/jobs.js'
@@ -57,6 +62,9 @@ export interface Gateway {
   /** The SMPP front end's ports (SMPP_PORT, SMPP_TLS_PORT), null when off. */
   readonly smppPort: number | null
   readonly smppTlsPort: number | null
+  /** The SMTP front end's ports (SMTP_PORT, SMTP_TLS_PORT), null when off. */
+  readonly smtpPort: number | null
+  readonly smtpTlsPort: number | null
   readonly metrics: Metrics
   readonly mode: 'redis' | 'embedded'
   /** the routes this gateway serves, with the scopes each needs (null: public) */
@@ -249,6 +257,8 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     ? new RedisReceiptStore(redis, config.redisPrefix, { ttlSeconds: config.smpp.receiptTtlHours * 3600, queueMax: config.smpp.queueMax })
     : new MemoryReceiptStore({ ttlSeconds: config.smpp.receiptTtlHours * 3600, queueMax: config.smpp.queueMax })
   let smpp: SmppServer | null = null
+  let smtp: SmtpFrontEnd | null = null
+  let mailRelay: MailRelay | null = null
   const operatorMessages = new OperatorMessages({
     receipts,
     deliver: async (target, pdu) => { if (smpp !== null) await smpp.deliver(target, pdu); else await receipts.enqueue(target, pdu) },
@@ -260,7 +270,9 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   const upstreams = new Upstreams(config.upstreams, {
     ...config.upstream,
     log,
-    onDeliver: pdu => operatorMessages.onDeliver(pdu)
+    onDeliver: pdu => operatorMessages.onDeliver(pdu),
+    // DKIM signs each copy after our headers (List-Unsubscribe) were added: added later, they would break it.
+    ...(config.smtp.dkim !== null ? { dkim: { domainName: config.smtp.dkim.domainName, keySelector: config.smtp.dkim.keySelector, privateKey: readFileSync(config.smtp.dkim.privateKeyFile, 'utf8') } } : {})
   })
   // SERVE_THREADS > 1 (Redis mode only: config.ts): the serving threads, started once this thread listens.
   let threads: ServeThreads | null = null
@@ -291,6 +303,9 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       } else notConfiguredRoutes(router)
       scrubRoutes(router, { jobs, queue, maxBytes: config.scrub.maxBytes, maxTotalBytes: config.scrub.maxTotalBytes, maxUploadsPerClient: config.scrub.maxUploadsPerClient })
       messagesRoute(router, { checker, upstreams, metrics, decisions })
+      // Every gateway answers the one-click unsubscribe links (behind a load balancer any of them gets the POST); one
+      // without the secrets answers 503, which mail providers retry, rather than a 404 they would drop.
+      unsubscribeRoute(router, { secrets: config.smtp.unsubscribeSecrets, pool, log, metrics })
     }
   })
 
@@ -312,6 +327,36 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     })
     threads = new ServeThreads({ config, port, internalPort: uWS.us_socket_local_port(internalSocket), peerSecret, journal: decisionLog !== null, mirror: mirror!, decisions, metrics, log })
     threads.start()
+  }
+  // SMTP (issue 15): the front end spools what it accepts; the relay sends each copy on to the EPOSTA carrier.
+  let smtpPorts: { port: number | null, tlsPort: number | null } = { port: null, tlsPort: null }
+  if (config.smtp.port !== null || config.smtp.tlsPort !== null) {
+    const s = config.smtp
+    const spool = new MailSpool({ dir: s.spoolDir, maxBytes: s.spoolMaxBytes, log })
+    await spool.open()
+    const unsubscribeBase = s.unsubscribeUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`
+    const mailto = s.unsubscribeMailto
+    const relay = mailRelay = new MailRelay({
+      spool,
+      relayer: upstreams.smtp()!, // config.ts: SMTP_PORT needs an smtp:// EPOSTA carrier
+      unsubscribe: r => ({ url: `${unsubscribeBase}/v1/unsubscribe/${signUnsubscribe(s.unsubscribeSecrets[0]!, r)}`, ...(mailto !== null ? { mailto } : {}) }),
+      onOutcome: (_id, outcome) => { metrics.smtpRelay.inc({ result: outcome }); metrics.smtpSpooled.set(spool.size) },
+      log,
+      retry: { baseMs: s.retryBaseMs, maxMs: RETRY_DELAYS.maxMs, giveUpAfterMs: s.retryMaxHours * 3_600_000 },
+      bounceFrom: `MAILER-DAEMON@${s.hostname}`
+    })
+    relay.start()
+    smtp = new SmtpFrontEnd({
+      host: config.host,
+      port: s.port,
+      tlsPort: s.tlsPort,
+      tls: s.tlsCertFile !== null ? { certFile: s.tlsCertFile, keyFile: s.tlsKeyFile! } : null,
+      hostname: s.hostname,
+      maxMessageBytes: s.maxMessageBytes,
+      maxRecipients: s.maxRecipients
+    }, { keys, checker, decisions, rateLimit, spool, spooled: () => { metrics.smtpSpooled.set(spool.size); relay.kick() }, metrics, log })
+    smtpPorts = await smtp.start()
+    log.info(smtpPorts, 'SMTP front end listening')
   }
   let smppPorts: { port: number | null, tlsPort: number | null } = { port: null, tlsPort: null }
   if (config.smpp.port !== null || config.smpp.tlsPort !== null) {
@@ -343,6 +388,8 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     port,
     smppPort: smppPorts.port,
     smppTlsPort: smppPorts.tlsPort,
+    smtpPort: smtpPorts.port,
+    smtpTlsPort: smtpPorts.tlsPort,
     metrics,
     mode: redis !== null ? 'redis' : 'embedded',
     version: () => getView()?.version ?? 0,
@@ -351,6 +398,8 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     async close () {
       uWS.us_listen_socket_close(listenSocket)
       await smpp?.close() // unbinds the providers' platforms: they reconnect to another gateway
+      await smtp?.close()
+      await mailRelay?.stop() // copies in flight get their outcome on disk; the rest stay spooled for the next start
       // The serving threads first: what they have in flight needs this thread (acknowledgements, proxied requests).
       await threads?.stop(10_000)
       if (internalSocket !== null) uWS.us_listen_socket_close(internalSocket)

@@ -113,7 +113,7 @@ describe('every route refuses whoever may not call it', () => {
 
   it('leaves only probes, metrics, the OpenAPI document, the İYS push receiver and the token endpoint public', () => {
     expect(routes.filter(r => r.scopes === null).map(r => `${r.method} ${r.pattern}`).sort())
-      .toEqual(['GET /healthz', 'GET /metrics', 'GET /openapi.json', 'GET /readyz', 'POST /iys/push', 'POST /oauth2/token'])
+      .toEqual(['GET /healthz', 'GET /metrics', 'GET /openapi.json', 'GET /readyz', 'GET /v1/unsubscribe/:token', 'POST /iys/push', 'POST /oauth2/token', 'POST /v1/unsubscribe/:token'])
   })
 
   it('answers 401 without a valid key, whatever the route', async () => {

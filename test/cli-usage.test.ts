@@ -18,7 +18,7 @@ const nonEmpty = (text: string): string[] => text.split('\n').filter(l => l.trim
 /** Every command with the arguments it needs to get as far as reading its flags. */
 const COMMANDS: string[][] = [
   ['serve'], ['migrate'], ['keys', 'create', '--iys-code', '700001'], ['keys', 'list'], ['brands', 'add', '--iys-code', '1', '--brand-code', '2'],
-  ['import', 'x.csv'], ['load'], ['scrub', 'x.csv', '--brand-code', '600001', '--type', 'MESAJ'], ['fake-carrier'], ['fake-smsc'], ['originators', 'list'], ['keys', 'smpp', 'ik_0000000000000000', '--off'],
+  ['import', 'x.csv'], ['load'], ['scrub', 'x.csv', '--brand-code', '600001', '--type', 'MESAJ'], ['fake-carrier'], ['fake-smsc'], ['fake-smtp'], ['originators', 'list'], ['keys', 'smpp', 'ik_0000000000000000', '--off'],
   ['generate', '--rows', '1'], ['sync-iys', '--once']
 ]
 

@@ -49,7 +49,7 @@ export interface DecisionLogOptions {
 }
 
 /** The front ends whose decisions are journalled (the `source` column). */
-export type DecisionSource = 'check' | 'messages' | 'smpp'
+export type DecisionSource = 'check' | 'messages' | 'smpp' | 'smtp'
 
 /** What a carrier answered for one message (null: not forwarded, it was blocked). */
 export interface MessageOutcome { upstreamStatus: string, carrierId: string | null }

@@ -28,8 +28,8 @@ export const DEMO_KEY_WARNING = `the demo API key "${DEMO_API_KEY}" (README) is 
 /** The trial's SMPP credentials (demo KeyStore only): system_id and password of the demo key. */
 export const DEMO_SMPP_SYSTEM_ID = 'demo'
 export const DEMO_SMPP_PASSWORD = 'demo1234'
-/** The demo SMPP login's default brand: the brand of data/sample-consents.csv. */
-export const DEMO_SMPP_BRAND_CODE = '600001'
+/** The demo key's default brand (SMPP and SMTP): the brand of data/sample-consents.csv. */
+export const DEMO_BRAND_CODE = '600001'
 
 /** What a bind's submit_sm falls back on when its TLVs do not say (`keys … --smpp-brand-code` and the like). */
 export interface SmppDefaults {
@@ -121,7 +121,7 @@ export class KeyStore implements Authenticator {
     const principal: Principal = Object.freeze({ keyId, iysCode: DEMO_IYS_CODE, brands: 'any', scopes: new Set<Scope>(SCOPES), ratePerSecond: 0, demo: true })
     store.entries.set(keyId, { principal, digest: sha256(secret) })
     // The sample data's brand by default, so that a trial's submit_sm needs no TLV and no originator table.
-    const defaults: SmppDefaults = Object.freeze({ brandCode: DEMO_SMPP_BRAND_CODE, commercial: null, recipientType: 'BIREYSEL' })
+    const defaults: SmppDefaults = Object.freeze({ brandCode: DEMO_BRAND_CODE, commercial: null, recipientType: 'BIREYSEL' })
     store.smpp.set(DEMO_SMPP_SYSTEM_ID, { login: Object.freeze({ principal, defaults }), keyId, digest: smppDigest(keyId, DEMO_SMPP_PASSWORD) })
     store.loadedAt = Date.now()
     return store

@@ -365,7 +365,7 @@ const schemas: Record<string, JsonObject> = {
     required: ['decidedAt', 'source', 'recipientType', 'commercial', 'allowed', 'reason', 'consent'],
     properties: {
       decidedAt: INSTANT,
-      source: { type: 'string', description: 'what decided: check, messages, smpp (a submit_sm from an SMPP bind), or scrub (a bulk scrub job: jobId)', examples: ['check', 'messages', 'smpp', 'scrub'] },
+      source: { type: 'string', description: 'what decided: check, messages, smpp (a submit_sm from an SMPP bind), smtp (an RCPT TO of the SMTP relay), or scrub (a bulk scrub job: jobId)', examples: ['check', 'messages', 'smpp', 'smtp', 'scrub'] },
       recipientType: ref('RecipientType'),
       commercial: { type: 'boolean' },
       allowed: { type: 'boolean' },
