@@ -4,6 +4,7 @@
 // required, the upstream going down and coming back loses nothing, and the one-click unsubscribe POST makes the next
 // RCPT for that address fail on the other gateway.
 
+import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import nodemailer from 'nodemailer'
@@ -125,5 +126,56 @@ describe('the SMTP front end', () => {
     expect(delivered(OK[3]!)).toHaveLength(1)
     const { rows } = await services.pool.query("SELECT status, source FROM consents WHERE recipient = $1 AND recipient_type = 'BIREYSEL'", [OK[3]])
     expect(rows).toEqual([{ status: 'RET', source: 'HS_EPOSTA' }])
+  })
+})
+
+describe('the SMTP front end over TLS', () => {
+  let services: TestServices
+  let upstream: FakeSmtp
+  let gw: RunningGateway
+  let auth = { user: '', pass: '' }
+
+  beforeAll(async () => {
+    services = await testServices({ dirPrefix: 'iys-smtp-tls-', redis: true })
+    const file = join(services.dir, 'c.csv')
+    writeFileSync(file, `iysCode,brandCode,recipient,recipientType,type,status,source,consentDate\n700001,${BRAND},${OK[0]},BIREYSEL,EPOSTA,ONAY,HS_WEB,2024-01-15 10:00:00\n`)
+    await runSteps([['migrate'], ['import', file], ['load']], services.env)
+    const key = await runCli(['keys', 'create', '--iys-code', '700001', '--scopes', 'send', '--rate', '0', '--brand-codes', BRAND], services.env)
+    const [user, pass] = (JSON.parse(key.stdout).apiKey as string).split('.') as [string, string]
+    auth = { user, pass }
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+      '-keyout', join(services.dir, 'key.pem'), '-out', join(services.dir, 'cert.pem')], { stdio: 'ignore' })
+    upstream = await startFakeSmtp()
+    gw = await startTestGateway({
+      ...services.env,
+      SMTP_PORT: '0',
+      SMTP_TLS_PORT: '0',
+      SMTP_TLS_CERT: join(services.dir, 'cert.pem'),
+      SMTP_TLS_KEY: join(services.dir, 'key.pem'),
+      SMTP_UNSUBSCRIBE_SECRETS: SECRET,
+      SMTP_SPOOL_DIR: join(services.dir, 'spool'),
+      UPSTREAM_EPOSTA_URL: upstream.url()
+    })
+  }, 120_000)
+
+  afterAll(async () => {
+    await gw?.close()
+    await upstream?.close()
+    await services?.close()
+  })
+
+  const tls = { rejectUnauthorized: false } // the test's certificate is self-signed
+
+  it('refuses AUTH in the clear once it has a certificate, and takes it after STARTTLS', async () => {
+    const clear = nodemailer.createTransport({ host: '127.0.0.1', port: gw.gw.smtpPort!, secure: false, ignoreTLS: true, auth })
+    await expect(clear.sendMail({ from: 'a@acme.com.tr', to: OK[0], subject: 's', text: 't' })).rejects.toThrow(/538|encrypt|STARTTLS|TLS/i)
+    const starttls = nodemailer.createTransport({ host: '127.0.0.1', port: gw.gw.smtpPort!, secure: false, requireTLS: true, tls, auth })
+    expect((await starttls.sendMail({ from: 'a@acme.com.tr', to: OK[0], subject: 's', text: 'starttls' })).accepted).toEqual([OK[0]])
+  })
+
+  it('speaks TLS from the first byte on SMTP_TLS_PORT', async () => {
+    const implicit = nodemailer.createTransport({ host: '127.0.0.1', port: gw.gw.smtpTlsPort!, secure: true, tls, auth })
+    expect((await implicit.sendMail({ from: 'a@acme.com.tr', to: OK[0], subject: 's', text: 'implicit' })).accepted).toEqual([OK[0]])
+    await until(() => upstream.messages().length === 2, 15_000, 'both copies at the upstream')
   })
 })
