@@ -114,6 +114,17 @@ describe('the SMTP front end', () => {
     await until(() => delivered(OK[2]!).length === 1, 20_000, 'the spooled copy once the upstream is back')
   })
 
+  it('bounces a copy the upstream refuses for good: a DSN to the envelope sender, from the null sender', async () => {
+    upstream.rejectNext(1, 550, '5.1.1 No such user here', 'RCPT')
+    const info = await transport(a).sendMail(mail(OK[0]!, 'news@acme.com.tr'))
+    expect(info.accepted).toEqual([OK[0]])
+    await until(() => upstream.messages().some(m => m.envelope.from === '' && m.envelope.to.includes('news@acme.com.tr')), 15_000, 'the DSN')
+    const dsn = upstream.messages().find(m => m.envelope.from === '')!.raw.toString('utf8')
+    expect(dsn).toMatch(/multipart\/report; report-type=delivery-status/)
+    expect(dsn).toMatch(/^Final-Recipient: rfc822; ok1@example\.com\r?$/m)
+    expect(dsn).toMatch(/^Status: 5\.1\.1\r?$/m)
+  })
+
   it('turns the one-click unsubscribe POST into a RET that makes the next RCPT fail on the other gateway', async () => {
     await transport(a).sendMail(mail(OK[3]!))
     await until(() => delivered(OK[3]!).length === 1, 15_000, 'the copy')
