@@ -46,7 +46,7 @@ import { SmtpFrontEnd } from './smtp/server.js'
 import { MailSpool } from './smtp/spool.js'
 import { signUnsubscribe } from './auth/unsubscribe-tokens.js'
 import { unsubscribeRoute } from './http/unsubscribe-route.js'
-import { writeConsents } from './store/consent-store.js'
+import { writeCitizenRejections } from './store/consent-store.js'
 import { ScrubQueue } from './scrub/engine.js'
 import { ScrubJobs } from './scrub/jobs.js'
 import { createScrubPool } from './scrub/pool.js'
@@ -263,7 +263,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     receipts,
     deliver: async (target, pdu) => { if (smpp !== null) await smpp.deliver(target, pdu); else await receipts.enqueue(target, pdu) },
     keys,
-    writeConsents: pool !== null ? writes => writeConsents(pool, writes) : null,
+    writeRejections: pool !== null ? (consents, actor) => writeCitizenRejections(pool, consents, actor) : null,
     metrics,
     log
   })

@@ -247,13 +247,14 @@ describe('POST /v1/unsubscribe/:token on a real gateway', () => {
     expect(res.status).toBe(200)
     expect(res.headers.get('content-type')).toMatch(/^text\/html/)
     expect(await res.text()).toMatch(/unsubscribed/i)
-    const posted = Date.now()
-    await until(async () => await reason(AYSE) === 'REJECTED', 1000, 'the other gateway to refuse the address')
-    expect(Date.now() - posted).toBeLessThan(1000)
-    // BIREYSEL had an ONAY: a RET now. TACIR had no record: İYS's rules refuse a first RET (H175), nothing is written.
+    // No timing threshold here (the machines are noisy): the benchmark measures propagation.
+    await until(async () => await reason(AYSE) === 'REJECTED', 10_000, 'the other gateway to refuse the address')
+    // BIREYSEL had an ONAY: a RET now. TACIR had no record: a RET all the same (İYS's H175 is a rule for a
+    // provider's first record, not for the citizen's own rejection), so a TACIR send is refused too.
     const rows = await ledger(AYSE)
-    expect(rows.map(r => [r.recipient_type, r.status, r.via])).toEqual([['BIREYSEL', 'ONAY', 'import'], ['BIREYSEL', 'RET', 'api']])
+    expect(rows.map(r => [r.recipient_type, r.status, r.via])).toEqual([['BIREYSEL', 'ONAY', 'import'], ['BIREYSEL', 'RET', 'api'], ['TACIR', 'RET', 'api']])
     expect(rows[1]).toEqual({ recipient_type: 'BIREYSEL', status: 'RET', source: 'HS_EPOSTA', via: 'api', actor: 'unsubscribe' })
+    await until(async () => (await check(other.url, { brandCode: 600001, type: 'EPOSTA', recipientType: 'TACIR', recipient: AYSE }))[0]!.reason === 'REJECTED', 10_000, 'the TACIR RET on the other gateway')
     // Other recipients of the brand are untouched.
     expect(await reason(MEHMET)).toBe('CONSENT')
   })
@@ -271,15 +272,15 @@ describe('POST /v1/unsubscribe/:token on a real gateway', () => {
     form.set('List-Unsubscribe', 'One-Click')
     const res = await post(served.url, tokenFor(MEHMET, OLD), form, null) // fetch sets multipart/form-data; boundary=…
     expect(res.status, await res.clone().text()).toBe(200)
-    await until(async () => await reason(MEHMET) === 'REJECTED', 1000, 'the other gateway to refuse the second address')
+    await until(async () => await reason(MEHMET) === 'REJECTED', 10_000, 'the other gateway to refuse the second address')
     expect((await post(served.url, tokenFor(MEHMET), 'List-Unsubscribe=One-Click', 'text/plain')).status).toBe(200)
   })
 
-  it('a recipient with no record: 200, and nothing is written (no first RET)', async () => {
+  it('a recipient with no record: 200, and a RET for both recipient types (the citizen\'s rejection holds without a record)', async () => {
     const seq = await lastSeq()
     expect((await post(served.url, tokenFor(NOBODY))).status).toBe(200)
-    expect(await lastSeq()).toBe(seq)
-    expect(await ledger(NOBODY)).toEqual([])
+    expect(await lastSeq()).toBe(seq + 2)
+    expect((await ledger(NOBODY)).map(r => [r.recipient_type, r.status, r.source, r.actor])).toEqual([['BIREYSEL', 'RET', 'HS_EPOSTA', 'unsubscribe'], ['TACIR', 'RET', 'HS_EPOSTA', 'unsubscribe']])
   })
 
   it('a bad token is 404 with no detail, on POST and GET; a body that is not the one-click form is 422; neither writes', async () => {
@@ -305,8 +306,8 @@ describe('POST /v1/unsubscribe/:token on a real gateway', () => {
   it('counts what became of the POSTs (iys_unsubscribes_total)', async () => {
     const text = await served.metrics.registry.metrics()
     const count = (result: string): number => Number(new RegExp(`^iys_unsubscribes_total\\{result="${result}"\\} (\\d+)$`, 'm').exec(text)?.[1])
-    expect(count('recorded')).toBe(2)
-    expect(count('unchanged')).toBe(3)
+    expect(count('recorded')).toBe(3)
+    expect(count('unchanged')).toBe(2)
     expect(count('invalid_token')).toBe(4)
   })
 

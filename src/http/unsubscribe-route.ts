@@ -2,11 +2,11 @@
 // (<SMTP_UNSUBSCRIBE_URL>/v1/unsubscribe/<token>, auth/unsubscribe-tokens.ts).
 //
 //   POST  records a RET for the token's recipient and brand on EPOSTA (source HS_EPOSTA) through the consent API's
-//         write path (writeConsents: provider rules, the ledger, İYS write-through, NOTIFY, so every gateway refuses
-//         the address within a second), for BIREYSEL and TACIR both: the token cannot know which the mail went out as.
-//         No login and no cookies (the RFC): the token is the authority. The body must say List-Unsubscribe=One-Click
-//         (a form, urlencoded or multipart, or that text alone). A write the rules refuse (no record: H175; RET
-//         already: H174) changes nothing and is still 200: what the recipient asked for holds. So a repeat is 200.
+//         write path as a citizen's rejection (writeCitizenRejections: the ledger, İYS write-through, NOTIFY, so every
+//         gateway refuses the address within a second; a key with no record gets its RET too, not sent to İYS), for
+//         BIREYSEL and TACIR both: the token cannot know which the mail went out as. No login and no cookies (the
+//         RFC): the token is the authority. The body must say List-Unsubscribe=One-Click (a form, urlencoded or
+//         multipart, or that text alone). A RET already in force changes nothing and is still 200: a repeat is 200.
 //   GET   changes nothing (link scanners follow GETs): a page whose button POSTs the same form to the same URL.
 //
 // An unknown or altered token is 404 with no detail. Postgres unreachable (or a transient failure) is 503 with
@@ -18,7 +18,8 @@ import { verifyUnsubscribe, type UnsubscribeClaim } from '../auth/unsubscribe-to
 import { GatewayError } from '../domain/errors.js'
 import { RECIPIENT_TYPES } from '../domain/vocabulary.js'
 import type { Metrics } from '../metrics.js'
-import { writeConsents, type ConsentWrite } from '../store/consent-store.js'
+import { writeCitizenRejections } from '../store/consent-store.js'
+import type { ValidConsent } from '../domain/consent.js'
 import { isTransientDbError, type Pool } from '../store/pg.js'
 import { readBody } from './body.js'
 import type { Reply, Router } from './router.js'
@@ -83,15 +84,11 @@ export function unsubscribeRoute (router: Router, deps: UnsubscribeRouteDeps): v
   const record = async (claim: UnsubscribeClaim): Promise<Reply> => {
     if (pool === null) throw new GatewayError('NOT_CONFIGURED', { message: NO_DATABASE })
     const consentDate = Math.floor(Date.now() / 1000)
-    const writes: ConsentWrite[] = RECIPIENT_TYPES.map(recipientType => ({
-      consent: { iysCode: claim.iysCode, brandCode: claim.brandCode, recipient: claim.recipient, recipientType, type: 'EPOSTA', status: 'RET', source: 'HS_EPOSTA', consentDate },
-      authority: 'provider',
-      via: 'api',
-      actor: UNSUBSCRIBE_ACTOR
-    }))
+    const consents = RECIPIENT_TYPES.map((recipientType): ValidConsent =>
+      ({ iysCode: claim.iysCode, brandCode: claim.brandCode, recipient: claim.recipient, recipientType, type: 'EPOSTA', status: 'RET', source: 'HS_EPOSTA', consentDate }))
     let applied = 0
     try {
-      for (const o of await writeConsents(pool, writes)) if (o.status === 'applied') applied++
+      applied = await writeCitizenRejections(pool, consents, UNSUBSCRIBE_ACTOR)
     } catch (err) {
       // A deadlock or an overloaded Postgres is worth the mail provider's retry as much as an unreachable one.
       if (isTransientDbError(err)) throw new GatewayError('DATABASE_UNAVAILABLE', { cause: err, retryAfterS: 5 })

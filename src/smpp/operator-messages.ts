@@ -9,8 +9,8 @@
 // - `RET <word>`: the word picks the brand among the number's owners by the tenant's originator table (an
 //   alphanumeric sender id such as ACME) or by brand code; a word that picks none applies the RET to every brand
 //   behind the number (a citizen's rejection is never dropped for a spelling we do not know).
-// - The MO says nothing of the recipient type: the RET is written for BIREYSEL and TACIR both. A write the rules
-//   refuse (no record to reject, already rejected) changes nothing, which is right.
+// - The MO says nothing of the recipient type: the RET is written for BIREYSEL and TACIR both, as a citizen's
+//   rejection (writeCitizenRejections: also where there is no record yet, so a TACIR recipient is not left reachable).
 
 import type { PDU } from 'smpp'
 import type { KeyStore } from '../auth/key-store.js'
@@ -19,7 +19,6 @@ import { isRecipientError } from '../domain/normalize.js'
 import type { RecipientType } from '../domain/vocabulary.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../metrics.js'
-import type { ConsentWrite, WriteOutcome } from '../store/consent-store.js'
 import { destinationOf } from './address.js'
 import { moText, rejectionOf } from './mo.js'
 import type { ReceiptStore } from './receipts.js'
@@ -34,8 +33,8 @@ export interface OperatorMessagesDeps {
   /** Queues an encoded deliver_sm for a target and hands it to a bound receiver (SmppServer.deliver). */
   deliver: (target: string, pdu: Buffer) => Promise<void>
   keys: Pick<KeyStore, 'originatorOwners' | 'originatorBrand'>
-  /** The consent write path (store/consent-store.ts writeConsents); null without DATABASE_URL. */
-  writeConsents: ((writes: readonly ConsentWrite[]) => Promise<WriteOutcome[]>) | null
+  /** A citizen's rejection through the consent write path (store/consent-store.ts); null without DATABASE_URL. */
+  writeRejections: ((consents: readonly ValidConsent[], actor: string) => Promise<number>) | null
   metrics: Metrics
   log: Logger
   now?: () => number
@@ -79,21 +78,17 @@ export class OperatorMessages {
       const picked = owners.filter(o => o.brandCode === word || this.deps.keys.originatorBrand(o.iysCode, word) === o.brandCode)
       if (picked.length > 0) brands = picked
     }
-    if (this.deps.writeConsents === null) {
+    if (this.deps.writeRejections === null) {
       this.deps.metrics.smppMo.inc({ result: 'rejection_not_recorded' })
       this.deps.log.error({ brands: brands.map(b => b.brandCode) }, 'an MO rejection (RET) arrived and this gateway has no DATABASE_URL to record it')
       return
     }
     const consentDate = Math.floor((this.deps.now?.() ?? Date.now()) / 1000)
-    const writes: ConsentWrite[] = []
+    const consents: ValidConsent[] = []
     for (const b of brands) {
-      for (const recipientType of RECIPIENT_TYPES) {
-        const consent: ValidConsent = { iysCode: b.iysCode, brandCode: b.brandCode, recipient, recipientType, type: 'MESAJ', status: 'RET', source: 'HS_MESAJ', consentDate }
-        writes.push({ consent, authority: 'provider', via: 'api', actor: 'smpp-mo' })
-      }
+      for (const recipientType of RECIPIENT_TYPES) consents.push({ iysCode: b.iysCode, brandCode: b.brandCode, recipient, recipientType, type: 'MESAJ', status: 'RET', source: 'HS_MESAJ', consentDate })
     }
-    const outcomes = await this.deps.writeConsents(writes)
-    const applied = outcomes.filter(o => o.status === 'applied').length
+    const applied = await this.deps.writeRejections(consents, 'smpp-mo')
     this.deps.metrics.smppMo.inc({ result: applied > 0 ? 'rejection_recorded' : 'rejection_changed_nothing' })
     this.deps.log.info({ brands: brands.map(b => b.brandCode), applied }, 'MO rejection keyword recorded as RET')
   }

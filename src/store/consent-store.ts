@@ -162,6 +162,22 @@ export async function writeConsentsTx (client: PoolClient, writes: readonly Cons
   return outcomes
 }
 
+/**
+ * A citizen's own rejection (an SMPP MO "RET", a one-click unsubscribe): a RET for each consent, from every
+ * recipient type, written as the provider's write (so that İYS write-through registers it). İYS's rules refuse a
+ * provider's first record when it is a RET (H175), but this RET is the citizen's act, and without it a TACIR
+ * recipient with no record stays reachable (opt-out): those are written again as facts (authority 'iys'), in force
+ * here and not sent to İYS, which would refuse them. `RET` already in force (H174) changes nothing. One transaction
+ * each. Returns how many changes were applied.
+ */
+export async function writeCitizenRejections (pool: Pool, consents: readonly ValidConsent[], actor: string): Promise<number> {
+  const writes = consents.map((consent): ConsentWrite => ({ consent, authority: 'provider', via: 'api', actor }))
+  const first = await writeConsents(pool, writes)
+  const unrecorded = writes.filter((_, i) => { const o = first[i]!; return o.status === 'rejected' && o.error.code === 'H175' })
+  const facts = await writeConsents(pool, unrecorded.map(w => ({ ...w, authority: 'iys' })))
+  return [...first, ...facts].filter(o => o.status === 'applied').length
+}
+
 /** Queues the applied provider API writes of write-through tenants for İYS (one outbox row per ledger seq). */
 async function queueApplied (client: PoolClient, writes: readonly ConsentWrite[], h: { seq: string[], iys: string[], b: string[], t: string[], r: string[], rc: string[], s: string[], src: string[], d: number[], tx: string[] }): Promise<void> {
   const q = { seq: [] as string[], iys: [] as string[], b: [] as string[], t: [] as string[], r: [] as string[], rc: [] as string[], s: [] as string[], src: [] as string[], d: [] as number[], tx: [] as string[] }
