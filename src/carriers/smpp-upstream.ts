@@ -57,6 +57,7 @@ import { statusName } from '../domain/smpp-status.js'
 import type { Logger } from '../log.js'
 import { ResponseTimeoutError, SmppSession } from '../wire/smpp-session.js'
 import { carrierBreaker, intOption } from './carrier-options.js'
+import { carrierUrlError, intParam, readCarrierUrl, type CarrierUrlSpec } from './carrier-url.js'
 import { DENIED, type CircuitBreaker } from './circuit-breaker.js'
 import { isValidMessageId, type OutboundMessage } from './contract.js'
 // Types only: upstream.ts builds this carrier, so a value import back would be a cycle.
@@ -100,51 +101,26 @@ export interface SmppUrl {
   readonly long: 'udh' | 'payload'
 }
 
-const PARAMS = ['binds', 'window', 'rate', 'system_type', 'enquire_ms', 'reconnect_ms', 'reconnect_max_ms', 'reject_unauthorized', 'long'] as const
-const KNOWN_PARAMS: ReadonlySet<string> = new Set(PARAMS)
-
-function urlError (message: string): TypeError { return new TypeError(`SMPP carrier URL: ${message}`) }
-
-function intParam (q: URLSearchParams, name: string, def: number, min: number, max: number, zero = false): number {
-  const v = q.get(name)
-  if (v === null) return def
-  const n = /^\d{1,10}$/.test(v) ? Number(v) : NaN
-  if (!(zero && n === 0) && !(n >= min && n <= max)) throw urlError(`${name} must be an integer from ${zero ? `0 (off) or ${min}` : min} to ${max}, got "${v}"`)
-  return n
+const URL_SPEC: CarrierUrlSpec = {
+  label: 'SMPP carrier URL',
+  schemes: ['smpp:', 'smpps:'],
+  example: 'smpp://system_id:password@host:port?…',
+  userName: 'system_id',
+  params: ['binds', 'window', 'rate', 'system_type', 'enquire_ms', 'reconnect_ms', 'reconnect_max_ms', 'reject_unauthorized', 'long']
 }
 
-function decode (part: string, what: string): string {
-  try { return decodeURIComponent(part) } catch { throw urlError(`the ${what} is not valid percent-encoding`) }
-}
+const urlError = (message: string): TypeError => carrierUrlError(URL_SPEC, message)
+const int = (q: URLSearchParams, name: string, def: number, min: number, max: number, zero = false): number => intParam(URL_SPEC, q, name, min, max, zero) ?? def
 
 /** Reads and checks an smpp:// or smpps:// URL. Errors never quote the password. */
 export function parseSmppUrl (text: string): SmppUrl {
-  let u: URL
-  try { u = new URL(text) } catch { throw urlError('not a URL (smpp://system_id:password@host:port?…)') }
-  if (u.protocol !== 'smpp:' && u.protocol !== 'smpps:') throw urlError(`must be smpp: or smpps:, got ${u.protocol}`)
-  const tls = u.protocol === 'smpps:'
-  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname
-  if (host === '') throw urlError('no host')
-  if (u.port === '0') throw urlError('the port must be from 1 to 65535')
-  if (u.pathname !== '' && u.pathname !== '/') throw urlError('no path is allowed after host:port')
-  if (u.hash !== '') throw urlError('no #fragment is allowed')
-  const systemId = decode(u.username, 'system_id')
-  const password = decode(u.password, 'password')
+  const { tls, host, port, user: systemId, password, query: q } = readCarrierUrl(text, URL_SPEC)
   // SMPP 3.4 caps system_id at 15 characters; the password's 8 is not checked: some operators issue longer ones.
   if (!/^[\x21-\x7e]{1,15}$/.test(systemId)) throw urlError('system_id (the user part) must be 1 to 15 visible ASCII characters')
   if (!/^[\x20-\x7e]*$/.test(password)) throw urlError('the password must be ASCII')
-  const q = u.searchParams
-  const seen = new Set<string>()
-  const unknown: string[] = []
-  for (const k of q.keys()) {
-    if (!KNOWN_PARAMS.has(k)) unknown.push(k)
-    else if (seen.has(k)) throw urlError(`${k} is given twice`)
-    seen.add(k)
-  }
-  if (unknown.length > 0) throw urlError(`unknown parameter${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${PARAMS.join(', ')})`)
   const systemType = q.get('system_type') ?? ''
   if (!/^[\x20-\x7e]{0,12}$/.test(systemType)) throw urlError('system_type must be at most 12 ASCII characters')
-  const reconnectMs = intParam(q, 'reconnect_ms', 1000, 10, 600_000)
+  const reconnectMs = int(q, 'reconnect_ms', 1000, 10, 600_000)
   const ru = q.get('reject_unauthorized')
   if (ru !== null && ru !== 'true' && ru !== 'false') throw urlError(`reject_unauthorized must be true or false, got "${ru}"`)
   if (ru !== null && !tls) throw urlError('reject_unauthorized is for smpps: only')
@@ -153,16 +129,16 @@ export function parseSmppUrl (text: string): SmppUrl {
   return Object.freeze({
     tls,
     host,
-    port: u.port === '' ? (tls ? 3550 : 2775) : Number(u.port),
+    port: port ?? (tls ? 3550 : 2775),
     systemId,
     password,
     systemType,
-    binds: intParam(q, 'binds', 1, 1, 64),
-    window: intParam(q, 'window', 10, 1, 1000),
-    rate: intParam(q, 'rate', 0, 1, 100_000, true),
-    enquireMs: intParam(q, 'enquire_ms', 30_000, 100, 3_600_000, true),
+    binds: int(q, 'binds', 1, 1, 64),
+    window: int(q, 'window', 10, 1, 1000),
+    rate: int(q, 'rate', 0, 1, 100_000, true),
+    enquireMs: int(q, 'enquire_ms', 30_000, 100, 3_600_000, true),
     reconnectMs,
-    reconnectMaxMs: intParam(q, 'reconnect_max_ms', Math.max(60_000, reconnectMs), reconnectMs, 3_600_000),
+    reconnectMaxMs: int(q, 'reconnect_max_ms', Math.max(60_000, reconnectMs), reconnectMs, 3_600_000),
     rejectUnauthorized: ru !== 'false',
     long
   })

@@ -59,6 +59,7 @@ import type Mail from 'nodemailer/lib/mailer'
 import type SMTPPool from 'nodemailer/lib/smtp-pool'
 import type { Logger } from '../log.js'
 import { carrierBreaker, intOption } from './carrier-options.js'
+import { carrierUrlError, intParam, readCarrierUrl, type CarrierUrlSpec } from './carrier-url.js'
 import { DENIED, type CircuitBreaker } from './circuit-breaker.js'
 import { isValidMessageId, type OutboundMessage } from './contract.js'
 // Types only: upstream.ts builds this carrier, so a value import back would be a cycle.
@@ -85,50 +86,24 @@ export interface SmtpUrl {
   readonly ehlo: string | null
 }
 
-const PARAMS = ['pool', 'starttls', 'reject_unauthorized', 'timeout_ms', 'ehlo'] as const
-const KNOWN_PARAMS: ReadonlySet<string> = new Set(PARAMS)
+const URL_SPEC: CarrierUrlSpec = {
+  label: 'SMTP carrier URL',
+  schemes: ['smtp:', 'smtps:'],
+  example: 'smtp://user:password@host:port?…',
+  userName: 'user',
+  params: ['pool', 'starttls', 'reject_unauthorized', 'timeout_ms', 'ehlo']
+}
 const STARTTLS: readonly StartTls[] = ['required', 'opportunistic', 'never']
 const EHLO_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])$/
 
-function urlError (message: string): TypeError { return new TypeError(`SMTP carrier URL: ${message}`) }
-
-function intParam (q: URLSearchParams, name: string, min: number, max: number): number | null {
-  const v = q.get(name)
-  if (v === null) return null
-  const n = /^\d{1,10}$/.test(v) ? Number(v) : NaN
-  if (!(n >= min && n <= max)) throw urlError(`${name} must be an integer from ${min} to ${max}, got "${v}"`)
-  return n
-}
-
-function decode (part: string, what: string): string {
-  try { return decodeURIComponent(part) } catch { throw urlError(`the ${what} is not valid percent-encoding`) }
-}
+const urlError = (message: string): TypeError => carrierUrlError(URL_SPEC, message)
 
 /** Reads and checks an smtp:// or smtps:// URL. Errors never quote the password. */
 export function parseSmtpUrl (text: string): SmtpUrl {
-  let u: URL
-  try { u = new URL(text) } catch { throw urlError('not a URL (smtp://user:password@host:port?…)') }
-  if (u.protocol !== 'smtp:' && u.protocol !== 'smtps:') throw urlError(`must be smtp: or smtps:, got ${u.protocol}`)
-  const tls = u.protocol === 'smtps:'
-  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname
-  if (host === '') throw urlError('no host')
-  if (u.port === '0') throw urlError('the port must be from 1 to 65535')
-  if (u.pathname !== '' && u.pathname !== '/') throw urlError('no path is allowed after host:port')
-  if (u.hash !== '') throw urlError('no #fragment is allowed')
-  const user = decode(u.username, 'user')
-  const password = decode(u.password, 'password')
+  const { tls, host, port, user, password, query: q } = readCarrierUrl(text, URL_SPEC)
   if (user === '' && password !== '') throw urlError('a password without a user')
   if (user !== '' && password === '') throw urlError('a user without a password (AUTH needs both)')
   if (/[\r\n\0]/.test(user) || /[\r\n\0]/.test(password)) throw urlError('the credentials must not contain CR, LF or NUL')
-  const q = u.searchParams
-  const seen = new Set<string>()
-  const unknown: string[] = []
-  for (const k of q.keys()) {
-    if (!KNOWN_PARAMS.has(k)) unknown.push(k)
-    else if (seen.has(k)) throw urlError(`${k} is given twice`)
-    seen.add(k)
-  }
-  if (unknown.length > 0) throw urlError(`unknown parameter${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} (known: ${PARAMS.join(', ')})`)
   const st = q.get('starttls')
   if (st !== null && !(STARTTLS as readonly string[]).includes(st)) throw urlError(`starttls must be ${STARTTLS.join(', ')}, got "${st}"`)
   if (st !== null && tls) throw urlError('starttls is for smtp: only (smtps: is TLS from the first byte)')
@@ -141,13 +116,13 @@ export function parseSmtpUrl (text: string): SmtpUrl {
   return Object.freeze({
     tls,
     host,
-    port: u.port === '' ? (tls ? 465 : 25) : Number(u.port),
+    port: port ?? (tls ? 465 : 25),
     user: user === '' ? null : user,
     password: user === '' ? null : password,
-    pool: intParam(q, 'pool', 1, 100) ?? 5,
+    pool: intParam(URL_SPEC, q, 'pool', 1, 100) ?? 5,
     starttls,
     rejectUnauthorized: ru !== 'false',
-    timeoutMs: intParam(q, 'timeout_ms', 10, 600_000),
+    timeoutMs: intParam(URL_SPEC, q, 'timeout_ms', 10, 600_000),
     ehlo
   })
 }

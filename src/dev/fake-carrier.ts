@@ -24,6 +24,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { parseArgs } from 'node:util'
 import type { ConsentType } from '../domain/vocabulary.js'
 import { mulberry32 } from '../util/random.js'
+import { untilStopped, usage } from './command.js'
 
 export type DownMode = boolean | 'reset' | 'refuse'
 /** Alternate up/down (reset) every `everyRequests` requests or every `everyMs` ms (one of the two). */
@@ -337,10 +338,6 @@ export async function startFakeCarrier (opts: FakeCarrierOptions = {}): Promise<
 
 // ---- `iys-gateway fake-carrier` -----------------------------------------------------------------------------
 
-function usage (message: string): Error {
-  // The same code as parseArgs' own errors, so the CLI reports it as a usage error (exit code 2).
-  return Object.assign(new TypeError(message), { code: 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' })
-}
 
 /**
  * `fake-carrier [--port 8081] [--host 127.0.0.1] [--latency-ms 0] [--failure-rate 0] [--seed N]`: runs the fake
@@ -367,15 +364,7 @@ export async function fakeCarrierCommand (argv: string[]): Promise<number> {
   if (seed !== undefined && !Number.isInteger(seed)) throw usage('--seed must be an integer')
   const carrier = await startFakeCarrier({ port, host: values.host, latencyMs, failureRate, ...(seed !== undefined ? { seed } : {}) })
   process.stdout.write(`fake carrier listening on ${carrier.url} (POST /messages, GET /stats)\n`)
-  await new Promise<void>(resolve => {
-    const stop = (): void => {
-      process.off('SIGTERM', stop)
-      process.off('SIGINT', stop)
-      resolve()
-    }
-    process.on('SIGTERM', stop)
-    process.on('SIGINT', stop)
-  })
+  await untilStopped()
   await carrier.close()
   return 0
 }

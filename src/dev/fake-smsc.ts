@@ -25,6 +25,7 @@ import { parseArgs } from 'node:util'
 import smpp, { type PDU } from 'smpp'
 import { encodeText } from '../carriers/smpp-upstream.js'
 import { SmppSession } from '../wire/smpp-session.js'
+import { untilStopped, usage } from './command.js'
 
 export type BindType = 'transceiver' | 'transmitter' | 'receiver'
 
@@ -404,10 +405,6 @@ export async function startFakeSmsc (opts: FakeSmscOptions = {}): Promise<FakeSm
 
 // ---- By hand ---------------------------------------------------------------------------------------------------
 
-function usage (message: string): Error {
-  // The same code as parseArgs' own errors, so a CLI reports it as a usage error (exit code 2).
-  return Object.assign(new TypeError(message), { code: 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' })
-}
 
 /**
  * `fake-smsc [--port 2775] [--host 127.0.0.1] [--system-id smsc-test] [--password secret] [--delay-ms 0]`: runs the
@@ -440,15 +437,7 @@ export async function fakeSmscCommand (argv: string[]): Promise<number> {
     last = line
     lastSubmits = s.submits
   }, 1000)
-  await new Promise<void>(resolve => {
-    const stop = (): void => {
-      process.off('SIGTERM', stop)
-      process.off('SIGINT', stop)
-      resolve()
-    }
-    process.on('SIGTERM', stop)
-    process.on('SIGINT', stop)
-  })
+  await untilStopped()
   clearInterval(timer)
   await smsc.close()
   return 0

@@ -20,6 +20,7 @@
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server'
+import { untilStopped, usage } from './command.js'
 
 export type SmtpStage = 'MAIL' | 'RCPT' | 'DATA'
 
@@ -288,10 +289,6 @@ export async function startFakeSmtp (opts: FakeSmtpOptions = {}): Promise<FakeSm
 
 // ---- By hand ---------------------------------------------------------------------------------------------------
 
-function usage (message: string): Error {
-  // The same code as parseArgs' own errors, so a CLI reports it as a usage error (exit code 2).
-  return Object.assign(new TypeError(message), { code: 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' })
-}
 
 /**
  * `fake-smtp [--port 2525] [--host 127.0.0.1] [--user U --password P] [--delay-ms 0]`: runs the fake relay until
@@ -327,15 +324,7 @@ export async function fakeSmtpCommand (argv: string[]): Promise<number> {
     last = line
     lastAccepted = s.accepted
   }, 1000)
-  await new Promise<void>(resolve => {
-    const stop = (): void => {
-      process.off('SIGTERM', stop)
-      process.off('SIGINT', stop)
-      resolve()
-    }
-    process.on('SIGTERM', stop)
-    process.on('SIGINT', stop)
-  })
+  await untilStopped()
   clearInterval(timer)
   await smtp.close()
   return 0
