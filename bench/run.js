@@ -21,8 +21,9 @@ import { messagesScenario } from './messages.js'
 import { propagationScenario } from './propagation.js'
 import { SCRUB_LINES_MAIN, SCRUB_LINES_QUICK, scrubScenario } from './scrub.js'
 import { smppScenario } from './smpp.js'
+import { smtpScenario } from './smtp.js'
 
-const SCENARIOS = ['bloom', 'check-single', 'check-batch', 'load', 'import', 'propagation', 'scrub', 'messages', 'smpp']
+const SCENARIOS = ['bloom', 'check-single', 'check-batch', 'load', 'import', 'propagation', 'scrub', 'messages', 'smpp', 'smtp']
 
 const USAGE = `usage: npm run bench -- [--only ${SCENARIOS.join(',')}] [--quick] [--size-10m] [--scrub-lines N] [--present P] [--generator wrk|autocannon] [--no-build]
   --only        run a subset of the scenarios (comma-separated)
@@ -36,8 +37,8 @@ before each timed step the runner waits (up to 60 s, 3 s with --quick) for the m
 the CPU other processes used during each HTTP run: on a shared machine, figures taken beside a busy neighbour are flagged.
 environment: BENCH_DATABASE_URL (admin connection, default postgres://postgres@127.0.0.1:5432/postgres),
              BENCH_REDIS_URL (default redis://127.0.0.1:6379),
-             BENCH_CPU_PROF=DIR (the measured check gateway, and the smpp scenario's gateway, write a V8 CPU profile into DIR
-                               when they stop; smpp prints its top self-time functions),
+             BENCH_CPU_PROF=DIR (the measured check gateway, and the smpp and smtp scenarios' gateways, write a V8 CPU profile
+                               into DIR when they stop; smpp and smtp print their top self-time functions),
              BENCH_SERVE_THREADS=N (the check gateways serve on N threads, SERVE_THREADS; default 1)`
 
 function options () {
@@ -154,6 +155,11 @@ function tableNote (r) {
       return `p50 ${fmtNum(d.gateway.measured.p50Ms)} / p99 ${fmtNum(d.gateway.measured.p99Ms)} ms vs ${fmtNum(d.direct.measured.p50Ms)} / ${fmtNum(d.direct.measured.p99Ms)} ms; ` +
         `gateway CPU ${fmtInt((d.gateway.cpu?.gateway ?? NaN) * 100)}% of a core; goals ≥ ${d.goals.ratio}× ${d.goals.ratioMet ? 'met' : 'NOT met'}, ≥ ${fmtInt(d.goals.rate)}/s ${d.goals.rateMet ? 'met' : 'NOT met'}; ` +
         (d.check.gwConsistent ? 'SMSC accepted = gateway ok answers' : 'MISMATCH between SMSC accepted and ok answers')
+    case 'smtp':
+      return `accepted ${fmtInt(d.gateway.measured.okPerSecond)}/s (${fmtRatio(d.acceptedRatio)}), ${fmtInt(d.gateway.spoolAtEnd)} in the spool at the end; ` +
+        `p50 ${fmtNum(d.gateway.measured.p50Ms)} / p99 ${fmtNum(d.gateway.measured.p99Ms)} ms vs ${fmtNum(d.direct.measured.p50Ms)} / ${fmtNum(d.direct.measured.p99Ms)} ms; ` +
+        `gateway CPU ${fmtInt((d.gateway.cpu?.gateway ?? NaN) * 100)}% of a core; goal ≥ ${d.goals.ratio}× ${d.goals.ratioMet ? 'met' : 'NOT met'}; ` +
+        (d.check.gateway.exact && d.check.direct.exact ? 'every accepted message arrived exactly once' : 'MISMATCH between accepted and arrived messages')
     default: return ''
   }
 }
@@ -181,6 +187,7 @@ function markdown (results, info, ctx) {
     ? '10M-row data set: included (load-10m, import-10m).'
     : `Data set: ${fmtInt(ctx.quick ? ROWS_QUICK : ROWS_MAIN)} generated consents; the 10M-row data set is opt-in (\`npm run bench -- --size-10m\`).`)
   if (results.some(r => r.scenario === 'smpp')) lines.push('SMPP: its own data set (10,000 recipients with an ONAY for the bind\'s brand: every submit_sm is checked, allowed and forwarded); ESME = node-smpp client in its own process, fake SMSC in its own.')
+  if (results.some(r => r.scenario === 'smtp')) lines.push('SMTP: its own data set (10,000 addresses with an EPOSTA ONAY for the key\'s brand: every message is allowed, spooled and relayed); client = nodemailer pool in its own process, fake relay in its own; the figure is what arrived at the relay, the accepted rate is in the notes.')
   if (results.some(r => r.scenario === 'scrub')) lines.push(`Scrub list: ${fmtInt(ctx.scrubLines)} lines (\`--scrub-lines N\`), with its own consents (half the list's lines have a record).`)
   return lines.join('\n')
 }
@@ -270,6 +277,7 @@ async function main () {
     if (opts.only.has('messages')) plan.push(['messages', () => messagesScenario(ctx)])
     // Its own small data set (database and Redis prefix of its own): independent of the others.
     if (opts.only.has('smpp')) plan.push(['smpp', () => smppScenario(ctx)])
+    if (opts.only.has('smtp')) plan.push(['smtp', () => smtpScenario(ctx)])
 
     for (const [name, fn] of plan) {
       if (isAborting()) break
