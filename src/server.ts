@@ -40,6 +40,7 @@ import { Upstreams } from './carriers/upstream.js'
 import { OperatorMessages } from './smpp/operator-messages.js'
 import { MemoryReceiptStore, RedisReceiptStore, type ReceiptStore } from './smpp/receipts.js'
 import { SmppServer } from './smpp/server.js'
+import { SharedParts } from './smpp/shared-parts.js'
 import { SubmitHandler } from './smpp/submit.js'
 import { MailRelay, RETRY_DELAYS } from './smtp/relay.js'
 import { SmtpFrontEnd } from './smtp/server.js'
@@ -372,7 +373,17 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
       enquireLinkMs: s.enquireLinkMs
     }, {
       keys,
-      submits: new SubmitHandler({ checker, decisions, upstreams, receipts, metrics, statuses: s.statuses, originatorBrand: (iysCode, o) => keys.originatorBrand(iysCode, o), concatTtlMs: s.concatTtlMs }),
+      submits: new SubmitHandler({
+        checker,
+        decisions,
+        upstreams,
+        receipts,
+        metrics,
+        statuses: s.statuses,
+        originatorBrand: (iysCode, o) => keys.originatorBrand(iysCode, o),
+        concatTtlMs: s.concatTtlMs,
+        sharedParts: redis !== null ? new SharedParts(redis, config.redisPrefix, s.concatTtlMs) : null
+      }),
       receipts,
       rateLimit,
       statuses: s.statuses,

@@ -153,8 +153,10 @@ describe('the SMPP front end', () => {
     await e.unbind()
   })
 
-  it('gives every part of a concatenated message the decision of its first part, and logs it once', async () => {
+  it('gives every part of a concatenated message the decision of its first part, and logs it once, also across gateways', async () => {
     const e = await esme(a)
+    // The platform's second bind went to the other gateway (a load balancer): the later parts arrive there.
+    const eb = await esme(b)
     const before = smsc.submits().length
     const first = await submit(e, ONAY[2]!, { esm_class: 0x40, short_message: part(7, 1, 'bir ') })
     expect(first.command_status).toBe(E.OK)
@@ -166,15 +168,16 @@ describe('the SMPP front end', () => {
     })
     expect(w.status).toBe(200)
     await until(async () => (await check(a.url, { brandCode: BRAND, type: 'MESAJ', recipients: [ONAY[2]] }))[0]!.reason === 'REJECTED', 10_000, 'the RET to take effect')
-    expect((await submit(e, ONAY[2]!, { esm_class: 0x40, short_message: part(7, 2, 'iki ') })).command_status).toBe(E.OK)
+    expect((await submit(eb, ONAY[2]!, { esm_class: 0x40, short_message: part(7, 2, 'iki ') })).command_status).toBe(E.OK)
     expect((await submit(e, ONAY[2]!, { esm_class: 0x40, short_message: part(7, 3, 'uc') })).command_status).toBe(E.OK)
     // A new message to the same recipient is decided anew: blocked, every part.
-    for (const p of [1, 2, 3]) expect((await submit(e, ONAY[2]!, { esm_class: 0x40, short_message: part(8, p, 'x') })).command_status).toBe(E.RX_R_APPN)
+    for (const p of [1, 2, 3]) expect((await submit(p === 2 ? eb : e, ONAY[2]!, { esm_class: 0x40, short_message: part(8, p, 'x') })).command_status).toBe(E.RX_R_APPN)
     expect(smsc.submits().length - before).toBe(3)
     await until(async () => Number((await services.pool.query("SELECT count(*) AS n FROM decisions WHERE source = 'smpp' AND normalized = $1", [ONAY[2]])).rows[0].n) === 2, 15_000, 'the two messages\' decisions in the decision log')
     const { rows } = await services.pool.query("SELECT allowed, reason, upstream_status FROM decisions WHERE source = 'smpp' AND normalized = $1 ORDER BY decided_at", [ONAY[2]])
     expect(rows).toEqual([{ allowed: true, reason: 'CONSENT', upstream_status: 'accepted' }, { allowed: false, reason: 'REJECTED', upstream_status: null }])
     await e.unbind()
+    await eb.unbind()
   })
 
   it('routes a delivery receipt to the bind that sent the message, also after it reconnected to the other gateway', async () => {

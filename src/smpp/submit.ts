@@ -17,6 +17,7 @@ import { destinationOf } from './address.js'
 import { concatOf, ConcatDecisions, isConcatError } from './concat.js'
 import type { ReceiptStore } from './receipts.js'
 import type { SmppStatusMap } from '../domain/smpp-status.js'
+import type { SharedParts } from './shared-parts.js'
 import { statusOfReason, statusOfOutcome } from './status.js'
 import { submitSmForDestination, withoutTlvs, type MultiDestination } from './pdu-bytes.js'
 import { isTagError, messageTags, TAG_BRAND_CODE, TAG_COMMERCIAL, TAG_RECIPIENT_TYPE } from './tags.js'
@@ -49,6 +50,8 @@ export interface SubmitDeps {
   originatorBrand: (iysCode: string, originator: string) => string | null
   /** How long all parts of a concatenated message share one decision (ms). */
   concatTtlMs: number
+  /** The parts' decisions shared with the other gateways (Redis); null: this gateway's own only. */
+  sharedParts: SharedParts | null
 }
 
 /**
@@ -105,7 +108,7 @@ export class SubmitHandler {
       const key = ConcatDecisions.keyOf(principal.keyId, source, recipient, concat)
       let shared = this.parts.get(key)
       if (shared === undefined) {
-        shared = this.decide(query, principal.iysCode, messageId)
+        shared = this.decideParts(query, principal.iysCode, messageId, key)
         this.parts.set(key, shared)
         shared.catch(() => { this.parts.delete(key) }) // a failure is no decision: the next part decides again
       }
@@ -146,9 +149,31 @@ export class SubmitHandler {
     return out
   }
 
+  /**
+   * The decision of a concatenated message: another gateway's if it decided first (shared-parts.ts: not logged
+   * again here), else ours, claimed for the others before it is journalled. Redis not answering: ours alone.
+   */
+  private async decideParts (query: CheckQuery, iysCode: string, messageId: string, key: string): Promise<Decided | SubmitAnswer> {
+    const shared = this.deps.sharedParts
+    if (shared === null) return this.decide(query, iysCode, messageId)
+    const theirs = await shared.get(key).catch(() => null)
+    if (theirs !== null) return { result: { recipient: query.recipients[0], normalized: query.recipients[0] as string, ...theirs }, ticket: null }
+    const results = await this.deps.checker.check(query)
+    const r = results[0]!
+    // A temporary answer is not the message's decision: nothing to claim (the platform retries those parts).
+    if (r.reason !== 'STORE_UNAVAILABLE') {
+      const won = await shared.claim(key, { allowed: r.allowed, reason: r.reason }).catch(() => null)
+      if (won !== null) return { result: { ...r, allowed: won.allowed, reason: won.reason }, ticket: null }
+    }
+    return this.journal(query, results, iysCode, messageId)
+  }
+
   /** The decision for one message, through the post-decision hook (journalled before anything is forwarded). */
   private async decide (query: CheckQuery, iysCode: string, messageId: string): Promise<Decided | SubmitAnswer> {
-    const results = await this.deps.checker.check(query)
+    return this.journal(query, await this.deps.checker.check(query), iysCode, messageId)
+  }
+
+  private journal (query: CheckQuery, results: CheckResult[], iysCode: string, messageId: string): Decided | SubmitAnswer {
     let ticket: MessageTicket | null
     try {
       ticket = this.deps.decisions.afterDecisions('smpp', query, results, { iysCode, messageIds: [messageId] })
