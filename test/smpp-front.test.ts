@@ -12,10 +12,10 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startFakeSmsc, type FakeSmsc } from '../src/dev/fake-smsc.js'
 import { formatIysDate } from '../src/domain/time.js'
-import { runCli, runSteps } from './helpers/cli.js'
+import { runCli, runSteps, startServeProcess, type ServeProcess } from './helpers/cli.js'
 import { bindEsme, type Esme } from './helpers/esme.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
-import { until } from './helpers/redis-server.js'
+import { freePort, until } from './helpers/redis-server.js'
 import { testServices, type TestServices } from './helpers/services.js'
 
 const require = createRequire(import.meta.url)
@@ -39,6 +39,9 @@ describe('the SMPP front end', () => {
   let smsc: FakeSmsc
   let a: RunningGateway
   let b: RunningGateway
+  /** a third gateway in a process of its own (`serve`), for what must hold across processes */
+  let c: ServeProcess
+  let cSmppPort = 0
   let password = ''
   let throttledPassword = ''
   const open: Esme[] = []
@@ -82,13 +85,16 @@ describe('the SMPP front end', () => {
       SMPP_MAX_BINDS: '3', UPSTREAM_MESAJ_URL: smsc.url('binds=1'), UPSTREAM_RETRIES: '0', UPSTREAM_TIMEOUT_MS: '1000', UPSTREAM_BREAKER_MIN_CALLS: '1000' }
     a = await startTestGateway(env)
     b = await startTestGateway(env)
-    await until(() => smsc.stats().bound >= 2, 20_000, 'both gateways to bind to the operator')
+    cSmppPort = await freePort()
+    c = await startServeProcess({ ...env, SMPP_PORT: String(cSmppPort), SMPP_TLS_PORT: '', SMPP_TLS_CERT: '', SMPP_TLS_KEY: '' }, await freePort())
+    await until(() => smsc.stats().bound >= 3, 20_000, 'the three gateways to bind to the operator')
   }, 120_000)
 
   afterAll(async () => {
     for (const e of open) e.close()
     await a?.close()
     await b?.close()
+    await c?.stop()
     await smsc?.close()
     await services?.close()
   })
@@ -196,9 +202,10 @@ describe('the SMPP front end', () => {
     await again.unbind()
   })
 
-  it('records an MO "İptal" to a mapped number as a RET that blocks the next submit on the other gateway, and delivers the MO', async () => {
+  it('records an MO "İptal" to a mapped number as a RET that blocks the next submit on another gateway process, and delivers the MO', async () => {
     const rx = await esme(b, 'esme1', password, 'receiver')
-    const tx = await esme(b, 'esme1', password, 'transmitter')
+    const tx = await bindEsme(cSmppPort, 'esme1', password, 'transmitter') // the gateway in its own process
+    open.push(tx)
     expect((await submit(tx, ONAY[1]!)).command_status).toBe(E.OK)
     expect(await smsc.deliverMo(digits(ONAY[1]!), '4545', 'İptal')).toBe(0)
     await until(async () => (await submit(tx, ONAY[1]!)).command_status === E.RX_R_APPN, 10_000, 'the MO RET to block the next submit_sm')
