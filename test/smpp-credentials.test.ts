@@ -206,7 +206,9 @@ describe('SMPP credentials and originators in Postgres', () => {
     expect((await listOriginators(services.pool, '720001')).map(o => [o.originator, o.brandCode])).toEqual([['+905321112233', '650002'], ['ACME', '650001']])
     expect((await listOriginators(services.pool, null)).map(o => `${o.iysCode}/${o.originator}`)).toEqual(['720001/+905321112233', '720001/ACME', '720002/4545', '720002/ACME'])
 
-    expect(await eventually(() => store.originatorBrand('720002', '4545'), v => v !== null)).toBe('650003')
+    // Wait for a reload that holds the last of the four additions (one that came between them would hold fewer).
+    await eventually(() => store.originatorOwners('acme').length, n => n === 2)
+    expect(store.originatorBrand('720002', '4545')).toBe('650003')
     expect(store.originatorBrand('720001', 'acme')).toBe('650001')
     expect(store.originatorBrand('720001', 'ACME')).toBe('650001')
     expect(store.originatorBrand('720001', '+905321112233')).toBe('650002')
