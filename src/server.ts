@@ -271,7 +271,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   const upstreams = new Upstreams(config.upstreams, {
     ...config.upstream,
     log,
-    onDeliver: pdu => operatorMessages.onDeliver(pdu),
+    onDeliver: (pdu, bytes) => operatorMessages.onDeliver(pdu, bytes),
     // DKIM signs each copy after our headers (List-Unsubscribe) were added: added later, they would break it.
     ...(config.smtp.dkim !== null ? { dkim: { domainName: config.smtp.dkim.domainName, keySelector: config.smtp.dkim.keySelector, privateKey: readFileSync(config.smtp.dkim.privateKeyFile, 'utf8') } } : {})
   })

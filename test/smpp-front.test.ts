@@ -266,6 +266,15 @@ describe('the SMPP front end', () => {
     await e.unbind()
   })
 
+  it('shuts down while a platform is bound: unbinds it and ends (a bound session does not hold the gateway open)', async () => {
+    const d = await startTestGateway({ ...services.env, SMPP_PORT: '0', UPSTREAM_MESAJ_URL: smsc.url('binds=1'), SMPP_RESPONSE_TIMEOUT_MS: '2000' })
+    const e = await bindEsme(d.gw.smppPort!, 'esme1', password)
+    open.push(e)
+    expect(e.bindStatus).toBe(0)
+    await d.close() // the test's timeout is the bound: before the fix this never returned
+    expect(e.received.some(p => p.command === 'unbind')).toBe(true)
+  })
+
   it('answers 0x64 while the operator is down and forwards again once it is back', async () => {
     const e = await esme(a)
     await smsc.stop()

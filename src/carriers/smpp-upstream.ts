@@ -232,7 +232,7 @@ export interface SmppUpstreamInit extends Omit<UpstreamOptions, 'connections'> {
   /** For logs and metric labels (the channel). Default host:port. */
   name?: string
   /** Receipts and MO messages from the operator; answered ESME_RX_T_APPN when it throws or rejects. Default: answered 0. */
-  onDeliver?: (pdu: PDU) => Promise<void> | void
+  onDeliver?: (pdu: PDU, bytes: Buffer) => Promise<void> | void
   /** More TLS options for smpps (a `ca` in tests); a deployment trusts a private CA with NODE_EXTRA_CA_CERTS. */
   tls?: Pick<ConnectionOptions, 'ca' | 'cert' | 'key' | 'servername'>
 }
@@ -284,7 +284,7 @@ export class SmppUpstream implements Carrier {
   readonly #backoffMaxMs: number
   readonly #random: () => number
   readonly #log: Logger | undefined
-  readonly #onDeliver: ((pdu: PDU) => Promise<void> | void) | undefined
+  readonly #onDeliver: ((pdu: PDU, bytes: Buffer) => Promise<void> | void) | undefined
   readonly #tls: SmppUpstreamInit['tls']
   readonly #timeoutText: string
   /** ms between two submit_sm under `rate`; 0: no limit. */
@@ -603,7 +603,7 @@ export class SmppUpstream implements Carrier {
     const session = new SmppSession(socket, {
       responseTimeoutMs: this.timeoutMs,
       enquireLinkMs: u.enquireMs,
-      onRequest: (pdu, s) => this.#onRequest(pdu, s),
+      onRequest: (pdu, s, bytes) => this.#onRequest(pdu, s, bytes),
       onClose: err => this.#onClose(i, link, err)
     })
     const link: Link = { session, bound: false, inFlight: 0, problem: null }
@@ -661,11 +661,11 @@ export class SmppUpstream implements Carrier {
 
   // ---- From the operator ---------------------------------------------------------------------------------------
 
-  #onRequest (pdu: PDU, session: SmppSession): void {
+  #onRequest (pdu: PDU, session: SmppSession, bytes: Buffer): void {
     switch (pdu.command) {
       case 'deliver_sm':
       case 'data_sm':
-        this.#deliver(pdu, session)
+        this.#deliver(pdu, session, bytes)
         return
       case 'unbind':
         session.respond(pdu, 0)
@@ -677,7 +677,7 @@ export class SmppUpstream implements Carrier {
     }
   }
 
-  #deliver (pdu: PDU, session: SmppSession): void {
+  #deliver (pdu: PDU, session: SmppSession, bytes: Buffer): void {
     const on = this.#onDeliver
     if (on === undefined) { session.respond(pdu, 0); return }
     const failed = (err: unknown): void => {
@@ -685,7 +685,9 @@ export class SmppUpstream implements Carrier {
       session.respond(pdu, X_T_APPN)
     }
     let r: Promise<void> | void
-    try { r = on(pdu) } catch (err) { failed(err); return }
+    // The PDU's own bytes (a copy: they go to a queue): re-encoding a decoded PDU changes its text, and node-smpp
+    // cannot re-encode one with a UDH at all (a concatenated MO).
+    try { r = on(pdu, Buffer.from(bytes)) } catch (err) { failed(err); return }
     if (r !== undefined && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).then(() => session.respond(pdu, 0), failed)
     else session.respond(pdu, 0)
   }

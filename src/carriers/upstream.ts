@@ -365,7 +365,7 @@ export interface UpstreamsOptions extends UpstreamOptions {
   /** A carrier-specific adapter per channel; the JSON adapter otherwise. */
   adapters?: Partial<Record<ConsentType, CarrierAdapter>>
   /** Receipts and MO messages from an SMPP carrier's operator (deliver_sm); see SmppUpstreamInit.onDeliver. */
-  onDeliver?: (pdu: PDU) => Promise<void> | void
+  onDeliver?: (pdu: PDU, bytes: Buffer) => Promise<void> | void
   /** DKIM signing of what an SMTP carrier sends and relays; see SmtpUpstreamInit.dkim. */
   dkim?: DkimOptions
 }

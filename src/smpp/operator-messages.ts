@@ -46,26 +46,26 @@ export class OperatorMessages {
   constructor (deps: OperatorMessagesDeps) { this.deps = deps }
 
   /** One deliver_sm from an operator; resolves once it is routed (and a rejection recorded). */
-  async onDeliver (pdu: PDU): Promise<void> {
-    if (((pdu.esm_class ?? 0) & ESM_TYPE_MASK) !== 0) await this.receipt(pdu)
-    else await this.mo(pdu)
+  /** `bytes`: the PDU as the operator sent it, handed on unchanged (re-encoding would change its text). */
+  async onDeliver (pdu: PDU, bytes: Buffer): Promise<void> {
+    if (((pdu.esm_class ?? 0) & ESM_TYPE_MASK) !== 0) await this.receipt(pdu, bytes)
+    else await this.mo(pdu, bytes)
   }
 
-  private async receipt (pdu: PDU): Promise<void> {
+  private async receipt (pdu: PDU, bytes: Buffer): Promise<void> {
     const id = receiptIdOf(pdu)
     const owner = id === null ? null : await this.deps.receipts.ownerOf(id)
     if (owner === null) { this.deps.metrics.smppReceipts.inc({ result: id === null ? 'no_message_id' : 'unknown_message' }); return }
-    await this.deps.deliver('sys:' + owner, pdu.toBuffer())
+    await this.deps.deliver('sys:' + owner, bytes)
     this.deps.metrics.smppReceipts.inc({ result: 'routed' })
   }
 
-  private async mo (pdu: PDU): Promise<void> {
+  private async mo (pdu: PDU, bytes: Buffer): Promise<void> {
     const to = String(pdu.destination_addr ?? '')
     const owners = this.deps.keys.originatorOwners(to)
     if (owners.length === 0) { this.deps.metrics.smppMo.inc({ result: 'unrouted' }); return }
     const rejection = rejectionOf(moText(pdu))
     if (rejection !== null) await this.reject(pdu, owners, rejection.brand)
-    const bytes = pdu.toBuffer()
     for (const iysCode of new Set(owners.map(o => o.iysCode))) await this.deps.deliver('tenant:' + iysCode, bytes)
     this.deps.metrics.smppMo.inc({ result: 'routed' })
   }

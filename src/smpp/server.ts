@@ -119,8 +119,21 @@ export class SmppServer {
   async close (): Promise<void> {
     this.closing = true
     if (this.drainTimer !== null) clearInterval(this.drainTimer)
-    await Promise.all(this.servers.map(s => new Promise<void>(resolve => s.close(() => resolve()))))
-    await Promise.all([...this.binds].map(b => b.session.unbind()))
+    // A server's close() calls back only once its connections are gone, and bound platforms never go by themselves:
+    // stop listening, end the sessions (submits in progress first, then unbind, answered or not), then wait.
+    const stopped = Promise.all(this.servers.map(s => new Promise<void>(resolve => s.close(() => resolve()))))
+    await Promise.all([...this.binds].map(async b => {
+      await this.idle(b, this.settings.responseTimeoutMs)
+      await b.session.unbind()
+      b.session.destroy()
+    }))
+    await stopped
+  }
+
+  /** Resolves once the bind has no submit in progress, or after `ms`. */
+  private async idle (b: Bind, ms: number): Promise<void> {
+    const deadline = Date.now() + ms
+    while (b.busy > 0 && !b.session.closed && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
   }
 
   private accept (socket: Socket): void {
@@ -144,7 +157,7 @@ export class SmppServer {
   private onRequest (bind: Bind, pdu: PDU, bytes: Buffer): void {
     const command = pdu.command
     if (command in BIND_MODES) { this.bind(bind, pdu); return }
-    if (command === 'unbind') { this.answer(bind, pdu, 0); bind.session.close(); return }
+    if (command === 'unbind') { void this.unbound(bind, pdu); return }
     if (bind.mode === null) { this.answer(bind, pdu, errors.ESME_RINVBNDSTS!); return }
     if (command === 'submit_sm' || command === 'submit_multi') {
       if (bind.mode === 'rx') { this.answer(bind, pdu, errors.ESME_RINVBNDSTS!); return }
@@ -154,6 +167,17 @@ export class SmppServer {
     // deliver_sm_resp and the like are responses (the session matches them); a platform's other requests
     // (query_sm, cancel_sm, replace_sm, data_sm…) are not offered.
     this.answer(bind, pdu, errors.ESME_RINVCMDID!)
+  }
+
+  /**
+   * The platform unbinds: the submits it has in progress are answered first (a platform that lost their answers
+   * would send them again: duplicate SMS), then unbind_resp, then the session ends. Submits after the unbind are refused.
+   */
+  private async unbound (bind: Bind, pdu: PDU): Promise<void> {
+    bind.mode = null
+    await this.idle(bind, this.settings.responseTimeoutMs)
+    this.answer(bind, pdu, 0)
+    bind.session.close()
   }
 
   private bind (bind: Bind, pdu: PDU): void {

@@ -28,11 +28,19 @@ export class SharedParts {
     return parse(await this.redis.get(this.prefix + key))
   }
 
-  /** Claims the message with `ours`; returns null when ours is now the decision, else the one already in force. */
+  /**
+   * Claims the message with `ours`; returns null when ours is now the decision (also when the other claim expired
+   * between our SET and GET: no gateway holds one then), else the one already in force.
+   */
   async claim (key: string, ours: PartsDecision): Promise<PartsDecision | null> {
     const k = this.prefix + key
     const set = await this.redis.set(k, (ours.allowed ? '1' : '0') + ours.reason, 'PX', this.ttlMs, 'NX')
-    return set === 'OK' ? null : parse(await this.redis.get(k)) ?? ours
+    return set === 'OK' ? null : parse(await this.redis.get(k))
+  }
+
+  /** Gives up our claim (our decision could not be journalled: it is no decision, and must not be taken by others). */
+  async release (key: string): Promise<void> {
+    await this.redis.del(this.prefix + key)
   }
 }
 

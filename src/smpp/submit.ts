@@ -161,11 +161,15 @@ export class SubmitHandler {
     const results = await this.deps.checker.check(query)
     const r = results[0]!
     // A temporary answer is not the message's decision: nothing to claim (the platform retries those parts).
+    let claimed = false
     if (r.reason !== 'STORE_UNAVAILABLE') {
-      const won = await shared.claim(key, { allowed: r.allowed, reason: r.reason }).catch(() => null)
+      const won = await shared.claim(key, { allowed: r.allowed, reason: r.reason }).then(w => { claimed = w === null; return w }, () => null)
       if (won !== null) return { result: { ...r, allowed: won.allowed, reason: won.reason }, ticket: null }
     }
-    return this.journal(query, results, iysCode, messageId)
+    const decided = this.journal(query, results, iysCode, messageId)
+    // Not journalled: nothing may leave on this decision, here or on another gateway.
+    if (claimed && !('result' in decided)) await shared.release(key).catch(() => {})
+    return decided
   }
 
   /** The decision for one message, through the post-decision hook (journalled before anything is forwarded). */

@@ -66,6 +66,10 @@ interface Transaction {
   from: string
   accepted: SpoolRecipient[]
   tickets: (MessageTicket | null)[]
+  /** ended (RSET, a new MAIL, the client gone): a decision that finishes after this is recorded as not sent */
+  ended: boolean
+  /** DATA is being spooled: the spool decides the outcome, not the end of the session */
+  spooling: boolean
 }
 
 const TAG = /\+iys-(bilgi|tacir)(?=[+@])/gi
@@ -175,7 +179,9 @@ export class SmtpFrontEnd {
       recipientType: typeArg ?? (tags.has('tacir') ? 'TACIR' : 'BIREYSEL'),
       from,
       accepted: [],
-      tickets: []
+      tickets: [],
+      ended: false,
+      spooling: false
     })
     this.deps.metrics.smtpCommands.inc({ command: 'mail', result: 'ok' })
   }
@@ -187,6 +193,8 @@ export class SmtpFrontEnd {
     if (t.accepted.length >= this.settings.maxRecipients) throw reply(452, '4.5.3 Too many recipients (SMTP_MAX_RECIPIENTS): send the rest in another message')
     const recipient = normalizeEmail(address.address)
     if (isRecipientError(recipient)) { this.count('invalid'); throw reply(553, '5.1.3 Not a valid e-mail address') }
+    // The same address twice (smtp-server keeps one): one copy, one decision.
+    if (t.accepted.some(r => r.address === recipient)) return
     if (this.deps.rateLimit.take(principal.keyId, principal.ratePerSecond) > 0) { this.count('throttled'); throw reply(451, '4.7.1 Rate limit of this key: try again shortly') }
     const query: CheckQuery = { brandCode: t.brandCode, type: 'EPOSTA', recipientType: t.recipientType, commercial: t.commercial, recipients: [recipient] }
     const results = await this.deps.checker.check(query)
@@ -200,6 +208,10 @@ export class SmtpFrontEnd {
       throw reply(451, '4.3.0 Cannot record the decision now: try again later')
     }
     if (r.allowed) {
+      if (t.ended) { // the transaction ended while this was decided: not sent
+        if (ticket !== null) this.deps.decisions.afterOutcomes(ticket, [null])
+        throw reply(503, '5.5.1 The transaction ended')
+      }
       t.accepted.push({ address: recipient, brandCode: t.brandCode, iysCode: t.iysCode, commercial: t.commercial, messageId })
       t.tickets.push(ticket)
       this.count('accepted')
@@ -216,19 +228,25 @@ export class SmtpFrontEnd {
   private async onData (stream: NodeJS.ReadableStream & { sizeExceeded?: boolean }, session: SMTPServerSession): Promise<void> {
     const t = this.transactions.get(session.id)
     if (t === undefined || t.accepted.length === 0) { stream.resume(); throw reply(503, '5.5.1 No valid recipients') }
+    t.spooling = true
+    this.transactions.delete(session.id) // this message's outcome is the spool's now, whatever the session does
+    // smtp-server only flags a message over SIZE and streams on: stop keeping it once it is too big.
     const chunks: Buffer[] = []
-    for await (const chunk of stream) chunks.push(chunk as Buffer)
-    if (stream.sizeExceeded === true) { this.outcomes(t, null); throw reply(552, `5.3.4 Message too big (SMTP_MAX_MESSAGE_BYTES ${this.settings.maxMessageBytes})`) }
+    let bytes = 0
+    for await (const chunk of stream) {
+      bytes += (chunk as Buffer).length
+      if (bytes <= this.settings.maxMessageBytes) chunks.push(chunk as Buffer)
+    }
+    if (stream.sizeExceeded === true || bytes > this.settings.maxMessageBytes) { this.outcomes(t, null); throw reply(552, `5.3.4 Message too big (SMTP_MAX_MESSAGE_BYTES ${this.settings.maxMessageBytes})`) }
     let id: string
     try {
-      id = await this.deps.spool.accept({ envelopeFrom: t.from, recipients: t.accepted, raw: Buffer.concat(chunks) })
+      id = await this.deps.spool.accept({ envelopeFrom: t.from, recipients: t.accepted, raw: Buffer.concat(chunks, bytes) })
     } catch (err) {
       this.deps.log.error({ err }, 'SMTP: the spool refused a message')
       this.outcomes(t, null)
       throw reply(452, '4.3.1 Cannot take the message now (spool): try again later')
     }
     this.outcomes(t, id)
-    this.transactions.delete(session.id)
     this.deps.metrics.smtpCommands.inc({ command: 'data', result: 'spooled' })
     this.deps.spooled()
   }
@@ -241,7 +259,10 @@ export class SmtpFrontEnd {
 
   private endTransaction (sessionId: string): void {
     const t = this.transactions.get(sessionId)
-    if (t !== undefined) { this.outcomes(t, null); this.transactions.delete(sessionId) }
+    if (t === undefined) return
+    this.transactions.delete(sessionId)
+    t.ended = true
+    if (!t.spooling) this.outcomes(t, null)
   }
 
   private count (result: string): void {

@@ -55,7 +55,11 @@ export class SmppSession {
   private readonly opts: SessionOptions
   private readonly pending = new Map<number, Pending>()
   private sequence = 0
-  private buffered: Buffer | null = null
+  /** The start of a PDU not yet complete, as chunks (joined once complete: a trickling peer costs no re-copying). */
+  private partial: Buffer[] = []
+  private partialBytes = 0
+  /** Bytes the partial PDU needs in all: its command_length once known, else the 4 that give it. */
+  private partialNeeds = 0
   private lastHeardAt = Date.now()
   private keepalive: NodeJS.Timeout | null = null
   private corked = false
@@ -158,8 +162,17 @@ export class SmppSession {
   }
 
   private onData (chunk: Buffer): void {
+    if (this.closed) return // what a peer sends after we closed is not answered
     this.lastHeardAt = Date.now()
-    const buf = this.buffered === null ? chunk : Buffer.concat([this.buffered, chunk])
+    let buf = chunk
+    if (this.partialBytes > 0) {
+      this.partial.push(chunk)
+      this.partialBytes += chunk.length
+      if (this.partialBytes < this.partialNeeds) return
+      buf = Buffer.concat(this.partial, this.partialBytes)
+      this.partial = []
+      this.partialBytes = 0
+    }
     let at = 0
     while (buf.length - at >= 4) {
       const length = buf.readUInt32BE(at)
@@ -175,8 +188,12 @@ export class SmppSession {
       at += length
       if (this.closed) return
     }
+    if (at === buf.length) return
     // A partial PDU is copied out so that it does not pin the whole chunk it came in.
-    this.buffered = at === buf.length ? null : at === 0 ? buf : Buffer.from(buf.subarray(at))
+    const rest = at === 0 ? buf : Buffer.from(buf.subarray(at))
+    this.partial = [rest]
+    this.partialBytes = rest.length
+    this.partialNeeds = rest.length >= 4 ? rest.readUInt32BE(0) : 4
   }
 
   private onPdu (bytes: Buffer): void {
