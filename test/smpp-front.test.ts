@@ -266,6 +266,18 @@ describe('the SMPP front end', () => {
     await e.unbind()
   })
 
+  it('unbinds a bound platform whose key was revoked, at its next submit_sm', async () => {
+    const created = await runCli(['keys', 'create', '--iys-code', '700001', '--brand-codes', BRAND, '--scopes', 'send', '--rate', '0', '--smpp-system-id', 'soon-gone'], services.env)
+    const k = JSON.parse(created.stdout)
+    await until(async () => { const t = await bindEsme(a.gw.smppPort!, 'soon-gone', k.smppPassword); open.push(t); return t.bindStatus === 0 }, 10_000, 'the new key to bind')
+    const e = await bindEsme(a.gw.smppPort!, 'soon-gone', k.smppPassword)
+    open.push(e)
+    expect((await submit(e, ONAY[0]!)).command_status).toBe(E.OK)
+    expect((await runCli(['keys', 'revoke', k.keyId], services.env)).code).toBe(0)
+    await until(async () => (await submit(e, ONAY[0]!)).command_status === 0x04, 10_000, 'ESME_RINVBNDSTS for the revoked key')
+    await until(() => e.received.some(p => p.command === 'unbind'), 10_000, 'the unbind')
+  })
+
   it('shuts down while a platform is bound: unbinds it and ends (a bound session does not hold the gateway open)', async () => {
     const d = await startTestGateway({ ...services.env, SMPP_PORT: '0', UPSTREAM_MESAJ_URL: smsc.url('binds=1'), SMPP_RESPONSE_TIMEOUT_MS: '2000' })
     const e = await bindEsme(d.gw.smppPort!, 'esme1', password)

@@ -132,6 +132,14 @@ export class KeyStore implements Authenticator {
     this.tokens = tokens
   }
 
+  /**
+   * The key's principal as loaded now, or null once it is revoked or gone: what long sessions (SMPP binds, SMTP
+   * connections) check before each message, so that a revocation or a change of brands or rate reaches them too.
+   */
+  principalOf (keyId: string): Principal | null {
+    return this.entries.get(keyId)?.principal ?? null
+  }
+
   authenticate (bearer: string): Principal | null {
     const known = this.verified.get(bearer)
     if (known !== undefined) return known

@@ -31,6 +31,10 @@ const BIND_MODES: Readonly<Record<string, 'tx' | 'rx' | 'trx'>> = { bind_transmi
 const OUR_SYSTEM_ID = 'IYSGW'
 /** How often a bound receiver's queues are looked at for what other gateways queued (ms). */
 const DRAIN_POLL_MS = 250
+/** A platform's deliver_sm_resp statuses that mean "not now" (the rest refuse the PDU for good). */
+const RETRY_LATER: ReadonlySet<number> = new Set([0x14, 0x58, 0x64, 0x08]) // MSGQFUL, THROTTLED, X_T_APPN, SYSERR
+/** How long a connection may stay without a bind (ms). */
+const BIND_TIMEOUT_MS = 30_000
 /** PDUs taken from a queue at once. */
 const DRAIN_BATCH = 64
 
@@ -50,7 +54,7 @@ export interface SmppServerSettings {
 }
 
 export interface SmppServerDeps {
-  keys: Pick<KeyStore, 'authenticateSmpp'>
+  keys: Pick<KeyStore, 'authenticateSmpp' | 'principalOf'>
   submits: SubmitHandler
   receipts: ReceiptStore
   rateLimit: Pick<RateLimiter, 'take'>
@@ -151,6 +155,8 @@ export class SmppServer {
     })
     ;(bind as { session: SmppSession }).session = session
     this.binds.add(bind)
+    // A connection that never binds is closed (it would hold a socket and be answered forever otherwise).
+    setTimeout(() => { if (bind.login === null && !session.closed) session.close() }, BIND_TIMEOUT_MS).unref()
     socket.on('error', () => {}) // a reset by the peer is its business; the session closes
   }
 
@@ -209,6 +215,16 @@ export class SmppServer {
 
   private async submit (bind: Bind, pdu: PDU, bytes: Buffer): Promise<void> {
     if (bind.busy >= this.settings.window) { this.answer(bind, pdu, this.deps.statuses.WINDOW_FULL); return }
+    // The key as it is now: revoked since the bind, the platform is unbound; its brands or rate changed, they apply.
+    const current = this.deps.keys.principalOf(bind.login!.principal.keyId)
+    if (current === null) {
+      this.answer(bind, pdu, errors.ESME_RINVBNDSTS!)
+      this.deps.log.warn({ systemId: bind.systemId }, 'SMPP: the key of a bound platform was revoked; unbinding it')
+      bind.mode = null
+      void bind.session.unbind()
+      return
+    }
+    if (current !== bind.login!.principal) bind.login = { ...bind.login!, principal: current }
     const login = bind.login!
     const admit = (): boolean => this.deps.rateLimit.take(login.principal.keyId, login.principal.ratePerSecond) === 0
     bind.busy++
@@ -246,13 +262,14 @@ export class SmppServer {
           for (;;) {
             const pdus = await this.deps.receipts.take(target, DRAIN_BATCH)
             if (pdus.length === 0) break
-            const failed: Buffer[] = []
-            await Promise.all(pdus.map(async p => {
-              const ok = await bind.session.requestEncoded(p).then(r => r.command_status === 0, () => false)
-              if (!ok) failed.push(p)
-            }))
-            this.deps.metrics.smppReceipts.inc({ result: 'delivered' }, pdus.length - failed.length)
-            if (failed.length > 0) { await this.deps.receipts.putBack(target, failed); return }
+            // Delivered, or refused for good by the platform (dropped, counted), or to try again later (no answer,
+            // a temporary status): those go back in their order, and this bind is left alone until the next poll.
+            const answers = await Promise.all(pdus.map(p => bind.session.requestEncoded(p).then(r => r.command_status, () => -1)))
+            const again = pdus.filter((_, i) => answers[i] === -1 || RETRY_LATER.has(answers[i]!))
+            const refused = answers.filter(a => a !== 0 && a !== -1 && !RETRY_LATER.has(a)).length
+            this.deps.metrics.smppReceipts.inc({ result: 'delivered' }, answers.filter(a => a === 0).length)
+            if (refused > 0) this.deps.metrics.smppReceipts.inc({ result: 'refused_by_platform' }, refused)
+            if (again.length > 0) { await this.deps.receipts.putBack(target, again); return }
           }
         }
       } catch (err) {

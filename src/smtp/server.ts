@@ -45,7 +45,7 @@ export interface SmtpServerSettings {
 }
 
 export interface SmtpServerDeps {
-  keys: Pick<KeyStore, 'authenticate' | 'originatorBrand'>
+  keys: Pick<KeyStore, 'authenticate' | 'originatorBrand' | 'principalOf'>
   checker: Pick<Checker, 'check'>
   decisions: DecisionsHook
   rateLimit: Pick<RateLimiter, 'take'>
@@ -135,6 +135,13 @@ export class SmtpFrontEnd {
     })
   }
 
+  /** The session's key as it is now (a connection may outlive a revocation, or a change of brands or rate). */
+  private current (session: SMTPServerSession): Principal {
+    const p = this.deps.keys.principalOf((session.user as Principal).keyId)
+    if (p === null) throw reply(535, '5.7.8 The key of this session was revoked')
+    return p
+  }
+
   private settle (cb: (err?: Error | null) => void, f: () => void): void {
     try { f(); cb() } catch (err) { cb(err as Error) }
   }
@@ -153,7 +160,7 @@ export class SmtpFrontEnd {
 
   private onMailFrom (address: SMTPServerAddress, session: SMTPServerSession): void {
     this.endTransaction(session.id) // after RSET: the earlier transaction's decisions were not sent
-    const principal = session.user as Principal
+    const principal = this.current(session)
     const args = address.args as Record<string, string | boolean | undefined>
     const from = address.address.replace(TAG, '')
     const tags = new Set([...address.address.matchAll(TAG)].map(m => m[1]!.toLowerCase()))
@@ -189,7 +196,7 @@ export class SmtpFrontEnd {
   private async onRcptTo (address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const t = this.transactions.get(session.id)
     if (t === undefined) throw reply(503, '5.5.1 MAIL FROM first')
-    const principal = session.user as Principal
+    const principal = this.current(session)
     if (t.accepted.length >= this.settings.maxRecipients) throw reply(452, '4.5.3 Too many recipients (SMTP_MAX_RECIPIENTS): send the rest in another message')
     const recipient = normalizeEmail(address.address)
     if (isRecipientError(recipient)) { this.count('invalid'); throw reply(553, '5.1.3 Not a valid e-mail address') }

@@ -17,6 +17,8 @@ const HEADER = 16
 /** Longest PDU accepted: a submit_sm with a full message_payload fits (64 KiB of text is not an SMS). */
 export const MAX_PDU_BYTES = 65_536
 PDU.maxLength = MAX_PDU_BYTES
+/** Unsent bytes beyond which the peer is taken as not reading (a window of answers is a few KiB). */
+const MAX_UNSENT_BYTES = 4 * 1024 * 1024
 
 export class SessionClosedError extends CodedError<'SMPP_SESSION_CLOSED'> {
   constructor (message: string) { super('SMPP_SESSION_CLOSED', message) }
@@ -148,6 +150,8 @@ export class SmppSession {
   // operator each paid a syscall).
   private write (bytes: Buffer): void {
     if (!this.socket.writable) return
+    // A peer that sends but does not read would grow our unsent answers without end: it is cut off instead.
+    if (this.socket.writableLength > MAX_UNSENT_BYTES) { this.destroy(); return }
     if (!this.corked) {
       this.corked = true
       this.socket.cork()
