@@ -336,6 +336,12 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
     const spool = new MailSpool({ dir: s.spoolDir, maxBytes: s.spoolMaxBytes, log })
     await spool.open()
     const unsubscribeBase = s.unsubscribeUrl ?? `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`
+    // The links are for recipients on the internet: the gateway's own address is right for a trial only.
+    if (s.unsubscribeUrl === null || !s.unsubscribeUrl.startsWith('https:')) {
+      const w = `SMTP_UNSUBSCRIBE_URL is ${s.unsubscribeUrl === null ? 'unset' : 'not https'}: the one-click unsubscribe links in relayed mail point at ${unsubscribeBase}, which recipients must be able to reach (set the gateways' public https base URL)`
+      log.warn(w)
+      warnings.push(w)
+    }
     const mailto = s.unsubscribeMailto
     const relay = mailRelay = new MailRelay({
       spool,
