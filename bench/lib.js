@@ -3,7 +3,7 @@
 // and a little statistics and formatting. Plain ESM so that the benchmark runs without a build step of its own.
 
 import { spawn, spawnSync } from 'node:child_process'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -370,6 +370,108 @@ export function machineBusySeconds () {
  * Waits (at most `maxWaitMs`) until the machine is quiet: less than `threshold` of a core busy over one second.
  * On a shared machine tests and builds come and go; measuring between them beats measuring beside them.
  */
+/** CPU seconds of every process named `comm` (Postgres: the postmaster, its backends and workers), by pid. */
+export function cpuByName (comm) {
+  const out = new Map()
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8')
+      if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) !== comm) continue
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      out.set(d, (Number(f[11]) + Number(f[12])) / 100)
+    } catch {} // gone meanwhile
+  }
+  return out
+}
+
+/**
+ * A CPU sample of a front-end scenario (smpp.js, smtp.js): the processes in `pids` (name → pid; `gateway` also by
+ * thread), Postgres's, and the machine's.
+ */
+export function cpuSample (pids) {
+  return {
+    at: performance.now(),
+    procs: Object.fromEntries(Object.entries(pids).filter(([, p]) => p != null).map(([k, p]) => [k, cpuSeconds(p)])),
+    gwThreads: pids.gateway != null ? threadCpuSeconds(pids.gateway) : [],
+    postgres: cpuByName('postgres'),
+    machine: machineBusySeconds()
+  }
+}
+
+/** Shares of one core between two cpuSample()s: each process, Postgres, the machine, what none of them used; the gateway's threads. */
+export function cpuShares (s0, s1, gatewayPid) {
+  const secs = (s1.at - s0.at) / 1000
+  const cpu = Object.fromEntries(Object.keys(s1.procs).map(k => [k, (s1.procs[k] - s0.procs[k]) / secs]))
+  cpu.machine = (s1.machine - s0.machine) / secs
+  let pgSeconds = 0
+  for (const [pid, c] of s1.postgres) pgSeconds += c - (s0.postgres.get(pid) ?? 0)
+  cpu.postgres = pgSeconds / secs
+  // What none of the processes of this scenario used: the runner, the kernel's own threads, and any neighbour.
+  // (Clock ticks are 10 ms: a few % either way is sampling, hence never below 0.)
+  cpu.others = Math.max(0, cpu.machine - Object.entries(cpu).filter(([k]) => k !== 'machine').reduce((sum, [, v]) => sum + (Number.isFinite(v) ? v : 0), 0))
+  return { cpu, gatewayThreads: gatewayPid != null ? threadShares(s0.gwThreads, s1.gwThreads, secs, gatewayPid) : [] }
+}
+
+/**
+ * Waits for a load-generator worker (spawnTracked) to end, calling `onPhase('measure' | 'end')` at its `PHASE …`
+ * lines, and returns its `RESULT {…}` object; throws with its output's end when it printed none or an error.
+ */
+export async function workerResult (child, label, limitSeconds, onPhase) {
+  const limit = setTimeout(() => { killChild(child, 1000) }, limitSeconds * 1000)
+  let pending = ''
+  child.stdout.on('data', (d) => {
+    pending += d
+    let nl
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, nl)
+      pending = pending.slice(nl + 1)
+      if (line.startsWith('PHASE ')) onPhase(line.slice(6))
+    }
+  })
+  const { code } = await child.exited
+  clearTimeout(limit)
+  const m = /^RESULT (\{.*\})$/m.exec(child.stdoutText)
+  if (m === null) throw new Error(`${label}: no result (exit ${code}): ${(child.stderrText || child.stdoutText).trim().slice(-500)}`)
+  const r = JSON.parse(m[1])
+  if (r.error !== undefined) throw new Error(`${label}: ${r.error}`)
+  return r
+}
+
+/** Waits until `child` printed a line matching `re`; its match. */
+export async function waitOutput (child, re, ms) {
+  const deadline = Date.now() + ms
+  while (!re.test(child.stdoutText)) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${child.label} exited: ${child.stderrText.trim().slice(-300)}`)
+    if (Date.now() > deadline) throw new Error(`${child.label} did not print ${re} within ${ms / 1000} s`)
+    await sleep(50)
+  }
+  return re.exec(child.stdoutText)
+}
+
+/** A gateway process's /metrics text; when it cannot be had, an error that says whether the gateway exited and how. */
+export async function gatewayMetrics (url, child) {
+  try {
+    return await metricsText(url)
+  } catch (err) {
+    const gone = child.exitCode !== null || child.signalCode !== null ? `the gateway exited (${child.exitCode ?? child.signalCode})` : 'the gateway is running'
+    throw new Error(`GET /metrics: ${err.message} (${err.cause?.message ?? ''}); ${gone}: ${child.stderrText.trim().split('\n').slice(-5).join(' / ')}`)
+  }
+}
+
+/** The CPU profiles a process (`pid`) wrote into `dir` that were not in `before`: the main thread's (thread id 0) first. */
+export function newProfiles (dir, before, pid) {
+  if (!dir || !existsSync(dir)) return []
+  // CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile
+  const files = readdirSync(dir).filter(f => f.endsWith('.cpuprofile') && !before.has(f) && f.includes(`.${pid}.`))
+  return files.sort((a, b) => Number(!a.includes(`.${pid}.0.`)) - Number(!b.includes(`.${pid}.0.`)) || a.localeCompare(b)).map(f => join(dir, f))
+}
+
+/** Warm-up and measured seconds of a front-end scenario (`--quick`: a smoke run). */
+export const frontEndTiming = (ctx) => ctx.quick ? { warmup: 1, seconds: 3 } : { warmup: 3, seconds: 10 }
+
+export const fmtPct = (x) => Number.isFinite(x) ? `${Math.round(x * 100)}%` : 'n/a'
+
 export async function waitQuiet (maxWaitMs, threshold = 0.35) {
   const started = Date.now()
   let busy = NaN

@@ -24,8 +24,9 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import {
-  CLI, ROOT, cpuSeconds, createDatabase, dbUrl, fmtInt, fmtNum, fmtRatio, freePort, gatewayEnv, killChild, log, machineBusySeconds,
-  metricSum, metricsText, percentile, print, run, sleep, spawnTracked, threadCpuSeconds, threadShares, waitQuiet, waitReady
+  CLI, ROOT, cpuSample, cpuShares, createDatabase, dbUrl, fmtInt, fmtNum, fmtPct, fmtRatio, freePort, frontEndTiming, gatewayEnv,
+  gatewayMetrics, killChild, log, metricSum, newProfiles, percentile, print, run, sleep, spawnTracked, waitOutput, waitQuiet,
+  waitReady, workerResult
 } from './lib.js'
 
 const SELF = fileURLToPath(import.meta.url)
@@ -47,14 +48,10 @@ const NEIGHBOUR_MAX = 0.25
 const ATTEMPTS = 3
 const FAKE_SMSC = join(ROOT, 'dist', 'src', 'dev', 'fake-smsc.js')
 
-function timing (ctx) {
-  return ctx.quick ? { warmup: 1, seconds: 3 } : { warmup: 3, seconds: 10 }
-}
-
 /** The data set's recipients as the ESME addresses them (TON 1 international): 905321000000, 905321000001… */
 const recipientList = (n) => Array.from({ length: n }, (_, i) => `90532${String(1_000_000 + i)}`)
 
-const pct = (x) => Number.isFinite(x) ? `${Math.round(x * 100)}%` : 'n/a'
+const pct = fmtPct
 
 // ---------------------------------------------------------------------------------------------------------------
 // The data set: its own database and Redis prefix, RECIPIENTS ONAY records, and the ESME's SMPP credentials.
@@ -110,74 +107,19 @@ async function smscSettled (child, maxMs = 15_000) {
   }
 }
 
-async function waitOutput (child, re, ms) {
-  const deadline = Date.now() + ms
-  while (!re.test(child.stdoutText)) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${child.label} exited: ${child.stderrText.trim().slice(-300)}`)
-    if (Date.now() > deadline) throw new Error(`${child.label} did not print ${re} within ${ms / 1000} s`)
-    await sleep(50)
-  }
-}
-
-/** CPU seconds of every process named `comm` (Postgres: the postmaster, its backends and workers), by pid. */
-function cpuByName (comm) {
-  const out = new Map()
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8')
-      if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) !== comm) continue
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      out.set(d, (Number(f[11]) + Number(f[12])) / 100)
-    } catch {} // gone meanwhile
-  }
-  return out
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // One load-generator run in its own process; the runner samples CPU at the worker's phase markers.
 
 async function runEsme (ctx, { label, port, systemId, password, warmup = 0, seconds = 0, count = null, recipients, pids = {} }) {
   const cfg = { host: '127.0.0.1', port, systemId, binds: BINDS, window: WINDOW, warmup, seconds, count, recipients, sender: SENDER, text: TEXT }
   const child = spawnTracked(process.execPath, [SELF, '--worker', JSON.stringify(cfg)], { env: { ...process.env, BENCH_SMPP_PASSWORD: password }, label })
-  const limit = setTimeout(() => { killChild(child, 1000) }, (warmup + seconds + 90) * 1000)
-  const sample = () => ({
-    at: performance.now(),
-    procs: Object.fromEntries(Object.entries({ ...pids, esme: child.pid, redis: ctx.redisPid }).filter(([, p]) => p != null).map(([k, p]) => [k, cpuSeconds(p)])),
-    gwThreads: pids.gateway != null ? threadCpuSeconds(pids.gateway) : [],
-    postgres: cpuByName('postgres'),
-    machine: machineBusySeconds()
-  })
-  let s0 = null
-  let s1 = null
-  let pending = ''
-  child.stdout.on('data', (d) => {
-    pending += d
-    let nl
-    while ((nl = pending.indexOf('\n')) >= 0) {
-      const line = pending.slice(0, nl)
-      pending = pending.slice(nl + 1)
-      if (line === 'PHASE measure') s0 = sample()
-      else if (line === 'PHASE end') s1 = sample()
-    }
-  })
-  const { code } = await child.exited
-  clearTimeout(limit)
-  const m = /^RESULT (\{.*\})$/m.exec(child.stdoutText)
-  if (m === null) throw new Error(`${label}: no result (exit ${code}): ${(child.stderrText || child.stdoutText).trim().slice(-500)}`)
-  const r = JSON.parse(m[1])
-  if (r.error !== undefined) throw new Error(`${label}: ${r.error}`)
-  if (s0 !== null && s1 !== null) {
-    const secs = (s1.at - s0.at) / 1000
-    r.cpu = Object.fromEntries(Object.keys(s1.procs).map(k => [k, (s1.procs[k] - s0.procs[k]) / secs]))
-    r.cpu.machine = (s1.machine - s0.machine) / secs
-    let pgSeconds = 0
-    for (const [pid, c] of s1.postgres) pgSeconds += c - (s0.postgres.get(pid) ?? 0)
-    r.cpu.postgres = pgSeconds / secs
-    // What none of the processes of this scenario used: the runner, the kernel's own threads, and any neighbour.
-    // (Clock ticks are 10 ms: a few % either way is sampling, hence never below 0.)
-    r.cpu.others = Math.max(0, r.cpu.machine - Object.entries(r.cpu).filter(([k]) => k !== 'machine').reduce((sum, [, v]) => sum + (Number.isFinite(v) ? v : 0), 0))
-    r.gatewayThreads = pids.gateway != null ? threadShares(s0.gwThreads, s1.gwThreads, secs, pids.gateway) : []
+  const procs = { ...pids, esme: child.pid, redis: ctx.redisPid }
+  const at = {}
+  const r = await workerResult(child, label, warmup + seconds + 90, phase => { at[phase] = cpuSample(procs) })
+  if (at.measure !== undefined && at.end !== undefined) {
+    const { cpu, gatewayThreads } = cpuShares(at.measure, at.end, pids.gateway)
+    r.cpu = cpu
+    r.gatewayThreads = gatewayThreads
   }
   return r
 }
@@ -185,13 +127,7 @@ async function runEsme (ctx, { label, port, systemId, password, warmup = 0, seco
 // ---------------------------------------------------------------------------------------------------------------
 
 async function gatewayCounters (url, child) {
-  let text
-  try {
-    text = await metricsText(url)
-  } catch (err) {
-    const gone = child.exitCode !== null || child.signalCode !== null ? `the gateway exited (${child.exitCode ?? child.signalCode})` : 'the gateway is running'
-    throw new Error(`GET /metrics: ${err.message} (${err.cause?.message ?? ''}); ${gone}: ${child.stderrText.trim().split('\n').slice(-5).join(' / ')}`)
-  }
+  const text = await gatewayMetrics(url, child)
   return {
     ok: metricSum(text, 'iys_smpp_pdus_total', { command: 'submit_sm', status: 'ok' }),
     answered: metricSum(text, 'iys_smpp_pdus_total', { command: 'submit_sm' }),
@@ -199,15 +135,8 @@ async function gatewayCounters (url, child) {
   }
 }
 
-function newProfiles (dir, before, pid) {
-  if (!dir || !existsSync(dir)) return []
-  // CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile: the main thread's (thread id 0) first.
-  const files = readdirSync(dir).filter(f => f.endsWith('.cpuprofile') && !before.has(f) && f.includes(`.${pid}.`))
-  return files.sort((a, b) => Number(!a.includes(`.${pid}.0.`)) - Number(!b.includes(`.${pid}.0.`)) || a.localeCompare(b)).map(f => join(dir, f))
-}
-
 export async function smppScenario (ctx) {
-  const T = timing(ctx)
+  const T = frontEndTiming(ctx)
   const ds = await smppDataset(ctx)
 
   const smscPort = await freePort()

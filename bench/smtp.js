@@ -34,8 +34,9 @@ import { createServer } from 'node:http'
 import { join, relative } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import {
-  CLI, ROOT, cpuSeconds, createDatabase, dbUrl, fmtInt, fmtNum, fmtRatio, freePort, gatewayEnv, killChild, log, machineBusySeconds,
-  metricSum, metricsText, percentile, print, run, sleep, spawnTracked, threadCpuSeconds, threadShares, waitQuiet, waitReady
+  CLI, ROOT, cpuSample, cpuShares, createDatabase, dbUrl, fmtInt, fmtNum, fmtPct, fmtRatio, freePort, frontEndTiming, gatewayEnv,
+  gatewayMetrics, killChild, log, metricSum, newProfiles, percentile, print, run, sleep, spawnTracked, waitOutput, waitQuiet,
+  waitReady, workerResult
 } from './lib.js'
 import { summariseProfile } from './smpp.js'
 
@@ -57,11 +58,7 @@ const NEIGHBOUR_MAX = 0.25
 const ATTEMPTS = 3
 const FAKE_SMTP = join(ROOT, 'dist', 'src', 'dev', 'fake-smtp.js')
 
-function timing (ctx) {
-  return ctx.quick ? { warmup: 1, seconds: 3 } : { warmup: 3, seconds: 10 }
-}
-
-const pct = (x) => Number.isFinite(x) ? `${Math.round(x * 100)}%` : 'n/a'
+const pct = fmtPct
 const address = (i) => `u${i}@example.com`
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -97,38 +94,6 @@ async function smtpDataset (ctx) {
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers of the same kind as bench/smpp.js's (not exported there).
 
-async function waitOutput (child, re, ms) {
-  const deadline = Date.now() + ms
-  while (!re.test(child.stdoutText)) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${child.label} exited: ${child.stderrText.trim().slice(-300)}`)
-    if (Date.now() > deadline) throw new Error(`${child.label} did not print ${re} within ${ms / 1000} s`)
-    await sleep(50)
-  }
-  return re.exec(child.stdoutText)
-}
-
-/** CPU seconds of every process named `comm` (Postgres: the postmaster, its backends and workers), by pid. */
-function cpuByName (comm) {
-  const out = new Map()
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8')
-      if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) !== comm) continue
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      out.set(d, (Number(f[11]) + Number(f[12])) / 100)
-    } catch {} // gone meanwhile
-  }
-  return out
-}
-
-function newProfiles (dir, before, pid) {
-  if (!dir || !existsSync(dir)) return []
-  // CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile: the main thread's (thread id 0) first.
-  const files = readdirSync(dir).filter(f => f.endsWith('.cpuprofile') && !before.has(f) && f.includes(`.${pid}.`))
-  return files.sort((a, b) => Number(!a.includes(`.${pid}.0.`)) - Number(!b.includes(`.${pid}.0.`)) || a.localeCompare(b)).map(f => join(dir, f))
-}
-
 /** Messages in the spool (a `<id>.json` is an accepted message with recipients not yet delivered or bounced). */
 function spoolCount (dir) {
   try { return readdirSync(dir).filter(f => f.endsWith('.json')).length } catch { return NaN }
@@ -154,50 +119,22 @@ async function runClient (ctx, { label, tag, port, user = null, password = '', w
   const acceptedFile = join(ctx.tmpDir, `smtp-accepted-${tag}.bin`)
   const cfg = { host: '127.0.0.1', port, user, connections: CONNECTIONS, inFlight: IN_FLIGHT, warmup, seconds, count, recipients: RECIPIENTS, from: FROM, tag, acceptedFile }
   const child = spawnTracked(process.execPath, [SELF, '--worker', JSON.stringify(cfg)], { env: { ...process.env, BENCH_SMTP_PASSWORD: password }, label })
-  const limit = setTimeout(() => { killChild(child, 1000) }, (warmup + seconds + 120) * 1000)
-  const sample = () => {
-    const s = {
-      at: performance.now(),
-      procs: Object.fromEntries(Object.entries({ ...pids, upstream: upstream.pid, client: child.pid, redis: ctx.redisPid }).filter(([, p]) => p != null).map(([k, p]) => [k, cpuSeconds(p)])),
-      gwThreads: pids.gateway != null ? threadCpuSeconds(pids.gateway) : [],
-      postgres: cpuByName('postgres'),
-      machine: machineBusySeconds(),
-      spool: spoolDir !== null ? spoolCount(spoolDir) : 0
-    }
-    s.relay = upstreamStats(upstream) // asked at once, awaited later
-    return s
-  }
-  let s0 = null
-  let s1 = null
-  let pending = ''
-  child.stdout.on('data', (d) => {
-    pending += d
-    let nl
-    while ((nl = pending.indexOf('\n')) >= 0) {
-      const line = pending.slice(0, nl)
-      pending = pending.slice(nl + 1)
-      if (line === 'PHASE measure') s0 = sample()
-      else if (line === 'PHASE end') s1 = sample()
-    }
+  const procs = { ...pids, upstream: upstream.pid, client: child.pid, redis: ctx.redisPid }
+  const at = {}
+  const sample = () => ({
+    ...cpuSample(procs),
+    spool: spoolDir !== null ? spoolCount(spoolDir) : 0,
+    relay: upstreamStats(upstream) // asked at once, awaited later
   })
-  const { code } = await child.exited
-  clearTimeout(limit)
-  const m = /^RESULT (\{.*\})$/m.exec(child.stdoutText)
-  if (m === null) throw new Error(`${label}: no result (exit ${code}): ${(child.stderrText || child.stdoutText).trim().slice(-500)}`)
-  const r = JSON.parse(m[1])
-  if (r.error !== undefined) throw new Error(`${label}: ${r.error}`)
+  const r = await workerResult(child, label, warmup + seconds + 120, phase => { at[phase] = sample() })
   r.acceptedFile = acceptedFile
   r.tag = tag
-  if (s0 !== null && s1 !== null) {
-    const secs = (s1.at - s0.at) / 1000
-    r.cpu = Object.fromEntries(Object.keys(s1.procs).map(k => [k, (s1.procs[k] - s0.procs[k]) / secs]))
-    r.cpu.machine = (s1.machine - s0.machine) / secs
-    let pgSeconds = 0
-    for (const [pid, c] of s1.postgres) pgSeconds += c - (s0.postgres.get(pid) ?? 0)
-    r.cpu.postgres = pgSeconds / secs
-    // What none of the processes of this scenario used: the runner, the kernel's own threads, and any neighbour.
-    r.cpu.others = Math.max(0, r.cpu.machine - Object.entries(r.cpu).filter(([k]) => k !== 'machine').reduce((sum, [, v]) => sum + (Number.isFinite(v) ? v : 0), 0))
-    r.gatewayThreads = pids.gateway != null ? threadShares(s0.gwThreads, s1.gwThreads, secs, pids.gateway) : []
+  const s0 = at.measure
+  const s1 = at.end
+  if (s0 !== undefined && s1 !== undefined) {
+    const { cpu, gatewayThreads } = cpuShares(s0, s1, pids.gateway)
+    r.cpu = cpu
+    r.gatewayThreads = gatewayThreads
     const [u0, u1] = await Promise.all([s0.relay, s1.relay])
     // Arrivals at the relay over the client's measured window (the relay's clock: its answers to the two questions).
     r.relay = { arrived: u1.accepted - u0.accepted, seconds: (u1.at - u0.at) / 1000 }
@@ -259,13 +196,7 @@ async function drainAndVerify (upstream, r, spoolDir, maxMs) {
 // ---------------------------------------------------------------------------------------------------------------
 
 async function gatewayCounters (url, child) {
-  let text
-  try {
-    text = await metricsText(url)
-  } catch (err) {
-    const gone = child.exitCode !== null || child.signalCode !== null ? `the gateway exited (${child.exitCode ?? child.signalCode})` : 'the gateway is running'
-    throw new Error(`GET /metrics: ${err.message} (${err.cause?.message ?? ''}); ${gone}: ${child.stderrText.trim().split('\n').slice(-5).join(' / ')}`)
-  }
+  const text = await gatewayMetrics(url, child)
   return {
     spooled: metricSum(text, 'iys_smtp_commands_total', { command: 'data', result: 'spooled' }),
     rcptAccepted: metricSum(text, 'iys_smtp_commands_total', { command: 'rcpt', result: 'accepted' }),
@@ -277,7 +208,7 @@ async function gatewayCounters (url, child) {
 }
 
 export async function smtpScenario (ctx) {
-  const T = timing(ctx)
+  const T = frontEndTiming(ctx)
   const ds = await smtpDataset(ctx)
 
   const upstream = spawnTracked(process.execPath, [SELF, '--upstream', JSON.stringify({ port: await freePort() })], { env: gatewayEnv({}), label: 'fake relay' })

@@ -5,7 +5,6 @@
 // to the other gateway), an MO "İptal" becomes a RET that blocks the next submit on the other gateway, and broken
 // PDUs, throttling, bind limits and the operator going down and back are answered as SMPP says.
 
-import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
@@ -17,6 +16,7 @@ import { bindEsme, type Esme } from './helpers/esme.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { freePort, until } from './helpers/redis-server.js'
 import { testServices, type TestServices } from './helpers/services.js'
+import { selfSignedCert } from './helpers/tls.js'
 
 const require = createRequire(import.meta.url)
 const smpp = require('smpp')
@@ -71,15 +71,14 @@ describe('the SMPP front end', () => {
       expect(r.code, r.stderr).toBe(0)
     }
     // A self-signed certificate for SMPP_TLS_PORT.
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost',
-      '-keyout', join(services.dir, 'key.pem'), '-out', join(services.dir, 'cert.pem')], { stdio: 'ignore' })
+    const tls = selfSignedCert(services.dir)
     smsc = await startFakeSmsc()
     const env = {
       ...services.env,
       LOG_LEVEL: process.env.GW_LOG ?? 'silent',
       SMPP_TLS_PORT: '0',
-      SMPP_TLS_CERT: join(services.dir, 'cert.pem'),
-      SMPP_TLS_KEY: join(services.dir, 'key.pem'),
+      SMPP_TLS_CERT: tls.certFile,
+      SMPP_TLS_KEY: tls.keyFile,
       SMPP_WINDOW: '4',
       SMPP_PORT: '0',
       SMPP_MAX_BINDS: '3', UPSTREAM_MESAJ_URL: smsc.url('binds=1'), UPSTREAM_RETRIES: '0', UPSTREAM_TIMEOUT_MS: '1000', UPSTREAM_BREAKER_MIN_CALLS: '1000' }

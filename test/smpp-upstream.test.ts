@@ -1,8 +1,8 @@
 // The SMPP carrier against a real (fake) operator SMSC on a free port: what reaches the operator, byte for byte, and
 // outcomes that never claim more than we know. Every wait is on a condition, never a fixed sleep.
 
-import { execFileSync, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -16,6 +16,7 @@ import { encodeText, parseSmppUrl, SmppUpstream, statusText, type SmppUpstreamIn
 import { Upstreams } from '../src/carriers/upstream.js'
 import { startFakeSmsc, type FakeSmsc, type FakeSmscOptions } from '../src/dev/fake-smsc.js'
 import { mesaj } from './helpers/carrier.js'
+import { selfSignedCert } from './helpers/tls.js'
 
 const BREAKER: BreakerSettings = { failureRatio: 0.5, minCalls: 1_000_000, windowMs: 10_000, cooldownMs: 1000 }
 const SETTINGS = { timeoutMs: 2000, retries: 2, backoffMs: 5, backoffMaxMs: 40, breaker: BREAKER }
@@ -433,21 +434,15 @@ describe('Upstreams with an SMPP carrier', () => {
 
 describe('SMPP carrier over TLS', () => {
   let dir = ''
-  let key: Buffer | null = null
-  let cert: Buffer | null = null
+  let key: Buffer = Buffer.alloc(0)
+  let cert: Buffer = Buffer.alloc(0)
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), 'smpps-'))
-    try {
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost',
-        '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' })
-      key = readFileSync(join(dir, 'key.pem'))
-      cert = readFileSync(join(dir, 'cert.pem'))
-    } catch { /* no openssl: the TLS tests are skipped below */ }
+    ;({ key, cert } = selfSignedCert(dir))
   })
   afterAll(() => { rmSync(dir, { recursive: true, force: true }) })
 
-  it('binds over smpps:// to an SMSC whose CA it trusts, and refuses one it does not unless told to', async (ctx) => {
-    if (key === null || cert === null) { ctx.skip(); return }
+  it('binds over smpps:// to an SMSC whose CA it trusts, and refuses one it does not unless told to', async () => {
     const s = await smsc({ tls: { key, cert } })
     expect(s.url()).toMatch(/^smpps:/)
     const trusted = await bound(carrier(s.url(), { tls: { ca: cert } }))

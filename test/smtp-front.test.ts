@@ -4,7 +4,6 @@
 // required, the upstream going down and coming back loses nothing, and the one-click unsubscribe POST makes the next
 // RCPT for that address fail on the other gateway.
 
-import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import nodemailer from 'nodemailer'
@@ -14,6 +13,7 @@ import { runCli, runSteps } from './helpers/cli.js'
 import { check, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { until } from './helpers/redis-server.js'
 import { testServices, type TestServices } from './helpers/services.js'
+import { selfSignedCert } from './helpers/tls.js'
 
 const BRAND = '600001'
 const OK = ['ok1@example.com', 'ok2@example.com', 'ok3@example.com', 'ok4@example.com']
@@ -154,15 +154,14 @@ describe('the SMTP front end over TLS', () => {
     const key = await runCli(['keys', 'create', '--iys-code', '700001', '--scopes', 'send', '--rate', '0', '--brand-codes', BRAND], services.env)
     const [user, pass] = (JSON.parse(key.stdout).apiKey as string).split('.') as [string, string]
     auth = { user, pass }
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost',
-      '-keyout', join(services.dir, 'key.pem'), '-out', join(services.dir, 'cert.pem')], { stdio: 'ignore' })
+    const tls = selfSignedCert(services.dir)
     upstream = await startFakeSmtp()
     gw = await startTestGateway({
       ...services.env,
       SMTP_PORT: '0',
       SMTP_TLS_PORT: '0',
-      SMTP_TLS_CERT: join(services.dir, 'cert.pem'),
-      SMTP_TLS_KEY: join(services.dir, 'key.pem'),
+      SMTP_TLS_CERT: tls.certFile,
+      SMTP_TLS_KEY: tls.keyFile,
       SMTP_UNSUBSCRIBE_SECRETS: SECRET,
       SMTP_SPOOL_DIR: join(services.dir, 'spool'),
       UPSTREAM_EPOSTA_URL: upstream.url()

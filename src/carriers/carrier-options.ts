@@ -23,3 +23,8 @@ export function carrierBreaker (name: string, settings: BreakerSettings, log: Lo
     }
   })
 }
+
+/** What a message is told when the breaker refuses it: the carrier, when it will try again, and this message's last error. */
+export function circuitOpenText (carrier: string, breaker: CircuitBreaker, lastError: string): string {
+  return `carrier ${carrier} is failing; circuit open, next try in ${Math.ceil(breaker.retryInMs())} ms${lastError !== '' ? ` (this message: ${lastError})` : ''}`
+}

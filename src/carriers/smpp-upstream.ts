@@ -56,7 +56,7 @@ import smpp, { PDU } from 'smpp'
 import { statusName } from '../domain/smpp-status.js'
 import type { Logger } from '../log.js'
 import { ResponseTimeoutError, SmppSession } from '../wire/smpp-session.js'
-import { carrierBreaker, intOption } from './carrier-options.js'
+import { carrierBreaker, circuitOpenText, intOption } from './carrier-options.js'
 import { carrierUrlError, intParam, readCarrierUrl, type CarrierUrlSpec } from './carrier-url.js'
 import { DENIED, type CircuitBreaker } from './circuit-breaker.js'
 import { isValidMessageId, type OutboundMessage } from './contract.js'
@@ -426,8 +426,7 @@ export class SmppUpstream implements Carrier {
     for (;;) {
       const ticket = this.breaker.acquire()
       if (ticket === DENIED) {
-        const wait = Math.ceil(this.breaker.retryInMs())
-        const error = `carrier ${this.name} is failing; circuit open, next try in ${wait} ms${lastError !== '' ? ` (this message: ${lastError})` : ''}`
+        const error = circuitOpenText(this.name, this.breaker, lastError)
         return { kind: 'circuit_open', error, attempts, maybeDelivered: false, ...(smppStatus !== undefined ? { smppStatus } : {}) }
       }
       attempts++

@@ -58,7 +58,7 @@ import DKIM from 'nodemailer/lib/dkim'
 import type Mail from 'nodemailer/lib/mailer'
 import type SMTPPool from 'nodemailer/lib/smtp-pool'
 import type { Logger } from '../log.js'
-import { carrierBreaker, intOption } from './carrier-options.js'
+import { carrierBreaker, circuitOpenText, intOption } from './carrier-options.js'
 import { carrierUrlError, intParam, readCarrierUrl, type CarrierUrlSpec } from './carrier-url.js'
 import { DENIED, type CircuitBreaker } from './circuit-breaker.js'
 import { isValidMessageId, type OutboundMessage } from './contract.js'
@@ -330,8 +330,7 @@ export class SmtpUpstream implements Carrier {
     for (;;) {
       const ticket = this.breaker.acquire()
       if (ticket === DENIED) {
-        const wait = Math.ceil(this.breaker.retryInMs())
-        const error = `carrier ${this.name} is failing; circuit open, next try in ${wait} ms${lastError !== '' ? ` (this message: ${lastError})` : ''}`
+        const error = circuitOpenText(this.name, this.breaker, lastError)
         return { forwarded: false, status: 'circuit_open', error, attempts, maybeDelivered: false }
       }
       attempts++

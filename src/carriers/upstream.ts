@@ -31,7 +31,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Pool, type Dispatcher } from 'undici'
 import type { Logger } from '../log.js'
 import { CONSENT_TYPES, type ConsentType } from '../domain/vocabulary.js'
-import { carrierBreaker, intOption } from './carrier-options.js'
+import { carrierBreaker, circuitOpenText, intOption } from './carrier-options.js'
 import { DENIED, type BreakerSettings, type BreakerState, type CircuitBreaker } from './circuit-breaker.js'
 import { isValidMessageId, type CarrierAdapter, type CarrierRequest, type CarrierResult, type OutboundMessage, type ResponseHeaders } from './contract.js'
 import { jsonAdapter } from './json-adapter.js'
@@ -293,8 +293,7 @@ export class Upstream implements Carrier {
     for (;;) {
       const ticket = this.breaker.acquire()
       if (ticket === DENIED) {
-        const wait = Math.ceil(this.breaker.retryInMs())
-        const error = `carrier ${this.name} is failing; circuit open, next try in ${wait} ms${lastError !== '' ? ` (this message: ${lastError})` : ''}`
+        const error = circuitOpenText(this.name, this.breaker, lastError)
         return { forwarded: false, status: 'circuit_open', error, attempts, maybeDelivered, ...(httpStatus !== undefined ? { httpStatus } : {}) }
       }
       attempts++
@@ -382,7 +381,8 @@ const NO_UPSTREAM: Readonly<Record<ConsentType, NotForwardedOutcome>> = Object.f
 export class Upstreams {
   readonly #byType: Record<ConsentType, Carrier | null>
   readonly #pools: Pool[] = []
-  readonly #smpp: SmppUpstream[] = []
+  /** the carriers with connections of their own (SMPP binds, an SMTP pool), closed with the HTTP pools */
+  readonly #own: (SmppUpstream | SmtpUpstream)[] = []
   #smtp: SmtpUpstream | null = null
 
   constructor (urls: Readonly<Record<ConsentType, string | null>>, opts: UpstreamsOptions) {
@@ -391,32 +391,21 @@ export class Upstreams {
     for (const type of CONSENT_TYPES) {
       const url = urls[type]
       if (url === null) { byType[type] = null; continue }
-      if (/^smpps?:/i.test(url)) {
-        if (type !== 'MESAJ') throw new TypeError(`UPSTREAM_${type}_URL: only MESAJ can go to an SMPP carrier`)
-        let c: SmppUpstream
+      // An operator's SMSC (MESAJ only) or a mail relay (EPOSTA only) instead of an HTTP carrier.
+      const own = (channel: ConsentType, what: string, make: () => SmppUpstream | SmtpUpstream): Carrier => {
+        if (type !== channel) throw new TypeError(`UPSTREAM_${type}_URL: only ${channel} can go to ${what}`)
+        let c: SmppUpstream | SmtpUpstream
         try {
-          c = new SmppUpstream({ ...opts, url, name: type })
+          c = make()
         } catch (err) {
           this.#abandon()
           throw new TypeError(`UPSTREAM_${type}_URL: ${(err as Error).message}`)
         }
-        this.#smpp.push(c)
-        byType[type] = c
-        continue
+        this.#own.push(c)
+        return c
       }
-      if (/^smtps?:/i.test(url)) {
-        if (type !== 'EPOSTA') throw new TypeError(`UPSTREAM_${type}_URL: only EPOSTA can go to an SMTP relay`)
-        let c: SmtpUpstream
-        try {
-          c = new SmtpUpstream({ ...opts, url, name: type })
-        } catch (err) {
-          this.#abandon()
-          throw new TypeError(`UPSTREAM_${type}_URL: ${(err as Error).message}`)
-        }
-        this.#smtp = c
-        byType[type] = c
-        continue
-      }
+      if (/^smpps?:/i.test(url)) { byType[type] = own('MESAJ', 'an SMPP carrier', () => new SmppUpstream({ ...opts, url, name: type })); continue }
+      if (/^smtps?:/i.test(url)) { byType[type] = own('EPOSTA', 'an SMTP relay', () => (this.#smtp = new SmtpUpstream({ ...opts, url, name: type }))); continue }
       const origin = new URL(url).origin
       let pool = pools.get(origin)
       if (pool === undefined) {
@@ -452,18 +441,17 @@ export class Upstreams {
   }
 
   async close (): Promise<void> {
-    await Promise.all([...this.#pools.map(p => p.close()), ...this.#smpp.map(c => c.close()), this.#smtp?.close()])
+    await Promise.all([...this.#pools.map(p => p.close()), ...this.#own.map(c => c.close())])
   }
 
   /** Drops every connection at once (after close() has waited long enough). */
   async destroy (): Promise<void> {
-    await Promise.all([...this.#pools.map(p => p.destroy()), ...this.#smpp.map(c => c.destroy()), this.#smtp?.destroy()])
+    await Promise.all([...this.#pools.map(p => p.destroy()), ...this.#own.map(c => c.destroy())])
   }
 
   /** A constructor that throws leaves nothing connecting behind. */
   #abandon (): void {
     for (const p of this.#pools) void p.destroy()
-    for (const c of this.#smpp) void c.destroy()
-    void this.#smtp?.destroy()
+    for (const c of this.#own) void c.destroy()
   }
 }

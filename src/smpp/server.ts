@@ -69,6 +69,8 @@ interface Bind {
   login: SmppLogin | null
   systemId: string
   mode: 'tx' | 'rx' | 'trx' | null
+  /** the queues it takes deliver_sm from once bound: its system_id's receipts, its tenant's MO messages */
+  targets: readonly string[]
   /** submits being decided or forwarded now */
   busy: number
   draining: boolean
@@ -116,7 +118,7 @@ export class SmppServer {
    */
   async deliver (target: string, pdu: Buffer): Promise<void> {
     if (!await this.deps.receipts.enqueue(target, pdu)) this.deps.metrics.smppReceipts.inc({ result: 'queue_full_dropped_oldest' })
-    for (const b of this.binds) if (b.mode !== null && b.mode !== 'tx' && targetsOf(b).includes(target)) { this.drain(b); break }
+    for (const b of this.binds) if (b.mode !== null && b.mode !== 'tx' && b.targets.includes(target)) { this.drain(b); break }
   }
 
   /** Stops listening, unbinds every platform (answered or not within the response timeout) and closes. */
@@ -142,7 +144,7 @@ export class SmppServer {
 
   private accept (socket: Socket): void {
     if (this.closing) { socket.destroy(); return }
-    const bind: Bind = { session: null as unknown as SmppSession, login: null, systemId: '', mode: null, busy: 0, draining: false }
+    const bind: Bind = { session: null as unknown as SmppSession, login: null, systemId: '', mode: null, targets: [], busy: 0, draining: false }
     const session = new SmppSession(socket, {
       responseTimeoutMs: this.settings.responseTimeoutMs,
       enquireLinkMs: this.settings.enquireLinkMs,
@@ -206,6 +208,7 @@ export class SmppServer {
     bind.login = login
     bind.systemId = String(pdu.system_id)
     bind.mode = BIND_MODES[pdu.command]!
+    bind.targets = ['sys:' + bind.systemId, 'tenant:' + login.principal.iysCode]
     bind.session.respond(pdu, 0, { system_id: OUR_SYSTEM_ID })
     this.deps.metrics.smppPdus.inc({ command: pdu.command, status: 'ok' })
     this.deps.metrics.smppBinds.set(this.bound())
@@ -258,7 +261,7 @@ export class SmppServer {
     bind.draining = true
     void (async () => {
       try {
-        for (const target of targetsOf(bind)) {
+        for (const target of bind.targets) {
           for (;;) {
             const pdus = await this.deps.receipts.take(target, DRAIN_BATCH)
             if (pdus.length === 0) break
@@ -281,5 +284,3 @@ export class SmppServer {
   }
 }
 
-/** The queues a bound receiver takes from: its own system_id's receipts and its tenant's MO messages. */
-const targetsOf = (b: Bind): string[] => ['sys:' + b.systemId, 'tenant:' + b.login!.principal.iysCode]
