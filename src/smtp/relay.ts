@@ -20,16 +20,10 @@
 
 import { randomBytes } from 'node:crypto'
 import { redact, type Logger } from '../log.js'
+import type { RelayEnvelope, RelayOutcome } from '../carriers/smtp-upstream.js'
 import type { MailSpool, SpoolEntry, SpoolRecipient } from './spool.js'
 
-export interface RelayEnvelope { from: string, to: readonly string[] }
-
-export type RelayOutcome =
-  | { kind: 'accepted', response: string }
-  | { kind: 'temporary', error: string, code?: number }
-  | { kind: 'permanent', error: string, code?: number }
-
-/** The upstream side (carriers/smtp-upstream.ts has a matching `relay`): sends one message to one envelope. */
+/** The upstream side (the SMTP carrier, carriers/smtp-upstream.ts): sends one message to one envelope. */
 export interface Relayer {
   relay: (envelope: RelayEnvelope, raw: Buffer) => Promise<RelayOutcome>
 }
