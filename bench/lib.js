@@ -302,18 +302,20 @@ export async function usedMemory (redis) {
 }
 
 /** Sum of MEMORY USAGE (exact: SAMPLES 0) over the keys matching `pattern`, pipelined in batches. */
-export async function memoryUsageOf (redis, pattern) {
-  let cursor = '0'
+export async function memoryUsageOf (redis, patterns) {
   let bytes = 0
   let keys = 0
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 2000)
-    cursor = next
-    if (batch.length === 0) continue
-    const p = redis.pipeline()
-    for (const k of batch) p.memory('USAGE', k, 'SAMPLES', '0')
-    for (const [err, v] of await p.exec()) if (err === null && v !== null) { bytes += Number(v); keys++ }
-  } while (cursor !== '0')
+  for (const pattern of patterns) {
+    let cursor = '0'
+    do {
+      const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 2000)
+      cursor = next
+      if (batch.length === 0) continue
+      const p = redis.pipeline()
+      for (const k of batch) p.memory('USAGE', k, 'SAMPLES', '0')
+      for (const [err, v] of await p.exec()) if (err === null && v !== null) { bytes += Number(v); keys++ }
+    } while (cursor !== '0')
+  }
   return { bytes, keys }
 }
 

@@ -7,6 +7,7 @@
 
 import { statSync } from 'node:fs'
 import { join } from 'node:path'
+import { layout } from '../dist/src/filter/layout.js'
 import {
   CLI, createDatabase, dbUrl, fmtInt, fmtNum, gatewayEnv, log, median, memoryUsageOf, print, query, run, sleep, usedMemory, waitQuiet
 } from './lib.js'
@@ -73,7 +74,7 @@ export async function ensureLoaded (ctx, which = 'main') {
   const after = await usedMemory(ctx.redis)
   // The used_memory delta is what the brief asks for, but any other client of this Redis moves it too; the sum of
   // MEMORY USAGE over exactly this version's keys is immune to that, so both are reported.
-  const own = await memoryUsageOf(ctx.redis, `${ds.prefix}v${r.version}:*`)
+  const own = await memoryUsageOf(ctx.redis, layout(ds.prefix).versionPatterns(r.version))
   ds.loaded = { seconds: ld.seconds, internalSeconds: r.seconds, rows: r.rows, version: r.version, memBefore: before, memAfter: after, own }
   return ds
 }

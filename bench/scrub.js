@@ -22,6 +22,7 @@ import http from 'node:http'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { mulberry32 } from '../dist/src/util/random.js'
+import { layout } from '../dist/src/filter/layout.js'
 import {
   BENCH_DIR, CLI, cpuSeconds, createDatabase, dbUrl, dropDatabase, fmtInt, fmtNum, gatewayEnv, killChild, log, machineBusySeconds, percentile, postJson, print, procMemory,
   query, run, runHttpLoad, sleep, startGateway, threadCpuSeconds, threadShares, unlinkPrefix, waitQuiet, authFor
@@ -338,7 +339,7 @@ export async function scrubScenario (ctx) {
     const pingLoop = (async () => {
       while (pinging) {
         const s = performance.now()
-        try { await pinger.get(`${prefix}filter:current`) } catch { break }
+        try { await pinger.get(layout(prefix).current) } catch { break }
         pings.push(performance.now() - s)
         await sleep(1)
       }
@@ -369,7 +370,7 @@ export async function scrubScenario (ctx) {
 
     // --- 2. the filter step, ours against bloom-filters --------------------------------------------------------------
     const bloomFile = join(ctx.tmpDir, 'scrub-bloom.bin')
-    const bits = await ctx.redis.getBuffer(`${prefix}v${loaded.version}:bloom`)
+    const bits = await ctx.redis.getBuffer(layout(prefix).bloom(loaded.version))
     if (bits !== null) writeFileSync(bloomFile, bits)
     await waitQuiet(ctx.quietWaitMs)
     log(`[scrub] filter step over the first ${fmtInt(M)} lines: ours against bloom-filters (in a child process)`)

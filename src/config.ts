@@ -10,10 +10,12 @@ import { canonicalCode } from './domain/vocabulary.js'
 import { parseSmppStatusMap, type SmppStatusMap } from './domain/smpp-status.js'
 import { parseUnsubscribeSecrets } from './auth/unsubscribe-tokens.js'
 import { projectUrl } from './util/paths.js'
+import { CLUSTER_SCHEME, parseClusterNodes } from './store/redis.js'
 
 export interface Config {
   readonly host: string
   readonly port: number
+  /** REDIS_URL, or `cluster:` + REDIS_CLUSTER_NODES (store/redis.ts createRedis); null: the embedded store. */
   readonly redisUrl: string | null
   readonly redisPrefix: string
   readonly databaseUrl: string | null
@@ -256,15 +258,26 @@ function oneOf<T extends string> (env: Env, name: string, values: readonly T[], 
   return v as T
 }
 
+/**
+ * The Redis address every part of the gateway connects with (store/redis.ts): REDIS_URL, or `cluster:` and the seed
+ * nodes of REDIS_CLUSTER_NODES; null for the embedded store.
+ */
+function redisAddress (env: Env): string | null {
+  const single = url(env, 'REDIS_URL', ['redis:', 'rediss:'])
+  const nodes = env.REDIS_CLUSTER_NODES ?? ''
+  if (nodes === '') return single
+  if (single !== null) throw new ConfigError('REDIS_URL and REDIS_CLUSTER_NODES are exclusive: set one (a cluster is found from its nodes)')
+  try { parseClusterNodes(nodes) } catch (err) { throw new ConfigError((err as Error).message) }
+  return CLUSTER_SCHEME + nodes
+}
+
 export function loadConfig (env: Env = process.env): Config {
   for (const name of Object.keys(env)) {
     if (!OUR_PREFIXES.some(p => name.startsWith(p)) || (KNOWN_VARIABLES as readonly string[]).includes(name)) continue
     const hint = closest(name)
     throw new ConfigError(`unknown setting ${name}${hint !== null ? ` (did you mean ${hint}?)` : ''}`)
   }
-  if (env.REDIS_CLUSTER_NODES !== undefined && env.REDIS_CLUSTER_NODES !== '') {
-    throw new ConfigError('REDIS_CLUSTER_NODES: Redis Cluster is not supported by this version yet; use REDIS_URL')
-  }
+  const redisUrl = redisAddress(env)
   const fprText = env.BLOOM_FPR
   const bloomFpr = fprText === undefined || fprText === '' ? 0.001 : Number(fprText)
   if (!(bloomFpr > 0 && bloomFpr <= 0.5)) throw new ConfigError(`BLOOM_FPR must be a number in (0, 0.5], got "${fprText}"`)
@@ -281,15 +294,15 @@ export function loadConfig (env: Env = process.env): Config {
   const canonical = brandCodes.map(canonicalCode)
   if (canonical.includes(null)) throw new ConfigError('IYS_BRAND_CODES must be a comma-separated list of İYS brand codes')
   // The demo key is public (README): by default only the embedded trial (no Redis, no Postgres) accepts it.
-  const demoKey = bool(env, 'AUTH_DEMO_KEY', (env.REDIS_URL ?? '') === '' && (env.DATABASE_URL ?? '') === '')
+  const demoKey = bool(env, 'AUTH_DEMO_KEY', redisUrl === null && (env.DATABASE_URL ?? '') === '')
   if (demoKey && (env.DATABASE_URL ?? '') !== '') throw new ConfigError('AUTH_DEMO_KEY cannot be true with DATABASE_URL: keys come from Postgres there (iys-gateway keys create)')
-  const autoRebuild = bool(env, 'AUTO_REBUILD', env.REDIS_URL !== undefined && env.REDIS_URL !== '' && env.DATABASE_URL !== undefined && env.DATABASE_URL !== '')
-  if (autoRebuild && (env.REDIS_URL ?? '') === '') throw new ConfigError('AUTO_REBUILD needs REDIS_URL (the filter is rebuilt into Redis)')
+  const autoRebuild = bool(env, 'AUTO_REBUILD', redisUrl !== null && env.DATABASE_URL !== undefined && env.DATABASE_URL !== '')
+  if (autoRebuild && redisUrl === null) throw new ConfigError('AUTO_REBUILD needs REDIS_URL or REDIS_CLUSTER_NODES (the filter is rebuilt into Redis)')
   if (autoRebuild && (env.DATABASE_URL ?? '') === '') throw new ConfigError('AUTO_REBUILD needs DATABASE_URL (the filter is rebuilt from Postgres)')
   const serveThreads = int(env, 'SERVE_THREADS', 1, 1, 64)
   // The serving threads read the main thread's filter through SharedArrayBuffers and Redis; the embedded store is a
   // Map in the main thread's heap, which no other thread can read.
-  if (serveThreads > 1 && (env.REDIS_URL ?? '') === '') throw new ConfigError('SERVE_THREADS above 1 needs REDIS_URL (the embedded store serves from the main thread only)')
+  if (serveThreads > 1 && redisUrl === null) throw new ConfigError('SERVE_THREADS above 1 needs REDIS_URL or REDIS_CLUSTER_NODES (the embedded store serves from the main thread only)')
   const smppTlsPort = optionalPort(env, 'SMPP_TLS_PORT')
   const tlsCertFile = env.SMPP_TLS_CERT ?? null
   const tlsKeyFile = env.SMPP_TLS_KEY ?? null
@@ -311,7 +324,7 @@ export function loadConfig (env: Env = process.env): Config {
   return Object.freeze({
     host: env.HOST ?? '127.0.0.1',
     port: int(env, 'PORT', 8080, 0, 65535),
-    redisUrl: url(env, 'REDIS_URL', ['redis:', 'rediss:']),
+    redisUrl,
     redisPrefix,
     databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),

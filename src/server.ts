@@ -4,7 +4,6 @@
 import { readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { createServer, type AddressInfo } from 'node:net'
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { Checker } from './check/checker.js'
 import type { Config } from './config.js'
@@ -18,7 +17,7 @@ import type { Router } from './http/router.js'
 import { ServeThreads } from './http/serve-threads.js'
 import { uWS, uwsNative } from './http/uws.js'
 import { Metrics, type ReadyReason } from './metrics.js'
-import { createRedis, waitReady } from './store/redis.js'
+import { createRedis, waitReady, type RedisClient } from './store/redis.js'
 import { createPool, type Pool } from './store/pg.js'
 import { ChangeApplier } from './filter/changes.js'
 import { consentRoutes, notConfiguredRoutes } from './http/consent-routes.js'
@@ -85,7 +84,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   metrics.uwsNative.set(uwsNative ? 1 : 0)
   if (!uwsNative) log.error(UWS_FALLBACK_WARNING + ' — throughput will be a fraction of normal; check the Node.js version and platform')
 
-  let redis: Redis | null = null
+  let redis: RedisClient | null = null
   let mirror: FilterMirror | null = null
   let applier: ChangeApplier | null = null
   let rebuilder: AutoRebuilder | null = null

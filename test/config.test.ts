@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { ConfigError, KNOWN_VARIABLES, loadConfig } from '../src/config.js'
 import { runCli } from './helpers/cli.js'
+import { parseClusterNodes } from '../src/store/redis.js'
 
 const configError = (env: Record<string, string>): ConfigError => {
   try {
@@ -159,10 +160,26 @@ describe('loadConfig with variables it does not know', () => {
     expect(c.redisUrl).toBeNull()
   })
 
+  it('takes a Redis Cluster from REDIS_CLUSTER_NODES, in the one address every part connects with', () => {
+    const c = loadConfig({ REDIS_CLUSTER_NODES: '127.0.0.1:7000, 127.0.0.1:7001,redis://10.0.0.3:7002', DATABASE_URL: 'postgres://x@h/db' })
+    expect(c.redisUrl).toBe('cluster:127.0.0.1:7000, 127.0.0.1:7001,redis://10.0.0.3:7002')
+    expect(c.autoRebuild).toBe(true) // a cluster counts as Redis for every default that asks for one
+    expect(c.demoKey).toBe(false)
+    expect(parseClusterNodes('rediss://u:p%40ss@a:7000,b:7001')).toEqual({
+      nodes: [{ host: 'a', port: 7000 }, { host: 'b', port: 7001 }],
+      auth: { username: 'u', password: 'p@ss', tls: {} }
+    })
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: 'a:7000', REDIS_URL: 'redis://a:6379' })).toThrow('REDIS_URL and REDIS_CLUSTER_NODES are exclusive')
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: 'a:99999' })).toThrow('REDIS_CLUSTER_NODES: "a:99999"')
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: 'redis://a:7000/2' })).toThrow('a cluster has one database')
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: 'http://a:7000' })).toThrow('must use redis: or rediss:')
+    expect(() => loadConfig({ REDIS_CLUSTER_NODES: ' , ' })).toThrow('REDIS_CLUSTER_NODES lists no node')
+  })
+
   it('accepts every variable it documents', () => {
     const env: Record<string, string> = {}
     for (const name of KNOWN_VARIABLES) env[name] = ''
-    // REDIS_PREFIX must not be empty and REDIS_CLUSTER_NODES is refused when set; the rest mean "default" when empty.
+    // REDIS_PREFIX must not be empty; the rest mean "default" when empty.
     delete env.REDIS_PREFIX
     expect(() => loadConfig(env)).not.toThrow()
   })

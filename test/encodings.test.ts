@@ -51,7 +51,7 @@ async function readIndex (services: TestServicesWithRedis, prefix: string, versi
   const keys = layout(prefix)
   const out: Index = { values: new Map(), buckets: new Map(), bloom: (await redis.getBuffer(keys.bloom(version)))! }
   for (let b = 0; b < buckets; b++) {
-    for (const [field, value] of Object.entries(await redis.hgetall(keys.bucketPrefix(version) + b))) {
+    for (const [field, value] of Object.entries(await redis.hgetall(keys.bucket(version, b)))) {
       if (field === '~') continue
       out.values.set(field, value)
       out.buckets.set(field, b)
@@ -98,6 +98,8 @@ describe('key text and state encoding', () => {
     const gen = newGeneration()
     await services.redis.client.hset(keys.meta(1), { gen, buckets: geometry.buckets, blocks: geometry.blocks })
     await services.redis.client.set(keys.bloom(1), Buffer.alloc(loaded.bloom.length))
+    // Every bucket of a complete version has its sentinel (load writes them): the applier writes only into those.
+    for (let b = 0; b < geometry.buckets; b++) await services.redis.client.hset(keys.bucket(1, b), '~', gen)
     await services.redis.client.mset(keys.current, '1', keys.generation, gen)
     await new ChangeApplier({ pool: services.pool, redis: services.redis.client, layout: keys, log }).catchUp()
     applied = await readIndex(services, applierPrefix, 1, geometry.buckets)

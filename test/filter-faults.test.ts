@@ -146,7 +146,7 @@ describe('automatic rebuild after Redis restarts empty', () => {
     // Exactly one load ran: one rebuild counted over both gateways, and one version made since Redis came back.
     expect((await rebuilds(gateways[0]!)) + (await rebuilds(gateways[1]!))).toBe(1)
     const probe = createRedis(redis.url, { timeoutMs: 2000, name: 'test', failFast: false })
-    try { expect(await probe.get('ffr:filter:next')).toBe('1') } finally { probe.disconnect() }
+    try { expect(await probe.get(layout('ffr:').next)).toBe('1') } finally { probe.disconnect() }
   }, 90_000)
 })
 
@@ -162,7 +162,7 @@ describe('a Redis that hangs (SIGSTOP)', () => {
     try {
       await waitReady(client, 5000)
       const keys = layout('hang:')
-      await client.hset(keys.bucketPrefix(1) + '0', '~', 'g', 'k', 'v')
+      await client.hset(keys.bucket(1, 0), '~', 'g', 'k', 'v')
       const view = new RedisView(client, 1, BloomFilter.forCapacity(1000, 0.01), 1, keys, { generation: 'g', timeoutMs: 1000 })
       redis.pause()
       // A command already on its way (as the mirror's poll is), then the lookup, then a probe sent with the lookup.
@@ -230,7 +230,7 @@ describe('the change applier across a Postgres link cut', () => {
     const appRedis = createRedis(redis.url, { timeoutMs: 2000, name: 'test-applier', failFast: false })
     // A poll interval far beyond the test: only a NOTIFY can make the applier run.
     const applier = new ChangeApplier({ pool, redis: appRedis, layout: layout(redis.prefix), log: createLogger('silent'), pollMs: 3_600_000 })
-    const applied = async (): Promise<number> => Number(await redis.client.get(redis.prefix + 'applied'))
+    const applied = async (): Promise<number> => Number(await redis.client.get(layout(redis.prefix).applied))
     try {
       await applier.start()
       await until(() => applier.listening, 10_000, 'the applier to LISTEN')

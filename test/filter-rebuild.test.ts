@@ -12,10 +12,9 @@ import { layout, type Layout } from '../src/filter/layout.js'
 import { createLogger } from '../src/log.js'
 import { FilterMirror } from '../src/filter/mirror.js'
 import { RedisView, VersionGoneError } from '../src/filter/view.js'
-import { createRedis } from '../src/store/redis.js'
+import { createRedis, type RedisClient } from '../src/store/redis.js'
 import { RespBulkWriter } from '../src/store/resp-bulk.js'
 import { createTestRedis, testServices, type TestRedis, type TestServices } from './helpers/services.js'
-import type { Redis } from 'ioredis'
 import { commitRet } from './helpers/ledger.js'
 
 const ROWS = 5000 // more than two of the applier's 2000-row batches
@@ -65,7 +64,7 @@ describe('filter builds and the change applier', () => {
   let services: TestServices
   let direct: pg.Pool
   let tr: TestRedis
-  let redis: Redis
+  let redis: RedisClient
   let keys: Layout
 
   beforeAll(async () => {
@@ -92,7 +91,7 @@ describe('filter builds and the change applier', () => {
   const build = (pool: pg.Pool, signal?: AbortSignal): Promise<LoadResult | null> =>
     buildFilter({ pool, redis, redisUrl: tr.url, layout: keys, fpr: 0.01, log, lock: 'wait', drainTimeoutMs: 0, signal })
   const streamLength = async (): Promise<number> => await redis.xlen(keys.changes)
-  const versionKeys = async (v: number): Promise<string[]> => await redis.keys(keys.versionPattern(v))
+  const versionKeys = async (v: number): Promise<string[]> => (await Promise.all(keys.versionPatterns(v).map(async p => await redis.keys(p)))).flat()
 
   it('applies nothing and reads nothing from Postgres while Redis has no version and no watermark', async () => {
     const { pool, hooks } = hookedPool(services.db.url)
@@ -187,7 +186,7 @@ describe('filter builds and the change applier', () => {
     await redis.set(keys.next, '6')
     await redis.set(keys.building, '5|deadbuild')
     await redis.hset(keys.meta(5), { gen: 'deadbuild', buckets: 1, blocks: 1 })
-    await redis.hset(keys.bucketPrefix(5) + '0', '~', 'deadbuild')
+    await redis.hset(keys.bucket(5, 0), '~', 'deadbuild')
     const r = await build(direct)
     expect(r!.version).toBe(7)
     expect(await versionKeys(5)).toEqual([])
@@ -212,13 +211,13 @@ describe('filter builds and the change applier', () => {
 
   it('a multi-key lookup fails closed when one of its buckets has lost its sentinel (evicted), instead of reading "no record"', async () => {
     await redis.hset(keys.meta(1), { gen: 'g1', buckets: 2, blocks: 1 })
-    await redis.hset(keys.bucketPrefix(1) + '0', '~', 'g1', 'k0', 'v0')
+    await redis.hset(keys.bucket(1, 0), '~', 'g1', 'k0', 'v0')
     // Bucket 1, which held k1's RET, was evicted: the meta and bucket 0 are intact.
     const view = new RedisView(redis, 1, BloomFilter.forCapacity(1000, 0.01), 2, keys, { generation: 'g1' })
     await expect(view.lookup(['k0', 'k1'], [0, 1])).rejects.toThrow(VersionGoneError)
-    await redis.hset(keys.bucketPrefix(1) + '1', '~', 'g1')
+    await redis.hset(keys.bucket(1, 1), '~', 'g1')
     expect(await view.lookup(['k0', 'k1'], [0, 1])).toEqual(['v0', null])
-    await redis.hset(keys.bucketPrefix(1) + '1', '~', 'another-generation')
+    await redis.hset(keys.bucket(1, 1), '~', 'another-generation')
     await expect(view.lookup(['k0', 'k1'], [0, 1])).rejects.toThrow(VersionGoneError)
   })
 })

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runCli, seedGenerated } from './helpers/cli.js'
 import { postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { testServices, type TestDatabase, type TestRedis, type TestServicesWithRedis } from './helpers/services.js'
+import { layout } from '../src/filter/layout.js'
 
 describe('filter version flip under load', () => {
   let services: TestServicesWithRedis
@@ -64,15 +65,16 @@ describe('filter version flip under load', () => {
     expect(requests).toBeGreaterThan(20)
     expect(gateway.gw.version()).toBe(3)
     expect(versionsSeen.size).toBeGreaterThan(1)
-    expect(await redis.client.get(redis.prefix + 'filter:current')).toBe('3')
+    expect(await redis.client.get(layout(redis.prefix).current)).toBe('3')
     // Versions 1 and 2 were removed once the gateway moved on; only version 3 remains.
-    for (const v of [1, 2]) expect(await redis.client.exists(redis.prefix + `v${v}:meta`, redis.prefix + `v${v}:bloom`)).toBe(0)
-    expect(await redis.client.exists(redis.prefix + 'v3:meta')).toBe(1)
+    for (const v of [1, 2]) expect(await redis.client.exists(layout(redis.prefix).meta(v), layout(redis.prefix).bloom(v))).toBe(0)
+    expect(await redis.client.exists(layout(redis.prefix).meta(3))).toBe(1)
   }, 120_000)
 
   it('a load that fails half-way removes what it wrote and leaves the current version serving, untouched', async () => {
-    const before = await redis.client.get(redis.prefix + 'filter:current')
-    const keysBefore = (await redis.client.keys(redis.prefix + `v${before}:*`)).sort()
+    const versionKeys = async (v: number): Promise<string[]> => (await Promise.all(layout(redis.prefix).versionPatterns(v).map(async p => await redis.client.keys(p)))).flat()
+    const before = await redis.client.get(layout(redis.prefix).current)
+    const keysBefore = (await versionKeys(Number(before))).sort()
     // A row with a source we cannot encode, written around the gateway, makes the load fail after it has
     // already written thousands of buckets of the new version.
     const pool = new pg.Pool({ connectionString: db.url, max: 1 })
@@ -83,9 +85,9 @@ describe('filter version flip under load', () => {
     expect(r.code).toBe(1)
     expect(r.stderr).toMatch(/unknown status or source/)
     expect(r.stderr).not.toContain('+905001110000')
-    expect(await redis.client.get(redis.prefix + 'filter:current')).toBe(before)
-    expect(await redis.client.keys(redis.prefix + `v${Number(before) + 1}:*`)).toEqual([])
-    expect((await redis.client.keys(redis.prefix + `v${before}:*`)).sort()).toEqual(keysBefore)
+    expect(await redis.client.get(layout(redis.prefix).current)).toBe(before)
+    expect(await versionKeys(Number(before) + 1)).toEqual([])
+    expect((await versionKeys(Number(before))).sort()).toEqual(keysBefore)
     const { json } = await postJson(gateway.url + '/v1/check', { brandCode: 600001, type: 'MESAJ', recipient: '+905009998877' })
     expect(json.results[0].reason).toBe('NO_CONSENT')
     expect(gateway.gw.version()).toBe(Number(before))

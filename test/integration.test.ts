@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runCli } from './helpers/cli.js'
 import { check, postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { testServices, type TestRedis, type TestServicesWithRedis } from './helpers/services.js'
+import { layout } from '../src/filter/layout.js'
 
 describe('generate → import → load → serve → check', () => {
   let services: TestServicesWithRedis
@@ -66,8 +67,8 @@ describe('generate → import → load → serve → check', () => {
     const r = JSON.parse(res.stdout.trim().split('\n').pop()!)
     const { rows } = await pool.query('SELECT count(*)::int AS n FROM consents')
     expect(r.rows).toBe(rows[0].n)
-    expect(await redis.client.get(redis.prefix + 'filter:current')).toBe(String(r.version))
-    expect(await redis.client.exists(redis.prefix + `v${r.version}:bloom`)).toBe(1)
+    expect(await redis.client.get(layout(redis.prefix).current)).toBe(String(r.version))
+    expect(await redis.client.exists(layout(redis.prefix).bloom(r.version))).toBe(1)
     gateway = await startTestGateway(env)
     expect(gateway.gw.version()).toBe(r.version)
   })

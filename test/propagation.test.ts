@@ -10,6 +10,7 @@ import { runCli, seedGenerated, startServeProcess, type ServeProcess } from './h
 import { check, postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { freePort, until } from './helpers/redis-server.js'
 import { testServices, type TestRedis, type TestServicesWithRedis } from './helpers/services.js'
+import { layout } from '../src/filter/layout.js'
 
 const BRAND = 600001
 const IYS = 700001
@@ -93,15 +94,15 @@ describe('real-time propagation', () => {
         sent.push(recipient)
       }
     }
-    const before = Number(await redis.client.get(redis.prefix + 'filter:current'))
+    const before = Number(await redis.client.get(layout(redis.prefix).current))
     const writers = [hammer(), hammer(), hammer()]
     const load = await runCli(['load'], env)
     await Promise.all(writers)
     expect(load.code).toBe(0)
-    expect(Number(await redis.client.get(redis.prefix + 'filter:current'))).toBe(before + 1)
+    expect(Number(await redis.client.get(layout(redis.prefix).current))).toBe(before + 1)
     expect(sent.length).toBe(300)
     // The race really happened: the load's snapshot was taken between the first and the last of these RETs.
-    const snapshotSeq = Number(await redis.client.hget(redis.prefix + `v${before + 1}:meta`, 'seq'))
+    const snapshotSeq = Number(await redis.client.hget(layout(redis.prefix).meta(before + 1), 'seq'))
     const seqs = await pool.query<{ lo: string, hi: string }>('SELECT min(seq) AS lo, max(seq) AS hi FROM consents WHERE recipient = ANY($1) AND brand_code = $2 AND type = \'MESAJ\' AND recipient_type = \'BIREYSEL\'', [sent, BRAND])
     expect(Number(seqs.rows[0]!.lo)).toBeLessThan(snapshotSeq)
     expect(Number(seqs.rows[0]!.hi)).toBeGreaterThan(snapshotSeq)

@@ -4,10 +4,9 @@
 // tolerances of tens of per cent where time passes, so that a slow machine cannot make them flake.
 
 import pino from 'pino'
-import type { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { RateLimiter } from '../src/auth/rate-limit.js'
-import { createRedis, waitReady } from '../src/store/redis.js'
+import { createRedis, waitReady, type RedisClient } from '../src/store/redis.js'
 import { testServices, type TestServicesWithRedis } from './helpers/services.js'
 import { TcpProxy } from './helpers/tcp-proxy.js'
 
@@ -105,7 +104,7 @@ describe('rate limits without Redis (local buckets)', () => {
 describe('rate limits shared through Redis', () => {
   let services: TestServicesWithRedis
   let proxy: TcpProxy
-  const clients: Redis[] = []
+  const clients: RedisClient[] = []
   const limiters: RateLimiter[] = []
 
   beforeAll(async () => {

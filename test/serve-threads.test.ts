@@ -216,7 +216,7 @@ describe('SERVE_THREADS configuration', () => {
     expect(loadConfig({}).serveThreads).toBe(1)
     expect(loadConfig({ SERVE_THREADS: '64', REDIS_URL: 'redis://127.0.0.1:6379' }).serveThreads).toBe(64)
     expect(() => loadConfig({ SERVE_THREADS: '65', REDIS_URL: 'redis://127.0.0.1:6379' })).toThrow('SERVE_THREADS must be an integer from 1 to 64, got "65"')
-    expect(() => loadConfig({ SERVE_THREADS: '2' })).toThrow('SERVE_THREADS above 1 needs REDIS_URL (the embedded store serves from the main thread only)')
+    expect(() => loadConfig({ SERVE_THREADS: '2' })).toThrow('SERVE_THREADS above 1 needs REDIS_URL or REDIS_CLUSTER_NODES (the embedded store serves from the main thread only)')
     expect(() => loadConfig({ SERVE_THREAD: '2' })).toThrow('unknown setting SERVE_THREAD (did you mean SERVE_THREADS?)')
   })
 })

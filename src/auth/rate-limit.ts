@@ -33,7 +33,7 @@
 
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../store/redis.js'
 import type { Logger } from 'pino'
 import { projectUrl } from '../util/paths.js'
 
@@ -103,7 +103,7 @@ const leaseSize = (rate: number): number => Math.max(1, Math.ceil(rate * LEASE_S
 
 export interface RateLimiterOptions {
   /** the shared Redis, or null for local buckets only (the embedded store) */
-  redis: Redis | null
+  redis: RedisClient | null
   /** key prefix in Redis: the gateway's REDIS_PREFIX + 'rate:' */
   prefix: string
   log: Logger
@@ -114,7 +114,7 @@ export interface RateLimiterOptions {
 }
 
 export class RateLimiter {
-  private readonly redis: (Redis & LeaseCommand) | null
+  private readonly redis: (RedisClient & LeaseCommand) | null
   private readonly prefix: string
   private readonly log: Logger
   private readonly onLocal: ((local: boolean) => void) | undefined
@@ -140,7 +140,7 @@ export class RateLimiter {
     if (opts.redis !== null && typeof (opts.redis as unknown as Partial<LeaseCommand>).iysRateLease !== 'function') {
       opts.redis.defineCommand('iysRateLease', { numberOfKeys: 1, lua: LEASE_LUA })
     }
-    this.redis = opts.redis as (Redis & LeaseCommand) | null
+    this.redis = opts.redis as (RedisClient & LeaseCommand) | null
     this.sweepTimer = setInterval(() => { this.sweep() }, SWEEP_MS)
     this.sweepTimer.unref()
   }

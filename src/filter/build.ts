@@ -7,17 +7,17 @@
 // connection for its whole run (Postgres releases it if that connection dies). `load` waits for it; a gateway's
 // automatic rebuild only tries it, so of many gateways that see Redis empty exactly one rebuilds.
 
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import copyStreams from 'pg-copy-streams'
 import { SOURCES } from '../domain/vocabulary.js'
 import type { Pool, PoolClient } from '../store/pg.js'
-import { unlinkPattern } from '../store/redis.js'
-import { digitCount, RespBulkWriter } from '../store/resp-bulk.js'
+import { unlinkPattern, type RedisClient } from '../store/redis.js'
+import { digitCount, type RespBulkWriter } from '../store/resp-bulk.js'
+import { BucketWriters } from './bucket-writers.js'
 import { BloomFilter } from './bloom.js'
 import { ChangeApplier } from './changes.js'
 import { bucketOf, hashBytes, keyHash, keyTextSql } from './key.js'
-import { BUCKET_SENTINEL, GROWTH_HEADROOM, KEYS_PER_BUCKET, newGeneration, type Layout } from './layout.js'
+import { BUCKET_GROUPS, BUCKET_SENTINEL, GROWTH_HEADROOM, KEYS_PER_BUCKET, groupTag, newGeneration, type Layout } from './layout.js'
 import { withScripts } from './scripts.js'
 import { SEQ_SEPARATOR, STATUS_CODE, stateColumnsSql } from './state.js'
 
@@ -37,8 +37,8 @@ export interface BuildProgress {
 
 export interface LoadOptions {
   pool: Pool
-  redis: Redis
-  /** The same Redis as `redis`: bucket writes go over a bulk RESP connection of their own (resp-bulk.ts). */
+  redis: RedisClient
+  /** The address `redis` was made from: bucket writes go over bulk RESP connections of their own (bucket-writers.ts). */
   redisUrl: string
   layout: Layout
   fpr: number
@@ -147,12 +147,12 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
     const stale = await redis.iysClaim(layout.building, layout.current, layout.applied, claim, String(seq))
     if (stale !== null) {
       // A build that died (killed, its lock dropped with its connection) left its half-written version behind.
-      const removed = await unlinkPattern(redis, layout.versionPattern(parseInt(stale, 10)))
+      const removed = await removeVersion(redis, layout, parseInt(stale, 10))
       log.warn({ version: parseInt(stale, 10), keys: removed }, 'removed the version an unfinished build left behind')
     }
 
-    const writer = await RespBulkWriter.connect(opts.redisUrl)
-    const closeWriter = (): void => { writer.close() } // wakes a write waiting on Redis (resp-bulk.ts)
+    const writers = await BucketWriters.open(redis, opts.redisUrl)
+    const closeWriter = (): void => { writers.close() } // wakes a write waiting on Redis (resp-bulk.ts)
     opts.signal?.addEventListener('abort', closeWriter, { once: true })
     try {
       const copy = client.query(copyStreams.to(COPY_SQL))
@@ -162,12 +162,12 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
         let start = 0
         let nl: number
         while ((nl = buf.indexOf(10, start)) !== -1) {
-          writeRow(buf, start, nl, writer, bloom, buckets, bucketPrefix, rows)
+          writeRow(buf, start, nl, writers, bloom, buckets, bucketPrefix, rows)
           rows++
           start = nl + 1
         }
         carry = start < buf.length ? buf.subarray(start) : null
-        if (writer.congested) await writer.backpressure()
+        await writers.backpressure()
         progress?.update(rows)
       }
       if (carry !== null) throw new Error('COPY output ended in the middle of a row')
@@ -177,21 +177,19 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
       // with the same version number, must never read as "no record" (filter/view.ts).
       const sentinelValue = Buffer.from(generation, 'latin1')
       for (let b = 0; b < buckets; b++) {
+        const writer = writers.of(b)
         writer.reserve(64 + bucketPrefix.length)
         writer.bytes(HSET_HEAD)
-        writer.bulkHeader(bucketPrefix.length + digitCount(b, 10))
-        writer.bytes(bucketPrefix)
-        writer.int(b)
-        writer.crlf()
+        writeBucketKey(writer, bucketPrefix, b)
         writer.bulkString(BUCKET_SENTINEL)
         writer.bulkBytes(sentinelValue, 0, sentinelValue.length)
         writer.end()
-        if (writer.congested) await writer.backpressure()
+        if ((b & 1023) === 0) await writers.backpressure()
       }
-      await writer.drain()
+      await writers.drain()
     } finally {
       opts.signal?.removeEventListener('abort', closeWriter)
-      writer.close()
+      writers.close()
     }
 
     await redis.set(layout.bloom(version), Buffer.from(bloom.buffer as ArrayBuffer))
@@ -216,7 +214,7 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
 
     if (previous !== null && previous !== version) {
       await waitForGateways(redis, layout, version, generation, opts.drainTimeoutMs ?? 30_000, opts.heartbeatStaleMs ?? 5_000, log)
-      const removed = await unlinkPattern(redis, layout.versionPattern(previous))
+      const removed = await removeVersion(redis, layout, previous)
       log.info({ version: previous, keys: removed }, 'removed previous filter version')
     }
     return { version, generation, previous, rows, seq, seconds: (Date.now() - started) / 1000 }
@@ -226,14 +224,21 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
     const cur = await redis.get(layout.current).catch(() => null)
     if (cur !== String(version)) {
       await redis.iysUnbuild(layout.building, claim).catch(() => 0)
-      await unlinkPattern(redis, layout.versionPattern(version)).catch(() => 0)
+      await removeVersion(redis, layout, version).catch(() => 0)
     }
     throw err
   }
 }
 
+/** Removes every key of `version` (its control-slot keys and its buckets); the number removed. */
+async function removeVersion (redis: RedisClient, layout: Layout, version: number): Promise<number> {
+  let removed = 0
+  for (const pattern of layout.versionPatterns(version)) removed += await unlinkPattern(redis, pattern)
+  return removed
+}
+
 /** Waits until every live gateway reports serving `version` (or the timeout passes). */
-async function waitForGateways (redis: Redis, layout: Layout, version: number, generation: string, timeoutMs: number, staleMs: number, log: Logger): Promise<void> {
+async function waitForGateways (redis: RedisClient, layout: Layout, version: number, generation: string, timeoutMs: number, staleMs: number, log: Logger): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (true) {
     const beats = await redis.hgetall(layout.gateways)
@@ -258,17 +263,29 @@ async function waitForGateways (redis: Redis, layout: Layout, version: number, g
 }
 
 const HSET_HEAD = Buffer.from('*4\r\n$4\r\nHSET\r\n', 'latin1')
+// Each group's hash tag `{g}` as bytes (layout.ts bucketKey).
+const GROUP_TAG_BYTES: readonly Buffer[] = Array.from({ length: BUCKET_GROUPS }, (_, g) => Buffer.from(groupTag(g), 'latin1'))
+
+/** The bulk string of bucket `b`'s key: `{bucketPrefix}{b}{g}` (layout.ts bucketKey). */
+function writeBucketKey (w: RespBulkWriter, bucketPrefix: Buffer, b: number): void {
+  const tag = GROUP_TAG_BYTES[b & (BUCKET_GROUPS - 1)]!
+  w.bulkHeader(bucketPrefix.length + digitCount(b, 10) + tag.length)
+  w.bytes(bucketPrefix)
+  w.int(b)
+  w.bytes(tag)
+  w.crlf()
+}
 // The encoded state's single-byte pieces (state.ts), compared and written as bytes.
 const ONAY_BYTE = STATUS_CODE.ONAY.charCodeAt(0)
 const RET_BYTE = STATUS_CODE.RET.charCodeAt(0)
 const SEQ_SEPARATOR_BYTE = SEQ_SEPARATOR.charCodeAt(0)
 
 /**
- * One COPY row buf[start, end) → bloom bit + `HSET {bucketPrefix}{bucket} key value`, composed straight from the
+ * One COPY row buf[start, end) → bloom bit + `HSET {bucket key} key value`, composed straight from the
  * bytes Postgres sent into the writer's buffer: no string is built per row. Row layout: see COPY_SQL; the value
  * is the encoding of state.ts (status letter, source and dates in base 36).
  */
-function writeRow (buf: Buffer, start: number, end: number, w: RespBulkWriter, bloom: BloomFilter, buckets: number, bucketPrefix: Buffer, rowIndex: number): void {
+function writeRow (buf: Buffer, start: number, end: number, writers: BucketWriters, bloom: BloomFilter, buckets: number, bucketPrefix: Buffer, rowIndex: number): void {
   const t1 = buf.indexOf(9, start)
   const t2 = t1 + 2
   const t3 = buf.indexOf(9, t2 + 1)
@@ -287,12 +304,10 @@ function writeRow (buf: Buffer, start: number, end: number, w: RespBulkWriter, b
   const h1 = keyHash[0]!; const h2 = keyHash[1]!
   bloom.add(h1, h2)
   const bucket = bucketOf(h1, h2, buckets)
+  const w = writers.of(bucket)
   w.reserve(128 + bucketPrefix.length + (t1 - start))
   w.bytes(HSET_HEAD)
-  w.bulkHeader(bucketPrefix.length + digitCount(bucket, 10))
-  w.bytes(bucketPrefix)
-  w.int(bucket)
-  w.crlf()
+  writeBucketKey(w, bucketPrefix, bucket)
   w.bulkBytes(buf, start, t1)
   w.bulkHeader(2 + digitCount(source, 36) + digitCount(date, 36) + digitCount(seq, 36))
   w.byte(status)

@@ -4,18 +4,25 @@
 // NOTIFY was missed, or that was committed while Redis was down, is applied when the next pass runs.
 //
 // Correctness rests on two things: seq order is commit order (every seq-assigning transaction holds
-// CONSENT_WRITE_LOCK), so reading `seq > applied` never skips a change; and the Lua script (lua/apply.lua) only writes a state
-// whose seq is newer than the stored one, so any number of appliers, replays and retries are harmless.
+// CONSENT_WRITE_LOCK), so reading `seq > applied` never skips a change; and the Lua scripts only write a state whose
+// seq is newer than the stored one, so any number of appliers, replays and retries are harmless.
+//
+// A batch is applied in two steps, so that it works on a Redis Cluster, where a script touches one hash slot
+// (layout.ts): the states, one script per bucket group (lua/apply-states.lua), then one script in the control slot
+// (lua/apply-commit.lua) that proves the pointers have not moved, sets the bloom bits, publishes the changes on the
+// stream and raises the watermark. When the pointers moved in between, both steps run again for the new versions.
+// A change whose commit did not happen is not applied as far as anyone can tell: the watermark stays, no gateway
+// hears of it, and the states already written are the same states the next attempt writes.
 
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Pool, PoolClient } from '../store/pg.js'
 import { CHANGES_CHANNEL } from '../store/consent-store.js'
 import { SingleFlight } from '../util/single-flight.js'
 import { redisBitOffsets } from './bloom.js'
 import { bucketOf, hashText, keyHash, keyTextSql } from './key.js'
-import type { Layout } from './layout.js'
+import { BUCKET_GROUPS, bucketGroup, bucketKey, type Layout } from './layout.js'
 import { withScripts, type ScriptedRedis } from './scripts.js'
+import { isCluster, type RedisClient } from '../store/redis.js'
 import { encodeStateFrom, stateColumnsSql } from './state.js'
 
 /** Changes read from the ledger per query (readChanges). */
@@ -36,7 +43,7 @@ const NO_VERSION = 'no filter version in Redis yet: changes wait in Postgres unt
 const CHANGES_SQL = `SELECT ${keyTextSql()} AS k, ${stateColumnsSql()}
        FROM consent_history WHERE seq > $1 ORDER BY seq LIMIT ${CHANGES_BATCH}`
 
-interface VersionGeometry { buckets: number, blocks: number, gen: string }
+interface VersionGeometry { version: number, buckets: number, blocks: number, gen: string }
 /** One ledger change: key text, and the pieces of its encoded state (encodeStateFrom(s, src, d, seq)). */
 export interface ChangeRow { k: string, s: string, src: number, d: string, seq: string }
 
@@ -53,7 +60,7 @@ export const encodedStateOf = (row: ChangeRow): string => encodeStateFrom(row.s,
 
 export interface ApplierOptions {
   pool: Pool
-  redis: Redis
+  redis: RedisClient
   layout: Layout
   log: Logger
   /** Backstop poll interval (ms) in case a NOTIFY is missed. */
@@ -231,6 +238,7 @@ export class ChangeApplier {
     return last
   }
 
+  /** One batch through both steps; -1 when the pointers moved (the caller retries). */
   private async applyRows (rows: ChangeRow[]): Promise<number> {
     const { layout } = this.opts
     const redis = this.redis
@@ -240,19 +248,38 @@ export class ChangeApplier {
     if (cur !== null) versions.push(await this.geometryOf(Number(cur)))
     const building = bld === null ? null : parseInt(bld, 10) // the claim is "N|generation"
     if (building !== null && String(building) !== cur) versions.push(await this.geometryOf(building))
-    const argv: (string | number)[] = [cur ?? '0', bld ?? '0', layout.prefix, rows.length, STREAM_MAXLEN, versions[0]?.gen ?? '', versions[1]?.gen ?? '']
+
+    // Step 1: the states, by bucket group (one hash slot each; one Redis takes them all in one script).
+    const byGroup = isCluster(redis) ? BUCKET_GROUPS : 1
+    const states: (string | number)[][] = Array.from({ length: byGroup }, () => [])
+    const keys: string[][] = Array.from({ length: byGroup }, () => [])
+    const commit: (string | number)[] = [cur ?? '0', bld ?? '0', rows.length, STREAM_MAXLEN, versions[0]?.gen ?? '', versions[1]?.gen ?? '']
     const offsets = new Array<number>(8)
     for (const row of rows) {
-      argv.push(Number(row.seq), row.k, encodedStateOf(row))
+      const value = encodedStateOf(row)
+      const seq = Number(row.seq)
+      commit.push(seq, row.k, value)
       hashText(row.k)
       const h1 = keyHash[0]!; const h2 = keyHash[1]!
       for (const g of versions) {
-        argv.push(bucketOf(h1, h2, g.buckets))
+        const bucket = bucketOf(h1, h2, g.buckets)
+        const group = byGroup === 1 ? 0 : bucketGroup(bucket)
+        keys[group]!.push(bucketKey(layout.bucketPrefix(g.version), bucket))
+        states[group]!.push(row.k, value, seq, String(g.version) === cur ? '1' : '0')
         redisBitOffsets(g.blocks, h1, h2, offsets)
-        argv.push(...offsets)
+        commit.push(...offsets)
       }
     }
-    const result = await redis.iysApply(layout.current, layout.building, layout.applied, layout.changes, ...argv)
+    const writes: Promise<number>[] = []
+    for (let g = 0; g < byGroup; g++) {
+      if (keys[g]!.length > 0) writes.push(redis.iysApplyStates(keys[g]!.length, ...keys[g]!, ...states[g]!))
+    }
+    await Promise.all(writes)
+
+    // Step 2: in the control slot, atomically: still these versions? bloom bits, stream entries, watermark.
+    const commitKeys = [layout.current, layout.building, layout.applied, layout.changes]
+    for (const g of versions) commitKeys.push(layout.meta(g.version), layout.bloom(g.version))
+    const result = await redis.iysApplyCommit(commitKeys.length, ...commitKeys, ...commit)
     if (result === -2) throw new Error(NO_VERSION)
     return result
   }
@@ -268,7 +295,7 @@ export class ChangeApplier {
     const buckets = Number(meta.buckets)
     const blocks = Number(meta.blocks)
     if (!(buckets > 0 && blocks > 0)) throw new Error(`filter version ${version} has no meta yet`)
-    const g = { buckets, blocks, gen: meta.gen ?? '' }
+    const g = { version, buckets, blocks, gen: meta.gen ?? '' }
     this.geometry.set(version, g)
     return g
   }

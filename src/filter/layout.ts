@@ -1,7 +1,17 @@
-// Where the derived index lives in Redis. Every key starts with REDIS_PREFIX, so deployments and test runs
+// Where the derived index lives in Redis. Every key starts with REDIS_PREFIX {P}, so deployments and test runs
 // can share one Redis. A filter version N is a set of keys beside the others; `filter:current` points at one.
 // Version numbers can repeat (the counter lives in Redis and is lost with it), so every version also gets a
 // generation id, random and never reused: a version is identified by (N, generation), never by N alone.
+//
+// The same layout serves one Redis and a Redis Cluster. In a cluster a script or a multi-key command may only touch
+// keys of one hash slot, and the slot of a key is that of the text between its first `{` and `}` (its hash tag):
+//   - the control keys carry the tag `{P}`: they share one slot, so the pointer scripts (claim, flip, the applier's
+//     commit) stay atomic. With them the version's meta and bloom bits, which those scripts read and write. They are
+//     small (the bloom: ~1.8 bytes a key at 0.1 %; a Redis string holds 512 MB, ~280M keys), and one shard holds them.
+//   - the buckets, where the states (nearly all the memory) live, carry the tag `{g}` of their group g = bucket mod
+//     BUCKET_GROUPS: 128 slots, spread over the shards by Redis Cluster's own slot assignment. A batch lookup sends
+//     one script per group it touches (view.ts), the applier one per group (changes.ts), `load` writes each bucket to
+//     the master of its group's slot (build.ts). One Redis has every slot: the tags change nothing there.
 //
 //   {P}filter:current        string  N of the version gateways serve
 //   {P}filter:generation     string  generation id of that version (set in the same script as the pointer, and
@@ -10,12 +20,12 @@
 //   {P}filter:building       string  "N+1|generation" while a build writes N+1: changes are applied to it as well
 //                                    as to N; the flip happens only if the claim is still this build's (build.ts)
 //   {P}applied               string  highest change seq applied to Redis (the change applier resumes after it)
-//   {P}changes               stream  one entry per applied change (field k = key text), trimmed to ~100k; gateways
-//                                    follow it to set bloom bits in their local mirrors
-//   {P}gw                    hash    gatewayId -> "N|unix ms": which version each live gateway serves
+//   {P}changes               stream  one entry per applied change (key text, seq, state), trimmed to ~100k, and
+//                                    heartbeats; gateways follow it (mirror.ts)
+//   {P}gw                    hash    gatewayId -> "N|unix ms|generation": which version each live gateway serves
 //   {P}v{N}:meta             hash    gen, buckets, blocks, count, seq (highest change seq in the snapshot), builtAt
 //   {P}v{N}:bloom            string  the bloom filter bits (little-endian 32-bit words)
-//   {P}v{N}:b:{bucket}       hash    key text -> encoded state (state.ts); ~64 keys a bucket so Redis keeps each
+//   P v{N}:b:{bucket}{g}     hash    key text -> encoded state (state.ts); ~64 keys a bucket so Redis keeps each
 //                                    bucket as a compact listpack (hash-max-listpack-entries defaults to 128), and
 //                                    the sentinel field "~" whose value is the generation id: one lookup also
 //                                    proves that the bucket belongs to the version the gateway serves (view.ts)
@@ -34,24 +44,48 @@ export interface Layout {
   meta (version: number): string
   bloom (version: number): string
   bucketPrefix (version: number): string
-  versionPattern (version: number): string
+  /** The key of bucket `b` of version `version` (bucketKey). */
+  bucket (version: number, b: number): string
+  /** SCAN patterns that match every key of a version (its control-slot keys, its buckets). */
+  versionPatterns (version: number): string[]
 }
 
 export function layout (prefix: string): Layout {
+  const control = `{${prefix}}` // REDIS_PREFIX has no braces (config.ts)
   return Object.freeze({
-    current: prefix + 'filter:current',
-    generation: prefix + 'filter:generation',
-    next: prefix + 'filter:next',
-    building: prefix + 'filter:building',
-    applied: prefix + 'applied',
-    changes: prefix + 'changes',
-    gateways: prefix + 'gw',
+    current: control + 'filter:current',
+    generation: control + 'filter:generation',
+    next: control + 'filter:next',
+    building: control + 'filter:building',
+    applied: control + 'applied',
+    changes: control + 'changes',
+    gateways: control + 'gw',
     prefix,
-    meta: (v: number) => `${prefix}v${v}:meta`,
-    bloom: (v: number) => `${prefix}v${v}:bloom`,
+    meta: (v: number) => `${control}v${v}:meta`,
+    bloom: (v: number) => `${control}v${v}:bloom`,
     bucketPrefix: (v: number) => `${prefix}v${v}:b:`,
-    versionPattern: (v: number) => `${prefix}v${v}:*`
+    bucket: (v: number, b: number) => bucketKey(`${prefix}v${v}:b:`, b),
+    versionPatterns: (v: number) => [`${control}v${v}:*`, `${prefix}v${v}:b:*`]
   })
+}
+
+/** Bucket groups: each is one hash slot of a Redis Cluster (see above). A power of two: the group is `b & mask`. */
+export const BUCKET_GROUPS = 128
+const GROUP_TAGS: readonly string[] = Array.from({ length: BUCKET_GROUPS }, (_, g) => `{${g}}`)
+
+/** The group (hash slot) of bucket `b`. */
+export function bucketGroup (b: number): number {
+  return b & (BUCKET_GROUPS - 1)
+}
+
+/** The hash tag of bucket `b`'s group, `{g}`. */
+export function groupTag (b: number): string {
+  return GROUP_TAGS[b & (BUCKET_GROUPS - 1)]!
+}
+
+/** The key of bucket `b` under a version's bucket prefix: `P v{N}:b:{b}{g}`. */
+export function bucketKey (bucketPrefix: string, b: number): string {
+  return bucketPrefix + b + GROUP_TAGS[b & (BUCKET_GROUPS - 1)]!
 }
 
 /** A field every bucket of a complete version has ("~" cannot start a key text, which starts with a digit). */

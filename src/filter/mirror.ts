@@ -16,7 +16,6 @@
 // closed where Redis cannot answer.
 
 import { randomUUID } from 'node:crypto'
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { BloomFilter } from './bloom.js'
 import { hashText, keyHash } from './key.js'
@@ -27,6 +26,7 @@ import { buildReplica } from './replica-source.js'
 import { CHANGES_BATCH, encodedStateOf, readChanges } from './changes.js'
 import type { Pool } from '../store/pg.js'
 import { SingleFlight } from '../util/single-flight.js'
+import { duplicate, type RedisClient } from '../store/redis.js'
 
 /**
  * Command timeout of the connection that downloads a version's bloom and meta. The gateway's own connection fails
@@ -72,14 +72,14 @@ export class FilterMirror {
   lastSyncAt = 0
   lastError: string | null = null
   problem: MirrorProblem | null = { kind: 'no-version' }
-  private readonly redis: Redis
+  private readonly redis: RedisClient
   private readonly layout: Layout
   private readonly opts: MirrorOptions
   private timer: NodeJS.Timeout | null = null
   private stopped = false
-  private follower: Redis | null = null
+  private follower: RedisClient | null = null
   /** For downloads (bloom, meta): made on first use, see DOWNLOAD_TIMEOUT_MS. */
-  private downloader: Redis | null = null
+  private downloader: RedisClient | null = null
   /** Last change-stream entry applied to the local bloom. */
   private streamId = '0-0'
   private reloadNeeded = false
@@ -110,7 +110,7 @@ export class FilterMirror {
   redisBackUnverified = false
   private polling: Promise<void> | null = null
 
-  constructor (redis: Redis, layout: Layout, opts: MirrorOptions) {
+  constructor (redis: RedisClient, layout: Layout, opts: MirrorOptions) {
     this.redis = redis
     this.layout = layout
     this.opts = opts
@@ -133,7 +133,7 @@ export class FilterMirror {
     })
     await this.poll()
     this.schedule()
-    this.follower = this.redis.duplicate({ enableOfflineQueue: true, commandTimeout: undefined, maxRetriesPerRequest: null })
+    this.follower = duplicate(this.redis, { enableOfflineQueue: true, commandTimeout: undefined, maxRetriesPerRequest: null })
     this.follower.on('error', () => {})
     let connectedOnce = false
     this.follower.on('ready', () => {
@@ -177,7 +177,7 @@ export class FilterMirror {
   }
 
   /** True when entries after our position may be gone: the stream starts after it, or is gone altogether. */
-  private async fellBehind (via: Redis): Promise<boolean> {
+  private async fellBehind (via: RedisClient): Promise<boolean> {
     let info: unknown[]
     try {
       info = await via.call('XINFO', 'STREAM', this.layout.changes) as unknown[]
@@ -280,7 +280,7 @@ export class FilterMirror {
     const last = await this.redis.xrevrange(this.layout.changes, '+', '-', 'COUNT', 1)
     const streamMark = last[0]?.[0] ?? '0-0'
     if (this.downloader === null) {
-      this.downloader = this.redis.duplicate({ commandTimeout: DOWNLOAD_TIMEOUT_MS, enableAutoPipelining: false, enableOfflineQueue: true, maxRetriesPerRequest: 1 })
+      this.downloader = duplicate(this.redis, { commandTimeout: DOWNLOAD_TIMEOUT_MS, enableAutoPipelining: false, enableOfflineQueue: true, maxRetriesPerRequest: 1 })
       this.downloader.on('error', () => {})
     }
     const [meta, bits] = await Promise.all([

@@ -5,13 +5,13 @@
 // If the builder dies, Postgres drops its lock with its connection and the next try of another gateway takes over.
 // Until a version is there, commercial checks fail closed as they would without this (STORE_UNAVAILABLE).
 
-import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { Pool } from '../store/pg.js'
 import { createRedis } from '../store/redis.js'
 import { buildFilter } from './build.js'
 import type { Layout } from './layout.js'
 import type { FilterMirror } from './mirror.js'
+import type { RedisClient } from '../store/redis.js'
 
 /**
  * The automatic rebuild's overall deadline for `rows` rows: ten minutes plus 0.1 ms a row (10,000 rows/s, several
@@ -27,7 +27,7 @@ export interface RebuildOptions {
   pool: Pool
   redisUrl: string
   /** The gateway's connection (fail fast): used only to look at the pointer. */
-  redis: Redis
+  redis: RedisClient
   layout: Layout
   fpr: number
   log: Logger
@@ -145,7 +145,7 @@ export class AutoRebuilder {
 }
 
 /** True when the pointer names a complete version whose bloom is there. */
-async function hasUsableVersion (redis: Redis, layout: Layout): Promise<boolean> {
+async function hasUsableVersion (redis: RedisClient, layout: Layout): Promise<boolean> {
   const cur = await redis.get(layout.current)
   if (cur === null) return false
   const [complete, bloom] = await Promise.all([redis.hget(layout.meta(+cur), 'complete'), redis.exists(layout.bloom(+cur))])

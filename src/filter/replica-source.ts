@@ -1,13 +1,16 @@
 // Fills a local exact replica (replica.ts) with a filter version read from Redis: every bucket hash of the version,
-// 64 buckets per round trip, each bucket's pairs handed to the table in one bulk call. The mirror (mirror.ts) then
+// 64 buckets per round trip (one pipeline; in a Redis Cluster, 1024 buckets a round in one pipeline per bucket group,
+// as a pipeline must stay on one node and a group is one hash slot: layout.ts), each round's pairs handed to the
+// table in one bulk call. The mirror (mirror.ts) then
 // replays the change-stream entries that arrived meanwhile and keeps it current from the stream.
 
-import type { Redis } from 'ioredis'
-import { BUCKET_SENTINEL, type Layout } from './layout.js'
+import { BUCKET_SENTINEL, bucketGroup, bucketKey, type Layout } from './layout.js'
 import { ReplicaFullError, ReplicaTable } from './replica.js'
+import { isCluster, type RedisClient } from '../store/redis.js'
 
-/** Buckets read per pipeline. */
+/** Buckets read per round trip: one pipeline from one Redis, one per group (about 8 buckets each) from a cluster. */
 const BUCKETS_PER_ROUND = 64
+const CLUSTER_BUCKETS_PER_ROUND = 1024
 /** Room for the keys that arrive between two rebuilds. */
 const KEY_HEADROOM = 1.25
 /** A first guess of the text arena: a quarter of the keys as e-mails of about 32 bytes (grown once if short). */
@@ -31,7 +34,7 @@ function sizeOf (keys: number, textBytes: number): { capacity: number, emailByte
  * Reads version `version` (`buckets` buckets, about `keys` keys) into a new table; null with `tooLarge` when it would
  * pass `maxBytes`. `stillWanted` is asked between rounds: a build for a version no longer served stops early.
  */
-export async function buildReplica (redis: Redis, layout: Layout, version: number, buckets: number, keys: number, maxBytes: number, stillWanted: () => boolean): Promise<ReplicaBuild | null> {
+export async function buildReplica (redis: RedisClient, layout: Layout, version: number, buckets: number, keys: number, maxBytes: number, stillWanted: () => boolean): Promise<ReplicaBuild | null> {
   let textBytes = Math.ceil(keys * TEXT_BYTES_PER_KEY) + (1 << 20)
   for (let attempt = 0; attempt < 3; attempt++) {
     const size = sizeOf(keys, textBytes)
@@ -50,16 +53,23 @@ export async function buildReplica (redis: Redis, layout: Layout, version: numbe
   throw new Error(`filter version ${version} did not fit the replica sized for it after three tries`)
 }
 
-async function fill (redis: Redis, prefix: string, buckets: number, table: ReplicaTable, stillWanted: () => boolean): Promise<boolean> {
+async function fill (redis: RedisClient, prefix: string, buckets: number, table: ReplicaTable, stillWanted: () => boolean): Promise<boolean> {
+  const cluster = isCluster(redis)
+  const round = cluster ? CLUSTER_BUCKETS_PER_ROUND : BUCKETS_PER_ROUND
   const pairs: string[] = []
-  for (let from = 0; from < buckets; from += BUCKETS_PER_ROUND) {
+  for (let from = 0; from < buckets; from += round) {
     if (!stillWanted()) return false
-    const pipe = redis.pipeline()
-    const to = Math.min(buckets, from + BUCKETS_PER_ROUND)
-    for (let b = from; b < to; b++) pipe.hgetall(prefix + b)
-    const replies = await pipe.exec()
+    const pipes = new Map<number, ReturnType<RedisClient['pipeline']>>()
+    const to = Math.min(buckets, from + round)
+    for (let b = from; b < to; b++) {
+      const group = cluster ? bucketGroup(b) : 0
+      let pipe = pipes.get(group)
+      if (pipe === undefined) pipes.set(group, pipe = redis.pipeline())
+      pipe.hgetall(bucketKey(prefix, b))
+    }
+    const replies = await Promise.all([...pipes.values()].map(async p => await p.exec()))
     pairs.length = 0
-    for (const [err, hash] of replies ?? []) {
+    for (const [err, hash] of replies.flatMap(r => r ?? [])) {
       if (err !== null) throw err
       for (const [field, value] of Object.entries(hash as Record<string, string>)) {
         if (field !== BUCKET_SENTINEL) pairs.push(field, value)

@@ -8,10 +8,10 @@
 // One copy of each file, next to the code that calls it, cannot go stale; the Dockerfile ships src/filter/lua.
 
 import { readFileSync } from 'node:fs'
-import type { Redis } from 'ioredis'
 import { BUCKET_SENTINEL } from './layout.js'
 import { SEQ_LUA_PATTERN } from './state.js'
 import { projectUrl } from '../util/paths.js'
+import type { RedisClient } from '../store/redis.js'
 
 // Read from the source tree, from src/ and dist/ alike (tsc copies no .lua files).
 const LUA_DIR = projectUrl('src/filter/lua/')
@@ -34,7 +34,8 @@ function load (file: string): string {
 /** name → file and fixed number of KEYS (undefined: the caller passes the count first, as lookup's varies). */
 const SCRIPTS = {
   iysLookup: { lua: load('lookup.lua'), numberOfKeys: undefined },
-  iysApply: { lua: load('apply.lua'), numberOfKeys: 4 },
+  iysApplyStates: { lua: load('apply-states.lua'), numberOfKeys: undefined },
+  iysApplyCommit: { lua: load('apply-commit.lua'), numberOfKeys: undefined },
   iysClaim: { lua: load('claim.lua'), numberOfKeys: 3 },
   iysFlip: { lua: load('flip.lua'), numberOfKeys: 5 },
   iysUnbuild: { lua: load('unbuild.lua'), numberOfKeys: 1 }
@@ -43,17 +44,18 @@ const SCRIPTS = {
 /** The scripts as commands; arguments are those of each file's header (KEYS, then ARGV). */
 export interface FilterScripts {
   iysLookup (numKeys: number, ...keysAndArgs: string[]): Promise<(string | null)[] | 0 | null>
-  iysApply (...keysAndArgs: (string | number)[]): Promise<number>
+  iysApplyStates (numKeys: number, ...keysAndArgs: (string | number)[]): Promise<number>
+  iysApplyCommit (numKeys: number, ...keysAndArgs: (string | number)[]): Promise<number>
   iysClaim (building: string, current: string, applied: string, claim: string, snapshotSeq: string): Promise<string | null>
   iysFlip (current: string, meta: string, building: string, applied: string, generation: string,
     version: string, snapshotSeq: string, generationId: string, claim: string): Promise<string | null>
   iysUnbuild (building: string, claim: string): Promise<number>
 }
 
-export type ScriptedRedis = Redis & FilterScripts
+export type ScriptedRedis = RedisClient & FilterScripts
 
 /** `redis` with the scripts defined on it (once per client; calling again is free). */
-export function withScripts (redis: Redis): ScriptedRedis {
+export function withScripts (redis: RedisClient): ScriptedRedis {
   const r = redis as unknown as Record<string, unknown>
   for (const [name, def] of Object.entries(SCRIPTS)) {
     if (typeof r[name] === 'function') continue

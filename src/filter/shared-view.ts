@@ -3,11 +3,11 @@
 // a new object with every message, even for the same memory, so a thread tells the buffers it already wraps from
 // new ones by the id, not by the object.
 
-import type { Redis } from 'ioredis'
 import { BloomFilter } from './bloom.js'
 import type { Layout } from './layout.js'
 import { ReplicaTable, type ReplicaShared } from './replica.js'
 import { RedisView } from './view.js'
+import type { RedisClient } from '../store/redis.js'
 
 /** The bloom filter of a served version, as another thread builds its view over it. */
 export interface BloomShare { id: number, version: number, generation: string | null, sab: SharedArrayBuffer, buckets: number }
@@ -38,7 +38,7 @@ export function replicaShare (table: ReplicaTable): ReplicaShare {
  * The other thread's view over a shared bloom, with its own Redis connection: the same generation check and lookup
  * deadline as the gateway's own view, so that a lookup never reads another build.
  */
-export function viewOfShare (b: BloomShare, redis: Redis, layout: Layout, timeoutMs: number): RedisView {
+export function viewOfShare (b: BloomShare, redis: RedisClient, layout: Layout, timeoutMs: number): RedisView {
   return new RedisView(redis, b.version, new BloomFilter(b.sab), b.buckets, layout, { generation: b.generation, timeoutMs })
 }
 

@@ -2,12 +2,12 @@
 // fetch exact states for the keys the bloom says may be present. Redis and the embedded map implement the same
 // interface, so the check path has one shape whatever the deployment.
 
-import type { Redis } from 'ioredis'
 import type { BloomFilter } from './bloom.js'
 import { CodedError } from '../domain/errors.js'
-import { BUCKET_SENTINEL, type Layout } from './layout.js'
+import { BUCKET_GROUPS, BUCKET_SENTINEL, bucketGroup, bucketKey, type Layout } from './layout.js'
 import type { ReplicaTable } from './replica.js'
 import { withScripts, type ScriptedRedis } from './scripts.js'
+import { isCluster, type RedisClient } from '../store/redis.js'
 
 export interface FilterView {
   readonly version: number
@@ -39,14 +39,15 @@ export class MemoryView implements FilterView {
 }
 
 // Batches go through lua/lookup.lua (one round trip and one command per batch, measurably cheaper than a pipeline of
-// HGETs; it also proves that the version and every bucket read are still the ones this view serves, so that a lost or
-// replaced version is never read as "no record": see the script's header).
+// HGETs; it also proves that every bucket read is still the version this view serves, so that a lost or replaced
+// version is never read as "no record": see the script's header). In a Redis Cluster a script may only read one hash
+// slot, so a batch is split by bucket group (layout.ts): one script per group it touches, sent together.
 
 /** Keys per lookup script: about 0.5 ms of Redis time each. */
 const SCRIPT_KEYS = 256
 
 export interface RedisViewOptions {
-  /** The version's generation id (meta `gen`); null for a version built before generation ids existed. */
+  /** The version's generation id (meta `gen`): every bucket's sentinel must hold it. */
   generation?: string | null
   /**
    * The bound of a lookup's wait (REDIS_TIMEOUT_MS). ioredis's commandTimeout alone is not: with auto-pipelining a
@@ -62,19 +63,20 @@ export class RedisView implements FilterView {
   readonly buckets: number
   private readonly redis: ScriptedRedis
   private readonly bucketPrefix: string
-  private readonly metaKey: string
+  /** Batches are split by bucket group (one hash slot each). */
+  private readonly cluster: boolean
   private readonly deadlines: DeadlineQueue | null
   /** Set by the mirror once the replica of this version is built (FilterView.exact). */
   exact: () => ReplicaTable | null = () => null
 
-  constructor (redis: Redis, version: number, bloom: BloomFilter, buckets: number, layout: Layout, opts: RedisViewOptions = {}) {
+  constructor (redis: RedisClient, version: number, bloom: BloomFilter, buckets: number, layout: Layout, opts: RedisViewOptions = {}) {
     this.redis = withScripts(redis)
     this.version = version
     this.generation = opts.generation ?? null
     this.bloom = bloom
     this.buckets = buckets
     this.bucketPrefix = layout.bucketPrefix(version)
-    this.metaKey = layout.meta(version)
+    this.cluster = isCluster(redis)
     this.deadlines = (opts.timeoutMs ?? 0) > 0 ? new DeadlineQueue(opts.timeoutMs!) : null
   }
 
@@ -93,26 +95,54 @@ export class RedisView implements FilterView {
     if (n === 1) {
       // The common single check: one plain HMGET, cheaper for Redis than a script. The bucket's sentinel field
       // (its value is the generation id) answers "is this still the version I serve?" in the same command.
-      const [sentinel, value] = await this.redis.hmget(this.bucketPrefix + buckets[0], BUCKET_SENTINEL, fields[0]!)
-      if (sentinel === null || (this.generation !== null && sentinel !== this.generation)) throw new VersionGoneError(this.version)
+      const [sentinel, value] = await this.redis.hmget(bucketKey(this.bucketPrefix, buckets[0]!), BUCKET_SENTINEL, fields[0]!)
+      if (sentinel === null || sentinel !== this.generation) throw new VersionGoneError(this.version)
       return [value ?? null]
     }
-    if (n <= SCRIPT_KEYS) return this.lookupPart(fields, buckets, 0, n)
+    if (this.cluster) return this.lookupByGroup(fields, buckets)
+    if (n <= SCRIPT_KEYS) return this.lookupPart(fields, buckets, null, 0, n)
     const parts: Promise<(string | null)[]>[] = []
-    for (let from = 0; from < n; from += SCRIPT_KEYS) parts.push(this.lookupPart(fields, buckets, from, Math.min(n, from + SCRIPT_KEYS)))
+    for (let from = 0; from < n; from += SCRIPT_KEYS) parts.push(this.lookupPart(fields, buckets, null, from, Math.min(n, from + SCRIPT_KEYS)))
     return (await Promise.all(parts)).flat()
   }
 
-  private async lookupPart (fields: string[], buckets: number[], from: number, to: number): Promise<(string | null)[]> {
-    const n = to - from
-    const args = new Array<string>(2 + 2 * n)
-    args[0] = this.metaKey
-    args[1 + n] = this.generation ?? ''
-    for (let i = 0; i < n; i++) {
-      args[1 + i] = this.bucketPrefix + buckets[from + i]
-      args[2 + n + i] = fields[from + i]!
+  /** A cluster's batch: the keys sorted by bucket group (a counting sort), one script per group and SCRIPT_KEYS. */
+  private async lookupByGroup (fields: string[], buckets: number[]): Promise<(string | null)[]> {
+    const n = fields.length
+    const starts = new Int32Array(BUCKET_GROUPS + 1)
+    for (let i = 0; i < n; i++) starts[bucketGroup(buckets[i]!) + 1]!++
+    for (let g = 0; g < BUCKET_GROUPS; g++) starts[g + 1]! += starts[g]!
+    const order = new Int32Array(n)
+    const fill = starts.slice(0, BUCKET_GROUPS)
+    for (let i = 0; i < n; i++) order[fill[bucketGroup(buckets[i]!)]!++] = i
+    const parts: Promise<(string | null)[]>[] = []
+    const at: number[] = []
+    for (let g = 0; g < BUCKET_GROUPS; g++) {
+      for (let from = starts[g]!; from < starts[g + 1]!; from += SCRIPT_KEYS) {
+        parts.push(this.lookupPart(fields, buckets, order, from, Math.min(starts[g + 1]!, from + SCRIPT_KEYS)))
+        at.push(from)
+      }
     }
-    const values = await this.redis.iysLookup(1 + n, ...args)
+    const out = new Array<string | null>(n)
+    const results = await Promise.all(parts)
+    for (let p = 0; p < results.length; p++) {
+      const values = results[p]!
+      for (let j = 0; j < values.length; j++) out[order[at[p]! + j]!] = values[j] ?? null
+    }
+    return out
+  }
+
+  /** Keys [from, to) of the batch (through `order` when given) in one script. */
+  private async lookupPart (fields: string[], buckets: number[], order: Int32Array | null, from: number, to: number): Promise<(string | null)[]> {
+    const n = to - from
+    const args = new Array<string>(1 + n + n)
+    args[n] = this.generation ?? ''
+    for (let i = 0; i < n; i++) {
+      const k = order === null ? from + i : order[from + i]!
+      args[i] = bucketKey(this.bucketPrefix, buckets[k]!)
+      args[n + 1 + i] = fields[k]!
+    }
+    const values = await this.redis.iysLookup(n, ...args)
     if (values === null || values === 0) throw new VersionGoneError(this.version)
     return values
   }

@@ -10,7 +10,7 @@
 // bound to them (server.ts): at once when something is queued here, and by a short poll for what other gateways
 // queued. Without Redis (the embedded trial) the same thing lives in memory, for this process only.
 
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../store/redis.js'
 
 export interface ReceiptStore {
   /** Remembers who submitted operator message `carrierId`. */
@@ -33,11 +33,11 @@ export interface ReceiptStoreOptions {
 }
 
 export class RedisReceiptStore implements ReceiptStore {
-  private readonly redis: Redis
+  private readonly redis: RedisClient
   private readonly prefix: string
   private readonly opts: ReceiptStoreOptions
 
-  constructor (redis: Redis, prefix: string, opts: ReceiptStoreOptions) {
+  constructor (redis: RedisClient, prefix: string, opts: ReceiptStoreOptions) {
     this.redis = redis
     this.prefix = prefix + 'smpp:'
     this.opts = opts

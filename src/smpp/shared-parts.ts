@@ -4,8 +4,8 @@
 // message's TTL, SMPP_CONCAT_TTL_MS); the others take that decision and log nothing. Without Redis, or while it does
 // not answer, each gateway keeps its own (concat.ts's ConcatDecisions, which also spares Redis every later part).
 
-import type { Redis } from 'ioredis'
 import { REASONS, type Reason } from '../policy/decide.js'
+import type { RedisClient } from '../store/redis.js'
 
 export interface PartsDecision {
   allowed: boolean
@@ -13,11 +13,11 @@ export interface PartsDecision {
 }
 
 export class SharedParts {
-  private readonly redis: Redis
+  private readonly redis: RedisClient
   private readonly prefix: string
   private readonly ttlMs: number
 
-  constructor (redis: Redis, prefix: string, ttlMs: number) {
+  constructor (redis: RedisClient, prefix: string, ttlMs: number) {
     this.redis = redis
     this.prefix = prefix + 'smpp:parts:'
     this.ttlMs = ttlMs

@@ -21,6 +21,7 @@ import { authFor, registerKey } from './gateway.js'
 import { Truth, truthKey, type Status } from './fault-truth.js'
 import { createTestDatabase, type TestDatabase } from './services.js'
 import { TcpProxy } from './tcp-proxy.js'
+import { layout } from '../../src/filter/layout.js'
 
 const envInt = (name: string, def: number): number => {
   const v = process.env[name]
@@ -319,14 +320,14 @@ async function redisEmptyFault ({ world, phase }: ScenarioContext): Promise<void
   await world.redis.kill()
   await sleep(300)
   await world.redis.start({ empty: true })
-  phase.vouched = async () => (await world.probe.exists(PREFIX + 'filter:current')) === 1
+  phase.vouched = async () => (await world.probe.exists(layout(PREFIX).current)) === 1
   phase.unvouched = true
   phase.markFaultEnd() // Redis is back; everything after this is recovery
   const t0 = Date.now()
   let loadDone = 0
   const watch = (async () => {
     while (phase.unvouched) {
-      try { if ((await world.probe.exists(PREFIX + 'filter:current')) === 1) { phase.unvouched = false; phase.note(`a version pointer was in Redis again after ${Date.now() - t0} ms`) } } catch { /* reconnecting */ }
+      try { if ((await world.probe.exists(layout(PREFIX).current)) === 1) { phase.unvouched = false; phase.note(`a version pointer was in Redis again after ${Date.now() - t0} ms`) } } catch { /* reconnecting */ }
       await sleep(50)
     }
   })()

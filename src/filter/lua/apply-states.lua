@@ -1,0 +1,34 @@
+--[[
+  The change applier's first step (changes.ts, ChangeApplier): writes a batch of changes' exact states into their
+  buckets, each only when newer by seq than the stored one, so that replays and concurrent appliers are harmless. The
+  second step (apply-commit.lua) checks that the versions written to are still the ones the pointers name, sets their
+  bloom bits and publishes the changes; until it has, nobody reads these writes as news. In a Redis Cluster the caller
+  sends the buckets of one bucket group (one hash slot, layout.ts) per call.
+
+  Input:
+    KEYS[1..n]   the bucket of each change (one change may come twice: for the current version and for a build)
+    then per key, 4 ARGV: field (key text), value (encoded state), seq, and "1" when the bucket must already exist
+      (a complete version: a bucket without its sentinel was removed, and writing would leave a stray hash behind)
+      or "0" (the version being built, whose buckets may not be written yet)
+
+  Output:
+    the number of states written
+
+  Where an encoded state keeps its base-36 seq is state.ts's SEQ_LUA_PATTERN, and the sentinel's field name
+  layout.ts's BUCKET_SENTINEL, filled into their placeholders below when the script is loaded (scripts.ts).
+]]
+local written = 0
+for k = 1, #KEYS do
+  local a = 4 * k - 3
+  local bucket = KEYS[k]
+  if ARGV[a + 3] == '0' or redis.call('HEXISTS', bucket, '{{BUCKET_SENTINEL}}') == 1 then
+    local old = redis.call('HGET', bucket, ARGV[a])
+    local oldseq = -1
+    if old then oldseq = tonumber(string.match(old, '{{SEQ_LUA_PATTERN}}'), 36) end
+    if oldseq < tonumber(ARGV[a + 2]) then
+      redis.call('HSET', bucket, ARGV[a], ARGV[a + 1])
+      written = written + 1
+    end
+  end
+end
+return written
