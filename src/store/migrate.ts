@@ -305,6 +305,47 @@ const MIGRATIONS: readonly string[] = [
     FOREIGN KEY (brand_code, iys_code) REFERENCES brands (brand_code, iys_code)
   );
   CREATE INDEX originators_originator_idx ON originators (originator);
+  `,
+  // 12: scrub jobs shared by every gateway (scrub/shared.ts), so that any gateway behind a load balancer answers for
+  // any job. The gateway that runs a job writes its record (the JSON GET /v1/scrub/{jobId} answers, kept as written:
+  // json, not jsonb, so every gateway answers the same text) and, once it is done, its result in 1 MiB pieces; the
+  // others read them. Each gateway's heartbeat (scrub_gateways) tells the others whether it is still there: the
+  // unfinished jobs of one silent past the lease are failed. iys_code is the owner's tenant as the record holds it
+  // (text; NULL for jobs from before owners, which nobody is served); the listing reads by it. The result pieces are
+  // stored uncompressed (STORAGE EXTERNAL): they are written right after a job, beside the next scrubs and checks on
+  // the same machines, where pglz would spend CPU on every MiB of a copy kept only until the retention (not measured:
+  // a choice of disk over CPU, undone by SET STORAGE EXTENDED if disk matters more).
+  `
+  CREATE TABLE scrub_gateways (
+    gateway_id    text        PRIMARY KEY,
+    host          text        NOT NULL,
+    heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+    streak_since  timestamptz NOT NULL DEFAULT now()
+  );
+
+  CREATE TABLE scrub_jobs (
+    job_id         text        PRIMARY KEY,
+    gateway_id     text        NOT NULL,
+    iys_code       text,
+    state          text        NOT NULL CHECK (state IN ('uploading', 'queued', 'running', 'done', 'failed')),
+    record         json        NOT NULL,
+    result_chunks  int         NOT NULL DEFAULT 0,
+    result_stored  boolean     NOT NULL DEFAULT false,
+    created_at     timestamptz NOT NULL,
+    expires_at     timestamptz,
+    updated_at     timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE INDEX scrub_jobs_tenant_idx ON scrub_jobs (iys_code);
+  CREATE INDEX scrub_jobs_gateway_idx ON scrub_jobs (gateway_id);
+  CREATE INDEX scrub_jobs_expires_idx ON scrub_jobs (expires_at);
+
+  CREATE TABLE scrub_result_chunks (
+    job_id  text   NOT NULL REFERENCES scrub_jobs (job_id) ON DELETE CASCADE,
+    n       int    NOT NULL,
+    bytes   bytea  NOT NULL,
+    PRIMARY KEY (job_id, n)
+  );
+  ALTER TABLE scrub_result_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
   `
 ]
 
