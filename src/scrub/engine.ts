@@ -8,7 +8,9 @@
 // workers, Redis and the writer overlap, and the bounded window keeps memory flat whatever the file size.
 // Each chunk's decisions go through the post-decision hook as one batch (metrics by reason, never per line; DUPLICATE
 // lines left out, since the first occurrence carries the decision). With a decision log, a done job's decisions are
-// written to it from the result file, off the scrub's path (audit/scrub-decisions.ts).
+// written to it from the result file, off the scrub's path (audit/scrub-decisions.ts). With DATABASE_URL the jobs'
+// records and results are also copied to Postgres for the other gateways, in the background (scrub/shared.ts): the
+// scrub itself does nothing more for it than one Map lookup per read batch (has another gateway given the job up?).
 
 import { once } from 'node:events'
 import { createReadStream, createWriteStream } from 'node:fs'
@@ -239,15 +241,22 @@ export class ScrubQueue {
     while (this.running !== null) await this.running
   }
 
-  /** Shutting down: a job that fails from here on stays 'running' on disk and runs again at the next start. */
+  /**
+   * Shutting down: a job that fails from here on stays 'running' on disk and runs again at the next start. The jobs
+   * stop being shared too (heartbeat, background writes): another gateway fails this one's unfinished jobs if it
+   * does not come back within the lease (scrub/shared.ts).
+   */
   stop (): void {
     this.stopping = true
     this.queue.length = 0
+    this.deps.jobs.stop()
   }
 
   private async drain (): Promise<void> {
     const { jobs, log, hook, metrics, scrubLog } = this.deps
     for (let job = this.queue.shift(); job !== undefined; job = this.queue.shift()) {
+      // Given up by another gateway meanwhile (this one's heartbeat had lapsed): failed for good, never run.
+      if (await jobs.settleLost(job)) { metrics?.scrubJobsFinished.labels('failed').inc(); continue }
       job.state = 'running'
       job.startedAt = new Date().toISOString()
       delete job.decisionLog // a run again after a restart logs its own decisions
@@ -259,7 +268,9 @@ export class ScrubQueue {
         onChunk: (counts, lines) => { hook?.afterScrubChunk(type, counts); metrics?.scrubLines.inc(lines) }
       }
       try {
-        await scrubFile(this.deps, jobs.inputPath(job.jobId), jobs.tmpResultPath(job.jobId), job.params, job.format, job.totals, (bytesRead, bytesWritten) => {
+        const id = job.jobId
+        await scrubFile(this.deps, jobs.inputPath(id), jobs.tmpResultPath(id), job.params, job.format, job.totals, (bytesRead, bytesWritten) => {
+          if (jobs.lostTo(id)) throw new Error('another gateway gave this job up') // settled below
           jobs.setResultBytes(job.jobId, bytesWritten)
           const secs = (Date.now() - started) / 1000
           job.rate = secs > 0 ? Math.round(job.totals.read / secs) : 0
@@ -280,6 +291,7 @@ export class ScrubQueue {
       } catch (err) {
         if (this.stopping) return
         metrics?.scrubJobsFinished.labels('failed').inc()
+        if (await jobs.settleLost(job).catch(() => false)) continue
         log.warn({ jobId: job.jobId, err }, 'scrub job failed')
         await jobs.removeTmpResult(job.jobId).catch(() => {})
         await jobs.finish(job, 'failed', `the job stopped: ${(err as Error).message}`)

@@ -7,16 +7,22 @@
 // A job belongs to the tenant whose key uploaded it (`owner`): only that tenant's keys, and of those only keys that
 // may act for the job's brand, see it (`visibleTo`). Jobs from before owners were recorded have none: nobody is
 // served them (not even admin keys, which are a tenant's too); they are deleted by the retention like any other.
+// With DATABASE_URL (a pool given), every job is also shared through Postgres (scrub/shared.ts): any gateway answers
+// for any job, its status and its result. This gateway stays the only writer of its jobs and answers for them from
+// memory and its disk, as without Postgres; `find` and `listFor` add the jobs of the other gateways.
 
 import { randomUUID } from 'node:crypto'
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { mayActFor, type Principal } from '../auth/principal.js'
+import { GatewayError } from '../domain/errors.js'
+import { isTransientDbError, type Pool } from '../store/pg.js'
 import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
 import type { ScrubDecisionLogState } from '../audit/scrub-decisions.js'
 import type { ScrubJobCounts } from '../metrics.js'
 import type { InputFormat } from './chunk.js'
+import { JobTaken, SharedJobs } from './shared.js'
 
 export type JobState = 'uploading' | 'queued' | 'running' | 'done' | 'failed'
 
@@ -91,13 +97,22 @@ export class ScrubJobs {
   private readonly disk = new Map<string, { input: number, result: number }>()
   private used = 0
   private readonly onUsage: (bytes: number) => void
+  private readonly pool: Pool | null
+  /** the jobs shared through Postgres (from init on, with a pool) */
+  private shared: SharedJobs | null = null
+  /** jobs another gateway gave up while this one still had them going: the failure it wrote (see settleLost) */
+  private readonly lost = new Map<string, JobRecord>()
 
-  /** `onUsage` hears every change of usedBytes (for a gauge). */
-  constructor (dir: string, retentionHours: number, log: Logger, onUsage: (bytes: number) => void = () => {}) {
+  /**
+   * `onUsage` hears every change of usedBytes (for a gauge). With `pool` (DATABASE_URL), jobs are shared through
+   * Postgres with the other gateways (scrub/shared.ts).
+   */
+  constructor (dir: string, retentionHours: number, log: Logger, onUsage: (bytes: number) => void = () => {}, pool: Pool | null = null) {
     this.dir = dir
     this.retentionMs = retentionHours * 3_600_000
     this.log = log
     this.onUsage = onUsage
+    this.pool = pool
   }
 
   inputPath (id: string): string { return join(this.dir, id, 'input') }
@@ -140,9 +155,21 @@ export class ScrubJobs {
     this.setResultBytes(id, 0)
   }
 
-  /** Loads the jobs a previous run left; returns those to run again. */
+  /** Loads the jobs a previous run left (and, with Postgres, shares them); returns those to run again. */
   async init (): Promise<JobRecord[]> {
     await mkdir(this.dir, { recursive: true })
+    if (this.pool !== null) {
+      this.shared = new SharedJobs({
+        pool: this.pool,
+        gatewayId: await this.gatewayId(),
+        retentionMs: this.retentionMs,
+        log: this.log,
+        local: id => this.jobs.get(id),
+        localIds: () => this.jobs.keys(),
+        resultPath: id => this.resultPath(id),
+        onLost: (id, record) => { this.onLost(id, record) }
+      })
+    }
     const again: JobRecord[] = []
     for (const id of await readdir(this.dir)) {
       if (!JOB_ID.test(id)) continue
@@ -165,37 +192,133 @@ export class ScrubJobs {
       }
       this.jobs.set(id, job)
     }
-    return again
+    if (this.shared === null) return again
+    // Postgres may hold a failure another gateway wrote for a job of ours while we were away: it is not run again.
+    await this.shared.start()
+    const run: JobRecord[] = []
+    for (const job of again) if (!await this.settleLost(job)) run.push(job)
+    return run
+  }
+
+  /** This gateway's id in Postgres: its scrub folder's, made once (a process restarted on the folder is the same runner). */
+  private async gatewayId (): Promise<string> {
+    const file = join(this.dir, '.gateway-id') // not a job: the dot keeps it out of JOB_ID
+    try {
+      const id = (await readFile(file, 'utf8')).trim()
+      if (id !== '') return id
+    } catch { /* none yet */ }
+    const id = randomUUID()
+    await writeFile(file + '.tmp', id)
+    await rename(file + '.tmp', file)
+    return id
+  }
+
+  /** Stops sharing (the heartbeat and the background writes); what is left is written at the next start. */
+  stop (): void {
+    this.shared?.stop()
   }
 
   /**
    * A new job in state 'uploading'. Its id is taken before the first await, so that of two uploads racing for one
    * jobId exactly one gets it (the route checks `has` first and answers the other 409). Without `owner` the job is
    * nobody's (see visibleTo): the upload route always gives one.
+   *
+   * With Postgres the id is also claimed there, beside the folder being made: a job of another gateway holding it is
+   * JobTaken (and this job is gone again). When Postgres cannot answer, a job whose id the client `named` is refused
+   * (DATABASE_UNAVAILABLE: only Postgres knows the ids of the other gateways); one with an id made here (a UUID) goes
+   * on, and is written to Postgres when it is back.
    */
-  async create (params: ScrubParams, format: InputFormat, jobId?: string, owner?: JobOwner): Promise<JobRecord> {
+  async create (params: ScrubParams, format: InputFormat, jobId?: string, owner?: JobOwner, opts: { named?: boolean } = {}): Promise<JobRecord> {
     const id = jobId ?? randomUUID()
     if (this.jobs.has(id)) throw new Error(`scrub job ${id} exists already`)
+    const named = opts.named === true
+    if (named && this.sharedDown) throw namesNeedPostgres()
     const job: JobRecord = { jobId: id, ...(owner !== undefined ? { owner: { iysCode: owner.iysCode, keyId: owner.keyId } } : {}), state: 'uploading', params, format, createdAt: new Date().toISOString(), bytes: 0, totals: emptyTotals() }
     this.jobs.set(id, job)
     this.disk.set(id, { input: 0, result: 0 })
+    const shared = this.shared
+    let ok = false
     try {
-      await mkdir(join(this.dir, id), { recursive: true })
-      await this.save(job)
+      // Both settle before either failure is thrown: a folder made after the clean-up below would stay behind.
+      const [made, claimed] = await Promise.allSettled([
+        mkdir(join(this.dir, id), { recursive: true }),
+        shared === null || shared.reachable || named ? this.claim(job, named) : Promise.resolve(false)
+      ])
+      if (claimed.status === 'rejected') throw claimed.reason
+      if (made.status === 'rejected') throw made.reason
+      ok = claimed.value
+      await this.writeLocal(job)
+      if (!ok) shared?.touch(id) // written when Postgres is back
     } catch (err) {
       this.jobs.delete(id)
       this.forget(id)
+      shared?.forget(id)
+      if (ok && shared !== null) await shared.drop(id).catch(() => {}) // claimed, then the folder failed
+      await rm(join(this.dir, id), { recursive: true, force: true }).catch(() => {})
       throw err
     }
     return job
   }
 
+  /** Claims `job`'s id in Postgres: true when claimed, false when Postgres could not say (and the job may go on). */
+  private async claim (job: JobRecord, named: boolean): Promise<boolean> {
+    if (this.shared === null) return true
+    try {
+      await this.shared.claim(job)
+      return true
+    } catch (err) {
+      if (err instanceof JobTaken) throw err
+      if (named) throw isTransientDbError(err) ? namesNeedPostgres(err) : err
+      this.log.warn({ err, jobId: job.jobId }, 'scrub job not written to Postgres yet; the job goes on here and is written when Postgres answers')
+      return false
+    }
+  }
+
+  /** True while Postgres is not answering this gateway's scrub writes (a named upload is refused meanwhile). */
+  get sharedDown (): boolean { return this.shared !== null && !this.shared.reachable }
+
+  /** This gateway's own job `id` (the runner's record), or undefined. */
   get (id: string): JobRecord | undefined { return this.jobs.get(id) }
+
+  /**
+   * Job `id` wherever it runs: this gateway's own record, else (with Postgres) the shared one, which a job of a
+   * gateway that stopped answering is failed in first. Throws the database's error when Postgres cannot say.
+   */
+  async find (id: string): Promise<JobRecord | undefined> {
+    const local = this.jobs.get(id)
+    if (local !== undefined || this.shared === null) return local
+    return await this.shared.get(id)
+  }
+
+  /** Whether job `id`'s result is on this gateway's disk (it ran the job): served from there, else from Postgres. */
+  hasLocalResult (id: string): boolean { return this.jobs.get(id)?.state === 'done' }
+
+  /** A done job's result from Postgres, in order, as its chunks arrive (see SharedJobs.resultChunks). */
+  sharedResult (id: string): AsyncGenerator<Buffer> {
+    if (this.shared === null) throw new Error('scrub jobs are not shared (no DATABASE_URL)')
+    return this.shared.resultChunks(id)
+  }
+
+  /** Brackets a result download from this gateway's disk (the copy to Postgres waits meanwhile). */
+  downloadStarted (): void { this.shared?.downloadStarted() }
+  downloadEnded (): void { this.shared?.downloadEnded() }
 
   /** Every job, newest first; with `p`, only those `p` may see. */
   list (p?: Principal): JobRecord[] {
     const all = [...this.jobs.values()]
     return (p === undefined ? all : all.filter(j => visibleTo(j, p))).sort((a, b) => b.createdAt.localeCompare(a.createdAt))
+  }
+
+  /**
+   * Every job `p` may see, newest first: this gateway's and, with Postgres, the other gateways' (this gateway's own
+   * record wins for its jobs). Throws the database's error when Postgres cannot say.
+   */
+  async listFor (p: Principal): Promise<JobRecord[]> {
+    if (this.shared === null) return this.list(p)
+    const all = new Map<string, JobRecord>()
+    for (const j of await this.shared.listTenant(p.iysCode)) if (visibleTo(j, p)) all.set(j.jobId, j)
+    for (const j of this.list(p)) all.set(j.jobId, j)
+    return [...all.values()].sort((a, b) => b.createdAt.localeCompare(a.createdAt))
   }
 
   has (id: string): boolean { return this.jobs.has(id) }
@@ -219,13 +342,19 @@ export class ScrubJobs {
     return [...this.jobs.values()].filter(j => j.state === 'done' && j.decisionLog?.state === 'pending')
   }
 
-  /** Writes job.json atomically (write + rename). */
+  /** Writes job.json atomically (write + rename), and the record to Postgres in the background (with a pool). */
   async save (job: JobRecord): Promise<void> {
+    await this.writeLocal(job)
+    this.shared?.touch(job.jobId)
+  }
+
+  private async writeLocal (job: JobRecord): Promise<void> {
     const file = join(this.dir, job.jobId, 'job.json')
     await writeFile(file + '.tmp', JSON.stringify(job))
     await rename(file + '.tmp', file)
   }
 
+  /** Ends a job; a done job's result (renamed into place before) is then copied to Postgres in the background. */
   async finish (job: JobRecord, state: 'done' | 'failed', reason?: string): Promise<void> {
     job.state = state
     if (reason !== undefined) job.reason = reason
@@ -233,12 +362,56 @@ export class ScrubJobs {
     job.expiresAt = new Date(Date.now() + this.retentionMs).toISOString()
     delete job.etaSeconds
     await this.save(job)
+    if (state === 'done') this.shared?.copyResult(job.jobId)
   }
 
-  /** Deletes finished jobs past their retention. */
+  /** Whether another gateway gave up job `id` (its heartbeat from here had lapsed): the queue stops it. */
+  lostTo (id: string): boolean { return this.lost.has(id) }
+
+  /**
+   * If another gateway gave up `job`, makes this gateway's record the failure it wrote (so that every gateway answers
+   * the same) and deletes the job's input and result: true. Else false.
+   */
+  async settleLost (job: JobRecord): Promise<boolean> {
+    const failed = this.lost.get(job.jobId)
+    if (failed === undefined) return false
+    this.lost.delete(job.jobId)
+    await this.adopt(job, failed)
+    return true
+  }
+
+  /** Postgres holds a failure another gateway wrote for our job `id`: a done job takes it now, one going on when it stops. */
+  private onLost (id: string, failed: JobRecord): void {
+    const job = this.jobs.get(id)
+    if (job === undefined || job.state === 'failed') return
+    if (job.state === 'done') this.adopt(job, failed).catch((err: Error) => { this.log.warn({ err, jobId: id }, 'could not record a scrub job failed by another gateway') })
+    else this.lost.set(id, failed)
+  }
+
+  private async adopt (job: JobRecord, failed: JobRecord): Promise<void> {
+    this.log.warn({ jobId: job.jobId, reason: failed.reason }, 'scrub job given up by another gateway (this one did not answer in time): failed here too')
+    // The same object the upload route and the queue hold, with the failure's fields in the failure's order.
+    const decisionLog = job.decisionLog
+    const done = job.state === 'done'
+    for (const k of Object.keys(job)) delete (job as unknown as Record<string, unknown>)[k]
+    Object.assign(job, failed)
+    // A done job's decisions were taken all the same: its result file stays until the decision log has them (and
+    // the retention), though it is never served again.
+    if (decisionLog !== undefined) job.decisionLog = decisionLog
+    await this.writeLocal(job)
+    await this.removeInput(job.jobId)
+    if (!done) await this.removeTmpResult(job.jobId) // a run stopped half-way
+  }
+
+  /**
+   * Deletes finished jobs past their retention; with Postgres, their shared copies too, and those of other gateways'
+   * expired jobs (a gateway that is gone deletes nothing itself). Returns the jobs deleted here.
+   */
   async sweep (now = Date.now()): Promise<number> {
     let n = 0
+    const keep: string[] = []
     for (const job of [...this.jobs.values()]) {
+      if (job.decisionLog?.state === 'pending') keep.push(job.jobId)
       if (job.expiresAt === undefined || Date.parse(job.expiresAt) > now) continue
       if (job.decisionLog?.state === 'pending') continue // its result file is what the decision log is written from
       await rm(join(this.dir, job.jobId), { recursive: true, force: true })
@@ -247,6 +420,14 @@ export class ScrubJobs {
       n++
     }
     if (n > 0) this.log.info({ deleted: n }, 'scrub job retention')
+    if (this.shared !== null) {
+      try {
+        const shared = await this.shared.sweep(now, keep)
+        if (shared > 0) this.log.info({ deleted: shared }, 'scrub job retention in Postgres')
+      } catch (err) {
+        this.log.warn({ err }, 'scrub job retention in Postgres failed; retried at the next sweep')
+      }
+    }
     return n
   }
 
@@ -255,6 +436,13 @@ export class ScrubJobs {
     if (d !== undefined) { this.used -= d.input + d.result; this.disk.delete(id); this.onUsage(this.used) }
   }
 }
+
+/** 503 for an upload naming its jobId while Postgres does not answer this gateway. */
+export const namesNeedPostgres = (cause?: unknown): GatewayError => new GatewayError('DATABASE_UNAVAILABLE', {
+  ...(cause !== undefined ? { cause } : {}),
+  retryAfterS: 5,
+  message: 'Postgres (DATABASE_URL) is not answering, and only it can tell whether another gateway holds this jobId: send the list again later, or without a jobId.'
+})
 
 async function sizeOf (path: string): Promise<number> {
   try { return (await stat(path)).size } catch { return 0 }
