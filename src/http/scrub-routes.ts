@@ -6,14 +6,19 @@
 // listing shows a key only the jobs it may see, and another tenant's job (or one for a brand the key may not act
 // for) is 403 FORBIDDEN, its result too; a jobId taken by any job is 409 JOB_EXISTS, saying nothing more about a job
 // the caller may not see.
+// With DATABASE_URL any gateway answers for any job (scrub/shared.ts): the gateway that ran a job serves its result
+// from its disk as above; another streams it from Postgres, as its chunks arrive there. A job this gateway does not
+// have, while Postgres does not answer, is 503 DATABASE_UNAVAILABLE (it may be another gateway's).
 
 import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
 import { createReadStream, createWriteStream, type WriteStream } from 'node:fs'
+import { StringDecoder } from 'node:string_decoder'
 import type { HttpResponse } from 'uWebSockets.js'
 import { requireBrand, type Principal } from '../auth/principal.js'
 import { GatewayError } from '../domain/errors.js'
-import { JOB_ID, visibleTo, type JobOwner, type JobRecord, type ScrubJobs, type ScrubParams } from '../scrub/jobs.js'
+import { JOB_ID, namesNeedPostgres, visibleTo, type JobRecord, type ScrubJobs, type ScrubParams } from '../scrub/jobs.js'
+import { JobTaken } from '../scrub/shared.js'
 import type { ScrubQueue } from '../scrub/engine.js'
 import type { InputFormat } from '../scrub/chunk.js'
 import { keyParams } from './params.js'
@@ -37,13 +42,30 @@ export function parseScrubParams (query: URLSearchParams): ScrubParams {
   return { ...key, commercial: c === 'true' }
 }
 
-/** The job `id` if `p` may see it: NOT_FOUND when there is none, FORBIDDEN when it is not `p`'s. */
-function jobFor (jobs: ScrubJobs, id: string, p: Principal): JobRecord {
-  const job = jobs.get(id)
+/**
+ * The job `id` (on any gateway) if `p` may see it: NOT_FOUND when there is none, FORBIDDEN when it is not `p`'s.
+ * Rejects with the database's error when the job is not this gateway's and Postgres cannot say (the router's 503).
+ */
+async function jobFor (jobs: ScrubJobs, id: string, p: Principal): Promise<JobRecord> {
+  const job = await jobs.find(id)
   if (job === undefined) throw new GatewayError('NOT_FOUND', { message: 'No such scrub job (it may have passed its retention).' })
   if (!visibleTo(job, p)) throw new GatewayError('FORBIDDEN', { location: 'jobId', value: id, message: 'This API key may not read this scrub job: it belongs to another tenant or brand.' })
   return job
 }
+
+/** 409 for a jobId `taken` holds; another tenant's job is not described (that the id is taken is all it learns). */
+const jobExists = (jobId: string, taken: JobRecord, p: Principal): GatewayError => new GatewayError('JOB_EXISTS', {
+  location: 'jobId',
+  value: jobId,
+  // Another tenant's job: that the id is taken is all it learns (it must be told something, or it would wait for a
+  // job that is not its own).
+  message: visibleTo(taken, p)
+    ? `A scrub job named ${jobId} exists already (${taken.state}); choose another jobId, or follow that job with GET /v1/scrub/${jobId}.`
+    : `A scrub job named ${jobId} exists already; choose another jobId.`
+})
+
+/** Chunks of an upload held in memory while its job is being created; past this the socket is paused. */
+const EARLY_MAX_BYTES = 1 << 20
 
 const tooLarge = (deps: ScrubRouteDeps): GatewayError =>
   new GatewayError('BODY_TOO_LARGE', { message: `The list is larger than SCRUB_MAX_BYTES (${deps.maxBytes} bytes).` })
@@ -75,18 +97,11 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
       else throw new GatewayError('UNSUPPORTED_MEDIA_TYPE', { message: 'Send the list as text/csv or application/x-ndjson.' })
       if (declared !== '' && Number(declared) > deps.maxBytes) throw tooLarge(deps)
       if (jobId !== null && !JOB_ID.test(jobId)) throw new GatewayError('INVALID_FIELD', { location: 'jobId', value: jobId, message: 'jobId must be 1-64 of A-Z a-z 0-9 _ -.' })
+      // A jobId this gateway holds is refused here, before the body; one another gateway holds, when its claim in
+      // Postgres fails (jobs.create), as soon as Postgres says so.
       const taken = jobId === null ? undefined : jobs.get(jobId)
-      if (taken !== undefined) {
-        throw new GatewayError('JOB_EXISTS', {
-          location: 'jobId',
-          value: jobId,
-          // Another tenant's job: that the id is taken is all it learns (it must be told something, or it would
-          // wait for a job that is not its own).
-          message: visibleTo(taken, principal)
-            ? `A scrub job named ${jobId} exists already (${taken.state}); choose another jobId, or follow that job with GET /v1/scrub/${jobId}.`
-            : `A scrub job named ${jobId} exists already; choose another jobId.`
-        })
-      }
+      if (taken !== undefined) throw jobExists(jobId!, taken, principal)
+      if (jobId !== null && jobs.sharedDown) throw namesNeedPostgres()
       const open = uploading.get(client) ?? 0
       if (open >= deps.maxUploadsPerClient) {
         throw new GatewayError('TOO_MANY_UPLOADS', { message: `This API key has ${open} scrub uploads in progress, as many as SCRUB_MAX_UPLOADS_PER_CLIENT allows; send the next one when one of them has finished.` })
@@ -106,27 +121,32 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
       if (n === 0) uploading.delete(client)
       else uploading.set(client, n)
     }
-    receiveUpload(router, ex, deps, params, format, jobId ?? randomUUID(), { iysCode: principal.iysCode, keyId: principal.keyId }, release)
+    receiveUpload(router, ex, deps, params, format, jobId ?? randomUUID(), jobId !== null, principal, release)
   }, SCRUB)
 
-  router.get('/v1/scrub', 'scrub', (_, req) => json(200, { jobs: jobs.list(req.principal) }), SCRUB)
+  router.get('/v1/scrub', 'scrub', async (_, req) => json(200, { jobs: await jobs.listFor(req.principal) }), SCRUB)
 
-  router.get('/v1/scrub/:jobId', 'scrub', (_, req) => json(200, jobFor(jobs, req.params[0]!, req.principal)), { params: 1, ...SCRUB })
+  router.get('/v1/scrub/:jobId', 'scrub', async (_, req) => json(200, await jobFor(jobs, req.params[0]!, req.principal)), { params: 1, ...SCRUB })
 
-  router.handle('get', '/v1/scrub/:jobId/result', 'scrub', (ex, req, principal) => {
-    const id = req.getParameter(0) ?? ''
+  router.handle('get', '/v1/scrub/:jobId/result', 'scrub', async (ex, req, principal) => {
+    const id = req.getParameter(0) ?? '' // read before any await: uWS request objects are valid synchronously only
     const only = new URLSearchParams(req.getQuery() ?? '').get('only')
     try {
-      const job = jobFor(jobs, id, principal)
+      const job = await jobFor(jobs, id, principal)
       if (only !== null && only !== 'allowed' && only !== 'blocked') throw new GatewayError('INVALID_FIELD', { location: 'only', value: only, message: 'only must be allowed or blocked.' })
       if (job.state !== 'done') throw new GatewayError('RESULT_NOT_READY', { message: `The job is ${job.state}${job.reason !== undefined ? ': ' + job.reason : ''}; its result is served only when it is done.` })
     } catch (err) {
       router.fail(ex, 'scrub', err)
       return
     }
-    streamResult(ex, jobs.resultPath(id), only as 'allowed' | 'blocked' | null)
+    if (ex.aborted) return // gone while the job was looked up (the router's abort handler settled it)
+    // The gateway that ran the job serves it from its disk (the copy to Postgres waits meanwhile); others from Postgres.
+    const local = jobs.hasLocalResult(id)
+    if (local) jobs.downloadStarted()
+    const source: AsyncIterable<Buffer> = local ? createReadStream(jobs.resultPath(id), { highWaterMark: 256 * 1024 }) : jobs.sharedResult(id)
+    streamResult(ex, source, only as 'allowed' | 'blocked' | null, err => { router.fail(ex, 'scrub', err) })
       .catch(() => { if (!ex.aborted) { try { ex.res.close() } catch { /* already closed */ } } })
-      .finally(() => { router.settle(ex) })
+      .finally(() => { if (local) jobs.downloadEnded(); router.settle(ex) })
   }, SCRUB)
 }
 
@@ -135,13 +155,14 @@ export function scrubRoutes (router: Router, deps: ScrubRouteDeps): void {
  * `release` once: 202 when the file is complete; otherwise the job is failed with the reason, its partial input is
  * deleted (it can never run) and its bytes are given back to SCRUB_MAX_TOTAL_BYTES.
  */
-function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, params: ScrubParams, format: InputFormat, id: string, owner: JobOwner, release: () => void): void {
+function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, params: ScrubParams, format: InputFormat, id: string, named: boolean, principal: Principal, release: () => void): void {
   const { jobs } = deps
   const res = ex.res
   // The job exists from the first byte, so a broken upload leaves a failed job that says why.
   let file: WriteStream | null = null
   let job: JobRecord | null = null
-  const early: Buffer[] = [] // chunks that arrive before the job folder is ready
+  const early: Buffer[] = [] // chunks that arrive before the job folder is ready (and its id claimed in Postgres)
+  let earlyBytes = 0
   let lastSeen = false
   let bytes = 0
   let ended = false // no more data is taken: the last byte arrived, or the upload failed
@@ -214,54 +235,89 @@ function receiveUpload (router: Router, ex: Exchange, deps: ScrubRouteDeps, para
     }
     jobs.addInputBytes(id, n) // counted from here on (the job's record exists from the call to create)
     const chunk = Buffer.from(new Uint8Array(ab)) // a copy: uWS reuses `ab` after this callback
-    if (file === null) { early.push(chunk); lastSeen = isLast; return }
+    if (file === null) {
+      early.push(chunk)
+      lastSeen = isLast
+      earlyBytes += n
+      // A creation that waits (Postgres slow to answer the claim) holds the client, not memory.
+      if (earlyBytes > EARLY_MAX_BYTES && !paused && !isLast) { paused = true; res.pause() }
+      return
+    }
     write(chunk, isLast)
   })
 
-  jobs.create(params, format, id, owner).then(j => {
+  jobs.create(params, format, id, { iysCode: principal.iysCode, keyId: principal.keyId }, { named }).then(j => {
     job = j
     if (failed !== null) { failJob(j, failed); removeInput(); return }
-    file = createWriteStream(jobs.inputPath(id))
-    file.on('error', (err) => { failUpload(`the upload could not be stored: ${err.message}`, new GatewayError('H015', { cause: err })) })
+    const f = file = createWriteStream(jobs.inputPath(id))
+    f.on('error', (err) => { failUpload(`the upload could not be stored: ${err.message}`, new GatewayError('H015', { cause: err })) })
     const pending = early.splice(0)
+    const pausedEarly = paused
     pending.forEach((c, i) => { write(c, lastSeen && i === pending.length - 1) })
     if (pending.length === 0 && lastSeen) write(Buffer.alloc(0), true)
-  }, err => { failUpload('the job could not be created', new GatewayError('H015', { cause: err })) })
+    if (pausedEarly && paused && !ended && !ex.aborted) {
+      const resume = (): void => { if (paused && !ended && !ex.aborted) { paused = false; res.resume() } }
+      if (f.writableNeedDrain) f.once('drain', resume)
+      else resume()
+    }
+  }, err => {
+    // Not created: nothing of it is left (a jobId another gateway holds, or Postgres unable to say whether one does).
+    if (err instanceof JobTaken) failUpload(`the jobId ${id} is taken`, jobExists(id, err.record, principal))
+    else if (err instanceof GatewayError) failUpload(err.message, err)
+    else failUpload('the job could not be created', new GatewayError('H015', { cause: err }))
+  })
 }
 
-/** Streams the result file with backpressure; `only` keeps the allowed or the blocked lines. */
-async function streamResult (ex: Exchange, path: string, only: 'allowed' | 'blocked' | null): Promise<void> {
+/**
+ * Streams a result (the file on this gateway's disk, or its chunks in Postgres) with backpressure; `only` keeps the
+ * allowed or the blocked lines. A failure before the first byte is answered by `fail` (an error body); after it, the
+ * caller closes the connection (the client sees a cut-off transfer, never a short result that looks whole).
+ */
+async function streamResult (ex: Exchange, source: AsyncIterable<Buffer>, only: 'allowed' | 'blocked' | null, fail: (err: unknown) => void): Promise<void> {
   const res: HttpResponse = ex.res
+  const chunks = source[Symbol.asyncIterator]()
+  let next: IteratorResult<Buffer>
+  try {
+    next = await chunks.next()
+  } catch (err) {
+    fail(err)
+    return
+  }
+  if (ex.aborted) { await chunks.return?.(); return }
   // Replaces the router's abort handler (uWS keeps one): a client that hangs up while we wait for the socket to
   // drain must end that wait too, or the file stays open and the exchange is never settled.
   let wake: (() => void) | null = null
   res.onAborted(() => { ex.aborted = true; wake?.() })
   res.cork(() => { res.writeStatus(statusLine(200)).writeHeader('Content-Type', 'text/csv; charset=utf-8') })
-  const stream = createReadStream(path, { highWaterMark: 256 * 1024 })
+  const decoder = new StringDecoder('utf8') // a character split between two chunks stays whole
   let rest = ''
   let first = true
-  for await (const chunk of stream) {
-    if (ex.aborted) { stream.destroy(); return }
-    let out: string | Buffer
-    if (only === null) out = chunk as Buffer
-    else {
-      const lines = (rest + (chunk as Buffer).toString('utf8')).split('\n')
-      rest = lines.pop()!
-      let text = ''
-      for (const l of lines) {
-        if (first) { first = false; text += l + '\n'; continue } // the header
-        if (isAllowedRow(l) === (only === 'allowed')) text += l + '\n'
+  try {
+    for (; next.done !== true; next = await chunks.next()) {
+      if (ex.aborted) return
+      const chunk = next.value
+      let out: string | Buffer
+      if (only === null) out = chunk
+      else {
+        const lines = (rest + decoder.write(chunk)).split('\n')
+        rest = lines.pop()!
+        let text = ''
+        for (const l of lines) {
+          if (first) { first = false; text += l + '\n'; continue } // the header
+          if (isAllowedRow(l) === (only === 'allowed')) text += l + '\n'
+        }
+        out = text
       }
-      out = text
+      let ok = true
+      res.cork(() => { ok = res.write(out) })
+      if (!ok && !ex.aborted) {
+        await new Promise<void>(resolve => { wake = resolve; res.onWritable(() => { resolve(); return true }) })
+        wake = null
+      }
     }
-    let ok = true
-    res.cork(() => { ok = res.write(out) })
-    if (!ok && !ex.aborted) {
-      await new Promise<void>(resolve => { wake = resolve; res.onWritable(() => { resolve(); return true }) })
-      wake = null
-    }
+  } finally {
+    await chunks.return?.() // closes the file, or ends the reads from Postgres
   }
-  stream.destroy()
   if (!ex.aborted) res.cork(() => res.end())
 }
 
