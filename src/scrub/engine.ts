@@ -91,7 +91,11 @@ export async function scrubFile (deps: EngineDeps, input: string, output: string
 
   const dispatch = (): void => {
     const nums = Float64Array.from(numbers)
-    inflight.push(runChunk(deps, params, { text: lines.join('\n'), numbers: nums, format, column }))
+    const chunk = runChunk(deps, params, { text: lines.join('\n'), numbers: nums, format, column })
+    // Awaited in order by writeOldest; until then a rejection (the pool destroyed as the gateway stops mid-job) must
+    // not count as unhandled, which would end the process.
+    chunk.catch(() => {})
+    inflight.push(chunk)
     pendingLines.push(nums)
     lines = []
     numbers = []

@@ -32,6 +32,7 @@ import { hostname } from 'node:os'
 import { open, stat } from 'node:fs/promises'
 import type { QueryConfig } from 'pg'
 import type { Logger } from 'pino'
+import { GatewayError } from '../domain/errors.js'
 import { isTransientDbError, type Pool } from '../store/pg.js'
 import type { JobRecord, JobState } from './jobs.js'
 
@@ -241,8 +242,9 @@ export class SharedJobs {
 
   /**
    * A done job's result from Postgres, chunk by chunk, in order (one chunk in memory at a time). While the gateway
-   * that ran it is still copying it, waits for the next chunk; throws when the job stops being done (its gateway
-   * went away before the copy ended, or the retention deleted it) or the copy stalls for CHUNK_STALL_MS.
+   * that ran it is still copying it, waits for the next chunk; throws (the route's answer when no byte was sent yet)
+   * when the job stops being done (its gateway went away before the copy ended: RESULT_NOT_READY with the failure;
+   * the retention deleted it: NOT_FOUND) or the copy stalls for CHUNK_STALL_MS.
    */
   async * resultChunks (id: string): AsyncGenerator<Buffer> {
     let n = 0
@@ -258,12 +260,12 @@ export class SharedJobs {
       const { rows: jobs } = await this.o.pool.query<{ record: JobRecord, state: JobState, stored: boolean, chunks: number, orphaned: boolean }>(
         `SELECT j.record, j.state, j.result_stored AS stored, j.result_chunks AS chunks, ${ORPHANED} AS orphaned FROM scrub_jobs j WHERE j.job_id = $2`, [this.gatewayId, id])
       const job = jobs[0]
-      if (job === undefined) throw new Error(`scrub job ${id} was deleted while its result was being read`)
-      if (job.orphaned) await this.failOrphan(job.record)
-      if (job.orphaned || job.state !== 'done') throw new Error(`scrub job ${id} is no longer done: its result cannot be read`)
+      if (job === undefined) throw new GatewayError('NOT_FOUND', { message: 'No such scrub job (it passed its retention while its result was being read).' })
+      const now = job.orphaned ? await this.failOrphan(job.record) : job.record
+      if (now.state !== 'done') throw new GatewayError('RESULT_NOT_READY', { message: `The job is ${now.state}${now.reason !== undefined ? ': ' + now.reason : ''}; its result is served only when it is done.` })
       if (job.stored && n >= job.chunks) return
       if (job.chunks > n) continue // the chunk came in between the two reads
-      if (Date.now() - lastProgress > CHUNK_STALL_MS) throw new Error(`the result of scrub job ${id} has not been copied further for ${CHUNK_STALL_MS / 60_000} minutes`)
+      if (Date.now() - lastProgress > CHUNK_STALL_MS) throw new GatewayError('RESULT_NOT_READY', { retryAfterS: 60, message: `The job is done, but its result has not been copied further for ${CHUNK_STALL_MS / 60_000} minutes to where this gateway can serve it; try again later.` })
       await new Promise(resolve => setTimeout(resolve, CHUNK_POLL_MS))
     }
   }
