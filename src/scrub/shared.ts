@@ -115,11 +115,14 @@ export interface SharedJobsOptions {
   onLost: (id: string, record: JobRecord) => void
 }
 
-/** A jobId a job of another gateway (or an earlier job here) holds in Postgres. */
-export class JobTaken extends Error {
+/**
+ * A jobId a job of another gateway (or an earlier job here) holds in Postgres. JOB_EXISTS as it stands; the upload
+ * route words its own answer from `record` (saying nothing of a job the caller may not see).
+ */
+export class JobTaken extends GatewayError {
   readonly record: JobRecord
   constructor (record: JobRecord) {
-    super(`scrub job ${record.jobId} exists already`)
+    super('JOB_EXISTS', { location: 'jobId', value: record.jobId, message: `A scrub job named ${record.jobId} exists already; choose another jobId.` })
     this.record = record
   }
 }
