@@ -160,6 +160,8 @@ describe('scrub jobs across gateways', () => {
       jobId = up.json.jobId
       // Running on C, and B reads it so from Postgres; then C stops before the job ends.
       await until(async () => (await call(b.url, `/v1/scrub/${jobId}`, key)).json?.state === 'running', 60_000, 'the job to run, as B sees it')
+      // While it runs, both answer the same (the record as C last saved it), totals included.
+      await until(async () => (await call(c.url, `/v1/scrub/${jobId}`, key)).text === (await call(b.url, `/v1/scrub/${jobId}`, key)).text, 30_000, 'C and B to answer the same')
     } finally {
       await c.close()
     }

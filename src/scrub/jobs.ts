@@ -102,6 +102,11 @@ export class ScrubJobs {
   private shared: SharedJobs | null = null
   /** jobs another gateway gave up while this one still had them going: the failure it wrote (see settleLost) */
   private readonly lost = new Map<string, JobRecord>()
+  /**
+   * With Postgres, each job's record as last saved (job.json's text): what is shared, and what every gateway answers,
+   * this one included. A running job's totals grow in memory between saves (every 2 s, and at each change of state).
+   */
+  private readonly saved = new Map<string, string>()
 
   /**
    * `onUsage` hears every change of usedBytes (for a gauge). With `pool` (DATABASE_URL), jobs are shared through
@@ -165,6 +170,7 @@ export class ScrubJobs {
         retentionMs: this.retentionMs,
         log: this.log,
         local: id => this.jobs.get(id),
+        saved: id => this.snapshot(id),
         localIds: () => this.jobs.keys(),
         resultPath: id => this.resultPath(id),
         onLost: (id, record) => { this.onLost(id, record) }
@@ -286,8 +292,15 @@ export class ScrubJobs {
    */
   async find (id: string): Promise<JobRecord | undefined> {
     const local = this.jobs.get(id)
-    if (local !== undefined || this.shared === null) return local
+    if (this.shared === null) return local
+    if (local !== undefined) return JSON.parse(this.snapshot(id)!) as JobRecord
     return await this.shared.get(id)
+  }
+
+  /** Job `id`'s record as last saved (as it is now when it was never saved in this run). */
+  private snapshot (id: string): string | undefined {
+    const job = this.jobs.get(id)
+    return job === undefined ? undefined : this.saved.get(id) ?? JSON.stringify(job)
   }
 
   /** Whether job `id`'s result is on this gateway's disk (it ran the job): served from there, else from Postgres. */
@@ -317,7 +330,7 @@ export class ScrubJobs {
     if (this.shared === null) return this.list(p)
     const all = new Map<string, JobRecord>()
     for (const j of await this.shared.listTenant(p.iysCode)) if (visibleTo(j, p)) all.set(j.jobId, j)
-    for (const j of this.list(p)) all.set(j.jobId, j)
+    for (const j of this.list(p)) all.set(j.jobId, JSON.parse(this.snapshot(j.jobId)!) as JobRecord)
     return [...all.values()].sort((a, b) => b.createdAt.localeCompare(a.createdAt))
   }
 
@@ -350,7 +363,9 @@ export class ScrubJobs {
 
   private async writeLocal (job: JobRecord): Promise<void> {
     const file = join(this.dir, job.jobId, 'job.json')
-    await writeFile(file + '.tmp', JSON.stringify(job))
+    const text = JSON.stringify(job)
+    if (this.shared !== null) this.saved.set(job.jobId, text)
+    await writeFile(file + '.tmp', text)
     await rename(file + '.tmp', file)
   }
 
@@ -432,6 +447,7 @@ export class ScrubJobs {
   }
 
   private forget (id: string): void {
+    this.saved.delete(id)
     const d = this.disk.get(id)
     if (d !== undefined) { this.used -= d.input + d.result; this.disk.delete(id); this.onUsage(this.used) }
   }

@@ -6,10 +6,11 @@
 //   so every gateway answers the same text), with the columns the queries need (state, tenant, expiry, the gateway
 //   that runs it), and, once the job is done, its result file in 1 MiB bytea rows (`scrub_result_chunks`).
 // - Off the scrub's path: the runner writes records and copies results from one background loop (kicked by every
-//   save of a job, one write in flight, each write the job's latest record), never awaited by the upload, the scrub
-//   or the runner's own answers. The runner answers for its jobs from memory and serves their results from its disk,
-//   as without Postgres; the others read Postgres. So a running job's totals on another gateway are those of the
-//   runner's last save (every 2 s while it runs, and at each change of state); a done job reads the same everywhere.
+//   save of a job, one write in flight, each write the job's record as last saved), never awaited by the upload, the
+//   scrub or the runner's own answers. The runner answers for its jobs from memory (the record as last saved, not the
+//   totals counting on between saves: so it answers what the others read) and serves their results from its disk, as
+//   without Postgres; the others read Postgres. A running job's totals are those of its last save (every 2 s, and at
+//   each change of state) on every gateway; the others see a save once its write has landed (milliseconds).
 // - The result is copied right after the job is done, one chunk per statement (never the whole file in memory); the
 //   copy waits while the runner itself is streaming a result from its disk (that download is what a client of the
 //   runner waits for, and what the benchmark measures). Another gateway streams a done job's result as its chunks
@@ -106,8 +107,10 @@ export interface SharedJobsOptions {
   gatewayId: string
   retentionMs: number
   log: Logger
-  /** this gateway's record of a job (what it writes), or undefined when it has none */
+  /** this gateway's record of a job, or undefined when it has none */
   local: (id: string) => JobRecord | undefined
+  /** the record of this gateway's job as last saved (job.json's text): what is written to Postgres */
+  saved: (id: string) => string | undefined
   /** the ids of this gateway's jobs */
   localIds: () => Iterable<string>
   resultPath: (id: string) => string
@@ -176,16 +179,21 @@ export class SharedJobs {
       await this.o.pool.query(HEARTBEAT, [this.gatewayId, this.host])
       const wasDown = !this.reachable
       this.reachable = true
-      // Postgres is back: what waited for it goes now rather than at the end of its back-off.
-      if (wasDown && this.timer !== null) { clearTimeout(this.timer); this.timer = null; this.backoffMs = RETRY_MIN_MS; this.kick() }
+      if (!wasDown) return
+      this.o.log.info({ gatewayId: this.gatewayId }, 'Postgres answers scrub writes again')
+      // What waited for it goes now rather than at the end of its back-off.
+      if (this.timer !== null) { clearTimeout(this.timer); this.timer = null; this.backoffMs = RETRY_MIN_MS; this.kick() }
     } catch (err) {
       this.failed(err, 'scrub heartbeat')
     }
   }
 
+  /** A statement failed: Postgres away is said once (at debug level while it stays away), anything else each time. */
   private failed (err: unknown, what: string): void {
-    if (isTransientDbError(err)) this.reachable = false
-    this.o.log.warn({ err, gatewayId: this.gatewayId }, `${what} failed; retrying`)
+    const away = isTransientDbError(err)
+    if (away && !this.reachable) { this.o.log.debug({ err }, `${what} failed; retrying`); return }
+    if (away) this.reachable = false
+    this.o.log.warn({ err, gatewayId: this.gatewayId }, `${what} failed; retrying (jobs go on here, and are written to Postgres when it answers)`)
   }
 
   /**
@@ -305,9 +313,9 @@ export class SharedJobs {
     await this.o.pool.query('DELETE FROM scrub_jobs WHERE job_id = $1 AND gateway_id = $2', [id, this.gatewayId])
   }
 
-  /** The parameters of CLAIM and PUT for `job`. */
-  private row (job: JobRecord): unknown[] {
-    return [job.jobId, this.gatewayId, job.owner?.iysCode ?? null, job.state, JSON.stringify(job), job.createdAt, job.expiresAt ?? null]
+  /** The parameters of CLAIM and PUT for `job` (as `text`, its JSON). */
+  private row (job: JobRecord, text = JSON.stringify(job)): unknown[] {
+    return [job.jobId, this.gatewayId, job.owner?.iysCode ?? null, job.state, text, job.createdAt, job.expiresAt ?? null]
   }
 
   /**
@@ -357,7 +365,7 @@ export class SharedJobs {
       const job = this.o.local(id)!
       const r = shared.get(id)
       if (r?.state === 'failed' && job.state !== 'failed') continue // taken above
-      if (r === undefined || r.text !== JSON.stringify(job)) this.dirty.add(id)
+      if (r === undefined || r.text !== this.o.saved(id)) this.dirty.add(id)
       if (job.state === 'done' && r?.stored !== true) this.copies.set(id, r?.chunks ?? 0)
     }
   }
@@ -396,11 +404,16 @@ export class SharedJobs {
     this.timer.unref()
   }
 
-  /** Writes job `id`'s latest record; learns here that its jobId is another gateway's, or that the job was given up. */
+  /**
+   * Writes job `id`'s record as last saved (the scrub goes on counting in memory meanwhile: the text saved, and not
+   * the object now, is what every gateway answers, this one too); learns here that its jobId is another gateway's,
+   * or that the job was given up.
+   */
   private async put (id: string): Promise<void> {
+    const text = this.o.saved(id)
     const job = this.o.local(id)
-    if (job === undefined || this.localOnly.has(id)) return
-    const r = await this.o.pool.query(PUT, this.row(job))
+    if (text === undefined || job === undefined || this.localOnly.has(id)) return
+    const r = await this.o.pool.query(PUT, this.row(JSON.parse(text) as JobRecord, text))
     this.reachable = true
     this.backoffMs = RETRY_MIN_MS
     if (r.rowCount === 1) return
