@@ -60,6 +60,10 @@ export class Checker {
    * the replica, ruled out by the bloom filter, invalid or informational; a promise when some went to the store.
    */
   check (q: CheckQuery): CheckResult[] | Promise<CheckResult[]> {
+    return this.run(q, true)
+  }
+
+  private run (q: CheckQuery, mayRetry: boolean): CheckResult[] | Promise<CheckResult[]> {
     const n = q.recipients.length
     const results = new Array<CheckResult>(n)
     // One version for the whole batch: a flip in the middle must not mix bloom of one with buckets of another.
@@ -115,15 +119,19 @@ export class Checker {
     }
 
     if (this.observer?.bloom !== undefined && view !== null) this.observer.bloom(fields?.length ?? 0, absent)
-    return fields === null ? results : this.lookedUp(q, results, view!, fields, buckets!, pending!, norms!)
+    return fields === null ? results : this.lookedUp(q, results, view!, fields, buckets!, pending!, norms!, mayRetry)
   }
 
   /** Decides the keys the bloom let through, after one lookup for all of them. */
-  private async lookedUp (q: CheckQuery, results: CheckResult[], view: FilterView, fields: string[], buckets: number[], pending: number[], norms: string[]): Promise<CheckResult[]> {
+  private async lookedUp (q: CheckQuery, results: CheckResult[], view: FilterView, fields: string[], buckets: number[], pending: number[], norms: string[], mayRetry: boolean): Promise<CheckResult[]> {
     let states: (string | null)[] | null = null
     try {
       states = await view.lookup(fields, buckets)
     } catch (err) {
+      // A flip raced this batch: its version was removed after the mirror had moved on to the next one (`load`
+      // removes the old version once every gateway serves the new one, not once their lookups in flight are done).
+      // Asked again, once, of the version now served, rather than failing closed for a version nobody serves.
+      if (mayRetry && (err as { code?: string }).code === 'VERSION_GONE' && this.getView() !== view) return await this.run(q, false)
       this.observer?.storeError(err)
     }
     for (let j = 0; j < pending.length; j++) {

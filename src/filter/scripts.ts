@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs'
 import { BUCKET_SENTINEL } from './layout.js'
 import { SEQ_LUA_PATTERN } from './state.js'
 import { projectUrl } from '../util/paths.js'
-import type { RedisClient } from '../store/redis.js'
+import { isCluster, type RedisClient } from '../store/redis.js'
 
 // Read from the source tree, from src/ and dist/ alike (tsc copies no .lua files).
 const LUA_DIR = projectUrl('src/filter/lua/')
@@ -60,6 +60,10 @@ export function withScripts (redis: RedisClient): ScriptedRedis {
   for (const [name, def] of Object.entries(SCRIPTS)) {
     if (typeof r[name] === 'function') continue
     redis.defineCommand(name, def.numberOfKeys === undefined ? { lua: def.lua } : { lua: def.lua, numberOfKeys: def.numberOfKeys })
+    // A script whose count of keys comes first is never auto-pipelined in a cluster: ioredis groups a tick's commands
+    // by the slot of their first argument, the count here, and the batch then fails ("same slots allocation group").
+    // (A new array: ioredis shares its default one between clients.)
+    if (isCluster(redis) && def.numberOfKeys === undefined) redis.options.autoPipeliningIgnoredCommands = [...redis.options.autoPipeliningIgnoredCommands ?? [], name]
   }
   return redis as ScriptedRedis
 }
