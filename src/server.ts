@@ -234,7 +234,7 @@ export async function startGateway (config: Config, log: Logger): Promise<Gatewa
   })
 
   // Bulk scrubbing: jobs on local disk, chunks on a worker pool over the same SharedArrayBuffer bloom (Redis mode).
-  const jobs = new ScrubJobs(config.scrub.dir, config.scrub.retentionHours, log, (bytes) => { metrics.scrubDiskBytes.set(bytes) })
+  const jobs = new ScrubJobs(config.scrub.dir, config.scrub.retentionHours, log, (bytes) => { metrics.scrubDiskBytes.set(bytes) }, pool)
   const unfinished = await jobs.init()
   const scrubPool = config.redisUrl !== null
     ? createScrubPool({ redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, redisTimeoutMs: config.redisTimeoutMs, policy }, config.scrub.threads)
