@@ -9,12 +9,16 @@ import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import pino from 'pino'
+import { RateLimiter } from '../src/auth/rate-limit.js'
 import { formatIysDate } from '../src/domain/time.js'
 import { layout } from '../src/filter/layout.js'
+import { CLUSTER_SCHEME, createRedis, waitReady } from '../src/store/redis.js'
 import { runCli, seedGenerated, startServeProcess, type ServeProcess } from './helpers/cli.js'
 import { differences, gatewayAnswers, randomItems, sqlAnswers, type Answer, type Item } from './helpers/differential.js'
-import { check, postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
+import { authFor, check, postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { startRedisCluster, type RedisCluster } from './helpers/redis-cluster.js'
+import { hammer } from './helpers/rate.js'
 import { freePort, until } from './helpers/redis-server.js'
 import { testServices, type TestServices } from './helpers/services.js'
 
@@ -90,6 +94,43 @@ describe('on a Redis Cluster of three masters with a replica each', () => {
     const seen = new Set(expected.map(e => e.reason))
     for (const r of ['CONSENT', 'REJECTED', 'TACIR_NO_RECORD', 'NO_CONSENT']) expect(seen).toContain(r)
   }, 120_000)
+
+  it('scrubs a list through the cluster, from the replica and the Redis way, as SQL decides', async () => {
+    // One query's items (brand, MESAJ, BIREYSEL, commercial), each recipient once: a repeat would be a DUPLICATE line.
+    const byRecipient = new Map<string, Item>()
+    for (const it of await randomItems(pool, 20_000, 11)) {
+      if (it.type === 'MESAJ' && it.rt === 'BIREYSEL' && it.commercial && it.brand === String(BRAND) && it.canonical !== null) byRecipient.set(it.canonical, it)
+    }
+    const items = [...byRecipient.values()]
+    expect(items.length).toBeGreaterThan(1000)
+    const expected = await sqlAnswers(pool, items)
+    for (const url of [writer.url, reader.url]) {
+      const auth = authFor(url)
+      const up = await fetch(`${url}/v1/scrub?brandCode=${BRAND}&type=MESAJ`, { method: 'POST', headers: { 'content-type': 'text/csv', ...auth }, body: items.map(it => it.input).join('\n') + '\n' })
+      expect(up.status).toBe(202)
+      const { jobId } = await up.json() as { jobId: string }
+      await until(async () => ['done', 'failed'].includes((await (await fetch(`${url}/v1/scrub/${jobId}`, { headers: auth })).json() as { state: string }).state), 60_000, 'the scrub job')
+      const rows = (await (await fetch(`${url}/v1/scrub/${jobId}/result`, { headers: auth })).text()).trim().split('\n').slice(1)
+      expect(rows.map(r => r.split(',')[3])).toEqual(expected.map(e => e.reason))
+    }
+  }, 120_000)
+
+  it('keeps two processes\' rate limits on one key together through the cluster', async () => {
+    const log = pino({ level: 'silent' })
+    const clients = [0, 1].map(() => createRedis(CLUSTER_SCHEME + cluster.env.REDIS_CLUSTER_NODES, { timeoutMs: 2000, name: 'rate-test' }))
+    try {
+      for (const c of clients) await waitReady(c, 10_000)
+      const limiters = clients.map(redis => new RateLimiter({ redis, prefix: prefix + 'rate:', log }))
+      const started = Date.now()
+      const counts = await hammer(limiters, 'shared', 100, 2000)
+      const allowance = 100 + 100 * (Date.now() - started) / 1000 // as test/rate-limit.test.ts: one bucket, not two
+      expect(counts[0]! + counts[1]!).toBeLessThanOrEqual(Math.ceil(1.3 * allowance))
+      expect(Math.min(...counts)).toBeGreaterThan(0)
+      expect(await clients[0]!.pttl(prefix + 'rate:shared')).toBeGreaterThan(0)
+    } finally {
+      for (const c of clients) c.disconnect()
+    }
+  }, 60_000)
 
   const consentsUrl = (): string => `${writer.url}/sps/${IYS}/brands/${BRAND}/consents`
   const reason = async (url: string, recipient: string): Promise<string> =>

@@ -9,6 +9,7 @@ import { RateLimiter } from '../src/auth/rate-limit.js'
 import { createRedis, waitReady, type RedisClient } from '../src/store/redis.js'
 import { testServices, type TestServicesWithRedis } from './helpers/services.js'
 import { TcpProxy } from './helpers/tcp-proxy.js'
+import { hammer } from './helpers/rate.js'
 
 const log = pino({ level: 'silent' })
 
@@ -131,20 +132,6 @@ describe('rate limits shared through Redis', () => {
     const l = new RateLimiter({ redis, prefix: services.redis.prefix + 'rate:', log, ...(opts.onLocal !== undefined ? { onLocal: opts.onLocal } : {}) })
     limiters.push(l)
     return l
-  }
-
-  /**
-   * Offers `key` to each limiter in turn, `perTick` times each every millisecond or so, for `ms`: how many requests
-   * each let through.
-   */
-  async function hammer (ls: RateLimiter[], key: string, rate: number, ms: number, perTick = 5): Promise<number[]> {
-    const counts = ls.map(() => 0)
-    const end = Date.now() + ms
-    while (Date.now() < end) {
-      ls.forEach((l, i) => { for (let j = 0; j < perTick; j++) if (l.take(key, rate) === 0) counts[i]!++ })
-      await sleep(1)
-    }
-    return counts
   }
 
   it('keeps two gateway processes on one key together at about the rate, not twice it', async () => {
