@@ -149,6 +149,14 @@ describe('scrub jobs across gateways', () => {
       expect((await row(jobId))?.gateway_id).toBe(gatewayId('a'))
       expect((await call(b.url, `/v1/scrub/${jobId}/result`, key)).bytes.equals(onA.bytes)).toBe(true)
     }, 60_000)
+
+    it('answers 404 for an id no upload could take, without asking Postgres (which refuses a NUL: it was a 500)', async () => {
+      for (const path of ['/v1/scrub/%00', '/v1/scrub/a%00b/result', `/v1/scrub/${'x'.repeat(65)}`]) {
+        const r = await call(b.url, path, key)
+        expect(r.status, path).toBe(404)
+        expect(r.json.errors[0].code).toBe('NOT_FOUND')
+      }
+    })
   })
 
   it('fails on the other gateway a job whose gateway stopped mid-run, once the lease has passed, and its gateway does not run it again', async () => {

@@ -291,6 +291,8 @@ export class ScrubJobs {
    * gateway that stopped answering is failed in first. Throws the database's error when Postgres cannot say.
    */
   async find (id: string): Promise<JobRecord | undefined> {
+    // An id no upload could take names no job; Postgres is not asked (it refuses a NUL in text: a 500, not a 404).
+    if (!JOB_ID.test(id)) return undefined
     const local = this.jobs.get(id)
     if (this.shared === null) return local
     if (local !== undefined) return JSON.parse(this.snapshot(id)!) as JobRecord
