@@ -23,6 +23,7 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { mulberry32 } from '../dist/src/util/random.js'
 import { layout } from '../dist/src/filter/layout.js'
+import { readBloom } from '../dist/src/filter/bloom-store.js'
 import {
   BENCH_DIR, CLI, cpuSeconds, createDatabase, dbUrl, dropDatabase, fmtInt, fmtNum, gatewayEnv, killChild, log, machineBusySeconds, percentile, postJson, print, procMemory,
   query, run, runHttpLoad, sleep, startGateway, threadCpuSeconds, threadShares, unlinkPrefix, waitQuiet, authFor
@@ -370,8 +371,9 @@ export async function scrubScenario (ctx) {
 
     // --- 2. the filter step, ours against bloom-filters --------------------------------------------------------------
     const bloomFile = join(ctx.tmpDir, 'scrub-bloom.bin')
-    const bits = await ctx.redis.getBuffer(layout(prefix).bloom(loaded.version))
-    if (bits !== null) writeFileSync(bloomFile, bits)
+    const meta = await ctx.redis.hgetall(layout(prefix).meta(loaded.version))
+    const bits = await readBloom(ctx.redis, layout(prefix), loaded.version, Number(meta.blocks))
+    if (bits !== null) writeFileSync(bloomFile, bits.bytes())
     await waitQuiet(ctx.quietWaitMs)
     log(`[scrub] filter step over the first ${fmtInt(M)} lines: ours against bloom-filters (in a child process)`)
     const fr = await run(process.execPath, [join(BENCH_DIR, 'scrub-filter.js'), '--file', listFile, '--lines', String(M), '--present', String(list.presentKeysInM),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { BLOCK_BYTES, BloomFilter, blocksFor, expectedFpr } from '../src/filter/bloom.js'
+import { BLOCK_BYTES, BLOOM_SEGMENTS, BloomFilter, blocksFor, expectedFpr, filterBlocks, redisBitOffsets, segmentOf } from '../src/filter/bloom.js'
 import { bucketOf, hashKey, hashText, keyCode, keyHash, keyText } from '../src/filter/key.js'
 import { mulberry32 } from '../src/util/random.js'
 
@@ -66,8 +66,10 @@ describe('split-block bloom filter', () => {
         expect(measured).toBeLessThanOrEqual(1.5 * fpr)
       })
 
-      it('is sized to the fewest whole blocks that meet the target', () => {
-        expect(f.blocks).toBe(blocksFor(n, fpr))
+      it('is sized to the fewest whole segments of blocks that meet the target', () => {
+        expect(f.blocks).toBe(filterBlocks(n, fpr))
+        expect(f.blocks % BLOOM_SEGMENTS).toBe(0)
+        expect(f.blocks - blocksFor(n, fpr)).toBeLessThan(BLOOM_SEGMENTS)
         expect(f.bytes().byteLength).toBe(f.blocks * BLOCK_BYTES)
         expect(f.buffer).toBeInstanceOf(SharedArrayBuffer)
       })
@@ -109,10 +111,34 @@ describe('split-block bloom filter', () => {
     expect(maybes).toBe(0)
   })
 
-  it('refuses a buffer that is empty or not a whole number of blocks', () => {
+  it('refuses a buffer that is empty or not a whole number of segments of blocks', () => {
     expect(() => new BloomFilter(new ArrayBuffer(0))).toThrow(RangeError)
     expect(() => new BloomFilter(new ArrayBuffer(BLOCK_BYTES + 4))).toThrow(RangeError)
+    expect(() => new BloomFilter(new ArrayBuffer(BLOCK_BYTES * (BLOOM_SEGMENTS + 1)))).toThrow(RangeError)
     expect(() => BloomFilter.fromBytes(new Uint8Array(31))).toThrow(RangeError)
+    expect(new BloomFilter(new ArrayBuffer(BLOCK_BYTES * BLOOM_SEGMENTS * 2)).perSegment).toBe(2)
+  })
+
+  it('puts a key\'s bits in its segment (h1\'s top bits), as the Redis offsets of that segment say', () => {
+    const f = BloomFilter.forCapacity(100_000, 0.001)
+    const offsets = new Array<number>(8)
+    for (const k of keyTexts(2_000, 13)) {
+      hashText(k)
+      const [h1, h2] = [keyHash[0]!, keyHash[1]!]
+      const before = f.bytes().slice()
+      f.add(h1, h2)
+      const after = f.bytes()
+      const seg = segmentOf(h1)
+      const segBytes = f.perSegment * BLOCK_BYTES
+      redisBitOffsets(f.blocks, h1, h2, offsets)
+      for (let i = 0; i < after.length; i++) {
+        if (after[i] === before[i]) continue
+        expect(Math.floor(i / segBytes)).toBe(seg) // every byte the key changed is in its segment…
+        for (let bit = 0; bit < 8; bit++) { // …and every bit it set is one of the offsets, counted in that segment
+          if ((after[i]! & (1 << bit)) !== 0 && (before[i]! & (1 << bit)) === 0) expect(offsets).toContain((i - seg * segBytes) * 8 + (7 - bit))
+        }
+      }
+    }
   })
 })
 
@@ -202,17 +228,18 @@ describe('key hashing', () => {
   it('takes a key\'s Redis bucket from the two hash words it is given, whatever was hashed since', () => {
     hashText('600001MB+905321234567')
     const [h1, h2] = [keyHash[0]!, keyHash[1]!]
-    const bucket = bucketOf(h1, h2, 1000)
+    const bucket = bucketOf(h1, h2, 1024)
     hashText('something else entirely')
-    expect(bucketOf(h1, h2, 1000)).toBe(bucket)
-    // The formula of the stored layout: h2 xor h1 rotated by 16 bits, modulo the bucket count.
-    expect(bucket).toBe(((h2 ^ ((h1 << 16) | (h1 >>> 16))) >>> 0) % 1000)
-    expect(bucketOf(h1, h2, 1)).toBe(0)
+    expect(bucketOf(h1, h2, 1024)).toBe(bucket)
+    // The formula of the stored layout: the group (bucket mod 128) is the key's bloom segment, h1's top 7 bits; within
+    // it, h2 xor h1 rotated by 16 bits modulo the buckets per group.
+    expect(bucket % BLOOM_SEGMENTS).toBe(segmentOf(h1))
+    expect(bucket).toBe((h1 >>> 25) + 128 * ((((h2 ^ ((h1 << 16) | (h1 >>> 16))) >>> 0) % 8)))
   })
 
   it('spreads keys evenly over the Redis buckets', () => {
-    const counts = new Uint32Array(50)
-    for (const k of keyTexts(50_000, 12)) {
+    const counts = new Uint32Array(1024)
+    for (const k of keyTexts(1_024_000, 12)) {
       hashText(k)
       counts[bucketOf(keyHash[0]!, keyHash[1]!, counts.length)]++
     }

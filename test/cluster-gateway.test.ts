@@ -1,4 +1,4 @@
-// The gateway on a real Redis Cluster (3 masters with one replica each, test/helpers/redis-cluster.ts), three gateways
+// The gateway on a real Redis Cluster (3 masters with one replica each, src/dev/redis-cluster.ts), three gateways
 // against it and one Postgres (two with Postgres, so two change appliers run at once): `load` spreads a version's
 // buckets over the shards, checks agree with SQL from the local replica and from Redis, a RET written on one gateway
 // reaches the other processes, a second `load` flips under traffic, and a master killed during traffic is replaced by
@@ -17,7 +17,7 @@ import { CLUSTER_SCHEME, createRedis, waitReady } from '../src/store/redis.js'
 import { runCli, seedGenerated, startServeProcess, type ServeProcess } from './helpers/cli.js'
 import { differences, gatewayAnswers, randomItems, sqlAnswers, type Answer, type Item } from './helpers/differential.js'
 import { authFor, check, postJson, startTestGateway, type RunningGateway } from './helpers/gateway.js'
-import { startRedisCluster, type RedisCluster } from './helpers/redis-cluster.js'
+import { startRedisCluster, type RedisCluster } from '../src/dev/redis-cluster.js'
 import { hammer } from './helpers/rate.js'
 import { freePort, until } from './helpers/redis-server.js'
 import { testServices, type TestServices } from './helpers/services.js'
@@ -74,7 +74,7 @@ describe('on a Redis Cluster of three masters with a replica each', () => {
     return out
   }
 
-  it('load spreads a version\'s buckets over every master and keeps the control keys together in one slot', async () => {
+  it('load spreads a version\'s buckets and bloom bits over every master and keeps the control keys together in one slot', async () => {
     const { filterVersion: version } = await (await fetch(writer.url + '/readyz')).json() as { filterVersion: number }
     const buckets = await keysByMaster(`${prefix}v${version}:b:*`)
     expect([...buckets.values()].every(n => n > 0)).toBe(true)
@@ -83,7 +83,11 @@ describe('on a Redis Cluster of three masters with a replica each', () => {
     for (const n of buckets.values()) expect(n / total).toBeLessThan(0.6)
     const keys = layout(prefix)
     const control = await cluster.masterOf(keys.current)
-    for (const k of [keys.generation, keys.applied, keys.changes, keys.meta(version), keys.bloom(version)]) expect(await cluster.masterOf(k)).toBe(control)
+    for (const k of [keys.generation, keys.applied, keys.changes, keys.meta(version)]) expect(await cluster.masterOf(k)).toBe(control)
+    // Bloom segment g lives with bucket group g (a key's state and bits are one slot), so the bits spread too.
+    const segments = await keysByMaster(`${prefix}v${version}:bloom*`)
+    expect([...segments.values()].every(n => n > 0)).toBe(true)
+    for (const g of [0, 5, 127]) expect(await cluster.masterOf(keys.bloomSegment(version, g))).toBe(await cluster.masterOf(keys.bucket(version, g + 128)))
   })
 
   it('agrees with SQL on 30,000 random checks, from the local replica and from Redis', async () => {

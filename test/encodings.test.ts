@@ -19,6 +19,8 @@ import { CONSENT_COLUMNS } from '../src/formats/consent-file.js'
 import { writeConsents } from '../src/store/consent-store.js'
 import { sourceToIndex } from '../src/domain/vocabulary.js'
 import { testServices, type TestServicesWithRedis } from './helpers/services.js'
+import { readBloom, writeBloom } from '../src/filter/bloom-store.js'
+import { BloomFilter } from '../src/filter/bloom.js'
 
 const log = pino({ level: 'silent' })
 const FPR = 0.01
@@ -46,10 +48,11 @@ interface Index {
 }
 
 /** Every field of buckets 0..n-1 of a version in Redis (without the sentinel), and its bloom bits. */
-async function readIndex (services: TestServicesWithRedis, prefix: string, version: number, buckets: number): Promise<Index> {
+async function readIndex (services: TestServicesWithRedis, prefix: string, version: number, buckets: number, blocks: number): Promise<Index> {
   const redis = services.redis.client
   const keys = layout(prefix)
-  const out: Index = { values: new Map(), buckets: new Map(), bloom: (await redis.getBuffer(keys.bloom(version)))! }
+  const bloom = await readBloom(redis, keys, version, blocks)
+  const out: Index = { values: new Map(), buckets: new Map(), bloom: Buffer.from(bloom!.buffer as ArrayBuffer) }
   for (let b = 0; b < buckets; b++) {
     for (const [field, value] of Object.entries(await redis.hgetall(keys.bucket(version, b)))) {
       if (field === '~') continue
@@ -90,19 +93,19 @@ describe('key text and state encoding', () => {
     const result = await buildFilter({ pool: services.pool, redis: services.redis.client, redisUrl: services.redis.url, layout: layout(loadPrefix), fpr: FPR, log, drainTimeoutMs: 0 })
     const meta = await services.redis.client.hgetall(layout(loadPrefix).meta(result!.version))
     geometry = { buckets: Number(meta.buckets), blocks: Number(meta.blocks) }
-    loaded = await readIndex(services, loadPrefix, result!.version, geometry.buckets)
+    loaded = await readIndex(services, loadPrefix, result!.version, geometry.buckets, geometry.blocks)
 
     // 3. The change applier, walking the whole ledger into an empty version of the same shape under another prefix.
     const applierPrefix = services.redis.prefix + 'applier:'
     const keys = layout(applierPrefix)
     const gen = newGeneration()
     await services.redis.client.hset(keys.meta(1), { gen, buckets: geometry.buckets, blocks: geometry.blocks })
-    await services.redis.client.set(keys.bloom(1), Buffer.alloc(loaded.bloom.length))
+    await writeBloom(services.redis.client, keys, 1, new BloomFilter(new SharedArrayBuffer(loaded.bloom.length)))
     // Every bucket of a complete version has its sentinel (load writes them): the applier writes only into those.
     for (let b = 0; b < geometry.buckets; b++) await services.redis.client.hset(keys.bucket(1, b), '~', gen)
     await services.redis.client.mset(keys.current, '1', keys.generation, gen)
     await new ChangeApplier({ pool: services.pool, redis: services.redis.client, layout: keys, log }).catchUp()
-    applied = await readIndex(services, applierPrefix, 1, geometry.buckets)
+    applied = await readIndex(services, applierPrefix, 1, geometry.buckets, geometry.blocks)
   }, 60_000)
 
   afterAll(async () => {

@@ -16,6 +16,7 @@ import { createRedis, type RedisClient } from '../src/store/redis.js'
 import { RespBulkWriter } from '../src/store/resp-bulk.js'
 import { createTestRedis, testServices, type TestRedis, type TestServices } from './helpers/services.js'
 import { commitRet } from './helpers/ledger.js'
+import { writeBloom } from '../src/filter/bloom-store.js'
 
 const ROWS = 5000 // more than two of the applier's 2000-row batches
 const log = createLogger(process.env.TLOG ?? 'silent')
@@ -255,7 +256,7 @@ describe('a gateway whose mirror cannot load the version the pointer names', () 
     const mirror = new FilterMirror(redis, keys, { pollMs: 3_600_000, log })
     try {
       await redis.hset(keys.meta(1), { gen: 'g1', buckets: 1, blocks: bloom.blocks, count: 0, complete: 1 })
-      await redis.set(keys.bloom(1), Buffer.from(bloom.buffer as ArrayBuffer))
+      await writeBloom(redis, keys, 1, bloom)
       await redis.mset(keys.current, '1', keys.generation, 'g1')
       await mirror.poll()
       expect(mirror.view?.version).toBe(1)
@@ -265,7 +266,7 @@ describe('a gateway whose mirror cannot load the version the pointer names', () 
       await mirror.poll()
       expect(mirror.view).toBe(null)
       expect(mirror.problem).toMatchObject({ kind: 'unloadable', version: 2 })
-      await redis.set(keys.bloom(2), Buffer.from(bloom.buffer as ArrayBuffer))
+      await writeBloom(redis, keys, 2, bloom)
       await mirror.poll()
       expect(mirror.view?.version).toBe(2)
       expect(mirror.problem).toBe(null)

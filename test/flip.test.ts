@@ -67,7 +67,7 @@ describe('filter version flip under load', () => {
     expect(versionsSeen.size).toBeGreaterThan(1)
     expect(await redis.client.get(layout(redis.prefix).current)).toBe('3')
     // Versions 1 and 2 were removed once the gateway moved on; only version 3 remains.
-    for (const v of [1, 2]) expect(await redis.client.exists(layout(redis.prefix).meta(v), layout(redis.prefix).bloom(v))).toBe(0)
+    for (const v of [1, 2]) expect(await redis.client.exists(layout(redis.prefix).meta(v), layout(redis.prefix).bloomSegment(v, 0))).toBe(0)
     expect(await redis.client.exists(layout(redis.prefix).meta(3))).toBe(1)
   }, 120_000)
 

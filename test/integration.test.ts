@@ -68,7 +68,7 @@ describe('generate → import → load → serve → check', () => {
     const { rows } = await pool.query('SELECT count(*)::int AS n FROM consents')
     expect(r.rows).toBe(rows[0].n)
     expect(await redis.client.get(layout(redis.prefix).current)).toBe(String(r.version))
-    expect(await redis.client.exists(layout(redis.prefix).bloom(r.version))).toBe(1)
+    expect(await redis.client.exists(layout(redis.prefix).bloomSegment(r.version, 127))).toBe(1)
     gateway = await startTestGateway(env)
     expect(gateway.gw.version()).toBe(r.version)
   })

@@ -8,7 +8,6 @@ import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { messyPhone } from '../loaders/generate.js'
-import { BloomFilter } from '../src/filter/bloom.js'
 import { layout } from '../src/filter/layout.js'
 import type { ReplicaTable } from '../src/filter/replica.js'
 import { buildReplica } from '../src/filter/replica-source.js'
@@ -23,6 +22,7 @@ import { seedGenerated } from './helpers/cli.js'
 import { authFor, startTestGateway, type RunningGateway } from './helpers/gateway.js'
 import { freePort, until } from './helpers/redis-server.js'
 import { testServices, type TestServicesWithRedis } from './helpers/services.js'
+import { readBloom } from '../src/filter/bloom-store.js'
 
 const BRAND = '600001'
 const PARAMS = { brandCode: BRAND, type: 'MESAJ', recipientType: 'BIREYSEL', commercial: true } as const
@@ -108,8 +108,8 @@ describe('scrub answered from the local replica', () => {
       const keys = layout(services.redis.prefix)
       const version = Number(await redis.get(keys.current))
       const meta = await redis.hgetall(keys.meta(version))
-      const bits = await redis.getBuffer(keys.bloom(version))
-      view = new RedisView(redis, version, BloomFilter.fromBytes(bits!), Number(meta.buckets), keys, { generation: meta.gen ?? null, timeoutMs: 500 })
+      const bloom = await readBloom(redis, keys, version, Number(meta.blocks))
+      view = new RedisView(redis, version, bloom!, Number(meta.buckets), keys, { generation: meta.gen ?? null, timeoutMs: 500 })
       // The replica as the gateway's mirror builds it, from the version in Redis.
       const built = await buildReplica(redis, keys, version, Number(meta.buckets), Number(meta.count), 1 << 30, () => true)
       table = built!.table!

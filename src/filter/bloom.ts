@@ -2,6 +2,12 @@
 // 256-bit block (32 bytes, inside one cache line) and sets one bit in each of the block's eight 32-bit words.
 // A lookup touches one cache line and does no allocation.
 //
+// A filter is BLOOM_SEGMENTS equal segments, and a key's block lies in segment h1 >>> 25 (its hash's top 7 bits) at
+// (h1's other 25 bits) × blocks-per-segment / 2^25: the same spread as one multiply-shift over the whole filter, but
+// a segment can live apart from the others. Redis keeps each segment beside the key's bucket group (key.ts bucketOf
+// puts every key in the bucket group of its segment), so that in a Redis Cluster a change's state and its bloom bits
+// are one hash slot, and a version's bits are spread over the shards with its buckets (layout.ts).
+//
 // The bits live in a SharedArrayBuffer so that worker threads (bulk scrub) read the very same memory with no copy.
 // There is one writer (the thread that applies changes); bits are only ever set, so readers need no lock: a
 // reader sees a bit either before or after it is set, and a key is inserted before it is reported as stored.
@@ -13,7 +19,16 @@ const S4 = 0x705495c7; const S5 = 0x2df1424b; const S6 = 0x9efc4947; const S7 = 
 const SALTS = [S0, S1, S2, S3, S4, S5, S6, S7]
 
 export const BLOCK_BYTES = 32
-const TWO_32 = 4294967296
+/** Segments of every filter (a power of two: the segment is the top log2 bits of h1). */
+export const BLOOM_SEGMENTS = 128
+const SEGMENT_SHIFT = 25 // 32 - log2(BLOOM_SEGMENTS)
+const IN_SEGMENT = (1 << SEGMENT_SHIFT) - 1
+const TWO_25 = 1 << SEGMENT_SHIFT
+
+/** The segment of a key's block: its hash's top bits. */
+export function segmentOf (h1: number): number {
+  return h1 >>> SEGMENT_SHIFT
+}
 
 /** Expected false-positive rate of a split-block filter with `blocks` blocks holding `n` keys. */
 export function expectedFpr (n: number, blocks: number): number {
@@ -44,23 +59,43 @@ export function blocksFor (n: number, fpr: number): number {
   return lo
 }
 
+/** The blocks of a filter for `n` keys at `fpr`: blocksFor, rounded up to whole segments. */
+export function filterBlocks (n: number, fpr: number): number {
+  return Math.ceil(blocksFor(n, fpr) / BLOOM_SEGMENTS) * BLOOM_SEGMENTS
+}
+
+/** The block a key's bits are in, counted within its segment (blocks of the filter / BLOOM_SEGMENTS per segment). */
+function blockInSegment (h1: number, perSegment: number): number {
+  return ((h1 & IN_SEGMENT) * perSegment) / TWO_25 | 0 // exact: < 2^25 × 2^22 before the division
+}
+
 export class BloomFilter {
   readonly blocks: number
+  /** blocks / BLOOM_SEGMENTS */
+  readonly perSegment: number
   readonly words: Uint32Array
   readonly buffer: SharedArrayBuffer | ArrayBuffer
 
   constructor (buffer: SharedArrayBuffer | ArrayBuffer) {
-    if (buffer.byteLength === 0 || buffer.byteLength % BLOCK_BYTES !== 0) {
-      throw new RangeError(`bloom buffer must be a positive multiple of ${BLOCK_BYTES} bytes, got ${buffer.byteLength}`)
+    const segmentBytes = BLOCK_BYTES * BLOOM_SEGMENTS
+    if (buffer.byteLength === 0 || buffer.byteLength % segmentBytes !== 0) {
+      throw new RangeError(`bloom buffer must be a positive multiple of ${segmentBytes} bytes (${BLOOM_SEGMENTS} segments of ${BLOCK_BYTES}-byte blocks), got ${buffer.byteLength}`)
     }
     this.buffer = buffer
     this.words = new Uint32Array(buffer)
     this.blocks = buffer.byteLength / BLOCK_BYTES
+    this.perSegment = this.blocks / BLOOM_SEGMENTS
   }
 
   /** An empty filter sized for `n` keys at false-positive rate `fpr`, over a SharedArrayBuffer. */
   static forCapacity (n: number, fpr: number): BloomFilter {
-    return new BloomFilter(new SharedArrayBuffer(blocksFor(n, fpr) * BLOCK_BYTES))
+    return new BloomFilter(new SharedArrayBuffer(filterBlocks(n, fpr) * BLOCK_BYTES))
+  }
+
+  /** The bytes of segment `g` (a view, not a copy). */
+  segment (g: number): Uint8Array {
+    const bytes = this.perSegment * BLOCK_BYTES
+    return new Uint8Array(this.buffer, g * bytes, bytes)
   }
 
   /** A filter over a copy of serialised bits (little-endian words, as `bytes()` gives them). */
@@ -76,7 +111,7 @@ export class BloomFilter {
 
   add (h1: number, h2: number): void {
     const w = this.words
-    const o = ((h1 * this.blocks) / TWO_32) << 3 // multiply-shift: block index without a modulo
+    const o = (segmentOf(h1) * this.perSegment + blockInSegment(h1, this.perSegment)) << 3
     w[o] |= 1 << (Math.imul(h2, S0) >>> 27)
     w[o + 1] |= 1 << (Math.imul(h2, S1) >>> 27)
     w[o + 2] |= 1 << (Math.imul(h2, S2) >>> 27)
@@ -90,7 +125,7 @@ export class BloomFilter {
   /** false: certainly absent. true: maybe present (ask the exact store). */
   has (h1: number, h2: number): boolean {
     const w = this.words
-    const o = ((h1 * this.blocks) / TWO_32) << 3
+    const o = (segmentOf(h1) * this.perSegment + blockInSegment(h1, this.perSegment)) << 3
     return (w[o]! & (1 << (Math.imul(h2, S0) >>> 27))) !== 0 &&
       (w[o + 1]! & (1 << (Math.imul(h2, S1) >>> 27))) !== 0 &&
       (w[o + 2]! & (1 << (Math.imul(h2, S2) >>> 27))) !== 0 &&
@@ -104,11 +139,11 @@ export class BloomFilter {
 
 /**
  * The 8 bits BloomFilter#add sets for (h1, h2) in a filter of `blocks` blocks, as Redis SETBIT offsets into the
- * serialised filter (bytes() layout: little-endian words; SETBIT counts from the most significant bit of a byte).
- * This is how Redis's copy of a filter version follows changes without being downloaded.
+ * serialised segment segmentOf(h1) (segment() layout: little-endian words; SETBIT counts from the most significant bit
+ * of a byte). This is how Redis's copy of a filter version follows changes without being downloaded.
  */
 export function redisBitOffsets (blocks: number, h1: number, h2: number, out: number[]): void {
-  const o = ((h1 * blocks) / TWO_32) << 3
+  const o = blockInSegment(h1, blocks / BLOOM_SEGMENTS) << 3
   for (let i = 0; i < 8; i++) {
     const bit = Math.imul(h2, SALTS[i]!) >>> 27
     const byte = (o + i) * 4 + (bit >> 3)

@@ -14,6 +14,7 @@ import type { Pool, PoolClient } from '../store/pg.js'
 import { unlinkPattern, type RedisClient } from '../store/redis.js'
 import { digitCount, type RespBulkWriter } from '../store/resp-bulk.js'
 import { BucketWriters } from './bucket-writers.js'
+import { writeBloom } from './bloom-store.js'
 import { BloomFilter } from './bloom.js'
 import { ChangeApplier } from './changes.js'
 import { bucketOf, hashBytes, keyHash, keyTextSql } from './key.js'
@@ -138,7 +139,8 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
     seq = Number(stats.rows[0]!.seq)
     const capacity = Math.max(1000, Math.ceil(n * GROWTH_HEADROOM))
     const bloom = BloomFilter.forCapacity(capacity, opts.fpr)
-    const buckets = Math.max(1, Math.ceil(capacity / KEYS_PER_BUCKET))
+    // Whole bucket groups: a key's group is its bloom segment (key.ts bucketOf), and every group has buckets.
+    const buckets = Math.ceil(capacity / KEYS_PER_BUCKET / BUCKET_GROUPS) * BUCKET_GROUPS
     const bucketPrefix = Buffer.from(layout.bucketPrefix(version), 'latin1')
     log.info({ version, generation, rows: n, buckets, bloomBytes: bloom.buffer.byteLength }, 'building filter version')
     // Announce the version being built (its shape first): from now on the change applier writes every change to
@@ -192,7 +194,7 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
       writers.close()
     }
 
-    await redis.set(layout.bloom(version), Buffer.from(bloom.buffer as ArrayBuffer))
+    await writeBloom(redis, layout, version, bloom)
     // Changes committed after the snapshot: the bulk write above may have overwritten the applier's newer states
     // with the snapshot's, and the SET the applier's bloom bits. Replaying them by seq (Lua keeps the newest) fixes both.
     progress?.setPhase('replaying changes since the snapshot')

@@ -8,9 +8,9 @@
 // seq is newer than the stored one, so any number of appliers, replays and retries are harmless.
 //
 // A batch is applied in two steps, so that it works on a Redis Cluster, where a script touches one hash slot
-// (layout.ts): the states, one script per bucket group (lua/apply-states.lua), then one script in the control slot
-// (lua/apply-commit.lua) that proves the pointers have not moved, sets the bloom bits, publishes the changes on the
-// stream and raises the watermark. When the pointers moved in between, both steps run again for the new versions.
+// (layout.ts): the states and bloom bits, one script per bucket group (lua/apply-states.lua), then one script in the
+// control slot (lua/apply-commit.lua) that proves the pointers have not moved, publishes the changes on the stream and
+// raises the watermark. When the pointers moved in between, both steps run again for the new versions.
 // A change whose commit did not happen is not applied as far as anyone can tell: the watermark stays, no gateway
 // hears of it, and the states already written are the same states the next attempt writes.
 
@@ -249,10 +249,10 @@ export class ChangeApplier {
     const building = bld === null ? null : parseInt(bld, 10) // the claim is "N|generation"
     if (building !== null && String(building) !== cur) versions.push(await this.geometryOf(building))
 
-    // Step 1: the states, by bucket group (one hash slot each; one Redis takes them all in one script).
+    // Step 1: the states and bloom bits, by bucket group (one hash slot each; one Redis takes them all in one script).
     const byGroup = isCluster(redis) ? BUCKET_GROUPS : 1
-    const states: (string | number)[][] = Array.from({ length: byGroup }, () => [])
     const keys: string[][] = Array.from({ length: byGroup }, () => [])
+    const args: (string | number)[][] = Array.from({ length: byGroup }, () => [])
     const commit: (string | number)[] = [cur ?? '0', bld ?? '0', rows.length, STREAM_MAXLEN, versions[0]?.gen ?? '', versions[1]?.gen ?? '']
     const offsets = new Array<number>(8)
     for (const row of rows) {
@@ -264,21 +264,20 @@ export class ChangeApplier {
       for (const g of versions) {
         const bucket = bucketOf(h1, h2, g.buckets)
         const group = byGroup === 1 ? 0 : bucketGroup(bucket)
-        keys[group]!.push(bucketKey(layout.bucketPrefix(g.version), bucket))
-        states[group]!.push(row.k, value, seq, String(g.version) === cur ? '1' : '0')
+        keys[group]!.push(bucketKey(layout.bucketPrefix(g.version), bucket), layout.bloomSegment(g.version, bucketGroup(bucket)))
         redisBitOffsets(g.blocks, h1, h2, offsets)
-        commit.push(...offsets)
+        args[group]!.push(row.k, value, seq, String(g.version) === cur ? '1' : '0', ...offsets)
       }
     }
     const writes: Promise<number>[] = []
     for (let g = 0; g < byGroup; g++) {
-      if (keys[g]!.length > 0) writes.push(redis.iysApplyStates(keys[g]!.length, ...keys[g]!, ...states[g]!))
+      if (keys[g]!.length > 0) writes.push(redis.iysApplyStates(keys[g]!.length, ...keys[g]!, ...args[g]!))
     }
     await Promise.all(writes)
 
-    // Step 2: in the control slot, atomically: still these versions? bloom bits, stream entries, watermark.
+    // Step 2: in the control slot, atomically: still these versions? stream entries, watermark.
     const commitKeys = [layout.current, layout.building, layout.applied, layout.changes]
-    for (const g of versions) commitKeys.push(layout.meta(g.version), layout.bloom(g.version))
+    for (const g of versions) commitKeys.push(layout.meta(g.version))
     const result = await redis.iysApplyCommit(commitKeys.length, ...commitKeys, ...commit)
     if (result === -2) throw new Error(NO_VERSION)
     return result

@@ -10,6 +10,7 @@
 // Murmur3-style mix over UTF-16 code units does that in a few ns; library hashers want a Buffer per call.
 
 import { RECIPIENT_TYPE_CODE, TYPE_CODE, type ConsentType, type RecipientType } from '../domain/vocabulary.js'
+import { BLOOM_SEGMENTS, segmentOf } from './bloom.js'
 
 /** [h1, h2] written by the last hashKey/hashText/hashBytes call. Read both before hashing again. */
 export const keyHash = new Uint32Array(2)
@@ -119,9 +120,12 @@ export function keyTextSql (alias = ''): string {
 }
 
 /**
- * The Redis bucket of a key from its two hash words (keyHash after hashing it). Independent of the bloom block
- * (which uses h1 alone). Plain numbers in and out: nothing is allocated.
+ * The Redis bucket of a key from its two hash words (keyHash after hashing it). Its group (bucket mod
+ * BLOOM_SEGMENTS, layout.ts) is the key's bloom segment (bloom.ts segmentOf), so that a change's state and bits are in
+ * one hash slot of a Redis Cluster; within the group, h2 xor h1 rotated by 16 bits picks the bucket. `buckets` is a
+ * multiple of BLOOM_SEGMENTS for every version `load` builds. Plain numbers in and out: nothing is allocated.
  */
 export function bucketOf (h1: number, h2: number, buckets: number): number {
-  return ((h2 ^ ((h1 << 16) | (h1 >>> 16))) >>> 0) % buckets
+  const perGroup = Math.max(1, Math.floor(buckets / BLOOM_SEGMENTS))
+  return segmentOf(h1) + BLOOM_SEGMENTS * (((h2 ^ ((h1 << 16) | (h1 >>> 16))) >>> 0) % perGroup)
 }

@@ -6,12 +6,13 @@
 // The same layout serves one Redis and a Redis Cluster. In a cluster a script or a multi-key command may only touch
 // keys of one hash slot, and the slot of a key is that of the text between its first `{` and `}` (its hash tag):
 //   - the control keys carry the tag `{P}`: they share one slot, so the pointer scripts (claim, flip, the applier's
-//     commit) stay atomic. With them the version's meta and bloom bits, which those scripts read and write. They are
-//     small (the bloom: ~1.8 bytes a key at 0.1 %; a Redis string holds 512 MB, ~280M keys), and one shard holds them.
+//     commit) stay atomic. With them each version's meta, which those scripts read. All small.
 //   - the buckets, where the states (nearly all the memory) live, carry the tag `{g}` of their group g = bucket mod
-//     BUCKET_GROUPS: 128 slots, spread over the shards by Redis Cluster's own slot assignment. A batch lookup sends
-//     one script per group it touches (view.ts), the applier one per group (changes.ts), `load` writes each bucket to
-//     the master of its group's slot (build.ts). One Redis has every slot: the tags change nothing there.
+//     BUCKET_GROUPS: 128 slots, spread over the shards by Redis Cluster's own slot assignment; so does segment g of
+//     the version's bloom bits (bloom.ts: a key's bucket group is its bloom segment). A batch lookup sends one script
+//     per group it touches (view.ts), the applier writes a change's state and bits with one script per group
+//     (changes.ts), `load` writes each bucket and segment to the master of its group's slot (build.ts). One Redis
+//     has every slot: the tags change nothing there.
 //
 //   {P}filter:current        string  N of the version gateways serve
 //   {P}filter:generation     string  generation id of that version (set in the same script as the pointer, and
@@ -24,13 +25,14 @@
 //                                    heartbeats; gateways follow it (mirror.ts)
 //   {P}gw                    hash    gatewayId -> "N|unix ms|generation": which version each live gateway serves
 //   {P}v{N}:meta             hash    gen, buckets, blocks, count, seq (highest change seq in the snapshot), builtAt
-//   {P}v{N}:bloom            string  the bloom filter bits (little-endian 32-bit words)
+//   P v{N}:bloom{g}          string  segment g of the bloom filter bits (little-endian 32-bit words, bloom.ts)
 //   P v{N}:b:{bucket}{g}     hash    key text -> encoded state (state.ts); ~64 keys a bucket so Redis keeps each
 //                                    bucket as a compact listpack (hash-max-listpack-entries defaults to 128), and
 //                                    the sentinel field "~" whose value is the generation id: one lookup also
 //                                    proves that the bucket belongs to the version the gateway serves (view.ts)
 
 import { randomBytes } from 'node:crypto'
+import { BLOOM_SEGMENTS } from './bloom.js'
 
 export interface Layout {
   readonly current: string
@@ -42,7 +44,8 @@ export interface Layout {
   readonly gateways: string
   readonly prefix: string
   meta (version: number): string
-  bloom (version: number): string
+  /** Segment `g` of a version's bloom bits (bloom.ts), in bucket group g's slot. */
+  bloomSegment (version: number, g: number): string
   bucketPrefix (version: number): string
   /** The key of bucket `b` of version `version` (bucketKey). */
   bucket (version: number, b: number): string
@@ -62,15 +65,15 @@ export function layout (prefix: string): Layout {
     gateways: control + 'gw',
     prefix,
     meta: (v: number) => `${control}v${v}:meta`,
-    bloom: (v: number) => `${control}v${v}:bloom`,
+    bloomSegment: (v: number, g: number) => `${prefix}v${v}:bloom${groupTag(g)}`,
     bucketPrefix: (v: number) => `${prefix}v${v}:b:`,
     bucket: (v: number, b: number) => bucketKey(`${prefix}v${v}:b:`, b),
-    versionPatterns: (v: number) => [`${control}v${v}:*`, `${prefix}v${v}:b:*`]
+    versionPatterns: (v: number) => [`${control}v${v}:*`, `${prefix}v${v}:*`]
   })
 }
 
-/** Bucket groups: each is one hash slot of a Redis Cluster (see above). A power of two: the group is `b & mask`. */
-export const BUCKET_GROUPS = 128
+/** Bucket groups: each is one hash slot of a Redis Cluster (see above), and one bloom segment. The group is `b & mask`. */
+export const BUCKET_GROUPS = BLOOM_SEGMENTS
 const GROUP_TAGS: readonly string[] = Array.from({ length: BUCKET_GROUPS }, (_, g) => `{${g}}`)
 
 /** The group (hash slot) of bucket `b`. */

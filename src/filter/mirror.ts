@@ -17,7 +17,7 @@
 
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
-import { BloomFilter } from './bloom.js'
+import { readBloom } from './bloom-store.js'
 import { hashText, keyHash } from './key.js'
 import type { Layout } from './layout.js'
 import { RedisView } from './view.js'
@@ -283,15 +283,13 @@ export class FilterMirror {
       this.downloader = duplicate(this.redis, { commandTimeout: DOWNLOAD_TIMEOUT_MS, enableAutoPipelining: false, enableOfflineQueue: true, maxRetriesPerRequest: 1 })
       this.downloader.on('error', () => {})
     }
-    const [meta, bits] = await Promise.all([
-      this.downloader.hgetall(this.layout.meta(version)),
-      this.downloader.getBuffer(this.layout.bloom(version))
-    ])
+    const meta = await this.downloader.hgetall(this.layout.meta(version))
     const buckets = Number(meta.buckets)
-    if (bits === null || !(buckets > 0)) throw new Error(`filter version ${version} is incomplete in Redis`)
-    // The meta and bits must be those of the generation the pointer named (a version id can repeat).
+    const bloom = buckets > 0 ? await readBloom(this.downloader, this.layout, version, Number(meta.blocks)) : null
+    if (bloom === null) throw new Error(`filter version ${version} is incomplete in Redis`)
+    // The meta must be that of the generation the pointer named (a version id can repeat); the bits are its
+    // segments' (a version replaced meanwhile is found by the next poll: its generation differs).
     if ((meta.gen ?? null) !== generation) throw new Error(`filter version ${version} changed while it was being loaded`)
-    const bloom = BloomFilter.fromBytes(bits)
     // Entries after the mark that the follower has already applied to the old bloom: apply them to the new one
     // too, until it stops moving; the swap below then happens with no await in between.
     await this.replayChanges(streamMark, fields => { hashText(fields[1]!); bloom.add(keyHash[0]!, keyHash[1]!); return true })
@@ -300,7 +298,7 @@ export class FilterMirror {
     const view = new RedisView(this.redis, version, bloom, buckets, this.layout, { generation, timeoutMs: this.opts.timeoutMs })
     this.view = view
     if (this.opts.replica !== undefined) void this.startReplica(view, Number(meta.count))
-    this.opts.log.info({ version, generation, keys: Number(meta.count), buckets, bloomBytes: bits.byteLength }, reload ? 'reloaded filter version after a gap in the change stream' : 'serving filter version')
+    this.opts.log.info({ version, generation, keys: Number(meta.count), buckets, bloomBytes: bloom.buffer.byteLength }, reload ? 'reloaded filter version after a gap in the change stream' : 'serving filter version')
     this.opts.onSwitch?.(view, Number(meta.count))
   }
 

@@ -148,7 +148,7 @@ export class AutoRebuilder {
 async function hasUsableVersion (redis: RedisClient, layout: Layout): Promise<boolean> {
   const cur = await redis.get(layout.current)
   if (cur === null) return false
-  const [complete, bloom] = await Promise.all([redis.hget(layout.meta(+cur), 'complete'), redis.exists(layout.bloom(+cur))])
+  const [complete, bloom] = await Promise.all([redis.hget(layout.meta(+cur), 'complete'), redis.exists(layout.bloomSegment(+cur, 0))])
   return complete === '1' && bloom === 1
 }
 

@@ -1,24 +1,22 @@
 --[[
-  The change applier's second step (changes.ts, ChangeApplier), after apply-states.lua wrote the states: proves that
-  the versions written to are still those the pointers name, then sets the changes' bloom bits in each, adds one
-  change-stream entry per change (key, seq and state: gateways' replicas apply it by the same newer-seq rule;
-  mirror.ts) and raises the applied watermark. All its keys share the control hash slot (layout.ts), so this step is
-  atomic in a Redis Cluster too. The bits are set before the stream entries: a gateway that downloads the bloom
-  after an entry was added must find its bits in it.
+  The change applier's second step (changes.ts, ChangeApplier), after apply-states.lua wrote the states and bloom
+  bits: proves that the versions written to are still those the pointers name, then adds one change-stream entry per
+  change (key, seq and state: gateways' replicas apply it by the same newer-seq rule; mirror.ts) and raises the applied
+  watermark. All its keys share the control hash slot (layout.ts), so this step is atomic in a Redis Cluster too. The
+  bits were set before the stream entries: a gateway that downloads the bloom after an entry was added finds its bits.
 
   Input:
     KEYS[1]  current pointer
     KEYS[2]  building pointer
     KEYS[3]  applied watermark
     KEYS[4]  change stream
-    then per version written to (the current one first, then the one being built; only those that exist):
-      its meta, its bloom
+    then the meta of each version written to (the current one first, then the one being built; only those that exist)
     ARGV[1]  current version the caller computed for, or "0"
     ARGV[2]  building claim ("N|generation", build.ts) the caller computed for, or "0"
     ARGV[3]  number of changes
     ARGV[4]  stream max length
     ARGV[5], ARGV[6]  the generation ids the caller took the geometry of those versions from ("" for none)
-    then per change: seq, field, value, and per version 8 bloom bit offsets
+    then per change: seq, field, value
 
   Output:
     the number of changes published;
@@ -30,9 +28,8 @@ local cur = redis.call('GET', KEYS[1]) or '0'
 local claim = redis.call('GET', KEYS[2]) or '0'
 if cur ~= ARGV[1] or claim ~= ARGV[2] then return -1 end
 if cur == '0' and claim == '0' then return -2 end
-local versions = (#KEYS - 4) / 2
-for v = 1, versions do
-  if (redis.call('HGET', KEYS[3 + 2 * v], 'gen') or '') ~= ARGV[4 + v] then return -1 end
+for v = 5, #KEYS do
+  if (redis.call('HGET', KEYS[v], 'gen') or '') ~= ARGV[v] then return -1 end
 end
 local n = tonumber(ARGV[3])
 local i = 7
@@ -40,11 +37,6 @@ local maxseq = tonumber(redis.call('GET', KEYS[3]) or '0')
 for c = 1, n do
   local seq = tonumber(ARGV[i]); local field = ARGV[i + 1]; local value = ARGV[i + 2]
   i = i + 3
-  for v = 1, versions do
-    local bloom = KEYS[4 + 2 * v]
-    for b = 0, 7 do redis.call('SETBIT', bloom, ARGV[i + b], 1) end
-    i = i + 8
-  end
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'k', field, 's', seq, 'v', value)
   if seq > maxseq then maxseq = seq end
 end
