@@ -1,4 +1,4 @@
-// The Redis Cluster test harness (test/helpers/redis-cluster.ts) against ioredis' Cluster client, as the gateway will
+// The Redis Cluster test harness (src/dev/redis-cluster.ts) against ioredis' Cluster client, as the gateway will
 // use it: hash tags place keys on different masters, multi-key commands work within one slot only, and a killed master
 // is replaced by its replica while the same client keeps answering. Timings are printed, not asserted.
 
@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Cluster } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startRedisCluster, type RedisCluster } from './helpers/redis-cluster.js'
+import { startRedisCluster, type RedisCluster } from '../src/dev/redis-cluster.js'
 
 // {a}, {b} and {c} hash to slots 15495, 3300 and 7365: one in each third that `redis-cli --cluster create` assigns.
 const TAGS = ['{a}', '{b}', '{c}']

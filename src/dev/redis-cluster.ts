@@ -1,8 +1,8 @@
-// A real Redis Cluster for tests: 3 masters with 1 replica each, six private redis-server processes on spare loopback
-// ports, each in its own temp folder. Only nodes.conf is written there (no dump, no AOF), so a killed node restarts as
-// the same node and rejoins, with no data: it comes back as a replica and resyncs from whoever took over its slots.
-// Every process is SIGKILLed by stop() and, whatever happens to the test, on process exit.
-// A missing redis-server or redis-cli fails the test naming the Debian package; nothing is skipped.
+// A real Redis Cluster for the tests and the scale-out simulation (bench/scale-out.js): 3 masters with 1 replica each,
+// six private redis-server processes on spare loopback ports, each in its own temp folder. Only nodes.conf is written
+// there (no dump, no AOF), so a killed node restarts as the same node and rejoins, with no data: it comes back as a
+// replica and resyncs from whoever took over its slots. Every process is SIGKILLed by stop() and, whatever happens to
+// its user, on process exit. A missing redis-server or redis-cli fails it naming the Debian package; nothing is skipped.
 
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs'
