@@ -156,6 +156,46 @@ describe('on a Redis Cluster of three masters with a replica each', () => {
     await consentThenRet('+905301234600')
   }, 60_000)
 
+  it('answers an asynchronous consent request on another gateway than the one that took it', async () => {
+    const now = Math.floor(Date.now() / 1000)
+    const items = [{ recipient: '+905301234602', type: 'MESAJ', source: 'HS_WEB', status: 'ONAY', consentDate: formatIysDate(now - 600), recipientType: 'BIREYSEL' }]
+    const r = await postJson(`${writer.url}/sps/${IYS}/brands/${BRAND}/consents/request`, items)
+    expect(r.status).toBe(202)
+    let results: Array<{ status: string }> = []
+    await until(async () => {
+      const res = await fetch(`${second.url}/sps/${IYS}/brands/${BRAND}/consents/request/${r.json.requestId as string}`, { headers: authFor(second.url) })
+      results = await res.json() as Array<{ status: string }>
+      return res.status === 200 && results.every(x => x.status !== 'enqueue')
+    }, 15_000, 'the request to be processed and read on the other gateway')
+    expect(results.map(x => x.status)).toEqual(['success'])
+    await until(async () => (await reason(reader.url, '+905301234602')) === 'CONSENT', 15_000, 'the consent to reach the third gateway')
+  }, 60_000)
+
+  it('rebuilds the filter once when the whole cluster lost its data, and every gateway answers from it again', async () => {
+    const keys = layout(prefix)
+    const generation = async (url: string): Promise<string | null> => ((await (await fetch(url + '/readyz')).json()) as { generation?: string | null }).generation ?? null
+    const before = await generation(writer.url)
+    for (const m of await cluster.masters()) await cluster.call(m.port, 'FLUSHALL')
+    // The two gateways with Postgres race for the rebuild (AUTO_REBUILD); one builds, the other follows its flip.
+    await until(async () => {
+      for (const url of [writer.url, second.url, reader.url]) {
+        const g = await generation(url)
+        if (g === null || g === before) return false
+      }
+      return true
+    }, 60_000, 'every gateway to serve the rebuilt filter')
+    const probe = createRedis(CLUSTER_SCHEME + cluster.env.REDIS_CLUSTER_NODES, { timeoutMs: 2000, name: 'probe' })
+    try {
+      await waitReady(probe, 10_000)
+      expect(await probe.get(keys.next)).toBe('1') // the version counter was lost with the data: exactly one build
+    } finally { probe.disconnect() }
+    const items = await randomItems(pool, 3_000, 12)
+    const expected = await sqlAnswers(pool, items)
+    for (const url of [writer.url, second.url, reader.url]) {
+      await until(async () => differences(items, await gatewayAnswers(url, items), expected).length === 0, 30_000, `${url} to answer exactly`)
+    }
+  }, 120_000)
+
   /**
    * Checks `items` against both gateways in a loop until `stop` resolves; every answer is compared with SQL's:
    * STORE_UNAVAILABLE counts as an outage (fail closed), anything else that differs as a wrong answer.

@@ -10,7 +10,7 @@ import pino from 'pino'
 import { describe, expect, it } from 'vitest'
 import { ConfigError } from '../src/config.js'
 import { CodedError, ERRORS, errorCode, GatewayError, errorItem, INTERNAL_ERRORS, type ErrorCode } from '../src/domain/errors.js'
-import { BloomFilter } from '../src/filter/bloom.js'
+import { BLOCK_BYTES, BLOOM_SEGMENTS, BloomFilter } from '../src/filter/bloom.js'
 import { StoreTimeoutError, VersionGoneError, type FilterView } from '../src/filter/view.js'
 import { scrubFile } from '../src/scrub/engine.js'
 import { emptyTotals } from '../src/scrub/jobs.js'
@@ -217,7 +217,7 @@ describe('a scrub chunk whose filter version went away', () => {
     const dir = mkdtempSync(join(tmpdir(), 'iys-errors-'))
     try {
       writeFileSync(join(dir, 'in.csv'), 'recipient\n+905326000001\n+905326000002\n')
-      const bloom = new BloomFilter(new ArrayBuffer(32 * 4))
+      const bloom = new BloomFilter(new ArrayBuffer(BLOCK_BYTES * BLOOM_SEGMENTS))
       bloom.words.fill(0xffffffff) // "maybe" for every key: every line asks the exact store
       // A load flipped to version 2 and dropped version 1 while the chunk was reading it.
       const served: FilterView = { version: 2, bloom, buckets: 1, lookup: async (fields) => fields.map(() => null) }

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { Checker, type CheckQuery, type CheckResult } from '../src/check/checker.js'
 import type { ConsentType, RecipientType } from '../src/domain/vocabulary.js'
-import { BloomFilter } from '../src/filter/bloom.js'
+import { BLOCK_BYTES, BLOOM_SEGMENTS, BloomFilter } from '../src/filter/bloom.js'
 import { buildEmbeddedView } from '../src/filter/embedded.js'
 import { serializeResults } from '../src/http/check-request.js'
 import type { ConsentState } from '../src/filter/state.js'
@@ -274,7 +274,7 @@ describe('Checker: brands and channels are independent', () => {
 describe('Checker: when the store cannot answer', () => {
   /** A view whose bloom says "maybe" for every key and whose exact lookup always fails. */
   function brokenView (): FilterView & { lookup: ReturnType<typeof vi.fn> } {
-    const bloom = new BloomFilter(new ArrayBuffer(32 * 4))
+    const bloom = new BloomFilter(new ArrayBuffer(BLOCK_BYTES * BLOOM_SEGMENTS))
     bloom.words.fill(0xffffffff)
     return { version: 1, bloom, buckets: 1, lookup: vi.fn(async () => { throw new Error('connection refused') }) }
   }
@@ -309,7 +309,7 @@ describe('Checker: when the store cannot answer', () => {
   })
 
   it('decides without the store when the bloom filter says a key is certainly absent', async () => {
-    const bloom = new BloomFilter(new ArrayBuffer(32 * 4)) // empty: every key is certainly absent
+    const bloom = new BloomFilter(new ArrayBuffer(BLOCK_BYTES * BLOOM_SEGMENTS)) // empty: every key is certainly absent
     const lookup = vi.fn(async () => { throw new Error('must not be asked') })
     const storeError = vi.fn()
     const c = checker({ version: 1, bloom, buckets: 1, lookup }, { storeFailureMode: 'closed' }, storeError)

@@ -9,7 +9,10 @@ import type { RedisClient } from '../store/redis.js'
 /** Writes every segment of `bloom` as version `version`'s bits (all at once: a cluster client sends each to its shard). */
 export async function writeBloom (redis: RedisClient, layout: Layout, version: number, bloom: BloomFilter): Promise<void> {
   const writes: Promise<unknown>[] = []
-  for (let g = 0; g < BLOOM_SEGMENTS; g++) writes.push(redis.set(layout.bloomSegment(version, g), Buffer.from(bloom.segment(g))))
+  for (let g = 0; g < BLOOM_SEGMENTS; g++) {
+    const seg = bloom.segment(g)
+    writes.push(redis.set(layout.bloomSegment(version, g), Buffer.from(seg.buffer, seg.byteOffset, seg.byteLength))) // a view: no copy
+  }
   await Promise.all(writes)
 }
 

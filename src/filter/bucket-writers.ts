@@ -1,9 +1,9 @@
 // Where `load` writes a version's buckets (build.ts): over bulk RESP connections of their own (store/resp-bulk.ts),
 // one to a single Redis, or one to each master of a Redis Cluster, every bucket to the master that serves its
-// group's hash slot (layout.ts). The slot map is read once, at the start: a cluster resharded during a load answers
-// MOVED, which the bulk writer takes as an error reply, and the load fails (run it again).
+// group's hash slot (layout.ts GROUP_SLOTS). The client's slot map is read once, at the start: a cluster resharded
+// during a load answers MOVED, which the bulk writer takes as an error reply, and the load fails (run it again).
 
-import { BUCKET_GROUPS, groupTag } from './layout.js'
+import { BUCKET_GROUPS, GROUP_SLOTS } from './layout.js'
 import { RespBulkWriter } from '../store/resp-bulk.js'
 import { isCluster, type RedisClient } from '../store/redis.js'
 
@@ -25,23 +25,21 @@ export class BucketWriters {
     const { username, password, tls } = redis.options.redisOptions ?? {}
     const auth = password !== undefined ? `${encodeURIComponent(username ?? '')}:${encodeURIComponent(password)}@` : ''
     const scheme = tls !== undefined ? 'rediss' : 'redis'
-    const byNode = new Map<string, Promise<RespBulkWriter>>()
-    const byGroup: Promise<RespBulkWriter>[] = []
-    for (let g = 0; g < BUCKET_GROUPS; g++) {
-      const slot = await redis.cluster('KEYSLOT', groupTag(g))
+    // Each group's master first (no connection is opened before all are known), then one connection per master.
+    const nodeOf = GROUP_SLOTS.map(slot => {
       const node = redis.slots[slot]?.[0]
       if (node === undefined) throw new Error(`no master serves hash slot ${slot} of the cluster (is it fully assigned?)`)
-      let w = byNode.get(node)
-      if (w === undefined) byNode.set(node, w = RespBulkWriter.connect(`${scheme}://${auth}${node}`))
-      byGroup.push(w)
-    }
-    const all = await Promise.allSettled([...byNode.values()])
-    const failed = all.find(r => r.status === 'rejected')
+      return node
+    })
+    const nodes = [...new Set(nodeOf)]
+    const opened = await Promise.allSettled(nodes.map(async node => await RespBulkWriter.connect(`${scheme}://${auth}${node}`)))
+    const failed = opened.find(r => r.status === 'rejected')
     if (failed !== undefined) {
-      for (const r of all) if (r.status === 'fulfilled') r.value.close()
+      for (const r of opened) if (r.status === 'fulfilled') r.value.close()
       throw (failed as PromiseRejectedResult).reason
     }
-    return new BucketWriters(all.map(r => (r as PromiseFulfilledResult<RespBulkWriter>).value), await Promise.all(byGroup))
+    const all = opened.map(r => (r as PromiseFulfilledResult<RespBulkWriter>).value)
+    return new BucketWriters(all, nodeOf.map(node => all[nodes.indexOf(node)]!))
   }
 
   /** The connection for bucket `b`. */

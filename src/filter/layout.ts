@@ -7,9 +7,9 @@
 // keys of one hash slot, and the slot of a key is that of the text between its first `{` and `}` (its hash tag):
 //   - the control keys carry the tag `{P}`: they share one slot, so the pointer scripts (claim, flip, the applier's
 //     commit) stay atomic. With them each version's meta, which those scripts read. All small.
-//   - the buckets, where the states (nearly all the memory) live, carry the tag `{g}` of their group g = bucket mod
-//     BUCKET_GROUPS: 128 slots, spread over the shards by Redis Cluster's own slot assignment; so does segment g of
-//     the version's bloom bits (bloom.ts: a key's bucket group is its bloom segment). A batch lookup sends one script
+//   - the buckets, where the states (nearly all the memory) live, carry the hash tag of their group g = bucket mod
+//     BUCKET_GROUPS (GROUP_TAGS): 128 slots, evenly spaced, spread over the shards by Redis Cluster's own slot
+//     assignment; so does segment g of the version's bloom bits (bloom.ts: a key's bucket group is its bloom segment). A batch lookup sends one script
 //     per group it touches (view.ts), the applier writes a change's state and bits with one script per group
 //     (changes.ts), `load` writes each bucket and segment to the master of its group's slot (build.ts). One Redis
 //     has every slot: the tags change nothing there.
@@ -25,8 +25,9 @@
 //                                    heartbeats; gateways follow it (mirror.ts)
 //   {P}gw                    hash    gatewayId -> "N|unix ms|generation": which version each live gateway serves
 //   {P}v{N}:meta             hash    gen, buckets, blocks, count, seq (highest change seq in the snapshot), builtAt
-//   P v{N}:bloom{g}          string  segment g of the bloom filter bits (little-endian 32-bit words, bloom.ts)
-//   P v{N}:b:{bucket}{g}     hash    key text -> encoded state (state.ts); ~64 keys a bucket so Redis keeps each
+//   P v{N}:bloom{t}          string  segment g of the bloom filter bits (little-endian 32-bit words, bloom.ts); {t}
+//                                    is group g's hash tag (GROUP_TAGS)
+//   P v{N}:b:{bucket}{t}     hash    key text -> encoded state (state.ts); ~64 keys a bucket so Redis keeps each
 //                                    bucket as a compact listpack (hash-max-listpack-entries defaults to 128), and
 //                                    the sentinel field "~" whose value is the generation id: one lookup also
 //                                    proves that the bucket belongs to the version the gateway serves (view.ts)
@@ -74,19 +75,48 @@ export function layout (prefix: string): Layout {
 
 /** Bucket groups: each is one hash slot of a Redis Cluster (see above), and one bloom segment. The group is `b & mask`. */
 export const BUCKET_GROUPS = BLOOM_SEGMENTS
-const GROUP_TAGS: readonly string[] = Array.from({ length: BUCKET_GROUPS }, (_, g) => `{${g}}`)
+
+/**
+ * The hash tag of each group: the shortest base-36 text whose slot falls in [128·g, 128·g + 128), so that the groups'
+ * slots are evenly spaced over the 16384 and a cluster that gives each master a contiguous, equal range of slots (as
+ * `redis-cli --cluster create` and rebalancing do) gets an equal share of groups: 43/43/42 on three masters, 16 each on
+ * eight. Tags like {0}…{127} fall where CRC16 puts them: about 16 ± 4 groups a master on eight.
+ */
+const GROUP_TAGS: readonly string[] = ('14 10 6u 18 6l 6h 6d 7z 4n 29 25 21 3 7 4w 4s 1p 1t 1x 65 1a 1e 1i 1m f b n j w s 3z 2d ' +
+  '15 11 6t 19 6m 6i 6e 6a 4o 28 24 20 2 6 4v 4r 1q 1u 1y 64 73 1d 1h 1l g c o k v r 2a z 16 12 6w 6s 6n 6j 6f 6b 4l 4h ' +
+  '27 23 1 5 9 38 1r 1v 1z 67 1c 1g 1k 1o d 3e l h u q 2b y 17 13 6v 6r 6o 6k 6g 6c 4m 4i 26 22 0 4 8 39 1s 1w 62 66 ' +
+  '1b 1f 1j 1n e a m i t p 2c x').split(' ').map(t => `{${t}}`)
+
+/**
+ * Redis Cluster's hash slot of a key: CRC16 (XMODEM) of its hash tag, or of the whole key without one, mod 16384.
+ * By hand, ten lines: ioredis computes it with a package of its own that is not ours to import.
+ */
+export function hashSlot (key: string): number {
+  const open = key.indexOf('{')
+  const close = open === -1 ? -1 : key.indexOf('}', open + 1)
+  const text = close > open + 1 ? key.slice(open + 1, close) : key
+  let crc = 0
+  for (const byte of Buffer.from(text, 'utf8')) {
+    crc ^= byte << 8
+    for (let i = 0; i < 8; i++) crc = (crc & 0x8000) !== 0 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff
+  }
+  return crc % 16384
+}
+
+/** The hash slot of each group (`GROUP_SLOTS[g]` in [128·g, 128·g + 128)). */
+export const GROUP_SLOTS: readonly number[] = GROUP_TAGS.map(hashSlot)
 
 /** The group (hash slot) of bucket `b`. */
 export function bucketGroup (b: number): number {
   return b & (BUCKET_GROUPS - 1)
 }
 
-/** The hash tag of bucket `b`'s group, `{g}`. */
+/** The hash tag of bucket `b`'s group (GROUP_TAGS). */
 export function groupTag (b: number): string {
   return GROUP_TAGS[b & (BUCKET_GROUPS - 1)]!
 }
 
-/** The key of bucket `b` under a version's bucket prefix: `P v{N}:b:{b}{g}`. */
+/** The key of bucket `b` under a version's bucket prefix: `P v{N}:b:{b}{tag of its group}`. */
 export function bucketKey (bucketPrefix: string, b: number): string {
   return bucketPrefix + b + GROUP_TAGS[b & (BUCKET_GROUPS - 1)]!
 }

@@ -18,6 +18,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from 'pino'
 import { readBloom } from './bloom-store.js'
+import { BLOOM_SEGMENTS } from './bloom.js'
 import { hashText, keyHash } from './key.js'
 import type { Layout } from './layout.js'
 import { RedisView } from './view.js'
@@ -109,6 +110,9 @@ export class FilterMirror {
    */
   redisBackUnverified = false
   private polling: Promise<void> | null = null
+  /** The served version lost a group (probeSegment): it needs a rebuild. Cleared when another version is served. */
+  damaged = false
+  private probe = 0
 
   constructor (redis: RedisClient, layout: Layout, opts: MirrorOptions) {
     this.redis = redis
@@ -176,18 +180,14 @@ export class FilterMirror {
     }
   }
 
-  /** True when entries after our position may be gone: the stream starts after it, or is gone altogether. */
+  /**
+   * True when entries after our position may be gone: the stream starts after it, or is gone altogether. (XRANGE, not
+   * XINFO STREAM: ioredis knows no key in XINFO, so on a Redis Cluster it would go to the wrong node.)
+   */
   private async fellBehind (via: RedisClient): Promise<boolean> {
-    let info: unknown[]
-    try {
-      info = await via.call('XINFO', 'STREAM', this.layout.changes) as unknown[]
-    } catch (err) {
-      if (/no such key/i.test((err as Error).message)) return this.streamId !== '0-0'
-      throw err
-    }
-    const i = info.indexOf('first-entry')
-    const first = (info[i + 1] as [string, string[]] | null)?.[0]
-    return first !== undefined && compareIds(first, this.streamId) > 0
+    const first = (await via.xrange(this.layout.changes, '-', '+', 'COUNT', 1))[0]?.[0]
+    if (first === undefined) return this.streamId !== '0-0' // the stream is gone (or empty): what it held is gone too
+    return compareIds(first, this.streamId) > 0
   }
 
   private schedule (): void {
@@ -245,14 +245,31 @@ export class FilterMirror {
           if (view !== null) { this.view = null; this.opts.onDrop?.() }
           this.problem = { kind: 'unloadable', since: this.problem?.kind === 'unloadable' ? this.problem.since : Date.now(), version: +cur, error: msg }
         }
-      } else if (this.problem !== null) {
-        this.problem = null
+      } else {
+        if (this.problem !== null) this.problem = null
+        await this.probeSegment(view)
       }
     }
     try {
       const v = this.view
       await this.redis.hset(this.layout.gateways, this.gatewayId, `${v?.version ?? 0}|${Date.now()}|${v?.generation ?? ''}`)
     } catch { /* the next poll reports it */ }
+  }
+
+  /**
+   * One bloom segment of the served version per poll (all of them every BLOOM_SEGMENTS polls): in a Redis Cluster a
+   * shard can lose its data alone (restarted empty with no replica to take over), and the groups it held with it, while
+   * the pointer lives on another shard. `damaged` then asks for a rebuild (AUTO_REBUILD, rebuild.ts); the version keeps
+   * serving meanwhile: its replica, current from the stream, still answers all keys right, and lookups of the lost
+   * groups in Redis fail closed (their buckets lack their sentinel).
+   */
+  private async probeSegment (view: RedisView): Promise<void> {
+    this.probe = (this.probe + 1) % BLOOM_SEGMENTS
+    try {
+      if (await this.redis.exists(this.layout.bloomSegment(view.version, this.probe)) === 1 || this.damaged) return
+      this.damaged = true
+      this.opts.log.error({ version: view.version, group: this.probe }, 'a group of the served filter version is gone from Redis (a shard lost its data?): it needs a rebuild')
+    } catch { /* unreachable: the next poll says so */ }
   }
 
   /**
@@ -275,6 +292,7 @@ export class FilterMirror {
 
   private async switchTo (version: number, generation: string | null): Promise<void> {
     this.reloadNeeded = false
+    this.damaged = false
     this.setReplica(null) // the version served is being replaced: its replica stops answering now, not after the download
     // Changes applied after this point are in the stream; those before it are in the bloom we download.
     const last = await this.redis.xrevrange(this.layout.changes, '+', '-', 'COUNT', 1)

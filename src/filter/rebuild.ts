@@ -10,6 +10,7 @@ import type { Pool } from '../store/pg.js'
 import { createRedis } from '../store/redis.js'
 import { buildFilter } from './build.js'
 import type { Layout } from './layout.js'
+import { BLOOM_SEGMENTS } from './bloom.js'
 import type { FilterMirror } from './mirror.js'
 import type { RedisClient } from '../store/redis.js'
 
@@ -75,6 +76,7 @@ export class AutoRebuilder {
   private needed (): boolean {
     const p = this.opts.mirror.problem
     if (p === null) {
+      if (this.opts.mirror.damaged) return true // a shard lost the groups it held (mirror.ts probeSegment)
       if (this.status.kind !== 'idle' && this.status.kind !== 'rebuilding') this.status = { kind: 'idle' }
       return false
     }
@@ -83,8 +85,8 @@ export class AutoRebuilder {
 
   private async attempt (): Promise<void> {
     const { log, layout } = this.opts
-    // Its own connection: a build writes the bloom in one command and replays changes, which the gateway's
-    // fail-fast connection (REDIS_TIMEOUT_MS per command) is not made for.
+    // Its own connection: a build writes the bloom's segments in large commands and replays changes, which the
+    // gateway's fail-fast connection (REDIS_TIMEOUT_MS per command) is not made for.
     const redis = createRedis(this.opts.redisUrl, { timeoutMs: 0, name: 'iys-gateway-rebuild', failFast: false })
     redis.on('error', () => {})
     const since = Date.now()
@@ -144,12 +146,19 @@ export class AutoRebuilder {
   }
 }
 
-/** True when the pointer names a complete version whose bloom is there. */
+/**
+ * True when the pointer names a complete version whose every bloom segment is there. In a Redis Cluster one shard can
+ * lose its data alone (a master without persistence restarted empty, its replica gone too): the pointer survives on
+ * another shard, and that shard's groups are gone; a missing segment says so (the segments lie beside the buckets).
+ */
 async function hasUsableVersion (redis: RedisClient, layout: Layout): Promise<boolean> {
   const cur = await redis.get(layout.current)
   if (cur === null) return false
-  const [complete, bloom] = await Promise.all([redis.hget(layout.meta(+cur), 'complete'), redis.exists(layout.bloomSegment(+cur, 0))])
-  return complete === '1' && bloom === 1
+  const [complete, ...segments] = await Promise.all([
+    redis.hget(layout.meta(+cur), 'complete'),
+    ...Array.from({ length: BLOOM_SEGMENTS }, async (_, g) => await redis.exists(layout.bloomSegment(+cur, g)))
+  ])
+  return complete === '1' && segments.every(n => n === 1)
 }
 
 /** The sentence /readyz gives while a rebuild runs or is awaited (null when there is none to tell). */
