@@ -13,6 +13,8 @@ import pino from 'pino'
 import { RateLimiter } from '../src/auth/rate-limit.js'
 import { formatIysDate } from '../src/domain/time.js'
 import { layout } from '../src/filter/layout.js'
+import { segmentOf } from '../src/filter/bloom.js'
+import { hashText, keyCode, keyHash, keyText } from '../src/filter/key.js'
 import { CLUSTER_SCHEME, createRedis, waitReady } from '../src/store/redis.js'
 import { runCli, seedGenerated, startServeProcess, type ServeProcess } from './helpers/cli.js'
 import { differences, gatewayAnswers, randomItems, sqlAnswers, type Answer, type Item } from './helpers/differential.js'
@@ -260,4 +262,43 @@ describe('on a Redis Cluster of three masters with a replica each', () => {
     await consentThenRet('+905301234601')
     await cluster.restart(victim) // back as a replica of the promoted node
   }, 180_000)
+
+  it('a bucket shard\'s master dies with a RET its replica never got: the appliers apply the recent changes again, and the Redis way answers REJECTED', async () => {
+    const keys = layout(prefix)
+    const { filterVersion: version } = await (await fetch(writer.url + '/readyz')).json() as { filterVersion: number }
+    const control = await cluster.masterOf(keys.current)
+    // An ONAY key whose bucket group lives on another master than the control slot.
+    const { rows } = await pool.query<{ recipient: string }>(
+      `SELECT recipient FROM consents WHERE brand_code = ${BRAND} AND type = 'MESAJ' AND recipient_type = 'BIREYSEL' AND status = 'ONAY' ORDER BY seq DESC LIMIT 200`)
+    let recipient = ''
+    let master = 0
+    for (const r of rows) {
+      hashText(keyText(String(BRAND), keyCode('MESAJ', 'BIREYSEL'), r.recipient))
+      const m = await cluster.masterOf(keys.bucket(version, segmentOf(keyHash[0]!)))
+      if (m !== control) { recipient = r.recipient; master = m; break }
+    }
+    expect(master).not.toBe(0)
+    expect(await reason(reader.url, recipient)).toBe('CONSENT')
+    // The master's replica stops (SIGSTOP) and the master drops its link: the RET reaches the master, is acknowledged
+    // and published, and is never replicated. Then the master dies and the replica, resumed, is promoted without it.
+    const replica = (await cluster.masters()).find(m => m.port === master)!.replicas[0]!
+    const pid = Number(/process_id:(\d+)/.exec(String(await cluster.call(replica, 'INFO', 'server')))![1])
+    process.kill(pid, 'SIGSTOP')
+    try {
+      await cluster.call(master, 'CLIENT', 'KILL', 'TYPE', 'replica')
+      const ret = await postJson(consentsUrl(), { recipient, type: 'MESAJ', source: 'HS_WEB', status: 'RET', consentDate: formatIysDate(Math.floor(Date.now() / 1000) - 60) })
+      expect(ret.status).toBe(200)
+      await until(async () => (await reason(reader.url, recipient)) === 'REJECTED', 15_000, 'the RET to reach the master')
+      await cluster.kill(master)
+    } finally {
+      process.kill(pid, 'SIGCONT')
+    }
+    const failoverMs = await cluster.waitFailover(master)
+    const promotedAt = Date.now()
+    // The promoted replica held the ONAY; the appliers saw the masters change and wrote the RET again.
+    await until(async () => (await reason(reader.url, recipient)) === 'REJECTED', 30_000, 'the RET to be applied again after the failover')
+    console.log(`failover of a bucket shard took ${failoverMs} ms; the RET it lost was back ${Date.now() - promotedAt} ms after the cluster settled`)
+    for (const url of [writer.url, second.url]) expect(await reason(url, recipient)).toBe('REJECTED') // their replicas never lost it
+    await cluster.restart(master)
+  }, 120_000)
 })

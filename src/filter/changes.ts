@@ -22,6 +22,7 @@ import { redisBitOffsets } from './bloom.js'
 import { bucketOf, hashText, keyHash, keyTextSql } from './key.js'
 import { BUCKET_GROUPS, bucketGroup, bucketKey, type Layout } from './layout.js'
 import { withScripts, type ScriptedRedis } from './scripts.js'
+import { FailoverReplay } from './failover-replay.js'
 import { isCluster, type RedisClient } from '../store/redis.js'
 import { encodeStateFrom, stateColumnsSql } from './state.js'
 
@@ -87,10 +88,12 @@ export class ChangeApplier {
   appliedSeq = 0
   /** When this applier last wrote to the change stream (changes or a heartbeat). */
   private streamWrittenAt = 0
+  private readonly replay: FailoverReplay
 
   constructor (opts: ApplierOptions) {
     this.opts = opts
     this.redis = withScripts(opts.redis)
+    this.replay = new FailoverReplay(opts.redis)
   }
 
   /** True while a LISTEN connection is up (NOTIFY wakes the applier; otherwise only the poll does). */
@@ -188,6 +191,12 @@ export class ChangeApplier {
   private async pass (): Promise<void> {
     try {
       await this.catchUp()
+      this.replay.mark(this.appliedSeq, Date.now())
+      const from = await this.replay.check(Date.now())
+      if (from !== null) {
+        this.opts.log.warn({ from, to: this.appliedSeq }, 'the Redis Cluster\'s masters changed: applying the recent changes again (a failover may have lost writes a replica never got)')
+        await this.applyAgain(from)
+      }
       if (Date.now() - this.streamWrittenAt >= HEARTBEAT_MS) {
         await this.opts.redis.xadd(this.opts.layout.changes, 'MAXLEN', '~', STREAM_MAXLEN, '*', 'h', String(this.appliedSeq))
         this.streamWrittenAt = Date.now()
@@ -219,6 +228,16 @@ export class ChangeApplier {
       const next = await this.applyFrom(from)
       if (next === from) return
       from = next
+    }
+  }
+
+  /** Applies again every change with seq > from up to where this applier is (failover-replay.ts). */
+  private async applyAgain (from: number): Promise<void> {
+    const until = this.appliedSeq
+    for (let next = from; next < until;) {
+      const reached = await this.applyFrom(next)
+      if (reached === next) return
+      next = reached
     }
   }
 
