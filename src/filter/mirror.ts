@@ -322,8 +322,8 @@ export class FilterMirror {
 
   /**
    * Builds the replica of `view` and attaches it once it has caught up with the stream; checks use Redis meanwhile.
-   * A change's state and its stream entry are written by one script (lua/apply.lua), so every change is either in
-   * the buckets read after the stream's last entry (the mark) or in an entry after it: those are replayed from the
+   * A change's state is written (lua/apply-states.lua) before its stream entry and the watermark (lua/apply-commit.lua),
+   * so every change is either in the buckets read after the stream's last entry (the mark) or in an entry after it: those are replayed from the
    * stream, until it stops moving, and the table is attached with no await in between. A build that fails is tried
    * again a few seconds later, for as long as the view is served.
    */
@@ -333,8 +333,8 @@ export class FilterMirror {
     const wanted = (): boolean => this.view === view && !this.stopped
     try {
       const started = Date.now()
-      // The watermark before the mark: every change up to it is in the buckets read after the mark (apply.lua writes
-      // a change's state, its stream entry and the watermark in one script).
+      // The watermark before the mark: every change up to it is in the buckets read after the mark (the applier
+      // writes a change's state before it raises the watermark past it).
       const watermark = Number(await this.redis.get(this.layout.applied) ?? '0')
       const last = await this.redis.xrevrange(this.layout.changes, '+', '-', 'COUNT', 1)
       const mark = last[0]?.[0] ?? '0-0'

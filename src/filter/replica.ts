@@ -293,7 +293,7 @@ export class ReplicaTable {
   }
 
   /**
-   * Applies `state` to the key when its seq is newer than the stored one, or inserts the key (apply.lua's rule:
+   * Applies `state` to the key when its seq is newer than the stored one, or inserts the key (apply-states.lua's rule:
    * changes may arrive twice or out of order). Returns whether it applied. Throws a RangeError for a key or state no
    * consent can have (nothing is changed), and ReplicaFullError when a new key does not fit.
    */

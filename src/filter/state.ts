@@ -5,7 +5,7 @@
 //   <status O|R><source index, base36 char><consentDate epoch seconds, base36>.<change seq, base36>
 //   e.g. "O2l3s0mz4.2n9c"  (about 14 bytes)
 //
-// The seq is the base-36 text after the one SEQ_SEPARATOR: apply.lua reads it there (SEQ_LUA_PATTERN) to keep
+// The seq is the base-36 text after the one SEQ_SEPARATOR: apply-states.lua reads it there (SEQ_LUA_PATTERN) to keep
 // the newest state, so the separator and that pattern change together or not at all.
 
 import { SOURCES, type ConsentSource, type ConsentStatus } from '../domain/vocabulary.js'
@@ -27,7 +27,7 @@ export const STATUS_CODE: Readonly<Record<ConsentStatus, string>> = Object.freez
  * character, so that '%' before it in a Lua pattern means the character itself.
  */
 export const SEQ_SEPARATOR = '.'
-/** The Lua pattern that captures the base-36 seq of an encoded state (apply.lua): SEQ_SEPARATOR, then to the end. */
+/** The Lua pattern that captures the base-36 seq of an encoded state (apply-states.lua): SEQ_SEPARATOR, then to the end. */
 export const SEQ_LUA_PATTERN = '%' + SEQ_SEPARATOR + '(%w+)$'
 
 const RET_CHAR = STATUS_CODE.RET.charCodeAt(0)

@@ -86,8 +86,8 @@ export class RedisView implements FilterView {
   }
 
   /**
-   * Batches of more than SCRIPT_KEYS keys go as several scripts, sent together (auto-pipelining: still one round
-   * trip): Redis runs a script to the end before it serves anyone else, so one huge script would stall every other
+   * Batches of more than SCRIPT_KEYS keys go as several scripts, sent together (one round trip on one Redis, where
+   * auto-pipelining writes them at once; on a cluster, one per group, in parallel): Redis runs a script to the end before it serves anyone else, so one huge script would stall every other
    * client — the checks of all gateways — for milliseconds.
    */
   private async lookupAll (fields: string[], buckets: number[]): Promise<(string | null)[]> {
