@@ -6,6 +6,7 @@
 // closed (STORE_UNAVAILABLE), never with another answer than Postgres's.
 
 import { randomBytes } from 'node:crypto'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -120,6 +121,21 @@ describe('on a Redis Cluster of three masters with a replica each', () => {
       expect(rows.map(r => r.split(',')[3])).toEqual(expected.map(e => e.reason))
     }
   }, 120_000)
+
+  it('scrubs a file from the command line against the cluster (`scrub FILE`), as SQL decides', async () => {
+    const byRecipient = new Map<string, Item>()
+    for (const it of await randomItems(pool, 5_000, 13)) {
+      if (it.type === 'MESAJ' && it.rt === 'BIREYSEL' && it.commercial && it.brand === String(BRAND) && it.canonical !== null) byRecipient.set(it.canonical, it)
+    }
+    const items = [...byRecipient.values()]
+    const expected = await sqlAnswers(pool, items)
+    const file = join(services.dir, 'list.csv')
+    writeFileSync(file, items.map(it => it.input).join('\n') + '\n')
+    const r = await runCli(['scrub', file, '--brand-code', String(BRAND), '--type', 'MESAJ', '--out', file + '.out'], { ...cluster.env, REDIS_PREFIX: prefix }, 60_000)
+    expect(r.code, r.stderr).toBe(0)
+    const rows = readFileSync(file + '.out', 'utf8').trim().split('\n').slice(1)
+    expect(rows.map(row => row.split(',')[3])).toEqual(expected.map(e => e.reason))
+  }, 90_000)
 
   it('keeps two processes\' rate limits on one key together through the cluster', async () => {
     const log = pino({ level: 'silent' })

@@ -114,7 +114,7 @@ describe('the relay', () => {
     expect(r.relayer.to('b@x.test')[0]!.raw.equals(RAW)).toBe(true) // informational: the message as it came
     expect(r.outcomes.map(o => [o[0], o[1]]).sort()).toEqual([['mid-a@x.test', 'delivered'], ['mid-b@x.test', 'delivered'], ['mid-c@x.test', 'delivered']])
     expect(r.outcomes[0]![2]).toBe('250 2.0.0 Ok: queued')
-    expect(files(r.dir)).toEqual([]) // done: nothing left on disk
+    await until(() => files(r.dir).length === 0, WAIT, 'its files removed') // done: nothing left on disk (remove() forgets it first, then unlinks)
     expect(r.spool.usedBytes).toBe(0)
   })
 
@@ -191,7 +191,7 @@ describe('the relay', () => {
     ])
     expect(dsn.parts[2]!.content).toBe(HEADERS) // the original's header block, not its body
     expect(r.spool.get(id)).toBeUndefined()
-    expect(files(r.dir)).toEqual([])
+    await until(() => files(r.dir).length === 0, WAIT, 'its files removed') // remove() forgets it first, then unlinks
   })
 
   it('sends no DSN for a message whose envelope sender was empty (a bounce itself)', async () => {
@@ -302,7 +302,7 @@ describe('a restart', () => {
       throw new Error('connection reset during DATA')
     }
     await expect(r.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('a@x.test', true)], raw: broken() })).rejects.toThrow('connection reset')
-    expect(files(r.dir)).toEqual([])
+    await until(() => files(r.dir).length === 0, WAIT, 'its files removed') // remove() forgets it first, then unlinks
     expect(r.spool.size).toBe(0)
     expect(r.spool.usedBytes).toBe(0)
   })

@@ -118,7 +118,7 @@ export class Checker {
       norms!.push(norm)
     }
 
-    if (this.observer?.bloom !== undefined && view !== null) this.observer.bloom(fields?.length ?? 0, absent)
+    if (mayRetry && this.observer?.bloom !== undefined && view !== null) this.observer.bloom(fields?.length ?? 0, absent) // once a batch, not again on its retry
     return fields === null ? results : this.lookedUp(q, results, view!, fields, buckets!, pending!, norms!, mayRetry)
   }
 
