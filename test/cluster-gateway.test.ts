@@ -102,13 +102,17 @@ describe('on a Redis Cluster of three masters with a replica each', () => {
     for (const r of ['CONSENT', 'REJECTED', 'TACIR_NO_RECORD', 'NO_CONSENT']) expect(seen).toContain(r)
   }, 120_000)
 
-  it('scrubs a list through the cluster, from the replica and the Redis way, as SQL decides', async () => {
-    // One query's items (brand, MESAJ, BIREYSEL, commercial), each recipient once: a repeat would be a DUPLICATE line.
+  /** A scrub list's items: one query's (BRAND, MESAJ, BIREYSEL, commercial), each recipient once (a repeat is a DUPLICATE line). */
+  async function listItems (n: number, seed: number): Promise<Item[]> {
     const byRecipient = new Map<string, Item>()
-    for (const it of await randomItems(pool, 20_000, 11)) {
+    for (const it of await randomItems(pool, n, seed)) {
       if (it.type === 'MESAJ' && it.rt === 'BIREYSEL' && it.commercial && it.brand === String(BRAND) && it.canonical !== null) byRecipient.set(it.canonical, it)
     }
-    const items = [...byRecipient.values()]
+    return [...byRecipient.values()]
+  }
+
+  it('scrubs a list through the cluster, from the replica and the Redis way, as SQL decides', async () => {
+    const items = await listItems(20_000, 11)
     expect(items.length).toBeGreaterThan(1000)
     const expected = await sqlAnswers(pool, items)
     for (const url of [writer.url, reader.url]) {
@@ -123,11 +127,7 @@ describe('on a Redis Cluster of three masters with a replica each', () => {
   }, 120_000)
 
   it('scrubs a file from the command line against the cluster (`scrub FILE`), as SQL decides', async () => {
-    const byRecipient = new Map<string, Item>()
-    for (const it of await randomItems(pool, 5_000, 13)) {
-      if (it.type === 'MESAJ' && it.rt === 'BIREYSEL' && it.commercial && it.brand === String(BRAND) && it.canonical !== null) byRecipient.set(it.canonical, it)
-    }
-    const items = [...byRecipient.values()]
+    const items = await listItems(5_000, 13)
     const expected = await sqlAnswers(pool, items)
     const file = join(services.dir, 'list.csv')
     writeFileSync(file, items.map(it => it.input).join('\n') + '\n')
