@@ -2,15 +2,15 @@
 // SMTP path, nodemailer to the gateway to smtp-server, is tested elsewhere). The clock is injected and every wait is
 // on a condition: no test depends on how fast this machine is.
 
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CodedError } from '../src/domain/errors.js'
 import type { RelayEnvelope, RelayOutcome } from '../src/carriers/smtp-upstream.js'
 import { buildDsn, headerBlockEnd, MailRelay, withUnsubscribeHeaders, type RelayResult } from '../src/smtp/relay.js'
-import { MailSpool, SpoolFullError, type SpoolRecipient, type SpoolState } from '../src/smtp/spool.js'
+import { MailSpool, parseMessageFile, SpoolFullError, type SpoolRecipient, type SpoolState } from '../src/smtp/spool.js'
 import { mulberry32 } from '../src/util/random.js'
 import { until } from './helpers/redis-server.js'
 
@@ -82,7 +82,7 @@ async function rig (opts: { dir?: string, clock?: { t: number }, maxBytes?: numb
 
 const WAIT = 20_000 // a hang guard, not a measurement
 const files = (dir: string): string[] => readdirSync(dir).sort()
-const stateOnDisk = (dir: string, id: string): SpoolState => JSON.parse(readFileSync(join(dir, `${id}.json`), 'utf8')) as SpoolState
+const stateOnDisk = (dir: string, id: string): SpoolState => parseMessageFile(readFileSync(join(dir, `${id}.msg`)))!.state
 
 /** A DSN's top-level headers and its MIME parts (each its headers and content). */
 function parseDsn (raw: Buffer): { headers: string, parts: { headers: string, content: string }[] } {
@@ -251,7 +251,7 @@ describe('a restart', () => {
     await until(() => first.outcomes.length === 2, WAIT, 'both first attempts')
     await first.relay.stop()
     await first.spool.close()
-    expect(files(first.dir)).toEqual([`${id}.eml`, `${id}.json`])
+    expect(files(first.dir)).toEqual([`${id}.msg`])
     expect(stateOnDisk(first.dir, id).recipients.map(x => [x.address, x.state, x.attempts])).toEqual([['a@x.test', 'delivered', 1], ['b@x.test', 'pending', 1]])
 
     const clock = { t: T0 + 60_000 }
@@ -291,7 +291,7 @@ describe('a restart', () => {
     const recovered = await after.open()
     expect(recovered.entries.map(e => e.id)).toEqual([kept])
     expect(recovered.discarded).toBe(1)
-    expect(files(dir)).toEqual([`${kept}.eml`, `${kept}.json`])
+    expect(files(dir)).toEqual([`${kept}.msg`])
     expect(after.usedBytes).toBe(RAW.length)
   })
 
@@ -308,6 +308,136 @@ describe('a restart', () => {
   })
 })
 
+describe('durability: group commit and the file format', () => {
+  it('concurrent accepts share the folder\'s fsync, and each resolves only once its file and a folder sync after it are done', async () => {
+    const dir = tempDir()
+    const synced = new Set<string>() // files whose fdatasync returned
+    const durable = new Set<string>() // files synced before a folder sync that has finished
+    const held: (() => void)[] = []
+    let fileSyncs = 0
+    let dirSyncs = 0
+    const spool = new MailSpool({
+      dir,
+      maxBytes: 1 << 20,
+      log,
+      sync: {
+        file: async (fh, path) => { fileSyncs++; await fh.datasync(); synced.add(basename(path)) },
+        dir: async () => {
+          dirSyncs++
+          const covered = [...synced]
+          await new Promise<void>(resolve => { held.push(resolve) })
+          for (const f of covered) durable.add(f)
+        }
+      }
+    })
+    await spool.open()
+    const N = 20
+    const resolved: string[] = []
+    const early: string[] = [] // resolved before its file was covered by a finished folder sync
+    const accepts = Array.from({ length: N }, async (_, i) => {
+      const id = await spool.accept({ envelopeFrom: SENDER, recipients: [rcpt(`r${i}@x.test`, false)], raw: RAW })
+      if (!durable.has(`${id}.msg`)) early.push(id)
+      resolved.push(id)
+    })
+    await until(() => synced.size === N && held.length === 1, WAIT, 'every file synced, the first folder sync held')
+    expect(resolved).toEqual([])
+    while (resolved.length < N) {
+      await until(() => held.length > 0, WAIT, 'a folder sync')
+      held.shift()!()
+      await new Promise(resolve => setImmediate(resolve))
+    }
+    await Promise.all(accepts)
+    expect(early).toEqual([])
+    expect(fileSyncs).toBe(N)
+    expect(dirSyncs).toBeLessThanOrEqual(2) // the first, held, and one for all that came while it ran
+    expect(files(dir)).toHaveLength(N)
+  })
+
+  it('removes at open a message file cut anywhere or torn inside (an accept that never resolved)', async () => {
+    const dir = tempDir()
+    const before = await rig({ dir, start: false })
+    const kept = await before.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('a@x.test', true)], raw: RAW })
+    const whole = readFileSync(join(dir, `${kept}.msg`))
+    const cuts = [0, 5, 8, 12, 16, 16 + 40, 16 + RAW.length, 16 + RAW.length + 8, whole.length - 1]
+    cuts.forEach((cut, n) => { writeFileSync(join(dir, `lz0abc123deadbeef${String(n).padStart(4, '0')}.msg`), whole.subarray(0, cut)) })
+    const torn = Buffer.from(whole)
+    torn.fill(0, 16 + 10, 16 + 30) // the right length, a block of the message never written
+    writeFileSync(join(dir, 'lz0abc123deadbeefff01.msg'), torn)
+
+    const after = new MailSpool({ dir, maxBytes: 1 << 20, log, now: () => T0 })
+    const recovered = await after.open()
+    expect(recovered.entries.map(e => e.id)).toEqual([kept])
+    expect(recovered.discarded).toBe(cuts.length + 1)
+    expect(files(dir)).toEqual([`${kept}.msg`])
+    expect((await after.read(kept)).equals(RAW)).toBe(true)
+  })
+
+  it('a change cut short at the end of the file is ignored and cut off; the changes after it are read', async () => {
+    const dir = tempDir()
+    const first = await rig({ dir, start: false })
+    const id = await first.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('a@x.test', true), rcpt('b@x.test', true), rcpt('c@x.test', true)], raw: RAW })
+    const path = join(dir, `${id}.msg`)
+    const accepted = statSync(path).size
+    expect(await first.spool.markFailed(id, 0, '451 later', T0 + 1000)).toBe(false)
+    const good = statSync(path).size
+    const change = readFileSync(path).subarray(accepted, good) // the change's record, appended
+    appendFileSync(path, change.subarray(0, change.length - 3)) // a crash mid-write of a second change
+
+    const second = new MailSpool({ dir, maxBytes: 1 << 20, log, now: () => T0 })
+    const [entry] = (await second.open()).entries
+    expect(entry!.recipients.map(r => [r.state, r.attempts, r.nextAttemptAt])).toEqual([['pending', 1, T0 + 1000], ['pending', 0, 0], ['pending', 0, 0]])
+    expect(statSync(path).size).toBe(good)
+    expect(await second.markDelivered(id, 1, '250 ok')).toBe(false)
+
+    const third = new MailSpool({ dir, maxBytes: 1 << 20, log, now: () => T0 })
+    const [again] = (await third.open()).entries
+    expect(again!.recipients.map(r => r.state)).toEqual(['pending', 'delivered', 'pending'])
+    expect((await third.read(id)).equals(RAW)).toBe(true)
+    expect(await third.markDelivered(id, 0, '250 ok')).toBe(false)
+    expect(await third.markFailed(id, 2, '550 no', null)).toBe(true)
+    expect(files(dir)).toEqual([])
+  })
+
+  it('reads a spool of the previous format (<id>.eml and <id>.json), keeps its changes in it, and removes it when done', async () => {
+    const dir = tempDir()
+    const oldId = (Date.now() - 60_000).toString(36).padStart(9, '0') + '00deadbeef42' // the id of a minute ago
+    const old: SpoolState = {
+      v: 1,
+      id: oldId,
+      envelopeFrom: SENDER,
+      acceptedAt: T0 - 1000,
+      bytes: RAW.length,
+      recipients: [
+        { ...rcpt('a@x.test', true), state: 'delivered', attempts: 1, nextAttemptAt: 0, lastAttemptAt: T0 - 900, lastResponse: '250 ok' },
+        { ...rcpt('b@x.test', true), state: 'pending', attempts: 0, nextAttemptAt: 0 },
+        { ...rcpt('c@x.test', false), state: 'pending', attempts: 0, nextAttemptAt: 0 }
+      ]
+    }
+    writeFileSync(join(dir, `${oldId}.eml`), RAW)
+    writeFileSync(join(dir, `${oldId}.json`), JSON.stringify(old))
+    const first = await rig({ dir, answer: e => e.to[0] === 'c@x.test' ? { kind: 'temporary', error: '451 4.3.0 later' } : { kind: 'accepted', response: '250 ok' } })
+    expect(first.spool.size).toBe(1)
+    expect(first.spool.usedBytes).toBe(RAW.length)
+    const newId = await first.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('d@x.test', false)], raw: RAW })
+    first.relay.kick()
+    await until(() => first.outcomes.length === 3, WAIT, 'b and c of the old message, d of the new')
+    await first.relay.stop()
+    await first.spool.close()
+    expect(first.relayer.calls.map(c => c.envelope.to[0]).sort()).toEqual(['b@x.test', 'c@x.test', 'd@x.test'])
+    expect(first.relayer.to('b@x.test')[0]!.raw.toString('latin1')).toBe(ADDED('b@x.test') + RAW.toString('latin1'))
+    expect(files(dir)).toEqual([`${oldId}.eml`, `${oldId}.json`]) // the new one is done; the old one stays in its format
+    const onDisk = JSON.parse(readFileSync(join(dir, `${oldId}.json`), 'utf8')) as SpoolState
+    expect(onDisk.recipients.map(r => r.state)).toEqual(['delivered', 'delivered', 'pending'])
+    expect(newId > oldId).toBe(true)
+
+    const second = await rig({ dir, clock: { t: T0 + 60_000 } })
+    await until(() => second.spool.size === 0, WAIT, 'c after the restart')
+    expect(second.relayer.calls.map(c => c.envelope.to)).toEqual([['c@x.test']])
+    expect(second.relayer.calls[0]!.raw.equals(RAW)).toBe(true)
+    await until(() => files(dir).length === 0, WAIT, 'its files removed')
+  })
+})
+
 describe('the spool limit', () => {
   it('refuses a message that would pass maxBytes with SpoolFullError, and takes it again once there is room', async () => {
     const r = await rig({ maxBytes: 1000, start: false })
@@ -319,7 +449,7 @@ describe('the spool limit', () => {
     expect((refused as SpoolFullError).code).toBe('STORAGE_FULL')
     async function * chunks (): AsyncGenerator<Buffer> { for (let i = 0; i < 3; i++) yield Buffer.alloc(200, 'y') }
     await expect(r.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('c@x.test', false)], raw: chunks() })).rejects.toBeInstanceOf(SpoolFullError)
-    expect(files(r.dir)).toEqual([`${id}.eml`, `${id}.json`]) // the streamed one's partial file is gone
+    expect(files(r.dir)).toEqual([`${id}.msg`]) // the streamed one's partial file is gone
     expect(r.spool.usedBytes).toBe(600)
 
     r.relay.start()

@@ -1,22 +1,35 @@
 // The SMTP spool: mail the front end accepted, on local disk until every recipient's copy is delivered or bounced.
-// accept() resolves only once the message and its state are fsynced (file and folder), and the front end answers
-// 250 only then: a message we acknowledged survives a crash of the process or the machine.
+// accept() resolves only once the message and its state are on disk (file fdatasync, then folder fsync), and the front
+// end answers 250 only then: a message we acknowledged survives a crash of the process or the machine.
 //
-// Files in SMTP_SPOOL_DIR, per message `<id>` (time-ordered, so a listing is roughly in arrival order):
-//   <id>.eml        the message as received after DATA (dot-unstuffed, line endings as sent), written once
-//   <id>.json       its envelope and per-recipient state (SpoolState); its presence is what makes the message
-//                   accepted: written after <id>.eml, replaced whole (<id>.json.tmp, fsync, rename, folder fsync)
-//   <id>.json.tmp   a state being written; never read
-// At open(): a .tmp is a write that did not finish (removed); an .eml without its .json is a message whose accept()
-// never resolved, so never acknowledged (removed); a .json whose recipients are all final is a message done but not
-// yet removed (removed). The last recipient to become final removes the message: no files is the durable record
-// that nothing is left to do, so the last state is never written only to be deleted.
+// Format (v2, written since 2026-12): one file per message, `<id>.msg` (id time-ordered: a listing is roughly in
+// arrival order), a sequence of records, each `u32 length, u32 crc32 of the payload` (little-endian) then the payload:
+//   magic "IYSSPL2\n" (8 bytes), then
+//   record 1   the message as received after DATA (dot-unstuffed, line endings as sent)
+//   record 2   its envelope and per-recipient state (SpoolState, JSON)
+//   record 3…  a state change: JSON {"u":[[index, RecipientState], …]}, appended in place (write, fdatasync)
+// accept() writes records 1 and 2 in one writev into a new file ('wx'), fdatasyncs it and then fsyncs the folder; the
+// folder fsync is shared by every accept (and remove) that reaches it while one runs (group commit: one per window,
+// not one per message). A file's own fdatasync cannot be shared, but they run in parallel and the file system
+// commits them together. So a message costs open, writev, fdatasync, close and a share of a folder fsync (v1: two
+// files, two fsyncs, a rename and a folder fsync each), a change costs open, write, fdatasync, close (v1: a
+// rewrite, rename and folder fsync), and a done message one unlink and a share of a folder fsync.
+// At open(): a file whose records 1 and 2 do not check (length, crc) is an accept cut short (never acknowledged:
+// removed); a torn last change is a change never acknowledged (ignored, and cut off the file); a message whose
+// recipients are all final is done but not yet removed (removed). open() reads every file whole (the crc of the
+// message is what tells a torn accept from a complete one). The last recipient to become final removes the message:
+// no file is the durable record that nothing is left to do.
+//
+// v1 spools (`<id>.eml` the message, `<id>.json` its state replaced whole via `<id>.json.tmp` + rename) are still
+// read and served in their own format until they are done; new messages are always v2. So a downgrade is not
+// possible once v2 files exist (the old code would not see them).
 //
 // One process per folder: two gateways on one spool would send every copy twice.
 
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, stat, truncate, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
+import { crc32 } from 'node:zlib'
 import { CodedError } from '../domain/errors.js'
 import type { Logger } from '../log.js'
 
@@ -45,14 +58,14 @@ export interface RecipientState extends SpoolRecipient {
   lastResponse?: string
 }
 
-/** The content of `<id>.json`. */
+/** A message's state: record 2 of `<id>.msg` (and, in a v1 spool, the content of `<id>.json`). */
 export interface SpoolState {
   v: 1
   id: string
   /** '' for a bounce (a DSN we send): it must never bounce back */
   envelopeFrom: string
   acceptedAt: number
-  /** size of `<id>.eml` */
+  /** size of the message */
   bytes: number
   /** the spool id of the message this one reports on, when it is a DSN we generated */
   bounceOf?: string
@@ -69,12 +82,21 @@ export interface AcceptEntry {
   bounceOf?: string
 }
 
+/** The file operations that make data durable; tests replace them to count or hold them. */
+export interface SpoolSync {
+  /** fdatasync of a file just written (`path`) */
+  file: (fh: FileHandle, path: string) => Promise<void>
+  /** fsync of the folder (new names, removals) */
+  dir: (dir: string) => Promise<void>
+}
+
 export interface MailSpoolOptions {
   dir: string
   /** bytes of messages the spool may hold (SMTP_SPOOL_MAX_BYTES); beyond it accept() throws SpoolFullError */
   maxBytes: number
   log: Logger
   now?: () => number
+  sync?: Partial<SpoolSync>
 }
 
 /** What open() found. */
@@ -93,9 +115,13 @@ export class SpoolFullError extends CodedError<'STORAGE_FULL'> {
 }
 
 const ID = /^[0-9a-z]{9}[0-9a-f]{12}$/
+const MSG = '.msg'
 const EML = '.eml'
 const JSON_EXT = '.json'
 const TMP = '.tmp'
+const MAGIC = Buffer.from('IYSSPL2\n')
+/** Offset of the message's bytes in `<id>.msg`: the magic and record 1's header. */
+const BODY_AT = MAGIC.length + 8
 /** Bytes of just-accepted messages kept in memory for the relay (remember()). */
 const RECENT_BYTES = 64 * 1024 * 1024
 
@@ -104,9 +130,57 @@ const newId = (): string => Date.now().toString(36).padStart(9, '0') + randomByt
 
 const isFinal = (r: RecipientState): boolean => r.state !== 'pending'
 
+/** A record's header: length and crc32 of `payload` (which may be given in parts). */
+function recordHeader (length: number, crc: number): Buffer {
+  const h = Buffer.allocUnsafe(8)
+  h.writeUInt32LE(length, 0)
+  h.writeUInt32LE(crc >>> 0, 4)
+  return h
+}
+
+const record = (payload: Buffer): Buffer => Buffer.concat([recordHeader(payload.length, crc32(payload)), payload])
+
+/**
+ * The records of a `<id>.msg` file: the message, its state with the changes applied, and where the valid records end
+ * (`end` < the file's length: a torn change at the end). Null when record 1 or 2 does not check: an accept cut short.
+ */
+export function parseMessageFile (file: Buffer): { raw: Buffer, state: SpoolState, end: number } | null {
+  if (file.length < BODY_AT || !file.subarray(0, MAGIC.length).equals(MAGIC)) return null
+  let at = MAGIC.length
+  const next = (): Buffer | null => {
+    if (at + 8 > file.length) return null
+    const length = file.readUInt32LE(at)
+    const crc = file.readUInt32LE(at + 4)
+    if (at + 8 + length > file.length) return null
+    const payload = file.subarray(at + 8, at + 8 + length)
+    if (crc32(payload) !== crc) return null
+    at += 8 + length
+    return payload
+  }
+  const raw = next()
+  const text = raw === null ? null : next()
+  if (raw === null || text === null) return null
+  let state: SpoolState
+  try {
+    state = JSON.parse(text.toString('utf8')) as SpoolState
+  } catch { return null }
+  if (state.v !== 1 || !Array.isArray(state.recipients) || state.bytes !== raw.length) return null
+  for (let end = at, u = next(); u !== null; end = at, u = next()) {
+    let change: { u: [number, RecipientState][] }
+    try { change = JSON.parse(u.toString('utf8')) as typeof change } catch { at = end; break } // cannot be: it checked
+    for (const [i, r] of change.u) if (state.recipients[i] !== undefined) state.recipients[i] = r
+  }
+  return { raw, state, end: at }
+}
+
 /** In memory: the state plus what serialises its writes. */
 interface Slot {
   state: SpoolState
+  /** v2: `<id>.msg`, changes appended at `end`; v1: `<id>.eml` and `<id>.json` (a spool from before) */
+  v1: boolean
+  end: number
+  /** recipients changed since the last write (v2) */
+  dirty: Set<number>
   /** bumped on every change; `saved` is the version last on disk */
   version: number
   saved: number
@@ -119,8 +193,9 @@ export class MailSpool {
   private readonly maxBytes: number
   private readonly log: Logger
   private readonly now: () => number
+  private readonly sync: SpoolSync
   private readonly slots = new Map<string, Slot>()
-  /** bytes of .eml files, including those being written (reserved as they arrive) */
+  /** bytes of messages, including those being written (reserved as they arrive) */
   private used = 0
   private dirSyncRunning: Promise<void> | null = null
   private dirSyncNext: Promise<void> | null = null
@@ -133,6 +208,7 @@ export class MailSpool {
     this.maxBytes = opts.maxBytes
     this.log = opts.log
     this.now = opts.now ?? Date.now
+    this.sync = { file: opts.sync?.file ?? (fh => fh.datasync()), dir: opts.sync?.dir ?? fsyncDir }
   }
 
   /** Bytes of messages held (and being written): what maxBytes bounds. */
@@ -145,6 +221,7 @@ export class MailSpool {
   async open (): Promise<SpoolRecovery> {
     await mkdir(this.dir, { recursive: true })
     const names = (await readdir(this.dir)).sort()
+    const msgs: string[] = []
     const emls = new Set<string>()
     const jsons: string[] = []
     let discarded = 0
@@ -154,8 +231,31 @@ export class MailSpool {
       const id = name.slice(0, dot)
       if (!ID.test(id)) continue
       const ext = name.slice(dot)
-      if (ext === EML) emls.add(id)
+      if (ext === MSG) msgs.push(id)
+      else if (ext === EML) emls.add(id)
       else if (ext === JSON_EXT) jsons.push(id)
+    }
+    const found: Slot[] = []
+    for (const id of msgs) {
+      const file = await readFile(join(this.dir, id + MSG))
+      const parsed = parseMessageFile(file)
+      if (parsed === null || parsed.state.id !== id) {
+        // Written whole and synced before accept() resolved: what does not check was never acknowledged.
+        this.log.warn({ spoolId: id, bytes: file.length }, 'SMTP spool: removed a message whose accept() did not finish')
+        await this.unlinkQuiet(id + MSG)
+        discarded++
+        continue
+      }
+      const { state, end } = parsed
+      if (state.recipients.every(isFinal)) {
+        await this.unlinkQuiet(id + MSG)
+        discarded++
+        continue
+      }
+      // A change cut short at the end: never acknowledged. Cut it off so that the next change follows a valid one.
+      if (end < file.length) await truncate(join(this.dir, id + MSG), end)
+      this.used += state.bytes
+      found.push(newSlot(state, false, end))
     }
     for (const id of jsons) {
       let state: SpoolState
@@ -185,15 +285,17 @@ export class MailSpool {
         continue
       }
       this.used += state.bytes
-      this.slots.set(id, { state, version: 0, saved: 0, writing: null, removed: false })
+      found.push(newSlot(state, true, 0))
     }
     for (const id of emls) { await this.unlinkQuiet(id + EML); discarded++ } // accept() never resolved for these
+    found.sort((a, b) => a.state.id < b.state.id ? -1 : a.state.id > b.state.id ? 1 : 0)
+    for (const slot of found) this.slots.set(slot.state.id, slot)
     if (discarded > 0) this.log.info({ discarded }, 'SMTP spool: removed messages never acknowledged or already done')
-    return { entries: [...this.slots.values()].map(s => s.state), discarded }
+    return { entries: found.map(s => s.state), discarded }
   }
 
   /**
-   * Writes the message and its state, fsyncs both and the folder, and only then resolves with the message's id.
+   * Writes the message and its state, syncs the file and the folder, and only then resolves with the message's id.
    * Throws SpoolFullError when it would take the spool over maxBytes (nothing is left behind then), or the disk's
    * error. `ignoreLimit` is for our own bounces: small, and refusing one would lose it.
    */
@@ -207,50 +309,60 @@ export class MailSpool {
       this.used += n
       reserved += n
     }
+    const stateOf = (bytes: number): SpoolState => ({
+      v: 1,
+      id,
+      envelopeFrom: entry.envelopeFrom,
+      acceptedAt: this.now(),
+      bytes,
+      ...(entry.bounceOf !== undefined ? { bounceOf: entry.bounceOf } : {}),
+      recipients: entry.recipients.map(r => ({
+        address: r.address, brandCode: r.brandCode, iysCode: r.iysCode, commercial: r.commercial, messageId: r.messageId,
+        state: 'pending', attempts: 0, nextAttemptAt: 0
+      }))
+    })
     let fh: FileHandle | null = null
+    let made = false
     try {
-      if (Buffer.isBuffer(entry.raw)) reserve(entry.raw.length) // refused before a file is made
-      fh = await open(join(this.dir, id + EML), 'wx')
+      let state: SpoolState
+      let end: number
       if (Buffer.isBuffer(entry.raw)) {
-        await fh.writeFile(entry.raw)
+        reserve(entry.raw.length) // refused before a file is made
+        state = stateOf(entry.raw.length)
+        const stateRecord = record(Buffer.from(JSON.stringify(state)))
+        const head = Buffer.concat([MAGIC, recordHeader(entry.raw.length, crc32(entry.raw))])
+        fh = await open(join(this.dir, id + MSG), 'wx')
+        made = true
+        end = await writeAll(fh, [head, entry.raw, stateRecord], 0)
       } else {
+        fh = await open(join(this.dir, id + MSG), 'wx')
+        made = true
+        let at = BODY_AT
+        let crc = 0
         for await (const chunk of entry.raw) {
           reserve(chunk.length)
-          await fh.writeFile(chunk)
+          crc = crc32(chunk, crc)
+          at = await writeAll(fh, [chunk], at)
         }
+        state = stateOf(reserved)
+        await writeAll(fh, [MAGIC, recordHeader(reserved, crc)], 0)
+        end = await writeAll(fh, [record(Buffer.from(JSON.stringify(state)))], at)
       }
-      const message = fh
-      const state: SpoolState = {
-        v: 1,
-        id,
-        envelopeFrom: entry.envelopeFrom,
-        acceptedAt: this.now(),
-        bytes: reserved,
-        ...(entry.bounceOf !== undefined ? { bounceOf: entry.bounceOf } : {}),
-        recipients: entry.recipients.map(r => ({
-          address: r.address, brandCode: r.brandCode, iysCode: r.iysCode, commercial: r.commercial, messageId: r.messageId,
-          state: 'pending', attempts: 0, nextAttemptAt: 0
-        }))
-      }
-      // The message's fsync and the state's write and fsync run together (the 250 waits on a chain of file
-      // operations: at 8 connections the smtp benchmark's gateway was latency-bound, its main thread 60 % idle);
-      // the state is renamed into place only once both are on disk, then the folder fsync makes both names durable.
-      const stateText = JSON.stringify(state)
-      const syncMessage = async (): Promise<void> => {
-        try { await message.sync() } finally { fh = null; await message.close() }
-      }
-      await Promise.all([syncMessage(), this.writeStateTmp(id, stateText)])
-      await this.placeState(id)
-      this.slots.set(id, { state, version: 0, saved: 0, writing: null, removed: false })
+      await this.sync.file(fh, join(this.dir, id + MSG))
+      const written = fh
+      fh = null
+      // The folder's sync is asked for at once (the close need not come first): every accept whose data is synced
+      // by the time the running folder sync ends shares the next one.
+      await Promise.all([written.close(), this.syncDir()])
+      this.slots.set(id, newSlot(state, false, end))
       if (Buffer.isBuffer(entry.raw)) this.remember(id, entry.raw)
       return id
     } catch (err) {
       if (fh !== null) await fh.close().catch(() => {})
       this.used -= reserved
-      // Never acknowledged: none of it may stay (a state renamed into place before a failed folder sync included).
-      await this.unlinkQuiet(id + JSON_EXT)
-      await this.unlinkQuiet(id + JSON_EXT + TMP)
-      await this.unlinkQuiet(id + EML)
+      // Never acknowledged: none of it may stay. (Were it to stay after a crash, it is either torn, and open() removes
+      // it, or whole, and it is sent though the client saw no 250: what SMTP does when a reply is lost.)
+      if (made) await this.unlinkQuiet(id + MSG)
       throw err
     }
   }
@@ -274,7 +386,10 @@ export class MailSpool {
   /** The message's bytes as received. */
   read (id: string): Promise<Buffer> {
     const raw = this.recent.get(id)
-    return raw !== undefined ? Promise.resolve(raw) : readFile(join(this.dir, id + EML))
+    if (raw !== undefined) return Promise.resolve(raw)
+    const slot = this.slots.get(id)
+    if (slot === undefined || slot.v1) return readFile(join(this.dir, id + EML))
+    return readAt(join(this.dir, id + MSG), BODY_AT, slot.state.bytes)
   }
 
   /**
@@ -312,11 +427,17 @@ export class MailSpool {
     this.slots.delete(id)
     this.forget(id)
     while (slot.writing !== null) await slot.writing.catch(() => {}) // its rename must not bring the state back
-    // State first, made durable, then the message: a crash in between leaves an .eml alone, which open() removes.
-    // A state that cannot be removed keeps its message too (the next start sends what it still lists as pending).
-    await unlink(join(this.dir, id + JSON_EXT)).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
-    await this.syncDir()
-    await this.unlinkQuiet(id + EML)
+    if (slot.v1) {
+      // State first, made durable, then the message: a crash in between leaves an .eml alone, which open() removes.
+      // A state that cannot be removed keeps its message too (the next start sends what it still lists as pending).
+      await unlink(join(this.dir, id + JSON_EXT)).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
+      await this.syncDir()
+      await this.unlinkQuiet(id + EML)
+    } else {
+      // Durable before the change that made the message done is reported: else a restart would send it again.
+      await unlink(join(this.dir, id + MSG)).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
+      await this.syncDir()
+    }
     this.used -= slot.state.bytes
   }
 
@@ -332,6 +453,7 @@ export class MailSpool {
     if (r.state !== 'pending') throw new Error(`SMTP spool: recipient ${index} of message ${id} is ${r.state} already`)
     f(r)
     slot.version++
+    slot.dirty.add(index)
     if (slot.state.recipients.every(isFinal)) { await this.remove(id); return true }
     await this.save(slot)
     return false
@@ -347,19 +469,37 @@ export class MailSpool {
     while (slot.saved < wanted && !slot.removed) {
       if (slot.writing !== null) { await slot.writing.catch(() => {}); continue }
       const version = slot.version
-      const text = JSON.stringify(slot.state)
-      slot.writing = this.writeState(slot.state.id, text).then(() => { slot.saved = Math.max(slot.saved, version) }).finally(() => { slot.writing = null })
+      let write: Promise<void>
+      if (slot.v1) {
+        write = this.writeState(slot.state.id, JSON.stringify(slot.state))
+      } else {
+        const changed = [...slot.dirty]
+        slot.dirty.clear()
+        const text = JSON.stringify({ u: changed.map(i => [i, slot.state.recipients[i]]) })
+        write = this.append(slot, record(Buffer.from(text))).catch((err: unknown) => {
+          for (const i of changed) slot.dirty.add(i) // the next write carries them
+          throw err
+        })
+      }
+      slot.writing = write.then(() => { slot.saved = Math.max(slot.saved, version) }).finally(() => { slot.writing = null })
       await slot.writing // a failed write rejects here; the next change writes everything again
     }
   }
 
-  /** `<id>.json.tmp`, fsync, rename over `<id>.json`, folder fsync. */
-  private async writeState (id: string, text: string): Promise<void> {
-    await this.writeStateTmp(id, text)
-    await this.placeState(id)
+  /** A change record at the end of `<id>.msg`, synced. (A failed write leaves `end` where it was: it is overwritten.) */
+  private async append (slot: Slot, rec: Buffer): Promise<void> {
+    const fh = await open(join(this.dir, slot.state.id + MSG), 'r+')
+    try {
+      const end = await writeAll(fh, [rec], slot.end)
+      await this.sync.file(fh, join(this.dir, slot.state.id + MSG))
+      slot.end = end
+    } finally {
+      await fh.close()
+    }
   }
 
-  private async writeStateTmp (id: string, text: string): Promise<void> {
+  /** v1: `<id>.json.tmp`, fsync, rename over `<id>.json`, folder fsync. */
+  private async writeState (id: string, text: string): Promise<void> {
     const fh = await open(join(this.dir, id + JSON_EXT + TMP), 'w')
     try {
       await fh.writeFile(text)
@@ -367,9 +507,6 @@ export class MailSpool {
     } finally {
       await fh.close()
     }
-  }
-
-  private async placeState (id: string): Promise<void> {
     await rename(join(this.dir, id + JSON_EXT + TMP), join(this.dir, id + JSON_EXT))
     await this.syncDir()
   }
@@ -394,13 +531,13 @@ export class MailSpool {
   }
 
   /**
-   * fsync of the folder (new names, renames, removals), shared: callers that arrive while one runs share the next,
-   * which starts when it ends (a sync already running may have missed their change).
+   * fsync of the folder (new names, removals), shared (group commit): callers that arrive while one runs share the
+   * next, which starts when it ends (a sync already running may have missed their change).
    */
   private syncDir (): Promise<void> {
     if (this.dirSyncNext !== null) return this.dirSyncNext
     if (this.dirSyncRunning === null) {
-      this.dirSyncRunning = fsyncDir(this.dir).finally(() => { this.dirSyncRunning = null })
+      this.dirSyncRunning = this.sync.dir(this.dir).finally(() => { this.dirSyncRunning = null })
       return this.dirSyncRunning
     }
     this.dirSyncNext = this.dirSyncRunning.catch(() => {}).then(() => {
@@ -414,6 +551,40 @@ export class MailSpool {
     await unlink(join(this.dir, name)).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') this.log.warn({ err, file: name }, 'SMTP spool: could not remove a file')
     })
+  }
+}
+
+function newSlot (state: SpoolState, v1: boolean, end: number): Slot {
+  return { state, v1, end, dirty: new Set(), version: 0, saved: 0, writing: null, removed: false }
+}
+
+/** Writes `parts` at `position`, all of them (writev may write less); the position after them. */
+async function writeAll (fh: FileHandle, parts: Buffer[], position: number): Promise<number> {
+  let at = position
+  let rest = parts.filter(p => p.length > 0)
+  while (rest.length > 0) {
+    const { bytesWritten } = await fh.writev(rest, at)
+    at += bytesWritten
+    let n = bytesWritten
+    while (rest.length > 0 && n >= rest[0]!.length) { n -= rest[0]!.length; rest = rest.slice(1) }
+    if (n > 0) rest = [rest[0]!.subarray(n), ...rest.slice(1)]
+  }
+  return at
+}
+
+async function readAt (path: string, position: number, length: number): Promise<Buffer> {
+  const fh = await open(path, 'r')
+  try {
+    const buf = Buffer.allocUnsafe(length)
+    let got = 0
+    while (got < length) {
+      const { bytesRead } = await fh.read(buf, got, length - got, position + got)
+      if (bytesRead === 0) throw new Error(`SMTP spool: ${path} ends before its message`)
+      got += bytesRead
+    }
+    return buf
+  } finally {
+    await fh.close()
   }
 }
 
