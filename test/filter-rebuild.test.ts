@@ -125,6 +125,18 @@ describe('filter builds and the change applier', () => {
     } finally { await pool.end() }
   }, 60_000)
 
+  it('writes nothing into a version whose bloom segments are gone (being removed), so no stray bucket comes back', async () => {
+    const r = await build(direct)
+    // Another build's claim, for a version whose removal has begun: its segments are gone, its meta still there.
+    await redis.hset(keys.meta(r!.version + 1), { gen: 'gone', buckets: 128, blocks: 128 })
+    await redis.set(keys.building, `${r!.version + 1}|gone`)
+    await commitRet(direct, phone(8))
+    await new ChangeApplier({ pool: direct, redis, layout: keys, log }).catchUp()
+    expect(await versionKeys(r!.version + 1)).toEqual([keys.meta(r!.version + 1)]) // no bucket, no segment
+    // The current version took the change.
+    expect(Number(await redis.get(keys.applied))).toBeGreaterThan(r!.seq)
+  }, 60_000)
+
   it('a catch-up walk stops as soon as the watermark in Redis is raised past it', async () => {
     await build(direct)
     await redis.del(keys.applied, keys.changes) // the watermark lost: the walk starts from 0

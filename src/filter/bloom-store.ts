@@ -16,6 +16,16 @@ export async function writeBloom (redis: RedisClient, layout: Layout, version: n
   await Promise.all(writes)
 }
 
+/**
+ * Every segment of version `version` as zeros (`blocks` blocks), before the build claims it: the change applier writes
+ * a version's states and bits only where its segment exists (lua/apply-states.lua), so that a version being removed
+ * (its segments go first) gets no stray keys from an applier that has not seen it go.
+ */
+export async function createEmptyBloom (redis: RedisClient, layout: Layout, version: number, blocks: number): Promise<void> {
+  const zeros = Buffer.alloc(blocks / BLOOM_SEGMENTS * BLOCK_BYTES) // one segment's worth, shared by every SET
+  await Promise.all(Array.from({ length: BLOOM_SEGMENTS }, async (_, g) => await redis.set(layout.bloomSegment(version, g), zeros)))
+}
+
 /** Version `version`'s bits, `blocks` blocks (its meta), as one filter; null when a segment is missing or misshapen. */
 export async function readBloom (redis: RedisClient, layout: Layout, version: number, blocks: number): Promise<BloomFilter | null> {
   const segments = await Promise.all(Array.from({ length: BLOOM_SEGMENTS }, async (_, g) => await redis.getBuffer(layout.bloomSegment(version, g))))

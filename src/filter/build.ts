@@ -14,8 +14,8 @@ import type { Pool, PoolClient } from '../store/pg.js'
 import { unlinkPattern, type RedisClient } from '../store/redis.js'
 import { digitCount, type RespBulkWriter } from '../store/resp-bulk.js'
 import { BucketWriters } from './bucket-writers.js'
-import { writeBloom } from './bloom-store.js'
-import { BloomFilter } from './bloom.js'
+import { createEmptyBloom, writeBloom } from './bloom-store.js'
+import { BLOOM_SEGMENTS, BloomFilter } from './bloom.js'
 import { ChangeApplier } from './changes.js'
 import { bucketOf, hashBytes, keyHash, keyTextSql } from './key.js'
 import { BUCKET_GROUPS, BUCKET_SENTINEL, GROWTH_HEADROOM, KEYS_PER_BUCKET, groupTag, newGeneration, type Layout } from './layout.js'
@@ -146,6 +146,7 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
     // Announce the version being built (its shape first): from now on the change applier writes every change to
     // it as well as to the current version, so nothing committed during the build is missing after the flip.
     await redis.hset(layout.meta(version), { gen: generation, buckets, blocks: bloom.blocks, capacity })
+    await createEmptyBloom(redis, layout, version, bloom.blocks)
     const stale = await redis.iysClaim(layout.building, layout.current, layout.applied, claim, String(seq))
     if (stale !== null) {
       // A build that died (killed, its lock dropped with its connection) left its half-written version behind.
@@ -232,9 +233,13 @@ async function buildLocked (opts: LoadOptions, client: PoolClient): Promise<Load
   }
 }
 
-/** Removes every key of `version` (its control-slot keys and its buckets); the number removed. */
+/**
+ * Removes every key of `version`; the number removed. Its bloom segments first: the applier writes no more to a
+ * version whose segment is gone (lua/apply-states.lua), so no bucket comes back behind the scan.
+ */
 async function removeVersion (redis: RedisClient, layout: Layout, version: number): Promise<number> {
   let removed = 0
+  for (const n of await Promise.all(Array.from({ length: BLOOM_SEGMENTS }, async (_, g) => await redis.unlink(layout.bloomSegment(version, g))))) removed += n
   for (const pattern of layout.versionPatterns(version)) removed += await unlinkPattern(redis, pattern)
   return removed
 }

@@ -11,6 +11,8 @@
     and 12 ARGV: field (key text), value (encoded state), seq, "1" when the bucket must already exist (a complete
       version: a bucket without its sentinel was removed, and writing would leave stray keys behind) or "0" (the
       version being built, whose buckets may not be written yet), then the 8 bloom bit offsets in the segment
+  A version's segments exist from before its build is announced until its removal starts (build.ts): nothing is
+  written where the segment is missing, so a version being removed gets no stray keys from an applier behind.
 
   Output:
     the number of states written
@@ -22,7 +24,8 @@ local written = 0
 for k = 1, #KEYS / 2 do
   local a = 12 * k - 11
   local bucket = KEYS[2 * k - 1]
-  if ARGV[a + 3] == '0' or redis.call('HEXISTS', bucket, '{{BUCKET_SENTINEL}}') == 1 then
+  local bloom = KEYS[2 * k]
+  if redis.call('EXISTS', bloom) == 1 and (ARGV[a + 3] == '0' or redis.call('HEXISTS', bucket, '{{BUCKET_SENTINEL}}') == 1) then
     local old = redis.call('HGET', bucket, ARGV[a])
     local oldseq = -1
     if old then oldseq = tonumber(string.match(old, '{{SEQ_LUA_PATTERN}}'), 36) end
@@ -30,7 +33,6 @@ for k = 1, #KEYS / 2 do
       redis.call('HSET', bucket, ARGV[a], ARGV[a + 1])
       written = written + 1
     end
-    local bloom = KEYS[2 * k]
     for b = 4, 11 do redis.call('SETBIT', bloom, ARGV[a + b], 1) end
   end
 end
