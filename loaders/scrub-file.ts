@@ -12,7 +12,7 @@ import { Progress } from './progress.js'
 import { createRedis, waitReady } from '../src/store/redis.js'
 import type { InputFormat } from '../src/scrub/chunk.js'
 import { scrubFile } from '../src/scrub/engine.js'
-import { emptyTotals, type ScrubParams } from '../src/scrub/jobs.js'
+import { emptyTotals, type ScrubParams } from '../src/scrub/job-record.js'
 import { createScrubPool } from '../src/scrub/pool.js'
 
 export async function scrubCommand (config: Config, log: Logger, file: string, params: ScrubParams, out: string): Promise<Record<string, unknown>> {

@@ -13,7 +13,7 @@ import { CodedError, ERRORS, errorCode, GatewayError, errorItem, INTERNAL_ERRORS
 import { BLOCK_BYTES, BLOOM_SEGMENTS, BloomFilter } from '../src/filter/bloom.js'
 import { StoreTimeoutError, VersionGoneError, type FilterView } from '../src/filter/view.js'
 import { scrubFile } from '../src/scrub/engine.js'
-import { emptyTotals } from '../src/scrub/jobs.js'
+import { emptyTotals } from '../src/scrub/job-record.js'
 
 // The İYS specification, kept in the repository (reference/) so that the test runs from any clone.
 const SPEC_PATH = fileURLToPath(new URL('../reference/iys-openapi-3.2.0.json', import.meta.url))

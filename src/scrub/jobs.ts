@@ -18,75 +18,16 @@ import type { Logger } from 'pino'
 import { mayActFor, type Principal } from '../auth/principal.js'
 import { GatewayError } from '../domain/errors.js'
 import { isTransientDbError, type Pool } from '../store/pg.js'
-import type { ConsentType, RecipientType } from '../domain/vocabulary.js'
-import type { ScrubDecisionLogState } from '../audit/scrub-decisions.js'
 import type { ScrubJobCounts } from '../metrics.js'
-import type { InputFormat } from './chunk.js'
 import { JobTaken, SharedJobs } from './shared.js'
-
-export type JobState = 'uploading' | 'queued' | 'running' | 'done' | 'failed'
-
-export interface ScrubParams {
-  brandCode: string
-  type: ConsentType
-  recipientType: RecipientType
-  commercial: boolean
-}
-
-export interface ScrubTotals {
-  /** lines read from the input (blank lines and a header excluded) */
-  read: number
-  /** lines decided */
-  checked: number
-  allowed: number
-  blocked: number
-  invalid: number
-  duplicates: number
-  /** lines longer than SCRUB_MAX_LINE_BYTES (also counted in invalid: INVALID_RECIPIENT, shown empty) */
-  tooLong: number
-  blockedByReason: Record<string, number>
-}
-
-/** Who uploaded a job: the tenant it belongs to and the key it came with. */
-export interface JobOwner {
-  iysCode: string
-  keyId: string
-}
-
-export interface JobRecord {
-  jobId: string
-  /** absent on jobs written before owners were recorded: those are visible to nobody */
-  owner?: JobOwner
-  state: JobState
-  reason?: string
-  params: ScrubParams
-  format: InputFormat
-  createdAt: string
-  uploadedAt?: string
-  startedAt?: string
-  finishedAt?: string
-  expiresAt?: string
-  bytes: number
-  totals: ScrubTotals
-  /** lines per second over the run so far, and the estimated seconds left (while running) */
-  rate?: number
-  etaSeconds?: number
-  resultBytes?: number
-  /**
-   * With a decision log (DATABASE_URL), a done job's decisions: 'pending' until they are in Postgres (the job's files
-   * are kept past their retention until then), then 'written' with the rows (a DUPLICATE line is no decision and has
-   * none). See audit/scrub-decisions.ts.
-   */
-  decisionLog?: ScrubDecisionLogState
-}
+import { emptyTotals, type JobOwner, type JobRecord, type ScrubParams } from './job-record.js'
+import type { InputFormat } from './chunk.js'
 
 export const JOB_ID = /^[A-Za-z0-9_-]{1,64}$/
 
 /** Whether `p` may see and download `job`: a key of the owning tenant that may act for the job's brand. */
 export const visibleTo = (job: JobRecord, p: Principal): boolean =>
   job.owner !== undefined && job.owner.iysCode === p.iysCode && mayActFor(p, job.params.brandCode)
-
-export const emptyTotals = (): ScrubTotals => ({ read: 0, checked: 0, allowed: 0, blocked: 0, invalid: 0, duplicates: 0, tooLong: 0, blockedByReason: {} })
 
 export class ScrubJobs {
   readonly dir: string

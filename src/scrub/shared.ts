@@ -35,7 +35,7 @@ import type { QueryConfig } from 'pg'
 import type { Logger } from 'pino'
 import { GatewayError } from '../domain/errors.js'
 import { isTransientDbError, type Pool } from '../store/pg.js'
-import type { JobRecord, JobState } from './jobs.js'
+import type { JobRecord, JobState } from './job-record.js'
 
 /** How often a gateway says it is alive. */
 export const HEARTBEAT_MS = 5000
