@@ -2,15 +2,16 @@
 // SMTP path, nodemailer to the gateway to smtp-server, is tested elsewhere). The clock is injected and every wait is
 // on a condition: no test depends on how fast this machine is.
 
-import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { basename, join } from 'node:path'
+import { open } from 'node:fs/promises'
+import { join } from 'node:path'
 import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CodedError } from '../src/domain/errors.js'
 import type { RelayEnvelope, RelayOutcome } from '../src/carriers/smtp-upstream.js'
 import { buildDsn, headerBlockEnd, MailRelay, withUnsubscribeHeaders, type RelayResult } from '../src/smtp/relay.js'
-import { MailSpool, parseMessageFile, SpoolFullError, type SpoolRecipient, type SpoolState } from '../src/smtp/spool.js'
+import { MailSpool, parseSegment, readSpoolLog, SpoolFullError, type SpoolRecipient, type SpoolState } from '../src/smtp/spool.js'
 import { mulberry32 } from '../src/util/random.js'
 import { until } from './helpers/redis-server.js'
 
@@ -82,7 +83,11 @@ async function rig (opts: { dir?: string, clock?: { t: number }, maxBytes?: numb
 
 const WAIT = 20_000 // a hang guard, not a measurement
 const files = (dir: string): string[] => readdirSync(dir).sort()
-const stateOnDisk = (dir: string, id: string): SpoolState => parseMessageFile(readFileSync(join(dir, `${id}.msg`)))!.state
+const stateOnDisk = async (dir: string, id: string): Promise<SpoolState> => (await readSpoolLog(dir)).find(s => s.id === id)!
+/** The ids the spool's log lists as pending. */
+const pendingOnDisk = async (dir: string): Promise<string[]> => (await readSpoolLog(dir)).map(s => s.id).sort()
+/** The spool's files other than its log's segments. */
+const nonLog = (dir: string): string[] => files(dir).filter(f => !/^\d{12}\.log$/.test(f))
 
 /** A DSN's top-level headers and its MIME parts (each its headers and content). */
 function parseDsn (raw: Buffer): { headers: string, parts: { headers: string, content: string }[] } {
@@ -114,7 +119,7 @@ describe('the relay', () => {
     expect(r.relayer.to('b@x.test')[0]!.raw.equals(RAW)).toBe(true) // informational: the message as it came
     expect(r.outcomes.map(o => [o[0], o[1]]).sort()).toEqual([['mid-a@x.test', 'delivered'], ['mid-b@x.test', 'delivered'], ['mid-c@x.test', 'delivered']])
     expect(r.outcomes[0]![2]).toBe('250 2.0.0 Ok: queued')
-    await until(() => files(r.dir).length === 0, WAIT, 'its files removed') // done: nothing left on disk (remove() forgets it first, then unlinks)
+    await until(async () => (await pendingOnDisk(r.dir)).length === 0, WAIT, 'nothing pending on disk') // done: nothing left to send after a restart
     expect(r.spool.usedBytes).toBe(0)
   })
 
@@ -136,7 +141,7 @@ describe('the relay', () => {
     expect(r.outcomes[0]).toEqual(['mid-a@x.test', 'retrying', '451 4.3.0 try later'])
     const expected = { state: 'pending', attempts: 1, nextAttemptAt: T0 + 500, lastAttemptAt: T0, lastError: '451 4.3.0 try later' }
     expect(r.spool.get(id)!.recipients[0]).toMatchObject(expected)
-    expect(stateOnDisk(r.dir, id).recipients[0]).toMatchObject(expected) // on disk before the outcome was reported
+    expect((await stateOnDisk(r.dir, id)).recipients[0]).toMatchObject(expected) // on disk before the outcome was reported
 
     expect([...r.spool.due(T0 + 499)]).toEqual([])
     expect([...r.spool.due(T0 + 500)].map(e => e.id)).toEqual([id])
@@ -191,7 +196,7 @@ describe('the relay', () => {
     ])
     expect(dsn.parts[2]!.content).toBe(HEADERS) // the original's header block, not its body
     expect(r.spool.get(id)).toBeUndefined()
-    await until(() => files(r.dir).length === 0, WAIT, 'its files removed') // remove() forgets it first, then unlinks
+    await until(async () => (await pendingOnDisk(r.dir)).length === 0, WAIT, 'nothing pending on disk')
   })
 
   it('sends no DSN for a message whose envelope sender was empty (a bounce itself)', async () => {
@@ -239,7 +244,7 @@ describe('the relay', () => {
     await stopping
     expect(r.relayer.calls).toHaveLength(3) // none started after stop()
     expect(r.relayer.maxActive).toBe(3)
-    expect(stateOnDisk(r.dir, id).recipients.filter(x => x.state === 'delivered')).toHaveLength(3)
+    expect((await stateOnDisk(r.dir, id)).recipients.filter(x => x.state === 'delivered')).toHaveLength(3)
   })
 })
 
@@ -251,8 +256,8 @@ describe('a restart', () => {
     await until(() => first.outcomes.length === 2, WAIT, 'both first attempts')
     await first.relay.stop()
     await first.spool.close()
-    expect(files(first.dir)).toEqual([`${id}.msg`])
-    expect(stateOnDisk(first.dir, id).recipients.map(x => [x.address, x.state, x.attempts])).toEqual([['a@x.test', 'delivered', 1], ['b@x.test', 'pending', 1]])
+    expect(await pendingOnDisk(first.dir)).toEqual([id])
+    expect((await stateOnDisk(first.dir, id)).recipients.map(x => [x.address, x.state, x.attempts])).toEqual([['a@x.test', 'delivered', 1], ['b@x.test', 'pending', 1]])
 
     const clock = { t: T0 + 60_000 }
     const second = await rig({ dir: first.dir, clock })
@@ -261,7 +266,8 @@ describe('a restart', () => {
     await until(() => second.spool.size === 0, WAIT, 'the pending copy after the restart')
     expect(second.relayer.calls.map(c => c.envelope.to)).toEqual([['b@x.test']])
     expect(second.relayer.calls[0]!.raw.toString('latin1')).toBe(ADDED('b@x.test') + RAW.toString('latin1'))
-    expect(files(first.dir)).toEqual([])
+    await until(async () => (await pendingOnDisk(first.dir)).length === 0, WAIT, 'nothing pending on disk')
+    await until(() => files(first.dir).length === 1, WAIT, 'the first run\'s segment deleted') // the second run's own remains
   })
 
   it('sends again a copy that was in flight when the process died', async () => {
@@ -269,7 +275,7 @@ describe('a restart', () => {
     const id = await first.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('a@x.test', false)], raw: RAW })
     first.relay.kick()
     await until(() => first.relayer.calls.length === 1, WAIT, 'the copy in flight')
-    expect(stateOnDisk(first.dir, id).recipients[0]).toMatchObject({ state: 'pending', attempts: 0 })
+    expect((await stateOnDisk(first.dir, id)).recipients[0]).toMatchObject({ state: 'pending', attempts: 0 })
 
     const second = await rig({ dir: first.dir })
     await until(() => second.spool.size === 0, WAIT, 'the copy sent again')
@@ -291,7 +297,8 @@ describe('a restart', () => {
     const recovered = await after.open()
     expect(recovered.entries.map(e => e.id)).toEqual([kept])
     expect(recovered.discarded).toBe(1)
-    expect(files(dir)).toEqual([`${kept}.msg`])
+    expect(nonLog(dir)).toEqual([])
+    expect(await pendingOnDisk(dir)).toEqual([kept])
     expect(after.usedBytes).toBe(RAW.length)
   })
 
@@ -302,17 +309,16 @@ describe('a restart', () => {
       throw new Error('connection reset during DATA')
     }
     await expect(r.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('a@x.test', true)], raw: broken() })).rejects.toThrow('connection reset')
-    await until(() => files(r.dir).length === 0, WAIT, 'its files removed') // remove() forgets it first, then unlinks
+    expect(await pendingOnDisk(r.dir)).toEqual([])
     expect(r.spool.size).toBe(0)
     expect(r.spool.usedBytes).toBe(0)
   })
 })
 
-describe('durability: group commit and the file format', () => {
-  it('concurrent accepts share the folder\'s fsync, and each resolves only once its file and a folder sync after it are done', async () => {
+describe('durability: group commit and the log', () => {
+  it('concurrent accepts and changes share one write and one fdatasync, and each resolves only once its record is synced', async () => {
     const dir = tempDir()
-    const synced = new Set<string>() // files whose fdatasync returned
-    const durable = new Set<string>() // files synced before a folder sync that has finished
+    const durable = new Set<string>() // ids whose 'A' was in the file when a sync that has finished began
     const held: (() => void)[] = []
     let fileSyncs = 0
     let dirSyncs = 0
@@ -321,81 +327,130 @@ describe('durability: group commit and the file format', () => {
       maxBytes: 1 << 20,
       log,
       sync: {
-        file: async (fh, path) => { fileSyncs++; await fh.datasync(); synced.add(basename(path)) },
-        dir: async () => {
-          dirSyncs++
-          const covered = [...synced]
+        file: async (fh, path) => {
+          fileSyncs++
+          const written = parseSegment(readFileSync(path))!.records.flatMap(r => r.kind === 'A' ? [r.state.id] : [])
+          await fh.datasync()
           await new Promise<void>(resolve => { held.push(resolve) })
-          for (const f of covered) durable.add(f)
-        }
+          for (const id of written) durable.add(id)
+        },
+        dir: async d => { dirSyncs++; const fh = await open(d, 'r'); try { await fh.sync() } finally { await fh.close() } }
       }
     })
     await spool.open()
     const N = 20
     const resolved: string[] = []
-    const early: string[] = [] // resolved before its file was covered by a finished folder sync
+    const early: string[] = [] // resolved before a sync that covers its record finished
     const accepts = Array.from({ length: N }, async (_, i) => {
       const id = await spool.accept({ envelopeFrom: SENDER, recipients: [rcpt(`r${i}@x.test`, false)], raw: RAW })
-      if (!durable.has(`${id}.msg`)) early.push(id)
+      if (!durable.has(id)) early.push(id)
       resolved.push(id)
     })
-    await until(() => synced.size === N && held.length === 1, WAIT, 'every file synced, the first folder sync held')
-    expect(resolved).toEqual([])
-    while (resolved.length < N) {
-      await until(() => held.length > 0, WAIT, 'a folder sync')
+    const release = async (): Promise<void> => {
+      await until(() => held.length > 0, WAIT, 'a sync')
+      expect(resolved).toEqual([]) // nothing resolves while a sync is held
       held.shift()!()
-      await new Promise(resolve => setImmediate(resolve))
     }
+    await release() // the new segment's magic
+    await release() // the batch: all N records
     await Promise.all(accepts)
     expect(early).toEqual([])
-    expect(fileSyncs).toBe(N)
-    expect(dirSyncs).toBeLessThanOrEqual(2) // the first, held, and one for all that came while it ran
-    expect(files(dir)).toHaveLength(N)
+    expect(fileSyncs).toBe(2)
+    expect(dirSyncs).toBe(1) // the segment's name, once
+
+    const changes = resolved.map(id => spool.markFailed(id, 0, '451 later', T0 + 1000))
+    await until(() => held.length > 0, WAIT, 'the changes\' sync')
+    held.shift()!()
+    await Promise.all(changes)
+    expect(fileSyncs).toBe(3)
+    expect((await readSpoolLog(dir)).map(s => s.recipients[0]!.attempts)).toEqual(Array(N).fill(1))
   })
 
-  it('removes at open a message file cut anywhere or torn inside (an accept that never resolved)', async () => {
+  /** A spool folder with one segment: `kept`'s record whole, then `torn` (the bytes of a record or records after it). */
+  async function crashed (torn: (segment: Buffer, keptEnd: number) => Buffer): Promise<{ dir: string, kept: string }> {
+    const src = tempDir()
+    const before = new MailSpool({ dir: src, maxBytes: 1 << 20, log, now: () => T0 })
+    await before.open()
+    const kept = await before.accept({ envelopeFrom: SENDER, recipients: [rcpt('a@x.test', true), rcpt('b@x.test', true)], raw: RAW })
+    const keptEnd = statSync(join(src, '000000000001.log')).size
+    await before.accept({ envelopeFrom: SENDER, recipients: [rcpt('c@x.test', true)], raw: RAW })
+    await before.markFailed(kept, 0, '451 later', T0 + 1000)
+    await before.close()
     const dir = tempDir()
-    const before = await rig({ dir, start: false })
-    const kept = await before.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('a@x.test', true)], raw: RAW })
-    const whole = readFileSync(join(dir, `${kept}.msg`))
-    const cuts = [0, 5, 8, 12, 16, 16 + 40, 16 + RAW.length, 16 + RAW.length + 8, whole.length - 1]
-    cuts.forEach((cut, n) => { writeFileSync(join(dir, `lz0abc123deadbeef${String(n).padStart(4, '0')}.msg`), whole.subarray(0, cut)) })
-    const torn = Buffer.from(whole)
-    torn.fill(0, 16 + 10, 16 + 30) // the right length, a block of the message never written
-    writeFileSync(join(dir, 'lz0abc123deadbeefff01.msg'), torn)
+    writeFileSync(join(dir, '000000000001.log'), torn(readFileSync(join(src, '000000000001.log')), keptEnd))
+    return { dir, kept }
+  }
 
-    const after = new MailSpool({ dir, maxBytes: 1 << 20, log, now: () => T0 })
-    const recovered = await after.open()
+  it('a record cut short or torn inside (an accept or change that never resolved) is ignored, and nothing is written after it', async () => {
+    const { dir: full } = await crashed(s => s)
+    const whole = readFileSync(join(full, '000000000001.log'))
+    const keptEnd = (await crashed((s, end) => s.subarray(0, end))).dir
+    const secondEnd = parseSegment(readFileSync(join(keptEnd, '000000000001.log')))!.end
+    for (const cut of [secondEnd + 1, secondEnd + 8, secondEnd + 20, secondEnd + 20 + RAW.length]) {
+      const { dir, kept } = await crashed(s => s.subarray(0, cut))
+      const spool = new MailSpool({ dir, maxBytes: 1 << 20, log, now: () => T0 })
+      const recovered = await spool.open()
+      expect(recovered.entries.map(e => e.id)).toEqual([kept]) // the second accept never resolved: not listed
+      expect(recovered.entries[0]!.recipients.map(r => r.state)).toEqual(['pending', 'pending'])
+      expect(recovered.discarded).toBe(1)
+      expect((await spool.read(kept)).equals(RAW)).toBe(true)
+      expect(await spool.markDelivered(kept, 1, '250 ok')).toBe(false) // goes to a new segment, not after the torn bytes
+      expect(files(dir)).toEqual(['000000000001.log', '000000000002.log'])
+      expect(readFileSync(join(dir, '000000000001.log')).length).toBe(cut)
+      expect((await stateOnDisk(dir, kept)).recipients.map(r => r.state)).toEqual(['pending', 'delivered'])
+    }
+    // The right length, but a block of the second message never reached the disk: its crc tells.
+    const { dir, kept } = await crashed(s => { const t = Buffer.from(s); t.fill(0, secondEnd + 40, secondEnd + 60); return t })
+    expect(whole.length).toBeGreaterThan(secondEnd + 60)
+    const recovered = await new MailSpool({ dir, maxBytes: 1 << 20, log, now: () => T0 }).open()
     expect(recovered.entries.map(e => e.id)).toEqual([kept])
-    expect(recovered.discarded).toBe(cuts.length + 1)
-    expect(files(dir)).toEqual([`${kept}.msg`])
-    expect((await after.read(kept)).equals(RAW)).toBe(true)
+    expect(recovered.discarded).toBe(1)
   })
 
-  it('a change cut short at the end of the file is ignored and cut off; the changes after it are read', async () => {
+  it('a change cut short is not applied; the changes before it are', async () => {
+    const { dir, kept } = await crashed(s => s.subarray(0, s.length - 3)) // the last record: the change to recipient 0
+    const { dir: whole, kept: keptWhole } = await crashed(s => s)
+    const cut = await new MailSpool({ dir, maxBytes: 1 << 20, log, now: () => T0 }).open()
+    expect(cut.entries.find(e => e.id === kept)!.recipients.map(r => [r.state, r.attempts])).toEqual([['pending', 0], ['pending', 0]])
+    const full = await new MailSpool({ dir: whole, maxBytes: 1 << 20, log, now: () => T0 }).open()
+    expect(full.entries.find(e => e.id === keptWhole)!.recipients.map(r => [r.state, r.attempts, r.nextAttemptAt])).toEqual([['pending', 1, T0 + 1000], ['pending', 0, 0]])
+    expect(full.entries).toHaveLength(2)
+  })
+
+  it('keeps the log bounded: rotates segments, deletes done ones, and writes a long-pending message again at the end', async () => {
     const dir = tempDir()
-    const first = await rig({ dir, start: false })
-    const id = await first.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('a@x.test', true), rcpt('b@x.test', true), rcpt('c@x.test', true)], raw: RAW })
-    const path = join(dir, `${id}.msg`)
-    const accepted = statSync(path).size
-    expect(await first.spool.markFailed(id, 0, '451 later', T0 + 1000)).toBe(false)
-    const good = statSync(path).size
-    const change = readFileSync(path).subarray(accepted, good) // the change's record, appended
-    appendFileSync(path, change.subarray(0, change.length - 3)) // a crash mid-write of a second change
+    const opts = { dir, maxBytes: 1 << 20, log, now: () => T0, segmentBytes: 4096, maxSegments: 3 }
+    const spool = new MailSpool(opts)
+    await spool.open()
+    const slow = await spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('slow@x.test', true), rcpt('b@x.test', true)], raw: RAW })
+    await spool.markFailed(slow, 0, '451 later', T0 + 3_600_000)
+    let most = 0
+    for (let i = 0; i < 60; i++) {
+      const id = await spool.accept({ envelopeFrom: SENDER, recipients: [rcpt(`r${i}@x.test`, false)], raw: RAW })
+      expect(await spool.markDelivered(id, 0, '250 ok')).toBe(true)
+      most = Math.max(most, files(dir).length)
+    }
+    await spool.close()
+    expect(most).toBeLessThanOrEqual(5) // maxSegments, the current one, one being moved out
+    expect(files(dir)[0]).not.toBe('000000000001.log') // the first segment went, though its message is still pending
+    expect((await readSpoolLog(dir)).map(s => s.id)).toEqual([slow])
 
-    const second = new MailSpool({ dir, maxBytes: 1 << 20, log, now: () => T0 })
-    const [entry] = (await second.open()).entries
-    expect(entry!.recipients.map(r => [r.state, r.attempts, r.nextAttemptAt])).toEqual([['pending', 1, T0 + 1000], ['pending', 0, 0], ['pending', 0, 0]])
-    expect(statSync(path).size).toBe(good)
-    expect(await second.markDelivered(id, 1, '250 ok')).toBe(false)
+    const again = new MailSpool(opts)
+    const [entry] = (await again.open()).entries
+    expect(entry!.id).toBe(slow)
+    expect(entry!.recipients.map(r => [r.state, r.attempts])).toEqual([['pending', 1], ['pending', 0]])
+    expect((await again.read(slow)).equals(RAW)).toBe(true)
+    expect(await again.markDelivered(slow, 0, '250 ok')).toBe(false)
+    expect(await again.markDelivered(slow, 1, '250 ok')).toBe(true)
+    await until(() => files(dir).length === 1, WAIT, 'every segment but the current one deleted')
+  })
 
-    const third = new MailSpool({ dir, maxBytes: 1 << 20, log, now: () => T0 })
-    const [again] = (await third.open()).entries
-    expect(again!.recipients.map(r => r.state)).toEqual(['pending', 'delivered', 'pending'])
-    expect((await third.read(id)).equals(RAW)).toBe(true)
-    expect(await third.markDelivered(id, 0, '250 ok')).toBe(false)
-    expect(await third.markFailed(id, 2, '550 no', null)).toBe(true)
-    expect(files(dir)).toEqual([])
+  it('an operator\'s remove() is durable: the message is not listed after a restart', async () => {
+    const r = await rig({ start: false })
+    const id = await r.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('a@x.test', true)], raw: RAW })
+    await r.spool.remove(id)
+    expect(r.spool.usedBytes).toBe(0)
+    expect((await new MailSpool({ dir: r.dir, maxBytes: 1 << 20, log }).open()).entries).toEqual([])
   })
 
   it('reads a spool of the previous format (<id>.eml and <id>.json), keeps its changes in it, and removes it when done', async () => {
@@ -425,16 +480,18 @@ describe('durability: group commit and the file format', () => {
     await first.spool.close()
     expect(first.relayer.calls.map(c => c.envelope.to[0]).sort()).toEqual(['b@x.test', 'c@x.test', 'd@x.test'])
     expect(first.relayer.to('b@x.test')[0]!.raw.toString('latin1')).toBe(ADDED('b@x.test') + RAW.toString('latin1'))
-    expect(files(dir)).toEqual([`${oldId}.eml`, `${oldId}.json`]) // the new one is done; the old one stays in its format
+    expect(nonLog(dir)).toEqual([`${oldId}.eml`, `${oldId}.json`]) // the old one stays in its format
+    expect(await pendingOnDisk(dir)).toEqual([]) // the new one is done
     const onDisk = JSON.parse(readFileSync(join(dir, `${oldId}.json`), 'utf8')) as SpoolState
     expect(onDisk.recipients.map(r => r.state)).toEqual(['delivered', 'delivered', 'pending'])
     expect(newId > oldId).toBe(true)
 
     const second = await rig({ dir, clock: { t: T0 + 60_000 } })
+    expect(second.spool.size).toBe(1)
     await until(() => second.spool.size === 0, WAIT, 'c after the restart')
     expect(second.relayer.calls.map(c => c.envelope.to)).toEqual([['c@x.test']])
     expect(second.relayer.calls[0]!.raw.equals(RAW)).toBe(true)
-    await until(() => files(dir).length === 0, WAIT, 'its files removed')
+    await until(() => nonLog(dir).length === 0, WAIT, 'its files removed')
   })
 })
 
@@ -449,7 +506,7 @@ describe('the spool limit', () => {
     expect((refused as SpoolFullError).code).toBe('STORAGE_FULL')
     async function * chunks (): AsyncGenerator<Buffer> { for (let i = 0; i < 3; i++) yield Buffer.alloc(200, 'y') }
     await expect(r.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('c@x.test', false)], raw: chunks() })).rejects.toBeInstanceOf(SpoolFullError)
-    expect(files(r.dir)).toEqual([`${id}.msg`]) // the streamed one's partial file is gone
+    expect(await pendingOnDisk(r.dir)).toEqual([id]) // the streamed one never reached the log
     expect(r.spool.usedBytes).toBe(600)
 
     r.relay.start()

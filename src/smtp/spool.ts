@@ -1,33 +1,40 @@
 // The SMTP spool: mail the front end accepted, on local disk until every recipient's copy is delivered or bounced.
-// accept() resolves only once the message and its state are on disk (file fdatasync, then folder fsync), and the front
-// end answers 250 only then: a message we acknowledged survives a crash of the process or the machine.
+// accept() resolves only once the message and its state are on disk (fdatasync), and the front end answers 250 only
+// then: a message we acknowledged survives a crash of the process or the machine.
 //
-// Format (v2, written since 2026-12): one file per message, `<id>.msg` (id time-ordered: a listing is roughly in
-// arrival order), a sequence of records, each `u32 length, u32 crc32 of the payload` (little-endian) then the payload:
-//   magic "IYSSPL2\n" (8 bytes), then
-//   record 1   the message as received after DATA (dot-unstuffed, line endings as sent)
-//   record 2   its envelope and per-recipient state (SpoolState, JSON)
-//   record 3…  a state change: JSON {"u":[[index, RecipientState], …]}, appended in place (write, fdatasync)
-// accept() writes records 1 and 2 in one writev into a new file ('wx'), fdatasyncs it and then fsyncs the folder; the
-// folder fsync is shared by every accept (and remove) that reaches it while one runs (group commit: one per window,
-// not one per message). A file's own fdatasync cannot be shared, but they run in parallel and the file system
-// commits them together. So a message costs open, writev, fdatasync, close and a share of a folder fsync (v1: two
-// files, two fsyncs, a rename and a folder fsync each), a change costs open, write, fdatasync, close (v1: a
-// rewrite, rename and folder fsync), and a done message one unlink and a share of a folder fsync.
-// At open(): a file whose records 1 and 2 do not check (length, crc) is an accept cut short (never acknowledged:
-// removed); a torn last change is a change never acknowledged (ignored, and cut off the file); a message whose
-// recipients are all final is done but not yet removed (removed). open() reads every file whole (the crc of the
-// message is what tells a torn accept from a complete one). The last recipient to become final removes the message:
-// no file is the durable record that nothing is left to do.
+// Format (v2, since 2026-12): a log. SMTP_SPOOL_DIR holds segment files `<n>.log` (n: 12 digits, increasing), each
+// the magic "IYSLOG2\n" then records `u32 length, u32 crc32 of the payload` (little-endian) and the payload, whose
+// first byte is its kind:
+//   'A'  a message accepted: u32 length of its state, the state (SpoolState, JSON), then the message's bytes as
+//        received after DATA (dot-unstuffed, line endings as sent)
+//   'C'  recipients' states changed: JSON {"id", "u": [[index, RecipientState], …]}; a message whose recipients are
+//        all final is done
+//   'D'  a message removed (remove()): JSON {"id"}
+// All writes go through one queue: a batch of records is one writev at the end of the current segment and one
+// fdatasync, and every accept() or change in it resolves after that fdatasync (group commit: one write and one sync
+// for all that arrived while the last one ran). A message is no longer a file made, synced and named (v1: two files,
+// two fsyncs, a rename and a folder fsync each; on ext4 the file's creation alone cost more main-thread and kernel
+// time than the rest), it is bytes appended.
+// A segment is made (magic, fdatasync, folder fsync) before records go into it: at open() every run starts a new
+// one, and the current one is replaced past SEGMENT_BYTES or after a failed write. Segments are deleted oldest first,
+// each unlink made durable before the next (a done message's 'C' or 'D' may sit in a later segment than its 'A': a
+// later segment may go only once the earlier ones are gone for good). When more than MAX_SEGMENTS are kept because
+// the oldest still holds a pending message (one retried for hours), its pending messages are written again at the
+// end (a new 'A' with the same id and the current state, which replaces the old one) and it is deleted.
+// At open(): segments are read in order, records applied in order; a record that does not check (length, crc) ends
+// its segment: a write cut short, never acknowledged (an accept or change that did not resolve). Nothing is ever
+// written after it: the new run writes to a new segment. Segments with no pending message are deleted (in order).
+// The spool's disk use is its messages (SMTP_SPOOL_MAX_BYTES bounds those) plus up to MAX_SEGMENTS · SEGMENT_BYTES
+// of records already superseded.
 //
 // v1 spools (`<id>.eml` the message, `<id>.json` its state replaced whole via `<id>.json.tmp` + rename) are still
-// read and served in their own format until they are done; new messages are always v2. So a downgrade is not
-// possible once v2 files exist (the old code would not see them).
+// read and served in their own format until they are done; new messages always go to the log. So a downgrade is not
+// possible once a log exists (the old code would not see it).
 //
 // One process per folder: two gateways on one spool would send every copy twice.
 
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, readdir, readFile, rename, stat, truncate, unlink, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { CodedError } from '../domain/errors.js'
@@ -84,9 +91,9 @@ export interface AcceptEntry {
 
 /** The file operations that make data durable; tests replace them to count or hold them. */
 export interface SpoolSync {
-  /** fdatasync of a file just written (`path`) */
+  /** fdatasync of a segment just written (`path`) */
   file: (fh: FileHandle, path: string) => Promise<void>
-  /** fsync of the folder (new names, removals) */
+  /** fsync of the folder (a segment made or deleted; v1 renames and removals) */
   dir: (dir: string) => Promise<void>
 }
 
@@ -97,13 +104,18 @@ export interface MailSpoolOptions {
   log: Logger
   now?: () => number
   sync?: Partial<SpoolSync>
+  /** a segment is replaced once it holds this many bytes (tests: small) */
+  segmentBytes?: number
+  /** segments kept before the oldest one's pending messages are written again at the end */
+  maxSegments?: number
 }
 
 /** What open() found. */
 export interface SpoolRecovery {
   /** messages with recipients still to deliver, oldest first */
   entries: readonly SpoolEntry[]
-  /** files of messages never acknowledged (an accept cut short) or already done, removed */
+  /** writes never acknowledged (a log record cut short; a v1 message whose accept() did not finish), or v1 messages
+   * already done, removed or ignored */
   discarded: number
 }
 
@@ -115,13 +127,16 @@ export class SpoolFullError extends CodedError<'STORAGE_FULL'> {
 }
 
 const ID = /^[0-9a-z]{9}[0-9a-f]{12}$/
-const MSG = '.msg'
+const SEGMENT = /^(\d{12})\.log$/
 const EML = '.eml'
 const JSON_EXT = '.json'
 const TMP = '.tmp'
-const MAGIC = Buffer.from('IYSSPL2\n')
-/** Offset of the message's bytes in `<id>.msg`: the magic and record 1's header. */
-const BODY_AT = MAGIC.length + 8
+const MAGIC = Buffer.from('IYSLOG2\n')
+const ACCEPT = 0x41 // 'A'
+const CHANGE = 0x43 // 'C'
+const DROP = 0x44 // 'D'
+const SEGMENT_BYTES = 16 * 1024 * 1024
+const MAX_SEGMENTS = 4
 /** Bytes of just-accepted messages kept in memory for the relay (remember()). */
 const RECENT_BYTES = 64 * 1024 * 1024
 
@@ -130,62 +145,126 @@ const newId = (): string => Date.now().toString(36).padStart(9, '0') + randomByt
 
 const isFinal = (r: RecipientState): boolean => r.state !== 'pending'
 
-/** A record's header: length and crc32 of `payload` (which may be given in parts). */
-function recordHeader (length: number, crc: number): Buffer {
+const segmentName = (n: number): string => String(n).padStart(12, '0') + '.log'
+
+/** A record: header (length, crc32 of the payload), then the payload's parts. */
+function record (parts: Buffer[]): Buffer[] {
+  let length = 0
+  let crc = 0
+  for (const p of parts) { length += p.length; crc = crc32(p, crc) }
   const h = Buffer.allocUnsafe(8)
   h.writeUInt32LE(length, 0)
   h.writeUInt32LE(crc >>> 0, 4)
-  return h
+  return [h, ...parts]
 }
 
-const record = (payload: Buffer): Buffer => Buffer.concat([recordHeader(payload.length, crc32(payload)), payload])
+/** An 'A' record's parts; the message's bytes are at `MESSAGE_AT(stateLength)` from the record's start. */
+function acceptRecord (state: SpoolState, raw: Buffer): { parts: Buffer[], messageAt: number } {
+  const text = Buffer.from(JSON.stringify(state))
+  const head = Buffer.allocUnsafe(5)
+  head[0] = ACCEPT
+  head.writeUInt32LE(text.length, 1)
+  return { parts: record([head, text, raw]), messageAt: 8 + 5 + text.length }
+}
+
+const jsonRecord = (kind: number, value: unknown): Buffer[] => record([Buffer.from([kind]), Buffer.from(JSON.stringify(value))])
+
+/** A record read from a segment. */
+export type LogRecord =
+  | { kind: 'A', state: SpoolState, messageAt: number }
+  | { kind: 'C', id: string, u: [number, RecipientState][] }
+  | { kind: 'D', id: string }
 
 /**
- * The records of a `<id>.msg` file: the message, its state with the changes applied, and where the valid records end
- * (`end` < the file's length: a torn change at the end). Null when record 1 or 2 does not check: an accept cut short.
+ * The records of a segment, in order, and where the valid ones end (< the file's length: a write cut short). Null
+ * when the file is not a segment (no magic: made but never synced, so it holds nothing acknowledged).
  */
-export function parseMessageFile (file: Buffer): { raw: Buffer, state: SpoolState, end: number } | null {
-  if (file.length < BODY_AT || !file.subarray(0, MAGIC.length).equals(MAGIC)) return null
+export function parseSegment (file: Buffer): { records: LogRecord[], end: number } | null {
+  if (file.length < MAGIC.length || !file.subarray(0, MAGIC.length).equals(MAGIC)) return null
+  const records: LogRecord[] = []
   let at = MAGIC.length
-  const next = (): Buffer | null => {
-    if (at + 8 > file.length) return null
+  while (at + 8 <= file.length) {
     const length = file.readUInt32LE(at)
     const crc = file.readUInt32LE(at + 4)
-    if (at + 8 + length > file.length) return null
+    if (length < 1 || at + 8 + length > file.length) break
     const payload = file.subarray(at + 8, at + 8 + length)
-    if (crc32(payload) !== crc) return null
+    if (crc32(payload) !== crc) break
+    try {
+      if (payload[0] === ACCEPT) {
+        const stateLength = payload.readUInt32LE(1)
+        const state = JSON.parse(payload.subarray(5, 5 + stateLength).toString('utf8')) as SpoolState
+        if (state.v !== 1 || typeof state.id !== 'string' || !Array.isArray(state.recipients) || state.bytes !== length - 5 - stateLength) break
+        records.push({ kind: 'A', state, messageAt: at + 8 + 5 + stateLength })
+      } else if (payload[0] === CHANGE) {
+        const c = JSON.parse(payload.subarray(1).toString('utf8')) as { id: string, u: [number, RecipientState][] }
+        records.push({ kind: 'C', id: c.id, u: c.u })
+      } else if (payload[0] === DROP) {
+        records.push({ kind: 'D', id: (JSON.parse(payload.subarray(1).toString('utf8')) as { id: string }).id })
+      } else break
+    } catch { break } // a record that checks but does not parse: not ours
     at += 8 + length
-    return payload
   }
-  const raw = next()
-  const text = raw === null ? null : next()
-  if (raw === null || text === null) return null
-  let state: SpoolState
-  try {
-    state = JSON.parse(text.toString('utf8')) as SpoolState
-  } catch { return null }
-  if (state.v !== 1 || !Array.isArray(state.recipients) || state.bytes !== raw.length) return null
-  for (let end = at, u = next(); u !== null; end = at, u = next()) {
-    let change: { u: [number, RecipientState][] }
-    try { change = JSON.parse(u.toString('utf8')) as typeof change } catch { at = end; break } // cannot be: it checked
-    for (const [i, r] of change.u) if (state.recipients[i] !== undefined) state.recipients[i] = r
-  }
-  return { raw, state, end: at }
+  return { records, end: at }
 }
 
-/** In memory: the state plus what serialises its writes. */
+/** Applies a segment's records, in order, to the messages pending so far. */
+function replay (found: Map<string, Slot>, n: number, records: readonly LogRecord[]): void {
+  for (const r of records) {
+    if (r.kind === 'A') {
+      found.delete(r.state.id) // a message written again (see the header) moves to the end
+      found.set(r.state.id, newSlot(r.state, false, n, r.messageAt))
+    } else if (r.kind === 'C') {
+      const slot = found.get(r.id)
+      if (slot === undefined) continue
+      for (const [i, state] of r.u) if (slot.state.recipients[i] !== undefined) slot.state.recipients[i] = state
+      if (slot.state.recipients.every(isFinal)) found.delete(r.id)
+    } else {
+      found.delete(r.id)
+    }
+  }
+}
+
+/** What the log in `dir` lists as pending, read only (tests, inspection): what open() would load, v1 files aside. */
+export async function readSpoolLog (dir: string): Promise<SpoolState[]> {
+  const found = new Map<string, Slot>()
+  const segs = (await readdir(dir)).map(name => SEGMENT.exec(name)).filter(m => m !== null).map(m => Number(m[1])).sort((a, b) => a - b)
+  for (const n of segs) {
+    const parsed = parseSegment(await readFile(join(dir, segmentName(n))))
+    if (parsed !== null) replay(found, n, parsed.records)
+  }
+  return [...found.values()].map(s => s.state)
+}
+
+/** In memory: a message's state and where its bytes are. */
 interface Slot {
   state: SpoolState
-  /** v2: `<id>.msg`, changes appended at `end`; v1: `<id>.eml` and `<id>.json` (a spool from before) */
+  /** v1: `<id>.eml` and `<id>.json` (a spool from before); else in segment `seg` at `at` */
   v1: boolean
-  end: number
-  /** recipients changed since the last write (v2) */
-  dirty: Set<number>
-  /** bumped on every change; `saved` is the version last on disk */
+  seg: number
+  at: number
+  /** recipients whose change is not on disk (its write failed): the next change record carries them */
+  unsaved: Set<number>
+  /** v1: bumped on every change; `saved` is the version last on disk */
   version: number
   saved: number
   writing: Promise<void> | null
   removed: boolean
+}
+
+interface Segment {
+  n: number
+  path: string
+  /** messages whose current 'A' is here and that are not done */
+  live: number
+}
+
+/** Records waiting for the next write; `done` once they are synced (or failed). */
+interface Pending {
+  parts: Buffer[]
+  /** told where the record starts before it is written */
+  placed?: (seg: number, at: number) => void
+  resolve: () => void
+  reject: (err: unknown) => void
 }
 
 export class MailSpool {
@@ -194,7 +273,16 @@ export class MailSpool {
   private readonly log: Logger
   private readonly now: () => number
   private readonly sync: SpoolSync
+  private readonly segmentBytes: number
+  private readonly maxSegments: number
   private readonly slots = new Map<string, Slot>()
+  /** oldest first */
+  private readonly segments = new Map<number, Segment>()
+  private lastSegment = 0
+  private current: { n: number, path: string, fh: FileHandle, end: number, broken: boolean } | null = null
+  private queue: Pending[] = []
+  private flushing = false
+  private collecting: Promise<void> | null = null
   /** bytes of messages, including those being written (reserved as they arrive) */
   private used = 0
   private dirSyncRunning: Promise<void> | null = null
@@ -209,6 +297,8 @@ export class MailSpool {
     this.log = opts.log
     this.now = opts.now ?? Date.now
     this.sync = { file: opts.sync?.file ?? (fh => fh.datasync()), dir: opts.sync?.dir ?? fsyncDir }
+    this.segmentBytes = opts.segmentBytes ?? SEGMENT_BYTES
+    this.maxSegments = opts.maxSegments ?? MAX_SEGMENTS
   }
 
   /** Bytes of messages held (and being written): what maxBytes bounds. */
@@ -221,41 +311,39 @@ export class MailSpool {
   async open (): Promise<SpoolRecovery> {
     await mkdir(this.dir, { recursive: true })
     const names = (await readdir(this.dir)).sort()
-    const msgs: string[] = []
     const emls = new Set<string>()
     const jsons: string[] = []
+    const segs: number[] = []
     let discarded = 0
     for (const name of names) {
       if (name.endsWith(TMP)) { await this.unlinkQuiet(name); continue }
+      const seg = SEGMENT.exec(name)
+      if (seg !== null) { segs.push(Number(seg[1])); continue }
       const dot = name.indexOf('.')
       const id = name.slice(0, dot)
       if (!ID.test(id)) continue
       const ext = name.slice(dot)
-      if (ext === MSG) msgs.push(id)
-      else if (ext === EML) emls.add(id)
+      if (ext === EML) emls.add(id)
       else if (ext === JSON_EXT) jsons.push(id)
     }
-    const found: Slot[] = []
-    for (const id of msgs) {
-      const file = await readFile(join(this.dir, id + MSG))
-      const parsed = parseMessageFile(file)
-      if (parsed === null || parsed.state.id !== id) {
-        // Written whole and synced before accept() resolved: what does not check was never acknowledged.
-        this.log.warn({ spoolId: id, bytes: file.length }, 'SMTP spool: removed a message whose accept() did not finish')
-        await this.unlinkQuiet(id + MSG)
+    segs.sort((a, b) => a - b)
+    const found = new Map<string, Slot>()
+    for (const n of segs) {
+      const path = join(this.dir, segmentName(n))
+      const file = await readFile(path)
+      this.lastSegment = Math.max(this.lastSegment, n)
+      this.segments.set(n, { n, path, live: 0 })
+      const parsed = parseSegment(file)
+      if (parsed === null) continue // made but never synced: nothing in it was acknowledged
+      if (parsed.end < file.length) {
         discarded++
-        continue
+        this.log.warn({ segment: segmentName(n), at: parsed.end, bytes: file.length - parsed.end }, 'SMTP spool: a write cut short (never acknowledged) ends a segment')
       }
-      const { state, end } = parsed
-      if (state.recipients.every(isFinal)) {
-        await this.unlinkQuiet(id + MSG)
-        discarded++
-        continue
-      }
-      // A change cut short at the end: never acknowledged. Cut it off so that the next change follows a valid one.
-      if (end < file.length) await truncate(join(this.dir, id + MSG), end)
-      this.used += state.bytes
-      found.push(newSlot(state, false, end))
+      replay(found, n, parsed.records)
+    }
+    for (const slot of found.values()) {
+      this.segments.get(slot.seg)!.live++
+      this.used += slot.state.bytes
     }
     for (const id of jsons) {
       let state: SpoolState
@@ -285,19 +373,20 @@ export class MailSpool {
         continue
       }
       this.used += state.bytes
-      found.push(newSlot(state, true, 0))
+      found.set(id, newSlot(state, true, 0, 0))
     }
     for (const id of emls) { await this.unlinkQuiet(id + EML); discarded++ } // accept() never resolved for these
-    found.sort((a, b) => a.state.id < b.state.id ? -1 : a.state.id > b.state.id ? 1 : 0)
-    for (const slot of found) this.slots.set(slot.state.id, slot)
-    if (discarded > 0) this.log.info({ discarded }, 'SMTP spool: removed messages never acknowledged or already done')
-    return { entries: found.map(s => s.state), discarded }
+    const slots = [...found.values()].sort((a, b) => a.state.id < b.state.id ? -1 : a.state.id > b.state.id ? 1 : 0)
+    for (const slot of slots) this.slots.set(slot.state.id, slot)
+    await this.collect() // segments with nothing pending, oldest first (this run writes to a new one)
+    if (discarded > 0) this.log.info({ discarded }, 'SMTP spool: removed or ignored writes never acknowledged, and messages already done')
+    return { entries: slots.map(s => s.state), discarded }
   }
 
   /**
-   * Writes the message and its state, syncs the file and the folder, and only then resolves with the message's id.
-   * Throws SpoolFullError when it would take the spool over maxBytes (nothing is left behind then), or the disk's
-   * error. `ignoreLimit` is for our own bounces: small, and refusing one would lose it.
+   * Appends the message and its state to the log and resolves with the message's id once they are synced. Throws
+   * SpoolFullError when it would take the spool over maxBytes, or the disk's error (nothing of it is listed then).
+   * `ignoreLimit` is for our own bounces: small, and refusing one would lose it.
    */
   async accept (entry: AcceptEntry, opts: { ignoreLimit?: boolean } = {}): Promise<string> {
     if (entry.recipients.length === 0) throw new TypeError('a spooled message needs at least one recipient')
@@ -309,60 +398,43 @@ export class MailSpool {
       this.used += n
       reserved += n
     }
-    const stateOf = (bytes: number): SpoolState => ({
-      v: 1,
-      id,
-      envelopeFrom: entry.envelopeFrom,
-      acceptedAt: this.now(),
-      bytes,
-      ...(entry.bounceOf !== undefined ? { bounceOf: entry.bounceOf } : {}),
-      recipients: entry.recipients.map(r => ({
-        address: r.address, brandCode: r.brandCode, iysCode: r.iysCode, commercial: r.commercial, messageId: r.messageId,
-        state: 'pending', attempts: 0, nextAttemptAt: 0
-      }))
-    })
-    let fh: FileHandle | null = null
-    let made = false
     try {
-      let state: SpoolState
-      let end: number
+      let raw: Buffer
       if (Buffer.isBuffer(entry.raw)) {
-        reserve(entry.raw.length) // refused before a file is made
-        state = stateOf(entry.raw.length)
-        const stateRecord = record(Buffer.from(JSON.stringify(state)))
-        const head = Buffer.concat([MAGIC, recordHeader(entry.raw.length, crc32(entry.raw))])
-        fh = await open(join(this.dir, id + MSG), 'wx')
-        made = true
-        end = await writeAll(fh, [head, entry.raw, stateRecord], 0)
+        reserve(entry.raw.length)
+        raw = entry.raw
       } else {
-        fh = await open(join(this.dir, id + MSG), 'wx')
-        made = true
-        let at = BODY_AT
-        let crc = 0
-        for await (const chunk of entry.raw) {
-          reserve(chunk.length)
-          crc = crc32(chunk, crc)
-          at = await writeAll(fh, [chunk], at)
-        }
-        state = stateOf(reserved)
-        await writeAll(fh, [MAGIC, recordHeader(reserved, crc)], 0)
-        end = await writeAll(fh, [record(Buffer.from(JSON.stringify(state)))], at)
+        const chunks: Buffer[] = []
+        for await (const chunk of entry.raw) { reserve(chunk.length); chunks.push(chunk) }
+        raw = Buffer.concat(chunks, reserved)
       }
-      await this.sync.file(fh, join(this.dir, id + MSG))
-      const written = fh
-      fh = null
-      // The folder's sync is asked for at once (the close need not come first): every accept whose data is synced
-      // by the time the running folder sync ends shares the next one.
-      await Promise.all([written.close(), this.syncDir()])
-      this.slots.set(id, newSlot(state, false, end))
-      if (Buffer.isBuffer(entry.raw)) this.remember(id, entry.raw)
+      const state: SpoolState = {
+        v: 1,
+        id,
+        envelopeFrom: entry.envelopeFrom,
+        acceptedAt: this.now(),
+        bytes: raw.length,
+        ...(entry.bounceOf !== undefined ? { bounceOf: entry.bounceOf } : {}),
+        recipients: entry.recipients.map(r => ({
+          address: r.address, brandCode: r.brandCode, iysCode: r.iysCode, commercial: r.commercial, messageId: r.messageId,
+          state: 'pending', attempts: 0, nextAttemptAt: 0
+        }))
+      }
+      const { parts, messageAt } = acceptRecord(state, raw)
+      const slot = newSlot(state, false, 0, 0)
+      // Counted in its segment from the moment it is placed there (no collect() can take the segment meanwhile).
+      try {
+        await this.append(parts, (seg, at) => { slot.seg = seg; slot.at = at + messageAt; this.segments.get(seg)!.live++ })
+      } catch (err) {
+        const seg = this.segments.get(slot.seg)
+        if (seg !== undefined && slot.seg !== 0) seg.live--
+        throw err
+      }
+      this.slots.set(id, slot)
+      this.remember(id, raw)
       return id
     } catch (err) {
-      if (fh !== null) await fh.close().catch(() => {})
       this.used -= reserved
-      // Never acknowledged: none of it may stay. (Were it to stay after a crash, it is either torn, and open() removes
-      // it, or whole, and it is sent though the client saw no 250: what SMTP does when a reply is lost.)
-      if (made) await this.unlinkQuiet(id + MSG)
       throw err
     }
   }
@@ -389,7 +461,7 @@ export class MailSpool {
     if (raw !== undefined) return Promise.resolve(raw)
     const slot = this.slots.get(id)
     if (slot === undefined || slot.v1) return readFile(join(this.dir, id + EML))
-    return readAt(join(this.dir, id + MSG), BODY_AT, slot.state.bytes)
+    return readAt(join(this.dir, segmentName(slot.seg)), slot.at, slot.state.bytes)
   }
 
   /**
@@ -423,27 +495,29 @@ export class MailSpool {
   async remove (id: string): Promise<void> {
     const slot = this.slots.get(id)
     if (slot === undefined || slot.removed) return
-    slot.removed = true
-    this.slots.delete(id)
-    this.forget(id)
-    while (slot.writing !== null) await slot.writing.catch(() => {}) // its rename must not bring the state back
+    this.drop(slot)
     if (slot.v1) {
-      // State first, made durable, then the message: a crash in between leaves an .eml alone, which open() removes.
-      // A state that cannot be removed keeps its message too (the next start sends what it still lists as pending).
-      await unlink(join(this.dir, id + JSON_EXT)).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
-      await this.syncDir()
-      await this.unlinkQuiet(id + EML)
-    } else {
-      // Durable before the change that made the message done is reported: else a restart would send it again.
-      await unlink(join(this.dir, id + MSG)).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
-      await this.syncDir()
+      while (slot.writing !== null) await slot.writing.catch(() => {}) // its rename must not bring the state back
+      await this.removeV1(slot)
+      return
     }
-    this.used -= slot.state.bytes
+    try {
+      await this.append(jsonRecord(DROP, { id }))
+    } catch (err) {
+      this.used -= slot.state.bytes // its segment stays: the next start lists it again
+      throw err
+    }
+    this.release(slot)
   }
 
-  /** Waits for state writes under way (shutdown, after the relay stopped). */
+  /** Waits for writes under way (shutdown, after the relay stopped), then closes the current segment. */
   async close (): Promise<void> {
     for (const slot of [...this.slots.values()]) while (slot.writing !== null) await slot.writing.catch(() => {})
+    while (this.flushing) await new Promise(resolve => setImmediate(resolve))
+    while (this.collecting !== null) await this.collecting
+    const current = this.current
+    this.current = null
+    if (current !== null) await current.fh.close()
   }
 
   private async change (id: string, index: number, f: (r: RecipientState) => void): Promise<boolean> {
@@ -452,54 +526,177 @@ export class MailSpool {
     if (slot === undefined || r === undefined) throw new RangeError(`SMTP spool: no recipient ${index} in message ${id}`)
     if (r.state !== 'pending') throw new Error(`SMTP spool: recipient ${index} of message ${id} is ${r.state} already`)
     f(r)
-    slot.version++
-    slot.dirty.add(index)
-    if (slot.state.recipients.every(isFinal)) { await this.remove(id); return true }
-    await this.save(slot)
-    return false
+    const done = slot.state.recipients.every(isFinal)
+    if (slot.v1) {
+      slot.version++
+      if (done) { await this.remove(id); return true }
+      await this.saveV1(slot)
+      return false
+    }
+    if (done) this.drop(slot) // listed no more at once; its segment may go once this is on disk
+    slot.unsaved.add(index)
+    const changed = [...slot.unsaved]
+    slot.unsaved.clear()
+    try {
+      await this.append(jsonRecord(CHANGE, { id, u: changed.map(i => [i, slot.state.recipients[i]]) }))
+    } catch (err) {
+      for (const i of changed) slot.unsaved.add(i) // the next change of this message writes them too
+      if (done) this.used -= slot.state.bytes // and its segment stays: the next start sends it again
+      throw err
+    }
+    if (done) this.release(slot)
+    return done
+  }
+
+  /** A message leaves the lists (done or removed); its record that says so is still to be written. */
+  private drop (slot: Slot): void {
+    slot.removed = true
+    this.slots.delete(slot.state.id)
+    this.forget(slot.state.id)
+  }
+
+  /** The record that says a message is done is on disk: its segment may go. */
+  private release (slot: Slot): void {
+    this.used -= slot.state.bytes
+    const seg = this.segments.get(slot.seg)
+    if (seg !== undefined && --seg.live === 0) void this.collect()
   }
 
   /**
-   * Writes the slot's state until the version on disk is at least the one asked for. Changes made while a write is
-   * under way are written by the next one, together: a message whose recipients finish at once costs one write per
-   * round, not one per recipient.
+   * Queues records for the next write; resolves once they are synced. One writer: a batch is every record queued
+   * while the previous batch was written and synced.
    */
-  private async save (slot: Slot): Promise<void> {
+  private append (parts: Buffer[], placed?: (seg: number, at: number) => void): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ parts, ...(placed !== undefined ? { placed } : {}), resolve, reject })
+      if (!this.flushing) {
+        this.flushing = true
+        void this.flush()
+      }
+    })
+  }
+
+  private async flush (): Promise<void> {
+    try {
+      await new Promise<void>(resolve => { queueMicrotask(resolve) }) // what the same tick queues goes in the same batch
+      while (this.queue.length > 0) {
+        let batch: Pending[] = []
+        try {
+          if (this.current === null || this.current.broken || this.current.end >= this.segmentBytes) await this.newSegment()
+          batch = this.queue // what came while the segment was made goes too
+          this.queue = []
+          const seg = this.current!
+          const parts: Buffer[] = []
+          let at = seg.end
+          for (const p of batch) {
+            p.placed?.(seg.n, at)
+            for (const b of p.parts) { parts.push(b); at += b.length }
+          }
+          try {
+            await writeAll(seg.fh, parts, seg.end)
+            await this.sync.file(seg.fh, seg.path)
+          } catch (err) {
+            seg.broken = true // what follows goes to a new segment; this one ends where its last good write did
+            throw err
+          }
+          seg.end = at
+          for (const p of batch) p.resolve()
+        } catch (err) {
+          if (batch.length === 0) { batch = this.queue; this.queue = [] } // no segment to write to
+          for (const p of batch) p.reject(err)
+        }
+      }
+    } finally {
+      this.flushing = false
+    }
+  }
+
+  /** A new segment, its magic synced and its name durable, before any record goes in it. */
+  private async newSegment (): Promise<void> {
+    const n = this.lastSegment + 1
+    const path = join(this.dir, segmentName(n))
+    const fh = await open(path, 'wx')
+    try {
+      this.lastSegment = n
+      await writeAll(fh, [MAGIC], 0)
+      await this.sync.file(fh, path)
+      await this.syncDir()
+    } catch (err) {
+      await fh.close().catch(() => {})
+      throw err
+    }
+    const old = this.current
+    this.current = { n, path, fh, end: MAGIC.length, broken: false }
+    this.segments.set(n, { n, path, live: 0 })
+    if (old !== null) {
+      await old.fh.close().catch((err: unknown) => { this.log.warn({ err }, 'SMTP spool: closing a segment failed') })
+      void this.collect()
+    }
+  }
+
+  /**
+   * Deletes segments with nothing pending, oldest first, each unlink durable before the next; when more than
+   * maxSegments are kept, writes the oldest one's pending messages again at the end so that it can go.
+   */
+  private collect (): Promise<void> {
+    if (this.collecting !== null) return this.collecting
+    const run = (async (): Promise<void> => {
+      try {
+        for (;;) {
+          const oldest = this.segments.values().next().value
+          if (oldest === undefined || oldest.n === this.current?.n) return
+          if (oldest.live > 0) {
+            if (this.segments.size <= this.maxSegments || this.current === null) return
+            await this.moveForward(oldest)
+            if (oldest.live > 0) return
+          }
+          await unlink(oldest.path).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
+          await this.syncDir()
+          this.segments.delete(oldest.n)
+        }
+      } catch (err) {
+        this.log.warn({ err }, 'SMTP spool: could not delete an old segment (tried again later)')
+      }
+    })()
+    // (It may have finished already: nothing to delete.)
+    this.collecting = run.finally(() => { if (this.collecting === done) this.collecting = null })
+    const done = this.collecting
+    return done
+  }
+
+  /** A new 'A' at the end, with the current state, for each pending message of `seg`. */
+  private async moveForward (seg: Segment): Promise<void> {
+    const moving = [...this.slots.values()].filter(s => !s.v1 && s.seg === seg.n)
+    await Promise.all(moving.map(async slot => {
+      const raw = await this.read(slot.state.id)
+      if (slot.removed) return
+      const { parts, messageAt } = acceptRecord(slot.state, raw)
+      let to = { seg: 0, at: 0 }
+      await this.append(parts, (n, at) => { to = { seg: n, at: at + messageAt } })
+      if (slot.removed) return // done meanwhile: its record followed the copy
+      seg.live--
+      slot.seg = to.seg
+      slot.at = to.at
+      this.segments.get(to.seg)!.live++
+    }))
+  }
+
+  /**
+   * v1: writes the slot's state until the version on disk is at least the one asked for. Changes made while a write
+   * is under way are written by the next one, together.
+   */
+  private async saveV1 (slot: Slot): Promise<void> {
     const wanted = slot.version
     while (slot.saved < wanted && !slot.removed) {
       if (slot.writing !== null) { await slot.writing.catch(() => {}); continue }
       const version = slot.version
-      let write: Promise<void>
-      if (slot.v1) {
-        write = this.writeState(slot.state.id, JSON.stringify(slot.state))
-      } else {
-        const changed = [...slot.dirty]
-        slot.dirty.clear()
-        const text = JSON.stringify({ u: changed.map(i => [i, slot.state.recipients[i]]) })
-        write = this.append(slot, record(Buffer.from(text))).catch((err: unknown) => {
-          for (const i of changed) slot.dirty.add(i) // the next write carries them
-          throw err
-        })
-      }
-      slot.writing = write.then(() => { slot.saved = Math.max(slot.saved, version) }).finally(() => { slot.writing = null })
+      slot.writing = this.writeStateV1(slot.state.id, JSON.stringify(slot.state)).then(() => { slot.saved = Math.max(slot.saved, version) }).finally(() => { slot.writing = null })
       await slot.writing // a failed write rejects here; the next change writes everything again
     }
   }
 
-  /** A change record at the end of `<id>.msg`, synced. (A failed write leaves `end` where it was: it is overwritten.) */
-  private async append (slot: Slot, rec: Buffer): Promise<void> {
-    const fh = await open(join(this.dir, slot.state.id + MSG), 'r+')
-    try {
-      const end = await writeAll(fh, [rec], slot.end)
-      await this.sync.file(fh, join(this.dir, slot.state.id + MSG))
-      slot.end = end
-    } finally {
-      await fh.close()
-    }
-  }
-
   /** v1: `<id>.json.tmp`, fsync, rename over `<id>.json`, folder fsync. */
-  private async writeState (id: string, text: string): Promise<void> {
+  private async writeStateV1 (id: string, text: string): Promise<void> {
     const fh = await open(join(this.dir, id + JSON_EXT + TMP), 'w')
     try {
       await fh.writeFile(text)
@@ -511,9 +708,19 @@ export class MailSpool {
     await this.syncDir()
   }
 
+  /** v1: state first, made durable, then the message (a crash in between leaves an .eml alone, which open() removes). */
+  private async removeV1 (slot: Slot): Promise<void> {
+    const id = slot.state.id
+    // A state that cannot be removed keeps its message too (the next start sends what it still lists as pending).
+    await unlink(join(this.dir, id + JSON_EXT)).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
+    await this.syncDir()
+    await this.unlinkQuiet(id + EML)
+    this.used -= slot.state.bytes
+  }
+
   /**
    * Keeps a just-accepted message's bytes for the relay's first copies, so that it need not read them back from
-   * disk (open, fstat, read, close per message in the smtp benchmark's profile); at most RECENT_BYTES, oldest first.
+   * disk; at most RECENT_BYTES, oldest first.
    */
   private remember (id: string, raw: Buffer): void {
     this.recent.set(id, raw)
@@ -531,8 +738,8 @@ export class MailSpool {
   }
 
   /**
-   * fsync of the folder (new names, removals), shared (group commit): callers that arrive while one runs share the
-   * next, which starts when it ends (a sync already running may have missed their change).
+   * fsync of the folder, shared: callers that arrive while one runs share the next, which starts when it ends (a
+   * sync already running may have missed their change).
    */
   private syncDir (): Promise<void> {
     if (this.dirSyncNext !== null) return this.dirSyncNext
@@ -554,8 +761,8 @@ export class MailSpool {
   }
 }
 
-function newSlot (state: SpoolState, v1: boolean, end: number): Slot {
-  return { state, v1, end, dirty: new Set(), version: 0, saved: 0, writing: null, removed: false }
+function newSlot (state: SpoolState, v1: boolean, seg: number, at: number): Slot {
+  return { state, v1, seg, at, unsaved: new Set(), version: 0, saved: 0, writing: null, removed: false }
 }
 
 /** Writes `parts` at `position`, all of them (writev may write less); the position after them. */
