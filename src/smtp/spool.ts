@@ -19,13 +19,13 @@
 // one, and the current one is replaced past SEGMENT_BYTES or after a failed write. Segments are deleted oldest first,
 // each unlink made durable before the next (a done message's 'C' or 'D' may sit in a later segment than its 'A': a
 // later segment may go only once the earlier ones are gone for good). When more than MAX_SEGMENTS are kept because
-// the oldest still holds a pending message (one retried for hours), its pending messages are written again at the
-// end (a new 'A' with the same id and the current state, which replaces the old one) and it is deleted.
+// the oldest still holds a few pending messages (under a quarter of it: some retried for hours), they are written again
+// at the end (a new 'A' with the same id and the current state, which replaces the old one) and it is deleted.
 // At open(): segments are read in order, records applied in order; a record that does not check (length, crc) ends
 // its segment: a write cut short, never acknowledged (an accept or change that did not resolve). Nothing is ever
 // written after it: the new run writes to a new segment. Segments with no pending message are deleted (in order).
-// The spool's disk use is its messages (SMTP_SPOOL_MAX_BYTES bounds those) plus up to MAX_SEGMENTS · SEGMENT_BYTES
-// of records already superseded.
+// The spool's disk use is its messages (SMTP_SPOOL_MAX_BYTES bounds those) plus records already superseded:
+// about MAX_SEGMENTS · SEGMENT_BYTES, more while the oldest segments are still over a quarter pending.
 //
 // v1 spools (`<id>.eml` the message, `<id>.json` its state replaced whole via `<id>.json.tmp` + rename) are still
 // read and served in their own format until they are done; new messages always go to the log. So a downgrade is not
@@ -655,6 +655,10 @@ export class MailSpool {
           if (oldest === undefined || oldest.n === this.current?.n) return
           if (oldest.live > 0) {
             if (this.segments.size <= this.maxSegments || this.current === null) return
+            let pending = 0
+            for (const slot of this.slots.values()) if (!slot.v1 && slot.seg === oldest.n) pending += slot.state.bytes
+            // Mostly pending still (the upstream down for a while): copying it forward would only churn the log.
+            if (pending * 4 > this.segmentBytes) return
             await this.moveForward(oldest)
             if (oldest.live > 0) return
           }
