@@ -17,6 +17,7 @@ import { Upstreams } from '../src/carriers/upstream.js'
 import { startFakeSmsc, type FakeSmsc, type FakeSmscOptions } from '../src/dev/fake-smsc.js'
 import { mesaj } from './helpers/carrier.js'
 import { selfSignedCert } from './helpers/tls.js'
+import { until } from './helpers/redis-server.js'
 
 const BREAKER: BreakerSettings = { failureRatio: 0.5, minCalls: 1_000_000, windowMs: 10_000, cooldownMs: 1000 }
 const SETTINGS = { timeoutMs: 2000, retries: 2, backoffMs: 5, backoffMaxMs: 40, breaker: BREAKER }
@@ -40,16 +41,9 @@ function carrier (url: string, more: Partial<SmppUpstreamInit> = {}): SmppUpstre
   return c
 }
 
-async function waitFor (cond: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const until = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 5))
-  }
-}
 
 async function bound (c: SmppUpstream, n = 1): Promise<SmppUpstream> {
-  await waitFor(() => c.bound() === n, `${n} bound session(s)`)
+  await until(() => c.bound() === n, 15_000, `${n} bound session(s)`)
   return c
 }
 
@@ -239,7 +233,7 @@ describe('SMPP carrier: the operator\'s answers', () => {
     const c = await bound(carrier(s.url('reconnect_ms=20')))
     s.setSilent(true)
     const pending = c.send(mesaj())
-    await waitFor(() => s.stats().submits === 1, 'the submit at the SMSC')
+    await until(() => s.stats().submits === 1, 15_000, 'the submit at the SMSC')
     await s.stop()
     expect(await pending).toEqual({ forwarded: false, status: 'unknown', error: 'the SMPP session closed before the operator answered', attempts: 1, maybeDelivered: true })
     expect(s.stats().submits).toBe(1)
@@ -252,7 +246,7 @@ describe('SMPP carrier: the operator\'s answers', () => {
       timeoutMs: 200, retries: 0, breaker: { ...BREAKER, minCalls: 2, cooldownMs: 300 }, onBreakerChange: (n, f, t) => changes.push(`${n}:${f}>${t}`)
     }), 2)
     await s.stop()
-    await waitFor(() => c.bound() === 0, 'the binds to drop')
+    await until(() => c.bound() === 0, 15_000, 'the binds to drop')
     for (let i = 0; i < 2; i++) {
       const o = await c.send(mesaj())
       expect(o).toMatchObject({ forwarded: false, status: 'failed', attempts: 1, maybeDelivered: false })
@@ -262,7 +256,7 @@ describe('SMPP carrier: the operator\'s answers', () => {
     expect(await c.send(mesaj())).toMatchObject({ forwarded: false, status: 'circuit_open', attempts: 0, maybeDelivered: false })
     await s.start()
     await bound(c, 2)
-    await waitFor(() => !c.breaker.refusing(), 'the cool-down')
+    await until(() => !c.breaker.refusing(), 15_000, 'the cool-down')
     expect(await c.send(mesaj())).toMatchObject({ forwarded: true, status: 'accepted' })
     expect(c.breaker.state).toBe('closed')
     expect(changes).toEqual(['MESAJ:closed>open', 'MESAJ:open>half_open', 'MESAJ:half_open>closed'])
@@ -273,7 +267,7 @@ describe('SMPP carrier: the operator\'s answers', () => {
     const s = await smsc({ password: 'secret' })
     const { log, lines } = logLines()
     const c = carrier(s.url('reconnect_ms=20&reconnect_max_ms=1000', undefined, 'wr0ng-pw'), { log, random: () => 1 })
-    await waitFor(() => s.stats().bindsRefused >= 4, 'four refused binds')
+    await until(() => s.stats().bindsRefused >= 4, 15_000, 'four refused binds')
     expect(c.bound()).toBe(0)
     expect(s.binds().slice(0, 4).map(b => [b.type, b.systemId, b.status])).toEqual(Array(4).fill(['transceiver', 'smsc-test', 0x0e]))
     const refusals = lines.map(l => JSON.parse(l) as Record<string, unknown>).filter(l => l.msg === 'the operator refused the SMPP bind')
@@ -294,7 +288,7 @@ describe('SMPP carrier: the operator\'s answers', () => {
     const c = await bound(carrier(s.url('binds=2&window=3'), { timeoutMs: 10_000 }), 2)
     let most = 0
     const outcomes = Promise.all(Array.from({ length: 30 }, () => c.send(mesaj())).map(p => p.then(o => { most = Math.max(most, c.inFlight()); return o })))
-    await waitFor(() => { most = Math.max(most, c.inFlight()); return s.stats().accepted === 30 }, 'all answers')
+    await until(() => { most = Math.max(most, c.inFlight()); return s.stats().accepted === 30 }, 15_000, 'all answers')
     for (const o of await outcomes) expect(o).toMatchObject({ forwarded: true, attempts: 1 })
     expect(s.stats().maxUnanswered).toBe(6)
     expect(most).toBeLessThanOrEqual(6)
@@ -314,10 +308,10 @@ describe('SMPP carrier: the operator\'s answers', () => {
     const s = await smsc({ delayMs: 100 })
     const c = await bound(carrier(s.url('binds=2')), 2)
     const pending = c.send(mesaj())
-    await waitFor(() => s.stats().submits === 1, 'the submit at the SMSC')
+    await until(() => s.stats().submits === 1, 15_000, 'the submit at the SMSC')
     await c.close()
     expect(await pending).toMatchObject({ forwarded: true })
-    await waitFor(() => s.stats().bound === 0, 'the unbinds')
+    await until(() => s.stats().bound === 0, 15_000, 'the unbinds')
     expect(await c.send(mesaj())).toMatchObject({ forwarded: false, status: 'failed', attempts: 0, maybeDelivered: false })
   })
 })
@@ -417,7 +411,7 @@ describe('Upstreams with an SMPP carrier', () => {
     expect(got).toHaveLength(1)
     expect(ups.states()).toEqual({ MESAJ: 'closed' })
     await ups.close()
-    await waitFor(() => s.stats().bound === 0, 'the unbind')
+    await until(() => s.stats().bound === 0, 15_000, 'the unbind')
   })
 
   it('refuses SMPP for another channel, and a bad SMPP URL, naming the setting', () => {
@@ -449,7 +443,7 @@ describe('SMPP carrier over TLS', () => {
     expect(await trusted.send(mesaj())).toMatchObject({ forwarded: true })
     const { log, lines } = logLines()
     const untrusted = carrier(s.url('reconnect_ms=20'), { log })
-    await waitFor(() => lines.some(l => l.includes('SMPP connection failed')), 'a failed TLS connection')
+    await until(() => lines.some(l => l.includes('SMPP connection failed')), 15_000, 'a failed TLS connection')
     expect(untrusted.bound()).toBe(0)
     const insecure = await bound(carrier(s.url('reject_unauthorized=false')))
     expect(await insecure.send(mesaj())).toMatchObject({ forwarded: true })
@@ -467,11 +461,11 @@ describe('the fake SMSC by hand', () => {
     child.stderr.setEncoding('utf8').on('data', (d: string) => { out += d })
     const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
     try {
-      await waitFor(() => /listening on smpp:\/\/byhand:…@127\.0\.0\.1:\d+/.test(out) || child.exitCode !== null, 'the listening line')
+      await until(() => /listening on smpp:\/\/byhand:…@127\.0\.0\.1:\d+/.test(out) || child.exitCode !== null, 15_000, 'the listening line')
       const port = Number(/127\.0\.0\.1:(\d+)/.exec(out)?.[1])
       const c = await bound(carrier(`smpp://byhand:pw-by-hand@127.0.0.1:${port}`))
       expect(await c.send(mesaj())).toMatchObject({ forwarded: true })
-      await waitFor(() => /bound=1 .*submits=1 accepted=1/.test(out), 'a counters line')
+      await until(() => /bound=1 .*submits=1 accepted=1/.test(out), 15_000, 'a counters line')
       expect(out).not.toContain('pw-by-hand')
     } finally {
       child.kill('SIGTERM')

@@ -15,6 +15,7 @@ import { Upstreams } from '../src/carriers/upstream.js'
 import { startFakeSmtp, type FakeSmtp, type FakeSmtpOptions } from '../src/dev/fake-smtp.js'
 import { eposta, mesaj } from './helpers/carrier.js'
 import { selfSignedCert } from './helpers/tls.js'
+import { until } from './helpers/redis-server.js'
 
 const BREAKER: BreakerSettings = { failureRatio: 0.5, minCalls: 1_000_000, windowMs: 10_000, cooldownMs: 1000 }
 const SETTINGS = { timeoutMs: 5000, retries: 2, backoffMs: 5, backoffMaxMs: 40, breaker: BREAKER }
@@ -38,13 +39,6 @@ function carrier (url: string, more: Partial<SmtpUpstreamInit> = {}): SmtpUpstre
   return c
 }
 
-async function waitFor (cond: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const until = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 5))
-  }
-}
 
 /** A message as a client wrote it: CRLF lines, a line that starts with a dot, UTF-8 Turkish in the body. */
 function rawMessage (to: string, tag = 'x'): Buffer {
@@ -221,7 +215,7 @@ describe('SMTP carrier: relay() for the SMTP front end', () => {
     expect(await c.relay(env, rawMessage('x@example.com', 'down'))).toEqual({ kind: 'temporary', error: expect.stringMatching(/^circuit open: carrier EPOSTA is failing/) })
     expect(await c.send(eposta())).toMatchObject({ forwarded: false, status: 'circuit_open', attempts: 0, maybeDelivered: false })
     await s.start()
-    await waitFor(() => !c.breaker.refusing(), 'the cool-down')
+    await until(() => !c.breaker.refusing(), 15_000, 'the cool-down')
     expect(await c.relay(env, rawMessage('x@example.com', 'after'))).toMatchObject({ kind: 'accepted' })
     expect(c.breaker.state).toBe('closed')
     expect(changes).toEqual(['EPOSTA:closed>open', 'EPOSTA:open>half_open', 'EPOSTA:half_open>closed'])
@@ -339,7 +333,7 @@ describe('SMTP carrier: closing', () => {
     const s = await relayServer({ delayMs: 200 })
     const c = carrier(s.url())
     const pending = c.relay({ from: 'news@acme.example', to: ['x@example.com'] }, rawMessage('x'))
-    await waitFor(() => s.messages().length === 1, 'the message at the relay')
+    await until(() => s.messages().length === 1, 15_000, 'the message at the relay')
     await c.close()
     expect(await pending).toMatchObject({ kind: 'accepted' })
     expect(await c.relay({ from: 'news@acme.example', to: ['x@example.com'] }, rawMessage('x'))).toMatchObject({ kind: 'temporary', error: expect.stringContaining('closed') })
@@ -443,11 +437,11 @@ describe('the fake SMTP relay by hand', () => {
     child.stderr.setEncoding('utf8').on('data', (d: string) => { out += d })
     const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
     try {
-      await waitFor(() => /listening on smtp:\/\/byhand:…@127\.0\.0\.1:\d+/.test(out) || child.exitCode !== null, 'the listening line')
+      await until(() => /listening on smtp:\/\/byhand:…@127\.0\.0\.1:\d+/.test(out) || child.exitCode !== null, 15_000, 'the listening line')
       const port = Number(/127\.0\.0\.1:(\d+)/.exec(out)?.[1])
       const c = carrier(`smtp://byhand:pw-by-hand@127.0.0.1:${port}?starttls=never`)
       expect(await c.send(eposta())).toMatchObject({ forwarded: true })
-      await waitFor(() => /logins=1 .*accepted=1/.test(out), 'a counters line')
+      await until(() => /logins=1 .*accepted=1/.test(out), 15_000, 'a counters line')
       expect(out).not.toContain('pw-by-hand')
     } finally {
       child.kill('SIGTERM')

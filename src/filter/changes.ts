@@ -274,18 +274,22 @@ export class ChangeApplier {
     const args: (string | number)[][] = Array.from({ length: byGroup }, () => [])
     const commit: (string | number)[] = [cur ?? '0', bld ?? '0', rows.length, STREAM_MAXLEN, versions[0]?.gen ?? '', versions[1]?.gen ?? '']
     const offsets = new Array<number>(8)
+    // Per version, once: its bucket prefix, and whether its buckets must exist already (the current one's do).
+    const prefixes = versions.map(g => layout.bucketPrefix(g.version))
+    const mustExist = versions.map(g => String(g.version) === cur ? '1' : '0')
     for (const row of rows) {
       const value = encodedStateOf(row)
       const seq = Number(row.seq)
       commit.push(seq, row.k, value)
       hashText(row.k)
       const h1 = keyHash[0]!; const h2 = keyHash[1]!
-      for (const g of versions) {
+      for (let v = 0; v < versions.length; v++) {
+        const g = versions[v]!
         const bucket = bucketOf(h1, h2, g.buckets)
         const group = byGroup === 1 ? 0 : bucketGroup(bucket)
-        keys[group]!.push(bucketKey(layout.bucketPrefix(g.version), bucket), layout.bloomSegment(g.version, bucketGroup(bucket)))
+        keys[group]!.push(bucketKey(prefixes[v]!, bucket), layout.bloomSegment(g.version, bucketGroup(bucket)))
         redisBitOffsets(g.blocks, h1, h2, offsets)
-        args[group]!.push(row.k, value, seq, String(g.version) === cur ? '1' : '0', ...offsets)
+        args[group]!.push(row.k, value, seq, mustExist[v]!, ...offsets)
       }
     }
     const writes: Promise<number>[] = []
