@@ -10,6 +10,7 @@ import type { SmppLogin } from '../auth/key-store.js'
 import { mayActFor } from '../auth/principal.js'
 import type { UpstreamOutcome, Upstreams } from '../carriers/upstream.js'
 import type { MessageTicket } from '../audit/decision-log.js'
+import { deferAppends } from '../audit/journal.js'
 import type { Checker, CheckQuery, CheckResult } from '../check/checker.js'
 import { isRecipientError } from '../domain/normalize.js'
 import type { Metrics } from '../metrics.js'
@@ -166,7 +167,7 @@ export class SubmitHandler {
       const won = await shared.claim(key, { allowed: r.allowed, reason: r.reason }).then(w => { claimed = w === null; return w }, () => null)
       if (won !== null) return { result: { ...r, allowed: won.allowed, reason: won.reason }, ticket: null }
     }
-    const decided = this.journal(query, results, iysCode, messageId)
+    const decided = await this.journal(query, results, iysCode, messageId)
     // Not journalled: nothing may leave on this decision, here or on another gateway.
     if (claimed && !('result' in decided)) await shared.release(key).catch(() => {})
     return decided
@@ -177,20 +178,26 @@ export class SubmitHandler {
     return this.journal(query, await this.deps.checker.check(query), iysCode, messageId)
   }
 
-  private journal (query: CheckQuery, results: CheckResult[], iysCode: string, messageId: string): Decided | SubmitAnswer {
-    let ticket: MessageTicket | null
+  /**
+   * Journals the decision with the other submits decided in this turn (one write for all of them) and resolves once
+   * it is written: only then may the message be forwarded, or its refusal answered.
+   */
+  private async journal (query: CheckQuery, results: CheckResult[], iysCode: string, messageId: string): Promise<Decided | SubmitAnswer> {
     try {
-      ticket = this.deps.decisions.afterDecisions('smpp', query, results, { iysCode, messageIds: [messageId] })
+      const d = deferAppends(() => this.deps.decisions.afterDecisions('smpp', query, results, { iysCode, messageIds: [messageId] }))
+      await d.written
+      return { result: results[0]!, ticket: d.value }
     } catch {
       // The journal cannot take it: nothing may leave. Temporary, the platform retries.
       return { status: this.deps.statuses.STORE_UNAVAILABLE }
     }
-    return { result: results[0]!, ticket }
   }
 
   private async forward (bind: SubmitBind, query: CheckQuery, recipient: string, source: string, bytes: Buffer, tagged: boolean, ticket: MessageTicket | null, messageId: string): Promise<SubmitAnswer> {
     const o = await this.send(bind, query, recipient, source, bytes, tagged, messageId)
-    if (ticket !== null) this.deps.decisions.afterOutcomes(ticket, [{ upstreamStatus: o.status, carrierId: o.forwarded ? o.carrierId : null }])
+    // Written with the turn's other journal lines; nothing waits for it (a lost outcome is logged by the journal, and
+    // the decision stays recorded as interrupted, as after a crash here).
+    if (ticket !== null) deferAppends(() => { this.deps.decisions.afterOutcomes(ticket, [{ upstreamStatus: o.status, carrierId: o.forwarded ? o.carrierId : null }]) })
     this.deps.metrics.upstreamOutcomes.inc({ type: 'MESAJ', status: o.status })
     const s = this.deps.statuses
     if (!o.forwarded) return { status: statusOfOutcome(s, o.status) }
