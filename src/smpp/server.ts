@@ -22,6 +22,8 @@ import type { Metrics } from '../metrics.js'
 import type { ReceiptStore } from './receipts.js'
 import { statusName, type SmppStatusMap } from '../domain/smpp-status.js'
 import { SmppSession } from '../wire/smpp-session.js'
+import './gsm-coder.js'
+import { SubmitSmResp } from './resp.js'
 import type { SubmitHandler } from './submit.js'
 
 const { errors } = smpp
@@ -251,7 +253,8 @@ export class SmppServer {
   }
 
   private answer (bind: Bind, pdu: PDU, status: number, fields?: Record<string, unknown>): void {
-    bind.session.respond(pdu, status, fields)
+    if (pdu.command === 'submit_sm') bind.session.sendPdu(new SubmitSmResp(pdu.sequence_number, status, fields?.message_id as string | undefined))
+    else bind.session.respond(pdu, status, fields)
     this.deps.metrics.smppPdus.inc({ command: pdu.command, status: status === 0 ? 'ok' : statusName(status) })
   }
 
