@@ -4,6 +4,7 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer, connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -56,6 +57,51 @@ function rawMessage (to: string, tag = 'x'): Buffer {
     '..and one with two',
     ''
   ].join('\r\n'), 'utf8')
+}
+
+/**
+ * A TCP proxy in front of the relay that cuts one connection where a dying relay or network would: `before` drops the
+ * client's connection when its `mail`-th MAIL FROM arrives, without passing it on (a pooled connection the relay had
+ * closed while idle); `after-data` passes that message on whole and drops the connection when the relay's answer to
+ * it comes, without passing the answer on (the relay has the message; the client never hears so).
+ */
+interface CuttingProxy { readonly port: number, connections: () => number, close: () => Promise<void> }
+
+async function cuttingProxy (target: number, cut: { connection: number, mail: number, at: 'before' | 'after-data' }): Promise<CuttingProxy> {
+  let n = 0
+  const sockets = new Set<Socket>()
+  const server = createServer(client => {
+    const id = ++n
+    const relay = connect(target, '127.0.0.1')
+    for (const x of [client, relay]) { sockets.add(x); x.on('error', () => {}); x.on('close', () => sockets.delete(x)) }
+    let sent = ''
+    let withhold = false
+    const drop = (): void => { client.destroy(); relay.destroy() }
+    client.on('data', (chunk: Buffer) => {
+      sent += chunk.toString('latin1')
+      const mails = sent.match(/MAIL FROM:/g)?.length ?? 0
+      if (id === cut.connection && mails === cut.mail) {
+        if (cut.at === 'before') { drop(); return }
+        if (/\r\n\.\r\n$/.test(sent)) withhold = true
+      }
+      relay.write(chunk)
+    })
+    relay.on('data', (chunk: Buffer) => { if (withhold) drop(); else client.write(chunk) })
+    client.on('end', () => relay.end())
+    relay.on('end', () => client.end())
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as { port: number }).port
+  const p: CuttingProxy = {
+    port,
+    connections: () => n,
+    close: async () => {
+      for (const x of sockets) x.destroy()
+      await new Promise<void>(resolve => server.close(() => resolve()))
+    }
+  }
+  open.unshift(p)
+  return p
 }
 
 const payload = (m: OutboundMessage): { from: string, subject: string, body: string } => m.payload as { from: string, subject: string, body: string }
@@ -232,6 +278,112 @@ describe('SMTP carrier: relay() for the SMTP front end', () => {
     s.rejectNext(30, 451, '4.3.0 Try later')
     for (let i = 0; i < 30 && c.breaker.state === 'closed'; i++) expect((await c.relay(env, rawMessage('x'))).kind).toBe('temporary')
     expect(c.breaker.state).toBe('open')
+  })
+})
+
+describe('SMTP carrier: the pool of connections', () => {
+  const env = { from: 'news@acme.example', to: ['x@example.com'] }
+
+  it('sends messages in turn over one connection, and never opens more than `pool` at once', async () => {
+    const s = await relayServer()
+    const c = carrier(s.url('pool=3'))
+    for (let i = 0; i < 5; i++) expect(await c.relay(env, rawMessage('x', `seq${i}`))).toMatchObject({ kind: 'accepted' })
+    expect(s.messages().map(m => m.connection)).toEqual([1, 1, 1, 1, 1])
+    const outs = await Promise.all(Array.from({ length: 30 }, (_, i) => c.relay(env, rawMessage('x', `par${i}`))))
+    expect(outs.every(o => o.kind === 'accepted')).toBe(true)
+    expect(s.messages()).toHaveLength(35)
+    expect(s.stats().connections).toBeLessThanOrEqual(3)
+    expect(c.inFlight()).toBe(0)
+  })
+
+  it('a pooled connection the relay closed while idle: the message goes out on a fresh one, once', async () => {
+    const s = await relayServer()
+    const px = await cuttingProxy(s.port, { connection: 1, mail: 2, at: 'before' })
+    const c = carrier(`smtp://127.0.0.1:${px.port}?pool=1`)
+    expect(await c.relay(env, rawMessage('x', 'first'))).toMatchObject({ kind: 'accepted' })
+    expect(await c.relay(env, rawMessage('x', 'second'))).toMatchObject({ kind: 'accepted' })
+    expect(px.connections()).toBe(2)
+    expect(s.messages().map(m => [/^Subject: (.*)\r$/m.exec(m.raw.toString())?.[1], m.connection])).toEqual([['relay first', 1], ['relay second', 2]])
+  })
+
+  it('a 421 to MAIL on a pooled connection puts the message on a fresh one once; a second 421 is temporary', async () => {
+    const s = await relayServer()
+    const c = carrier(s.url('pool=1'))
+    expect(await c.relay(env, rawMessage('x', 'first'))).toMatchObject({ kind: 'accepted' })
+    s.rejectNext(1, 421, '4.4.2 Closing connection', 'MAIL')
+    expect(await c.relay(env, rawMessage('x', 'second'))).toMatchObject({ kind: 'accepted' })
+    expect(s.messages().map(m => m.connection)).toEqual([1, 2])
+    s.rejectNext(2, 421, '4.4.2 Closing connection', 'MAIL')
+    expect(await c.relay(env, rawMessage('x', 'third'))).toEqual({ kind: 'temporary', code: 421, error: expect.stringContaining('421 4.4.2 Closing connection to MAIL FROM') })
+    expect(s.stats()).toMatchObject({ connections: 3, refused: 3 })
+    expect(s.messages()).toHaveLength(2)
+  })
+
+  it('a 421 on a fresh connection is temporary and not tried again', async () => {
+    const s = await relayServer()
+    const c = carrier(s.url())
+    s.rejectNext(1, 421, '4.4.2 Closing connection', 'MAIL')
+    expect(await c.relay(env, rawMessage('x'))).toMatchObject({ kind: 'temporary', code: 421 })
+    expect(s.stats()).toMatchObject({ connections: 1, refused: 1 })
+  })
+
+  it('a connection lost after the message went out: maybe delivered, and never put on another connection', async () => {
+    const s = await relayServer()
+    const px = await cuttingProxy(s.port, { connection: 1, mail: 2, at: 'after-data' })
+    const c = carrier(`smtp://127.0.0.1:${px.port}?pool=1`)
+    expect(await c.relay(env, rawMessage('x', 'first'))).toMatchObject({ kind: 'accepted' })
+    const out = await c.relay(env, rawMessage('x', 'second'))
+    expect(out).toMatchObject({ kind: 'temporary', maybeDelivered: true, error: expect.stringMatching(/may have it.*twice/) })
+    expect(px.connections()).toBe(1)
+    expect(s.messages()).toHaveLength(2)
+    expect(await c.relay(env, rawMessage('x', 'third'))).toMatchObject({ kind: 'accepted' })
+    expect(s.messages()).toHaveLength(3)
+  })
+
+  it('keeps the connection after the relay refuses a message (RSET), and the next message goes over it', async () => {
+    const s = await relayServer()
+    // One connection: with more, a message may find this one still waiting for its RSET and take another.
+    const c = carrier(s.url('pool=1'))
+    for (const [code, at] of [[550, 'RCPT'], [553, 'MAIL'], [554, 'DATA'], [451, 'RCPT'], [452, 'DATA']] as const) {
+      s.rejectNext(1, code, 'No', at)
+      expect((await c.relay(env, rawMessage('x'))).kind).toBe(code >= 500 ? 'permanent' : 'temporary')
+    }
+    expect(await c.relay(env, rawMessage('x'))).toMatchObject({ kind: 'accepted' })
+    expect(s.stats().connections).toBe(1)
+  })
+
+  it('turns bare LF and bare CR into CRLF, dot-stuffs lines that start with a dot, and ends the message with CRLF', async () => {
+    const s = await relayServer()
+    const c = carrier(s.url())
+    const raw = Buffer.from('From: news@acme.example\nSubject: bare\n\nline one\n.a dot line\nbare\rcr\r\n..two dots\nlast')
+    expect(await c.relay(env, raw)).toMatchObject({ kind: 'accepted' })
+    expect(s.messages()[0]!.raw.toString('latin1')).toBe('From: news@acme.example\r\nSubject: bare\r\n\r\nline one\r\n.a dot line\r\nbare\r\ncr\r\n..two dots\r\nlast\r\n')
+  })
+
+  it('sends a message larger than a socket buffer whole, and the next one after it', async () => {
+    const s = await relayServer()
+    const c = carrier(s.url())
+    const line = 'Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n'
+    const big = Buffer.concat([rawMessage('x', 'big'), Buffer.from(line.repeat(24_000))])
+    expect(big.length).toBeGreaterThan(1_000_000)
+    expect(await c.relay(env, big)).toMatchObject({ kind: 'accepted' })
+    expect(s.messages()[0]!.raw.equals(big)).toBe(true)
+    expect(await c.relay(env, rawMessage('x', 'small'))).toMatchObject({ kind: 'accepted' })
+    expect(s.messages().map(m => m.connection)).toEqual([1, 1])
+  })
+
+  it('destroy(): the message in flight is maybe delivered, the one waiting for a connection is not', async () => {
+    const s = await relayServer({ delayMs: 5000 })
+    const c = carrier(s.url('pool=1'))
+    const inFlight = c.relay(env, rawMessage('x', 'in-flight'))
+    const waiting = c.relay(env, rawMessage('x', 'waiting'))
+    await until(() => s.messages().length === 1, 15_000, 'the first message at the relay')
+    await c.destroy()
+    expect(await inFlight).toMatchObject({ kind: 'temporary', maybeDelivered: true })
+    const w = await waiting
+    expect(w.kind).toBe('temporary')
+    expect(w).not.toHaveProperty('maybeDelivered')
+    expect(c.inFlight()).toBe(0)
   })
 })
 

@@ -1,4 +1,5 @@
-// The SMTP carrier: EPOSTA goes to a mail relay (UPSTREAM_EPOSTA_URL=smtp://… or smtps://…) over a nodemailer pool.
+// The SMTP carrier: EPOSTA goes to a mail relay (UPSTREAM_EPOSTA_URL=smtp://… or smtps://…) over a pool of SMTP
+// sessions (smtp-pool.ts: nodemailer's SMTPConnection under a queue of ours; no Mail object nor MIME node per message).
 // Same surface as the HTTP `Upstream` (`Carrier`, upstream.ts) for /v1/messages, plus `relay()` for the SMTP front
 // end, which hands on a client's message as it came.
 //
@@ -34,34 +35,34 @@
 // it. The Message-ID that send() builds from messageId makes such a duplicate recognisable downstream.
 //
 // relay() never retries: the caller's spool retries with its own back-off, so that a message waits on disk, not in
-// memory. The pool may put a message on a fresh connection once (maxRequeues 1) when not a byte of it was sent: a
-// pooled connection the relay had closed while idle, or that it closes with a 421; that is no second delivery.
+// memory. The pool may put a message on a fresh connection once when not a byte of it was sent: a pooled connection
+// the relay had closed while idle, or that it closes with a 421; that is no second delivery.
 // send() retries what certainly did not arrive, with the shared UPSTREAM_RETRIES and back-off, as the other carriers do.
 //
 // relay() takes one recipient per call (the front end sends one copy per accepted recipient, each with its own
 // unsubscribe headers), so a permanent answer is that recipient's and a 250 is the whole message's; a caller that
 // passes more is a bug and gets a TypeError. The raw message goes out as given: SMTP adds dot-stuffing (undone by the
-// relay) and nodemailer turns a bare CR or LF into CRLF and ends the message with one; with DKIM configured a
-// DKIM-Signature header goes first. BODY=8BITMIME is asked for when the message has 8-bit bytes and the relay offers
+// relay) and nodemailer's SMTPConnection turns a bare CR or LF into CRLF and ends the message with one; with DKIM
+// configured a DKIM-Signature header goes first. send() composes its plain-text mail with nodemailer's MailComposer and
+// hands the bytes to the same pool. BODY=8BITMIME is asked for when the message has 8-bit bytes and the relay offers
 // it; SIZE= when it offers SIZE.
 //
 // DKIM (optional): nodemailer's signer, over the message as it leaves (headers we add included), RSA-SHA256. Nothing
 // here logs a recipient, a message or the password; errors quote the relay's reply, never our credentials.
 
+import { isAscii } from 'node:buffer'
 import { createPrivateKey } from 'node:crypto'
 import { isIP } from 'node:net'
-import type { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ConnectionOptions } from 'node:tls'
-import nodemailer from 'nodemailer'
 import DKIM from 'nodemailer/lib/dkim'
-import type Mail from 'nodemailer/lib/mailer'
-import type SMTPPool from 'nodemailer/lib/smtp-pool'
+import MailComposer from 'nodemailer/lib/mail-composer'
 import type { Logger } from '../log.js'
 import { carrierBreaker, circuitOpenText, intOption } from './carrier-options.js'
 import { carrierUrlError, intParam, readCarrierUrl, type CarrierUrlSpec } from './carrier-url.js'
 import { DENIED, type CircuitBreaker } from './circuit-breaker.js'
 import { isValidMessageId, type OutboundMessage } from './contract.js'
+import { SmtpPool, type PoolAnswer, type SmtpError } from './smtp-pool.js'
 // Types only: upstream.ts builds this carrier, so a value import back would be a cycle.
 import type { Carrier, NotForwardedOutcome, UpstreamOptions, UpstreamOutcome } from './upstream.js'
 
@@ -185,14 +186,9 @@ export function queueIdOf (response: string): string | null {
   return null
 }
 
-// nodemailer parses envelope addresses as header text: a comma there would be a second recipient, a parenthesis a
-// comment. The front end's addresses are plain mailboxes; anything else is refused before it can mean more.
+// The front end's addresses are plain mailboxes. Anything else is refused before it reaches a command line, where a
+// space would start an ESMTP parameter and a comma or parenthesis would mean more to a relay than one mailbox.
 const UNSAFE_ADDRESS = /[\s<>,;:"()[\]\\]/
-
-function has8bit (b: Buffer): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i]! > 0x7f) return true
-  return false
-}
 
 // ---- One attempt -------------------------------------------------------------------------------------------
 
@@ -202,18 +198,8 @@ type Attempt =
   | { readonly kind: 'permanent', readonly text: string, readonly code?: number, readonly rejected?: readonly string[], readonly ours: boolean }
   | { readonly kind: 'temporary', readonly text: string, readonly code?: number, readonly maybeDelivered: boolean, readonly timeout: boolean, readonly ours: boolean }
 
-/** What nodemailer puts on its errors. */
-interface SmtpError extends Error {
-  code?: string
-  responseCode?: number
-  response?: string
-  command?: string
-  rejected?: unknown
-}
-
-/** Per attempt, in the mail's data: the stream the pool sends, to tell whether any of it left. */
-interface Track { stream: Readable | null }
-interface TrackedMail extends Mail.Options { iysTrack: Track }
+/** One envelope: one sender ('' for the null sender), one recipient. */
+interface Envelope { readonly from: string, readonly to: string }
 
 // The relay wants a login we did not give, or refused ours: our configuration, not a verdict on the message.
 const AUTH_CODES: ReadonlySet<number> = new Set([530, 534, 535, 538])
@@ -223,6 +209,13 @@ const MESSAGE_COMMANDS: ReadonlySet<string> = new Set(['MAIL FROM', 'RCPT TO', '
 function clip (s: string): string {
   const t = s.replace(/\s+/g, ' ').trim()
   return t.length > 200 ? t.slice(0, 200) : t
+}
+
+/** The signed message: the signer's stream read to its end, so that what the pool sends is bytes again. */
+async function signed (dkim: DKIM, raw: Buffer): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of dkim.sign(raw)) chunks.push(c as Buffer)
+  return Buffer.concat(chunks)
 }
 
 // ---- The carrier -------------------------------------------------------------------------------------------
@@ -238,12 +231,6 @@ export interface SmtpUpstreamInit extends Omit<UpstreamOptions, 'connections'> {
   tls?: Pick<ConnectionOptions, 'ca' | 'servername'>
 }
 
-/** nodemailer's pool options that its types (written for an older version) do not list. */
-interface PoolOptions {
-  maxRequeues: number
-  opportunisticTLS: boolean
-}
-
 export class SmtpUpstream implements Carrier {
   readonly name: string
   readonly breaker: CircuitBreaker
@@ -254,7 +241,8 @@ export class SmtpUpstream implements Carrier {
   readonly #backoffMaxMs: number
   readonly #random: () => number
   readonly #log: Logger | undefined
-  readonly #mailer: Mail
+  readonly #pool: SmtpPool
+  readonly #dkim: DKIM | null
   readonly #timeoutText: string
   #inFlight = 0
   #drained: (() => void) | null = null
@@ -272,44 +260,28 @@ export class SmtpUpstream implements Carrier {
     this.#random = init.random ?? Math.random
     this.#log = init.log
     this.#timeoutText = `no answer from the relay within ${this.timeoutMs} ms`
-    const dkim = init.dkim === undefined ? null : checkedDkim(init.dkim)
+    this.#dkim = init.dkim === undefined ? null : checkedDkim(init.dkim)
     this.breaker = carrierBreaker(this.name, init.breaker, init.log, init.onBreakerChange)
-    const options: SMTPPool.Options & PoolOptions = {
-      pool: true,
-      maxConnections: u.pool,
-      host: u.host,
-      port: u.port,
-      secure: u.tls,
-      requireTLS: u.starttls === 'required',
-      ignoreTLS: u.starttls === 'never' && !u.tls,
-      // A STARTTLS that fails ends the connection: it never goes on in clear.
-      opportunisticTLS: false,
-      tls: { rejectUnauthorized: u.rejectUnauthorized, ...(isIP(u.host) === 0 ? { servername: u.host } : {}), ...init.tls },
-      ...(u.user !== null ? { auth: { user: u.user, pass: u.password! } } : {}),
-      ...(u.ehlo !== null ? { name: u.ehlo } : {}),
-      connectionTimeout: this.timeoutMs,
-      greetingTimeout: this.timeoutMs,
-      socketTimeout: this.timeoutMs,
-      dnsTimeout: this.timeoutMs,
-      // Not a retry: only when no byte of the message went out (a pooled connection closed while idle, or with a 421).
-      maxRequeues: 1,
-      logger: false,
-      debug: false,
-      disableFileAccess: true,
-      disableUrlAccess: true
-    }
-    this.#mailer = nodemailer.createTransport(options)
-    // Errors come per message; one for the transport as a whole (none today) must not take the process with it.
-    this.#mailer.on('error', (err: Error) => this.#log?.warn({ upstream: this.name, error: this.#scrub(clip(err.message)) }, 'SMTP carrier error'))
-    this.#mailer.use('stream', (mail, done) => {
-      // DKIM here rather than nodemailer's `dkim` option, which would wrap the stream below: the pool must get the
-      // stream we watch, so that "did any of it go out" means the relay's socket, not the signer reading ahead.
-      if (dkim !== null) mail.message.processFunc(input => dkim.sign(input))
-      const track = (mail.data as Partial<TrackedMail>).iysTrack
-      if (track !== undefined) mail.message.processFunc(input => { track.stream = input; return input })
-      done()
+    this.#pool = new SmtpPool({
+      size: u.pool,
+      auth: u.user !== null ? { user: u.user, pass: u.password! } : null,
+      connection: {
+        host: u.host,
+        port: u.port,
+        secure: u.tls,
+        requireTLS: u.starttls === 'required',
+        ignoreTLS: u.starttls === 'never' && !u.tls,
+        // A STARTTLS that fails ends the connection: it never goes on in clear.
+        opportunisticTLS: false,
+        tls: { rejectUnauthorized: u.rejectUnauthorized, ...(isIP(u.host) === 0 ? { servername: u.host } : {}), ...init.tls },
+        ...(u.ehlo !== null ? { name: u.ehlo } : {}),
+        connectionTimeout: this.timeoutMs,
+        greetingTimeout: this.timeoutMs,
+        socketTimeout: this.timeoutMs,
+        dnsTimeout: this.timeoutMs
+      }
     })
-    this.#log?.info({ upstream: this.name, host: u.host, port: u.port, tls: u.tls ? 'implicit' : u.starttls, user: u.user, pool: u.pool, dkim: dkim !== null }, 'SMTP carrier ready')
+    this.#log?.info({ upstream: this.name, host: u.host, port: u.port, tls: u.tls ? 'implicit' : u.starttls, user: u.user, pool: u.pool, dkim: this.#dkim !== null }, 'SMTP carrier ready')
   }
 
   /** Messages handed to the pool and not answered yet (queued for a connection included). */
@@ -321,10 +293,22 @@ export class SmtpUpstream implements Carrier {
     if (msg.type !== 'EPOSTA') return unsent(`an SMTP carrier sends EPOSTA only, not ${msg.type}`)
     if (this.#closing) return unsent(`carrier ${this.name} is closed`)
     const p = msg.payload
-    // Without an address in From, nodemailer would send from the null sender, as a bounce does.
+    // Without an address in From, the envelope would have the null sender, as a bounce does.
     if (!DOMAIN_OF.test(p.from)) return unsent('payload.from must contain an e-mail address')
     const messageId = messageIdHeader(msg.messageId, p.from)
-    const mail: Mail.Options = { from: p.from, to: msg.recipient, subject: p.subject, text: p.body, messageId, xMailer: false }
+    let raw: Buffer
+    let envelope: Envelope
+    try {
+      // Built once: every retry sends the same bytes (the same Message-ID and Date).
+      const node = new MailComposer({ from: p.from, to: msg.recipient, subject: p.subject, text: p.body, messageId, disableFileAccess: true, disableUrlAccess: true }).compile()
+      const env = node.getEnvelope()
+      if (typeof env.from !== 'string' || env.from === '' || env.to.length !== 1) return unsent('payload.from and the recipient must be one e-mail address each')
+      envelope = { from: env.from, to: env.to[0]! }
+      if (UNSAFE_ADDRESS.test(envelope.from) || UNSAFE_ADDRESS.test(envelope.to)) return unsent('payload.from and the recipient must be plain mailboxes')
+      raw = await node.build()
+    } catch (err) {
+      return unsent(`the message could not be composed: ${clip((err as Error).message)}`)
+    }
     let attempts = 0
     let lastError = ''
     for (;;) {
@@ -334,7 +318,7 @@ export class SmtpUpstream implements Carrier {
         return { forwarded: false, status: 'circuit_open', error, attempts, maybeDelivered: false }
       }
       attempts++
-      const r = await this.#attempt(mail)
+      const r = await this.#attempt(envelope, raw)
       this.#record(ticket, r)
       if (r.kind === 'accepted') return { forwarded: true, status: 'accepted', carrierId: queueIdOf(r.response) ?? r.serverMessageId ?? messageId, attempts }
       if (r.kind === 'permanent') return { forwarded: false, status: r.ours ? 'failed' : 'rejected', error: r.text, attempts, maybeDelivered: false }
@@ -365,8 +349,7 @@ export class SmtpUpstream implements Carrier {
     if (ticket === DENIED) {
       return { kind: 'temporary', error: `circuit open: carrier ${this.name} is failing, next try in ${Math.ceil(this.breaker.retryInMs())} ms` }
     }
-    const env: Mail.Envelope & { size: number, use8BitMime: boolean } = { from: envelope.from, to: [to], size: raw.length, use8BitMime: has8bit(raw) }
-    const r = await this.#attempt({ envelope: env, raw, xMailer: false })
+    const r = await this.#attempt({ from: envelope.from, to }, raw)
     this.#record(ticket, r)
     switch (r.kind) {
       case 'accepted': return { kind: 'accepted', response: r.response }
@@ -384,16 +367,14 @@ export class SmtpUpstream implements Carrier {
   /** Drops every connection now: messages in flight end temporary (maybe delivered, when their bytes had gone out). */
   async destroy (): Promise<void> {
     this.#closing = true
-    // `force` closes the busy connections too (nodemailer 10; its types, written for 8, do not list the argument).
-    const close = this.#mailer.close as (this: Mail, o?: { force: boolean }) => void
-    close.call(this.#mailer, { force: true })
+    this.#pool.destroy()
     this.#drained?.()
   }
 
   async #close (): Promise<void> {
     this.#closing = true
     if (this.#inFlight > 0) await new Promise<void>(resolve => { this.#drained = resolve })
-    this.#mailer.close()
+    this.#pool.close()
   }
 
   /** The relay answered (yes or a definite no): healthy. Silence, refusals to connect, 4xx: not. Our own errors: neither. */
@@ -402,33 +383,29 @@ export class SmtpUpstream implements Carrier {
     else if (!r.ours) this.breaker.record(ticket, r.kind === 'permanent')
   }
 
-  #attempt (options: Mail.Options): Promise<Attempt> {
-    const track: Track = { stream: null }
-    const mail: TrackedMail = { ...options, iysTrack: track }
+  async #attempt (envelope: Envelope, raw: Buffer): Promise<Attempt> {
     this.#inFlight++
-    return new Promise<Attempt>(resolve => {
-      const done = (): void => { if (--this.#inFlight === 0 && this.#drained !== null) { this.#drained(); this.#drained = null } }
-      const answer = (err: Error | null, info: { response?: unknown, serverMessageId?: unknown }): void => {
-        done()
-        if (err == null) {
-          resolve({
-            kind: 'accepted',
-            response: typeof info.response === 'string' ? clip(info.response) : '250',
-            serverMessageId: typeof info.serverMessageId === 'string' ? info.serverMessageId : null
-          })
-          return
+    try {
+      let message = raw
+      if (this.#dkim !== null) {
+        // Signed before the pool gets it, so that "did any of it go out" means the relay's socket, not the signer.
+        try {
+          message = await signed(this.#dkim, raw)
+        } catch (err) {
+          return { kind: 'temporary', text: `the message could not be signed: ${clip((err as Error).message)}`, maybeDelivered: false, timeout: false, ours: true }
         }
-        // The pool pipes the stream only after the relay's 354: any byte read means the message began to go out.
-        resolve(this.#judge(err as SmtpError, track.stream?.readableDidRead === true))
       }
-      try {
-        this.#mailer.sendMail(mail, answer)
-      } catch (err) {
-        // A bug of ours or nodemailer's, not an answer: nothing went out.
-        done()
-        resolve({ kind: 'temporary', text: `SMTP carrier error: ${clip((err as Error).message)}`, maybeDelivered: false, timeout: false, ours: true })
-      }
-    })
+      // SIZE= when the relay offers SIZE (and the pool refuses what is over its limit); BODY=8BITMIME for 8-bit bytes.
+      const a = await this.#pool.send({ from: envelope.from, to: [envelope.to], size: message.length, use8BitMime: !isAscii(message) }, message)
+      return this.#read(a)
+    } finally {
+      if (--this.#inFlight === 0 && this.#drained !== null) { this.#drained(); this.#drained = null }
+    }
+  }
+
+  #read (a: PoolAnswer): Attempt {
+    if (a.ok) return { kind: 'accepted', response: clip(a.response), serverMessageId: a.serverMessageId }
+    return this.#judge(a.error, a.started)
   }
 
   #judge (err: SmtpError, started: boolean): Attempt {
@@ -456,8 +433,7 @@ export class SmtpUpstream implements Carrier {
         if (at === 'MAIL FROM') return { kind: 'permanent', text: this.#scrub(`the relay takes no message this large: ${err.message}`), code: 552, ours: true }
         break
       case 'EENVELOPE':
-      case 'EMAXRECIPIENTS':
-        if (at === 'API' || err.code === 'EMAXRECIPIENTS') return { kind: 'permanent', text: this.#scrub(err.message), ours: true }
+        if (at === 'API') return { kind: 'permanent', text: this.#scrub(err.message), ours: true }
         break
       case 'ESTREAM':
         return { kind: 'temporary', text: this.#scrub(`the message could not be read: ${err.message}`), maybeDelivered: false, timeout: false, ours: true }
