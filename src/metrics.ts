@@ -1,16 +1,22 @@
 // Prometheus metrics, all prefixed iys_. Label sets are small and fixed (route, status class, reason, type): no
-// recipient, brand or free text ever becomes a label. Children are bound once here, not looked up per request.
+// recipient, brand or free text ever becomes a label. What every request or decision counts is a slot of a typed
+// array (slot-metrics.ts), read on scrape.
 
 import client from 'prom-client'
 import { CONSENT_TYPES, type ConsentType } from './domain/vocabulary.js'
 import { REASON_INDEX, REASONS, type Reason } from './policy/decide.js'
 import { CORRECTIONS, RETRY_CAUSES, SEND_METHODS } from './iys/outbox.js'
 import type { ReplicaFigures } from './filter/mirror.js'
+import { SlotCounter, SlotHistogram } from './slot-metrics.js'
 
 // check_batch: /v1/check with a `recipients` list (up to 1000), timed apart from single checks (their latencies differ
 // by two orders of magnitude, so one histogram would hide a slow single check behind the batches)
 export const ROUTES = ['check', 'check_batch', 'messages', 'consents', 'push', 'history', 'scrub', 'health', 'ready', 'metrics', 'token', 'other'] as const
 export type Route = (typeof ROUTES)[number]
+const ROUTE_INDEX = Object.fromEntries(ROUTES.map((r, i) => [r, i])) as Record<Route, number>
+/** iys_http_requests_total's slots per route: one per status code 100…599 */
+const STATUS_SLOTS = 500
+const TYPE_INDEX = Object.fromEntries(CONSENT_TYPES.map((t, i) => [t, i])) as Record<ConsentType, number>
 
 /** Why a gateway is not ready, bounded for the iys_ready label; /readyz gives the same word as `reason`. */
 export const READY_REASONS = ['ok', 'replica_without_redis', 'no_filter_version', 'filter_version_lost', 'filter_version_unloadable', 'redis_unreachable', 'api_keys_not_loaded'] as const
@@ -30,13 +36,10 @@ export type ScrubJobCounts = Record<(typeof SCRUB_JOB_STATES)[number], number> &
 
 export class Metrics {
   readonly registry = new client.Registry()
-  private readonly requests: client.Counter<'route' | 'status'>
-  private readonly duration: client.Histogram<'route'>
-  private readonly durationByRoute: Record<Route, client.Histogram.Internal<'route'>>
-  private readonly decisionsBound: Record<string, client.Counter.Internal>
-  private readonly scratch = new Uint32Array(REASONS.length)
-  /** bound children per route and status (a handful of statuses per route: bounded) */
-  private readonly requestsBound = new Map<string, client.Counter.Internal>()
+  private readonly requests: SlotCounter
+  private readonly duration: SlotHistogram
+  /** slot: reason index × CONSENT_TYPES.length + type index */
+  private readonly decisionsTotal: SlotCounter
   readonly bloomMaybe: client.Counter<string>
   readonly bloomAbsent: client.Counter<string>
   readonly storeErrors: client.Counter<string>
@@ -123,7 +126,8 @@ export class Metrics {
 
   /** iys_decisions_total from counts by reason index (REASONS): a scrub chunk's, one inc() per reason present. */
   decisionCounts (type: ConsentType, counts: ArrayLike<number>): void {
-    for (let r = 0; r < REASONS.length; r++) if (counts[r]! > 0) this.decisionsBound[REASONS[r]! + type]!.inc(counts[r])
+    const base = TYPE_INDEX[type]
+    for (let r = 0; r < REASONS.length; r++) if (counts[r]! > 0) this.decisionsTotal.inc(r * CONSENT_TYPES.length + base, counts[r])
   }
   // ---- end of scrub jobs
 
@@ -133,18 +137,27 @@ export class Metrics {
     // prom-client names three gauges *_total, which `promtool check metrics` refuses (only counters end in _total);
     // their labelled twins (iys_nodejs_active_handles{type}, ...) carry the same figures: sum() gives the totals.
     for (const name of ['handles', 'requests', 'resources']) r.removeSingleMetric(`iys_nodejs_active_${name}_total`)
-    this.requests = new client.Counter({ name: 'iys_http_requests_total', help: 'HTTP requests by route and status code', labelNames: ['route', 'status'], registers: [r] })
-    this.duration = new client.Histogram({
+    this.requests = new SlotCounter({
+      name: 'iys_http_requests_total',
+      help: 'HTTP requests by route and status code',
+      labelNames: ['route', 'status'],
+      size: ROUTES.length * STATUS_SLOTS,
+      labelsOf: s => ({ route: ROUTES[Math.floor(s / STATUS_SLOTS)]!, status: String(100 + s % STATUS_SLOTS) })
+    }, r)
+    this.duration = new SlotHistogram({
       name: 'iys_http_request_duration_seconds',
       help: 'HTTP request latency by route',
-      labelNames: ['route'],
-      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
-      registers: [r]
-    })
-    this.durationByRoute = Object.fromEntries(ROUTES.map(route => [route, this.duration.labels(route)])) as Record<Route, client.Histogram.Internal<'route'>>
-    const decisions = new client.Counter({ name: 'iys_decisions_total', help: 'Check decisions by reason and channel type', labelNames: ['reason', 'type'], registers: [r] })
-    this.decisionsBound = {}
-    for (const reason of REASONS) for (const type of CONSENT_TYPES) this.decisionsBound[reason + type] = decisions.labels(reason, type)
+      label: 'route',
+      series: ROUTES,
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
+    }, r)
+    this.decisionsTotal = new SlotCounter({
+      name: 'iys_decisions_total',
+      help: 'Check decisions by reason and channel type',
+      labelNames: ['reason', 'type'],
+      size: REASONS.length * CONSENT_TYPES.length,
+      labelsOf: s => ({ reason: REASONS[Math.floor(s / CONSENT_TYPES.length)]!, type: CONSENT_TYPES[s % CONSENT_TYPES.length]! })
+    }, r)
     this.bloomMaybe = new client.Counter({ name: 'iys_bloom_maybe_total', help: 'Lookups the bloom filter passed to the exact store', registers: [r] })
     this.bloomAbsent = new client.Counter({ name: 'iys_bloom_absent_total', help: 'Lookups the bloom filter answered as absent', registers: [r] })
     this.storeErrors = new client.Counter({ name: 'iys_store_errors_total', help: 'Exact-store lookups that failed (answered STORE_UNAVAILABLE or per STORE_FAILURE_MODE)', registers: [r] })
@@ -234,18 +247,14 @@ export class Metrics {
   }
 
   request (route: Route, status: number, seconds: number): void {
-    const key = route + status
-    let child = this.requestsBound.get(key)
-    if (child === undefined) { child = this.requests.labels(route, String(status)); this.requestsBound.set(key, child) }
-    child.inc()
-    this.durationByRoute[route].observe(seconds)
+    const i = ROUTE_INDEX[route]
+    this.requests.inc(i * STATUS_SLOTS + (status - 100))
+    this.duration.observe(i, seconds)
   }
 
-  /** Counts a batch of decisions: one inc() per reason present (prom-client hashes labels on every call). */
+  /** Counts a batch of decisions, one slot add each. */
   decisions (type: ConsentType, results: ArrayLike<{ readonly reason: Reason }>): void {
-    const counts = this.scratch
-    counts.fill(0)
-    for (let i = 0; i < results.length; i++) counts[REASON_INDEX[results[i]!.reason]]++
-    for (let r = 0; r < REASONS.length; r++) if (counts[r]! > 0) this.decisionsBound[REASONS[r]! + type]!.inc(counts[r])
+    const base = TYPE_INDEX[type]
+    for (let i = 0; i < results.length; i++) this.decisionsTotal.inc(REASON_INDEX[results[i]!.reason] * CONSENT_TYPES.length + base)
   }
 }
