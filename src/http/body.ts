@@ -4,6 +4,7 @@
 import type { HttpRequest } from 'uWebSockets.js'
 import { GatewayError } from '../domain/errors.js'
 import type { Exchange } from './respond.js'
+import { BYTES } from './uws.js'
 
 /**
  * How deeply a JSON body may nest arrays and objects. Every payload the gateway takes is at most 3 levels deep
@@ -17,7 +18,7 @@ export const MAX_JSON_DEPTH = 32
 export const PLAIN_LENGTH = /^\d+$/
 
 export function readBody (ex: Exchange, req: HttpRequest, limit: number, done: (err: GatewayError | null, body: Buffer | null) => void): void {
-  const lengthHeader = req.getHeader('content-length')
+  const lengthHeader = req.getHeader(BYTES.contentLength)
   // The router has already refused a Content-Length that is not one plain integer (and uWS drops most such
   // requests before they reach JS); this keeps a bad value from ever reaching Buffer.allocUnsafe.
   const declared = PLAIN_LENGTH.test(lengthHeader) ? Number(lengthHeader) : -1

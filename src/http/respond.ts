@@ -2,6 +2,7 @@
 
 import type { HttpResponse } from 'uWebSockets.js'
 import type { GatewayError } from '../domain/errors.js'
+import { BYTES } from './uws.js'
 
 const STATUS_TEXT: Record<number, string> = {
   200: '200 OK', 202: '202 Accepted', 204: '204 No Content', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found',
@@ -13,6 +14,10 @@ const STATUS_TEXT: Record<number, string> = {
 export const statusLine = (status: number): string => STATUS_TEXT[status] ?? `${status} Status`
 
 export const JSON_TYPE = 'application/json; charset=utf-8'
+const JSON_TYPE_BYTES = Buffer.from(JSON_TYPE)
+/** The status lines as bytes (see BYTES in uws.ts), by code. */
+const STATUS_BYTES: Uint8Array[] = []
+for (const [code, text] of Object.entries(STATUS_TEXT)) STATUS_BYTES[Number(code)] = Buffer.from(text)
 
 /** A response the client may have hung up on: track abort once, check before writing. */
 export interface Exchange {
@@ -27,7 +32,7 @@ export function send (ex: Exchange, status: number, body: string | Uint8Array, c
   // A response is invalid once ended or aborted, and touching it then throws inside uWS: answer at most once.
   if (ex.aborted || ex.done) return
   ex.res.cork(() => {
-    ex.res.writeStatus(statusLine(status)).writeHeader('Content-Type', contentType)
+    ex.res.writeStatus(STATUS_BYTES[status] ?? statusLine(status)).writeHeader(BYTES.ContentType, contentType === JSON_TYPE ? JSON_TYPE_BYTES : contentType)
     if (retryAfterS !== undefined) ex.res.writeHeader('Retry-After', String(retryAfterS))
     // end(…, true) writes `Connection: close` itself and closes once the answer is out; the header alone does not.
     // A 204 carries no body and, unlike end(''), no Content-Length (RFC 9110 §8.6).

@@ -12,6 +12,7 @@ import type { Metrics, Route } from '../metrics.js'
 import { jsonNestingExceeds, MAX_JSON_DEPTH, PLAIN_LENGTH, readBody } from './body.js'
 import { JSON_TYPE, send, sendError, type Exchange } from './respond.js'
 import { isDbUnreachable } from '../store/pg.js'
+import { BYTES } from './uws.js'
 
 export interface RequestFacts {
   /** the :parameters, decoded; empty unless the route asked for them (RouteOptions.params) */
@@ -150,7 +151,7 @@ export class Router {
           return
         }
       }
-      const contentType = req.getHeader('content-type')
+      const contentType = req.getHeader(BYTES.contentType)
       if (contentType !== '' && !contentType.startsWith('application/json')) {
         this.fail(ex, route, new GatewayError('UNSUPPORTED_MEDIA_TYPE'))
         return
@@ -254,7 +255,7 @@ export class Router {
   }
 
   begin (res: HttpResponse): Exchange {
-    const ex: Exchange = { res, aborted: false, startedAt: performance.now(), done: false }
+    const ex = new OpenExchange(res, performance.now())
     res.onAborted(() => { ex.aborted = true; this.settle(ex) })
     this.inFlight++
     return ex
@@ -283,7 +284,7 @@ export class Router {
    * rate is spent. Brands and iysCodes named in the path or body are the handler's to check (requireBrand).
    */
   private authorize (req: HttpRequest, guard: Guard, now: number): Principal {
-    const bearer = bearerOf(req.getHeader('authorization'))
+    const bearer = bearerOf(req.getHeader(BYTES.authorization))
     const principal = bearer === '' ? null : this.deps.auth.authenticate(bearer)
     if (principal === null) {
       throw guard.iys
@@ -332,7 +333,7 @@ export class Router {
    * route's method carries a body, so a GET pays one lookup.
    */
   private framingError (req: HttpRequest, bodied: boolean): GatewayError | null {
-    const length = req.getHeader('content-length')
+    const length = req.getHeader(BYTES.contentLength)
     if (length === '' && !bodied) return null
     this.lengthHeaders = 0
     req.forEach(this.countLengthHeader)
@@ -388,6 +389,13 @@ export class Router {
     const remoteAddress = opts.remote === true ? this.remoteAddress(ex, req) : ''
     return { params, query: opts.query === true ? req.getQuery() ?? '' : '', headers, principal, remoteAddress }
   }
+}
+
+/** A class, not an object literal: each literal was migrated to a new map in begin() (MigrateToMap, 1.5 % of a single check's samples in perf). */
+class OpenExchange implements Exchange {
+  aborted = false
+  done = false
+  constructor (public res: HttpResponse, public startedAt: number) {}
 }
 
 /** The credential of an `Authorization: Bearer …` header ('' when there is none); the scheme in any case. */
