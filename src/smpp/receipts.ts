@@ -10,22 +10,7 @@
 // bound to them (server.ts): at once when something is queued here, and by a short poll for what other gateways
 // queued. Without Redis (the embedded trial) the same thing lives in memory, for this process only.
 
-import { isCluster, type RedisClient } from '../store/redis.js'
-
-/**
- * Remembers the owners of a batch of operator message ids, each with its own expiry (one script for a turn's submits;
- * on a Redis Cluster the keys lie in many slots, so there each is SET alone).
- *   KEYS[i]     <prefix>smpp:owner:<operator message id>
- *   ARGV[1]     ttl in seconds
- *   ARGV[i + 1] the system_id that submitted KEYS[i]
- */
-const REMEMBER_LUA = "for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1]) end return #KEYS"
-const REMEMBER = 'iysSmppRememberOwners'
-/** Most owners in one script call (a turn rarely has more than a window of answers). */
-const REMEMBER_BATCH = 1024
-
-interface OwnerBatch { keys: string[], owners: string[], waiters: { resolve: () => void, reject: (err: Error) => void }[] }
-type RememberCommand = (n: number, ...args: (string | number)[]) => Promise<unknown>
+import type { RedisClient } from '../store/redis.js'
 
 export interface ReceiptStore {
   /** Remembers who submitted operator message `carrierId`. */
@@ -52,47 +37,14 @@ export class RedisReceiptStore implements ReceiptStore {
   private readonly prefix: string
   private readonly opts: ReceiptStoreOptions
 
-  /** the owners remembered in this turn, sent together at its end; null on a cluster (each SET alone) */
-  private batch: OwnerBatch | null = null
-  private readonly rememberMany: RememberCommand | null
-
   constructor (redis: RedisClient, prefix: string, opts: ReceiptStoreOptions) {
     this.redis = redis
     this.prefix = prefix + 'smpp:'
     this.opts = opts
-    if (isCluster(redis)) {
-      this.rememberMany = null
-    } else {
-      if (typeof (redis as unknown as Record<string, unknown>)[REMEMBER] !== 'function') redis.defineCommand(REMEMBER, { lua: REMEMBER_LUA })
-      this.rememberMany = ((redis as unknown as Record<string, RememberCommand>)[REMEMBER]!).bind(redis)
-    }
   }
 
-  // One script per turn instead of a SET per message: ioredis's cost per command was 9 % of the front end's CPU at
-  // 17,800 submit_sm/s (bench smpp profile, 2026-12-08); measured alone, 7.5–9 µs of client CPU a key against 1.4–2.3.
-  remember (carrierId: string, systemId: string): Promise<void> {
-    const key = this.prefix + 'owner:' + carrierId
-    if (this.rememberMany === null) return this.redis.set(key, systemId, 'EX', this.opts.ttlSeconds).then(() => {})
-    let b = this.batch
-    if (b === null) {
-      b = this.batch = { keys: [], owners: [], waiters: [] }
-      process.nextTick(this.sendBatch)
-    }
-    b.keys.push(key)
-    b.owners.push(systemId)
-    return new Promise<void>((resolve, reject) => { b.waiters.push({ resolve, reject }) })
-  }
-
-  private readonly sendBatch = (): void => {
-    const b = this.batch!
-    this.batch = null
-    for (let at = 0; at < b.keys.length; at += REMEMBER_BATCH) {
-      const keys = b.keys.slice(at, at + REMEMBER_BATCH)
-      const waiters = b.waiters.slice(at, at + REMEMBER_BATCH)
-      this.rememberMany!(keys.length, ...keys, this.opts.ttlSeconds, ...b.owners.slice(at, at + REMEMBER_BATCH)).then(
-        () => { for (const w of waiters) w.resolve() },
-        (err: Error) => { for (const w of waiters) w.reject(err) })
-    }
+  async remember (carrierId: string, systemId: string): Promise<void> {
+    await this.redis.set(this.prefix + 'owner:' + carrierId, systemId, 'EX', this.opts.ttlSeconds)
   }
 
   ownerOf (carrierId: string): Promise<string | null> {
