@@ -118,26 +118,31 @@ export class MailRelay {
   /** Copies in flight. */
   get inFlight (): number { return this.sending.size }
 
-  /** One scan of the spool: starts due copies up to the concurrency, and sleeps until the next one is due. */
+  /**
+   * One pass: starts the copies due, in the order they became due, up to the concurrency, and sleeps until the next is
+   * due. The spool's index hands out only due copies (O(log N) each): a pass never walks the copies backing off.
+   */
   private pump (): void {
     if (this.stopped) return
     if (this.timer !== null) { clearTimeout(this.timer); this.timer = null }
+    const { spool } = this.deps
     const now = this.now()
-    let next = Infinity
-    for (const entry of this.deps.spool.entries()) {
-      for (let i = 0; i < entry.recipients.length; i++) {
-        const r = entry.recipients[i]!
-        if (r.state !== 'pending') continue
-        const key = `${entry.id}/${i}`
-        if (this.sending.has(key)) continue
-        if (r.nextAttemptAt > now) { next = Math.min(next, r.nextAttemptAt); continue }
-        if (this.sending.size >= this.concurrency) return // a completion kicks the next pass
-        const p = this.deliver(entry, i)
-          .catch((err: unknown) => { this.deps.log.error({ err, spoolId: entry.id }, 'SMTP relay: the outcome of a copy could not be written (a restart sends it again)') })
-          .finally(() => { this.sending.delete(key); this.kick() })
-        this.sending.set(key, p)
-      }
+    // Due again while its last attempt's outcome is still being written (a clock that jumped): put back after the
+    // pass, and taken by the pass its completion kicks.
+    let busy: { id: string, index: number }[] | null = null
+    while (this.sending.size < this.concurrency) {
+      const copy = spool.takeDue(now)
+      if (copy === undefined) break
+      const { entry, index } = copy
+      const key = `${entry.id}/${index}`
+      if (this.sending.has(key)) { (busy ??= []).push({ id: entry.id, index }); continue }
+      const p = this.deliver(entry, index)
+        .catch((err: unknown) => { this.deps.log.error({ err, spoolId: entry.id }, 'SMTP relay: the outcome of a copy could not be written (a restart sends it again)') })
+        .finally(() => { this.sending.delete(key); this.kick() })
+      this.sending.set(key, p)
     }
+    const next = this.sending.size >= this.concurrency ? Infinity : spool.nextDueAt // at the limit a completion kicks the next pass
+    if (busy !== null) for (const c of busy) spool.requeue(c.id, c.index)
     if (next !== Infinity) {
       this.timer = setTimeout(() => { this.timer = null; this.kick() }, Math.min(Math.max(0, next - now), MAX_SLEEP_MS))
       this.timer.unref()

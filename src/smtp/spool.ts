@@ -31,6 +31,11 @@
 // read and served in their own format until they are done; new messages always go to the log. So a downgrade is not
 // possible once a log exists (the old code would not see it).
 //
+// Pending copies are also indexed for the relay: copies never tried in a queue in the order they came (due at once),
+// the others in a heap by nextAttemptAt (due-heap.ts). takeDue() and nextDueAt cost O(log N), not a walk over every
+// message (with a backlog of N backing off, a walk per completion was N² steps). Due copies go in the order they
+// became due (a new one at its acceptedAt): new mail does not starve retries that are due, nor the other way round.
+//
 // One process per folder: two gateways on one spool would send every copy twice.
 
 import { randomBytes } from 'node:crypto'
@@ -39,6 +44,7 @@ import { join } from 'node:path'
 import { crc32 } from 'node:zlib'
 import { CodedError } from '../domain/errors.js'
 import type { Logger } from '../log.js'
+import { DueHeap } from './due-heap.js'
 
 /** One accepted recipient of a message, as the front end decided it at RCPT TO. */
 export interface SpoolRecipient {
@@ -87,6 +93,12 @@ export interface AcceptEntry {
   recipients: readonly SpoolRecipient[]
   raw: Buffer | AsyncIterable<Buffer>
   bounceOf?: string
+}
+
+/** A pending copy the relay takes to send: recipient `index` of `entry`. */
+export interface DueCopy {
+  entry: SpoolEntry
+  index: number
 }
 
 /** The file operations that make data durable; tests replace them to count or hold them. */
@@ -152,6 +164,9 @@ function newId (): string {
 }
 
 const isFinal = (r: RecipientState): boolean => r.state !== 'pending'
+
+/** An item of the due index that still stands for its copy (see QueuedCopy). */
+const isCurrent = (item: QueuedCopy): boolean => !item.slot.removed && item.slot.queued[item.index] === item.seq
 
 const segmentName = (n: number): string => String(n).padStart(12, '0') + '.log'
 
@@ -257,6 +272,20 @@ interface Slot {
   saved: number
   writing: Promise<void> | null
   removed: boolean
+  /** by recipient: the seq of its item in the due index, 0 when it has none (taken, final) */
+  queued: number[]
+}
+
+/**
+ * An item of the due index. Superseded (left where it is, skipped when it comes up) once its slot is removed or its
+ * recipient's `queued` is another seq: cheaper than finding it in the heap.
+ */
+interface QueuedCopy {
+  /** nextAttemptAt; for a copy never tried (due at once), acceptedAt: its place among the due ones */
+  at: number
+  seq: number
+  slot: Slot
+  index: number
 }
 
 interface Segment {
@@ -298,6 +327,11 @@ export class MailSpool {
   /** just-accepted messages' bytes, for the relay (remember()) */
   private readonly recent = new Map<string, Buffer>()
   private recentBytes = 0
+  /** pending copies not taken (see the header): those never tried, then the others by nextAttemptAt */
+  private fresh: QueuedCopy[] = []
+  private freshHead = 0
+  private readonly retries = new DueHeap<QueuedCopy>()
+  private dueSeq = 0
 
   constructor (opts: MailSpoolOptions) {
     this.dir = opts.dir
@@ -385,7 +419,10 @@ export class MailSpool {
     }
     for (const id of emls) { await this.unlinkQuiet(id + EML); discarded++ } // accept() never resolved for these
     const slots = [...found.values()].sort((a, b) => a.state.id < b.state.id ? -1 : a.state.id > b.state.id ? 1 : 0)
-    for (const slot of slots) this.slots.set(slot.state.id, slot)
+    for (const slot of slots) {
+      this.slots.set(slot.state.id, slot)
+      for (let i = 0; i < slot.state.recipients.length; i++) if (!isFinal(slot.state.recipients[i]!)) this.enqueue(slot, i)
+    }
     await this.collect() // segments with nothing pending, oldest first (this run writes to a new one)
     if (discarded > 0) this.log.info({ discarded }, 'SMTP spool: removed or ignored writes never acknowledged, and messages already done')
     return { entries: slots.map(s => s.state), discarded }
@@ -439,6 +476,7 @@ export class MailSpool {
         throw err
       }
       this.slots.set(id, slot)
+      for (let i = 0; i < state.recipients.length; i++) this.enqueue(slot, i)
       this.remember(id, raw)
       return id
     } catch (err) {
@@ -447,11 +485,46 @@ export class MailSpool {
     }
   }
 
-  /** Messages with a recipient pending and due at `now`, oldest first (live views: they change as copies go). */
+  /**
+   * Messages with a recipient pending and due at `now`, oldest first (live views: they change as copies go). A walk
+   * over every message: for inspection and tests; the relay takes copies with takeDue().
+   */
   * due (now: number): Generator<SpoolEntry> {
     for (const slot of this.slots.values()) {
       if (!slot.removed && slot.state.recipients.some(r => r.state === 'pending' && r.nextAttemptAt <= now)) yield slot.state
     }
+  }
+
+  /**
+   * Takes the copy that became due first of those due at `now` (nextAttemptAt ≤ now; see the header): it leaves the
+   * index until markFailed gives it a new time, or requeue() puts it back (taken but not sent). O(log N).
+   */
+  takeDue (now: number): DueCopy | undefined {
+    const fresh = this.freshTop()
+    let retry = this.retryTop()
+    if (retry !== undefined && retry.at > now) retry = undefined
+    let top: QueuedCopy
+    if (fresh !== undefined && (retry === undefined || fresh.at <= retry.at)) {
+      top = fresh
+      this.freshHead++
+    } else if (retry !== undefined) {
+      top = retry
+      this.retries.pop()
+    } else return undefined
+    top.slot.queued[top.index] = 0
+    return { entry: top.slot.state, index: top.index }
+  }
+
+  /** When the soonest pending copy not taken is due: 0 for one never tried, Infinity for none. */
+  get nextDueAt (): number {
+    return this.freshTop() !== undefined ? 0 : this.retryTop()?.at ?? Infinity
+  }
+
+  /** Puts a copy taken with takeDue() back in the index, at its nextAttemptAt (no-op when done, removed or there). */
+  requeue (id: string, index: number): void {
+    const slot = this.slots.get(id)
+    const r = slot?.state.recipients[index]
+    if (slot !== undefined && r !== undefined && !isFinal(r) && slot.queued[index] === 0) this.enqueue(slot, index)
   }
 
   get (id: string): SpoolEntry | undefined {
@@ -534,6 +607,9 @@ export class MailSpool {
     if (slot === undefined || r === undefined) throw new RangeError(`SMTP spool: no recipient ${index} in message ${id}`)
     if (r.state !== 'pending') throw new Error(`SMTP spool: recipient ${index} of message ${id} is ${r.state} already`)
     f(r)
+    // Indexed at once, as it is in memory: a write that fails leaves it pending there, and retried at its time.
+    if (isFinal(r)) slot.queued[index] = 0
+    else this.enqueue(slot, index)
     const done = slot.state.recipients.every(isFinal)
     if (slot.v1) {
       slot.version++
@@ -554,6 +630,34 @@ export class MailSpool {
     }
     if (done) this.release(slot)
     return done
+  }
+
+  /** Indexes recipient `index` of `slot` (see the header), superseding any item it had. */
+  private enqueue (slot: Slot, index: number): void {
+    const at = slot.state.recipients[index]!.nextAttemptAt
+    const item: QueuedCopy = { at: at === 0 ? slot.state.acceptedAt : at, seq: ++this.dueSeq, slot, index }
+    slot.queued[index] = item.seq
+    if (at === 0) this.fresh.push(item)
+    else this.retries.push(item)
+  }
+
+  /** The first copy never tried, superseded items dropped on the way. */
+  private freshTop (): QueuedCopy | undefined {
+    while (this.freshHead < this.fresh.length && !isCurrent(this.fresh[this.freshHead]!)) this.freshHead++
+    if (this.freshHead >= 1024 && this.freshHead * 2 >= this.fresh.length) { // the taken half goes: amortised O(1) a copy
+      this.fresh = this.fresh.slice(this.freshHead)
+      this.freshHead = 0
+    }
+    return this.fresh[this.freshHead]
+  }
+
+  /** The retry due soonest, superseded items dropped on the way. */
+  private retryTop (): QueuedCopy | undefined {
+    for (let top = this.retries.peek(); top !== undefined; top = this.retries.peek()) {
+      if (isCurrent(top)) return top
+      this.retries.pop()
+    }
+    return undefined
   }
 
   /** A message leaves the lists (done or removed); its record that says so is still to be written. */
@@ -774,7 +878,7 @@ export class MailSpool {
 }
 
 function newSlot (state: SpoolState, v1: boolean, seg: number, at: number): Slot {
-  return { state, v1, seg, at, unsaved: new Set(), version: 0, saved: 0, writing: null, removed: false }
+  return { state, v1, seg, at, unsaved: new Set(), version: 0, saved: 0, writing: null, removed: false, queued: new Array<number>(state.recipients.length).fill(0) }
 }
 
 /** Writes `parts` at `position`, all of them (writev may write less); the position after them. */
