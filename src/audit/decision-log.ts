@@ -90,7 +90,8 @@ function recipientText (v: unknown): string {
   try { return JSON.stringify(v) ?? '' } catch { return '[unprintable]' }
 }
 
-const journalUnavailable = (err: unknown): GatewayError =>
+/** The answer when the journal refuses a decision's lines (now, or in a deferred write: journal.ts deferAppends). */
+export const journalUnavailable = (err: unknown): GatewayError =>
   new GatewayError('SERVICE_UNAVAILABLE', { message: 'The decision journal cannot be written on local disk; nothing was decided.', cause: err })
 
 export class DecisionLog {

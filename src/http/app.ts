@@ -2,7 +2,9 @@
 // logic lives in check/ and policy/, so other front ends (SMPP, SMTP) reuse it unchanged.
 
 import type { Logger } from 'pino'
+import { journalUnavailable } from '../audit/decision-log.js'
 import type { DecisionsHook } from '../audit/decisions-hook.js'
+import { deferAppends, NOTHING_DEFERRED } from '../audit/journal.js'
 import type { Checker, CheckQuery, CheckResult } from '../check/checker.js'
 import { requireBrand, type Authenticator } from '../auth/principal.js'
 import type { Metrics, ReadyReason } from '../metrics.js'
@@ -70,7 +72,15 @@ export function createApp (deps: AppDeps): { app: uWS.TemplatedApp, router: Rout
   const app = uWS.App()
   const router = new Router(app, { ...deps, metrics: deps.requests ?? metrics })
 
-  checkRoute(router, { checker: deps.checker, afterChecks: (query, results) => { decisions.afterDecisions('check', query, results) } })
+  // A check's decision lines join those of the other requests of this turn of the event loop in one write, which its
+  // answer waits for (journal.ts deferAppends): a write() per check was 9 % of the gateway's CPU in perf.
+  checkRoute(router, {
+    checker: deps.checker,
+    afterChecks: (query, results) => {
+      const { written } = deferAppends(() => { decisions.afterDecisions('check', query, results) }, 'loop')
+      return written === NOTHING_DEFERRED ? undefined : written.catch((err: unknown) => { throw journalUnavailable(err) })
+    }
+  })
 
   // Public: probes and scrapers carry no key (they reveal no recipient and change nothing).
   const PUBLIC = { auth: 'public' } as const
