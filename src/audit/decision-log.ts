@@ -121,7 +121,7 @@ export class DecisionLog {
       fsyncMs: opts.fsyncMs ?? 50,
       fullLines: BATCH_LINES,
       onFull: () => { void this.flush() }, // flush() never rejects
-      onSyncError: err => { opts.log.error({ err }, 'decision journal: fsync failed') },
+      onSyncError: err => { opts.log.error({ err }, 'decision journal: local disk refused a write or an fsync (see err)') },
       ...(opts.journalFs !== undefined ? { fs: opts.journalFs } : {})
     })
   }
