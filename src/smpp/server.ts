@@ -25,6 +25,7 @@ import { SmppSession } from '../wire/smpp-session.js'
 import './gsm-coder.js'
 import { SubmitSmResp } from './resp.js'
 import type { SubmitHandler } from './submit.js'
+import { readSubmitSm } from './submit-reader.js'
 
 const { errors } = smpp
 
@@ -150,6 +151,7 @@ export class SmppServer {
     const session = new SmppSession(socket, {
       responseTimeoutMs: this.settings.responseTimeoutMs,
       enquireLinkMs: this.settings.enquireLinkMs,
+      decode: readSubmitSm,
       onRequest: (pdu, _s, bytes) => { this.onRequest(bind, pdu, bytes) },
       onMalformed: () => { this.deps.metrics.smppPdus.inc({ command: 'malformed', status: 'nack' }) },
       onClose: () => {

@@ -21,6 +21,7 @@ import type { SmppStatusMap } from '../domain/smpp-status.js'
 import type { SharedParts } from './shared-parts.js'
 import { statusOfReason, statusOfOutcome } from './status.js'
 import { submitSmForDestination, withoutTlvs, type MultiDestination } from './pdu-bytes.js'
+import { readSubmitSm } from './submit-reader.js'
 import { isTagError, messageTags, TAG_BRAND_CODE, TAG_COMMERCIAL, TAG_RECIPIENT_TYPE } from './tags.js'
 
 /** ESME_RINVDLNAME: a distribution list name in a submit_multi (not offered). */
@@ -139,7 +140,7 @@ export class SubmitHandler {
       if (!admit()) return { status: this.deps.statuses.THROTTLED }
       const one = submitSmForDestination(bytes, d.dest_addr_ton ?? 0, d.dest_addr_npi ?? 0, String(d.destination_addr ?? ''))
       if (one === null) return { status: this.deps.statuses.BAD_TLV }
-      return this.handle(bind, new PDU(one), one)
+      return this.handle(bind, readSubmitSm(one) ?? new PDU(one), one)
     }))
     const out: MultiAnswer = { status: 0, messageId: '', unsuccess: [] }
     answers.forEach((a, i) => {

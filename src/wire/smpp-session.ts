@@ -1,7 +1,8 @@
 // One SMPP 3.4 session over a TCP or TLS socket, either side of it: our front end's sessions with providers'
 // platforms (server.ts) and our binds to the operators (carriers/smpp-upstream.ts).
 //
-// node-smpp is the PDU codec (new PDU(buffer), pdu.toBuffer()); the session is ours because the package's stops
+// node-smpp is the PDU codec (new PDU(buffer), pdu.toBuffer()), but for what a `decode` hook reads itself (the front
+// end's submit_sm, smpp/submit-reader.ts); the session is ours because the package's stops
 // reading for good after one PDU it cannot decode, and because both of our sides need the same things it lacks:
 // a PDU that cannot be decoded is answered generic_nack and the session goes on (only a length that breaks the
 // framing closes it), every request we send has a deadline, and what is in flight is counted (the window).
@@ -37,6 +38,11 @@ export interface SessionOptions {
    * bytes as they came (valid only during the call: copy what outlives it, as requestEncoded does).
    */
   onRequest: (pdu: PDU, session: SmppSession, bytes: Buffer) => void
+  /**
+   * Decodes a PDU in place of node-smpp (the front end's submit_sm reader, smpp/submit-reader.ts); null: node-smpp
+   * decodes it. Must not throw, and must return null for what node-smpp would refuse (it is then refused as before).
+   */
+  decode?: (bytes: Buffer) => PDU | null
   /** A PDU that could not be decoded (already answered generic_nack): for a metric or a log line, never the bytes. */
   onMalformed?: (reason: string) => void
   /** Once, when the socket is gone; `err` when it went with an error. */
@@ -203,7 +209,7 @@ export class SmppSession {
   private onPdu (bytes: Buffer): void {
     let pdu: PDU
     try {
-      pdu = new PDU(bytes)
+      pdu = this.opts.decode?.(bytes) ?? new PDU(bytes)
     } catch (err) {
       this.nack(bytes.readUInt32BE(12), errors.ESME_RINVCMDLEN!, `undecodable PDU: ${(err as Error).message}`)
       return
