@@ -13,6 +13,7 @@ import { statusOfOutcome, statusOfReason } from '../src/smpp/status.js'
 import { BAD_PHONE, MISSING_RECIPIENT, PHONE_TOO_LONG } from '../src/domain/normalize.js'
 import { ALLOWED_BY_REASON, REASONS } from '../src/policy/decide.js'
 import { OUTCOME_STATUSES } from '../src/carriers/upstream.js'
+import { encodeWithTlvs, type RawTlv } from './helpers/smpp-pdu.js'
 
 // node-smpp has no published types: the little of it these tests use.
 interface Pdu { [field: string]: any, toBuffer (): Buffer }
@@ -20,23 +21,11 @@ interface Smpp { PDU: { new (command: string, fields?: Record<string, unknown>):
 const smpp = createRequire(import.meta.url)('smpp') as Smpp
 
 /** Encodes a PDU with node-smpp, appends raw TLVs ([tag, value octets]) and decodes it as the gateway does. */
-function roundTrip (command: string, fields: Record<string, unknown>, tlvs: Array<[number, number[] | string]> = []): Pdu {
-  let buf = new smpp.PDU(command, fields).toBuffer()
-  if (tlvs.length > 0) {
-    const parts = tlvs.map(([tag, v]) => {
-      const value = typeof v === 'string' ? Buffer.from(v, 'latin1') : Buffer.from(v)
-      const head = Buffer.alloc(4)
-      head.writeUInt16BE(tag, 0)
-      head.writeUInt16BE(value.length, 2)
-      return Buffer.concat([head, value])
-    })
-    buf = Buffer.concat([buf, ...parts])
-    buf.writeUInt32BE(buf.length, 0)
-  }
-  return new smpp.PDU(buf)
+function roundTrip (command: string, fields: Record<string, unknown>, tlvs: RawTlv[] = []): Pdu {
+  return new smpp.PDU(encodeWithTlvs(command, fields, tlvs))
 }
 
-const submit = (fields: Record<string, unknown>, tlvs?: Array<[number, number[] | string]>): Pdu =>
+const submit = (fields: Record<string, unknown>, tlvs?: RawTlv[]): Pdu =>
   roundTrip('submit_sm', { source_addr: 'ACME', destination_addr: '905321112233', ...fields }, tlvs)
 /** A submit_sm whose short_message is these octets, UDH included (esm_class UDHI set unless told otherwise). */
 const withUdh = (octets: number[], esm = 0x40, fields: Record<string, unknown> = {}): Pdu =>

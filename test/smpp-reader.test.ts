@@ -11,6 +11,7 @@ import { readSubmitSm } from '../src/smpp/submit-reader.js'
 import { concatOf, messageBody } from '../src/smpp/concat.js'
 import { messageTags, TAG_BRAND_CODE, TAG_COMMERCIAL, TAG_RECIPIENT_TYPE } from '../src/smpp/tags.js'
 import { SmppSession } from '../src/wire/smpp-session.js'
+import { encodeWithTlvs, withLength, type RawTlv } from './helpers/smpp-pdu.js'
 
 interface Pdu { [field: string]: any, toBuffer (): Buffer, isResponse (): boolean, response (f?: Record<string, unknown>): Pdu }
 interface Smpp { PDU: { new (command: string, fields?: Record<string, unknown>): Pdu, new (buffer: Buffer): Pdu }, errors: Record<string, number> }
@@ -18,19 +19,9 @@ const smpp = createRequire(import.meta.url)('smpp') as Smpp
 type Body = Parameters<typeof messageBody>[0]
 
 /** node-smpp's encoding, with raw TLVs ([tag, octets]) appended. */
-function build (fields: Record<string, unknown>, tlvs: Array<[number, number[] | string]> = [], command = 'submit_sm'): Buffer {
-  const buf = new smpp.PDU(command, { sequence_number: 77, ...fields }).toBuffer()
-  const parts = tlvs.map(([tag, v]) => {
-    const value = typeof v === 'string' ? Buffer.from(v, 'latin1') : Buffer.from(v)
-    const head = Buffer.alloc(4)
-    head.writeUInt16BE(tag, 0)
-    head.writeUInt16BE(value.length, 2)
-    return Buffer.concat([head, value])
-  })
-  return withLength(Buffer.concat([buf, ...parts]))
-}
+const build = (fields: Record<string, unknown>, tlvs: RawTlv[] = [], command = 'submit_sm'): Buffer =>
+  encodeWithTlvs(command, { sequence_number: 77, ...fields }, tlvs)
 
-const withLength = (b: Buffer): Buffer => { b.writeUInt32BE(b.length, 0); return b }
 
 /** The encoded short_message / message_payload octets of a PDU, as sent. */
 function rawField (bytes: Buffer, decoded: Pdu, field: 'short_message' | 'message_payload'): Buffer | undefined {
