@@ -445,6 +445,26 @@ describe('durability: group commit and the log', () => {
     await until(() => files(dir).length === 1, WAIT, 'every segment but the current one deleted')
   })
 
+  it('a message whose fdatasync failed is refused, and not brought back at the next start', async () => {
+    const dir = tempDir()
+    let failNext = false
+    const spool = new MailSpool({
+      dir,
+      maxBytes: 1 << 20,
+      log,
+      sync: {
+        file: async fh => { await fh.datasync(); if (failNext) { failNext = false; throw new Error('EIO on fdatasync') } },
+        dir: async () => {}
+      }
+    })
+    await spool.open()
+    const kept = await spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('a@x.test', true)], raw: RAW })
+    failNext = true // the batch's bytes are all written; only its sync fails
+    await expect(spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('b@x.test', true)], raw: RAW })).rejects.toThrow('EIO')
+    const after = await new MailSpool({ dir, maxBytes: 1 << 20, log }).open()
+    expect(after.entries.map(e => e.id)).toEqual([kept])
+  })
+
   it('an operator\'s remove() is durable: the message is not listed after a restart', async () => {
     const r = await rig({ start: false })
     const id = await r.spool.accept({ envelopeFrom: SENDER, recipients: [rcpt('a@x.test', true)], raw: RAW })

@@ -708,6 +708,9 @@ export class MailSpool {
             await writeAll(seg.fh, parts, seg.end)
             await this.sync.file(seg.fh, seg.path)
           } catch (err) {
+            // Never acknowledged: cut it off, or a write that landed whole before its fdatasync failed would be read back
+            // at the next start as a message we refused (and the client sends again). Best effort, as the journal does.
+            await seg.fh.truncate(seg.end).catch(() => {})
             seg.broken = true // what follows goes to a new segment; this one ends where its last good write did
             throw err
           }
