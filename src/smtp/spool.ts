@@ -71,7 +71,7 @@ export interface RecipientState extends SpoolRecipient {
   lastResponse?: string
 }
 
-/** A message's state: record 2 of `<id>.msg` (and, in a v1 spool, the content of `<id>.json`). */
+/** A message's state: in its accept record in the log, as its changes leave it (in a v1 spool, the content of `<id>.json`). */
 export interface SpoolState {
   v: 1
   id: string
